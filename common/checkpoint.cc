@@ -1,0 +1,109 @@
+#include "common/checkpoint.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/files.h"
+
+namespace attune::common {
+namespace fs = std::filesystem;
+
+namespace {
+
+std::vector<CheckpointInfo> ListCommitted(const std::string& root) {
+  std::vector<CheckpointInfo> out;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(root, ec)) {
+    std::string name = e.path().filename().string();
+    int64_t step;
+    if (e.is_directory() && absl::StartsWith(name, "step-") && absl::SimpleAtoi(name.substr(5), &step)) {
+      out.push_back({e.path().string(), step});
+    }
+  }
+  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.step > b.step; });
+  return out;
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> BeginCheckpoint(const std::string& root, int64_t step) {
+  std::string tmp = absl::StrFormat("%s/.tmp-step-%d-%d", root, step, static_cast<int>(::getpid()));
+  std::error_code ec;
+  fs::remove_all(tmp, ec);
+  if (auto s = MakeDirs(tmp); !s.ok()) return s;
+  return tmp;
+}
+
+absl::StatusOr<CheckpointInfo> CommitCheckpoint(const std::string& root, const std::string& tmp_dir, int64_t step,
+                                                const std::vector<std::string>& files, int keep_last) {
+  nlohmann::json manifest;
+  manifest["format"] = "attune-checkpoint-v1";
+  manifest["step"] = step;
+  manifest["files"] = nlohmann::json::object();
+  for (const auto& f : files) {
+    std::string path = tmp_dir + "/" + f;
+    auto sha = Sha256OfFile(path);
+    if (!sha.ok()) return sha.status();
+    std::error_code ec;
+    auto size = fs::file_size(path, ec);
+    if (ec) return absl::UnavailableError(absl::StrCat("cannot stat ", path, ": ", ec.message()));
+    manifest["files"][f] = {{"sha256", *sha}, {"bytes", size}};
+  }
+  if (auto s = WriteFileSynced(tmp_dir + "/manifest.json", manifest.dump(2)); !s.ok()) return s;
+  if (auto s = FsyncDirectory(tmp_dir); !s.ok()) return s;
+  std::string final_dir = absl::StrFormat("%s/step-%09d", root, step);
+  std::error_code ec;
+  // Re-saving a step (after a resume) replaces the old directory.
+  fs::remove_all(final_dir, ec);
+  fs::rename(tmp_dir, final_dir, ec);
+  if (ec) return absl::UnavailableError(absl::StrCat("cannot commit checkpoint ", final_dir, ": ", ec.message()));
+  if (auto s = FsyncDirectory(root); !s.ok()) return s;
+  auto all = ListCommitted(root);
+  for (size_t i = static_cast<size_t>(std::max(keep_last, 1)); i < all.size(); ++i) fs::remove_all(all[i].dir, ec);
+  return CheckpointInfo{final_dir, step};
+}
+
+absl::Status VerifyCheckpoint(const std::string& dir) {
+  auto text = ReadFile(dir + "/manifest.json", 1 << 20);
+  if (!text.ok()) return absl::DataLossError(absl::StrCat(dir, ": no manifest.json (uncommitted checkpoint)"));
+  auto m = nlohmann::json::parse(*text, nullptr, false);
+  if (m.is_discarded() || !m.contains("files") || !m["files"].is_object()) {
+    return absl::DataLossError(absl::StrCat(dir, "/manifest.json is malformed"));
+  }
+  for (auto it = m["files"].begin(); it != m["files"].end(); ++it) {
+    std::string path = dir + "/" + it.key();
+    std::error_code ec;
+    auto size = fs::file_size(path, ec);
+    if (ec) return absl::DataLossError(absl::StrCat(path, ": listed in the manifest but missing"));
+    if (size != it.value().value("bytes", uint64_t{0})) {
+      return absl::DataLossError(absl::StrCat(path, ": ", size, " bytes, manifest says ",
+                                              it.value().value("bytes", uint64_t{0}), " (truncated?)"));
+    }
+    auto sha = Sha256OfFile(path);
+    if (!sha.ok()) return sha.status();
+    if (*sha != it.value().value("sha256", "")) {
+      return absl::DataLossError(absl::StrCat(path, ": SHA-256 does not match the manifest (corrupt)"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<CheckpointInfo> FindLatestCheckpoint(const std::string& root, std::vector<std::string>* skipped) {
+  for (const auto& c : ListCommitted(root)) {
+    absl::Status s = VerifyCheckpoint(c.dir);
+    if (s.ok()) return c;
+    if (skipped) skipped->push_back(std::string(s.message()));
+  }
+  return absl::NotFoundError(absl::StrCat("no committed checkpoint under ", root));
+}
+
+}  // namespace attune::common

@@ -1,0 +1,40 @@
+#pragma once
+
+// Checkpoint directories with a commit marker. Torch-free: it deals in files.
+//
+// Commit protocol (a checkpoint exists only once step 4 has happened):
+//   1. The writer puts every file of step S into <root>/.tmp-step-S-<pid>/ and fsyncs each.
+//   2. CommitCheckpoint writes manifest.json there: step, and per file its size and SHA-256.
+//   3. It fsyncs the manifest and the directory.
+//   4. It renames the directory to <root>/step-<S padded to 9 digits> and fsyncs <root>.
+// Readers (FindLatestCheckpoint) consider only step-* directories whose
+// manifest verifies: every listed file present, of the listed size and hash.
+// Anything else (temporary directories, truncated or altered files) is skipped
+// with a warning, so a torn or corrupt checkpoint is never loaded.
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace attune::common {
+
+struct CheckpointInfo {
+  std::string dir;
+  int64_t step = 0;
+};
+
+// A fresh temporary directory under `root` for step `step`.
+absl::StatusOr<std::string> BeginCheckpoint(const std::string& root, int64_t step);
+// Steps 2-4 above; `files` are names relative to `tmp_dir`. On success the
+// oldest committed checkpoints beyond `keep_last` are removed.
+absl::StatusOr<CheckpointInfo> CommitCheckpoint(const std::string& root, const std::string& tmp_dir, int64_t step,
+                                                const std::vector<std::string>& files, int keep_last);
+// Verifies manifest.json of a committed directory.
+absl::Status VerifyCheckpoint(const std::string& dir);
+// The newest checkpoint that verifies; kNotFound when there is none.
+// `skipped` receives "dir: reason" for each rejected candidate.
+absl::StatusOr<CheckpointInfo> FindLatestCheckpoint(const std::string& root, std::vector<std::string>* skipped);
+
+}  // namespace attune::common

@@ -1,0 +1,32 @@
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+
+namespace attune::common {
+
+// Reads a whole file. Refuses files larger than `max_bytes` with
+// kResourceExhausted so that a hostile input cannot exhaust memory.
+absl::StatusOr<std::string> ReadFile(const std::string& path,
+                                     int64_t max_bytes = int64_t{4} << 30);
+
+// Writes `data` to `path` atomically: a temporary file in the same directory,
+// fsync, rename over `path`, fsync of the directory. A reader sees either the
+// old file or the new one, never a torn one.
+absl::Status WriteFileAtomic(const std::string& path, std::string_view data);
+
+// Plain write with fsync (used for files inside a not-yet-committed directory).
+absl::Status WriteFileSynced(const std::string& path, std::string_view data);
+
+absl::Status FsyncDirectory(const std::string& dir);
+absl::Status MakeDirs(const std::string& dir);
+
+// Lower-case hex SHA-256 of bytes or of a file's contents (streamed).
+std::string Sha256Hex(std::string_view bytes);
+absl::StatusOr<std::string> Sha256OfFile(const std::string& path);
+
+}  // namespace attune::common

@@ -1,0 +1,124 @@
+#include "common/job_config.h"
+
+#include <cmath>
+#include <regex>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+
+namespace attune::common {
+
+absl::Status ValidateJobConfig(const JobConfig& c) {
+  std::vector<std::string> bad;
+  auto check = [&](bool ok, const char* field, const std::string& why) {
+    if (!ok) bad.push_back(absl::StrCat(field, ": ", why));
+  };
+  auto finite = [](double v) { return std::isfinite(v); };
+  static const std::regex kName("[A-Za-z0-9._-]{1,128}");
+  check(std::regex_match(c.name, kName), "name", "must match [A-Za-z0-9._-]{1,128}");
+  check(c.name != "." && c.name != "..", "name", "must not be . or ..");
+  check(!c.model_path.empty() || c.has_model_config, "model", "needs path or config");
+  check(c.model_path.empty() || !c.has_model_config, "model", "give path or config, not both");
+  if (c.has_model_config) {
+    const auto& m = c.model_config;
+    check(m.vocab_size >= 0, "model.config.vocab_size", "must be >= 0");
+    check(m.hidden_size > 0 && m.hidden_size <= 8192, "model.config.hidden_size", "must be in (0, 8192]");
+    check(m.num_hidden_layers > 0 && m.num_hidden_layers <= 128, "model.config.num_hidden_layers", "must be in (0, 128]");
+    check(m.num_attention_heads > 0 && m.hidden_size % std::max<int64_t>(m.num_attention_heads, 1) == 0,
+          "model.config.num_attention_heads", "must be > 0 and divide hidden_size");
+    check(m.intermediate_size > 0, "model.config.intermediate_size", "must be > 0");
+    check(m.max_position_embeddings > 0, "model.config.max_position_embeddings", "must be > 0");
+    check(m.type_vocab_size > 0, "model.config.type_vocab_size", "must be > 0");
+    check(finite(m.hidden_dropout_prob) && m.hidden_dropout_prob >= 0 && m.hidden_dropout_prob < 1,
+          "model.config.hidden_dropout_prob", "must be in [0, 1)");
+    check(finite(m.attention_probs_dropout_prob) && m.attention_probs_dropout_prob >= 0 &&
+              m.attention_probs_dropout_prob < 1,
+          "model.config.attention_probs_dropout_prob", "must be in [0, 1)");
+    check(m.classifier_dropout < 1, "model.config.classifier_dropout", "must be < 1");
+    check(m.max_position_embeddings >= c.max_length, "data.max_length", "must be <= model.config.max_position_embeddings");
+  }
+  check(c.built_vocab_size >= 16 && c.built_vocab_size <= 1'000'000, "model.vocab_size", "must be in [16, 1000000]");
+  check(!c.train_path.empty(), "data.train", "is required");
+  check(c.validation_path.empty() || c.validation_split == 0, "data.validation_split",
+        "give validation or validation_split, not both");
+  check(finite(c.validation_split) && c.validation_split >= 0 && c.validation_split < 1, "data.validation_split",
+        "must be in [0, 1)");
+  check(!c.validation_path.empty() || c.validation_split > 0, "data.validation",
+        "is required (or set data.validation_split)");
+  check(!c.text_column.empty(), "data.text_column", "must not be empty");
+  check(!c.label_column.empty(), "data.label_column", "must not be empty");
+  check(c.max_length >= 8 && c.max_length <= 8192, "data.max_length", "must be in [8, 8192]");
+  check(c.max_field_bytes > 0 && c.max_field_bytes <= (int64_t{256} << 20), "data.max_field_bytes",
+        "must be in (0, 256 MiB]");
+  check(finite(c.augment_delete_rate) && c.augment_delete_rate >= 0 && c.augment_delete_rate < 0.5,
+        "data.augment_delete_rate", "must be in [0, 0.5)");
+  check(finite(c.augment_mask_rate) && c.augment_mask_rate >= 0 && c.augment_mask_rate < 0.5,
+        "data.augment_mask_rate", "must be in [0, 0.5)");
+  check(c.method == "full" || c.method == "head" || c.method == "lora" || c.method == "adapter", "method.type",
+        "must be one of full, head, lora, adapter");
+  if (c.method == "lora") {
+    check(c.lora_rank > 0 && c.lora_rank <= 1024, "method.lora.rank", "must be in (0, 1024]");
+    check(finite(c.lora_alpha) && c.lora_alpha > 0, "method.lora.alpha", "must be > 0");
+    check(finite(c.lora_dropout) && c.lora_dropout >= 0 && c.lora_dropout < 1, "method.lora.dropout",
+          "must be in [0, 1)");
+    check(!c.lora_targets.empty(), "method.lora.targets", "must not be empty");
+    for (const auto& t : c.lora_targets) {
+      check(t == "query" || t == "key" || t == "value" || t == "attention.output" || t == "intermediate" ||
+                t == "output",
+            "method.lora.targets",
+            absl::StrCat("'", t, "' is not one of query, key, value, attention.output, intermediate, output"));
+    }
+  }
+  if (c.method == "adapter") check(c.adapter_size > 0 && c.adapter_size <= 8192, "method.adapter.size", "must be in (0, 8192]");
+  check(c.epochs > 0 && c.epochs <= 10000, "hyperparameters.epochs", "must be in (0, 10000]");
+  check(c.max_steps >= 0, "hyperparameters.max_steps", "must be >= 0");
+  check(c.batch_size > 0 && c.batch_size <= 65536, "hyperparameters.batch_size", "must be > 0 and <= 65536");
+  check(finite(c.learning_rate) && c.learning_rate > 0 && c.learning_rate < 1, "hyperparameters.learning_rate",
+        "must be in (0, 1)");
+  check(c.warmup_steps >= 0, "hyperparameters.warmup_steps", "must be >= 0");
+  check(finite(c.warmup_ratio) && c.warmup_ratio >= 0 && c.warmup_ratio < 1, "hyperparameters.warmup_ratio",
+        "must be in [0, 1)");
+  check(c.warmup_steps == 0 || c.warmup_ratio == 0, "hyperparameters.warmup_ratio",
+        "give warmup_steps or warmup_ratio, not both");
+  check(c.lr_scheduler == "linear" || c.lr_scheduler == "cosine" || c.lr_scheduler == "constant",
+        "hyperparameters.lr_scheduler", "must be linear, cosine or constant");
+  check(finite(c.weight_decay) && c.weight_decay >= 0 && c.weight_decay < 1, "hyperparameters.weight_decay",
+        "must be in [0, 1)");
+  check(c.gradient_accumulation_steps > 0 && c.gradient_accumulation_steps <= 4096,
+        "hyperparameters.gradient_accumulation_steps", "must be in (0, 4096]");
+  check(finite(c.max_grad_norm) && c.max_grad_norm >= 0, "hyperparameters.max_grad_norm", "must be >= 0");
+  check(c.seed >= 0, "hyperparameters.seed", "must be >= 0");
+  check(finite(c.adam_beta1) && c.adam_beta1 >= 0 && c.adam_beta1 < 1, "hyperparameters.adam_beta1", "must be in [0, 1)");
+  check(finite(c.adam_beta2) && c.adam_beta2 >= 0 && c.adam_beta2 < 1, "hyperparameters.adam_beta2", "must be in [0, 1)");
+  check(finite(c.adam_epsilon) && c.adam_epsilon > 0, "hyperparameters.adam_epsilon", "must be > 0");
+  check(c.threads > 0 && c.threads <= 256, "hyperparameters.threads", "must be in (0, 256]");
+  check(c.eval_every_steps >= 0, "evaluation.every_steps", "must be >= 0");
+  check(c.eval_batch_size > 0, "evaluation.batch_size", "must be > 0");
+  if (!c.early_stopping_metric.empty()) {
+    static const char* kMetrics[] = {"accuracy", "f1", "precision", "recall", "roc_auc", "loss", "eval_loss",
+                                     "macro_f1", "micro_f1", "macro_precision", "macro_recall"};
+    bool known = false;
+    for (const char* m : kMetrics) known |= c.early_stopping_metric == m;
+    check(known, "evaluation.early_stopping.metric", absl::StrCat("'", c.early_stopping_metric, "' is not a known metric"));
+    check(c.early_stopping_mode.empty() || c.early_stopping_mode == "max" || c.early_stopping_mode == "min",
+          "evaluation.early_stopping.mode", "must be max or min");
+    check(c.early_stopping_patience > 0, "evaluation.early_stopping.patience", "must be > 0");
+    check(finite(c.early_stopping_min_delta) && c.early_stopping_min_delta >= 0, "evaluation.early_stopping.min_delta",
+          "must be >= 0");
+  }
+  check(c.checkpoint_every_steps >= 0, "checkpoint.every_steps", "must be >= 0");
+  check(c.checkpoint_keep_last > 0, "checkpoint.keep_last", "must be > 0");
+  check(c.world_size > 0 && c.world_size <= 1024, "workers.count", "must be in (0, 1024]");
+  check(c.backend == "gloo" || c.backend == "nccl", "workers.backend", "must be gloo or nccl");
+  check(c.cpus_per_rank > 0, "workers.cpus_per_rank", "must be > 0");
+  check(c.gpus_per_rank >= 0, "workers.gpus_per_rank", "must be >= 0");
+  check(c.max_restarts >= 0 && c.max_restarts <= 100, "max_restarts", "must be in [0, 100]");
+  check(!c.output_dir.empty(), "output_dir", "is required");
+  for (const auto& [k, v] : c.labels) {
+    check(std::regex_match(k, kName), "labels", absl::StrCat("key '", k, "' must match [A-Za-z0-9._-]{1,128}"));
+  }
+  if (bad.empty()) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrJoin(bad, "; "));
+}
+
+}  // namespace attune::common

@@ -1,0 +1,92 @@
+#pragma once
+
+// JobConfig: the domain form of attune.v1.JobSpec, with defaults applied.
+// Torch-free and proto-free; common/rpc/job_spec.h converts from the proto.
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+
+namespace attune::common {
+
+struct ModelConfigFields {
+  int64_t vocab_size = 0;  // 0: from the vocabulary
+  int64_t hidden_size = 128;
+  int64_t num_hidden_layers = 2;
+  int64_t num_attention_heads = 2;
+  int64_t intermediate_size = 512;
+  int64_t max_position_embeddings = 512;
+  int64_t type_vocab_size = 2;
+  double hidden_dropout_prob = 0.1;
+  double attention_probs_dropout_prob = 0.1;
+  double layer_norm_eps = 1e-12;
+  double initializer_range = 0.02;
+  double classifier_dropout = -1;
+};
+
+struct JobConfig {
+  std::string name;
+  std::map<std::string, std::string> labels;
+  // model
+  std::string model_path;
+  bool has_model_config = false;
+  ModelConfigFields model_config;
+  std::string vocab_path;
+  int64_t built_vocab_size = 8192;
+  bool do_lower_case = true;
+  // data
+  std::string train_path, validation_path;
+  double validation_split = 0;
+  std::string text_column = "text", text_pair_column, label_column = "label";
+  int64_t max_length = 128;
+  bool drop_missing = true, drop_duplicates = true, drop_conflicting = true;
+  std::vector<std::string> label_names;
+  int64_t max_field_bytes = int64_t{1} << 20;
+  double augment_delete_rate = 0, augment_mask_rate = 0;
+  // method
+  std::string method = "full";
+  int64_t lora_rank = 8;
+  double lora_alpha = 16, lora_dropout = 0.0;
+  std::vector<std::string> lora_targets = {"query", "value"};
+  int64_t adapter_size = 64;
+  bool merge_lora = true;
+  // hyperparameters
+  int64_t epochs = 3, max_steps = 0, batch_size = 16;
+  double learning_rate = 5e-5;
+  int64_t warmup_steps = 0;
+  double warmup_ratio = 0;
+  std::string lr_scheduler = "linear";
+  double weight_decay = 0.0;
+  int64_t gradient_accumulation_steps = 1;
+  double max_grad_norm = 1.0;
+  int64_t seed = 42;
+  double adam_beta1 = 0.9, adam_beta2 = 0.999, adam_epsilon = 1e-8;
+  int64_t threads = 1;
+  // evaluation
+  int64_t eval_every_steps = 0;
+  int64_t eval_batch_size = 64;
+  std::string early_stopping_metric;  // empty: off
+  std::string early_stopping_mode;    // max | min
+  int64_t early_stopping_patience = 3;
+  double early_stopping_min_delta = 0;
+  // checkpoint
+  int64_t checkpoint_every_steps = 0;
+  int64_t checkpoint_keep_last = 2;
+  // workers
+  int64_t world_size = 1;
+  std::string backend = "gloo";
+  int64_t cpus_per_rank = 1, gpus_per_rank = 0;
+  int64_t priority = 0, max_restarts = 0;
+  std::string output_dir;
+};
+
+// Checks every field and returns kInvalidArgument listing each bad one as
+// "path: reason" (for example "hyperparameters.batch_size: must be > 0"),
+// separated by "; ". Paths are not resolved here.
+absl::Status ValidateJobConfig(const JobConfig& c);
+
+}  // namespace attune::common

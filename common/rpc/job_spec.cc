@@ -1,0 +1,265 @@
+#include "common/rpc/job_spec.h"
+
+#include <regex>
+
+#include <google/protobuf/util/json_util.h>
+#include <nlohmann/json.hpp>
+#include <yaml-cpp/yaml.h>
+
+#include "absl/strings/str_cat.h"
+#include "common/files.h"
+
+namespace attune::common {
+namespace {
+
+namespace pb = google::protobuf;
+
+absl::StatusOr<nlohmann::json> YamlToJson(const YAML::Node& n, const std::string& path) {
+  switch (n.Type()) {
+    case YAML::NodeType::Null:
+    case YAML::NodeType::Undefined:
+      return nlohmann::json(nullptr);
+    case YAML::NodeType::Sequence: {
+      nlohmann::json a = nlohmann::json::array();
+      for (size_t i = 0; i < n.size(); ++i) {
+        auto v = YamlToJson(n[i], absl::StrCat(path, "[", i, "]"));
+        if (!v.ok()) return v.status();
+        a.push_back(*v);
+      }
+      return a;
+    }
+    case YAML::NodeType::Map: {
+      nlohmann::json o = nlohmann::json::object();
+      for (auto it = n.begin(); it != n.end(); ++it) {
+        std::string key = it->first.as<std::string>();
+        auto v = YamlToJson(it->second, path.empty() ? key : absl::StrCat(path, ".", key));
+        if (!v.ok()) return v.status();
+        o[key] = *v;
+      }
+      return o;
+    }
+    case YAML::NodeType::Scalar: {
+      const std::string& s = n.Scalar();
+      if (n.Tag() == "!") return nlohmann::json(s);  // quoted: always a string
+      static const std::regex kInt("[-+]?[0-9]+");
+      static const std::regex kFloat("[-+]?([0-9]+\\.?[0-9]*|\\.[0-9]+)([eE][-+]?[0-9]+)?");
+      if (s == "~" || s == "null" || s == "Null" || s == "NULL") return nlohmann::json(nullptr);
+      if (s == "true" || s == "True" || s == "TRUE") return nlohmann::json(true);
+      if (s == "false" || s == "False" || s == "FALSE") return nlohmann::json(false);
+      if (std::regex_match(s, kInt)) {
+        try {
+          return nlohmann::json(std::stoll(s));
+        } catch (...) {
+          return absl::InvalidArgumentError(absl::StrCat(path, ": integer out of range"));
+        }
+      }
+      if (std::regex_match(s, kFloat)) return nlohmann::json(std::stod(s));
+      return nlohmann::json(s);
+    }
+  }
+  return nlohmann::json(nullptr);
+}
+
+// Names every key that is not a field of `d` (proto or JSON name), and every
+// value of the wrong kind, with its path, so a typo is never silently ignored.
+void CheckFields(const nlohmann::json& j, const pb::Descriptor* d, const std::string& path,
+                 std::vector<std::string>* errors) {
+  if (!j.is_object()) {
+    errors->push_back(absl::StrCat(path.empty() ? "spec" : path, ": must be a mapping"));
+    return;
+  }
+  for (auto it = j.begin(); it != j.end(); ++it) {
+    const std::string& key = it.key();
+    std::string p = path.empty() ? key : absl::StrCat(path, ".", key);
+    const pb::FieldDescriptor* f = d->FindFieldByName(key);
+    for (int i = 0; !f && i < d->field_count(); ++i) {
+      if (d->field(i)->json_name() == key) f = d->field(i);
+    }
+    if (!f) {
+      errors->push_back(absl::StrCat(p, ": unknown field"));
+      continue;
+    }
+    const nlohmann::json& v = it.value();
+    if (v.is_null()) continue;
+    if (f->is_map()) {
+      if (!v.is_object()) errors->push_back(absl::StrCat(p, ": must be a mapping"));
+      continue;
+    }
+    if (f->is_repeated()) {
+      if (!v.is_array()) errors->push_back(absl::StrCat(p, ": must be a list"));
+      continue;
+    }
+    if (f->type() == pb::FieldDescriptor::TYPE_MESSAGE) {
+      CheckFields(v, f->message_type(), p, errors);
+      continue;
+    }
+    switch (f->cpp_type()) {
+      case pb::FieldDescriptor::CPPTYPE_STRING:
+        if (!v.is_string()) errors->push_back(absl::StrCat(p, ": must be a string"));
+        break;
+      case pb::FieldDescriptor::CPPTYPE_BOOL:
+        if (!v.is_boolean()) errors->push_back(absl::StrCat(p, ": must be true or false"));
+        break;
+      case pb::FieldDescriptor::CPPTYPE_INT32:
+      case pb::FieldDescriptor::CPPTYPE_INT64:
+      case pb::FieldDescriptor::CPPTYPE_UINT32:
+      case pb::FieldDescriptor::CPPTYPE_UINT64:
+        if (!v.is_number_integer()) errors->push_back(absl::StrCat(p, ": must be an integer"));
+        break;
+      case pb::FieldDescriptor::CPPTYPE_DOUBLE:
+      case pb::FieldDescriptor::CPPTYPE_FLOAT:
+        if (!v.is_number()) errors->push_back(absl::StrCat(p, ": must be a number"));
+        break;
+      default:
+        break;
+    }
+  }
+}
+
+// Drops nulls (YAML "key:" with no value) so that proto fields keep defaults.
+void DropNulls(nlohmann::json& j) {
+  if (!j.is_object()) return;
+  for (auto it = j.begin(); it != j.end();) {
+    if (it.value().is_null()) {
+      it = j.erase(it);
+    } else {
+      DropNulls(it.value());
+      ++it;
+    }
+  }
+}
+
+template <typename T>
+T Or(T v, T def) {
+  return v == T{} ? def : v;
+}
+
+}  // namespace
+
+absl::StatusOr<v1::JobSpec> ParseJobSpec(const std::string& text, const std::string& source) {
+  YAML::Node root;
+  try {
+    root = YAML::Load(text);
+  } catch (const YAML::Exception& e) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(source, ":", e.mark.line + 1, ":", e.mark.column + 1, ": malformed YAML: ", e.msg));
+  }
+  auto j = YamlToJson(root, "");
+  if (!j.ok()) return absl::InvalidArgumentError(absl::StrCat(source, ": ", j.status().message()));
+  DropNulls(*j);
+  std::vector<std::string> errors;
+  CheckFields(*j, v1::JobSpec::descriptor(), "", &errors);
+  if (!errors.empty()) {
+    std::string msg = source + ": ";
+    for (size_t i = 0; i < errors.size(); ++i) absl::StrAppend(&msg, i ? "; " : "", errors[i]);
+    return absl::InvalidArgumentError(msg);
+  }
+  v1::JobSpec spec;
+  pb::util::JsonParseOptions opts;
+  opts.ignore_unknown_fields = false;
+  auto st = pb::util::JsonStringToMessage(j->dump(), &spec, opts);
+  if (!st.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(source, ": ", std::string(st.message())));
+  }
+  return spec;
+}
+
+JobConfig JobConfigFromProto(const v1::JobSpec& s) {
+  JobConfig c;
+  c.name = s.name();
+  c.labels.insert(s.labels().begin(), s.labels().end());
+  c.model_path = s.model().path();
+  c.has_model_config = s.model().has_config();
+  if (c.has_model_config) {
+    const auto& m = s.model().config();
+    auto& f = c.model_config;
+    f.vocab_size = m.vocab_size();
+    f.hidden_size = Or<int64_t>(m.hidden_size(), f.hidden_size);
+    f.num_hidden_layers = Or<int64_t>(m.num_hidden_layers(), f.num_hidden_layers);
+    f.num_attention_heads = Or<int64_t>(m.num_attention_heads(), f.num_attention_heads);
+    f.intermediate_size = Or<int64_t>(m.intermediate_size(), f.intermediate_size);
+    f.max_position_embeddings = Or<int64_t>(m.max_position_embeddings(), f.max_position_embeddings);
+    f.type_vocab_size = Or<int64_t>(m.type_vocab_size(), f.type_vocab_size);
+    // Dropout 0 is a legitimate value, so these are proto3 optionals.
+    if (m.has_hidden_dropout_prob()) f.hidden_dropout_prob = m.hidden_dropout_prob();
+    if (m.has_attention_probs_dropout_prob()) f.attention_probs_dropout_prob = m.attention_probs_dropout_prob();
+    f.layer_norm_eps = Or(m.layer_norm_eps(), f.layer_norm_eps);
+    f.initializer_range = Or(m.initializer_range(), f.initializer_range);
+    if (m.has_classifier_dropout()) f.classifier_dropout = m.classifier_dropout();
+  }
+  c.vocab_path = s.model().vocab();
+  c.built_vocab_size = Or<int64_t>(s.model().vocab_size(), c.built_vocab_size);
+  if (s.model().has_do_lower_case()) c.do_lower_case = s.model().do_lower_case();
+  const auto& d = s.data();
+  c.train_path = d.train();
+  c.validation_path = d.validation();
+  c.validation_split = d.validation_split();
+  c.text_column = Or(d.text_column(), c.text_column);
+  c.text_pair_column = d.text_pair_column();
+  c.label_column = Or(d.label_column(), c.label_column);
+  c.max_length = Or<int64_t>(d.max_length(), c.max_length);
+  if (d.cleaning().has_drop_missing()) c.drop_missing = d.cleaning().drop_missing();
+  if (d.cleaning().has_drop_duplicates()) c.drop_duplicates = d.cleaning().drop_duplicates();
+  if (d.cleaning().has_drop_conflicting()) c.drop_conflicting = d.cleaning().drop_conflicting();
+  c.label_names.assign(d.labels().begin(), d.labels().end());
+  c.max_field_bytes = Or<int64_t>(d.max_field_bytes(), c.max_field_bytes);
+  c.augment_delete_rate = d.augment_delete_rate();
+  c.augment_mask_rate = d.augment_mask_rate();
+  const auto& m = s.method();
+  c.method = Or(m.type(), c.method);
+  c.lora_rank = Or<int64_t>(m.lora().rank(), c.lora_rank);
+  c.lora_alpha = Or(m.lora().alpha(), c.lora_alpha);
+  c.lora_dropout = m.lora().dropout();
+  if (m.lora().targets_size() > 0) c.lora_targets.assign(m.lora().targets().begin(), m.lora().targets().end());
+  c.adapter_size = Or<int64_t>(m.adapter().size(), c.adapter_size);
+  if (m.has_merge_lora()) c.merge_lora = m.merge_lora();
+  const auto& h = s.hyperparameters();
+  c.epochs = Or<int64_t>(h.epochs(), c.epochs);
+  c.max_steps = h.max_steps();
+  c.batch_size = Or<int64_t>(h.batch_size(), c.batch_size);
+  c.learning_rate = Or(h.learning_rate(), c.learning_rate);
+  c.warmup_steps = h.warmup_steps();
+  c.warmup_ratio = h.warmup_ratio();
+  c.lr_scheduler = Or(h.lr_scheduler(), c.lr_scheduler);
+  c.weight_decay = h.weight_decay();
+  c.gradient_accumulation_steps = Or<int64_t>(h.gradient_accumulation_steps(), c.gradient_accumulation_steps);
+  if (h.has_max_grad_norm()) c.max_grad_norm = h.max_grad_norm();
+  c.seed = Or<int64_t>(h.seed(), c.seed);
+  c.adam_beta1 = Or(h.adam_beta1(), c.adam_beta1);
+  c.adam_beta2 = Or(h.adam_beta2(), c.adam_beta2);
+  c.adam_epsilon = Or(h.adam_epsilon(), c.adam_epsilon);
+  c.threads = Or<int64_t>(h.threads(), c.threads);
+  const auto& e = s.evaluation();
+  c.eval_every_steps = e.every_steps();
+  c.eval_batch_size = Or<int64_t>(e.batch_size(), c.eval_batch_size);
+  if (e.has_early_stopping()) {
+    c.early_stopping_metric = Or<std::string>(e.early_stopping().metric(), "f1");
+    c.early_stopping_mode = e.early_stopping().mode();
+    c.early_stopping_patience = Or<int64_t>(e.early_stopping().patience(), c.early_stopping_patience);
+    c.early_stopping_min_delta = e.early_stopping().min_delta();
+  }
+  c.checkpoint_every_steps = s.checkpoint().every_steps();
+  c.checkpoint_keep_last = Or<int64_t>(s.checkpoint().keep_last(), c.checkpoint_keep_last);
+  c.world_size = Or<int64_t>(s.workers().count(), c.world_size);
+  c.backend = Or(s.workers().backend(), c.backend);
+  c.cpus_per_rank = Or<int64_t>(s.workers().cpus_per_rank(), c.cpus_per_rank);
+  c.gpus_per_rank = s.workers().gpus_per_rank();
+  c.priority = s.priority();
+  c.max_restarts = s.max_restarts();
+  c.output_dir = s.output_dir();
+  return c;
+}
+
+absl::StatusOr<JobConfig> LoadJobConfig(const std::string& path) {
+  auto text = ReadFile(path, 1 << 20);
+  if (!text.ok()) return text.status();
+  auto spec = ParseJobSpec(*text, path);
+  if (!spec.ok()) return spec.status();
+  JobConfig c = JobConfigFromProto(*spec);
+  if (auto s = ValidateJobConfig(c); !s.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": ", s.message()));
+  }
+  return c;
+}
+
+}  // namespace attune::common

@@ -1,0 +1,25 @@
+#pragma once
+
+// Reading job specs (YAML or JSON text) into attune.v1.JobSpec, and
+// converting JobSpec to the domain JobConfig. The only place that maps the
+// proto onto the domain struct.
+
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "attune/v1/job.pb.h"
+#include "common/job_config.h"
+
+namespace attune::common {
+
+// Parses YAML (a superset of JSON) into a JobSpec. Unknown keys, wrong types
+// and malformed text are kInvalidArgument naming the field path.
+absl::StatusOr<v1::JobSpec> ParseJobSpec(const std::string& text, const std::string& source);
+
+// Applies defaults; does not validate.
+JobConfig JobConfigFromProto(const v1::JobSpec& spec);
+
+// Reads, parses, converts and validates a spec file.
+absl::StatusOr<JobConfig> LoadJobConfig(const std::string& path);
+
+}  // namespace attune::common

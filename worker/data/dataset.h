@@ -1,0 +1,145 @@
+#pragma once
+
+// Reading, cleaning, labelling and splitting of domain text data. Torch-free.
+
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+
+namespace attune::worker::data {
+
+// One row as read from a file. A value is nullopt when the column is absent,
+// null (JSONL) or an empty CSV field.
+struct Record {
+  int64_t line = 0;  // 1-based line where the row starts
+  std::optional<std::string> text;
+  std::optional<std::string> text_pair;
+  std::optional<std::string> label;
+};
+
+struct ReaderOptions {
+  std::string text_column = "text";
+  std::string text_pair_column;  // empty: single-sentence task
+  std::string label_column = "label";
+  bool require_label = true;     // false for prediction inputs
+  int64_t max_field_bytes = int64_t{1} << 20;
+  int64_t max_row_bytes = int64_t{4} << 20;
+  int64_t max_rows = 50'000'000;
+};
+
+// Reads CSV (RFC 4180: quoted fields, embedded quotes, newlines and CRLF, a
+// UTF-8 BOM) or JSONL, chosen by extension (.csv/.tsv vs .jsonl/.json/.ndjson).
+// Malformed input is kInvalidArgument "FILE:LINE: reason"; a missing file is
+// kNotFound; a field or row over its cap is kInvalidArgument naming the line,
+// found without buffering more than the cap.
+absl::StatusOr<std::vector<Record>> ReadRecords(const std::string& path, const ReaderOptions& options);
+
+struct CleaningPolicy {
+  bool drop_missing = true;      // missing or empty (after trimming) text or label
+  bool drop_duplicates = true;   // exact duplicates after whitespace normalisation
+  bool drop_conflicting = true;  // the same text seen with different labels
+};
+
+// Maps label strings to ids. Built from the data: labels that are all
+// integers sort numerically, otherwise lexicographically; or given explicitly.
+class LabelMap {
+ public:
+  LabelMap() = default;
+  explicit LabelMap(std::vector<std::string> labels);
+  static LabelMap FromLabels(const std::vector<std::string>& seen);
+
+  int size() const { return static_cast<int>(labels_.size()); }
+  std::optional<int> Id(const std::string& label) const;
+  const std::string& Name(int id) const { return labels_.at(static_cast<size_t>(id)); }
+  const std::vector<std::string>& labels() const { return labels_; }
+
+ private:
+  std::vector<std::string> labels_;
+  std::map<std::string, int> ids_;
+};
+
+struct Example {
+  std::string text;
+  std::optional<std::string> text_pair;
+  int label = -1;
+  int64_t line = 0;
+};
+
+// What cleaning did, for data_report.json.
+struct DataReport {
+  std::string source;
+  int64_t rows_read = 0;
+  int64_t rows_kept = 0;
+  std::map<std::string, int64_t> dropped;  // reason -> count
+  std::map<std::string, int64_t> label_counts;
+  // First few dropped lines per reason, so a person can look at them.
+  std::map<std::string, std::vector<int64_t>> sample_lines;
+  std::string ToJson() const;
+};
+
+// Applies the policy. Reasons: missing_text, missing_label, invalid_utf8,
+// duplicate, conflicting_label, unknown_label (label absent from a given map).
+// With `labels` nullopt the map is built from the kept rows.
+struct CleanResult {
+  std::vector<Example> examples;
+  DataReport report;
+  LabelMap labels;
+};
+CleanResult Clean(const std::vector<Record>& records, const CleaningPolicy& policy,
+                  const std::optional<LabelMap>& labels, const std::string& source);
+
+bool IsValidUtf8(const std::string& s);
+std::string NormalizeWhitespace(const std::string& s);
+
+// Seeded stratified split: for each label, a `fraction` of its examples (at
+// least one when the label has two or more) goes to the second set.
+void StratifiedSplit(std::vector<Example> all, double fraction, uint64_t seed,
+                     std::vector<Example>* train, std::vector<Example>* validation);
+
+// Deterministic, seeded, resumable sampler. Each epoch is a permutation of
+// [0, n) drawn from (seed, epoch). A global batch is the next
+// `per_rank_batch * world_size` indices of the permutation; rank r gets the
+// r-th contiguous slice of it, so a run with N ranks sees the same global
+// batches as one rank with N times the batch.
+struct SamplerState {
+  uint64_t seed = 0;
+  int64_t epoch = 0;
+  int64_t cursor = 0;  // position in the epoch's permutation (global)
+};
+
+class EpochSampler {
+ public:
+  EpochSampler(int64_t dataset_size, int64_t per_rank_batch, int rank, int world_size,
+               uint64_t seed, bool shuffle = true);
+
+  // Indices of this rank's part of the next global batch; empty at the end of
+  // the epoch (then call StartEpoch). The last global batch may be short; it
+  // is divided as evenly as possible, ranks first.
+  std::vector<int64_t> Next();
+  void StartEpoch(int64_t epoch);
+  int64_t StepsPerEpoch() const;
+  // Size of the global batch that Next() just returned (all ranks together).
+  int64_t last_global_batch() const { return last_global_; }
+
+  SamplerState state() const { return {seed_, epoch_, cursor_}; }
+  void Restore(const SamplerState& s);
+
+ private:
+  void Permute();
+  int64_t n_, batch_;
+  int rank_, world_;
+  uint64_t seed_;
+  bool shuffle_;
+  int64_t epoch_ = 0, cursor_ = 0, last_global_ = 0;
+  std::vector<int64_t> perm_;
+};
+
+// A portable permutation (Fisher-Yates over splitmix64), identical on every
+// platform and standard library.
+std::vector<int64_t> SeededPermutation(int64_t n, uint64_t seed);
+
+}  // namespace attune::worker::data

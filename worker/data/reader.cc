@@ -1,0 +1,291 @@
+#include <cstdio>
+#include <fstream>
+#include <memory>
+
+#include <nlohmann/json.hpp>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "worker/data/dataset.h"
+
+namespace attune::worker::data {
+namespace {
+
+// Buffered byte source with a one-byte lookahead.
+class ByteSource {
+ public:
+  explicit ByteSource(std::FILE* f) : f_(f), buf_(1 << 16) {}
+  bool Get(char* c) {
+    if (pos_ == len_) {
+      len_ = std::fread(buf_.data(), 1, buf_.size(), f_);
+      pos_ = 0;
+      if (len_ == 0) return false;
+    }
+    *c = buf_[pos_++];
+    return true;
+  }
+  int Peek() {
+    if (pos_ == len_) {
+      len_ = std::fread(buf_.data(), 1, buf_.size(), f_);
+      pos_ = 0;
+      if (len_ == 0) return -1;
+    }
+    return static_cast<unsigned char>(buf_[pos_]);
+  }
+
+ private:
+  std::FILE* f_;
+  std::vector<char> buf_;
+  size_t pos_ = 0, len_ = 0;
+};
+
+struct FileCloser {
+  void operator()(std::FILE* f) const { std::fclose(f); }
+};
+
+absl::Status Malformed(const std::string& path, int64_t line, const std::string& why) {
+  return absl::InvalidArgumentError(absl::StrCat(path, ":", line, ": ", why));
+}
+
+std::optional<std::string> NonEmpty(std::string s) {
+  if (s.empty()) return std::nullopt;
+  return s;
+}
+
+struct Columns {
+  int text = -1, pair = -1, label = -1;
+};
+
+absl::StatusOr<Columns> FindColumns(const std::vector<std::string>& header, const ReaderOptions& o,
+                                    const std::string& path) {
+  Columns c;
+  for (size_t i = 0; i < header.size(); ++i) {
+    if (header[i] == o.text_column) c.text = static_cast<int>(i);
+    if (!o.text_pair_column.empty() && header[i] == o.text_pair_column) c.pair = static_cast<int>(i);
+    if (header[i] == o.label_column) c.label = static_cast<int>(i);
+  }
+  if (c.text < 0) return Malformed(path, 1, absl::StrCat("no column named '", o.text_column, "' in the header"));
+  if (!o.text_pair_column.empty() && c.pair < 0) {
+    return Malformed(path, 1, absl::StrCat("no column named '", o.text_pair_column, "' in the header"));
+  }
+  if (o.require_label && c.label < 0) {
+    return Malformed(path, 1, absl::StrCat("no column named '", o.label_column, "' in the header"));
+  }
+  return c;
+}
+
+absl::StatusOr<std::vector<Record>> ReadCsv(std::FILE* f, const std::string& path, const ReaderOptions& o,
+                                            char delim) {
+  ByteSource src(f);
+  std::vector<Record> out;
+  std::vector<std::string> fields;
+  std::string field;
+  int64_t line = 1, row_start = 1, row_bytes = 0;
+  bool have_header = false;
+  std::vector<std::string> header;
+  Columns cols;
+
+  // Skip a UTF-8 byte-order mark.
+  if (src.Peek() == 0xEF) {
+    char a, b, c;
+    src.Get(&a);
+    if (src.Peek() == 0xBB && src.Get(&b) && src.Peek() == 0xBF && src.Get(&c)) {
+    } else {
+      return Malformed(path, 1, "truncated UTF-8 byte-order mark");
+    }
+  }
+
+  auto end_row = [&]() -> absl::Status {
+    fields.push_back(std::move(field));
+    field.clear();
+    bool blank = fields.size() == 1 && fields[0].empty();
+    if (!blank) {
+      if (!have_header) {
+        header = fields;
+        have_header = true;
+        auto c = FindColumns(header, o, path);
+        if (!c.ok()) return c.status();
+        cols = *c;
+      } else {
+        if (fields.size() != header.size()) {
+          return Malformed(path, row_start, absl::StrCat("expected ", header.size(), " fields as in the header, found ",
+                                                         fields.size()));
+        }
+        if (static_cast<int64_t>(out.size()) >= o.max_rows) {
+          return absl::ResourceExhaustedError(absl::StrCat(path, ": more than ", o.max_rows, " rows"));
+        }
+        Record r;
+        r.line = row_start;
+        r.text = NonEmpty(std::move(fields[cols.text]));
+        if (cols.pair >= 0) r.text_pair = NonEmpty(std::move(fields[cols.pair]));
+        if (cols.label >= 0) r.label = NonEmpty(std::move(fields[cols.label]));
+        out.push_back(std::move(r));
+      }
+    }
+    fields.clear();
+    row_bytes = 0;
+    row_start = line;
+    return absl::OkStatus();
+  };
+  auto add = [&](char c) -> absl::Status {
+    field.push_back(c);
+    if (static_cast<int64_t>(field.size()) > o.max_field_bytes) {
+      return Malformed(path, row_start, absl::StrCat("field ", fields.size() + 1, " exceeds the ", o.max_field_bytes,
+                                                     "-byte field limit"));
+    }
+    if (++row_bytes > o.max_row_bytes) {
+      return Malformed(path, row_start, absl::StrCat("row exceeds the ", o.max_row_bytes, "-byte row limit"));
+    }
+    return absl::OkStatus();
+  };
+
+  char c;
+  bool at_field_start = true;
+  while (src.Get(&c)) {
+    if (at_field_start && c == '"') {
+      // Quoted field: runs to the matching quote, may hold delimiters,
+      // newlines and doubled quotes.
+      int64_t quote_line = line;
+      bool closed = false;
+      while (src.Get(&c)) {
+        if (c == '"') {
+          if (src.Peek() == '"') {
+            src.Get(&c);
+            if (auto s = add('"'); !s.ok()) return s;
+            continue;
+          }
+          closed = true;
+          break;
+        }
+        if (c == '\n') ++line;
+        if (auto s = add(c); !s.ok()) return s;
+      }
+      if (!closed) return Malformed(path, quote_line, "unterminated quoted field (unbalanced quotes)");
+      int next = src.Peek();
+      if (next != -1 && next != delim && next != '\n' && next != '\r') {
+        return Malformed(path, line, absl::StrCat("unexpected character '", std::string(1, static_cast<char>(next)),
+                                                  "' after a closing quote"));
+      }
+      at_field_start = false;
+      continue;
+    }
+    at_field_start = false;
+    if (c == delim) {
+      fields.push_back(std::move(field));
+      field.clear();
+      at_field_start = true;
+    } else if (c == '\r' && src.Peek() == '\n') {
+      // CRLF: the '\n' ends the row on the next iteration.
+    } else if (c == '\n') {
+      ++line;
+      if (auto s = end_row(); !s.ok()) return s;
+      at_field_start = true;
+    } else if (c == '\0') {
+      return Malformed(path, line, "embedded NUL byte");
+    } else {
+      if (auto s = add(c); !s.ok()) return s;
+    }
+  }
+  if (!field.empty() || !fields.empty()) {
+    if (auto s = end_row(); !s.ok()) return s;
+  }
+  if (!have_header) return Malformed(path, 1, "the file is empty (no header row)");
+  return out;
+}
+
+absl::StatusOr<std::optional<std::string>> JsonValue(const nlohmann::json& obj, const std::string& key,
+                                                     const std::string& path, int64_t line) {
+  auto it = obj.find(key);
+  if (it == obj.end() || it->is_null()) return std::optional<std::string>();
+  if (it->is_string()) return NonEmpty(it->get<std::string>());
+  if (it->is_number_integer()) return std::optional<std::string>(std::to_string(it->get<int64_t>()));
+  if (it->is_number_unsigned()) return std::optional<std::string>(std::to_string(it->get<uint64_t>()));
+  if (it->is_number_float()) {
+    double d = it->get<double>();
+    if (d == static_cast<double>(static_cast<int64_t>(d))) {
+      return std::optional<std::string>(std::to_string(static_cast<int64_t>(d)));
+    }
+    return std::optional<std::string>(it->dump());
+  }
+  if (it->is_boolean()) return std::optional<std::string>(it->get<bool>() ? "true" : "false");
+  return Malformed(path, line, absl::StrCat("field '", key, "' must be a string or a number"));
+}
+
+absl::StatusOr<std::vector<Record>> ReadJsonl(std::FILE* f, const std::string& path, const ReaderOptions& o) {
+  ByteSource src(f);
+  std::vector<Record> out;
+  std::string buf;
+  int64_t line = 0;
+  bool eof = false;
+  while (!eof) {
+    buf.clear();
+    ++line;
+    char c;
+    bool got_any = false;
+    while (true) {
+      if (!src.Get(&c)) {
+        eof = true;
+        break;
+      }
+      got_any = true;
+      if (c == '\n') break;
+      buf.push_back(c);
+      if (static_cast<int64_t>(buf.size()) > o.max_row_bytes) {
+        return Malformed(path, line, absl::StrCat("line exceeds the ", o.max_row_bytes, "-byte row limit"));
+      }
+    }
+    if (!got_any) break;
+    if (line == 1 && buf.size() >= 3 && buf.compare(0, 3, "\xEF\xBB\xBF") == 0) buf.erase(0, 3);
+    if (!buf.empty() && buf.back() == '\r') buf.pop_back();
+    if (buf.find_first_not_of(" \t") == std::string::npos) continue;
+    if (static_cast<int64_t>(out.size()) >= o.max_rows) {
+      return absl::ResourceExhaustedError(absl::StrCat(path, ": more than ", o.max_rows, " rows"));
+    }
+    Record r;
+    r.line = line;
+    if (!IsValidUtf8(buf)) {
+      // Kept as a row so that cleaning counts it under invalid_utf8.
+      r.text = buf;
+      r.label = "";
+      out.push_back(std::move(r));
+      continue;
+    }
+    nlohmann::json obj = nlohmann::json::parse(buf, nullptr, /*allow_exceptions=*/false);
+    if (obj.is_discarded()) return Malformed(path, line, "not valid JSON");
+    if (!obj.is_object()) return Malformed(path, line, "a JSONL line must be a JSON object");
+    auto text = JsonValue(obj, o.text_column, path, line);
+    if (!text.ok()) return text.status();
+    r.text = *text;
+    if (!o.text_pair_column.empty()) {
+      auto pair = JsonValue(obj, o.text_pair_column, path, line);
+      if (!pair.ok()) return pair.status();
+      r.text_pair = *pair;
+    }
+    auto label = JsonValue(obj, o.label_column, path, line);
+    if (!label.ok()) return label.status();
+    r.label = *label;
+    for (const auto* v : {&r.text, &r.text_pair}) {
+      if (v->has_value() && static_cast<int64_t>((*v)->size()) > o.max_field_bytes) {
+        return Malformed(path, line, absl::StrCat("field exceeds the ", o.max_field_bytes, "-byte field limit"));
+      }
+    }
+    out.push_back(std::move(r));
+  }
+  return out;
+}
+
+}  // namespace
+
+absl::StatusOr<std::vector<Record>> ReadRecords(const std::string& path, const ReaderOptions& options) {
+  std::unique_ptr<std::FILE, FileCloser> f(std::fopen(path.c_str(), "rb"));
+  if (!f) return absl::NotFoundError(absl::StrCat("cannot open data file ", path));
+  if (absl::EndsWith(path, ".csv")) return ReadCsv(f.get(), path, options, ',');
+  if (absl::EndsWith(path, ".tsv")) return ReadCsv(f.get(), path, options, '\t');
+  if (absl::EndsWith(path, ".jsonl") || absl::EndsWith(path, ".json") || absl::EndsWith(path, ".ndjson")) {
+    return ReadJsonl(f.get(), path, options);
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat(path, ": unknown data format (expected .csv, .tsv, .jsonl, .json or .ndjson)"));
+}
+
+}  // namespace attune::worker::data

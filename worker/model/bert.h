@@ -1,0 +1,103 @@
+#pragma once
+
+// BERT encoder with a sequence-classification head in libtorch, with Hugging
+// Face parameter names, plus LoRA and bottleneck adapters. Thread-compatible.
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <torch/torch.h>
+
+#include "absl/status/statusor.h"
+#include "worker/model/config.h"
+
+namespace attune::worker::model {
+
+// nn.Linear with an optional LoRA branch: y = x W^T + b + (alpha/r) B(A(dropout(x))).
+struct LoraLinearImpl : torch::nn::Module {
+  LoraLinearImpl(int64_t in, int64_t out);
+  void EnableLora(int64_t rank, double alpha, double dropout);
+  torch::Tensor forward(const torch::Tensor& x);
+  // W += scale * B A, then drops the branch. Idempotent.
+  void MergeLora();
+  bool has_lora() const { return !lora_A.is_empty(); }
+
+  torch::Tensor weight, bias;
+  torch::nn::Linear lora_A{nullptr}, lora_B{nullptr};
+  torch::nn::Dropout lora_dropout{nullptr};
+  double scale = 0;
+};
+TORCH_MODULE(LoraLinear);
+
+// Houlsby bottleneck: x + up(gelu(down(x))), with `up` zero-initialised.
+struct BottleneckAdapterImpl : torch::nn::Module {
+  BottleneckAdapterImpl(int64_t hidden, int64_t size);
+  torch::Tensor forward(const torch::Tensor& x);
+  torch::nn::Linear down{nullptr}, up{nullptr};
+};
+TORCH_MODULE(BottleneckAdapter);
+
+struct BertLayerImpl : torch::nn::Module {
+  BertLayerImpl(const BertConfig& c, const MethodConfig& m);
+  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& mask_bias);
+  int64_t heads, head_dim;
+  // attention.self.{query,key,value}, attention.output.{dense,LayerNorm},
+  // intermediate.dense, output.{dense,LayerNorm}
+  LoraLinear query{nullptr}, key{nullptr}, value{nullptr}, attn_out{nullptr}, inter{nullptr}, out{nullptr};
+  torch::nn::LayerNorm attn_ln{nullptr}, out_ln{nullptr};
+  torch::nn::Dropout attn_drop{nullptr}, hidden_drop{nullptr};
+  BottleneckAdapter attn_adapter{nullptr}, ffn_adapter{nullptr};
+};
+TORCH_MODULE(BertLayer);
+
+struct BertClassifierImpl : torch::nn::Module {
+  BertClassifierImpl(const BertConfig& c, const MethodConfig& m);
+  // Returns logits [batch, num_labels].
+  torch::Tensor forward(const torch::Tensor& input_ids, const torch::Tensor& token_type_ids,
+                        const torch::Tensor& attention_mask);
+  BertConfig config;
+  MethodConfig method;
+  torch::nn::Embedding word{nullptr}, position{nullptr}, token_type{nullptr};
+  torch::nn::LayerNorm emb_ln{nullptr};
+  torch::nn::Dropout emb_drop{nullptr}, cls_drop{nullptr};
+  std::vector<BertLayer> layers;
+  torch::nn::Linear pooler{nullptr}, classifier{nullptr};
+};
+TORCH_MODULE(BertClassifier);
+
+// Builds the model with HF initialisation from `seed`, and freezes what the
+// method does not train. The head (pooler and classifier) is always trained.
+absl::StatusOr<BertClassifier> CreateModel(const BertConfig& config, const MethodConfig& method, uint64_t seed);
+
+struct ParameterCounts {
+  int64_t trainable = 0, total = 0;
+};
+ParameterCounts CountParameters(BertClassifier& model);
+
+// Every parameter and buffer under its Hugging Face name
+// (bert.encoder.layer.0.attention.self.query.weight, classifier.bias, ...).
+// LoRA and adapter weights carry their own names (....query.lora_A.weight,
+// ....attention.output.adapter.down.weight).
+std::vector<std::pair<std::string, torch::Tensor>> NamedParameters(BertClassifier& model);
+
+// Loads a Hugging Face checkpoint's tensors into `model`. Accepts bare
+// BertModel names (no "bert." prefix) and the old gamma/beta LayerNorm names,
+// ignores cls.* and position_ids, reports missing keys and shape mismatches by
+// name. A missing classifier (or pooler) keeps its fresh initialisation and is
+// listed in `*fresh`.
+absl::Status LoadStateDict(BertClassifier& model, const std::string& safetensors_path,
+                           std::vector<std::string>* fresh, bool require_all = false);
+
+// Writes config.json and model.safetensors (F32). With `merge_lora` the LoRA
+// deltas are folded into a copy of the weights; otherwise they go to
+// adapter_model.safetensors with adapter_config.json beside the base model.
+absl::Status SaveHfModel(BertClassifier& model, const std::string& dir, bool merge_lora);
+
+// Loads an exported model directory (config.json + model.safetensors, and
+// adapter_model.safetensors if present) for inference.
+absl::StatusOr<BertClassifier> LoadHfModel(const std::string& dir);
+
+}  // namespace attune::worker::model

@@ -1,0 +1,91 @@
+#include "worker/train/predict.h"
+
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
+#include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
+#include "worker/data/dataset.h"
+#include "worker/model/bert.h"
+#include "worker/text/tokenizer.h"
+#include "worker/train/trainer.h"
+
+namespace attune::worker::train {
+namespace {
+
+absl::Status PredictImpl(const std::string& model_dir, const std::string& input, const PredictOptions& o,
+                         std::ostream& out) {
+  ConfigureThreads(o.threads);
+  ATTUNE_ASSIGN_OR_RETURN(model::BertClassifier m, model::LoadHfModel(model_dir));
+  ATTUNE_ASSIGN_OR_RETURN(text::Tokenizer tok, text::Tokenizer::FromDirectory(model_dir));
+  data::ReaderOptions ro;
+  ro.text_column = o.text_column;
+  ro.label_column = "label";
+  ro.require_label = false;
+  // The pair column is optional in prediction input: probe for it.
+  ro.text_pair_column = "";
+  ATTUNE_ASSIGN_OR_RETURN(auto records, data::ReadRecords(input, ro));
+  std::vector<std::optional<std::string>> pairs(records.size());
+  if (!o.text_pair_column.empty()) {
+    data::ReaderOptions rp = ro;
+    rp.text_pair_column = o.text_pair_column;
+    auto with_pairs = data::ReadRecords(input, rp);
+    if (with_pairs.ok()) {
+      for (size_t i = 0; i < records.size(); ++i) pairs[i] = (*with_pairs)[i].text_pair;
+    }
+  }
+  const int max_len = o.max_length > 0 ? o.max_length
+                                       : static_cast<int>(std::min<int64_t>(512, m->config.max_position_embeddings));
+  torch::NoGradGuard g;
+  for (size_t start = 0; start < records.size(); start += static_cast<size_t>(o.batch_size)) {
+    size_t end = std::min(records.size(), start + static_cast<size_t>(o.batch_size));
+    std::vector<text::Encoding> enc;
+    size_t longest = 0;
+    for (size_t i = start; i < end; ++i) {
+      if (!records[i].text) {
+        return absl::InvalidArgumentError(absl::StrCat(input, ":", records[i].line, ": missing text"));
+      }
+      const std::string* pair = pairs[i] ? &*pairs[i] : nullptr;
+      enc.push_back(tok.Encode(*records[i].text, pair, max_len, false));
+      longest = std::max(longest, enc.back().input_ids.size());
+    }
+    const auto b = static_cast<int64_t>(enc.size()), t = static_cast<int64_t>(longest);
+    torch::Tensor ids = torch::full({b, t}, tok.pad_id(), torch::kInt64), types = torch::zeros({b, t}, torch::kInt64),
+                  mask = torch::zeros({b, t}, torch::kInt64);
+    for (int64_t i = 0; i < b; ++i) {
+      const auto& e = enc[static_cast<size_t>(i)];
+      const auto n = static_cast<int64_t>(e.input_ids.size());
+      ids[i].slice(0, 0, n).copy_(torch::tensor(e.input_ids, torch::kInt64));
+      types[i].slice(0, 0, n).copy_(torch::tensor(e.token_type_ids, torch::kInt64));
+      mask[i].slice(0, 0, n).fill_(1);
+    }
+    torch::Tensor logits = m(ids, types, mask).to(torch::kFloat64);
+    torch::Tensor probs = torch::softmax(logits, -1);
+    for (int64_t i = 0; i < b; ++i) {
+      nlohmann::json line;
+      std::vector<double> l(logits[i].data_ptr<double>(), logits[i].data_ptr<double>() + logits.size(1));
+      std::vector<double> p(probs[i].data_ptr<double>(), probs[i].data_ptr<double>() + probs.size(1));
+      size_t best = static_cast<size_t>(std::max_element(p.begin(), p.end()) - p.begin());
+      line["logits"] = l;
+      line["probs"] = p;
+      line["label"] = best < m->config.labels.size() ? m->config.labels[best] : std::to_string(best);
+      out << line.dump() << "\n";
+    }
+  }
+  out.flush();
+  if (!out) return absl::UnavailableError("cannot write predictions");
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status Predict(const std::string& model_dir, const std::string& input, const PredictOptions& o,
+                     std::ostream& out) {
+  try {
+    return PredictImpl(model_dir, input, o, out);
+  } catch (const c10::Error& e) {
+    return absl::InternalError(absl::StrCat("libtorch: ", e.what_without_backtrace()));
+  }
+}
+
+}  // namespace attune::worker::train

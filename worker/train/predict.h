@@ -1,0 +1,26 @@
+#pragma once
+
+// Batch inference with an exported model directory. Torch stays in the .cc.
+
+#include <ostream>
+#include <string>
+
+#include "absl/status/status.h"
+
+namespace attune::worker::train {
+
+struct PredictOptions {
+  std::string text_column = "text";
+  std::string text_pair_column = "text_pair";
+  int max_length = 0;  // 0: the model's max_position_embeddings, capped at 512
+  int batch_size = 32;
+  int threads = 1;
+};
+
+// Reads `input` (CSV or JSONL with a text column and optionally a text_pair
+// column) and writes one JSON line per record, in input order:
+// {"logits": [...], "probs": [...], "label": "..."}.
+absl::Status Predict(const std::string& model_dir, const std::string& input, const PredictOptions& options,
+                     std::ostream& out);
+
+}  // namespace attune::worker::train

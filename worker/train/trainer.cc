@@ -1,0 +1,717 @@
+#include "worker/train/trainer.h"
+
+#include <dlfcn.h>
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <map>
+
+#include <glog/logging.h>
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "common/checkpoint.h"
+#include "common/files.h"
+#include "common/safetensors.h"
+#include "common/status_macros.h"
+#include "worker/data/dataset.h"
+#include "worker/eval/report.h"
+#include "worker/model/bert.h"
+#include "worker/model/tensor_io.h"
+#include "worker/text/tokenizer.h"
+#include "worker/train/schedule.h"
+
+namespace attune::worker::train {
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+struct Encoded {
+  std::vector<int64_t> ids, types;
+  int label = 0;
+};
+
+struct Batch {
+  torch::Tensor ids, types, mask, labels;
+  int64_t tokens = 0;
+};
+
+uint64_t Mix(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ULL;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+
+// Pads to the longest example of the batch (dynamic padding). With a
+// non-zero augmentation rate, each non-special token of a training example
+// is deleted or replaced by [MASK], decided by a hash of (seed, step, example),
+// so that a resumed run draws the same augmentation.
+Batch Collate(const std::vector<Encoded>& data, const std::vector<int64_t>& idx, int64_t pad_id, double delete_rate,
+              double mask_rate, int64_t mask_id, uint64_t aug_seed) {
+  std::vector<std::vector<int64_t>> ids(idx.size()), types(idx.size());
+  size_t longest = 0;
+  for (size_t i = 0; i < idx.size(); ++i) {
+    const Encoded& e = data[static_cast<size_t>(idx[i])];
+    if (delete_rate > 0 || mask_rate > 0) {
+      uint64_t h = Mix(aug_seed ^ Mix(static_cast<uint64_t>(idx[i])));
+      for (size_t k = 0; k < e.ids.size(); ++k) {
+        h = Mix(h);
+        double u = static_cast<double>(h >> 11) / 9007199254740992.0;
+        bool special = k == 0 || k + 1 == e.ids.size() || (k + 1 < e.ids.size() && e.types[k] != e.types[k + 1]);
+        if (!special && u < delete_rate) continue;
+        ids[i].push_back(!special && u < delete_rate + mask_rate && mask_id >= 0 ? mask_id : e.ids[k]);
+        types[i].push_back(e.types[k]);
+      }
+    } else {
+      ids[i] = e.ids;
+      types[i] = e.types;
+    }
+    longest = std::max(longest, ids[i].size());
+  }
+  const auto b = static_cast<int64_t>(idx.size()), t = static_cast<int64_t>(longest);
+  Batch out;
+  out.ids = torch::full({b, t}, pad_id, torch::kInt64);
+  out.types = torch::zeros({b, t}, torch::kInt64);
+  out.mask = torch::zeros({b, t}, torch::kInt64);
+  out.labels = torch::empty({b}, torch::kInt64);
+  auto pi = out.ids.accessor<int64_t, 2>();
+  auto pt = out.types.accessor<int64_t, 2>();
+  auto pm = out.mask.accessor<int64_t, 2>();
+  auto pl = out.labels.accessor<int64_t, 1>();
+  for (int64_t i = 0; i < b; ++i) {
+    const auto& row = ids[static_cast<size_t>(i)];
+    for (size_t k = 0; k < row.size(); ++k) {
+      pi[i][static_cast<int64_t>(k)] = row[k];
+      pt[i][static_cast<int64_t>(k)] = types[static_cast<size_t>(i)][k];
+      pm[i][static_cast<int64_t>(k)] = 1;
+    }
+    pl[i] = data[static_cast<size_t>(idx[static_cast<size_t>(i)])].label;
+    out.tokens += static_cast<int64_t>(row.size());
+  }
+  return out;
+}
+
+std::vector<Encoded> EncodeAll(const text::Tokenizer& tok, const std::vector<data::Example>& ex, int max_length) {
+  std::vector<Encoded> out;
+  out.reserve(ex.size());
+  for (const auto& e : ex) {
+    const std::string* pair = e.text_pair ? &*e.text_pair : nullptr;
+    text::Encoding enc = tok.Encode(e.text, pair, max_length, /*pad=*/false);
+    out.push_back({std::move(enc.input_ids), std::move(enc.token_type_ids), e.label});
+  }
+  return out;
+}
+
+// Loads, cleans, labels and splits the data; writes data_report.json.
+struct PreparedData {
+  std::vector<data::Example> train, validation;
+  data::LabelMap labels;
+};
+
+absl::StatusOr<PreparedData> PrepareData(const common::JobConfig& c, bool write_report) {
+  data::ReaderOptions ro;
+  ro.text_column = c.text_column;
+  ro.text_pair_column = c.text_pair_column;
+  ro.label_column = c.label_column;
+  ro.max_field_bytes = c.max_field_bytes;
+  ro.max_row_bytes = std::max<int64_t>(ro.max_row_bytes, 4 * c.max_field_bytes);
+  data::CleaningPolicy policy{c.drop_missing, c.drop_duplicates, c.drop_conflicting};
+  std::optional<data::LabelMap> explicit_labels;
+  if (!c.label_names.empty()) explicit_labels = data::LabelMap(c.label_names);
+
+  ATTUNE_ASSIGN_OR_RETURN(auto train_records, data::ReadRecords(c.train_path, ro));
+  data::CleanResult train = data::Clean(train_records, policy, explicit_labels, c.train_path);
+  if (train.labels.size() < 2) {
+    return absl::InvalidArgumentError(absl::StrCat(c.train_path, ": needs at least two distinct labels after cleaning, found ",
+                                                   train.labels.size()));
+  }
+  PreparedData out;
+  out.labels = train.labels;
+  nlohmann::json report;
+  report["train"] = nlohmann::json::parse(train.report.ToJson());
+  if (!c.validation_path.empty()) {
+    ATTUNE_ASSIGN_OR_RETURN(auto val_records, data::ReadRecords(c.validation_path, ro));
+    data::CleanResult val = data::Clean(val_records, policy, train.labels, c.validation_path);
+    out.train = std::move(train.examples);
+    out.validation = std::move(val.examples);
+    report["validation"] = nlohmann::json::parse(val.report.ToJson());
+    report["split"] = "file";
+  } else {
+    data::StratifiedSplit(std::move(train.examples), c.validation_split, static_cast<uint64_t>(c.seed), &out.train,
+                          &out.validation);
+    report["split"] = absl::StrFormat("stratified %.3f, seed %d", c.validation_split, c.seed);
+  }
+  if (out.train.empty()) return absl::InvalidArgumentError(absl::StrCat(c.train_path, ": no training rows left after cleaning"));
+  if (out.validation.empty()) return absl::InvalidArgumentError("data.validation: no validation rows left after cleaning");
+  report["labels"] = out.labels.labels();
+  report["train_examples"] = out.train.size();
+  report["validation_examples"] = out.validation.size();
+  if (write_report) {
+    ATTUNE_RETURN_IF_ERROR(common::MakeDirs(c.output_dir));
+    ATTUNE_RETURN_IF_ERROR(common::WriteFileAtomic(c.output_dir + "/data_report.json", report.dump(2)));
+  }
+  return out;
+}
+
+absl::StatusOr<text::Tokenizer> MakeTokenizer(const common::JobConfig& c, const std::vector<data::Example>& train) {
+  if (!c.model_path.empty()) return text::Tokenizer::FromDirectory(c.model_path);
+  text::TokenizerOptions to;
+  to.do_lower_case = c.do_lower_case;
+  to.strip_accents = c.do_lower_case;
+  if (!c.vocab_path.empty()) return text::Tokenizer::FromVocabFile(c.vocab_path, to);
+  std::vector<std::string> texts;
+  for (const auto& e : train) {
+    texts.push_back(e.text);
+    if (e.text_pair) texts.push_back(*e.text_pair);
+  }
+  text::VocabBuilderOptions vo;
+  vo.vocab_size = static_cast<int>(c.built_vocab_size);
+  vo.tokenizer = to;
+  auto vocab = text::BuildWordPieceVocab(texts, vo);
+  LOG(INFO) << "built a WordPiece vocabulary of " << vocab.size() << " tokens from " << texts.size() << " texts";
+  return text::Tokenizer::Create(std::move(vocab), to);
+}
+
+absl::StatusOr<model::BertConfig> MakeBertConfig(const common::JobConfig& c, const text::Tokenizer& tok,
+                                                 const data::LabelMap& labels) {
+  model::BertConfig bc;
+  if (!c.model_path.empty()) {
+    ATTUNE_ASSIGN_OR_RETURN(std::string text, common::ReadFile(c.model_path + "/config.json", 1 << 20));
+    ATTUNE_ASSIGN_OR_RETURN(bc, model::BertConfig::FromJson(text, c.model_path + "/config.json"));
+  } else {
+    const auto& f = c.model_config;
+    bc.vocab_size = f.vocab_size > 0 ? f.vocab_size : tok.vocab_size();
+    bc.hidden_size = f.hidden_size;
+    bc.num_hidden_layers = f.num_hidden_layers;
+    bc.num_attention_heads = f.num_attention_heads;
+    bc.intermediate_size = f.intermediate_size;
+    bc.max_position_embeddings = f.max_position_embeddings;
+    bc.type_vocab_size = f.type_vocab_size;
+    bc.hidden_dropout_prob = f.hidden_dropout_prob;
+    bc.attention_probs_dropout_prob = f.attention_probs_dropout_prob;
+    bc.layer_norm_eps = f.layer_norm_eps;
+    bc.initializer_range = f.initializer_range;
+    bc.classifier_dropout = f.classifier_dropout;
+  }
+  if (bc.vocab_size < tok.vocab_size()) {
+    return absl::InvalidArgumentError(absl::StrFormat("model vocab_size %d is smaller than the vocabulary (%d tokens)",
+                                                      bc.vocab_size, tok.vocab_size()));
+  }
+  if (bc.max_position_embeddings < c.max_length) {
+    return absl::InvalidArgumentError(absl::StrFormat("data.max_length %d exceeds the model's max_position_embeddings %d",
+                                                      c.max_length, bc.max_position_embeddings));
+  }
+  bc.labels = labels.labels();
+  return bc;
+}
+
+model::MethodConfig MakeMethod(const common::JobConfig& c) {
+  model::MethodConfig m;
+  m.type = *model::ParseMethod(c.method);
+  m.lora_rank = c.lora_rank;
+  m.lora_alpha = c.lora_alpha;
+  m.lora_dropout = c.lora_dropout;
+  m.lora_targets = c.lora_targets;
+  m.adapter_size = c.adapter_size;
+  return m;
+}
+
+// Runs the model over `data` in order, without padding rows or dropping any.
+eval::Metrics Evaluate(model::BertClassifier& m, const std::vector<Encoded>& data, int64_t batch_size, int64_t pad_id,
+                       int num_classes) {
+  torch::NoGradGuard g;
+  m->eval();
+  eval::EvalInput in;
+  in.num_classes = num_classes;
+  for (size_t start = 0; start < data.size(); start += static_cast<size_t>(batch_size)) {
+    std::vector<int64_t> idx;
+    for (size_t i = start; i < std::min(data.size(), start + static_cast<size_t>(batch_size)); ++i) {
+      idx.push_back(static_cast<int64_t>(i));
+    }
+    Batch b = Collate(data, idx, pad_id, 0, 0, -1, 0);
+    torch::Tensor logits = m(b.ids, b.types, b.mask).to(torch::kFloat64);
+    in.loss_sum += torch::nn::functional::cross_entropy(
+                       logits, b.labels, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
+                       .item<double>();
+    torch::Tensor probs = torch::softmax(logits, -1).contiguous();
+    auto p = probs.accessor<double, 2>();
+    for (int64_t i = 0; i < probs.size(0); ++i) {
+      std::vector<double> row(static_cast<size_t>(num_classes));
+      for (int k = 0; k < num_classes; ++k) row[static_cast<size_t>(k)] = p[i][k];
+      in.probs.push_back(std::move(row));
+      in.labels.push_back(static_cast<int>(b.labels[i].item<int64_t>()));
+    }
+  }
+  m->train();
+  return eval::ComputeMetrics(in);
+}
+
+nlohmann::json MetricsSummary(const eval::Metrics& m) {
+  return {{"loss", m.loss}, {"accuracy", m.accuracy}, {"f1", m.f1}, {"precision", m.precision},
+          {"recall", m.recall}, {"roc_auc", m.roc_auc}, {"macro_f1", m.macro_f1}, {"count", m.count}};
+}
+
+eval::Metrics MetricsFromSummary(const nlohmann::json& j) {
+  eval::Metrics m;
+  m.loss = j.value("loss", 0.0);
+  m.accuracy = j.value("accuracy", 0.0);
+  m.f1 = j.value("f1", 0.0);
+  m.precision = j.value("precision", 0.0);
+  m.recall = j.value("recall", 0.0);
+  m.roc_auc = j.value("roc_auc", 0.0);
+  m.macro_f1 = j.value("macro_f1", 0.0);
+  m.count = j.value("count", int64_t{0});
+  return m;
+}
+
+absl::Status SaveParams(model::BertClassifier& m, const std::string& path) {
+  common::SafeTensorsFile f;
+  for (auto& [name, t] : model::NamedParameters(m)) f.tensors[name] = model::FromTorch(t);
+  return common::WriteSafeTensors(path, f);
+}
+
+absl::Status LoadParams(model::BertClassifier& m, const std::string& path) {
+  std::vector<std::string> fresh;
+  return model::LoadStateDict(m, path, &fresh, /*require_all=*/true);
+}
+
+// Everything besides the weights that a resumed run needs.
+struct LoopState {
+  int64_t step = 0;
+  data::SamplerState sampler;
+  bool mid_epoch = false;
+  std::vector<std::pair<int64_t, double>> train_loss;
+  std::vector<eval::EvalPoint> evals;
+  int64_t best_step = -1;
+  bool es_has_best = false;
+  double es_best = 0;
+  int64_t es_bad = 0;
+  int64_t last_eval_step = -1;
+};
+
+nlohmann::json LoopStateToJson(const LoopState& s) {
+  nlohmann::json j;
+  j["step"] = s.step;
+  j["sampler"] = {{"seed", s.sampler.seed}, {"epoch", s.sampler.epoch}, {"cursor", s.sampler.cursor}};
+  j["mid_epoch"] = s.mid_epoch;
+  j["train_loss"] = s.train_loss;
+  j["evals"] = nlohmann::json::array();
+  for (const auto& e : s.evals) {
+    auto m = MetricsSummary(e.metrics);
+    m["step"] = e.step;
+    m["epoch"] = e.epoch;
+    j["evals"].push_back(m);
+  }
+  j["best_step"] = s.best_step;
+  j["early_stopping"] = {{"has_best", s.es_has_best}, {"best", s.es_best}, {"bad_evals", s.es_bad}};
+  j["last_eval_step"] = s.last_eval_step;
+  return j;
+}
+
+absl::StatusOr<LoopState> LoopStateFromJson(const std::string& text, const std::string& source) {
+  auto j = nlohmann::json::parse(text, nullptr, false);
+  if (j.is_discarded()) return absl::DataLossError(absl::StrCat(source, ": not JSON"));
+  LoopState s;
+  try {
+    s.step = j.at("step");
+    s.sampler.seed = j.at("sampler").at("seed");
+    s.sampler.epoch = j.at("sampler").at("epoch");
+    s.sampler.cursor = j.at("sampler").at("cursor");
+    s.mid_epoch = j.at("mid_epoch");
+    s.train_loss = j.at("train_loss").get<std::vector<std::pair<int64_t, double>>>();
+    for (const auto& e : j.at("evals")) {
+      eval::EvalPoint p;
+      p.step = e.at("step");
+      p.epoch = e.at("epoch");
+      p.metrics = MetricsFromSummary(e);
+      s.evals.push_back(p);
+    }
+    s.best_step = j.at("best_step");
+    s.es_has_best = j.at("early_stopping").at("has_best");
+    s.es_best = j.at("early_stopping").at("best");
+    s.es_bad = j.at("early_stopping").at("bad_evals");
+    s.last_eval_step = j.at("last_eval_step");
+  } catch (const std::exception& e) {
+    return absl::DataLossError(absl::StrCat(source, ": ", e.what()));
+  }
+  return s;
+}
+
+std::string RngState() {
+  auto gen = at::detail::getDefaultCPUGenerator();
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  torch::Tensor st = gen.get_state();
+  return std::string(static_cast<const char*>(st.data_ptr()), static_cast<size_t>(st.nbytes()));
+}
+
+void SetRngState(const std::string& bytes) {
+  auto gen = at::detail::getDefaultCPUGenerator();
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  torch::Tensor st = torch::empty({static_cast<int64_t>(bytes.size())}, torch::kUInt8);
+  std::memcpy(st.data_ptr(), bytes.data(), bytes.size());
+  gen.set_state(st);
+}
+
+class Engine {
+ public:
+  Engine(const common::JobConfig& c, const TrainerOptions& o, TrainerObserver* obs) : c_(c), o_(o), obs_(obs) {}
+
+  absl::StatusOr<TrainResult> Run();
+
+ private:
+  absl::Status WriteCheckpoint(const LoopState& s);
+  absl::Status TryResume(LoopState* s);
+  void SetLearningRate(double lr);
+
+  const common::JobConfig& c_;
+  const TrainerOptions& o_;
+  TrainerObserver* obs_;
+  model::BertClassifier model_{nullptr};
+  std::unique_ptr<torch::optim::AdamW> opt_;
+  std::unique_ptr<data::EpochSampler> sampler_;
+  std::string ckpt_root_, best_path_;
+  TrainResult result_;
+};
+
+void Engine::SetLearningRate(double lr) {
+  for (auto& g : opt_->param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
+}
+
+absl::Status Engine::WriteCheckpoint(const LoopState& s) {
+  auto t0 = Clock::now();
+  ATTUNE_ASSIGN_OR_RETURN(std::string tmp, common::BeginCheckpoint(ckpt_root_, s.step));
+  ATTUNE_RETURN_IF_ERROR(SaveParams(model_, tmp + "/model.safetensors"));
+  try {
+    torch::serialize::OutputArchive ar;
+    opt_->save(ar);
+    ar.save_to(tmp + "/optimizer.pt");
+  } catch (const c10::Error& e) {
+    return absl::UnavailableError(absl::StrCat("cannot save optimizer state: ", e.what_without_backtrace()));
+  }
+  ATTUNE_RETURN_IF_ERROR(common::WriteFileSynced(tmp + "/rng.bin", RngState()));
+  ATTUNE_RETURN_IF_ERROR(common::WriteFileSynced(tmp + "/trainer_state.json", LoopStateToJson(s).dump()));
+  ATTUNE_ASSIGN_OR_RETURN(auto info, common::CommitCheckpoint(ckpt_root_, tmp, s.step,
+                                                              {"model.safetensors", "optimizer.pt", "rng.bin",
+                                                               "trainer_state.json"},
+                                                              static_cast<int>(c_.checkpoint_keep_last)));
+  LOG(INFO) << "job=" << c_.name << " rank=" << o_.rank << " step=" << s.step << " checkpoint committed: " << info.dir
+            << absl::StrFormat(" (%.2f s)", std::chrono::duration<double>(Clock::now() - t0).count());
+  if (obs_) obs_->OnCheckpoint(s.step, info.dir);
+  return absl::OkStatus();
+}
+
+absl::Status Engine::TryResume(LoopState* s) {
+  std::vector<std::string> skipped;
+  auto latest = common::FindLatestCheckpoint(ckpt_root_, &skipped);
+  for (const auto& why : skipped) LOG(WARNING) << "skipping checkpoint: " << why;
+  if (!latest.ok()) return absl::OkStatus();  // nothing to resume
+  // The manifest has verified every byte before anything reaches torch::load.
+  ATTUNE_RETURN_IF_ERROR(LoadParams(model_, latest->dir + "/model.safetensors"));
+  try {
+    torch::serialize::InputArchive ar;
+    ar.load_from(latest->dir + "/optimizer.pt");
+    opt_->load(ar);
+  } catch (const c10::Error& e) {
+    return absl::DataLossError(absl::StrCat(latest->dir, "/optimizer.pt: ", e.what_without_backtrace()));
+  }
+  ATTUNE_ASSIGN_OR_RETURN(std::string rng, common::ReadFile(latest->dir + "/rng.bin"));
+  SetRngState(rng);
+  ATTUNE_ASSIGN_OR_RETURN(std::string state, common::ReadFile(latest->dir + "/trainer_state.json"));
+  ATTUNE_ASSIGN_OR_RETURN(*s, LoopStateFromJson(state, latest->dir + "/trainer_state.json"));
+  result_.resumed_from_step = s->step;
+  LOG(INFO) << "job=" << c_.name << " rank=" << o_.rank << " resumed from " << latest->dir << " at step " << s->step;
+  return absl::OkStatus();
+}
+
+absl::StatusOr<TrainResult> Engine::Run() {
+  LOG(INFO) << "job=" << c_.name << " rank=" << o_.rank << " " << ConfigureThreads(static_cast<int>(c_.threads));
+  ATTUNE_RETURN_IF_ERROR(common::MakeDirs(c_.output_dir));
+  ckpt_root_ = c_.output_dir + "/checkpoints";
+  best_path_ = c_.output_dir + "/best/model.safetensors";
+  ATTUNE_RETURN_IF_ERROR(common::MakeDirs(ckpt_root_));
+
+  ATTUNE_ASSIGN_OR_RETURN(PreparedData data, PrepareData(c_, o_.rank == 0));
+  ATTUNE_ASSIGN_OR_RETURN(text::Tokenizer tok, MakeTokenizer(c_, data.train));
+  ATTUNE_ASSIGN_OR_RETURN(model::BertConfig bc, MakeBertConfig(c_, tok, data.labels));
+  const int num_classes = data.labels.size();
+  auto t_enc = Clock::now();
+  std::vector<Encoded> train = EncodeAll(tok, data.train, static_cast<int>(c_.max_length));
+  std::vector<Encoded> val = EncodeAll(tok, data.validation, static_cast<int>(c_.max_length));
+  LOG(INFO) << absl::StrFormat("job=%s rank=%d tokenized %d train and %d validation examples in %.2f s", c_.name,
+                               o_.rank, train.size(), val.size(),
+                               std::chrono::duration<double>(Clock::now() - t_enc).count());
+
+  model::MethodConfig method = MakeMethod(c_);
+  ATTUNE_ASSIGN_OR_RETURN(model_, model::CreateModel(bc, method, static_cast<uint64_t>(c_.seed)));
+  if (!c_.model_path.empty()) {
+    std::vector<std::string> fresh;
+    ATTUNE_RETURN_IF_ERROR(model::LoadStateDict(model_, c_.model_path + "/model.safetensors", &fresh));
+    for (const auto& f : fresh) LOG(INFO) << "job=" << c_.name << " freshly initialised (not in checkpoint): " << f;
+  }
+  torch::manual_seed(static_cast<uint64_t>(c_.seed) + 1);  // dropout stream, independent of initialisation
+  model_->train();
+  auto counts = model::CountParameters(model_);
+  result_.trainable_parameters = counts.trainable;
+  result_.total_parameters = counts.total;
+  LOG(INFO) << absl::StrFormat("job=%s method=%s parameters: %d trainable of %d total (%.2f%%)", c_.name, c_.method,
+                               counts.trainable, counts.total, 100.0 * counts.trainable / std::max<int64_t>(1, counts.total));
+
+  // AdamW with decoupled weight decay; no decay on biases and LayerNorm weights.
+  std::vector<torch::Tensor> decay, no_decay;
+  for (auto& [name, t] : model::NamedParameters(model_)) {
+    if (!t.requires_grad()) continue;
+    (absl::EndsWith(name, ".bias") || absl::StrContains(name, "LayerNorm") ? no_decay : decay).push_back(t);
+  }
+  auto adam = [&](double wd) {
+    return std::make_unique<torch::optim::AdamWOptions>(torch::optim::AdamWOptions(c_.learning_rate)
+                                                            .betas({c_.adam_beta1, c_.adam_beta2})
+                                                            .eps(c_.adam_epsilon)
+                                                            .weight_decay(wd));
+  };
+  std::vector<torch::optim::OptimizerParamGroup> groups;
+  groups.emplace_back(decay, adam(c_.weight_decay));
+  groups.emplace_back(no_decay, adam(0.0));
+  opt_ = std::make_unique<torch::optim::AdamW>(groups, torch::optim::AdamWOptions(c_.learning_rate));
+  std::vector<torch::Tensor> trainable = decay;
+  trainable.insert(trainable.end(), no_decay.begin(), no_decay.end());
+
+  sampler_ = std::make_unique<data::EpochSampler>(static_cast<int64_t>(train.size()), c_.batch_size, o_.rank,
+                                                  o_.world_size, static_cast<uint64_t>(c_.seed));
+  const int64_t accum = c_.gradient_accumulation_steps;
+  const int64_t steps_per_epoch = (sampler_->StepsPerEpoch() + accum - 1) / accum;
+  int64_t total = c_.epochs * steps_per_epoch;
+  if (c_.max_steps > 0) total = std::min(total, c_.max_steps);
+  const int64_t warmup = c_.warmup_steps > 0 ? c_.warmup_steps
+                                             : static_cast<int64_t>(std::ceil(c_.warmup_ratio * static_cast<double>(total)));
+  const bool es_on = !c_.early_stopping_metric.empty();
+  const bool maximize = c_.early_stopping_mode.empty()
+                            ? !(c_.early_stopping_metric == "loss" || c_.early_stopping_metric == "eval_loss")
+                            : c_.early_stopping_mode == "max";
+  EarlyStopping stopper(maximize, c_.early_stopping_patience, c_.early_stopping_min_delta);
+  const int64_t mask_id = tok.ConvertTokensToIds({"[MASK]"})[0] == tok.ConvertTokensToIds({"[UNK]"})[0]
+                              ? -1
+                              : tok.ConvertTokensToIds({"[MASK]"})[0];
+
+  LoopState s;
+  s.sampler = sampler_->state();
+  if (o_.resume) ATTUNE_RETURN_IF_ERROR(TryResume(&s));
+  if (s.es_has_best) stopper.Restore(true, s.es_best, s.es_bad);
+  LOG(INFO) << absl::StrFormat("job=%s rank=%d training: %d steps (%d per epoch), warmup %d, %d examples, batch %d x %d ranks x %d accumulation",
+                               c_.name, o_.rank, total, steps_per_epoch, warmup, train.size(), c_.batch_size,
+                               o_.world_size, accum);
+
+  auto run_eval = [&](double epoch) -> absl::Status {
+    eval::Metrics m = Evaluate(model_, val, c_.eval_batch_size, tok.pad_id(), num_classes);
+    s.evals.push_back({s.step, epoch, m});
+    s.last_eval_step = s.step;
+    LOG(INFO) << absl::StrFormat("job=%s rank=%d step=%d eval: loss %.4f accuracy %.4f f1 %.4f roc_auc %.4f", c_.name,
+                                 o_.rank, s.step, m.loss, m.accuracy, m.f1, m.roc_auc);
+    if (obs_) obs_->OnEval(s.step, m);
+    if (es_on) {
+      double v = 0;
+      m.Get(c_.early_stopping_metric, &v);
+      if (stopper.Update(v)) {
+        s.best_step = s.step;
+        if (o_.rank == 0) {
+          ATTUNE_RETURN_IF_ERROR(common::MakeDirs(c_.output_dir + "/best"));
+          ATTUNE_RETURN_IF_ERROR(SaveParams(model_, best_path_));
+        }
+      }
+      s.es_has_best = stopper.has_best();
+      s.es_best = stopper.best();
+      s.es_bad = stopper.bad_evals();
+    }
+    return absl::OkStatus();
+  };
+
+  std::string stop_reason = "completed";
+  double window_loss = 0;
+  int64_t window_n = 0, window_samples = 0, window_tokens = 0;
+  auto window_start = Clock::now();
+  bool stop = s.step >= total || (es_on && stopper.ShouldStop());
+  while (!stop && s.sampler.epoch < c_.epochs) {
+    if (s.mid_epoch) {
+      sampler_->Restore(s.sampler);
+    } else {
+      sampler_->StartEpoch(s.sampler.epoch);
+    }
+    s.mid_epoch = true;
+    while (!stop) {
+      // One optimizer step: `accum` micro-batches; the loss is summed and
+      // divided by the examples of the whole step, so accumulation equals a
+      // larger batch exactly.
+      std::vector<std::vector<int64_t>> micro;
+      int64_t step_examples = 0;
+      for (int64_t a = 0; a < accum; ++a) {
+        auto idx = sampler_->Next();
+        if (sampler_->last_global_batch() == 0) break;
+        step_examples += sampler_->last_global_batch();
+        micro.push_back(std::move(idx));
+      }
+      if (micro.empty()) break;
+      auto t0 = Clock::now();
+      opt_->zero_grad();
+      double loss_sum = 0;
+      int64_t tokens = 0;
+      for (size_t k = 0; k < micro.size(); ++k) {
+        if (micro[k].empty()) continue;
+        uint64_t aug_seed = Mix(static_cast<uint64_t>(c_.seed) ^ Mix(static_cast<uint64_t>(s.step) * 64 + k));
+        Batch b = Collate(train, micro[k], tok.pad_id(), c_.augment_delete_rate, c_.augment_mask_rate, mask_id, aug_seed);
+        torch::Tensor logits = model_(b.ids, b.types, b.mask);
+        torch::Tensor loss = torch::nn::functional::cross_entropy(
+            logits, b.labels, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
+        loss_sum += loss.item<double>();
+        (loss / static_cast<double>(step_examples)).backward();
+        tokens += b.tokens;
+      }
+      const double step_loss = loss_sum / static_cast<double>(step_examples);
+      if (!std::isfinite(step_loss)) {
+        return absl::FailedPreconditionError(
+            absl::StrFormat("non-finite loss (%f) at step %d; no checkpoint was written for it", step_loss, s.step + 1));
+      }
+      if (c_.max_grad_norm > 0) {
+        double norm = torch::nn::utils::clip_grad_norm_(trainable, c_.max_grad_norm);
+        if (!std::isfinite(norm)) {
+          return absl::FailedPreconditionError(absl::StrFormat("non-finite gradient norm at step %d", s.step + 1));
+        }
+      }
+      const double lr = c_.learning_rate * LearningRateFactor(c_.lr_scheduler, s.step, warmup, total);
+      SetLearningRate(lr);
+      opt_->step();
+      ++s.step;
+      s.sampler = sampler_->state();
+      s.train_loss.emplace_back(s.step, step_loss);
+      const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+      window_loss += step_loss;
+      ++window_n;
+      window_samples += step_examples;
+      window_tokens += tokens * o_.world_size;
+      const double epoch_f = static_cast<double>(s.sampler.epoch) +
+                             static_cast<double>(s.sampler.cursor) / static_cast<double>(std::max<size_t>(1, train.size()));
+      if (obs_ || s.step % o_.log_every_steps == 0 || s.step == total) {
+        double wsecs = std::chrono::duration<double>(Clock::now() - window_start).count();
+        StepEvent ev{s.step, total, epoch_f, step_loss, lr, window_samples / std::max(wsecs, 1e-9),
+                     window_tokens / std::max(wsecs, 1e-9), secs};
+        if (obs_) obs_->OnStep(ev);
+        if (s.step % o_.log_every_steps == 0 || s.step == total) {
+          LOG(INFO) << absl::StrFormat("job=%s rank=%d step=%d/%d epoch=%.2f loss=%.4f lr=%.3g samples/s=%.1f", c_.name,
+                                       o_.rank, s.step, total, epoch_f, window_loss / window_n, lr, ev.samples_per_second);
+          window_loss = 0;
+          window_n = window_samples = window_tokens = 0;
+          window_start = Clock::now();
+        }
+      }
+      if (c_.eval_every_steps > 0 && s.step % c_.eval_every_steps == 0) ATTUNE_RETURN_IF_ERROR(run_eval(epoch_f));
+      if (es_on && stopper.ShouldStop()) {
+        stop = true;
+        stop_reason = "early_stopping";
+      }
+      if (s.step >= total) {
+        stop = true;
+        if (c_.max_steps > 0 && s.step == c_.max_steps && stop_reason == "completed") stop_reason = "max_steps";
+      }
+      if (c_.checkpoint_every_steps > 0 && s.step % c_.checkpoint_every_steps == 0 && o_.rank == 0 &&
+          sampler_->state().cursor < static_cast<int64_t>(train.size())) {
+        // (A step that ends the epoch is checkpointed below, with the epoch advanced.)
+        ATTUNE_RETURN_IF_ERROR(WriteCheckpoint(s));
+      }
+      if (o_.abort_after_step > 0 && s.step == o_.abort_after_step) {
+        return absl::AbortedError(absl::StrCat("aborted after step ", s.step, " (test hook)"));
+      }
+    }
+    if (!stop || sampler_->state().cursor >= static_cast<int64_t>(train.size())) {
+      // End of an epoch: evaluate (unless this step was just evaluated) and checkpoint.
+      s.mid_epoch = false;
+      s.sampler.epoch += 1;
+      s.sampler.cursor = 0;
+      if (s.last_eval_step != s.step) ATTUNE_RETURN_IF_ERROR(run_eval(static_cast<double>(s.sampler.epoch)));
+      if (es_on && stopper.ShouldStop() && !stop) {
+        stop = true;
+        stop_reason = "early_stopping";
+      }
+      if (o_.rank == 0) ATTUNE_RETURN_IF_ERROR(WriteCheckpoint(s));
+    }
+  }
+  if (s.last_eval_step != s.step) ATTUNE_RETURN_IF_ERROR(run_eval(static_cast<double>(s.sampler.epoch)));
+
+  // Export the best model (early stopping) or the last one.
+  if (es_on && s.best_step >= 0 && fs::exists(best_path_)) {
+    ATTUNE_RETURN_IF_ERROR(LoadParams(model_, best_path_));
+    LOG(INFO) << "job=" << c_.name << " exporting the best model, from step " << s.best_step;
+  }
+  eval::Metrics final_metrics = Evaluate(model_, val, c_.eval_batch_size, tok.pad_id(), num_classes);
+  result_.final_metrics = final_metrics;
+  result_.label_names = data.labels.labels();
+  result_.steps = s.step;
+  result_.best_step = s.best_step;
+  result_.stop_reason = stop_reason;
+  result_.model_dir = c_.output_dir + "/model";
+  std::vector<int64_t> counts_by_label(static_cast<size_t>(num_classes), 0);
+  for (const auto& e : val) ++counts_by_label[static_cast<size_t>(e.label)];
+  result_.baseline_accuracy = static_cast<double>(*std::max_element(counts_by_label.begin(), counts_by_label.end())) /
+                              static_cast<double>(val.size());
+  if (o_.rank == 0) {
+    ATTUNE_RETURN_IF_ERROR(model::SaveHfModel(model_, result_.model_dir, c_.merge_lora));
+    ATTUNE_RETURN_IF_ERROR(tok.Save(result_.model_dir));
+    eval::ReportInput rep;
+    rep.job_name = c_.name;
+    rep.method = c_.method;
+    rep.label_names = result_.label_names;
+    rep.trainable_parameters = counts.trainable;
+    rep.total_parameters = counts.total;
+    rep.train_loss = s.train_loss;
+    rep.evals = s.evals;
+    rep.final_eval = {es_on && s.best_step >= 0 ? s.best_step : s.step, 0, final_metrics};
+    rep.best_step = s.best_step;
+    rep.stop_reason = stop_reason;
+    rep.baseline_accuracy = result_.baseline_accuracy;
+    ATTUNE_RETURN_IF_ERROR(common::WriteFileAtomic(c_.output_dir + "/eval_report.json", eval::ReportJson(rep)));
+    ATTUNE_RETURN_IF_ERROR(common::WriteFileAtomic(c_.output_dir + "/eval_report.html", eval::ReportHtml(rep)));
+  }
+  return result_;
+}
+
+}  // namespace
+
+std::string ConfigureThreads(int threads) {
+  at::set_num_threads(threads);
+  try {
+    at::set_num_interop_threads(1);
+  } catch (const c10::Error&) {
+    // Already set in this process; the intra-op setting above is what matters.
+  }
+  // OpenBLAS keeps its own pool, which at::set_num_threads does not reach.
+  using SetFn = void (*)(int);
+  using GetFn = int (*)();
+  auto set_blas = reinterpret_cast<SetFn>(dlsym(RTLD_DEFAULT, "openblas_set_num_threads"));
+  auto get_blas = reinterpret_cast<GetFn>(dlsym(RTLD_DEFAULT, "openblas_get_num_threads"));
+  std::string blas = "blas=unknown (not OpenBLAS)";
+  if (set_blas) {
+    set_blas(threads);
+    blas = absl::StrCat("blas=", get_blas ? get_blas() : threads, " (OpenBLAS)");
+  }
+  return absl::StrCat("threads: torch=", at::get_num_threads(), " ", blas);
+}
+
+absl::StatusOr<TrainResult> RunTraining(const common::JobConfig& config, const TrainerOptions& options,
+                                        TrainerObserver* observer) {
+  // NOTE [exceptions at the adapter]: libtorch reports failures by throwing
+  // c10::Error; they stop here and become a Status.
+  try {
+    Engine engine(config, options, observer);
+    return engine.Run();
+  } catch (const c10::Error& e) {
+    return absl::InternalError(absl::StrCat("libtorch: ", e.what_without_backtrace()));
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("training failed: ", e.what()));
+  }
+}
+
+}  // namespace attune::worker::train

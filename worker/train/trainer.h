@@ -1,0 +1,65 @@
+#pragma once
+
+// The training engine: data -> tokenizer -> BERT + method -> AdamW ->
+// evaluation -> checkpoints -> export. Torch stays inside trainer.cc so that
+// callers (the worker binary, the agent) compile without libtorch headers.
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "common/job_config.h"
+#include "worker/eval/metrics.h"
+
+namespace attune::worker::train {
+
+struct StepEvent {
+  int64_t step = 0, total_steps = 0;
+  double epoch = 0;
+  double loss = 0, learning_rate = 0;
+  double samples_per_second = 0, tokens_per_second = 0, step_seconds = 0;
+};
+
+// Receives progress. Called on the training thread; must not block for long.
+class TrainerObserver {
+ public:
+  virtual ~TrainerObserver() = default;
+  virtual void OnStep(const StepEvent&) {}
+  virtual void OnEval(int64_t step, const eval::Metrics&) {}
+  virtual void OnCheckpoint(int64_t step, const std::string& dir) {}
+};
+
+struct TrainerOptions {
+  int rank = 0;
+  int world_size = 1;
+  bool resume = true;          // continue from the newest committed checkpoint
+  int log_every_steps = 10;
+  // Test hook: stop with kAborted right after this optimizer step (0: off), to
+  // model a crash between checkpoints.
+  int64_t abort_after_step = 0;
+};
+
+struct TrainResult {
+  eval::Metrics final_metrics;
+  std::vector<std::string> label_names;
+  int64_t steps = 0;
+  int64_t best_step = -1;
+  int64_t resumed_from_step = -1;
+  std::string stop_reason;
+  std::string model_dir;
+  int64_t trainable_parameters = 0, total_parameters = 0;
+  double baseline_accuracy = 0;
+};
+
+// Runs one training to the end. Errors: kInvalidArgument (bad data, spec or
+// checkpoint), kNotFound (missing input), kFailedPrecondition (non-finite
+// loss: retrying will not help), kAborted (interrupted).
+absl::StatusOr<TrainResult> RunTraining(const common::JobConfig& config, const TrainerOptions& options,
+                                        TrainerObserver* observer);
+
+// Applies the per-rank thread settings: intra-op threads and OpenBLAS's own
+// pool (found at run time). Returns a line describing what was set.
+std::string ConfigureThreads(int threads);
+
+}  // namespace attune::worker::train
