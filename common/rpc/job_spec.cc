@@ -54,6 +54,10 @@ absl::StatusOr<nlohmann::json> YamlToJson(const YAML::Node& n, const std::string
         }
       }
       if (std::regex_match(s, kFloat)) return nlohmann::json(std::stod(s));
+      // YAML's special floats travel as the strings proto3 JSON uses for them.
+      if (s == ".nan" || s == ".NaN" || s == ".NAN") return nlohmann::json("NaN");
+      if (s == ".inf" || s == ".Inf" || s == "+.inf") return nlohmann::json("Infinity");
+      if (s == "-.inf" || s == "-.Inf") return nlohmann::json("-Infinity");
       return nlohmann::json(s);
     }
   }
@@ -108,7 +112,9 @@ void CheckFields(const nlohmann::json& j, const pb::Descriptor* d, const std::st
         break;
       case pb::FieldDescriptor::CPPTYPE_DOUBLE:
       case pb::FieldDescriptor::CPPTYPE_FLOAT:
-        if (!v.is_number()) errors->push_back(absl::StrCat(p, ": must be a number"));
+        if (!v.is_number() && !(v.is_string() && (v == "NaN" || v == "Infinity" || v == "-Infinity"))) {
+          errors->push_back(absl::StrCat(p, ": must be a number"));
+        }
         break;
       default:
         break;
@@ -214,15 +220,15 @@ JobConfig JobConfigFromProto(const v1::JobSpec& s) {
   c.adapter_size = Or<int64_t>(m.adapter().size(), c.adapter_size);
   if (m.has_merge_lora()) c.merge_lora = m.merge_lora();
   const auto& h = s.hyperparameters();
-  c.epochs = Or<int64_t>(h.epochs(), c.epochs);
+  if (h.has_epochs()) c.epochs = h.epochs();
   c.max_steps = h.max_steps();
-  c.batch_size = Or<int64_t>(h.batch_size(), c.batch_size);
-  c.learning_rate = Or(h.learning_rate(), c.learning_rate);
+  if (h.has_batch_size()) c.batch_size = h.batch_size();
+  if (h.has_learning_rate()) c.learning_rate = h.learning_rate();
   c.warmup_steps = h.warmup_steps();
   c.warmup_ratio = h.warmup_ratio();
   c.lr_scheduler = Or(h.lr_scheduler(), c.lr_scheduler);
   c.weight_decay = h.weight_decay();
-  c.gradient_accumulation_steps = Or<int64_t>(h.gradient_accumulation_steps(), c.gradient_accumulation_steps);
+  if (h.has_gradient_accumulation_steps()) c.gradient_accumulation_steps = h.gradient_accumulation_steps();
   if (h.has_max_grad_norm()) c.max_grad_norm = h.max_grad_norm();
   c.seed = Or<int64_t>(h.seed(), c.seed);
   c.adam_beta1 = Or(h.adam_beta1(), c.adam_beta1);
@@ -240,7 +246,7 @@ JobConfig JobConfigFromProto(const v1::JobSpec& s) {
   }
   c.checkpoint_every_steps = s.checkpoint().every_steps();
   c.checkpoint_keep_last = Or<int64_t>(s.checkpoint().keep_last(), c.checkpoint_keep_last);
-  c.world_size = Or<int64_t>(s.workers().count(), c.world_size);
+  if (s.workers().has_count()) c.world_size = s.workers().count();
   c.backend = Or(s.workers().backend(), c.backend);
   c.cpus_per_rank = Or<int64_t>(s.workers().cpus_per_rank(), c.cpus_per_rank);
   c.gpus_per_rank = s.workers().gpus_per_rank();

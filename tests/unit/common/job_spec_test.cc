@@ -1,0 +1,135 @@
+#include "common/rpc/job_spec.h"
+
+#include <gtest/gtest.h>
+
+#include "common/testing/status_matchers.h"
+
+namespace attune::common {
+namespace {
+
+using ::attune::testing::IsOk;
+using ::attune::testing::StatusIs;
+
+constexpr char kSpec[] = R"(
+name: legal-osi
+labels: {team: legal}
+model:
+  config: {hidden_size: 128, num_hidden_layers: 2, num_attention_heads: 2, intermediate_size: 512,
+           max_position_embeddings: 256, hidden_dropout_prob: 0.0, attention_probs_dropout_prob: 0.1}
+  vocab: models/base/vocab.txt
+data:
+  train: data/legal/train.csv
+  validation: data/legal/valid.csv
+  text_column: text
+  label_column: label
+  max_length: 128
+method: {type: lora, lora: {rank: 8, alpha: 16, dropout: 0.1, targets: [query, value]}}
+hyperparameters: {epochs: 3, max_steps: 0, batch_size: 16, learning_rate: 5.0e-5, warmup_steps: 100,
+                  weight_decay: 0.01, gradient_accumulation_steps: 1, max_grad_norm: 1.0, seed: 42}
+evaluation: {every_steps: 100, early_stopping: {metric: f1, patience: 3, min_delta: 0.001}}
+checkpoint: {every_steps: 200}
+workers: {count: 2, backend: gloo}
+output_dir: runs/legal-osi
+)";
+
+JobConfig Parse(const std::string& text) {
+  auto spec = ParseJobSpec(text, "spec.yaml");
+  EXPECT_THAT(spec, IsOk());
+  return JobConfigFromProto(*spec);
+}
+
+TEST(JobSpecTest, TheDocumentedSpecParses) {
+  JobConfig c = Parse(kSpec);
+  EXPECT_THAT(ValidateJobConfig(c), IsOk());
+  EXPECT_EQ(c.name, "legal-osi");
+  EXPECT_EQ(c.labels.at("team"), "legal");
+  EXPECT_TRUE(c.has_model_config);
+  EXPECT_EQ(c.model_config.hidden_size, 128);
+  EXPECT_EQ(c.model_config.hidden_dropout_prob, 0.0);  // an explicit 0 is kept
+  EXPECT_EQ(c.method, "lora");
+  EXPECT_EQ(c.lora_rank, 8);
+  EXPECT_EQ(c.lora_targets, (std::vector<std::string>{"query", "value"}));
+  EXPECT_DOUBLE_EQ(c.learning_rate, 5e-5);
+  EXPECT_EQ(c.warmup_steps, 100);
+  EXPECT_EQ(c.early_stopping_metric, "f1");
+  EXPECT_EQ(c.checkpoint_every_steps, 200);
+  EXPECT_EQ(c.world_size, 2);
+  EXPECT_EQ(c.output_dir, "runs/legal-osi");
+}
+
+TEST(JobSpecTest, JsonIsAcceptedToo) {
+  JobConfig c = Parse(R"({"name": "j", "model": {"path": "m"}, "data": {"train": "t.csv", "validation_split": 0.1},
+                          "output_dir": "o"})");
+  EXPECT_THAT(ValidateJobConfig(c), IsOk());
+  EXPECT_EQ(c.batch_size, 16);  // defaults apply
+  EXPECT_EQ(c.method, "full");
+}
+
+TEST(JobSpecTest, UnknownFieldIsNamedWithItsPath) {
+  EXPECT_THAT(ParseJobSpec("name: x\nhyperparameters: {batch_sise: 4}\n", "s.yaml"),
+              StatusIs(absl::StatusCode::kInvalidArgument, "hyperparameters.batch_sise: unknown field"));
+}
+
+TEST(JobSpecTest, WrongTypeIsNamed) {
+  EXPECT_THAT(ParseJobSpec("hyperparameters: {batch_size: lots}\n", "s.yaml"),
+              StatusIs(absl::StatusCode::kInvalidArgument, "hyperparameters.batch_size: must be an integer"));
+  EXPECT_THAT(ParseJobSpec("method: {lora: {targets: query}}\n", "s.yaml"),
+              StatusIs(absl::StatusCode::kInvalidArgument, "method.lora.targets: must be a list"));
+}
+
+TEST(JobSpecTest, MalformedYamlGivesLine) {
+  EXPECT_THAT(ParseJobSpec("name: x\ndata: {train: [\n", "s.yaml"),
+              StatusIs(absl::StatusCode::kInvalidArgument, "s.yaml:"));
+}
+
+struct BadCase {
+  std::string yaml_line;
+  std::string expected;
+};
+
+class InvalidSpecTest : public ::testing::TestWithParam<BadCase> {};
+
+TEST_P(InvalidSpecTest, NamesTheField) {
+  std::string base =
+      "name: ok\nmodel: {path: m}\ndata: {train: t.csv, validation: v.csv}\noutput_dir: o\n";
+  JobConfig c = Parse(base + GetParam().yaml_line + "\n");
+  EXPECT_THAT(ValidateJobConfig(c), StatusIs(absl::StatusCode::kInvalidArgument, GetParam().expected));
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Fields, InvalidSpecTest,
+    ::testing::Values(
+        BadCase{"hyperparameters: {batch_size: -1}", "hyperparameters.batch_size: must be > 0"},
+        BadCase{"hyperparameters: {batch_size: 2147483648}", "hyperparameters.batch_size"},
+        BadCase{"hyperparameters: {learning_rate: -0.1}", "hyperparameters.learning_rate"},
+        BadCase{"hyperparameters: {learning_rate: .nan}", "hyperparameters.learning_rate"},
+        BadCase{"hyperparameters: {epochs: 1000000000000}", "hyperparameters.epochs"},
+        BadCase{"hyperparameters: {gradient_accumulation_steps: -2}", "hyperparameters.gradient_accumulation_steps"},
+        BadCase{"hyperparameters: {lr_scheduler: step}", "hyperparameters.lr_scheduler"},
+        BadCase{"hyperparameters: {warmup_steps: 10, warmup_ratio: 0.1}", "hyperparameters.warmup_ratio"},
+        BadCase{"hyperparameters: {max_grad_norm: -1}", "hyperparameters.max_grad_norm"},
+        BadCase{"method: {type: prefix}", "method.type"},
+        BadCase{"method: {type: lora, lora: {targets: [query, bogus]}}", "method.lora.targets"},
+        BadCase{"method: {type: lora, lora: {rank: -4}}", "method.lora.rank"},
+        BadCase{"evaluation: {early_stopping: {metric: bleu}}", "evaluation.early_stopping.metric"},
+        BadCase{"evaluation: {early_stopping: {metric: f1, mode: up}}", "evaluation.early_stopping.mode"},
+        BadCase{"workers: {count: -1}", "workers.count"},
+        BadCase{"workers: {backend: mpi}", "workers.backend"},
+        BadCase{"data: {train: t.csv, validation: v.csv, max_length: 4}", "data.max_length"},
+        BadCase{"data: {train: t.csv, validation: v.csv, validation_split: 0.2}", "data.validation_split"},
+        BadCase{"data: {train: t.csv}", "data.validation: is required"},
+        BadCase{"max_restarts: -3", "max_restarts"},
+        BadCase{"checkpoint: {every_steps: -5}", "checkpoint.every_steps"}));
+
+TEST(JobSpecTest, EveryBadFieldIsListed) {
+  JobConfig c = Parse("name: ../x\nhyperparameters: {batch_size: 0, learning_rate: 2}\n");
+  absl::Status s = ValidateJobConfig(c);
+  ASSERT_FALSE(s.ok());
+  for (const char* field : {"name:", "model:", "data.train:", "output_dir:", "hyperparameters.batch_size:",
+                            "hyperparameters.learning_rate:"}) {
+    EXPECT_NE(std::string(s.message()).find(field), std::string::npos) << field << " not in: " << s.message();
+  }
+}
+
+}  // namespace
+}  // namespace attune::common
