@@ -275,6 +275,11 @@ absl::Status LoadStateDict(BertClassifier& model, const std::string& path, std::
     auto tensor = ToTorch(*it->second, name);
     if (!tensor.ok()) return tensor.status();
     if (tensor->sizes() != param.sizes()) {
+      if (!require_all && absl::StartsWith(name, "classifier.")) {
+        // A head for other labels: start it afresh, as a new head would.
+        if (fresh) fresh->push_back(name + " (checkpoint has " + ShapeString(tensor->sizes()) + ")");
+        continue;
+      }
       mismatched.push_back(absl::StrCat(name, " (checkpoint ", ShapeString(tensor->sizes()), ", model ",
                                         ShapeString(param.sizes()), ")"));
       continue;

@@ -86,7 +86,8 @@ std::vector<std::pair<std::string, torch::Tensor>> NamedParameters(BertClassifie
 // Loads a Hugging Face checkpoint's tensors into `model`. Accepts bare
 // BertModel names (no "bert." prefix) and the old gamma/beta LayerNorm names,
 // ignores cls.* and position_ids, reports missing keys and shape mismatches by
-// name. A missing classifier (or pooler) keeps its fresh initialisation and is
+// name. A missing classifier (or pooler), or a classifier for another number
+// of labels, keeps its fresh initialisation and is
 // listed in `*fresh`.
 absl::Status LoadStateDict(BertClassifier& model, const std::string& safetensors_path,
                            std::vector<std::string>* fresh, bool require_all = false);

@@ -370,7 +370,7 @@ class Engine {
   absl::Status TryResume(LoopState* s);
   void SetLearningRate(double lr);
 
-  const common::JobConfig& c_;
+  common::JobConfig c_;  // a copy: label order may be taken from the checkpoint
   const TrainerOptions& o_;
   TrainerObserver* obs_;
   model::BertClassifier model_{nullptr};
@@ -437,6 +437,15 @@ absl::StatusOr<TrainResult> Engine::Run() {
   best_path_ = c_.output_dir + "/best/model.safetensors";
   ATTUNE_RETURN_IF_ERROR(common::MakeDirs(ckpt_root_));
 
+  if (!c_.model_path.empty() && c_.label_names.empty()) {
+    // A classifier checkpoint with named labels keeps its label order, so
+    // that its rows still mean the same classes.
+    ATTUNE_ASSIGN_OR_RETURN(std::string text, common::ReadFile(c_.model_path + "/config.json", 1 << 20));
+    ATTUNE_ASSIGN_OR_RETURN(model::BertConfig base, model::BertConfig::FromJson(text, c_.model_path + "/config.json"));
+    bool generic = true;
+    for (size_t i = 0; i < base.labels.size(); ++i) generic &= base.labels[i] == absl::StrCat("LABEL_", i);
+    if (!generic) c_.label_names = base.labels;
+  }
   ATTUNE_ASSIGN_OR_RETURN(PreparedData data, PrepareData(c_, o_.rank == 0));
   ATTUNE_ASSIGN_OR_RETURN(text::Tokenizer tok, MakeTokenizer(c_, data.train));
   ATTUNE_ASSIGN_OR_RETURN(model::BertConfig bc, MakeBertConfig(c_, tok, data.labels));

@@ -1,0 +1,82 @@
+// `attune predict` on checkpoints written by an independent Python script
+// gives the logits that script computed.
+
+#include <sstream>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "tests/testing/process.h"
+
+namespace attune {
+namespace {
+
+using testing::Bin;
+using testing::Fixture;
+using testing::RunCommand;
+using testing::TempDir;
+
+std::vector<std::vector<double>> LogitsOf(const std::string& jsonl) {
+  std::vector<std::vector<double>> out;
+  std::istringstream in(jsonl);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.empty() || line[0] != '{') continue;
+    out.push_back(nlohmann::json::parse(line)["logits"].get<std::vector<double>>());
+  }
+  return out;
+}
+
+struct Variant {
+  std::string name, flags;
+};
+void PrintTo(const Variant& v, std::ostream* os) { *os << v.name; }
+
+class PredictParityTest : public ::testing::TestWithParam<Variant> {};
+
+TEST_P(PredictParityTest, LogitsMatchPythonReference) {
+  TempDir dir("parity_" + GetParam().name);
+  auto gen = RunCommand("/usr/bin/python3 " + Fixture("make_tiny_bert.py") + " " + dir.path() + " " + GetParam().flags);
+  ASSERT_EQ(gen.exit_code, 0) << gen.output;
+  auto pred = RunCommand(Bin("attune") + " predict --model " + dir.path() + " --input " + (dir / "input.jsonl") +
+                  " --output " + (dir / "pred.jsonl"));
+  ASSERT_EQ(pred.exit_code, 0) << pred.output;
+  auto got = LogitsOf(testing::ReadText(dir / "pred.jsonl"));
+  auto want = LogitsOf(testing::ReadText(dir / "expected.jsonl"));
+  ASSERT_EQ(got.size(), want.size());
+  ASSERT_EQ(got.size(), 5u);
+  for (size_t i = 0; i < got.size(); ++i) {
+    ASSERT_EQ(got[i].size(), 3u);
+    for (size_t k = 0; k < 3; ++k) EXPECT_NEAR(got[i][k], want[i][k], 1e-4) << "record " << i << " class " << k;
+  }
+  // Labels come from id2label and records keep input order.
+  auto first = nlohmann::json::parse(testing::ReadText(dir / "pred.jsonl").substr(0, testing::ReadText(dir / "pred.jsonl").find('\n')));
+  EXPECT_TRUE(first["label"] == "medical" || first["label"] == "finance" || first["label"] == "legal");
+}
+
+INSTANTIATE_TEST_SUITE_P(Checkpoints, PredictParityTest,
+                         ::testing::Values(Variant{"f32", "--dtype F32"}, Variant{"f16", "--dtype F16"},
+                                           Variant{"bf16", "--dtype BF16"},
+                                           Variant{"legacy", "--legacy-names --extra-keys"},
+                                           Variant{"bare", "--bare"}),
+                         [](const auto& info) { return info.param.name; });
+
+TEST(PredictTest, MissingClassifierIsReportedForInference) {
+  TempDir dir("nocls");
+  ASSERT_EQ(RunCommand("/usr/bin/python3 " + Fixture("make_tiny_bert.py") + " " + dir.path() + " --no-classifier").exit_code, 0);
+  auto pred = RunCommand(Bin("attune") + " predict --model " + dir.path() + " --input " + (dir / "input.jsonl"));
+  EXPECT_NE(pred.exit_code, 0);
+  EXPECT_NE(pred.output.find("classifier.weight"), std::string::npos) << pred.output;
+}
+
+TEST(PredictTest, CorruptModelIsRefused) {
+  TempDir dir("corrupt");
+  ASSERT_EQ(RunCommand("/usr/bin/python3 " + Fixture("make_tiny_bert.py") + " " + dir.path()).exit_code, 0);
+  ASSERT_EQ(RunCommand("truncate -s -100 " + (dir / "model.safetensors")).exit_code, 0);
+  auto pred = RunCommand(Bin("attune") + " predict --model " + dir.path() + " --input " + (dir / "input.jsonl"));
+  EXPECT_NE(pred.exit_code, 0);
+  EXPECT_NE(pred.output.find("corrupt safetensors"), std::string::npos) << pred.output;
+}
+
+}  // namespace
+}  // namespace attune

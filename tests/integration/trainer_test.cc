@@ -1,0 +1,244 @@
+// attune-worker train end to end on small generated data: resume equals an
+// uninterrupted run, accumulation equals a bigger batch, freezing freezes,
+// merged LoRA equals unmerged, bad input fails clearly.
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <random>
+#include <sstream>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "common/safetensors.h"
+#include "tests/testing/process.h"
+
+namespace attune {
+namespace {
+
+using testing::Bin;
+using testing::Fixture;
+using testing::RunCommand;
+using testing::TempDir;
+
+// Short texts whose label depends on the words, from the tiny model's vocabulary.
+void WriteData(const std::string& path, int n, int seed, bool three_classes) {
+  const std::vector<std::vector<std::string>> words = {
+      {"patient", "aspirin", "fever", "chest", "pain"},
+      {"bank", "loan", "interest", "rates", "pay"},
+      {"court", "license", "rights", "contract", "party"}};
+  const std::vector<std::string> names = {"medical", "finance", "legal"};
+  std::mt19937 rng(static_cast<unsigned>(seed));
+  std::ostringstream out;
+  out << "text,label\n";
+  const int k = three_classes ? 3 : 2;
+  for (int i = 0; i < n; ++i) {
+    int y = i % k;
+    std::string text = "the";
+    for (int w = 0; w < 4; ++w) text += " " + words[static_cast<size_t>(y)][rng() % 5];
+    text += " " + words[static_cast<size_t>((y + 1) % k)][rng() % 5] + " " + std::to_string(i);
+    out << text << "," << names[static_cast<size_t>(y)] << "\n";
+  }
+  testing::WriteText(path, out.str());
+}
+
+std::string Spec(const TempDir& dir, const std::string& extra_model, const std::string& method,
+                 const std::string& hyper, const std::string& out) {
+  return "name: t\n" + extra_model + "data: {train: " + (dir / "train.csv") + ", validation: " + (dir / "valid.csv") +
+         ", max_length: 32}\nmethod: " + method + "\nhyperparameters: {" + hyper +
+         "}\nevaluation: {every_steps: 4}\ncheckpoint: {every_steps: 3}\noutput_dir: " + out + "\n";
+}
+
+constexpr char kTinyConfig[] =
+    "model:\n  config: {hidden_size: 16, num_hidden_layers: 2, num_attention_heads: 2, intermediate_size: 32,"
+    " max_position_embeddings: 64, hidden_dropout_prob: 0.1, attention_probs_dropout_prob: 0.1}\n  vocab_size: 200\n";
+
+testing::CommandResult Train(const TempDir& dir, const std::string& name, const std::string& spec,
+                             const std::string& flags = "") {
+  testing::WriteText(dir / (name + ".yaml"), spec);
+  return RunCommand(Bin("attune-worker") + " train --spec " + (dir / (name + ".yaml")) + " " + flags, 300);
+}
+
+std::map<std::string, std::vector<float>> Weights(const std::string& path) {
+  auto f = common::ReadSafeTensors(path);
+  EXPECT_TRUE(f.ok()) << f.status();
+  std::map<std::string, std::vector<float>> out;
+  if (!f.ok()) return out;
+  for (const auto& [name, t] : f->tensors) {
+    if (t.dtype != "F32") continue;
+    std::vector<float> v(t.data.size() / 4);
+    std::memcpy(v.data(), t.data.data(), t.data.size());
+    out[name] = std::move(v);
+  }
+  return out;
+}
+
+double MaxAbsDiff(const std::vector<float>& a, const std::vector<float>& b) {
+  EXPECT_EQ(a.size(), b.size());
+  double m = 0;
+  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) m = std::max(m, std::fabs(double(a[i]) - double(b[i])));
+  return m;
+}
+
+class TrainerTest : public ::testing::Test {
+ protected:
+  TrainerTest() : dir_("trainer_" + std::string(::testing::UnitTest::GetInstance()->current_test_info()->name())) {
+    WriteData(dir_ / "train.csv", 96, 1, false);
+    WriteData(dir_ / "valid.csv", 37, 2, false);
+  }
+  TempDir dir_;
+};
+
+TEST_F(TrainerTest, ResumedRunEndsWithTheSameWeights) {
+  const std::string hyper =
+      "epochs: 2, batch_size: 8, learning_rate: 3.0e-3, warmup_steps: 3, weight_decay: 0.01, seed: 5";
+  std::string a = dir_ / "a", b = dir_ / "b";
+  auto full = Train(dir_, "a", Spec(dir_, kTinyConfig, "{type: full}", hyper, a));
+  ASSERT_EQ(full.exit_code, 0) << full.output;
+  // Run B dies after step 8 (last committed checkpoint: step 6), then resumes.
+  auto crashed = Train(dir_, "b", Spec(dir_, kTinyConfig, "{type: full}", hyper, b), "--abort_after_step=8");
+  ASSERT_NE(crashed.exit_code, 0);
+  ASSERT_NE(crashed.output.find("aborted after step 8"), std::string::npos) << crashed.output;
+  auto resumed = Train(dir_, "b", Spec(dir_, kTinyConfig, "{type: full}", hyper, b));
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+  EXPECT_NE(resumed.output.find("at step 6"), std::string::npos) << resumed.output;
+  auto wa = Weights(a + "/model/model.safetensors"), wb = Weights(b + "/model/model.safetensors");
+  ASSERT_FALSE(wa.empty());
+  ASSERT_EQ(wa.size(), wb.size());
+  for (const auto& [name, v] : wa) EXPECT_EQ(MaxAbsDiff(v, wb[name]), 0.0) << name;
+  // The eval report and data report are written.
+  auto report = nlohmann::json::parse(testing::ReadText(a + "/eval_report.json"));
+  EXPECT_EQ(report["final"]["count"], 37);
+  EXPECT_TRUE(std::filesystem::exists(a + "/eval_report.html"));
+  EXPECT_TRUE(std::filesystem::exists(a + "/data_report.json"));
+}
+
+TEST_F(TrainerTest, AccumulationEqualsTheLargerBatch) {
+  const std::string base = "epochs: 1, learning_rate: 3.0e-3, seed: 5, ";
+  std::string nodrop =
+      "model:\n  config: {hidden_size: 16, num_hidden_layers: 2, num_attention_heads: 2, intermediate_size: 32,"
+      " max_position_embeddings: 64, hidden_dropout_prob: 0.0, attention_probs_dropout_prob: 0.0}\n  vocab_size: 200\n";
+  auto big = Train(dir_, "big", Spec(dir_, nodrop, "{type: full}", base + "batch_size: 8", dir_ / "big"));
+  ASSERT_EQ(big.exit_code, 0) << big.output;
+  auto acc = Train(dir_, "acc",
+                   Spec(dir_, nodrop, "{type: full}", base + "batch_size: 4, gradient_accumulation_steps: 2", dir_ / "acc"));
+  ASSERT_EQ(acc.exit_code, 0) << acc.output;
+  auto w1 = Weights(dir_ / "big/model/model.safetensors"), w2 = Weights(dir_ / "acc/model/model.safetensors");
+  ASSERT_FALSE(w1.empty());
+  for (const auto& [name, v] : w1) EXPECT_LT(MaxAbsDiff(v, w2[name]), 1e-5) << name;
+}
+
+TEST_F(TrainerTest, NonFiniteLossStopsWithTheStepAndNoCheckpoint) {
+  std::string exploding =
+      "model:\n  config: {hidden_size: 16, num_hidden_layers: 1, num_attention_heads: 2, intermediate_size: 32,"
+      " max_position_embeddings: 64, initializer_range: 1.0e+30}\n  vocab_size: 200\n";
+  auto r = Train(dir_, "nan", Spec(dir_, exploding, "{type: full}", "epochs: 1, batch_size: 8", dir_ / "nan"));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("non-finite loss"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("at step 1"), std::string::npos) << r.output;
+  int committed = 0;
+  for (const auto& e : std::filesystem::directory_iterator(dir_ / "nan/checkpoints")) {
+    committed += e.path().filename().string().rfind("step-", 0) == 0;
+  }
+  EXPECT_EQ(committed, 0);
+}
+
+TEST_F(TrainerTest, CorruptDataFailsWithFileAndLine) {
+  testing::WriteText(dir_ / "train.csv", "text,label\nfine,a\n\"broken,b\n");
+  auto r = Train(dir_, "bad", Spec(dir_, kTinyConfig, "{type: full}", "epochs: 1", dir_ / "bad"));
+  EXPECT_EQ(r.exit_code, 65) << r.output;
+  EXPECT_NE(r.output.find("train.csv:3: unterminated quoted field"), std::string::npos) << r.output;
+}
+
+TEST_F(TrainerTest, InvalidSpecNamesTheField) {
+  auto r = Train(dir_, "inv", Spec(dir_, kTinyConfig, "{type: full}", "batch_size: 0", dir_ / "inv"));
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("hyperparameters.batch_size: must be > 0"), std::string::npos) << r.output;
+}
+
+// Methods on a pretrained checkpoint written by the independent Python script.
+class MethodTest : public ::testing::Test {
+ protected:
+  MethodTest() : dir_("method_" + std::string(::testing::UnitTest::GetInstance()->current_test_info()->name())) {
+    auto gen = RunCommand("/usr/bin/python3 " + Fixture("make_tiny_bert.py") + " " + (dir_ / "base"));
+    EXPECT_EQ(gen.exit_code, 0) << gen.output;
+    WriteData(dir_ / "train.csv", 60, 3, true);
+    WriteData(dir_ / "valid.csv", 20, 4, true);
+  }
+  std::string Model() const { return "model: {path: " + (dir_ / "base") + "}\n"; }
+  TempDir dir_;
+};
+
+TEST_F(MethodTest, HeadTrainsOnlyPoolerAndClassifier) {
+  auto r = Train(dir_, "head", Spec(dir_, Model(), "{type: head}", "epochs: 2, batch_size: 8, learning_rate: 1.0e-2",
+                                    dir_ / "head"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  // pooler 32x32 + 32, classifier 3x32 + 3
+  EXPECT_NE(r.output.find("parameters: 1155 trainable"), std::string::npos) << r.output;
+  auto base = Weights(dir_ / "base/model.safetensors"), out = Weights(dir_ / "head/model/model.safetensors");
+  int changed_head = 0;
+  for (const auto& [name, v] : out) {
+    ASSERT_TRUE(base.count(name)) << name;
+    bool head = name.rfind("bert.pooler.", 0) == 0 || name.rfind("classifier.", 0) == 0;
+    double d = MaxAbsDiff(v, base[name]);
+    if (head) {
+      changed_head += d > 0;
+    } else {
+      EXPECT_EQ(d, 0.0) << name << " is frozen but changed";
+    }
+  }
+  EXPECT_EQ(changed_head, 4);
+}
+
+TEST_F(MethodTest, MergedLoraGivesTheSameLogitsAsAdapterFiles) {
+  const std::string hyper = "epochs: 2, batch_size: 8, learning_rate: 2.0e-2, seed: 3";
+  auto kept = Train(dir_, "kept", Spec(dir_, Model(), "{type: lora, merge_lora: false, lora: {rank: 4, alpha: 8}}", hyper,
+                                       dir_ / "kept"));
+  ASSERT_EQ(kept.exit_code, 0) << kept.output;
+  auto merged = Train(dir_, "merged", Spec(dir_, Model(), "{type: lora, lora: {rank: 4, alpha: 8}}", hyper, dir_ / "merged"));
+  ASSERT_EQ(merged.exit_code, 0) << merged.output;
+  ASSERT_TRUE(std::filesystem::exists(dir_ / "kept/model/adapter_model.safetensors"));
+  ASSERT_FALSE(std::filesystem::exists(dir_ / "merged/model/adapter_model.safetensors"));
+  // Unmerged base weights are the pretrained ones; merged query/value weights moved.
+  auto base = Weights(dir_ / "base/model.safetensors");
+  auto kw = Weights(dir_ / "kept/model/model.safetensors"), mw = Weights(dir_ / "merged/model/model.safetensors");
+  const std::string q = "bert.encoder.layer.0.attention.self.query.weight";
+  const std::string k = "bert.encoder.layer.0.attention.self.key.weight";
+  EXPECT_EQ(MaxAbsDiff(kw[q], base[q]), 0.0);
+  EXPECT_GT(MaxAbsDiff(mw[q], base[q]), 1e-6);
+  EXPECT_EQ(MaxAbsDiff(mw[k], base[k]), 0.0);
+  // Same logits through attune predict.
+  std::string in = dir_ / "base/input.jsonl";
+  auto p1 = RunCommand(Bin("attune") + " predict --model " + (dir_ / "kept/model") + " --input " + in);
+  auto p2 = RunCommand(Bin("attune") + " predict --model " + (dir_ / "merged/model") + " --input " + in);
+  ASSERT_EQ(p1.exit_code, 0) << p1.output;
+  ASSERT_EQ(p2.exit_code, 0) << p2.output;
+  std::istringstream s1(p1.output), s2(p2.output);
+  std::string l1, l2;
+  int lines = 0;
+  while (std::getline(s1, l1) && std::getline(s2, l2)) {
+    if (l1.empty() || l1[0] != '{') continue;
+    auto a = nlohmann::json::parse(l1)["logits"].get<std::vector<double>>();
+    auto b = nlohmann::json::parse(l2)["logits"].get<std::vector<double>>();
+    for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(a[i], b[i], 1e-5);
+    ++lines;
+  }
+  EXPECT_EQ(lines, 5);
+}
+
+TEST_F(MethodTest, AdapterTrainsAndExports) {
+  auto r = Train(dir_, "ad", Spec(dir_, Model(), "{type: adapter, adapter: {size: 8}}",
+                                  "epochs: 1, batch_size: 8, learning_rate: 1.0e-2", dir_ / "ad"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  auto out = Weights(dir_ / "ad/model/model.safetensors");
+  EXPECT_TRUE(out.count("bert.encoder.layer.1.output.adapter.up.weight"));
+  auto base = Weights(dir_ / "base/model.safetensors");
+  const std::string q = "bert.encoder.layer.0.attention.self.query.weight";
+  EXPECT_EQ(MaxAbsDiff(out[q], base[q]), 0.0);
+  auto p = RunCommand(Bin("attune") + " predict --model " + (dir_ / "ad/model") + " --input " + (dir_ / "base/input.jsonl"));
+  EXPECT_EQ(p.exit_code, 0) << p.output;
+}
+
+}  // namespace
+}  // namespace attune

@@ -1,0 +1,61 @@
+#pragma once
+
+// Helpers for tests that run the real binaries (TESTONLY).
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <string>
+
+namespace attune::testing {
+
+struct CommandResult {
+  int exit_code = -1;
+  std::string output;  // stdout and stderr together
+};
+
+// Runs `command` through /bin/sh with a hard time limit (coreutils timeout).
+inline CommandResult RunCommand(const std::string& command, int timeout_s = 300) {
+  CommandResult r;
+  std::string full = "timeout -k 5 " + std::to_string(timeout_s) + " " + command + " 2>&1";
+  FILE* p = ::popen(full.c_str(), "r");
+  if (!p) return r;
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) r.output.append(buf, n);
+  int status = ::pclose(p);
+  r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+inline std::string Bin(const std::string& name) { return std::string(ATTUNE_BINARY_DIR) + "/bin/" + name; }
+inline std::string Fixture(const std::string& name) {
+  return std::string(ATTUNE_SOURCE_DIR) + "/tests/fixtures/" + name;
+}
+
+// A fresh directory removed at scope exit.
+class TempDir {
+ public:
+  explicit TempDir(const std::string& tag) {
+    path_ = (std::filesystem::temp_directory_path() / ("attune_" + tag + "_" + std::to_string(::getpid()))).string();
+    std::filesystem::remove_all(path_);
+    std::filesystem::create_directories(path_);
+  }
+  ~TempDir() { std::filesystem::remove_all(path_); }
+  const std::string& path() const { return path_; }
+  std::string operator/(const std::string& rel) const { return path_ + "/" + rel; }
+
+ private:
+  std::string path_;
+};
+
+inline void WriteText(const std::string& path, const std::string& text) { std::ofstream(path) << text; }
+inline std::string ReadText(const std::string& path) {
+  std::ifstream f(path);
+  std::stringstream s;
+  s << f.rdbuf();
+  return s.str();
+}
+
+}  // namespace attune::testing
