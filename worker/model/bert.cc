@@ -82,7 +82,7 @@ torch::Tensor BottleneckAdapterImpl::forward(const torch::Tensor& x) {
   return x + up(torch::gelu(down(x)));
 }
 
-BertLayerImpl::BertLayerImpl(const BertConfig& c, const MethodConfig& m)
+BertLayerImpl::BertLayerImpl(const BertConfig& c)
     : heads(c.num_attention_heads), head_dim(c.hidden_size / c.num_attention_heads) {
   const int64_t h = c.hidden_size, f = c.intermediate_size;
   query = register_module("query", LoraLinear(h, h));
@@ -98,6 +98,9 @@ BertLayerImpl::BertLayerImpl(const BertConfig& c, const MethodConfig& m)
   for (LoraLinear* l : {&query, &key, &value, &attn_out, &inter, &out}) {
     InitLinear((*l)->weight, (*l)->bias, c.initializer_range);
   }
+}
+
+void BertLayerImpl::AddMethod(const MethodConfig& m) {
   const std::pair<LoraLinear*, const char*> targets[] = {{&query, "query"},          {&key, "key"},
                                                          {&value, "value"},          {&attn_out, "attention.output"},
                                                          {&inter, "intermediate"},   {&out, "output"}};
@@ -105,6 +108,7 @@ BertLayerImpl::BertLayerImpl(const BertConfig& c, const MethodConfig& m)
     if (Targets(m, name)) (*l)->EnableLora(m.lora_rank, m.lora_alpha, m.lora_dropout);
   }
   if (m.type == Method::kAdapter) {
+    const int64_t h = query->weight.size(0);
     attn_adapter = register_module("attn_adapter", BottleneckAdapter(h, m.adapter_size));
     ffn_adapter = register_module("ffn_adapter", BottleneckAdapter(h, m.adapter_size));
   }
@@ -134,7 +138,7 @@ BertClassifierImpl::BertClassifierImpl(const BertConfig& c, const MethodConfig& 
   emb_ln = register_module("emb_ln", torch::nn::LayerNorm(torch::nn::LayerNormOptions({h}).eps(c.layer_norm_eps)));
   emb_drop = register_module("emb_drop", torch::nn::Dropout(c.hidden_dropout_prob));
   for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
-    layers.push_back(register_module(absl::StrCat("layer", i), BertLayer(c, m)));
+    layers.push_back(register_module(absl::StrCat("layer", i), BertLayer(c)));
   }
   pooler = register_module("pooler", torch::nn::Linear(h, h));
   cls_drop = register_module("cls_drop",
@@ -215,8 +219,12 @@ absl::StatusOr<BertClassifier> CreateModel(const BertConfig& config, const Metho
   if (method.type == Method::kAdapter && method.adapter_size <= 0) {
     return absl::InvalidArgumentError("method.adapter.size: must be > 0");
   }
+  // The base weights come from `seed` alone, so that every method starts
+  // from the same encoder; LoRA and adapter weights draw from a second stream.
   torch::manual_seed(seed);
   BertClassifier model(config, method);
+  torch::manual_seed(seed ^ 0x9e3779b97f4a7c15ULL);
+  for (auto& layer : model->layers) layer->AddMethod(method);
   // Freezing: full trains everything; head trains pooler + classifier; lora
   // trains LoRA matrices + head; adapter trains adapters, LayerNorms + head.
   for (auto& [name, t] : NamedParameters(model)) {

@@ -41,7 +41,9 @@ struct BottleneckAdapterImpl : torch::nn::Module {
 TORCH_MODULE(BottleneckAdapter);
 
 struct BertLayerImpl : torch::nn::Module {
-  BertLayerImpl(const BertConfig& c, const MethodConfig& m);
+  explicit BertLayerImpl(const BertConfig& c);
+  // Adds LoRA branches or bottleneck adapters as `m` asks.
+  void AddMethod(const MethodConfig& m);
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& mask_bias);
   int64_t heads, head_dim;
   // attention.self.{query,key,value}, attention.output.{dense,LayerNorm},
