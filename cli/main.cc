@@ -13,6 +13,7 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "worker/train/predict.h"
+#include "worker/train/trainer.h"
 
 ABSL_FLAG(std::string, model, "", "exported model directory (config.json, model.safetensors, vocab.txt)");
 ABSL_FLAG(std::string, input, "", "records to classify: CSV or JSONL with a text column");
@@ -62,6 +63,7 @@ int Predict() {
 int main(int argc, char** argv) {
   FLAGS_logtostderr = true;
   google::InitGoogleLogging(argv[0]);
+  const std::string allocator = attune::worker::train::ConfigureAllocatorForTraining();
   absl::SetProgramUsageMessage(kUsage);
   if (argc < 2) {
     std::cerr << kUsage << "\n";
@@ -71,7 +73,10 @@ int main(int argc, char** argv) {
   std::vector<char*> rest = {argv[0]};
   for (int i = 2; i < argc; ++i) rest.push_back(argv[i]);
   absl::ParseCommandLine(static_cast<int>(rest.size()), rest.data());
-  if (command == "predict") return Predict();
+  if (command == "predict") {
+    VLOG(1) << allocator;
+    return Predict();
+  }
   std::cerr << "attune: unknown command '" << command << "'\n" << kUsage << "\n";
   return 2;
 }

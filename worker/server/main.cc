@@ -67,6 +67,7 @@ int Train() {
 int main(int argc, char** argv) {
   FLAGS_logtostderr = true;
   google::InitGoogleLogging(argv[0]);
+  const std::string allocator = attune::worker::train::ConfigureAllocatorForTraining();
   absl::SetProgramUsageMessage(kUsage);
   if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h") {
     std::cerr << kUsage << "\n";
@@ -77,6 +78,7 @@ int main(int argc, char** argv) {
   for (int i = 2; i < argc; ++i) rest.push_back(argv[i]);
   absl::ParseCommandLine(static_cast<int>(rest.size()), rest.data());
   if (command == "train") {
+    LOG(INFO) << allocator;
     if (absl::GetFlag(FLAGS_spec).empty()) {
       std::cerr << "attune-worker train: --spec is required\n" << kUsage << "\n";
       return 2;

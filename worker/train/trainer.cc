@@ -1,6 +1,7 @@
 #include "worker/train/trainer.h"
 
 #include <dlfcn.h>
+#include <malloc.h>
 
 #include <chrono>
 #include <cmath>
@@ -688,6 +689,13 @@ absl::StatusOr<TrainResult> Engine::Run() {
 }
 
 }  // namespace
+
+std::string ConfigureAllocatorForTraining() {
+  constexpr int kMmapThreshold = 32 << 20;  // glibc's upper limit on 64-bit
+  constexpr int kTrimThreshold = 512 << 20;
+  bool ok = mallopt(M_MMAP_THRESHOLD, kMmapThreshold) == 1 && mallopt(M_TRIM_THRESHOLD, kTrimThreshold) == 1;
+  return ok ? "allocator: mmap threshold 32 MiB, trim threshold 512 MiB" : "allocator: mallopt refused, defaults kept";
+}
 
 std::string ConfigureThreads(int threads) {
   at::set_num_threads(threads);

@@ -1,0 +1,89 @@
+#!/usr/bin/python3
+"""The PyTorch peer for bench/train_throughput.sh: an eager training loop of a
+BERT classifier (same shapes as Attune's, HF-style modules), AdamW with two
+parameter groups, linear warmup/decay, gradient clipping, dropout 0.1, on
+fixed-length random token ids. Prints JSON with samples/s and peak RSS."""
+import argparse
+import json
+import math
+import resource
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class Layer(nn.Module):
+    def __init__(self, h, heads, ffn, p):
+        super().__init__()
+        self.h, self.heads = h, heads
+        self.query, self.key, self.value = nn.Linear(h, h), nn.Linear(h, h), nn.Linear(h, h)
+        self.attn_out, self.attn_ln = nn.Linear(h, h), nn.LayerNorm(h, eps=1e-12)
+        self.inter, self.out, self.out_ln = nn.Linear(h, ffn), nn.Linear(ffn, h), nn.LayerNorm(h, eps=1e-12)
+        self.drop = nn.Dropout(p)
+
+    def forward(self, x, bias):
+        b, t, _ = x.shape
+        d = self.h // self.heads
+        q, k, v = (m(x).view(b, t, self.heads, d).transpose(1, 2) for m in (self.query, self.key, self.value))
+        att = self.drop(torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(d) + bias, -1))
+        ctx = (att @ v).transpose(1, 2).reshape(b, t, self.h)
+        x = self.attn_ln(self.drop(self.attn_out(ctx)) + x)
+        return self.out_ln(self.drop(self.out(F.gelu(self.inter(x)))) + x)
+
+
+class Bert(nn.Module):
+    def __init__(self, vocab, h, layers, heads, ffn, maxpos, labels, p=0.1):
+        super().__init__()
+        self.word, self.pos, self.token_type = nn.Embedding(vocab, h), nn.Embedding(maxpos, h), nn.Embedding(2, h)
+        self.ln, self.drop = nn.LayerNorm(h, eps=1e-12), nn.Dropout(p)
+        self.layers = nn.ModuleList(Layer(h, heads, ffn, p) for _ in range(layers))
+        self.pooler, self.classifier = nn.Linear(h, h), nn.Linear(h, labels)
+
+    def forward(self, ids, types, mask):
+        t = ids.shape[1]
+        x = self.drop(self.ln(self.word(ids) + self.pos(torch.arange(t)[None]) + self.token_type(types)))
+        bias = (1.0 - mask[:, None, None, :].float()) * torch.finfo(torch.float32).min
+        for layer in self.layers:
+            x = layer(x, bias)
+        return self.classifier(self.drop(torch.tanh(self.pooler(x[:, 0]))))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    for k, v in (("hidden", 256), ("layers", 4), ("heads", 4), ("ffn", 1024), ("vocab", 8192), ("seq", 128),
+                 ("batch", 16), ("steps", 30), ("warmup_steps", 5), ("threads", 1)):
+        ap.add_argument("--" + k, type=int, default=v)
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(0)
+    m = Bert(a.vocab, a.hidden, a.layers, a.heads, a.ffn, 512, 2)
+    decay = [p for n, p in m.named_parameters() if not (n.endswith("bias") or "ln" in n)]
+    no_decay = [p for n, p in m.named_parameters() if n.endswith("bias") or "ln" in n]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
+                            lr=1e-4)
+    total = a.steps + a.warmup_steps
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min((s + 1) / 10, (total - s) / max(1, total - 10)))
+    ids = torch.randint(5, a.vocab, (a.batch, a.seq))
+    types, mask = torch.zeros_like(ids), torch.ones_like(ids)
+    labels = torch.randint(0, 2, (a.batch,))
+    m.train()
+    times = []
+    for step in range(total):
+        t0 = time.perf_counter()
+        opt.zero_grad()
+        loss = F.cross_entropy(m(ids, types, mask), labels)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        times.append(time.perf_counter() - t0)
+    steady = sorted(times[a.warmup_steps:])
+    median = steady[len(steady) // 2]
+    print(json.dumps({"samples_per_second": a.batch / median,
+                      "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+if __name__ == "__main__":
+    main()
