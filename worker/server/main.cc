@@ -1,12 +1,22 @@
 // attune-worker: runs trainer ranks.
 //
-//   attune-worker train --spec FILE [--no_resume]
+//   attune-worker train --spec FILE                       one process
+//   attune-worker train --spec FILE --nproc N             N local ranks (a launcher, like torchrun)
+//   attune-worker train --spec FILE --rank R --world_size N --rendezvous HOST:PORT [--backend gloo|nccl]
 //
-// Runs one training in this process and writes the output directory that
-// the spec names: model/, eval_report.{json,html} and data_report.json.
+// Writes the output directory that the spec names: model/,
+// eval_report.{json,html} and data_report.json (rank 0).
 
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
 #include <cstdio>
 #include <iostream>
+#include <thread>
 #include <string>
 #include <vector>
 
@@ -15,8 +25,13 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "absl/time/time.h"
 #include "common/rpc/job_spec.h"
+#include "worker/comm/communicator.h"
 #include "worker/eval/report.h"
 #include "worker/train/trainer.h"
 
@@ -25,11 +40,96 @@ ABSL_FLAG(bool, resume, true, "continue from the newest committed checkpoint in 
 ABSL_FLAG(std::string, output_dir, "", "override the spec's output_dir");
 ABSL_FLAG(int, threads, 0, "override hyperparameters.threads (intra-op and BLAS threads)");
 ABSL_FLAG(int64_t, abort_after_step, 0, "testing: exit with an error right after this step");
+ABSL_FLAG(bool, eval_only, false, "evaluate the spec's model on its validation data without training");
+ABSL_FLAG(int, rank, 0, "this process's rank");
+ABSL_FLAG(int, world_size, 1, "number of ranks");
+ABSL_FLAG(std::string, rendezvous, "", "HOST:PORT of rank 0's store (required with --world_size > 1)");
+ABSL_FLAG(std::string, backend, "", "gloo or nccl (default: the spec's workers.backend)");
+ABSL_FLAG(int, nproc, 0, "launch this many local ranks of this command and supervise them");
+ABSL_FLAG(int, collective_timeout_s, 60, "rendezvous and collective timeout, seconds");
+ABSL_FLAG(int64_t, bucket_cap_mb, 25, "gradient bucket size cap, MB");
+ABSL_FLAG(std::string, gradient_compression, "none", "none, fp16 or bf16");
+ABSL_FLAG(bool, overlap, true, "launch bucket allreduces from autograd hooks during backward");
 
 namespace {
 
 constexpr char kUsage[] =
-    "usage: attune-worker train --spec FILE [--output_dir DIR] [--threads N] [--noresume]";
+    "usage: attune-worker train --spec FILE [--output_dir DIR] [--threads N] [--noresume]\n"
+    "       [--nproc N | --rank R --world_size N --rendezvous HOST:PORT] [--backend gloo|nccl]";
+
+// A free TCP port on loopback for a local rendezvous.
+int FreePort() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = 0;
+  socklen_t len = sizeof a;
+  int port = 0;
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0 &&
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) == 0) {
+    port = ntohs(a.sin_port);
+  }
+  ::close(fd);
+  return port;
+}
+
+// The local launcher: fork+exec N copies of this command with ranks 0..N-1.
+// 1. pick a free loopback port for rank 0's store;
+// 2. start every rank; 3. wait; when one fails, SIGTERM the others, then
+//    SIGKILL after the collective timeout; 4. exit with the first failure.
+int Launch(int argc, char** argv, int nproc) {
+  const int port = FreePort();
+  std::vector<pid_t> pids;
+  for (int r = 0; r < nproc; ++r) {
+    std::vector<std::string> args;
+    for (int i = 0; i < argc; ++i) {
+      std::string a = argv[i];
+      if (a.rfind("--nproc", 0) == 0) {
+        if (a == "--nproc") ++i;
+        continue;
+      }
+      args.push_back(a);
+    }
+    args.push_back(absl::StrCat("--rank=", r));
+    args.push_back(absl::StrCat("--world_size=", nproc));
+    args.push_back(absl::StrCat("--rendezvous=127.0.0.1:", port));
+    pid_t pid = ::fork();
+    if (pid == 0) {
+      std::vector<char*> cargs;
+      for (auto& a : args) cargs.push_back(a.data());
+      cargs.push_back(nullptr);
+      ::execv("/proc/self/exe", cargs.data());
+      ::_exit(127);
+    }
+    pids.push_back(pid);
+  }
+  int first_failure = 0;
+  size_t alive = pids.size();
+  auto kill_deadline = std::chrono::steady_clock::time_point::max();
+  while (alive > 0) {
+    int status = 0;
+    pid_t done = ::waitpid(-1, &status, WNOHANG);
+    if (done > 0) {
+      --alive;
+      int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+      if (code != 0 && first_failure == 0) {
+        first_failure = code;
+        LOG(ERROR) << "launcher: a rank (pid " << done << ") exited with " << code << "; stopping the others";
+        for (pid_t p : pids) ::kill(p, SIGTERM);
+        kill_deadline = std::chrono::steady_clock::now() +
+                        std::chrono::seconds(absl::GetFlag(FLAGS_collective_timeout_s) + 5);
+      }
+      continue;
+    }
+    if (std::chrono::steady_clock::now() > kill_deadline) {
+      for (pid_t p : pids) ::kill(p, SIGKILL);
+      kill_deadline = std::chrono::steady_clock::time_point::max();
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return first_failure;
+}
 
 int Train() {
   using attune::common::LoadJobConfig;
@@ -40,18 +140,58 @@ int Train() {
   }
   if (!absl::GetFlag(FLAGS_output_dir).empty()) config->output_dir = absl::GetFlag(FLAGS_output_dir);
   if (absl::GetFlag(FLAGS_threads) > 0) config->threads = absl::GetFlag(FLAGS_threads);
-  if (config->world_size != 1) {
-    LOG(WARNING) << "workers.count is " << config->world_size
-                 << "; `attune-worker train` runs a single process, so this run uses one rank";
-  }
+  const int world = absl::GetFlag(FLAGS_world_size), rank = absl::GetFlag(FLAGS_rank);
+  std::unique_ptr<attune::worker::comm::Communicator> communicator;
   attune::worker::train::TrainerOptions options;
+  if (world > 1) {
+    std::vector<std::string> hp = absl::StrSplit(absl::GetFlag(FLAGS_rendezvous), ':');
+    int port = 0;
+    if (hp.size() != 2 || !absl::SimpleAtoi(hp[1], &port)) {
+      std::cerr << "attune-worker: --rendezvous must be HOST:PORT with --world_size > 1\n";
+      return 2;
+    }
+    attune::worker::comm::CommunicatorOptions co;
+    co.rank = rank;
+    co.world_size = world;
+    co.master_host = hp[0];
+    co.master_port = port;
+    co.timeout = absl::Seconds(absl::GetFlag(FLAGS_collective_timeout_s));
+    co.job = config->name;
+    std::string backend = absl::GetFlag(FLAGS_backend).empty() ? config->backend : absl::GetFlag(FLAGS_backend);
+    auto c = attune::worker::comm::CreateCommunicator(backend, co);
+    if (!c.ok()) {
+      std::cerr << "attune-worker: " << c.status() << "\n";
+      return absl::IsFailedPrecondition(c.status()) || absl::IsInvalidArgument(c.status()) ? 65 : 1;
+    }
+    communicator = std::move(*c);
+    options.communicator = communicator.get();
+    options.bucket_cap_bytes = absl::GetFlag(FLAGS_bucket_cap_mb) * 1000 * 1000;
+    options.gradient_compression = absl::GetFlag(FLAGS_gradient_compression);
+    options.overlap = absl::GetFlag(FLAGS_overlap);
+  } else if (absl::GetFlag(FLAGS_backend) == "nccl") {
+    auto c = attune::worker::comm::CreateNcclCommunicator({});
+    if (!c.ok()) {
+      std::cerr << "attune-worker: " << c.status() << "\n";
+      return 65;
+    }
+  }
   options.resume = absl::GetFlag(FLAGS_resume);
+  options.eval_only = absl::GetFlag(FLAGS_eval_only);
   options.abort_after_step = absl::GetFlag(FLAGS_abort_after_step);
   auto result = attune::worker::train::RunTraining(*config, options, nullptr);
   if (!result.ok()) {
     LOG(ERROR) << "job=" << config->name << " failed: " << result.status();
     std::cerr << "attune-worker: " << result.status() << "\n";
     return absl::IsInvalidArgument(result.status()) || absl::IsNotFound(result.status()) ? 65 : 1;
+  }
+  if (rank != 0) return 0;
+  if (world > 1) {
+    std::cout << absl::StrFormat("\nranks: %d; train samples/s (global): %.1f; allreduce: %d bytes/step, "
+                                 "%.2f ms/step, %.0f%% hidden behind backward\n",
+                                 world, result->train_samples_per_second, result->allreduce_bytes_per_step,
+                                 1000 * result->allreduce_seconds_per_step, 100 * result->allreduce_hidden_fraction);
+  } else {
+    std::cout << absl::StrFormat("\ntrain samples/s: %.1f\n", result->train_samples_per_second);
   }
   std::cout << "\n" << attune::worker::eval::ReportTable(result->final_metrics, result->label_names);
   std::cout << absl::StrCat("\nmajority-class baseline accuracy: ", result->baseline_accuracy,
@@ -83,6 +223,7 @@ int main(int argc, char** argv) {
       std::cerr << "attune-worker train: --spec is required\n" << kUsage << "\n";
       return 2;
     }
+    if (absl::GetFlag(FLAGS_nproc) > 1) return Launch(argc, argv, absl::GetFlag(FLAGS_nproc));
     return Train();
   }
   std::cerr << "attune-worker: unknown command '" << command << "'\n" << kUsage << "\n";

@@ -24,6 +24,8 @@
 #include "worker/eval/report.h"
 #include "worker/model/bert.h"
 #include "worker/model/tensor_io.h"
+#include "worker/comm/communicator.h"
+#include "worker/comm/reducer.h"
 #include "worker/text/tokenizer.h"
 #include "worker/train/schedule.h"
 
@@ -224,33 +226,75 @@ model::MethodConfig MakeMethod(const common::JobConfig& c) {
   return m;
 }
 
-// Runs the model over `data` in order, without padding rows or dropping any.
-eval::Metrics Evaluate(model::BertClassifier& m, const std::vector<Encoded>& data, int64_t batch_size, int64_t pad_id,
-                       int num_classes) {
+// Runs the model over `data` without padding rows or dropping any. With a
+// communicator, rank r takes every world-th batch (so batch composition, and
+// hence every logit, is the same for any world size) and the labels, scores
+// and loss sums are gathered, so that every rank computes identical metrics.
+absl::StatusOr<eval::Metrics> Evaluate(model::BertClassifier& m, const std::vector<Encoded>& data, int64_t batch_size,
+                                       int64_t pad_id, int num_classes, comm::Communicator* comm) {
   torch::NoGradGuard g;
   m->eval();
-  eval::EvalInput in;
-  in.num_classes = num_classes;
-  for (size_t start = 0; start < data.size(); start += static_cast<size_t>(batch_size)) {
+  const int rank = comm ? comm->rank() : 0, world = comm ? comm->world_size() : 1;
+  std::vector<double> labels, probs;
+  double loss_sum = 0;
+  size_t batch_no = 0;
+  for (size_t start = 0; start < data.size(); start += static_cast<size_t>(batch_size), ++batch_no) {
+    if (static_cast<int>(batch_no % static_cast<size_t>(world)) != rank) continue;
     std::vector<int64_t> idx;
     for (size_t i = start; i < std::min(data.size(), start + static_cast<size_t>(batch_size)); ++i) {
       idx.push_back(static_cast<int64_t>(i));
     }
     Batch b = Collate(data, idx, pad_id, 0, 0, -1, 0);
     torch::Tensor logits = m(b.ids, b.types, b.mask).to(torch::kFloat64);
-    in.loss_sum += torch::nn::functional::cross_entropy(
-                       logits, b.labels, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
-                       .item<double>();
-    torch::Tensor probs = torch::softmax(logits, -1).contiguous();
-    auto p = probs.accessor<double, 2>();
-    for (int64_t i = 0; i < probs.size(0); ++i) {
-      std::vector<double> row(static_cast<size_t>(num_classes));
-      for (int k = 0; k < num_classes; ++k) row[static_cast<size_t>(k)] = p[i][k];
-      in.probs.push_back(std::move(row));
-      in.labels.push_back(static_cast<int>(b.labels[i].item<int64_t>()));
-    }
+    loss_sum += torch::nn::functional::cross_entropy(
+                    logits, b.labels, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
+                    .item<double>();
+    torch::Tensor p = torch::softmax(logits, -1).contiguous();
+    probs.insert(probs.end(), p.data_ptr<double>(), p.data_ptr<double>() + p.numel());
+    for (int64_t i = 0; i < b.labels.size(0); ++i) labels.push_back(static_cast<double>(b.labels[i].item<int64_t>()));
   }
   m->train();
+  // Rows are tagged with their batch number so that the gathered rows can be
+  // put back in dataset order.
+  eval::EvalInput in;
+  in.num_classes = num_classes;
+  if (comm && world > 1) {
+    torch::Tensor row = torch::tensor(std::vector<double>{loss_sum}, torch::kFloat64);
+    ATTUNE_RETURN_IF_ERROR(comm::AllReduceSumBlocking(*comm, row));
+    loss_sum = row.item<double>();
+    ATTUNE_ASSIGN_OR_RETURN(torch::Tensor all_labels, comm::AllGatherVariable(*comm, torch::tensor(labels, torch::kFloat64)));
+    ATTUNE_ASSIGN_OR_RETURN(torch::Tensor all_probs, comm::AllGatherVariable(*comm, torch::tensor(probs, torch::kFloat64)));
+    // Rank-major order back to dataset order: batch b lives on rank b % world.
+    std::vector<std::vector<int64_t>> rows_of_rank(static_cast<size_t>(world));
+    size_t n_batches = (data.size() + static_cast<size_t>(batch_size) - 1) / static_cast<size_t>(batch_size);
+    std::vector<int64_t> rank_offset(static_cast<size_t>(world), 0);
+    std::vector<int64_t> rank_base(static_cast<size_t>(world), 0);
+    for (size_t b = 0; b < n_batches; ++b) {
+      size_t r = b % static_cast<size_t>(world);
+      int64_t rows = static_cast<int64_t>(std::min(data.size(), (b + 1) * static_cast<size_t>(batch_size)) - b * static_cast<size_t>(batch_size));
+      rank_base[r] += rows;
+    }
+    for (size_t r = 1; r < static_cast<size_t>(world); ++r) rank_base[r] += rank_base[r - 1];
+    for (size_t b = 0; b < n_batches; ++b) {
+      size_t r = b % static_cast<size_t>(world);
+      int64_t rows = static_cast<int64_t>(std::min(data.size(), (b + 1) * static_cast<size_t>(batch_size)) - b * static_cast<size_t>(batch_size));
+      int64_t base = (r == 0 ? 0 : rank_base[r - 1]) + rank_offset[r];
+      for (int64_t k = 0; k < rows; ++k) {
+        in.labels.push_back(static_cast<int>(all_labels[base + k].item<double>()));
+        std::vector<double> row_p(static_cast<size_t>(num_classes));
+        for (int c = 0; c < num_classes; ++c) row_p[static_cast<size_t>(c)] = all_probs[(base + k) * num_classes + c].item<double>();
+        in.probs.push_back(std::move(row_p));
+      }
+      rank_offset[r] += rows;
+    }
+  } else {
+    for (size_t i = 0; i < labels.size(); ++i) {
+      in.labels.push_back(static_cast<int>(labels[i]));
+      in.probs.emplace_back(probs.begin() + static_cast<long>(i * static_cast<size_t>(num_classes)),
+                            probs.begin() + static_cast<long>((i + 1) * static_cast<size_t>(num_classes)));
+    }
+  }
+  in.loss_sum = loss_sum;
   return eval::ComputeMetrics(in);
 }
 
@@ -362,7 +406,13 @@ void SetRngState(const std::string& bytes) {
 
 class Engine {
  public:
-  Engine(const common::JobConfig& c, const TrainerOptions& o, TrainerObserver* obs) : c_(c), o_(o), obs_(obs) {}
+  Engine(const common::JobConfig& c, const TrainerOptions& o, TrainerObserver* obs)
+      : c_(c),
+        o_(o),
+        obs_(obs),
+        comm_(o.communicator),
+        rank_(comm_ ? comm_->rank() : 0),
+        world_(comm_ ? comm_->world_size() : 1) {}
 
   absl::StatusOr<TrainResult> Run();
 
@@ -374,7 +424,10 @@ class Engine {
   common::JobConfig c_;  // a copy: label order may be taken from the checkpoint
   const TrainerOptions& o_;
   TrainerObserver* obs_;
+  comm::Communicator* comm_;
+  const int rank_, world_;
   model::BertClassifier model_{nullptr};
+  std::unique_ptr<comm::Reducer> reducer_;
   std::unique_ptr<torch::optim::AdamW> opt_;
   std::unique_ptr<data::EpochSampler> sampler_;
   std::string ckpt_root_, best_path_;
@@ -402,7 +455,7 @@ absl::Status Engine::WriteCheckpoint(const LoopState& s) {
                                                               {"model.safetensors", "optimizer.pt", "rng.bin",
                                                                "trainer_state.json"},
                                                               static_cast<int>(c_.checkpoint_keep_last)));
-  LOG(INFO) << "job=" << c_.name << " rank=" << o_.rank << " step=" << s.step << " checkpoint committed: " << info.dir
+  LOG(INFO) << "job=" << c_.name << " rank=" << rank_ << " step=" << s.step << " checkpoint committed: " << info.dir
             << absl::StrFormat(" (%.2f s)", std::chrono::duration<double>(Clock::now() - t0).count());
   if (obs_) obs_->OnCheckpoint(s.step, info.dir);
   return absl::OkStatus();
@@ -427,12 +480,12 @@ absl::Status Engine::TryResume(LoopState* s) {
   ATTUNE_ASSIGN_OR_RETURN(std::string state, common::ReadFile(latest->dir + "/trainer_state.json"));
   ATTUNE_ASSIGN_OR_RETURN(*s, LoopStateFromJson(state, latest->dir + "/trainer_state.json"));
   result_.resumed_from_step = s->step;
-  LOG(INFO) << "job=" << c_.name << " rank=" << o_.rank << " resumed from " << latest->dir << " at step " << s->step;
+  LOG(INFO) << "job=" << c_.name << " rank=" << rank_ << " resumed from " << latest->dir << " at step " << s->step;
   return absl::OkStatus();
 }
 
 absl::StatusOr<TrainResult> Engine::Run() {
-  LOG(INFO) << "job=" << c_.name << " rank=" << o_.rank << " " << ConfigureThreads(static_cast<int>(c_.threads));
+  LOG(INFO) << "job=" << c_.name << " rank=" << rank_ << " " << ConfigureThreads(static_cast<int>(c_.threads));
   ATTUNE_RETURN_IF_ERROR(common::MakeDirs(c_.output_dir));
   ckpt_root_ = c_.output_dir + "/checkpoints";
   best_path_ = c_.output_dir + "/best/model.safetensors";
@@ -447,7 +500,7 @@ absl::StatusOr<TrainResult> Engine::Run() {
     for (size_t i = 0; i < base.labels.size(); ++i) generic &= base.labels[i] == absl::StrCat("LABEL_", i);
     if (!generic) c_.label_names = base.labels;
   }
-  ATTUNE_ASSIGN_OR_RETURN(PreparedData data, PrepareData(c_, o_.rank == 0));
+  ATTUNE_ASSIGN_OR_RETURN(PreparedData data, PrepareData(c_, rank_ == 0));
   ATTUNE_ASSIGN_OR_RETURN(text::Tokenizer tok, MakeTokenizer(c_, data.train));
   ATTUNE_ASSIGN_OR_RETURN(model::BertConfig bc, MakeBertConfig(c_, tok, data.labels));
   const int num_classes = data.labels.size();
@@ -455,7 +508,7 @@ absl::StatusOr<TrainResult> Engine::Run() {
   std::vector<Encoded> train = EncodeAll(tok, data.train, static_cast<int>(c_.max_length));
   std::vector<Encoded> val = EncodeAll(tok, data.validation, static_cast<int>(c_.max_length));
   LOG(INFO) << absl::StrFormat("job=%s rank=%d tokenized %d train and %d validation examples in %.2f s", c_.name,
-                               o_.rank, train.size(), val.size(),
+                               rank_, train.size(), val.size(),
                                std::chrono::duration<double>(Clock::now() - t_enc).count());
 
   model::MethodConfig method = MakeMethod(c_);
@@ -492,8 +545,8 @@ absl::StatusOr<TrainResult> Engine::Run() {
   std::vector<torch::Tensor> trainable = decay;
   trainable.insert(trainable.end(), no_decay.begin(), no_decay.end());
 
-  sampler_ = std::make_unique<data::EpochSampler>(static_cast<int64_t>(train.size()), c_.batch_size, o_.rank,
-                                                  o_.world_size, static_cast<uint64_t>(c_.seed));
+  sampler_ = std::make_unique<data::EpochSampler>(static_cast<int64_t>(train.size()), c_.batch_size, rank_,
+                                                  world_, static_cast<uint64_t>(c_.seed));
   const int64_t accum = c_.gradient_accumulation_steps;
   const int64_t steps_per_epoch = (sampler_->StepsPerEpoch() + accum - 1) / accum;
   int64_t total = c_.epochs * steps_per_epoch;
@@ -512,24 +565,41 @@ absl::StatusOr<TrainResult> Engine::Run() {
   LoopState s;
   s.sampler = sampler_->state();
   if (o_.resume) ATTUNE_RETURN_IF_ERROR(TryResume(&s));
+  if (comm_ && world_ > 1) {
+    // Every rank starts identical: rank 0's weights (fresh or resumed) win.
+    std::vector<torch::Tensor> all, in_order;
+    for (auto& [name, t] : model::NamedParameters(model_)) {
+      all.push_back(t);
+      if (t.requires_grad()) in_order.push_back(t);
+    }
+    ATTUNE_RETURN_IF_ERROR(comm::Reducer::BroadcastFromRankZero(*comm_, all));
+    comm::ReducerOptions ro;
+    ro.bucket_cap_bytes = o_.bucket_cap_bytes;
+    ro.compression = o_.gradient_compression;
+    ro.overlap = o_.overlap;
+    reducer_ = std::make_unique<comm::Reducer>(in_order, *comm_, ro);
+  }
+  const auto run_start = Clock::now();
+  const int64_t start_step = s.step;
+  int64_t samples_seen = 0;
   if (s.es_has_best) stopper.Restore(true, s.es_best, s.es_bad);
   LOG(INFO) << absl::StrFormat("job=%s rank=%d training: %d steps (%d per epoch), warmup %d, %d examples, batch %d x %d ranks x %d accumulation",
-                               c_.name, o_.rank, total, steps_per_epoch, warmup, train.size(), c_.batch_size,
-                               o_.world_size, accum);
+                               c_.name, rank_, total, steps_per_epoch, warmup, train.size(), c_.batch_size,
+                               world_, accum);
 
   auto run_eval = [&](double epoch) -> absl::Status {
-    eval::Metrics m = Evaluate(model_, val, c_.eval_batch_size, tok.pad_id(), num_classes);
+    ATTUNE_ASSIGN_OR_RETURN(eval::Metrics m, Evaluate(model_, val, c_.eval_batch_size, tok.pad_id(), num_classes, comm_));
     s.evals.push_back({s.step, epoch, m});
     s.last_eval_step = s.step;
     LOG(INFO) << absl::StrFormat("job=%s rank=%d step=%d eval: loss %.4f accuracy %.4f f1 %.4f roc_auc %.4f", c_.name,
-                                 o_.rank, s.step, m.loss, m.accuracy, m.f1, m.roc_auc);
+                                 rank_, s.step, m.loss, m.accuracy, m.f1, m.roc_auc);
     if (obs_) obs_->OnEval(s.step, m);
     if (es_on) {
       double v = 0;
       m.Get(c_.early_stopping_metric, &v);
       if (stopper.Update(v)) {
         s.best_step = s.step;
-        if (o_.rank == 0) {
+        if (rank_ == 0) {
           ATTUNE_RETURN_IF_ERROR(common::MakeDirs(c_.output_dir + "/best"));
           ATTUNE_RETURN_IF_ERROR(SaveParams(model_, best_path_));
         }
@@ -545,7 +615,8 @@ absl::StatusOr<TrainResult> Engine::Run() {
   double window_loss = 0;
   int64_t window_n = 0, window_samples = 0, window_tokens = 0;
   auto window_start = Clock::now();
-  bool stop = s.step >= total || (es_on && stopper.ShouldStop());
+  bool stop = o_.eval_only || s.step >= total || (es_on && stopper.ShouldStop());
+  if (o_.eval_only) stop_reason = "eval_only";
   while (!stop && s.sampler.epoch < c_.epochs) {
     if (s.mid_epoch) {
       sampler_->Restore(s.sampler);
@@ -574,6 +645,7 @@ absl::StatusOr<TrainResult> Engine::Run() {
         if (micro[k].empty()) continue;
         uint64_t aug_seed = Mix(static_cast<uint64_t>(c_.seed) ^ Mix(static_cast<uint64_t>(s.step) * 64 + k));
         Batch b = Collate(train, micro[k], tok.pad_id(), c_.augment_delete_rate, c_.augment_mask_rate, mask_id, aug_seed);
+        if (reducer_) reducer_->PrepareForBackward(/*sync=*/k + 1 == micro.size());
         torch::Tensor logits = model_(b.ids, b.types, b.mask);
         torch::Tensor loss = torch::nn::functional::cross_entropy(
             logits, b.labels, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
@@ -581,6 +653,15 @@ absl::StatusOr<TrainResult> Engine::Run() {
         (loss / static_cast<double>(step_examples)).backward();
         tokens += b.tokens;
       }
+      if (reducer_) {
+        // A rank with no rows in this step's last micro-batch still joins the reduction.
+        if (micro.back().empty()) reducer_->PrepareForBackward(true);
+        ATTUNE_RETURN_IF_ERROR(reducer_->FinishBackward());
+        torch::Tensor l = torch::tensor(std::vector<double>{loss_sum}, torch::kFloat64);
+        ATTUNE_RETURN_IF_ERROR(comm::AllReduceSumBlocking(*comm_, l));
+        loss_sum = l.item<double>();
+      }
+      samples_seen += step_examples;
       const double step_loss = loss_sum / static_cast<double>(step_examples);
       if (!std::isfinite(step_loss)) {
         return absl::FailedPreconditionError(
@@ -602,7 +683,7 @@ absl::StatusOr<TrainResult> Engine::Run() {
       window_loss += step_loss;
       ++window_n;
       window_samples += step_examples;
-      window_tokens += tokens * o_.world_size;
+      window_tokens += tokens * world_;
       const double epoch_f = static_cast<double>(s.sampler.epoch) +
                              static_cast<double>(s.sampler.cursor) / static_cast<double>(std::max<size_t>(1, train.size()));
       if (obs_ || s.step % o_.log_every_steps == 0 || s.step == total) {
@@ -612,7 +693,7 @@ absl::StatusOr<TrainResult> Engine::Run() {
         if (obs_) obs_->OnStep(ev);
         if (s.step % o_.log_every_steps == 0 || s.step == total) {
           LOG(INFO) << absl::StrFormat("job=%s rank=%d step=%d/%d epoch=%.2f loss=%.4f lr=%.3g samples/s=%.1f", c_.name,
-                                       o_.rank, s.step, total, epoch_f, window_loss / window_n, lr, ev.samples_per_second);
+                                       rank_, s.step, total, epoch_f, window_loss / window_n, lr, ev.samples_per_second);
           window_loss = 0;
           window_n = window_samples = window_tokens = 0;
           window_start = Clock::now();
@@ -627,7 +708,7 @@ absl::StatusOr<TrainResult> Engine::Run() {
         stop = true;
         if (c_.max_steps > 0 && s.step == c_.max_steps && stop_reason == "completed") stop_reason = "max_steps";
       }
-      if (c_.checkpoint_every_steps > 0 && s.step % c_.checkpoint_every_steps == 0 && o_.rank == 0 &&
+      if (c_.checkpoint_every_steps > 0 && s.step % c_.checkpoint_every_steps == 0 && rank_ == 0 &&
           sampler_->state().cursor < static_cast<int64_t>(train.size())) {
         // (A step that ends the epoch is checkpointed below, with the epoch advanced.)
         ATTUNE_RETURN_IF_ERROR(WriteCheckpoint(s));
@@ -646,17 +727,18 @@ absl::StatusOr<TrainResult> Engine::Run() {
         stop = true;
         stop_reason = "early_stopping";
       }
-      if (o_.rank == 0) ATTUNE_RETURN_IF_ERROR(WriteCheckpoint(s));
+      if (rank_ == 0) ATTUNE_RETURN_IF_ERROR(WriteCheckpoint(s));
     }
   }
-  if (s.last_eval_step != s.step) ATTUNE_RETURN_IF_ERROR(run_eval(static_cast<double>(s.sampler.epoch)));
+  if (!o_.eval_only && s.last_eval_step != s.step) ATTUNE_RETURN_IF_ERROR(run_eval(static_cast<double>(s.sampler.epoch)));
 
   // Export the best model (early stopping) or the last one.
   if (es_on && s.best_step >= 0 && fs::exists(best_path_)) {
     ATTUNE_RETURN_IF_ERROR(LoadParams(model_, best_path_));
     LOG(INFO) << "job=" << c_.name << " exporting the best model, from step " << s.best_step;
   }
-  eval::Metrics final_metrics = Evaluate(model_, val, c_.eval_batch_size, tok.pad_id(), num_classes);
+  ATTUNE_ASSIGN_OR_RETURN(eval::Metrics final_metrics,
+                          Evaluate(model_, val, c_.eval_batch_size, tok.pad_id(), num_classes, comm_));
   result_.final_metrics = final_metrics;
   result_.label_names = data.labels.labels();
   result_.steps = s.step;
@@ -667,7 +749,7 @@ absl::StatusOr<TrainResult> Engine::Run() {
   for (const auto& e : val) ++counts_by_label[static_cast<size_t>(e.label)];
   result_.baseline_accuracy = static_cast<double>(*std::max_element(counts_by_label.begin(), counts_by_label.end())) /
                               static_cast<double>(val.size());
-  if (o_.rank == 0) {
+  if (rank_ == 0) {
     ATTUNE_RETURN_IF_ERROR(model::SaveHfModel(model_, result_.model_dir, c_.merge_lora));
     ATTUNE_RETURN_IF_ERROR(tok.Save(result_.model_dir));
     eval::ReportInput rep;
@@ -685,6 +767,19 @@ absl::StatusOr<TrainResult> Engine::Run() {
     ATTUNE_RETURN_IF_ERROR(common::WriteFileAtomic(c_.output_dir + "/eval_report.json", eval::ReportJson(rep)));
     ATTUNE_RETURN_IF_ERROR(common::WriteFileAtomic(c_.output_dir + "/eval_report.html", eval::ReportHtml(rep)));
   }
+  const double run_secs = std::chrono::duration<double>(Clock::now() - run_start).count();
+  if (s.step > start_step) result_.train_samples_per_second = samples_seen / std::max(run_secs, 1e-9);
+  if (reducer_) {
+    const auto& st = reducer_->stats();
+    result_.allreduce_hidden_fraction = st.hidden_fraction();
+    result_.allreduce_seconds_per_step = st.steps ? st.comm_seconds / static_cast<double>(st.steps) : 0;
+    result_.allreduce_bytes_per_step = st.bytes_per_step;
+    LOG(INFO) << absl::StrFormat("job=%s rank=%d allreduce: %d bytes/step, %.4f s/step, %.0f%% hidden behind backward",
+                                 c_.name, rank_, st.bytes_per_step, result_.allreduce_seconds_per_step,
+                                 100 * st.hidden_fraction());
+  }
+  // Rank 0 serves the rendezvous store: nobody leaves before everyone is done.
+  if (comm_ && world_ > 1) ATTUNE_RETURN_IF_ERROR(comm_->Barrier());
   return result_;
 }
 

@@ -12,6 +12,10 @@
 #include "common/job_config.h"
 #include "worker/eval/metrics.h"
 
+namespace attune::worker::comm {
+class Communicator;
+}
+
 namespace attune::worker::train {
 
 struct StepEvent {
@@ -31,9 +35,14 @@ class TrainerObserver {
 };
 
 struct TrainerOptions {
-  int rank = 0;
-  int world_size = 1;
+  // Null for a single process. Otherwise rank and world size come from it,
+  // and it must outlive RunTraining.
+  comm::Communicator* communicator = nullptr;
+  int64_t bucket_cap_bytes = 25 * 1000 * 1000;
+  std::string gradient_compression = "none";  // none | fp16 | bf16
+  bool overlap = true;
   bool resume = true;          // continue from the newest committed checkpoint
+  bool eval_only = false;      // evaluate the model as loaded, train nothing
   int log_every_steps = 10;
   // Test hook: stop with kAborted right after this optimizer step (0: off), to
   // model a crash between checkpoints.
@@ -50,6 +59,11 @@ struct TrainResult {
   std::string model_dir;
   int64_t trainable_parameters = 0, total_parameters = 0;
   double baseline_accuracy = 0;
+  // Distributed runs: the reducer's figures.
+  double allreduce_hidden_fraction = 0;
+  double allreduce_seconds_per_step = 0;
+  int64_t allreduce_bytes_per_step = 0;
+  double train_samples_per_second = 0;  // global, over the whole run
 };
 
 // Runs one training to the end. Errors: kInvalidArgument (bad data, spec or

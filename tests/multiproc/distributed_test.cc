@@ -1,0 +1,236 @@
+// Real attune-worker processes over real Gloo on loopback: N ranks end where
+// one rank with the N-times batch ends, evaluation is exact for any world
+// size, and failures end every rank promptly with a clear error.
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <thread>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "common/safetensors.h"
+#include "tests/testing/process.h"
+
+namespace attune {
+namespace {
+
+using testing::Bin;
+using testing::Fixture;
+using testing::RunCommand;
+using testing::TempDir;
+
+void WriteData(const std::string& path, int n, int seed) {
+  const std::vector<std::vector<std::string>> words = {
+      {"patient", "aspirin", "fever", "chest", "pain"}, {"bank", "loan", "interest", "rates", "pay"},
+      {"court", "license", "rights", "contract", "party"}};
+  const std::vector<std::string> names = {"medical", "finance", "legal"};
+  std::mt19937 rng(static_cast<unsigned>(seed));
+  std::ostringstream out;
+  out << "text,label\n";
+  for (int i = 0; i < n; ++i) {
+    int y = i % 3;
+    std::string text = "the";
+    for (int w = 0; w < 5; ++w) text += " " + words[static_cast<size_t>(y)][rng() % 5];
+    text += " " + words[static_cast<size_t>((y + 1) % 3)][rng() % 5];
+    out << text << " " << i << "," << names[static_cast<size_t>(y)] << "\n";
+  }
+  testing::WriteText(path, out.str());
+}
+
+std::map<std::string, std::vector<float>> Weights(const std::string& path) {
+  auto f = common::ReadSafeTensors(path);
+  EXPECT_TRUE(f.ok()) << f.status();
+  std::map<std::string, std::vector<float>> out;
+  if (!f.ok()) return out;
+  for (const auto& [name, t] : f->tensors) {
+    std::vector<float> v(t.data.size() / 4);
+    std::memcpy(v.data(), t.data.data(), t.data.size());
+    out[name] = std::move(v);
+  }
+  return out;
+}
+
+double MaxDiff(const std::string& a, const std::string& b) {
+  auto wa = Weights(a), wb = Weights(b);
+  EXPECT_EQ(wa.size(), wb.size());
+  EXPECT_FALSE(wa.empty());
+  double m = 0;
+  for (const auto& [name, v] : wa) {
+    const auto& u = wb[name];
+    EXPECT_EQ(v.size(), u.size()) << name;
+    for (size_t i = 0; i < std::min(v.size(), u.size()); ++i) m = std::max(m, std::fabs(double(v[i]) - double(u[i])));
+  }
+  return m;
+}
+
+class DistributedTest : public ::testing::Test {
+ protected:
+  DistributedTest() : dir_("dist_" + std::string(::testing::UnitTest::GetInstance()->current_test_info()->name())) {
+    auto gen = RunCommand("/usr/bin/python3 " + Fixture("make_tiny_bert.py") + " " + (dir_ / "base") + " --dropout 0");
+    EXPECT_EQ(gen.exit_code, 0) << gen.output;
+    WriteData(dir_ / "train.csv", 72, 1);
+    WriteData(dir_ / "valid.csv", 37, 2);  // 37: no world size of 2 or 3 divides it
+  }
+
+  // Dropout 0, so that ranks draw no random numbers that one rank would not.
+  std::string Spec(const std::string& name, const std::string& model, const std::string& method, int batch,
+                   int accum) {
+    std::string s = "name: " + name + "\n" + model + "data: {train: " + (dir_ / "train.csv") + ", validation: " +
+                    (dir_ / "valid.csv") + ", max_length: 32}\nmethod: " + method +
+                    "\nhyperparameters: {epochs: 1, batch_size: " + std::to_string(batch) +
+                    ", gradient_accumulation_steps: " + std::to_string(accum) +
+                    ", learning_rate: 1.0e-2, warmup_steps: 2, weight_decay: 0.01, seed: 11}\n"
+                    "evaluation: {batch_size: 5}\noutput_dir: " + (dir_ / name) + "\n";
+    std::string path = dir_ / (name + ".yaml");
+    testing::WriteText(path, s);
+    return path;
+  }
+  std::string Pretrained() const {
+    return "model:\n  path: " + (dir_ / "base") + "\n";
+  }
+  static std::string Scratch() {
+    return "model:\n  config: {hidden_size: 16, num_hidden_layers: 2, num_attention_heads: 2, intermediate_size: 32,"
+           " max_position_embeddings: 64, hidden_dropout_prob: 0.0, attention_probs_dropout_prob: 0.0}\n"
+           "  vocab_size: 120\n";
+  }
+  testing::CommandResult Train(const std::string& spec, int nproc, const std::string& extra = "") {
+    std::string cmd = Bin("attune-worker") + " train --noresume --collective_timeout_s=20 --spec " + spec + " " + extra;
+    if (nproc > 1) cmd += " --nproc " + std::to_string(nproc);
+    return RunCommand(cmd, 240);
+  }
+  void ExpectEquivalent(const std::string& model, const std::string& method, int accum) {
+    // Global batch 6: 1 rank x 6, 2 ranks x 3, 3 ranks x 2.
+    std::string out[4];
+    for (int n : {1, 2, 3}) {
+      std::string name = "w" + std::to_string(n);
+      auto r = Train(Spec(name, model, method, 6 / n, accum), n);
+      ASSERT_EQ(r.exit_code, 0) << r.output;
+      out[n] = dir_ / (name + "/model/model.safetensors");
+    }
+    EXPECT_LT(MaxDiff(out[1], out[2]), 1e-5);
+    EXPECT_LT(MaxDiff(out[1], out[3]), 1e-5);
+  }
+  TempDir dir_;
+};
+
+TEST_F(DistributedTest, FullFineTuneMatchesOneRank) { ExpectEquivalent(Scratch(), "{type: full}", 1); }
+TEST_F(DistributedTest, HeadMatchesOneRank) { ExpectEquivalent(Pretrained(), "{type: head}", 1); }
+TEST_F(DistributedTest, LoraMatchesOneRank) {
+  ExpectEquivalent(Pretrained(), "{type: lora, lora: {rank: 4, alpha: 8}}", 1);
+}
+TEST_F(DistributedTest, AccumulationMatchesOneRank) { ExpectEquivalent(Scratch(), "{type: full}", 2); }
+
+TEST_F(DistributedTest, EvaluationIsExactForAnyWorldSize) {
+  nlohmann::json finals[4];
+  for (int n : {1, 2, 3}) {
+    std::string name = "e" + std::to_string(n);
+    auto r = Train(Spec(name, Pretrained(), "{type: full}", 4, 1), n, "--eval_only");
+    ASSERT_EQ(r.exit_code, 0) << r.output;
+    finals[n] = nlohmann::json::parse(testing::ReadText(dir_ / (name + "/eval_report.json")))["final"];
+  }
+  EXPECT_EQ(finals[1]["count"], 37);
+  for (int n : {2, 3}) {
+    for (const char* k : {"loss", "accuracy", "f1", "macro_f1", "micro_f1", "precision", "recall", "roc_auc"}) {
+      EXPECT_NEAR(finals[n][k].get<double>(), finals[1][k].get<double>(), 1e-9) << k << " at world size " << n;
+    }
+    EXPECT_EQ(finals[n]["confusion_matrix"], finals[1]["confusion_matrix"]);
+  }
+}
+
+pid_t Spawn(const std::string& cmd, const std::string& log) {
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::execl("/bin/sh", "sh", "-c", ("exec " + cmd + " > " + log + " 2>&1").c_str(), nullptr);
+    ::_exit(127);
+  }
+  return pid;
+}
+
+// Waits up to `limit` for `pid`; returns its exit code or -1 if still running.
+int WaitFor(pid_t pid, std::chrono::seconds limit, std::chrono::steady_clock::time_point* when) {
+  auto deadline = std::chrono::steady_clock::now() + limit;
+  while (std::chrono::steady_clock::now() < deadline) {
+    int status;
+    if (::waitpid(pid, &status, WNOHANG) == pid) {
+      *when = std::chrono::steady_clock::now();
+      return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return -1;
+}
+
+int FreePortForTest() {
+  auto r = RunCommand("/usr/bin/python3 -c \"import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); "
+                      "print(s.getsockname()[1])\"");
+  return std::stoi(r.output);
+}
+
+TEST_F(DistributedTest, KilledRankFailsTheOthersWithinTheTimeout) {
+  WriteData(dir_ / "train.csv", 3000, 3);
+  std::string spec = Spec("kill", Scratch(), "{type: full}", 4, 1);
+  const int port = FreePortForTest();
+  const int timeout_s = 5;
+  std::string base = Bin("attune-worker") + " train --noresume --spec " + spec + " --world_size 2 --rendezvous 127.0.0.1:" +
+                     std::to_string(port) + " --collective_timeout_s " + std::to_string(timeout_s);
+  pid_t r0 = Spawn(base + " --rank 0", dir_ / "r0.log");
+  pid_t r1 = Spawn(base + " --rank 1", dir_ / "r1.log");
+  // Wait until training is under way, then SIGKILL rank 1 mid-step.
+  auto until = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (testing::ReadText(dir_ / "r1.log").find("step=20/") == std::string::npos &&
+         std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_NE(testing::ReadText(dir_ / "r1.log").find("step=20/"), std::string::npos) << testing::ReadText(dir_ / "r1.log");
+  auto killed_at = std::chrono::steady_clock::now();
+  ::kill(r1, SIGKILL);
+  std::chrono::steady_clock::time_point done;
+  int code = WaitFor(r0, std::chrono::seconds(timeout_s + 5), &done);
+  if (code == -1) ::kill(r0, SIGKILL);
+  int st;
+  ::waitpid(r1, &st, 0);
+  ASSERT_NE(code, -1) << "rank 0 still running " << timeout_s + 5 << " s after its peer died";
+  EXPECT_NE(code, 0);
+  std::string log = testing::ReadText(dir_ / "r0.log");
+  EXPECT_TRUE(log.find("rank=0") != std::string::npos && log.find("failed") != std::string::npos) << log;
+  double secs = std::chrono::duration<double>(done - killed_at).count();
+  RecordProperty("survivor_exit_seconds", std::to_string(secs));
+  EXPECT_LT(secs, timeout_s + 5.0);
+}
+
+TEST_F(DistributedTest, MissingRankGivesARendezvousTimeout) {
+  std::string spec = Spec("alone", Scratch(), "{type: full}", 4, 1);
+  auto t0 = std::chrono::steady_clock::now();
+  auto r = RunCommand(Bin("attune-worker") + " train --noresume --spec " + spec +
+                          " --world_size 2 --rank 0 --rendezvous 127.0.0.1:" + std::to_string(FreePortForTest()) +
+                          " --collective_timeout_s 3",
+                      60);
+  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("rendezvous timed out"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("1 of 2 ranks arrived"), std::string::npos) << r.output;
+  EXPECT_LT(secs, 20);
+}
+
+TEST_F(DistributedTest, NcclWithoutGpuFailsClearly) {
+  std::string spec = Spec("nccl", Scratch(), "{type: full}", 4, 1);
+  auto r = RunCommand(Bin("attune-worker") + " train --noresume --backend nccl --spec " + spec, 60);
+  EXPECT_EQ(r.exit_code, 65) << r.output;
+  EXPECT_TRUE(r.output.find("needs a CUDA GPU") != std::string::npos ||
+              r.output.find("no NCCL") != std::string::npos ||
+              r.output.find("CPU-only libtorch") != std::string::npos)
+      << r.output;
+}
+
+}  // namespace
+}  // namespace attune
