@@ -53,12 +53,30 @@ class Bert(nn.Module):
 def main():
     ap = argparse.ArgumentParser()
     for k, v in (("hidden", 256), ("layers", 4), ("heads", 4), ("ffn", 1024), ("vocab", 8192), ("seq", 128),
-                 ("batch", 16), ("steps", 30), ("warmup_steps", 5), ("threads", 1)):
+                 ("batch", 16), ("steps", 30), ("warmup_steps", 5), ("threads", 1), ("world", 1), ("rank", 0),
+                 ("port", 0), ("allreduce_bytes", 0)):
         ap.add_argument("--" + k, type=int, default=v)
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
+    if a.world > 1:
+        import torch.distributed as dist
+        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{a.port}", rank=a.rank, world_size=a.world)
+        if a.allreduce_bytes:
+            # Raw Gloo allreduce of one float32 buffer of this size: the bandwidth reference.
+            buf = torch.zeros(a.allreduce_bytes // 4)
+            times = []
+            for _ in range(a.steps):
+                t0 = time.perf_counter()
+                dist.all_reduce(buf)
+                times.append(time.perf_counter() - t0)
+            med = sorted(times)[len(times) // 2]
+            if a.rank == 0:
+                print(json.dumps({"allreduce_seconds": med, "bus_gbps": a.allreduce_bytes / med / 1e9}))
+            return
     m = Bert(a.vocab, a.hidden, a.layers, a.heads, a.ffn, 512, 2)
+    if a.world > 1:
+        m = torch.nn.parallel.DistributedDataParallel(m)
     decay = [p for n, p in m.named_parameters() if not (n.endswith("bias") or "ln" in n)]
     no_decay = [p for n, p in m.named_parameters() if n.endswith("bias") or "ln" in n]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": no_decay, "weight_decay": 0.0}],
@@ -81,7 +99,9 @@ def main():
         times.append(time.perf_counter() - t0)
     steady = sorted(times[a.warmup_steps:])
     median = steady[len(steady) // 2]
-    print(json.dumps({"samples_per_second": a.batch / median,
+    if a.rank != 0:
+        return
+    print(json.dumps({"samples_per_second": a.batch * a.world / median,
                       "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
 

@@ -37,7 +37,7 @@ namespace attune::worker::comm {
 
 struct ReducerOptions {
   int64_t bucket_cap_bytes = 25 * 1000 * 1000;
-  // none | fp16 | bf16: the dtype buckets travel in.
+  // none | fp16 | bf16: the dtype buckets travel in (Gloo reduces fp16, not bf16).
   std::string compression = "none";
   // false: launch every bucket after backward instead of from hooks.
   bool overlap = true;

@@ -49,7 +49,9 @@ ABSL_FLAG(int, nproc, 0, "launch this many local ranks of this command and super
 ABSL_FLAG(int, collective_timeout_s, 60, "rendezvous and collective timeout, seconds");
 ABSL_FLAG(int64_t, bucket_cap_mb, 25, "gradient bucket size cap, MB");
 ABSL_FLAG(std::string, gradient_compression, "none", "none, fp16 or bf16");
-ABSL_FLAG(bool, overlap, true, "launch bucket allreduces from autograd hooks during backward");
+ABSL_FLAG(std::string, overlap, "auto",
+          "on: launch bucket allreduces from autograd hooks during backward; off: after backward; "
+          "auto: off for gloo (measured faster on CPUs, see docs/benchmarks.md), on for nccl");
 
 namespace {
 
@@ -158,6 +160,15 @@ int Train() {
     co.timeout = absl::Seconds(absl::GetFlag(FLAGS_collective_timeout_s));
     co.job = config->name;
     std::string backend = absl::GetFlag(FLAGS_backend).empty() ? config->backend : absl::GetFlag(FLAGS_backend);
+    const std::string compression = absl::GetFlag(FLAGS_gradient_compression);
+    if (compression != "none" && compression != "fp16" && compression != "bf16") {
+      std::cerr << "attune-worker: --gradient_compression must be none, fp16 or bf16\n";
+      return 2;
+    }
+    if (compression == "bf16" && backend == "gloo") {
+      std::cerr << "attune-worker: Gloo cannot reduce bfloat16; use --gradient_compression=fp16 with gloo\n";
+      return 2;
+    }
     auto c = attune::worker::comm::CreateCommunicator(backend, co);
     if (!c.ok()) {
       std::cerr << "attune-worker: " << c.status() << "\n";
@@ -167,7 +178,8 @@ int Train() {
     options.communicator = communicator.get();
     options.bucket_cap_bytes = absl::GetFlag(FLAGS_bucket_cap_mb) * 1000 * 1000;
     options.gradient_compression = absl::GetFlag(FLAGS_gradient_compression);
-    options.overlap = absl::GetFlag(FLAGS_overlap);
+    const std::string overlap = absl::GetFlag(FLAGS_overlap);
+    options.overlap = overlap == "on" || (overlap == "auto" && backend == "nccl");
   } else if (absl::GetFlag(FLAGS_backend) == "nccl") {
     auto c = attune::worker::comm::CreateNcclCommunicator({});
     if (!c.ok()) {

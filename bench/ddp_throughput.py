@@ -1,0 +1,119 @@
+#!/usr/bin/python3
+"""Data-parallel scaling: Attune (attune-worker, Gloo, --nproc) against PyTorch
+DistributedDataParallel with Gloo (bench/peer_train.py), 1 and 2 ranks of 1
+thread each, same model, per-rank batch, sequence length and data shapes, in
+one invocation. Also the fraction of allreduce time hidden behind backward
+and the reducer's bus bandwidth against a raw Gloo allreduce of the same bytes.
+
+usage: bench/ddp_throughput.py [--build build] [--steps 30]"""
+import argparse
+import json
+import os
+import random
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    p = s.getsockname()[1]
+    s.close()
+    return p
+
+
+def sh(cmd, env):
+    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    out = p.stdout.decode()
+    if p.returncode != 0:
+        sys.exit("command failed: %s\n%s" % (" ".join(cmd), out[-3000:]))
+    return out
+
+
+def peer(args, world, env, extra=()):
+    port = free_port()
+    procs = [subprocess.Popen(["/usr/bin/python3", os.path.join(HERE, "peer_train.py"), "--world", str(world),
+                               "--rank", str(r), "--port", str(port)] + list(args) + list(extra),
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env) for r in range(world)]
+    outs = [p.communicate()[0].decode() for p in procs]
+    if any(p.returncode for p in procs):
+        sys.exit("peer failed:\n" + "\n".join(o[-2000:] for o in outs))
+    return json.loads(outs[0].strip().splitlines()[-1])
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--build", default=os.path.join(HERE, "..", "build"))
+    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--hidden", type=int, default=256)
+    ap.add_argument("--layers", type=int, default=4)
+    a = ap.parse_args()
+    H, L, heads, ffn, vocab, seq, batch = a.hidden, a.layers, 4, a.hidden * 4, 8192, 128, 16
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE")
+    work = tempfile.mkdtemp(prefix="attune_ddp_")
+    rng = random.Random(0)
+    words = ["w%05d" % i for i in range(7000)]
+    with open(os.path.join(work, "train.csv"), "w") as f:
+        f.write("text,label\n")
+        for i in range(batch * 2 * (a.steps + 2)):
+            f.write("%s,%d\n" % (" ".join(rng.choice(words) for _ in range(200)), i % 2))
+    with open(os.path.join(work, "valid.csv"), "w") as f:
+        f.write("text,label\n")
+        for i in range(8):
+            f.write("%s,%d\n" % (" ".join(rng.choice(words) for _ in range(50)), i % 2))
+    spec = os.path.join(work, "spec.yaml")
+    with open(spec, "w") as f:
+        f.write(f"""name: ddp-bench
+model:
+  config: {{hidden_size: {H}, num_hidden_layers: {L}, num_attention_heads: {heads}, intermediate_size: {ffn},
+           max_position_embeddings: 512, vocab_size: {vocab}}}
+  vocab_size: {vocab}
+data: {{train: {work}/train.csv, validation: {work}/valid.csv, max_length: {seq}}}
+method: {{type: full}}
+hyperparameters: {{epochs: 1, max_steps: {a.steps}, batch_size: {batch}, learning_rate: 1.0e-4, warmup_steps: 10,
+                  weight_decay: 0.01, max_grad_norm: 1.0, threads: 1}}
+output_dir: {work}/out
+""")
+    worker = os.path.join(a.build, "bin", "attune-worker")
+
+    def ours(nproc, *flags):
+        cmd = [worker, "train", "--spec", spec, "--noresume"] + (["--nproc", str(nproc)] if nproc > 1 else []) + list(flags)
+        out = sh(cmd, env)
+        windows = [float(x) for x in re.findall(r"rank=0 step=\d+/\d+ .*samples/s=([0-9.]+)", out)]
+        res = {"samples_per_second": statistics.median(windows[1:]) if len(windows) > 2 else windows[-1]}
+        m = re.search(r"rank=0 allreduce: (\d+) bytes/step, ([0-9.]+) s/step, (-?\d+)% hidden", out)
+        if m:
+            res.update(bytes=int(m.group(1)), comm_seconds=float(m.group(2)), hidden=int(m.group(3)) / 100)
+        return res
+
+    pargs = ["--steps", str(a.steps), "--hidden", str(H), "--layers", str(L), "--ffn", str(ffn)]
+    o1, o2 = ours(1), ours(2, "--overlap=on")
+    o2_sync = ours(2, "--overlap=off")
+    p1, p2 = peer(pargs, 1, env), peer(pargs, 2, env)
+    raw = peer(["--steps", "20", "--allreduce_bytes", str(o2_sync["bytes"])], 2, env)
+    reducer_gbps = o2_sync["bytes"] / o2_sync["comm_seconds"] / 1e9
+    print(f"model: hidden {H}, layers {L}, heads {heads}, ffn {ffn}, vocab {vocab}; seq {seq}, per-rank batch {batch}; "
+          f"1 thread per rank; Gloo on loopback; {a.steps} steps")
+    print(f"{'':34}{'1 rank':>10}{'2 ranks':>10}{'scaling':>10}")
+    print(f"{'attune samples/s':34}{o1['samples_per_second']:10.1f}{o2['samples_per_second']:10.1f}"
+          f"{o2['samples_per_second'] / (2 * o1['samples_per_second']):10.2f}")
+    print(f"{'attune, allreduce after backward':34}{'':10}{o2_sync['samples_per_second']:10.1f}"
+          f"{o2_sync['samples_per_second'] / (2 * o1['samples_per_second']):10.2f}")
+    print(f"{'PyTorch DDP samples/s':34}{p1['samples_per_second']:10.1f}{p2['samples_per_second']:10.1f}"
+          f"{p2['samples_per_second'] / (2 * p1['samples_per_second']):10.2f}")
+    print(f"ratio attune / DDP at 2 ranks: {o2['samples_per_second'] / p2['samples_per_second']:.2f} (hooks), "
+          f"{o2_sync['samples_per_second'] / p2['samples_per_second']:.2f} (after backward)")
+    print(f"allreduce hidden behind backward (hooks): {100 * o2['hidden']:.0f}%")
+    print(f"reducer bus bandwidth {reducer_gbps:.2f} GB/s vs raw Gloo allreduce of the same {o2_sync['bytes']} bytes "
+          f"{raw['bus_gbps']:.2f} GB/s: ratio {reducer_gbps / raw['bus_gbps']:.2f}")
+    subprocess.run(["rm", "-rf", work])
+
+
+if __name__ == "__main__":
+    main()

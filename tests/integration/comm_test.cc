@@ -1,0 +1,164 @@
+// Ranks as threads over real Gloo TCP on loopback (c10d CollectiveTest
+// style): collectives, variable-size gathers and the reducer.
+
+#include <sys/socket.h>
+#include <netinet/in.h>
+#include <unistd.h>
+
+#include <thread>
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "common/testing/status_matchers.h"
+#include "worker/comm/communicator.h"
+#include "worker/comm/reducer.h"
+
+namespace attune::worker::comm {
+namespace {
+
+using ::attune::testing::IsOk;
+using ::attune::testing::StatusIs;
+
+int FreePort() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  ::close(fd);
+  return ntohs(a.sin_port);
+}
+
+// Runs fn(rank, communicator) on `world` threads.
+void OnRanks(int world, const std::function<void(int, Communicator&)>& fn, bool final_barrier = true) {
+  const int port = FreePort();
+  std::vector<std::thread> threads;
+  for (int r = 0; r < world; ++r) {
+    threads.emplace_back([&, r] {
+      CommunicatorOptions o;
+      o.rank = r;
+      o.world_size = world;
+      o.master_port = port;
+      o.timeout = absl::Seconds(20);
+      auto c = CreateGlooCommunicator(o);
+      ASSERT_THAT(c, IsOk());
+      fn(r, **c);
+      if (final_barrier) {
+        EXPECT_THAT((*c)->Barrier(), IsOk());
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+}
+
+class CommTest : public ::testing::TestWithParam<int> {};
+
+TEST_P(CommTest, AllReduceBroadcastAndVariableGather) {
+  const int world = GetParam();
+  OnRanks(world, [world](int r, Communicator& c) {
+    torch::Tensor t = torch::full({5}, static_cast<float>(r + 1));
+    ASSERT_THAT(AllReduceSumBlocking(c, t), IsOk());
+    EXPECT_FLOAT_EQ(t[3].item<float>(), world * (world + 1) / 2.0f);
+    torch::Tensor b = torch::full({3}, static_cast<float>(r * 10));
+    ASSERT_THAT(BroadcastBlocking(c, b, 0), IsOk());
+    EXPECT_FLOAT_EQ(b[0].item<float>(), 0.0f);
+    // Rank r contributes r + 1 values equal to r.
+    auto all = AllGatherVariable(c, torch::full({r + 1}, static_cast<double>(r), torch::kFloat64));
+    ASSERT_THAT(all, IsOk());
+    ASSERT_EQ(all->size(0), world * (world + 1) / 2);
+    int64_t k = 0;
+    for (int q = 0; q < world; ++q) {
+      for (int i = 0; i <= q; ++i) EXPECT_EQ((*all)[k++].item<double>(), q);
+    }
+  });
+}
+
+TEST_P(CommTest, ReducerSumsGradientsAndToleratesUnusedParameters) {
+  const int world = GetParam();
+  for (bool overlap : {true, false}) {
+    OnRanks(world, [world, overlap](int r, Communicator& c) {
+      torch::Tensor a = torch::ones({4}, torch::requires_grad());
+      torch::Tensor unused = torch::ones({3}, torch::requires_grad());
+      torch::Tensor b = torch::ones({2, 2}, torch::requires_grad());
+      ReducerOptions o;
+      o.bucket_cap_bytes = 20;  // several buckets
+      o.overlap = overlap;
+      Reducer reducer({a, unused, b}, c, o);
+      EXPECT_GE(reducer.bucket_count(), 2u);
+      for (int step = 0; step < 2; ++step) {
+        a.mutable_grad() = torch::Tensor();
+        b.mutable_grad() = torch::Tensor();
+        reducer.PrepareForBackward(true);
+        ((a * static_cast<float>(r + 1)).sum() + (b * 2).sum()).backward();
+        ASSERT_THAT(reducer.FinishBackward(), IsOk());
+        EXPECT_FLOAT_EQ(a.grad()[0].item<float>(), world * (world + 1) / 2.0f);
+        EXPECT_FLOAT_EQ(b.grad()[1][1].item<float>(), 2.0f * world);
+        EXPECT_FLOAT_EQ(unused.grad()[0].item<float>(), 0.0f);
+      }
+    });
+  }
+}
+
+TEST_P(CommTest, AccumulationCommunicatesOnlyOnTheLastMicroBatch) {
+  const int world = GetParam();
+  OnRanks(world, [world](int r, Communicator& c) {
+    torch::Tensor a = torch::zeros({3}, torch::requires_grad());
+    Reducer reducer({a}, c, {});
+    reducer.PrepareForBackward(false);
+    (a * 1.0f).sum().backward();
+    EXPECT_FLOAT_EQ(a.grad()[0].item<float>(), 1.0f);  // local only
+    reducer.PrepareForBackward(true);
+    (a * 2.0f).sum().backward();
+    ASSERT_THAT(reducer.FinishBackward(), IsOk());
+    EXPECT_FLOAT_EQ(a.grad()[0].item<float>(), 3.0f * world);
+    EXPECT_EQ(reducer.stats().steps, 1);
+  });
+}
+
+TEST_P(CommTest, HalfPrecisionBucketsStillSum) {
+  const int world = GetParam();
+  OnRanks(world, [world](int r, Communicator& c) {
+    torch::Tensor a = torch::zeros({8}, torch::requires_grad());
+    ReducerOptions o;
+    o.compression = "fp16";
+    Reducer reducer({a}, c, o);
+    reducer.PrepareForBackward(true);
+    (a * 0.5f).sum().backward();
+    ASSERT_THAT(reducer.FinishBackward(), IsOk());
+    EXPECT_FLOAT_EQ(a.grad()[7].item<float>(), 0.5f * world);
+    EXPECT_EQ(reducer.stats().bytes_per_step, 8 * 2);
+  });
+}
+
+INSTANTIATE_TEST_SUITE_P(WorldSizes, CommTest, ::testing::Values(2, 3));
+
+TEST(CommErrorsTest, BadOptionsAndMissingPeers) {
+  CommunicatorOptions o;
+  o.rank = 2;
+  o.world_size = 2;
+  o.master_port = 1234;
+  EXPECT_THAT(CreateGlooCommunicator(o), StatusIs(absl::StatusCode::kInvalidArgument, "outside world size"));
+  o.rank = 0;
+  o.master_port = FreePort();
+  o.timeout = absl::Seconds(1);
+  EXPECT_THAT(CreateGlooCommunicator(o), StatusIs(absl::StatusCode::kDeadlineExceeded, "1 of 2 ranks arrived"));
+  EXPECT_THAT(CreateCommunicator("mpi", o), StatusIs(absl::StatusCode::kInvalidArgument, "workers.backend"));
+  EXPECT_THAT(CreateNcclCommunicator(o), StatusIs(absl::StatusCode::kFailedPrecondition, ""));
+}
+
+TEST(CommErrorsTest, AbortFailsLaterOperationsAtOnce) {
+  OnRanks(2, [](int r, Communicator& c) {
+    ASSERT_THAT(c.Barrier(), IsOk());
+    if (r == 0) {
+      c.Abort();
+      EXPECT_THAT(c.AllReduceSum(torch::ones({1})), StatusIs(absl::StatusCode::kAborted, "aborted"));
+      EXPECT_THAT(c.Barrier(), StatusIs(absl::StatusCode::kAborted, "aborted"));
+    }
+  }, /*final_barrier=*/false);
+}
+
+}  // namespace
+}  // namespace attune::worker::comm
