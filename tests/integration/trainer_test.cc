@@ -157,6 +157,31 @@ TEST_F(TrainerTest, InvalidSpecNamesTheField) {
   EXPECT_NE(r.output.find("hyperparameters.batch_size: must be > 0"), std::string::npos) << r.output;
 }
 
+std::vector<std::vector<double>> LogitLines(const std::string& out) {
+  std::vector<std::vector<double>> v;
+  std::istringstream in(out);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (!line.empty() && line[0] == '{') v.push_back(nlohmann::json::parse(line)["logits"].get<std::vector<double>>());
+  }
+  return v;
+}
+
+// An exported model directory read by an independent Hugging Face-layout
+// reader gives the logits attune predict gives.
+void ExpectHfLayout(const std::string& model_dir, const std::string& input) {
+  auto ours = RunCommand(Bin("attune") + " predict --model " + model_dir + " --input " + input);
+  auto ref = RunCommand("/usr/bin/python3 " + Fixture("hf_forward.py") + " " + model_dir + " " + input);
+  ASSERT_EQ(ours.exit_code, 0) << ours.output;
+  ASSERT_EQ(ref.exit_code, 0) << ref.output;
+  auto a = LogitLines(ours.output), b = LogitLines(ref.output);
+  ASSERT_EQ(a.size(), b.size());
+  ASSERT_FALSE(a.empty());
+  for (size_t i = 0; i < a.size(); ++i) {
+    for (size_t k = 0; k < a[i].size(); ++k) EXPECT_NEAR(a[i][k], b[i][k], 1e-4) << "record " << i;
+  }
+}
+
 // Methods on a pretrained checkpoint written by the independent Python script.
 class MethodTest : public ::testing::Test {
  protected:
@@ -189,6 +214,7 @@ TEST_F(MethodTest, HeadTrainsOnlyPoolerAndClassifier) {
     }
   }
   EXPECT_EQ(changed_head, 4);
+  ExpectHfLayout(dir_ / "head/model", dir_ / "base/input.jsonl");
 }
 
 TEST_F(MethodTest, MergedLoraGivesTheSameLogitsAsAdapterFiles) {
@@ -225,6 +251,7 @@ TEST_F(MethodTest, MergedLoraGivesTheSameLogitsAsAdapterFiles) {
     ++lines;
   }
   EXPECT_EQ(lines, 5);
+  ExpectHfLayout(dir_ / "merged/model", dir_ / "base/input.jsonl");
 }
 
 TEST_F(MethodTest, AdapterTrainsAndExports) {

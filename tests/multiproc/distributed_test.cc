@@ -90,7 +90,7 @@ class DistributedTest : public ::testing::Test {
                     "\nhyperparameters: {epochs: 1, batch_size: " + std::to_string(batch) +
                     ", gradient_accumulation_steps: " + std::to_string(accum) +
                     ", learning_rate: 1.0e-2, warmup_steps: 2, weight_decay: 0.01, seed: 11}\n"
-                    "evaluation: {batch_size: 5}\noutput_dir: " + (dir_ / name) + "\n";
+                    "evaluation: {batch_size: 5}\ncheckpoint: {every_steps: 5}\noutput_dir: " + (dir_ / name) + "\n";
     std::string path = dir_ / (name + ".yaml");
     testing::WriteText(path, s);
     return path;
@@ -145,6 +145,23 @@ TEST_F(DistributedTest, EvaluationIsExactForAnyWorldSize) {
     }
     EXPECT_EQ(finals[n]["confusion_matrix"], finals[1]["confusion_matrix"]);
   }
+}
+
+TEST_F(DistributedTest, ResumesOnAnotherWorldSize) {
+  // Global batch 6 throughout: 2 ranks x 3, then 3 ranks x 2.
+  std::string two = Spec("resize", Scratch(), "{type: full}", 3, 1);
+  auto crashed = Train(two, 2, "--abort_after_step=7");  // the last checkpoint is step 5
+  ASSERT_NE(crashed.exit_code, 0);
+  ASSERT_NE(crashed.output.find("aborted after step 7"), std::string::npos) << crashed.output;
+  std::string three = Spec("resize", Scratch(), "{type: full}", 2, 1);
+  auto resumed = RunCommand(Bin("attune-worker") + " train --collective_timeout_s=20 --spec " + three + " --nproc 3", 240);
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+  EXPECT_NE(resumed.output.find("rank=2 resumed from"), std::string::npos) << resumed.output;
+  EXPECT_NE(resumed.output.find("at step 5"), std::string::npos) << resumed.output;
+  auto report = nlohmann::json::parse(testing::ReadText(dir_ / "resize/eval_report.json"));
+  EXPECT_EQ(report["final"]["count"], 37);
+  // 72 rows / 6 per step = 12 steps in the epoch, whatever the world size.
+  EXPECT_EQ(report["train_loss"].size(), 12u);
 }
 
 pid_t Spawn(const std::string& cmd, const std::string& log) {
