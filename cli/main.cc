@@ -1,7 +1,11 @@
 // attune: the command-line client.
 //
+//   attune submit -f SPEC [--watch]      attune get JOB      attune list [--state S] [--selector k=v]
+//   attune cancel JOB                    attune watch JOB    attune logs JOB [--rank R] [--tail N]
 //   attune predict --model DIR --input FILE.{jsonl,csv} [--output FILE]
+// Job commands take --coordinator HOST:PORT (or $ATTUNE_COORDINATOR) and -o table|json|yaml.
 
+#include <cstdlib>
 #include <fstream>
 #include <iostream>
 #include <string>
@@ -12,6 +16,8 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "cli/jobs.h"
+#include "common/flags_compat.h"
 #include "worker/train/predict.h"
 #include "worker/train/trainer.h"
 
@@ -23,11 +29,23 @@ ABSL_FLAG(std::string, text_pair_column, "text_pair", "column holding the second
 ABSL_FLAG(int, batch_size, 32, "examples per forward pass");
 ABSL_FLAG(int, max_length, 0, "truncate to this many tokens (0: the model's limit, at most 512)");
 ABSL_FLAG(int, threads, 1, "intra-op and BLAS threads");
+ABSL_FLAG(std::string, coordinator, "", "coordinator HOST:PORT (default: $ATTUNE_COORDINATOR, else 127.0.0.1:50051)");
+ABSL_FLAG(std::string, o, "table", "output: table, json or yaml");
+ABSL_FLAG(std::string, f, "", "submit: the job spec file (YAML or JSON)");
+ABSL_FLAG(bool, watch, false, "submit: follow the job to its end");
+ABSL_FLAG(std::string, idempotency_key, "", "submit: a retry with the same key returns the same job");
+ABSL_FLAG(std::string, state, "", "list: only jobs in this state");
+ABSL_FLAG(std::string, selector, "", "list: only jobs with this label (key=value)");
+ABSL_FLAG(int, rank, -1, "logs: one rank (default: all)");
+ABSL_FLAG(int, tail, 200, "logs: lines per rank");
+ABSL_FLAG(int, timeout_s, 10, "deadline of each call, seconds");
 
 namespace {
 
 constexpr char kUsage[] =
-    "usage: attune predict --model DIR --input FILE.{jsonl,csv} [--output FILE]";
+    "usage: attune submit -f SPEC [--watch] | get JOB | list [--state S] | cancel JOB | watch JOB |\n"
+    "       logs JOB [--rank R] | predict --model DIR --input FILE [--output FILE]\n"
+    "       [--coordinator HOST:PORT] [-o table|json|yaml]";
 
 int Predict() {
   if (absl::GetFlag(FLAGS_model).empty() || absl::GetFlag(FLAGS_input).empty()) {
@@ -72,7 +90,39 @@ int main(int argc, char** argv) {
   std::string command = argv[1];
   std::vector<char*> rest = {argv[0]};
   for (int i = 2; i < argc; ++i) rest.push_back(argv[i]);
-  absl::ParseCommandLine(static_cast<int>(rest.size()), rest.data());
+  std::vector<std::string> storage;
+  auto args = attune::common::DashesToUnderscores(static_cast<int>(rest.size()), rest.data(), &storage);
+  std::vector<char*> positional = absl::ParseCommandLine(static_cast<int>(args.size()), args.data());
+  attune::cli::ClientOptions co;
+  co.coordinator = absl::GetFlag(FLAGS_coordinator);
+  if (co.coordinator.empty() && std::getenv("ATTUNE_COORDINATOR")) co.coordinator = std::getenv("ATTUNE_COORDINATOR");
+  if (co.coordinator.empty()) co.coordinator = "127.0.0.1:50051";
+  co.output = absl::GetFlag(FLAGS_o);
+  co.timeout_s = absl::GetFlag(FLAGS_timeout_s);
+  if (co.output != "table" && co.output != "json" && co.output != "yaml") {
+    std::cerr << "attune: -o must be table, json or yaml\n";
+    return 2;
+  }
+  const std::string job = positional.size() > 1 ? positional[1] : "";
+  auto need_job = [&]() {
+    if (job.empty()) std::cerr << "attune " << command << ": a job id is required\n" << kUsage << "\n";
+    return !job.empty();
+  };
+  if (command == "submit") {
+    if (absl::GetFlag(FLAGS_f).empty()) {
+      std::cerr << "attune submit: -f SPEC is required\n";
+      return 2;
+    }
+    return attune::cli::Client(co).Submit(absl::GetFlag(FLAGS_f), absl::GetFlag(FLAGS_watch),
+                                          absl::GetFlag(FLAGS_idempotency_key));
+  }
+  if (command == "get") return need_job() ? attune::cli::Client(co).Get(job) : 2;
+  if (command == "list") return attune::cli::Client(co).List(absl::GetFlag(FLAGS_state), absl::GetFlag(FLAGS_selector));
+  if (command == "cancel") return need_job() ? attune::cli::Client(co).Cancel(job) : 2;
+  if (command == "watch") return need_job() ? attune::cli::Client(co).Watch(job) : 2;
+  if (command == "logs") {
+    return need_job() ? attune::cli::Client(co).Logs(job, absl::GetFlag(FLAGS_rank), absl::GetFlag(FLAGS_tail)) : 2;
+  }
   if (command == "predict") {
     VLOG(1) << allocator;
     return Predict();

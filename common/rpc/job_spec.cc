@@ -108,7 +108,11 @@ void CheckFields(const nlohmann::json& j, const pb::Descriptor* d, const std::st
       case pb::FieldDescriptor::CPPTYPE_INT64:
       case pb::FieldDescriptor::CPPTYPE_UINT32:
       case pb::FieldDescriptor::CPPTYPE_UINT64:
-        if (!v.is_number_integer()) errors->push_back(absl::StrCat(p, ": must be an integer"));
+        // proto3 JSON writes 64-bit integers as strings.
+        if (!v.is_number_integer() &&
+            !(v.is_string() && std::regex_match(v.get<std::string>(), std::regex("-?[0-9]{1,19}")))) {
+          errors->push_back(absl::StrCat(p, ": must be an integer"));
+        }
         break;
       case pb::FieldDescriptor::CPPTYPE_DOUBLE:
       case pb::FieldDescriptor::CPPTYPE_FLOAT:

@@ -3,6 +3,7 @@
 //   attune-worker train --spec FILE                       one process
 //   attune-worker train --spec FILE --nproc N             N local ranks (a launcher, like torchrun)
 //   attune-worker train --spec FILE --rank R --world_size N --rendezvous HOST:PORT [--backend gloo|nccl]
+//   attune-worker agent --coordinator HOST:PORT [--worker-id ID] [--cpus N]
 //
 // Writes the output directory that the spec names: model/,
 // eval_report.{json,html} and data_report.json (rank 0).
@@ -30,6 +31,13 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
+#include "common/flags_compat.h"
+#include "worker/agent/agent.h"
+#include "worker/agent/rpc/grpc_coordinator_client.h"
+#include <grpcpp/grpcpp.h>
+#include <nlohmann/json.hpp>
+#include <atomic>
+#include <fstream>
 #include "common/rpc/job_spec.h"
 #include "worker/comm/communicator.h"
 #include "worker/eval/report.h"
@@ -40,6 +48,13 @@ ABSL_FLAG(bool, resume, true, "continue from the newest committed checkpoint in 
 ABSL_FLAG(std::string, output_dir, "", "override the spec's output_dir");
 ABSL_FLAG(int, threads, 0, "override hyperparameters.threads (intra-op and BLAS threads)");
 ABSL_FLAG(int64_t, abort_after_step, 0, "testing: exit with an error right after this step");
+ABSL_FLAG(int, events_fd, -1, "write progress, evaluation and checkpoint events as JSON lines to this fd");
+ABSL_FLAG(std::string, coordinator, "", "agent: the coordinator's HOST:PORT");
+ABSL_FLAG(std::string, worker_id, "", "agent: this worker's id (default: host name and pid)");
+ABSL_FLAG(int, cpus, 0, "agent: CPU cores to offer (default: all)");
+ABSL_FLAG(int, gpus, 0, "agent: GPUs to offer");
+ABSL_FLAG(std::string, host, "127.0.0.1", "agent: the address other ranks reach this worker at");
+ABSL_FLAG(std::string, work_dir, "", "agent: where assignment specs are written (default: a temp dir)");
 ABSL_FLAG(bool, eval_only, false, "evaluate the spec's model on its validation data without training");
 ABSL_FLAG(int, rank, 0, "this process's rank");
 ABSL_FLAG(int, world_size, 1, "number of ranks");
@@ -55,9 +70,77 @@ ABSL_FLAG(std::string, overlap, "auto",
 
 namespace {
 
+// Writes trainer events as JSON lines for the agent; progress at most twice a second.
+class EventWriter : public attune::worker::train::TrainerObserver {
+ public:
+  explicit EventWriter(int fd) : fd_(fd) {}
+  void OnStep(const attune::worker::train::StepEvent& e) override {
+    auto now = std::chrono::steady_clock::now();
+    if (e.step != e.total_steps && now - last_ < std::chrono::milliseconds(500)) return;
+    last_ = now;
+    Write({{"type", "progress"}, {"step", e.step}, {"total", e.total_steps}, {"epoch", e.epoch}, {"loss", e.loss},
+           {"lr", e.learning_rate}, {"sps", e.samples_per_second}});
+  }
+  void OnEval(int64_t step, const attune::worker::eval::Metrics& m) override {
+    Write({{"type", "eval"}, {"step", step}, {"eval_loss", m.loss}, {"accuracy", m.accuracy}, {"f1", m.f1},
+           {"roc_auc", m.roc_auc}, {"precision", m.precision}, {"recall", m.recall}});
+  }
+  void OnCheckpoint(int64_t step, const std::string& dir) override {
+    Write({{"type", "checkpoint"}, {"step", step}, {"dir", dir}});
+  }
+
+ private:
+  void Write(const nlohmann::json& j) {
+    std::string line = j.dump() + "\n";
+    ssize_t ignored = ::write(fd_, line.data(), line.size());
+    (void)ignored;
+  }
+  int fd_;
+  std::chrono::steady_clock::time_point last_{};
+};
+
+int FreePort();
+std::atomic<bool> g_stop{false};
+void OnSignal(int) { g_stop.store(true); }
+
+int RunAgent(const char* self) {
+  if (absl::GetFlag(FLAGS_coordinator).empty()) {
+    std::cerr << "attune-worker agent: --coordinator is required\n";
+    return 2;
+  }
+  char host[256] = {0};
+  ::gethostname(host, sizeof host - 1);
+  attune::worker::agent::AgentOptions o;
+  o.info.worker_id = absl::GetFlag(FLAGS_worker_id).empty() ? absl::StrCat(host, "-", ::getpid())
+                                                            : absl::GetFlag(FLAGS_worker_id);
+  o.info.host = absl::GetFlag(FLAGS_host);
+  o.info.cpus = absl::GetFlag(FLAGS_cpus) > 0 ? absl::GetFlag(FLAGS_cpus)
+                                              : static_cast<int>(std::thread::hardware_concurrency());
+  o.info.gpus = absl::GetFlag(FLAGS_gpus);
+  o.info.rendezvous_port = FreePort();
+  char exe[4096] = {0};
+  ssize_t n = ::readlink("/proc/self/exe", exe, sizeof exe - 1);
+  o.trainer_binary = n > 0 ? std::string(exe, static_cast<size_t>(n)) : self;
+  o.work_dir = absl::GetFlag(FLAGS_work_dir).empty() ? absl::StrCat("/tmp/attune-agent-", o.info.worker_id)
+                                                     : absl::GetFlag(FLAGS_work_dir);
+  grpc::ChannelArguments args;
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 10000);
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 5000);
+  auto channel = grpc::CreateCustomChannel(absl::GetFlag(FLAGS_coordinator), grpc::InsecureChannelCredentials(), args);
+  attune::worker::agent::GrpcCoordinatorClient client(channel, absl::Seconds(5));
+  attune::worker::agent::Agent agent(client, o);
+  signal(SIGTERM, OnSignal);
+  signal(SIGINT, OnSignal);
+  LOG(INFO) << "agent " << o.info.worker_id << ": " << o.info.cpus << " cpus, coordinator "
+            << absl::GetFlag(FLAGS_coordinator) << ", rendezvous port " << o.info.rendezvous_port;
+  agent.Run(g_stop);
+  return 0;
+}
+
 constexpr char kUsage[] =
     "usage: attune-worker train --spec FILE [--output_dir DIR] [--threads N] [--noresume]\n"
-    "       [--nproc N | --rank R --world_size N --rendezvous HOST:PORT] [--backend gloo|nccl]";
+    "       [--nproc N | --rank R --world_size N --rendezvous HOST:PORT] [--backend gloo|nccl]\n"
+    "usage: attune-worker agent --coordinator HOST:PORT [--worker-id ID] [--cpus N]";
 
 // A free TCP port on loopback for a local rendezvous.
 int FreePort() {
@@ -190,7 +273,9 @@ int Train() {
   options.resume = absl::GetFlag(FLAGS_resume);
   options.eval_only = absl::GetFlag(FLAGS_eval_only);
   options.abort_after_step = absl::GetFlag(FLAGS_abort_after_step);
-  auto result = attune::worker::train::RunTraining(*config, options, nullptr);
+  std::unique_ptr<EventWriter> events;
+  if (absl::GetFlag(FLAGS_events_fd) >= 0) events = std::make_unique<EventWriter>(absl::GetFlag(FLAGS_events_fd));
+  auto result = attune::worker::train::RunTraining(*config, options, events.get());
   if (!result.ok()) {
     LOG(ERROR) << "job=" << config->name << " failed: " << result.status();
     std::cerr << "attune-worker: " << result.status() << "\n";
@@ -228,7 +313,10 @@ int main(int argc, char** argv) {
   std::string command = argv[1];
   std::vector<char*> rest = {argv[0]};
   for (int i = 2; i < argc; ++i) rest.push_back(argv[i]);
-  absl::ParseCommandLine(static_cast<int>(rest.size()), rest.data());
+  std::vector<std::string> storage;
+  auto args = attune::common::DashesToUnderscores(static_cast<int>(rest.size()), rest.data(), &storage);
+  absl::ParseCommandLine(static_cast<int>(args.size()), args.data());
+  if (command == "agent") return RunAgent(argv[0]);
   if (command == "train") {
     LOG(INFO) << allocator;
     if (absl::GetFlag(FLAGS_spec).empty()) {

@@ -1,0 +1,312 @@
+// The job commands of the attune CLI: submit, get, list, cancel, watch, logs.
+
+#include "cli/jobs.h"
+
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+#include <random>
+#include <thread>
+
+#include <google/protobuf/util/json_util.h>
+#include <grpcpp/grpcpp.h>
+#include <nlohmann/json.hpp>
+#include <yaml-cpp/yaml.h>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "attune/v1/coordinator.grpc.pb.h"
+#include "common/files.h"
+#include "common/rpc/job_spec.h"
+
+namespace attune::cli {
+namespace {
+
+namespace fs = std::filesystem;
+using v1::JobService;
+
+std::string StateName(v1::JobState s) { return v1::JobState_Name(s); }
+
+int Fail(const grpc::Status& s) {
+  std::cerr << "attune: " << absl::StrCat(s.error_code()) << " " << s.error_message() << "\n";
+  static const char* kNames[] = {"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
+                                 "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
+                                 "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS",
+                                 "UNAUTHENTICATED"};
+  int code = static_cast<int>(s.error_code());
+  std::cerr << "attune: status " << (code >= 0 && code <= 16 ? kNames[code] : "?") << "\n";
+  return code == 0 ? 1 : code;
+}
+
+std::string ToJson(const google::protobuf::Message& m) {
+  google::protobuf::util::JsonPrintOptions o;
+  o.preserve_proto_field_names = true;
+  o.always_print_primitive_fields = true;
+  o.add_whitespace = true;
+  std::string out;
+  (void)google::protobuf::util::MessageToJsonString(m, &out, o);
+  return out;
+}
+
+void EmitYaml(const nlohmann::json& j, YAML::Emitter& e) {
+  if (j.is_object()) {
+    e << YAML::BeginMap;
+    for (auto it = j.begin(); it != j.end(); ++it) {
+      e << YAML::Key << it.key() << YAML::Value;
+      EmitYaml(it.value(), e);
+    }
+    e << YAML::EndMap;
+  } else if (j.is_array()) {
+    e << YAML::BeginSeq;
+    for (const auto& v : j) EmitYaml(v, e);
+    e << YAML::EndSeq;
+  } else if (j.is_string()) {
+    e << j.get<std::string>();
+  } else {
+    e << j.dump();
+  }
+}
+
+void Print(const google::protobuf::Message& m, const std::string& format) {
+  if (format == "yaml") {
+    YAML::Emitter e;
+    EmitYaml(nlohmann::json::parse(ToJson(m)), e);
+    std::cout << e.c_str() << "\n";
+  } else {
+    std::cout << ToJson(m) << "\n";
+  }
+}
+
+void PrintJobTable(const std::vector<v1::Job>& jobs) {
+  std::printf("%-20s %-24s %-11s %9s %8s %8s %8s\n", "ID", "NAME", "STATE", "STEP", "ACC", "F1", "AUC");
+  for (const auto& j : jobs) {
+    std::printf("%-20s %-24s %-11s %4lld/%-4lld %8.4f %8.4f %8.4f\n", j.id().c_str(), j.spec().name().substr(0, 24).c_str(),
+                StateName(j.state()).c_str(), static_cast<long long>(j.progress().step()),
+                static_cast<long long>(j.progress().total_steps()), j.last_eval().accuracy(), j.last_eval().f1(),
+                j.last_eval().roc_auc());
+  }
+}
+
+void PrintEvalTable(const v1::Job& j) {
+  std::printf("\njob %s %s%s%s\n", j.id().c_str(), StateName(j.state()).c_str(), j.message().empty() ? "" : ": ",
+              j.message().c_str());
+  if (j.last_eval().step() > 0 || j.last_eval().accuracy() > 0) {
+    std::printf("\nevaluation at step %lld\n%-12s %8s\n", static_cast<long long>(j.last_eval().step()), "metric", "value");
+    std::printf("%-12s %8.4f\n%-12s %8.4f\n%-12s %8.4f\n%-12s %8.4f\n%-12s %8.4f\n%-12s %8.4f\n", "loss",
+                j.last_eval().loss(), "accuracy", j.last_eval().accuracy(), "precision", j.last_eval().precision(),
+                "recall", j.last_eval().recall(), "f1", j.last_eval().f1(), "roc_auc", j.last_eval().roc_auc());
+  }
+  if (!j.spec().output_dir().empty()) {
+    std::printf("\nmodel:   %s/model\nreports: %s/eval_report.json, %s/eval_report.html, %s/data_report.json\n",
+                j.spec().output_dir().c_str(), j.spec().output_dir().c_str(), j.spec().output_dir().c_str(),
+                j.spec().output_dir().c_str());
+  }
+}
+
+std::string Absolute(const std::string& p, const fs::path& base) {
+  if (p.empty() || fs::path(p).is_absolute()) return p;
+  return (base / p).lexically_normal().string();
+}
+
+}  // namespace
+
+Client::Client(const ClientOptions& o) : o_(o) {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(16 << 20);
+  channel_ = grpc::CreateCustomChannel(o.coordinator, grpc::InsecureChannelCredentials(), args);
+  stub_ = JobService::NewStub(channel_);
+}
+Client::~Client() = default;
+
+void Client::Prepare(grpc::ClientContext* ctx, bool stream) const {
+  if (!stream) ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(o_.timeout_s));
+}
+
+int Client::Submit(const std::string& file, bool watch, const std::string& key) {
+  auto text = common::ReadFile(file, 1 << 20);
+  if (!text.ok()) {
+    std::cerr << "attune: " << text.status() << "\n";
+    return 2;
+  }
+  auto spec = common::ParseJobSpec(*text, file);
+  if (!spec.ok()) {
+    std::cerr << "attune: " << spec.status() << "\n";
+    return 3;
+  }
+  // Relative paths in the spec are relative to this command's directory.
+  const fs::path base = fs::current_path();
+  spec->mutable_model()->set_path(Absolute(spec->model().path(), base));
+  spec->mutable_model()->set_vocab(Absolute(spec->model().vocab(), base));
+  spec->mutable_data()->set_train(Absolute(spec->data().train(), base));
+  spec->mutable_data()->set_validation(Absolute(spec->data().validation(), base));
+  spec->set_output_dir(Absolute(spec->output_dir(), base));
+  v1::SubmitJobRequest req;
+  *req.mutable_spec() = *spec;
+  std::string idem = key;
+  if (idem.empty()) {
+    std::random_device rd;
+    idem = absl::StrFormat("cli-%08x%08x", rd(), rd());
+  }
+  req.set_idempotency_key(idem);
+  v1::Job job;
+  grpc::Status s;
+  for (int attempt = 0; attempt < 5; ++attempt) {  // retried only when unavailable, with the same key
+    grpc::ClientContext ctx;
+    Prepare(&ctx, false);
+    s = stub_->SubmitJob(&ctx, req, &job);
+    if (s.error_code() != grpc::StatusCode::UNAVAILABLE) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(500 << attempt));
+  }
+  if (!s.ok()) return Fail(s);
+  if (o_.output == "table") {
+    std::cout << job.id() << "\n";
+  } else {
+    Print(job, o_.output);
+  }
+  return watch ? Watch(job.id()) : 0;
+}
+
+int Client::Get(const std::string& id) {
+  v1::GetJobRequest req;
+  req.set_job_id(id);
+  v1::Job job;
+  grpc::ClientContext ctx;
+  Prepare(&ctx, false);
+  if (auto s = stub_->GetJob(&ctx, req, &job); !s.ok()) return Fail(s);
+  if (o_.output == "table") {
+    PrintJobTable({job});
+    PrintEvalTable(job);
+  } else {
+    Print(job, o_.output);
+  }
+  return 0;
+}
+
+int Client::List(const std::string& state, const std::string& selector) {
+  v1::ListJobsRequest req;
+  if (!state.empty()) {
+    v1::JobState st;
+    if (!v1::JobState_Parse(state, &st)) {
+      std::cerr << "attune: --state: '" << state << "' is not a job state (QUEUED, RUNNING, SUCCEEDED, ...)\n";
+      return 2;
+    }
+    req.set_state(st);
+  }
+  req.set_label_selector(selector);
+  std::vector<v1::Job> all;
+  v1::ListJobsResponse last;
+  do {
+    v1::ListJobsResponse resp;
+    grpc::ClientContext ctx;
+    Prepare(&ctx, false);
+    if (auto s = stub_->ListJobs(&ctx, req, &resp); !s.ok()) return Fail(s);
+    for (const auto& j : resp.jobs()) all.push_back(j);
+    req.set_page_token(resp.next_page_token());
+    last = resp;
+  } while (!req.page_token().empty());
+  if (o_.output == "table") {
+    PrintJobTable(all);
+  } else {
+    v1::ListJobsResponse out;
+    for (const auto& j : all) *out.add_jobs() = j;
+    Print(out, o_.output);
+  }
+  return 0;
+}
+
+int Client::Cancel(const std::string& id) {
+  v1::CancelJobRequest req;
+  req.set_job_id(id);
+  v1::Job job;
+  grpc::ClientContext ctx;
+  Prepare(&ctx, false);
+  if (auto s = stub_->CancelJob(&ctx, req, &job); !s.ok()) return Fail(s);
+  if (o_.output == "table") {
+    std::cout << job.id() << " " << StateName(job.state()) << "\n";
+  } else {
+    Print(job, o_.output);
+  }
+  return 0;
+}
+
+int Client::Watch(const std::string& id) {
+  const bool tty = ::isatty(1);
+  int64_t from = 0;
+  for (int reconnects = 0; reconnects < 30; ++reconnects) {
+    v1::WatchJobRequest req;
+    req.set_job_id(id);
+    req.set_from_index(from);
+    grpc::ClientContext ctx;
+    Prepare(&ctx, true);
+    auto reader = stub_->WatchJob(&ctx, req);
+    v1::JobEvent e;
+    while (reader->Read(&e)) {
+      from = e.index() + 1;
+      if (o_.output != "table") {
+        google::protobuf::util::JsonPrintOptions po;
+        po.preserve_proto_field_names = true;
+        std::string line;
+        (void)google::protobuf::util::MessageToJsonString(e, &line, po);
+        std::cout << line << std::endl;
+        continue;
+      }
+      const auto& p = e.progress();
+      switch (e.type()) {
+        case v1::JobEvent::PROGRESS: {
+          const int width = 30;
+          int filled = p.total_steps() > 0 ? static_cast<int>(width * p.step() / p.total_steps()) : 0;
+          std::string bar = std::string(static_cast<size_t>(filled), '=') + (filled < width ? ">" : "") +
+                            std::string(static_cast<size_t>(std::max(0, width - filled - 1)), ' ');
+          std::printf("%s[%s] step %lld/%lld  epoch %.2f  loss %.4f  %.1f samples/s%s", tty ? "\r" : "", bar.c_str(),
+                      static_cast<long long>(p.step()), static_cast<long long>(p.total_steps()), p.epoch(), p.loss(),
+                      p.samples_per_second(), tty ? "" : "\n");
+          std::fflush(stdout);
+          break;
+        }
+        case v1::JobEvent::EVALUATION:
+          std::printf("%seval at step %lld: loss %.4f  accuracy %.4f  f1 %.4f  roc_auc %.4f\n", tty ? "\n" : "",
+                      static_cast<long long>(e.metrics().step()), e.metrics().loss(), e.metrics().accuracy(),
+                      e.metrics().f1(), e.metrics().roc_auc());
+          break;
+        case v1::JobEvent::CHECKPOINT:
+          break;
+        default:
+          std::printf("%s%s%s%s\n", tty ? "\n" : "", StateName(e.state()).c_str(), e.message().empty() ? "" : ": ",
+                      e.message().c_str());
+      }
+    }
+    grpc::Status s = reader->Finish();
+    if (s.ok()) break;
+    if (s.error_code() != grpc::StatusCode::UNAVAILABLE) return Fail(s);
+    std::this_thread::sleep_for(std::chrono::seconds(1));  // coordinator restarting: resume from the last index
+  }
+  v1::GetJobRequest req;
+  req.set_job_id(id);
+  v1::Job job;
+  grpc::ClientContext ctx;
+  Prepare(&ctx, false);
+  if (auto s = stub_->GetJob(&ctx, req, &job); !s.ok()) return Fail(s);
+  if (o_.output == "table") PrintEvalTable(job);
+  return job.state() == v1::SUCCEEDED ? 0 : 1;
+}
+
+int Client::Logs(const std::string& id, int rank, int tail) {
+  v1::GetJobLogsRequest req;
+  req.set_job_id(id);
+  req.set_rank(rank);
+  req.set_tail(tail);
+  v1::GetJobLogsResponse resp;
+  grpc::ClientContext ctx;
+  Prepare(&ctx, false);
+  if (auto s = stub_->GetJobLogs(&ctx, req, &resp); !s.ok()) return Fail(s);
+  if (o_.output != "table") {
+    Print(resp, o_.output);
+    return 0;
+  }
+  for (const auto& l : resp.lines()) std::cout << "[rank " << l.rank() << "] " << l.line() << "\n";
+  return 0;
+}
+
+}  // namespace attune::cli

@@ -1,0 +1,40 @@
+#pragma once
+
+// The attune CLI's job commands over gRPC.
+
+#include <memory>
+#include <string>
+
+#include <grpcpp/grpcpp.h>
+
+#include "attune/v1/coordinator.grpc.pb.h"
+
+namespace attune::cli {
+
+struct ClientOptions {
+  std::string coordinator;
+  std::string output = "table";  // table | json | yaml
+  int timeout_s = 10;
+};
+
+// Each command returns the process exit code: 0, or the gRPC status code.
+class Client {
+ public:
+  explicit Client(const ClientOptions& o);
+  ~Client();
+  int Submit(const std::string& file, bool watch, const std::string& idempotency_key);
+  int Get(const std::string& id);
+  int List(const std::string& state, const std::string& label_selector);
+  int Cancel(const std::string& id);
+  // Follows the job to its end; 0 when it SUCCEEDED, 1 otherwise.
+  int Watch(const std::string& id);
+  int Logs(const std::string& id, int rank, int tail);
+
+ private:
+  void Prepare(grpc::ClientContext* ctx, bool stream) const;
+  ClientOptions o_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<v1::JobService::Stub> stub_;
+};
+
+}  // namespace attune::cli

@@ -1,0 +1,493 @@
+#include "coordinator/job_manager.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <filesystem>
+#include <random>
+
+#include <glog/logging.h>
+
+#include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "coordinator/scheduler.h"
+
+namespace attune::coordinator {
+namespace {
+
+namespace fs = std::filesystem;
+
+int64_t NowMs() { return absl::ToUnixMillis(absl::Now()); }
+
+bool IsLive(JobState s) {
+  return s == JobState::kScheduled || s == JobState::kRunning || s == JobState::kCancelling;
+}
+
+// Resolves the longest existing prefix of `p` (following symlinks) and
+// appends the rest, so a symlink inside the root that points out is caught.
+std::string Resolve(const std::string& p) {
+  fs::path path = fs::absolute(p).lexically_normal();
+  fs::path existing = path, rest;
+  while (!existing.empty() && !fs::exists(existing)) {
+    rest = existing.filename() / rest;
+    existing = existing.parent_path();
+  }
+  std::error_code ec;
+  fs::path canon = fs::canonical(existing, ec);
+  if (ec) canon = existing;
+  return (canon / rest).lexically_normal().string();
+}
+
+}  // namespace
+
+JobManager::JobManager(JobStore& store, ManagerOptions options) : store_(store), options_(std::move(options)) {}
+
+absl::Status JobManager::Recover() {
+  std::lock_guard<std::mutex> l(mu_);
+  started_ = absl::Now();
+  for (Job& j : store_.List()) {
+    if (j.state == JobState::kValidating) j.state = JobState::kQueued;  // validated before it was stored
+    if (IsLive(j.state)) {
+      Live live;
+      live.ranks.resize(static_cast<size_t>(j.config.world_size));
+      live.since = started_;
+      live_[j.id] = live;
+    }
+    jobs_[j.id] = std::move(j);
+  }
+  LOG(INFO) << "coordinator recovered " << jobs_.size() << " jobs, " << live_.size() << " with live attempts";
+  return absl::OkStatus();
+}
+
+absl::Status JobManager::CheckPaths(const common::JobConfig& c) {
+  std::vector<std::string> bad;
+  auto check = [&](const char* field, const std::string& p) {
+    if (p.empty()) return;
+    if (p.find('\0') != std::string::npos) {
+      bad.push_back(absl::StrCat(field, ": contains a NUL byte"));
+      return;
+    }
+    for (const auto& part : fs::path(p)) {
+      if (part == "..") {
+        bad.push_back(absl::StrCat(field, ": '..' is not allowed"));
+        return;
+      }
+    }
+    if (options_.data_root.empty()) return;
+    std::string root = Resolve(options_.data_root);
+    std::string resolved = Resolve(p);
+    if (resolved != root && !absl::StartsWith(resolved, root + "/")) {
+      bad.push_back(absl::StrCat(field, ": '", p, "' resolves outside the data root ", root));
+    }
+  };
+  check("model.path", c.model_path);
+  check("model.vocab", c.vocab_path);
+  check("data.train", c.train_path);
+  check("data.validation", c.validation_path);
+  check("output_dir", c.output_dir);
+  if (bad.empty()) return absl::OkStatus();
+  return absl::InvalidArgumentError(absl::StrJoin(bad, "; "));
+}
+
+absl::StatusOr<Job> JobManager::Submit(const common::JobConfig& config, const std::string& spec_json,
+                                       const std::string& idempotency_key) {
+  if (auto s = common::ValidateJobConfig(config); !s.ok()) return s;
+  if (auto s = CheckPaths(config); !s.ok()) return s;
+  std::lock_guard<std::mutex> l(mu_);
+  Job job;
+  job.seq = store_.NextSeq();
+  static std::mt19937_64 rng(std::random_device{}());
+  job.id = absl::StrFormat("j-%06d-%04x", job.seq, static_cast<int>(rng() & 0xffff));
+  job.idempotency_key = idempotency_key;
+  job.config = config;
+  job.spec_json = spec_json;
+  job.state = JobState::kQueued;
+  job.created_ms = job.updated_ms = NowMs();
+  bool created = false;
+  auto stored = store_.Insert(job, &created);
+  if (!stored.ok()) return stored.status();
+  if (!created) return jobs_.count(stored->id) ? jobs_[stored->id] : *stored;
+  jobs_[job.id] = job;
+  Job& j = jobs_[job.id];
+  j.state = JobState::kValidating;
+  // The spec was validated above: VALIDATING -> QUEUED, both recorded.
+  Event e;
+  e.unix_ms = NowMs();
+  e.state = JobState::kValidating;
+  e.message = "submitted";
+  store_.AppendEvent(j, e).IgnoreError();
+  if (auto s = SetStateLocked(j, JobState::kQueued, "validated"); !s.ok()) return s;
+  LOG(INFO) << "job=" << j.id << " submitted: " << config.name << ", " << config.world_size << " ranks";
+  return j;
+}
+
+absl::StatusOr<Job> JobManager::Get(const std::string& id) {
+  std::lock_guard<std::mutex> l(mu_);
+  auto it = jobs_.find(id);
+  if (it == jobs_.end()) return absl::NotFoundError(absl::StrCat("job ", id, " not found"));
+  return it->second;
+}
+
+absl::StatusOr<std::pair<std::vector<Job>, std::string>> JobManager::List(const ListFilter& f) {
+  std::lock_guard<std::mutex> l(mu_);
+  int64_t after = 0;
+  if (!f.page_token.empty() && !absl::SimpleAtoi(f.page_token, &after)) {
+    return absl::InvalidArgumentError("page_token: not a token this server issued");
+  }
+  std::vector<const Job*> all;
+  for (const auto& [id, j] : jobs_) all.push_back(&j);
+  std::sort(all.begin(), all.end(), [](const Job* a, const Job* b) { return a->seq < b->seq; });
+  std::vector<Job> out;
+  std::string next;
+  const int page = f.page_size > 0 ? std::min(f.page_size, 1000) : 100;
+  for (const Job* j : all) {
+    if (j->seq <= after) continue;
+    if (f.state && j->state != *f.state) continue;
+    if (!f.label_key.empty()) {
+      auto it = j->config.labels.find(f.label_key);
+      if (it == j->config.labels.end() || it->second != f.label_value) continue;
+    }
+    if (static_cast<int>(out.size()) == page) {
+      next = std::to_string(out.back().seq);
+      break;
+    }
+    out.push_back(*j);
+  }
+  return std::make_pair(out, next);
+}
+
+absl::Status JobManager::SetStateLocked(Job& job, JobState s, const std::string& message, EventType type) {
+  job.state = s;
+  job.message = message;
+  job.updated_ms = NowMs();
+  Event e;
+  e.unix_ms = job.updated_ms;
+  e.type = type;
+  e.state = s;
+  e.message = message;
+  e.generation = job.generation;
+  auto stored = store_.AppendEvent(job, e);
+  cv_.notify_all();
+  LOG(INFO) << "job=" << job.id << " " << JobStateName(s) << (message.empty() ? "" : ": ") << message;
+  return stored.status();
+}
+
+void JobManager::StopRanksLocked(const Job& job, int64_t generation, const std::string& reason) {
+  for (const auto& w : job.workers) {
+    auto it = workers_.find(w);
+    if (it == workers_.end()) continue;
+    auto& pend = it->second.pending;
+    pend.erase(std::remove_if(pend.begin(), pend.end(), [&](const AssignmentOut& a) { return a.job_id == job.id; }),
+               pend.end());
+    it->second.stops.push_back({job.id, generation, reason});
+  }
+}
+
+absl::StatusOr<Job> JobManager::Cancel(const std::string& id) {
+  std::lock_guard<std::mutex> l(mu_);
+  auto it = jobs_.find(id);
+  if (it == jobs_.end()) return absl::NotFoundError(absl::StrCat("job ", id, " not found"));
+  Job& j = it->second;
+  if (IsTerminal(j.state)) {
+    return absl::FailedPreconditionError(absl::StrCat("job ", id, " is already ", JobStateName(j.state)));
+  }
+  if (j.state == JobState::kCancelling) return j;
+  if (IsLive(j.state)) {
+    StopRanksLocked(j, j.generation, "cancelled");
+    if (auto s = SetStateLocked(j, JobState::kCancelling, "cancel requested"); !s.ok()) return s;
+  } else {
+    live_.erase(j.id);
+    if (auto s = SetStateLocked(j, JobState::kCancelled, "cancelled before it ran"); !s.ok()) return s;
+  }
+  return j;
+}
+
+absl::StatusOr<std::vector<Event>> JobManager::WaitEvents(const std::string& id, int64_t from, absl::Duration wait) {
+  std::unique_lock<std::mutex> l(mu_);
+  if (!jobs_.count(id)) return absl::NotFoundError(absl::StrCat("job ", id, " not found"));
+  l.unlock();
+  auto events = store_.Events(id, from);
+  if (!events.empty()) return events;
+  l.lock();
+  cv_.wait_for(l, absl::ToChronoMilliseconds(wait));
+  l.unlock();
+  return store_.Events(id, from);
+}
+
+std::vector<std::pair<int, std::string>> JobManager::Logs(const std::string& id, int rank, int tail) {
+  std::lock_guard<std::mutex> l(mu_);
+  std::vector<std::pair<int, std::string>> out;
+  for (const auto& [key, lines] : logs_) {
+    if (key.first != id || (rank >= 0 && key.second != rank)) continue;
+    size_t start = tail > 0 && lines.size() > static_cast<size_t>(tail) ? lines.size() - static_cast<size_t>(tail) : 0;
+    for (size_t i = start; i < lines.size(); ++i) out.emplace_back(key.second, lines[i]);
+  }
+  return out;
+}
+
+void JobManager::Register(const WorkerInfo& w) {
+  std::lock_guard<std::mutex> l(mu_);
+  auto& ws = workers_[w.id];
+  bool known = !ws.info.id.empty();
+  ws.info = w;
+  ws.last_seen = absl::Now();
+  ws.alive = true;
+  LOG(INFO) << "worker " << w.id << (known ? " re-registered" : " registered") << ": " << w.cpus << " cpus, "
+            << w.gpus << " gpus, host " << w.host;
+}
+
+void JobManager::FailAttemptLocked(Job& job, const std::string& reason, bool permanent, EventType type) {
+  const int64_t old = job.generation;
+  ++job.generation;  // fence: reports and tasks of `old` are refused from now on
+  StopRanksLocked(job, old, reason);
+  live_.erase(job.id);
+  if (job.state == JobState::kCancelling) {
+    SetStateLocked(job, JobState::kCancelled, "cancelled").IgnoreError();
+    return;
+  }
+  if (permanent) {
+    SetStateLocked(job, JobState::kFailed, reason, type).IgnoreError();
+    return;
+  }
+  if (job.restarts >= job.config.max_restarts) {
+    SetStateLocked(job, JobState::kFailed,
+                   absl::StrCat("restart budget exhausted (", job.restarts, " of ", job.config.max_restarts,
+                                " restarts used): ", reason),
+                   type)
+        .IgnoreError();
+    return;
+  }
+  ++job.restarts;
+  absl::Duration backoff = options_.restart_backoff;
+  for (int64_t i = 1; i < job.restarts; ++i) backoff = std::min(backoff * 2, options_.max_restart_backoff);
+  job.not_before_ms = NowMs() + absl::ToInt64Milliseconds(backoff);
+  SetStateLocked(job, JobState::kRecovering,
+                 absl::StrCat(reason, "; restart ", job.restarts, " of ", job.config.max_restarts, " in ",
+                              absl::FormatDuration(backoff), " from the last checkpoint"),
+                 type)
+      .IgnoreError();
+}
+
+HeartbeatOut JobManager::Heartbeat(const std::string& worker_id, const std::vector<TaskReport>& tasks) {
+  std::lock_guard<std::mutex> l(mu_);
+  HeartbeatOut out;
+  auto wit = workers_.find(worker_id);
+  if (wit == workers_.end()) {
+    out.reregister = true;
+    return out;
+  }
+  WorkerState& w = wit->second;
+  w.last_seen = absl::Now();
+  w.alive = true;
+  for (const TaskReport& t : tasks) {
+    auto jit = jobs_.find(t.job_id);
+    for (const auto& line : t.log_lines) {
+      auto& buf = logs_[{t.job_id, t.rank}];
+      buf.push_back(line);
+      while (buf.size() > options_.log_lines_per_rank) buf.pop_front();
+    }
+    if (jit == jobs_.end()) {
+      if (t.running) out.stop.push_back({t.job_id, t.generation, "unknown job"});
+      continue;
+    }
+    Job& job = jit->second;
+    if (t.generation != job.generation || !IsLive(job.state)) {
+      if (t.running) out.stop.push_back({t.job_id, t.generation, "fenced: generation is no longer current"});
+      continue;
+    }
+    auto lit = live_.find(job.id);
+    if (lit == live_.end() || t.rank < 0 || t.rank >= static_cast<int>(lit->second.ranks.size())) continue;
+    RankState& rs = lit->second.ranks[static_cast<size_t>(t.rank)];
+    if (job.workers.size() > static_cast<size_t>(t.rank) && job.workers[static_cast<size_t>(t.rank)].empty()) {
+      job.workers[static_cast<size_t>(t.rank)] = worker_id;  // re-adopted after a coordinator restart
+    }
+    rs.reported = true;
+    rs.running = t.running;
+    if (!t.running && !rs.exited) {
+      rs.exited = true;
+      rs.exit_code = t.exit_code;
+    }
+    CheckJobLocked(job);
+  }
+  out.start = std::move(w.pending);
+  w.pending.clear();
+  for (auto& s : w.stops) out.stop.push_back(std::move(s));
+  w.stops.clear();
+  return out;
+}
+
+void JobManager::CheckJobLocked(Job& job) {
+  auto lit = live_.find(job.id);
+  if (lit == live_.end()) return;
+  auto& ranks = lit->second.ranks;
+  if (job.state == JobState::kCancelling) {
+    bool any_running = false;
+    for (const auto& r : ranks) any_running |= r.running;
+    if (!any_running) {
+      live_.erase(lit);
+      ++job.generation;
+      SetStateLocked(job, JobState::kCancelled, "cancelled").IgnoreError();
+    }
+    return;
+  }
+  for (size_t r = 0; r < ranks.size(); ++r) {
+    if (ranks[r].exited && ranks[r].exit_code != 0) {
+      int code = ranks[r].exit_code;
+      bool permanent = code == 2 || code == 65;
+      FailAttemptLocked(job,
+                        absl::StrCat("rank ", r, " exited with code ", code,
+                                     permanent ? " (invalid spec or data; not retried)" : ""),
+                        permanent, EventType::kStateChanged);
+      return;
+    }
+  }
+  bool all_running = true, all_done = true;
+  for (const auto& r : ranks) {
+    all_running &= r.reported && (r.running || r.exited);
+    all_done &= r.exited && r.exit_code == 0;
+  }
+  if (all_done) {
+    live_.erase(lit);
+    SetStateLocked(job, JobState::kSucceeded, "all ranks finished").IgnoreError();
+    return;
+  }
+  if (job.state == JobState::kScheduled && all_running) {
+    SetStateLocked(job, JobState::kRunning, absl::StrCat("generation ", job.generation, " running")).IgnoreError();
+  }
+}
+
+absl::Status JobManager::Report(const std::string& worker_id, const std::string& job_id, int64_t generation, int rank,
+                                Event event) {
+  std::lock_guard<std::mutex> l(mu_);
+  auto it = jobs_.find(job_id);
+  if (it == jobs_.end()) return absl::NotFoundError(absl::StrCat("job ", job_id, " not found"));
+  Job& job = it->second;
+  if (generation != job.generation || !IsLive(job.state)) {
+    return absl::FailedPreconditionError(absl::StrCat("job ", job_id, ": generation ", generation,
+                                                      " is fenced (current ", job.generation, ")"));
+  }
+  if (rank != 0) return absl::OkStatus();  // rank 0 speaks for the job
+  event.unix_ms = NowMs();
+  event.generation = generation;
+  event.state = job.state;
+  switch (event.type) {
+    case EventType::kProgress: job.progress = event.progress; break;
+    case EventType::kEvaluation: job.last_eval = event.eval; break;
+    case EventType::kCheckpoint: job.last_checkpoint_step = event.progress.step; break;
+    default: return absl::InvalidArgumentError("event.type: trainers report progress, evaluation or checkpoint");
+  }
+  if (job.state == JobState::kScheduled) {
+    job.state = JobState::kRunning;
+    SetStateLocked(job, JobState::kRunning, absl::StrCat("generation ", job.generation, " running")).IgnoreError();
+  }
+  job.updated_ms = event.unix_ms;
+  auto stored = store_.AppendEvent(job, event);
+  cv_.notify_all();
+  return stored.status();
+}
+
+void JobManager::ScheduleLocked() {
+  std::vector<WorkerView> cluster;
+  std::map<std::string, int64_t> used_cpus, used_gpus;
+  for (const auto& [id, j] : jobs_) {
+    if (!IsLive(j.state)) continue;
+    for (const auto& w : j.workers) {
+      used_cpus[w] += j.config.cpus_per_rank;
+      used_gpus[w] += j.config.gpus_per_rank;
+    }
+  }
+  for (const auto& [id, w] : workers_) {
+    if (!w.alive) continue;
+    cluster.push_back({id, w.info.cpus - used_cpus[id], w.info.gpus - used_gpus[id]});
+  }
+  std::vector<QueuedJob> queue;
+  const int64_t now = NowMs();
+  for (const auto& [id, j] : jobs_) {
+    if (j.state != JobState::kQueued && j.state != JobState::kRecovering) continue;
+    if (j.not_before_ms > now) continue;
+    queue.push_back({id, j.config.priority, j.seq, j.config.world_size, j.config.cpus_per_rank, j.config.gpus_per_rank});
+  }
+  if (queue.empty()) return;
+  for (const Placement& p : Schedule(cluster, queue)) {
+    Job& job = jobs_[p.job_id];
+    ++job.generation;
+    job.workers = p.workers;
+    const WorkerState& r0 = workers_[p.workers[0]];
+    const std::string rendezvous = absl::StrCat(r0.info.host, ":", r0.info.rendezvous_port);
+    for (size_t r = 0; r < p.workers.size(); ++r) {
+      workers_[p.workers[r]].pending.push_back({job.id, job.generation, static_cast<int>(r),
+                                                static_cast<int>(p.workers.size()), rendezvous, job.config.backend,
+                                                job.spec_json});
+    }
+    Live live;
+    live.ranks.resize(p.workers.size());
+    live.since = absl::Now();
+    live_[job.id] = live;
+    SetStateLocked(job, JobState::kScheduled,
+                   absl::StrCat("generation ", job.generation, " on ", absl::StrJoin(p.workers, ","),
+                                ", rendezvous ", rendezvous),
+                   job.restarts > 0 ? EventType::kRestart : EventType::kStateChanged)
+        .IgnoreError();
+  }
+}
+
+void JobManager::Tick() {
+  std::lock_guard<std::mutex> l(mu_);
+  const absl::Time now = absl::Now();
+  // 1. Workers that missed their heartbeats are lost; so are their ranks.
+  for (auto& [id, w] : workers_) {
+    if (w.alive && now - w.last_seen > options_.heartbeat_timeout) {
+      w.alive = false;
+      w.pending.clear();
+      LOG(WARNING) << "worker " << id << " lost: no heartbeat for " << absl::FormatDuration(now - w.last_seen);
+      for (auto& [jid, job] : jobs_) {
+        if (!IsLive(job.state) || std::find(job.workers.begin(), job.workers.end(), id) == job.workers.end()) continue;
+        if (job.state == JobState::kCancelling) {
+          live_.erase(jid);
+          ++job.generation;
+          SetStateLocked(job, JobState::kCancelled, "cancelled (worker lost)").IgnoreError();
+          continue;
+        }
+        FailAttemptLocked(job, absl::StrCat("worker ", id, " lost (no heartbeat for ",
+                                            absl::FormatDuration(options_.heartbeat_timeout), ")"),
+                          false, EventType::kWorkerLost);
+      }
+    }
+  }
+  // 2. Ranks never reported (e.g. assignments lost with a coordinator restart).
+  for (auto& [jid, job] : jobs_) {
+    auto lit = live_.find(jid);
+    if (lit == live_.end() || !IsLive(job.state)) continue;
+    bool all_reported = true;
+    for (const auto& r : lit->second.ranks) all_reported &= r.reported;
+    if (!all_reported && now - lit->second.since > options_.heartbeat_timeout * 2) {
+      if (job.state == JobState::kCancelling) {
+        live_.erase(lit);
+        ++job.generation;
+        SetStateLocked(job, JobState::kCancelled, "cancelled").IgnoreError();
+      } else {
+        FailAttemptLocked(job, "ranks were not reported by any worker in time", false, EventType::kWorkerLost);
+      }
+    }
+  }
+  // 3. Place queued and recovering jobs.
+  ScheduleLocked();
+}
+
+std::map<JobState, int> JobManager::JobsByState() {
+  std::lock_guard<std::mutex> l(mu_);
+  std::map<JobState, int> out;
+  for (const auto& [id, j] : jobs_) ++out[j.state];
+  return out;
+}
+
+int JobManager::AliveWorkers() {
+  std::lock_guard<std::mutex> l(mu_);
+  int n = 0;
+  for (const auto& [id, w] : workers_) n += w.alive;
+  return n;
+}
+
+}  // namespace attune::coordinator

@@ -1,0 +1,150 @@
+#pragma once
+
+// JobManager: the job lifecycle, worker liveness and fencing. Domain only:
+// it sees JobConfig, never protos or gRPC. Thread-safe (one mutex); Tick()
+// runs periodically on the server's thread. `store` must outlive it.
+//
+// Attempt protocol:
+//   1. Tick() places QUEUED / RECOVERING jobs (Schedule()), raises the job's
+//      generation and queues one assignment per rank for its worker.
+//   2. Agents receive assignments in heartbeat replies and report every
+//      task with its generation; a task of an older generation is told to stop.
+//   3. All ranks exit 0: SUCCEEDED. A rank exits non-zero or its worker
+//      misses heartbeats: the attempt is fenced (generation + 1), every rank is
+//      stopped, and the job goes RECOVERING -> relaunched from its last
+//      checkpoint after a backoff, until max_restarts; then FAILED with the reason.
+//      Exit codes 2 and 65 (bad spec or data) fail at once: retrying cannot help.
+//   4. Cancel: CANCELLING until no rank of the job runs, then CANCELLED.
+
+#include <condition_variable>
+#include <deque>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "coordinator/job_store.h"
+#include "coordinator/types.h"
+
+namespace attune::coordinator {
+
+struct ManagerOptions {
+  absl::Duration heartbeat_timeout = absl::Seconds(10);
+  absl::Duration restart_backoff = absl::Seconds(1);   // doubles per restart
+  absl::Duration max_restart_backoff = absl::Seconds(30);
+  std::string data_root;  // when set, every path of a spec must resolve inside it
+  size_t log_lines_per_rank = 1000;
+};
+
+struct WorkerInfo {
+  std::string id, host;
+  int64_t cpus = 1, gpus = 0;
+  int rendezvous_port = 0;
+  std::map<std::string, std::string> labels;
+};
+
+struct TaskReport {
+  std::string job_id;
+  int64_t generation = 0;
+  int rank = 0;
+  bool running = false;
+  int exit_code = 0;
+  std::vector<std::string> log_lines;
+};
+
+struct AssignmentOut {
+  std::string job_id;
+  int64_t generation = 0;
+  int rank = 0, world_size = 1;
+  std::string rendezvous, backend, spec_json;
+};
+
+struct StopOut {
+  std::string job_id;
+  int64_t generation = 0;
+  std::string reason;
+};
+
+struct HeartbeatOut {
+  bool reregister = false;
+  std::vector<AssignmentOut> start;
+  std::vector<StopOut> stop;
+};
+
+struct ListFilter {
+  std::optional<JobState> state;
+  std::string label_key, label_value;
+  int page_size = 100;
+  std::string page_token;  // the seq to continue after
+};
+
+class JobManager {
+ public:
+  JobManager(JobStore& store, ManagerOptions options);
+
+  // Loads jobs after a restart. Live attempts keep running and are re-adopted
+  // when their agents report; ranks not reported within the heartbeat
+  // timeout count as lost.
+  absl::Status Recover();
+
+  absl::StatusOr<Job> Submit(const common::JobConfig& config, const std::string& spec_json,
+                             const std::string& idempotency_key);
+  absl::StatusOr<Job> Get(const std::string& id);
+  absl::StatusOr<std::pair<std::vector<Job>, std::string>> List(const ListFilter& filter);
+  absl::StatusOr<Job> Cancel(const std::string& id);
+  // Events from `from_index`; waits up to `wait` for one when there is none.
+  absl::StatusOr<std::vector<Event>> WaitEvents(const std::string& id, int64_t from_index, absl::Duration wait);
+  std::vector<std::pair<int, std::string>> Logs(const std::string& id, int rank, int tail);
+
+  void Register(const WorkerInfo& w);
+  HeartbeatOut Heartbeat(const std::string& worker_id, const std::vector<TaskReport>& tasks);
+  // Progress, evaluation and checkpoint events from a trainer (rank 0's
+  // count). kFailedPrecondition for an older generation (fenced).
+  absl::Status Report(const std::string& worker_id, const std::string& job_id, int64_t generation, int rank,
+                      Event event);
+  void Tick();
+
+  // For metrics and tests.
+  std::map<JobState, int> JobsByState();
+  int AliveWorkers();
+
+ private:
+  struct RankState {
+    bool reported = false, running = false, exited = false;
+    int exit_code = 0;
+  };
+  struct WorkerState {
+    WorkerInfo info;
+    absl::Time last_seen;
+    bool alive = true;
+    std::vector<AssignmentOut> pending;
+    std::vector<StopOut> stops;
+  };
+  struct Live {
+    std::vector<RankState> ranks;
+    absl::Time since;
+  };
+
+  absl::Status CheckPaths(const common::JobConfig& c);
+  absl::Status SetStateLocked(Job& job, JobState s, const std::string& message, EventType type = EventType::kStateChanged);
+  void FailAttemptLocked(Job& job, const std::string& reason, bool permanent, EventType type);
+  void StopRanksLocked(const Job& job, int64_t generation, const std::string& reason);
+  void ScheduleLocked();
+  void CheckJobLocked(Job& job);
+
+  JobStore& store_;
+  ManagerOptions options_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::map<std::string, Job> jobs_;  // every job, mirror of the store
+  std::map<std::string, WorkerState> workers_;
+  std::map<std::string, Live> live_;  // current attempt's ranks, per job
+  std::map<std::pair<std::string, int>, std::deque<std::string>> logs_;
+  absl::Time started_ = absl::Now();
+};
+
+}  // namespace attune::coordinator

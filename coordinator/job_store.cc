@@ -1,0 +1,309 @@
+#include "coordinator/job_store.h"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+#include <sqlite3.h>
+
+#include "absl/strings/str_cat.h"
+
+namespace attune::coordinator {
+namespace {
+
+using nlohmann::json;
+
+json ProgressJson(const ProgressInfo& p) {
+  return {{"step", p.step}, {"total", p.total_steps}, {"epoch", p.epoch}, {"loss", p.loss},
+          {"lr", p.learning_rate}, {"sps", p.samples_per_second}};
+}
+ProgressInfo ProgressFrom(const json& j) {
+  ProgressInfo p;
+  p.step = j.value("step", int64_t{0});
+  p.total_steps = j.value("total", int64_t{0});
+  p.epoch = j.value("epoch", 0.0);
+  p.loss = j.value("loss", 0.0);
+  p.learning_rate = j.value("lr", 0.0);
+  p.samples_per_second = j.value("sps", 0.0);
+  return p;
+}
+json EvalJson(const EvalInfo& e) {
+  return {{"step", e.step}, {"loss", e.loss}, {"accuracy", e.accuracy}, {"f1", e.f1}, {"roc_auc", e.roc_auc},
+          {"precision", e.precision}, {"recall", e.recall}};
+}
+EvalInfo EvalFrom(const json& j) {
+  EvalInfo e;
+  e.step = j.value("step", int64_t{-1});
+  e.loss = j.value("loss", 0.0);
+  e.accuracy = j.value("accuracy", 0.0);
+  e.f1 = j.value("f1", 0.0);
+  e.roc_auc = j.value("roc_auc", 0.0);
+  e.precision = j.value("precision", 0.0);
+  e.recall = j.value("recall", 0.0);
+  return e;
+}
+
+std::string JobBody(const Job& j) {
+  const auto& c = j.config;
+  json b = {{"spec_json", j.spec_json},
+            {"message", j.message},
+            {"generation", j.generation},
+            {"restarts", j.restarts},
+            {"created_ms", j.created_ms},
+            {"updated_ms", j.updated_ms},
+            {"not_before_ms", j.not_before_ms},
+            {"progress", ProgressJson(j.progress)},
+            {"last_eval", EvalJson(j.last_eval)},
+            {"last_checkpoint_step", j.last_checkpoint_step},
+            {"workers", j.workers},
+            {"config",
+             {{"name", c.name},
+              {"labels", c.labels},
+              {"world_size", c.world_size},
+              {"cpus_per_rank", c.cpus_per_rank},
+              {"gpus_per_rank", c.gpus_per_rank},
+              {"priority", c.priority},
+              {"max_restarts", c.max_restarts},
+              {"backend", c.backend},
+              {"output_dir", c.output_dir}}}};
+  return b.dump();
+}
+
+Job JobFrom(const std::string& id, int64_t seq, const std::string& idem, int state, const std::string& body) {
+  Job j;
+  j.id = id;
+  j.seq = seq;
+  j.idempotency_key = idem;
+  j.state = static_cast<JobState>(state);
+  json b = json::parse(body);
+  j.spec_json = b.value("spec_json", "");
+  j.message = b.value("message", "");
+  j.generation = b.value("generation", int64_t{0});
+  j.restarts = b.value("restarts", int64_t{0});
+  j.created_ms = b.value("created_ms", int64_t{0});
+  j.updated_ms = b.value("updated_ms", int64_t{0});
+  j.not_before_ms = b.value("not_before_ms", int64_t{0});
+  j.progress = ProgressFrom(b.value("progress", json::object()));
+  j.last_eval = EvalFrom(b.value("last_eval", json::object()));
+  j.last_checkpoint_step = b.value("last_checkpoint_step", int64_t{-1});
+  j.workers = b.value("workers", std::vector<std::string>{});
+  const json& c = b.at("config");
+  j.config.name = c.value("name", "");
+  j.config.labels = c.value("labels", std::map<std::string, std::string>{});
+  j.config.world_size = c.value("world_size", int64_t{1});
+  j.config.cpus_per_rank = c.value("cpus_per_rank", int64_t{1});
+  j.config.gpus_per_rank = c.value("gpus_per_rank", int64_t{0});
+  j.config.priority = c.value("priority", int64_t{0});
+  j.config.max_restarts = c.value("max_restarts", int64_t{0});
+  j.config.backend = c.value("backend", "gloo");
+  j.config.output_dir = c.value("output_dir", "");
+  return j;
+}
+
+std::string EventBody(const Event& e) {
+  return json{{"unix_ms", e.unix_ms}, {"type", static_cast<int>(e.type)}, {"state", static_cast<int>(e.state)},
+              {"message", e.message}, {"progress", ProgressJson(e.progress)}, {"eval", EvalJson(e.eval)},
+              {"generation", e.generation}}
+      .dump();
+}
+
+Event EventFrom(int64_t index, const std::string& body) {
+  json b = json::parse(body);
+  Event e;
+  e.index = index;
+  e.unix_ms = b.value("unix_ms", int64_t{0});
+  e.type = static_cast<EventType>(b.value("type", 1));
+  e.state = static_cast<JobState>(b.value("state", 1));
+  e.message = b.value("message", "");
+  e.progress = ProgressFrom(b.value("progress", json::object()));
+  e.eval = EvalFrom(b.value("eval", json::object()));
+  e.generation = b.value("generation", int64_t{0});
+  return e;
+}
+
+// RAII prepared statement.
+class Stmt {
+ public:
+  Stmt(sqlite3* db, const char* sql) { sqlite3_prepare_v2(db, sql, -1, &s_, nullptr); }
+  ~Stmt() { sqlite3_finalize(s_); }
+  sqlite3_stmt* get() { return s_; }
+  Stmt& Bind(int i, const std::string& v) {
+    sqlite3_bind_text(s_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
+    return *this;
+  }
+  Stmt& Bind(int i, int64_t v) {
+    sqlite3_bind_int64(s_, i, v);
+    return *this;
+  }
+  Stmt& BindNull(int i) {
+    sqlite3_bind_null(s_, i);
+    return *this;
+  }
+  std::string Text(int i) {
+    const unsigned char* t = sqlite3_column_text(s_, i);
+    return t ? reinterpret_cast<const char*>(t) : "";
+  }
+  int64_t Int(int i) { return sqlite3_column_int64(s_, i); }
+
+ private:
+  sqlite3_stmt* s_ = nullptr;
+};
+
+absl::Status SqlError(sqlite3* db, const std::string& what) {
+  int code = sqlite3_errcode(db);
+  std::string msg = absl::StrCat("state store: ", what, ": ", sqlite3_errmsg(db));
+  if (code == SQLITE_FULL || code == SQLITE_IOERR) return absl::ResourceExhaustedError(msg);
+  if (code == SQLITE_CORRUPT || code == SQLITE_NOTADB) return absl::DataLossError(msg);
+  return absl::UnavailableError(msg);
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<JobStore>> JobStore::Open(const std::string& path) {
+  std::string lock_path = path + ".lock";
+  int fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (fd < 0) return absl::UnavailableError(absl::StrCat("cannot open ", lock_path));
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    ::close(fd);
+    return absl::FailedPreconditionError(
+        absl::StrCat("another coordinator holds the state file ", path, " (lock ", lock_path, ")"));
+  }
+  sqlite3* db = nullptr;
+  if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, nullptr) !=
+      SQLITE_OK) {
+    std::string msg = db ? sqlite3_errmsg(db) : "out of memory";
+    sqlite3_close(db);
+    ::close(fd);
+    return absl::UnavailableError(absl::StrCat("cannot open state file ", path, ": ", msg));
+  }
+  std::unique_ptr<JobStore> store(new JobStore(db, fd));
+  // A corrupt or foreign file fails here and is left untouched.
+  {
+    Stmt check(db, "PRAGMA quick_check");
+    if (!check.get() || sqlite3_step(check.get()) != SQLITE_ROW || check.Text(0) != "ok") {
+      return absl::DataLossError(absl::StrCat("state file ", path, " is corrupt or not an Attune database: ",
+                                              sqlite3_errmsg(db), "; refusing to start (it is left untouched)"));
+    }
+  }
+  for (const char* sql : {"PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL", "PRAGMA busy_timeout=5000",
+                          "CREATE TABLE IF NOT EXISTS jobs (id TEXT PRIMARY KEY, seq INTEGER NOT NULL, "
+                          "idem TEXT UNIQUE, state INTEGER NOT NULL, body TEXT NOT NULL)",
+                          "CREATE TABLE IF NOT EXISTS events (job_id TEXT NOT NULL, idx INTEGER NOT NULL, "
+                          "body TEXT NOT NULL, PRIMARY KEY (job_id, idx))",
+                          "CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v INTEGER NOT NULL)",
+                          "INSERT OR IGNORE INTO meta VALUES ('seq', 0)"}) {
+    if (auto s = store->Exec(sql); !s.ok()) return s;
+  }
+  return store;
+}
+
+JobStore::~JobStore() {
+  sqlite3_close(db_);
+  ::close(lock_fd_);
+}
+
+absl::Status JobStore::Exec(const std::string& sql) {
+  char* err = nullptr;
+  if (sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, &err) != SQLITE_OK) {
+    std::string msg = err ? err : "?";
+    sqlite3_free(err);
+    return SqlError(db_, absl::StrCat(sql.substr(0, 40), ": ", msg));
+  }
+  return absl::OkStatus();
+}
+
+int64_t JobStore::NextSeq() {
+  std::lock_guard<std::mutex> l(mu_);
+  Exec("UPDATE meta SET v = v + 1 WHERE k = 'seq'").IgnoreError();
+  Stmt q(db_, "SELECT v FROM meta WHERE k = 'seq'");
+  return sqlite3_step(q.get()) == SQLITE_ROW ? q.Int(0) : 0;
+}
+
+absl::StatusOr<Job> JobStore::Insert(const Job& job, bool* created) {
+  std::lock_guard<std::mutex> l(mu_);
+  if (!job.idempotency_key.empty()) {
+    Stmt q(db_, "SELECT id, seq, idem, state, body FROM jobs WHERE idem = ?");
+    q.Bind(1, job.idempotency_key);
+    if (sqlite3_step(q.get()) == SQLITE_ROW) {
+      *created = false;
+      return JobFrom(q.Text(0), q.Int(1), q.Text(2), static_cast<int>(q.Int(3)), q.Text(4));
+    }
+  }
+  Stmt ins(db_, "INSERT INTO jobs (id, seq, idem, state, body) VALUES (?, ?, ?, ?, ?)");
+  ins.Bind(1, job.id).Bind(2, job.seq);
+  if (job.idempotency_key.empty()) {
+    ins.BindNull(3);
+  } else {
+    ins.Bind(3, job.idempotency_key);
+  }
+  ins.Bind(4, static_cast<int64_t>(job.state)).Bind(5, JobBody(job));
+  if (sqlite3_step(ins.get()) != SQLITE_DONE) return SqlError(db_, "insert job");
+  *created = true;
+  return job;
+}
+
+absl::Status JobStore::UpdateLocked(const Job& job) {
+  Stmt u(db_, "UPDATE jobs SET state = ?, body = ? WHERE id = ?");
+  u.Bind(1, static_cast<int64_t>(job.state)).Bind(2, JobBody(job)).Bind(3, job.id);
+  if (sqlite3_step(u.get()) != SQLITE_DONE) return SqlError(db_, "update job");
+  return absl::OkStatus();
+}
+
+absl::Status JobStore::Update(const Job& job) {
+  std::lock_guard<std::mutex> l(mu_);
+  return UpdateLocked(job);
+}
+
+absl::StatusOr<Job> JobStore::Get(const std::string& id) {
+  std::lock_guard<std::mutex> l(mu_);
+  Stmt q(db_, "SELECT id, seq, idem, state, body FROM jobs WHERE id = ?");
+  q.Bind(1, id);
+  if (sqlite3_step(q.get()) != SQLITE_ROW) return absl::NotFoundError(absl::StrCat("job ", id, " not found"));
+  return JobFrom(q.Text(0), q.Int(1), q.Text(2), static_cast<int>(q.Int(3)), q.Text(4));
+}
+
+std::vector<Job> JobStore::List() {
+  std::lock_guard<std::mutex> l(mu_);
+  std::vector<Job> out;
+  Stmt q(db_, "SELECT id, seq, idem, state, body FROM jobs ORDER BY seq");
+  while (sqlite3_step(q.get()) == SQLITE_ROW) {
+    out.push_back(JobFrom(q.Text(0), q.Int(1), q.Text(2), static_cast<int>(q.Int(3)), q.Text(4)));
+  }
+  return out;
+}
+
+absl::StatusOr<Event> JobStore::AppendEvent(const Job& job, Event event) {
+  std::lock_guard<std::mutex> l(mu_);
+  if (auto s = Exec("BEGIN IMMEDIATE"); !s.ok()) return s;
+  Stmt q(db_, "SELECT COALESCE(MAX(idx), -1) + 1 FROM events WHERE job_id = ?");
+  q.Bind(1, job.id);
+  event.index = sqlite3_step(q.get()) == SQLITE_ROW ? q.Int(0) : 0;
+  Stmt ins(db_, "INSERT INTO events (job_id, idx, body) VALUES (?, ?, ?)");
+  ins.Bind(1, job.id).Bind(2, event.index).Bind(3, EventBody(event));
+  if (sqlite3_step(ins.get()) != SQLITE_DONE) {
+    absl::Status s = SqlError(db_, "append event");
+    Exec("ROLLBACK").IgnoreError();
+    return s;
+  }
+  if (auto s = UpdateLocked(job); !s.ok()) {
+    Exec("ROLLBACK").IgnoreError();
+    return s;
+  }
+  if (auto s = Exec("COMMIT"); !s.ok()) {
+    Exec("ROLLBACK").IgnoreError();
+    return s;
+  }
+  return event;
+}
+
+std::vector<Event> JobStore::Events(const std::string& job_id, int64_t from_index) {
+  std::lock_guard<std::mutex> l(mu_);
+  std::vector<Event> out;
+  Stmt q(db_, "SELECT idx, body FROM events WHERE job_id = ? AND idx >= ? ORDER BY idx");
+  q.Bind(1, job_id).Bind(2, from_index);
+  while (sqlite3_step(q.get()) == SQLITE_ROW) out.push_back(EventFrom(q.Int(0), q.Text(1)));
+  return out;
+}
+
+}  // namespace attune::coordinator

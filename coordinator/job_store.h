@@ -1,0 +1,50 @@
+#pragma once
+
+// JobStore: the coordinator's durable state in one SQLite file (WAL,
+// synchronous=FULL). Jobs and their events; every write is one transaction,
+// so a killed coordinator loses nothing it acknowledged.
+// Thread-safe (one connection behind a mutex).
+
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "coordinator/types.h"
+
+struct sqlite3;
+
+namespace attune::coordinator {
+
+class JobStore {
+ public:
+  // Opens or creates `path`. Takes an exclusive lock on `path`.lock, so a
+  // second coordinator on the same file fails with kFailedPrecondition. A file
+  // that is not a valid database fails with kDataLoss and is never re-initialised.
+  static absl::StatusOr<std::unique_ptr<JobStore>> Open(const std::string& path);
+  ~JobStore();
+
+  // Inserts a new job. With a non-empty idempotency key already stored, returns
+  // the stored job instead (and `*created` = false).
+  absl::StatusOr<Job> Insert(const Job& job, bool* created);
+  absl::Status Update(const Job& job);
+  absl::StatusOr<Job> Get(const std::string& id);
+  std::vector<Job> List();
+  // Appends an event (its index is assigned) and updates the job in one transaction.
+  absl::StatusOr<Event> AppendEvent(const Job& job, Event event);
+  std::vector<Event> Events(const std::string& job_id, int64_t from_index);
+  int64_t NextSeq();
+
+ private:
+  JobStore(sqlite3* db, int lock_fd) : db_(db), lock_fd_(lock_fd) {}
+  absl::Status Exec(const std::string& sql);
+  absl::Status UpdateLocked(const Job& job);
+
+  std::mutex mu_;
+  sqlite3* db_;
+  int lock_fd_;
+};
+
+}  // namespace attune::coordinator

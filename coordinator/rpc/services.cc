@@ -1,0 +1,144 @@
+#include "coordinator/rpc/services.h"
+
+#include <google/protobuf/util/json_util.h>
+
+#include "absl/strings/str_split.h"
+#include "common/rpc/grpc_status.h"
+#include "common/rpc/job_spec.h"
+#include "coordinator/rpc/convert.h"
+
+namespace attune::coordinator::rpc {
+
+using common::ToGrpc;
+
+grpc::Status JobServiceImpl::SubmitJob(grpc::ServerContext*, const v1::SubmitJobRequest* req, v1::Job* out) {
+  common::JobConfig config = common::JobConfigFromProto(req->spec());
+  google::protobuf::util::JsonPrintOptions o;
+  o.preserve_proto_field_names = true;
+  std::string json;
+  (void)google::protobuf::util::MessageToJsonString(req->spec(), &json, o);
+  auto job = manager_.Submit(config, json, req->idempotency_key());
+  if (!job.ok()) return ToGrpc(job.status());
+  *out = ToProto(*job);
+  return grpc::Status::OK;
+}
+
+grpc::Status JobServiceImpl::GetJob(grpc::ServerContext*, const v1::GetJobRequest* req, v1::Job* out) {
+  auto job = manager_.Get(req->job_id());
+  if (!job.ok()) return ToGrpc(job.status());
+  *out = ToProto(*job);
+  return grpc::Status::OK;
+}
+
+grpc::Status JobServiceImpl::ListJobs(grpc::ServerContext*, const v1::ListJobsRequest* req,
+                                      v1::ListJobsResponse* out) {
+  ListFilter f;
+  if (req->state() != v1::JOB_STATE_UNSPECIFIED) f.state = static_cast<JobState>(req->state());
+  if (!req->label_selector().empty()) {
+    std::vector<std::string> kv = absl::StrSplit(req->label_selector(), absl::MaxSplits('=', 1));
+    if (kv.size() != 2) return grpc::Status(grpc::INVALID_ARGUMENT, "label_selector: must be key=value");
+    f.label_key = kv[0];
+    f.label_value = kv[1];
+  }
+  if (req->page_size() < 0) return grpc::Status(grpc::INVALID_ARGUMENT, "page_size: must be >= 0");
+  f.page_size = req->page_size();
+  f.page_token = req->page_token();
+  auto page = manager_.List(f);
+  if (!page.ok()) return ToGrpc(page.status());
+  for (const auto& j : page->first) *out->add_jobs() = ToProto(j);
+  out->set_next_page_token(page->second);
+  return grpc::Status::OK;
+}
+
+grpc::Status JobServiceImpl::CancelJob(grpc::ServerContext*, const v1::CancelJobRequest* req, v1::Job* out) {
+  auto job = manager_.Cancel(req->job_id());
+  if (!job.ok()) return ToGrpc(job.status());
+  *out = ToProto(*job);
+  return grpc::Status::OK;
+}
+
+grpc::Status JobServiceImpl::WatchJob(grpc::ServerContext* ctx, const v1::WatchJobRequest* req,
+                                      grpc::ServerWriter<v1::JobEvent>* writer) {
+  int64_t next = std::max<int64_t>(0, req->from_index());
+  while (!ctx->IsCancelled()) {
+    auto events = manager_.WaitEvents(req->job_id(), next, absl::Seconds(1));
+    if (!events.ok()) return ToGrpc(events.status());
+    for (const Event& e : *events) {
+      if (!writer->Write(ToProto(e))) return grpc::Status(grpc::CANCELLED, "watcher went away");
+      next = e.index + 1;
+    }
+    auto job = manager_.Get(req->job_id());
+    if (!job.ok()) return ToGrpc(job.status());
+    if (IsTerminal(job->state) && events->empty()) return grpc::Status::OK;
+  }
+  return grpc::Status(grpc::CANCELLED, "watch cancelled");
+}
+
+grpc::Status JobServiceImpl::GetJobLogs(grpc::ServerContext*, const v1::GetJobLogsRequest* req,
+                                        v1::GetJobLogsResponse* out) {
+  if (auto job = manager_.Get(req->job_id()); !job.ok()) return ToGrpc(job.status());
+  for (const auto& [rank, line] : manager_.Logs(req->job_id(), req->rank(), req->tail())) {
+    auto* l = out->add_lines();
+    l->set_rank(rank);
+    l->set_line(line);
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status WorkerServiceImpl::Register(grpc::ServerContext*, const v1::RegisterRequest* req,
+                                         v1::RegisterResponse* out) {
+  if (req->worker_id().empty()) return grpc::Status(grpc::INVALID_ARGUMENT, "worker_id: must not be empty");
+  if (req->cpus() <= 0) return grpc::Status(grpc::INVALID_ARGUMENT, "cpus: must be > 0");
+  WorkerInfo w;
+  w.id = req->worker_id();
+  w.host = req->host().empty() ? "127.0.0.1" : req->host();
+  w.cpus = req->cpus();
+  w.gpus = req->gpus();
+  w.rendezvous_port = req->rendezvous_port();
+  w.labels.insert(req->labels().begin(), req->labels().end());
+  manager_.Register(w);
+  out->set_heartbeat_interval_ms(1000);
+  return grpc::Status::OK;
+}
+
+grpc::Status WorkerServiceImpl::Heartbeat(grpc::ServerContext*, const v1::HeartbeatRequest* req,
+                                          v1::HeartbeatResponse* out) {
+  std::vector<TaskReport> tasks;
+  for (const auto& t : req->tasks()) {
+    TaskReport r;
+    r.job_id = t.job_id();
+    r.generation = t.generation();
+    r.rank = t.rank();
+    r.running = t.running();
+    r.exit_code = t.exit_code();
+    r.log_lines.assign(t.log_lines().begin(), t.log_lines().end());
+    tasks.push_back(std::move(r));
+  }
+  HeartbeatOut hb = manager_.Heartbeat(req->worker_id(), tasks);
+  out->set_reregister(hb.reregister);
+  for (const auto& a : hb.start) {
+    auto* o = out->add_start();
+    o->set_job_id(a.job_id);
+    o->set_generation(a.generation);
+    o->set_rank(a.rank);
+    o->set_world_size(a.world_size);
+    o->set_rendezvous(a.rendezvous);
+    o->set_backend(a.backend);
+    o->set_spec_json(a.spec_json);
+  }
+  for (const auto& s : hb.stop) {
+    auto* o = out->add_stop();
+    o->set_job_id(s.job_id);
+    o->set_generation(s.generation);
+    o->set_reason(s.reason);
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status WorkerServiceImpl::ReportProgress(grpc::ServerContext*, const v1::ProgressReport* req,
+                                               v1::ProgressAck*) {
+  return ToGrpc(manager_.Report(req->worker_id(), req->job_id(), req->generation(), req->rank(),
+                                FromProto(req->event())));
+}
+
+}  // namespace attune::coordinator::rpc

@@ -1,0 +1,39 @@
+#pragma once
+
+// The gRPC services. They hold no state, locks or policy: validate and
+// convert, call the JobManager, convert back, map the Status.
+// `manager` must outlive them.
+
+#include "attune/v1/coordinator.grpc.pb.h"
+#include "coordinator/job_manager.h"
+
+namespace attune::coordinator::rpc {
+
+class JobServiceImpl final : public v1::JobService::Service {
+ public:
+  explicit JobServiceImpl(JobManager& manager) : manager_(manager) {}
+  grpc::Status SubmitJob(grpc::ServerContext*, const v1::SubmitJobRequest*, v1::Job*) override;
+  grpc::Status GetJob(grpc::ServerContext*, const v1::GetJobRequest*, v1::Job*) override;
+  grpc::Status ListJobs(grpc::ServerContext*, const v1::ListJobsRequest*, v1::ListJobsResponse*) override;
+  grpc::Status CancelJob(grpc::ServerContext*, const v1::CancelJobRequest*, v1::Job*) override;
+  // NOTE [sync streaming]: a watcher holds one server thread while it
+  // streams, waking at least every second to notice cancellation.
+  grpc::Status WatchJob(grpc::ServerContext*, const v1::WatchJobRequest*, grpc::ServerWriter<v1::JobEvent>*) override;
+  grpc::Status GetJobLogs(grpc::ServerContext*, const v1::GetJobLogsRequest*, v1::GetJobLogsResponse*) override;
+
+ private:
+  JobManager& manager_;
+};
+
+class WorkerServiceImpl final : public v1::WorkerService::Service {
+ public:
+  explicit WorkerServiceImpl(JobManager& manager) : manager_(manager) {}
+  grpc::Status Register(grpc::ServerContext*, const v1::RegisterRequest*, v1::RegisterResponse*) override;
+  grpc::Status Heartbeat(grpc::ServerContext*, const v1::HeartbeatRequest*, v1::HeartbeatResponse*) override;
+  grpc::Status ReportProgress(grpc::ServerContext*, const v1::ProgressReport*, v1::ProgressAck*) override;
+
+ private:
+  JobManager& manager_;
+};
+
+}  // namespace attune::coordinator::rpc

@@ -1,0 +1,91 @@
+// attune-coordinator: the gRPC control plane.
+//
+//   attune-coordinator --listen HOST:PORT --state FILE [--data-root DIR]
+//                      [--heartbeat-timeout-s 10]
+
+#include <signal.h>
+
+#include <atomic>
+#include <chrono>
+#include <iostream>
+#include <thread>
+
+#include <glog/logging.h>
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/grpcpp.h>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/usage.h"
+#include "common/flags_compat.h"
+#include "coordinator/job_manager.h"
+#include "coordinator/job_store.h"
+#include "coordinator/rpc/services.h"
+
+ABSL_FLAG(std::string, listen, "127.0.0.1:50051", "address to serve gRPC on");
+ABSL_FLAG(std::string, state, "attune-state.db", "SQLite state file (WAL)");
+ABSL_FLAG(std::string, data_root, "", "when set, every path in a job spec must resolve inside this directory");
+ABSL_FLAG(int, heartbeat_timeout_s, 10, "a worker that misses heartbeats this long is lost");
+ABSL_FLAG(int, restart_backoff_ms, 1000, "first restart backoff; doubles per restart, capped at 30 s");
+ABSL_FLAG(int, max_message_mb, 16, "gRPC send and receive message size limit");
+
+namespace {
+std::atomic<bool> g_stop{false};
+void OnSignal(int) { g_stop.store(true); }
+}  // namespace
+
+int main(int argc, char** argv) {
+  FLAGS_logtostderr = true;
+  google::InitGoogleLogging(argv[0]);
+  absl::SetProgramUsageMessage("attune-coordinator --listen HOST:PORT --state FILE [--data-root DIR]");
+  std::vector<std::string> storage;
+  auto args = attune::common::DashesToUnderscores(argc, argv, &storage);
+  absl::ParseCommandLine(static_cast<int>(args.size()), args.data());
+
+  // Composition root: members in dependency order (store, manager, services, server).
+  auto store = attune::coordinator::JobStore::Open(absl::GetFlag(FLAGS_state));
+  if (!store.ok()) {
+    std::cerr << "attune-coordinator: " << store.status() << "\n";
+    return 1;
+  }
+  attune::coordinator::ManagerOptions mo;
+  mo.heartbeat_timeout = absl::Seconds(absl::GetFlag(FLAGS_heartbeat_timeout_s));
+  mo.restart_backoff = absl::Milliseconds(absl::GetFlag(FLAGS_restart_backoff_ms));
+  mo.data_root = absl::GetFlag(FLAGS_data_root);
+  attune::coordinator::JobManager manager(**store, mo);
+  if (auto s = manager.Recover(); !s.ok()) {
+    std::cerr << "attune-coordinator: " << s << "\n";
+    return 1;
+  }
+  attune::coordinator::rpc::JobServiceImpl jobs(manager);
+  attune::coordinator::rpc::WorkerServiceImpl workers(manager);
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort(absl::GetFlag(FLAGS_listen), grpc::InsecureServerCredentials(), &port);
+  const int limit = absl::GetFlag(FLAGS_max_message_mb) << 20;
+  builder.SetMaxReceiveMessageSize(limit);
+  builder.SetMaxSendMessageSize(limit);
+  builder.RegisterService(&jobs);
+  builder.RegisterService(&workers);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (!server || port == 0) {
+    std::cerr << "attune-coordinator: cannot listen on " << absl::GetFlag(FLAGS_listen) << "\n";
+    return 1;
+  }
+  LOG(INFO) << "attune-coordinator serving on port " << port << ", state " << absl::GetFlag(FLAGS_state)
+            << (mo.data_root.empty() ? "" : ", data root " + mo.data_root);
+  std::cout << "listening on port " << port << std::endl;
+  signal(SIGTERM, OnSignal);
+  signal(SIGINT, OnSignal);
+  while (!g_stop.load()) {
+    manager.Tick();
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  }
+  LOG(INFO) << "attune-coordinator shutting down";
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  return 0;
+}

@@ -1,0 +1,216 @@
+#include "worker/agent/agent.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <thread>
+
+#include <glog/logging.h>
+
+#include "absl/strings/str_cat.h"
+#include "common/files.h"
+
+namespace attune::worker::agent {
+namespace {
+
+void DrainLines(int fd, std::string* buf, std::vector<std::string>* lines) {
+  char chunk[4096];
+  while (true) {
+    ssize_t n = ::read(fd, chunk, sizeof chunk);
+    if (n <= 0) break;
+    buf->append(chunk, static_cast<size_t>(n));
+  }
+  size_t pos;
+  while ((pos = buf->find('\n')) != std::string::npos) {
+    lines->push_back(buf->substr(0, pos));
+    buf->erase(0, pos + 1);
+  }
+  if (buf->size() > 65536) {  // a line that never ends is cut, not kept forever
+    lines->push_back(buf->substr(0, 65536));
+    buf->clear();
+  }
+}
+
+}  // namespace
+
+Agent::Agent(CoordinatorClient& client, AgentOptions options) : client_(client), options_(std::move(options)) {}
+
+Agent::~Agent() {
+  for (auto& [k, p] : procs_) {
+    if (p.running) ::kill(-p.pid, SIGKILL);
+    if (p.log_fd >= 0) ::close(p.log_fd);
+    if (p.event_fd >= 0) ::close(p.event_fd);
+  }
+}
+
+std::string Agent::Key(const std::string& job, int64_t gen, int rank) const {
+  return absl::StrCat(job, "/", gen, "/", rank);
+}
+
+absl::Status Agent::Start(const AgentTask& t) {
+  const std::string key = Key(t.job_id, t.generation, t.rank);
+  if (procs_.count(key)) return absl::OkStatus();  // a repeated assignment
+  if (auto s = common::MakeDirs(options_.work_dir); !s.ok()) return s;
+  const std::string spec = absl::StrCat(options_.work_dir, "/", t.job_id, "-g", t.generation, "-r", t.rank, ".json");
+  if (auto s = common::WriteFileAtomic(spec, t.spec_json); !s.ok()) return s;
+  int logs[2], events[2];
+  if (::pipe2(logs, O_CLOEXEC) != 0) return absl::UnavailableError("pipe failed");
+  if (::pipe2(events, O_CLOEXEC) != 0) {
+    ::close(logs[0]);
+    ::close(logs[1]);
+    return absl::UnavailableError("pipe failed");
+  }
+  std::vector<std::string> args = {options_.trainer_binary, "train", "--spec", spec,
+                                   absl::StrCat("--rank=", t.rank), absl::StrCat("--world_size=", t.world_size),
+                                   "--events_fd=3"};
+  if (t.world_size > 1) args.push_back("--rendezvous=" + t.rendezvous);
+  if (!t.backend.empty()) args.push_back("--backend=" + t.backend);
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    // Child: its own process group (so a stop reaches everything it starts),
+    // stdout and stderr into the log pipe, events on fd 3.
+    ::setpgid(0, 0);
+    ::dup2(logs[1], 1);
+    ::dup2(logs[1], 2);
+    ::dup2(events[1], 3);
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    ::execv(options_.trainer_binary.c_str(), argv.data());
+    ::_exit(127);
+  }
+  ::close(logs[1]);
+  ::close(events[1]);
+  if (pid < 0) {
+    ::close(logs[0]);
+    ::close(events[0]);
+    return absl::UnavailableError("fork failed");
+  }
+  ::fcntl(logs[0], F_SETFL, O_NONBLOCK);
+  ::fcntl(events[0], F_SETFL, O_NONBLOCK);
+  Proc p;
+  p.task = t;
+  p.pid = pid;
+  p.log_fd = logs[0];
+  p.event_fd = events[0];
+  procs_[key] = std::move(p);
+  LOG(INFO) << "job=" << t.job_id << " rank=" << t.rank << " generation " << t.generation << ": started trainer pid "
+            << pid;
+  return absl::OkStatus();
+}
+
+void Agent::Stop(Proc& p, const std::string& why) {
+  if (!p.running || p.kill_at != absl::InfiniteFuture()) return;
+  LOG(INFO) << "job=" << p.task.job_id << " rank=" << p.task.rank << " stopping trainer pid " << p.pid << ": " << why;
+  ::kill(-p.pid, SIGTERM);
+  p.kill_at = absl::Now() + options_.stop_grace;
+}
+
+void Agent::Poll() {
+  for (auto& [key, p] : procs_) {
+    std::vector<std::string> events;
+    if (p.event_fd >= 0) DrainLines(p.event_fd, &p.event_buf, &events);
+    for (auto& e : events) outbox_.push_back({p.task.job_id, p.task.generation, p.task.rank, std::move(e)});
+    if (p.log_fd >= 0) DrainLines(p.log_fd, &p.log_buf, &p.new_lines);
+    if (p.new_lines.size() > 2000) p.new_lines.erase(p.new_lines.begin(), p.new_lines.end() - 2000);
+    if (!p.running) continue;
+    int status = 0;
+    if (::waitpid(p.pid, &status, WNOHANG) == p.pid) {
+      p.running = false;
+      p.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+      LOG(INFO) << "job=" << p.task.job_id << " rank=" << p.task.rank << " trainer exited with " << p.exit_code;
+      ::kill(-p.pid, SIGKILL);  // anything it left behind in its group
+    } else if (absl::Now() > p.kill_at) {
+      ::kill(-p.pid, SIGKILL);
+    }
+  }
+}
+
+void Agent::Run(const std::atomic<bool>& stop) {
+  absl::Duration backoff = absl::Milliseconds(200);
+  bool registered = false;
+  absl::Time next_beat = absl::Now();
+  while (!stop.load()) {
+    Poll();
+    // Relay events (progress, evaluation, checkpoints) as they come.
+    if (registered) {
+      std::vector<TrainerEvent> keep;
+      for (auto& e : outbox_) {
+        absl::Status s = client_.Report(options_.info.worker_id, e);
+        if (absl::IsUnavailable(s) || absl::IsDeadlineExceeded(s)) keep.push_back(std::move(e));
+      }
+      if (keep.size() > 1000) keep.erase(keep.begin(), keep.end() - 1000);
+      outbox_ = std::move(keep);
+    }
+    if (absl::Now() >= next_beat) {
+      if (!registered) {
+        absl::Status s = client_.Register(options_.info);
+        if (s.ok()) {
+          registered = true;
+          backoff = absl::Milliseconds(200);
+          LOG(INFO) << "agent " << options_.info.worker_id << " registered";
+        } else {
+          LOG_EVERY_N(WARNING, 10) << "agent: cannot register: " << s;
+          next_beat = absl::Now() + backoff;
+          backoff = std::min(backoff * 2, absl::Seconds(5));
+          std::this_thread::sleep_for(std::chrono::milliseconds(100));
+          continue;
+        }
+      }
+      std::vector<TaskState> tasks;
+      for (auto& [key, p] : procs_) {
+        if (!p.running && p.reports_left <= 0) continue;
+        tasks.push_back({p.task.job_id, p.task.generation, p.task.rank, p.running, p.exit_code, p.new_lines});
+      }
+      auto reply = client_.Heartbeat(options_.info.worker_id, tasks);
+      if (!reply.ok()) {
+        LOG_EVERY_N(WARNING, 10) << "agent: heartbeat failed (trainers keep running): " << reply.status();
+        next_beat = absl::Now() + backoff;
+        backoff = std::min(backoff * 2, absl::Seconds(5));
+      } else {
+        backoff = absl::Milliseconds(200);
+        next_beat = absl::Now() + options_.heartbeat_interval;
+        for (auto& [key, p] : procs_) {
+          p.new_lines.clear();
+          if (!p.running) --p.reports_left;
+        }
+        if (reply->reregister) registered = false;
+        for (const auto& [job, gen] : reply->stop) {
+          for (auto& [key, p] : procs_) {
+            if (p.task.job_id == job && p.task.generation <= gen) Stop(p, "stopped by the coordinator");
+          }
+        }
+        for (const auto& t : reply->start) {
+          if (auto s = Start(t); !s.ok()) LOG(ERROR) << "job=" << t.job_id << " cannot start rank " << t.rank << ": " << s;
+        }
+      }
+      // Forget finished tasks that have been reported enough.
+      for (auto it = procs_.begin(); it != procs_.end();) {
+        if (!it->second.running && it->second.reports_left <= 0) {
+          ::close(it->second.log_fd);
+          ::close(it->second.event_fd);
+          it = procs_.erase(it);
+        } else {
+          ++it;
+        }
+      }
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  for (auto& [key, p] : procs_) Stop(p, "agent shutting down");
+  auto deadline = absl::Now() + options_.stop_grace;
+  while (absl::Now() < deadline) {
+    Poll();
+    bool any = false;
+    for (auto& [key, p] : procs_) any |= p.running;
+    if (!any) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+}
+
+}  // namespace attune::worker::agent

@@ -1,0 +1,109 @@
+#pragma once
+
+// The worker agent: registers with the coordinator, heartbeats, starts one
+// trainer process per assignment (fork+exec of this binary's `train`),
+// supervises it, relays its progress events and log lines, and kills it on
+// cancel or fencing. A trainer crash never takes the agent down. While the
+// coordinator is away the agent keeps its trainers running and reconnects
+// with capped exponential backoff. Runs on one thread (Run()).
+
+#include <sys/types.h>
+
+#include <atomic>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+
+namespace attune::worker::agent {
+
+struct AgentTask {
+  std::string job_id;
+  int64_t generation = 0;
+  int rank = 0, world_size = 1;
+  std::string rendezvous, backend, spec_json;
+};
+
+struct TaskState {
+  std::string job_id;
+  int64_t generation = 0;
+  int rank = 0;
+  bool running = false;
+  int exit_code = 0;
+  std::vector<std::string> log_lines;
+};
+
+struct HeartbeatReply {
+  bool reregister = false;
+  std::vector<AgentTask> start;
+  std::vector<std::pair<std::string, int64_t>> stop;  // job, generation
+};
+
+// A trainer's event, as the trainer wrote it (one JSON object).
+struct TrainerEvent {
+  std::string job_id;
+  int64_t generation = 0;
+  int rank = 0;
+  std::string json;
+};
+
+struct RegistrationInfo {
+  std::string worker_id, host;
+  int cpus = 1, gpus = 0;
+  int rendezvous_port = 0;
+};
+
+// Outbound calls to the coordinator. Implementations set a deadline on every
+// call; kUnavailable means "try again later".
+class CoordinatorClient {
+ public:
+  virtual ~CoordinatorClient() = default;
+  virtual absl::Status Register(const RegistrationInfo& info) = 0;
+  virtual absl::StatusOr<HeartbeatReply> Heartbeat(const std::string& worker_id,
+                                                   const std::vector<TaskState>& tasks) = 0;
+  virtual absl::Status Report(const std::string& worker_id, const TrainerEvent& event) = 0;
+};
+
+struct AgentOptions {
+  RegistrationInfo info;
+  std::string trainer_binary;  // this binary
+  std::string work_dir;        // spec files of assignments
+  absl::Duration heartbeat_interval = absl::Seconds(1);
+  absl::Duration stop_grace = absl::Seconds(10);
+};
+
+class Agent {
+ public:
+  // `client` must outlive the agent.
+  Agent(CoordinatorClient& client, AgentOptions options);
+  ~Agent();
+  // Runs until `stop` becomes true; then stops its trainers.
+  void Run(const std::atomic<bool>& stop);
+
+ private:
+  struct Proc {
+    AgentTask task;
+    pid_t pid = -1;
+    int log_fd = -1, event_fd = -1;
+    std::string log_buf, event_buf;
+    std::vector<std::string> new_lines;
+    bool running = true;
+    int exit_code = 0;
+    int reports_left = 5;  // times a finished task is still reported
+    absl::Time kill_at = absl::InfiniteFuture();
+  };
+  absl::Status Start(const AgentTask& t);
+  void Stop(Proc& p, const std::string& why);
+  void Poll();
+  std::string Key(const std::string& job, int64_t gen, int rank) const;
+
+  CoordinatorClient& client_;
+  AgentOptions options_;
+  std::map<std::string, Proc> procs_;
+  std::vector<TrainerEvent> outbox_;
+};
+
+}  // namespace attune::worker::agent
