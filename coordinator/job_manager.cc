@@ -37,7 +37,9 @@ std::string Resolve(const std::string& p) {
   std::error_code ec;
   fs::path canon = fs::canonical(existing, ec);
   if (ec) canon = existing;
-  return (canon / rest).lexically_normal().string();
+  std::string out = (rest.empty() ? canon : canon / rest).lexically_normal().string();
+  while (out.size() > 1 && out.back() == '/') out.pop_back();
+  return out;
 }
 
 }  // namespace
@@ -315,6 +317,10 @@ HeartbeatOut JobManager::Heartbeat(const std::string& worker_id, const std::vect
   w.pending.clear();
   for (auto& s : w.stops) out.stop.push_back(std::move(s));
   w.stops.clear();
+  std::set<std::pair<std::string, int64_t>> seen;
+  out.stop.erase(std::remove_if(out.stop.begin(), out.stop.end(),
+                                [&](const StopOut& s) { return !seen.insert({s.job_id, s.generation}).second; }),
+                 out.stop.end());
   return out;
 }
 

@@ -1,0 +1,279 @@
+// The real attune-coordinator, attune-worker agents and attune CLI on
+// loopback: jobs run to SUCCEEDED, are cancelled, rejected, recovered after a
+// trainer or coordinator is killed, and fail when the restart budget is spent.
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <random>
+#include <sstream>
+#include <thread>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "tests/testing/process.h"
+
+namespace attune {
+namespace {
+
+using testing::Bin;
+using testing::RunCommand;
+using testing::TempDir;
+
+int FreePort() {
+  auto r = RunCommand("/usr/bin/python3 -c \"import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); "
+                      "print(s.getsockname()[1])\"");
+  return std::stoi(r.output);
+}
+
+// proto3 JSON writes int64 as a string.
+int64_t Int(const nlohmann::json& j, const char* key) {
+  if (!j.contains(key)) return -1;
+  const auto& v = j[key];
+  return v.is_string() ? std::stoll(v.get<std::string>()) : v.get<int64_t>();
+}
+
+// A pgrep/pkill pattern for this test's trainers that does not match the
+// shell running pgrep itself ("[a]" matches "a" but not "[a]").
+std::string TrainerPattern(const std::string& dir, const std::string& extra = "") {
+  return "'[a]ttune-worker train --spec " + dir + extra + "'";
+}
+
+pid_t Spawn(const std::string& cmd, const std::string& log) {
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::setpgid(0, 0);
+    ::execl("/bin/sh", "sh", "-c", ("exec " + cmd + " >> " + log + " 2>&1").c_str(), nullptr);
+    ::_exit(127);
+  }
+  return pid;
+}
+
+void KillAndReap(pid_t pid) {
+  if (pid <= 0) return;
+  ::kill(-pid, SIGKILL);
+  ::kill(pid, SIGKILL);
+  int st;
+  ::waitpid(pid, &st, 0);
+}
+
+class ServiceTest : public ::testing::Test {
+ protected:
+  ServiceTest() : dir_("svc_" + std::string(::testing::UnitTest::GetInstance()->current_test_info()->name())) {
+    port_ = FreePort();
+    addr_ = "127.0.0.1:" + std::to_string(port_);
+    std::mt19937 rng(7);
+    std::ostringstream train, valid;
+    train << "text,label\n";
+    valid << "text,label\n";
+    const char* pos[] = {"great", "lovely", "tasty", "superb"};
+    const char* neg[] = {"awful", "stale", "bland", "broken"};
+    for (int i = 0; i < 400; ++i) {
+      const char* w = i % 2 ? pos[rng() % 4] : neg[rng() % 4];
+      (i < 320 ? train : valid) << "the food was " << w << " number " << i << "," << (i % 2 ? "pos" : "neg") << "\n";
+    }
+    testing::WriteText(dir_ / "train.csv", train.str());
+    testing::WriteText(dir_ / "valid.csv", valid.str());
+  }
+  ~ServiceTest() override {
+    for (pid_t p : agents_) KillAndReap(p);
+    KillAndReap(coordinator_);
+    RunCommand("pkill -9 -f " + TrainerPattern(dir_.path()) + " || true");
+  }
+
+  void StartCoordinator(const std::string& extra = "") {
+    coordinator_ = Spawn(Bin("attune-coordinator") + " --listen " + addr_ + " --state " + (dir_ / "state.db") +
+                             " --heartbeat-timeout-s 3 --restart-backoff-ms 200 --data-root " + dir_.path() + " " + extra,
+                         dir_ / "coordinator.log");
+    WaitForPort();
+  }
+  void WaitForPort() {
+    for (int i = 0; i < 100; ++i) {
+      if (RunCommand(Bin("attune") + " list --coordinator " + addr_ + " --timeout_s 1").exit_code == 0) return;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    FAIL() << "coordinator did not come up: " << testing::ReadText(dir_ / "coordinator.log");
+  }
+  void StartAgents(int n) {
+    for (int i = 0; i < n; ++i) {
+      std::string id = "w" + std::to_string(i);
+      agents_.push_back(Spawn(Bin("attune-worker") + " agent --coordinator " + addr_ + " --worker-id " + id +
+                                  " --cpus 1 --work-dir " + (dir_ / ("agent-" + id)),
+                              dir_ / ("agent-" + id + ".log")));
+    }
+  }
+  std::string Spec(const std::string& name, int steps, int max_restarts, int ckpt_every = 0,
+                   const std::string& extra = "") {
+    std::string s = "name: " + name +
+                    "\nmodel:\n  config: {hidden_size: 16, num_hidden_layers: 1, num_attention_heads: 2, "
+                    "intermediate_size: 32, max_position_embeddings: 64}\n  vocab_size: 100\n"
+                    "data: {train: " + (dir_ / "train.csv") + ", validation: " + (dir_ / "valid.csv") +
+                    ", max_length: 24}\nmethod: {type: full}\n"
+                    "hyperparameters: {epochs: 100, max_steps: " + std::to_string(steps) +
+                    ", batch_size: 4, learning_rate: 5.0e-3}\n"
+                    "evaluation: {every_steps: 20}\ncheckpoint: {every_steps: " + std::to_string(ckpt_every) +
+                    "}\nworkers: {count: 2}\nmax_restarts: " + std::to_string(max_restarts) +
+                    "\noutput_dir: " + (dir_ / ("out-" + name)) + "\n" + extra;
+    std::string path = dir_ / (name + ".yaml");
+    testing::WriteText(path, s);
+    return path;
+  }
+  testing::CommandResult Cli(const std::string& args, int timeout_s = 120) {
+    return RunCommand(Bin("attune") + " " + args + " --coordinator " + addr_, timeout_s);
+  }
+  nlohmann::json GetJob(const std::string& id) {
+    auto r = Cli("get " + id + " -o json");
+    if (r.exit_code != 0) return nlohmann::json::object();
+    return nlohmann::json::parse(r.output, nullptr, false);
+  }
+  std::string Submit(const std::string& spec) {
+    auto r = Cli("submit -f " + spec);
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+    std::string id = r.output.substr(0, r.output.find('\n'));
+    return id;
+  }
+  // Waits until the job's state is `state` (or the limit passes).
+  bool WaitState(const std::string& id, const std::string& state, int limit_s) {
+    auto until = std::chrono::steady_clock::now() + std::chrono::seconds(limit_s);
+    while (std::chrono::steady_clock::now() < until) {
+      auto j = GetJob(id);
+      if (j.is_object() && j.value("state", "") == state) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    }
+    return false;
+  }
+  int TrainersRunning() {
+    auto r = RunCommand("pgrep -f " + TrainerPattern(dir_.path()) + " | wc -l");
+    return std::stoi(r.output);
+  }
+
+  TempDir dir_;
+  int port_ = 0;
+  std::string addr_;
+  pid_t coordinator_ = -1;
+  std::vector<pid_t> agents_;
+};
+
+TEST_F(ServiceTest, SubmitAndWatchToSucceededWithMetrics) {
+  StartCoordinator();
+  StartAgents(2);
+  auto r = Cli("submit -f " + Spec("ok", 30, 0) + " --watch", 180);
+  ASSERT_EQ(r.exit_code, 0) << r.output << testing::ReadText(dir_ / "coordinator.log");
+  EXPECT_NE(r.output.find("SUCCEEDED"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("step 30/30"), std::string::npos) << r.output;
+  std::string id = r.output.substr(0, r.output.find('\n'));
+  auto j = GetJob(id);
+  EXPECT_EQ(j["id"], id);
+  EXPECT_EQ(j["state"], "SUCCEEDED");
+  EXPECT_GT(j["last_eval"]["accuracy"].get<double>(), 0.0);
+  EXPECT_EQ(j["workers"].size(), 2u);
+  EXPECT_TRUE(std::filesystem::exists(dir_ / "out-ok/model/model.safetensors"));
+  auto logs = Cli("logs " + id + " --rank 1");
+  EXPECT_NE(logs.output.find("[rank 1]"), std::string::npos) << logs.output;
+  // Idempotency: the same key returns the same job.
+  auto a = Cli("submit -f " + Spec("idem", 30, 0) + " --idempotency_key k1 -o json");
+  auto b = Cli("submit -f " + Spec("idem", 30, 0) + " --idempotency_key k1 -o json");
+  EXPECT_EQ(nlohmann::json::parse(a.output)["id"], nlohmann::json::parse(b.output)["id"]);
+}
+
+TEST_F(ServiceTest, InvalidSpecIsRejectedAndNothingIsStored) {
+  StartCoordinator();
+  auto r = Cli("submit -f " + Spec("bad", 30, 0) + " -o json");
+  ASSERT_EQ(r.exit_code, 0);  // a valid one first, to have something stored
+  std::string text = testing::ReadText(dir_ / "bad.yaml");
+  text.replace(text.find("batch_size: 4"), 13, "batch_size: 0");
+  testing::WriteText(dir_ / "bad2.yaml", text);
+  auto before = Cli("list -o json");
+  auto bad = Cli("submit -f " + (dir_ / "bad2.yaml"));
+  EXPECT_EQ(bad.exit_code, 3) << bad.output;  // INVALID_ARGUMENT
+  EXPECT_NE(bad.output.find("hyperparameters.batch_size: must be > 0"), std::string::npos) << bad.output;
+  // A path outside the data root is refused too.
+  text.replace(text.find("batch_size: 0"), 13, "batch_size: 4");
+  text.replace(text.find("output_dir: "), std::string("output_dir: ").size(), "output_dir: /etc/attune-escape#");
+  testing::WriteText(dir_ / "bad3.yaml", text);
+  auto esc = Cli("submit -f " + (dir_ / "bad3.yaml"));
+  EXPECT_EQ(esc.exit_code, 3) << esc.output;
+  EXPECT_NE(esc.output.find("output_dir"), std::string::npos) << esc.output;
+  EXPECT_EQ(Cli("list -o json").output, before.output);
+  EXPECT_EQ(Cli("get j-404").exit_code, 5);  // NOT_FOUND
+}
+
+TEST_F(ServiceTest, CancelStopsEveryTrainer) {
+  StartCoordinator();
+  StartAgents(2);
+  std::string id = Submit(Spec("long", 100000, 0));
+  ASSERT_TRUE(WaitState(id, "RUNNING", 60)) << GetJob(id).dump();
+  EXPECT_EQ(TrainersRunning(), 2);
+  auto c = Cli("cancel " + id);
+  EXPECT_EQ(c.exit_code, 0) << c.output;
+  ASSERT_TRUE(WaitState(id, "CANCELLED", 30)) << GetJob(id).dump();
+  EXPECT_EQ(TrainersRunning(), 0);
+  EXPECT_EQ(Cli("cancel " + id).exit_code, 9);  // FAILED_PRECONDITION: already terminal
+  EXPECT_NE(Cli("watch " + id).exit_code, 0);   // watch exits non-zero for a job that did not succeed
+}
+
+TEST_F(ServiceTest, KilledTrainerRecoversFromItsCheckpoint) {
+  StartCoordinator();
+  StartAgents(2);
+  std::string id = Submit(Spec("recover", 3000, 2, 50));
+  auto until = std::chrono::steady_clock::now() + std::chrono::seconds(90);
+  while (Int(GetJob(id), "last_checkpoint_step") < 50 && std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_GE(Int(GetJob(id), "last_checkpoint_step"), 50) << GetJob(id).dump();
+  RunCommand("pkill -9 -f " + TrainerPattern(dir_.path(), ".*--rank=1"));
+  ASSERT_TRUE(WaitState(id, "SUCCEEDED", 150)) << GetJob(id).dump() << testing::ReadText(dir_ / "coordinator.log");
+  auto j = GetJob(id);
+  EXPECT_EQ(Int(j, "restarts"), 1);
+  auto events = Cli("watch " + id + " -o json");
+  EXPECT_NE(events.output.find("RECOVERING"), std::string::npos);
+  // The second attempt's trainers resumed from a committed checkpoint.
+  auto logs = Cli("logs " + id + " --rank 0 --tail 2000");
+  EXPECT_NE(logs.output.find("resumed from"), std::string::npos) << logs.output;
+}
+
+TEST_F(ServiceTest, RestartBudgetExhaustedFailsWithTheReason) {
+  StartCoordinator();
+  StartAgents(2);
+  std::string id = Submit(Spec("doomed", 100000, 1));
+  for (int attempt = 0; attempt < 2; ++attempt) {
+    ASSERT_TRUE(WaitState(id, "RUNNING", 60)) << GetJob(id).dump();
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    RunCommand("pkill -9 -f " + TrainerPattern(dir_.path(), ".*--rank=0"));
+    if (attempt == 0) {
+      ASSERT_TRUE(WaitState(id, "RECOVERING", 30) || WaitState(id, "SCHEDULED", 5));
+    }
+  }
+  ASSERT_TRUE(WaitState(id, "FAILED", 60)) << GetJob(id).dump();
+  auto j = GetJob(id);
+  EXPECT_NE(j["message"].get<std::string>().find("restart budget exhausted"), std::string::npos) << j.dump();
+  EXPECT_EQ(Int(j, "restarts"), 1);
+  std::this_thread::sleep_for(std::chrono::seconds(2));
+  EXPECT_EQ(TrainersRunning(), 0);
+}
+
+TEST_F(ServiceTest, CoordinatorKilledMidJobRecoversWithoutLosingJobs) {
+  StartCoordinator();
+  StartAgents(2);
+  std::string id = Submit(Spec("survive", 2000, 0, 100));
+  std::string other = Submit(Spec("queued", 10, 0));
+  ASSERT_TRUE(WaitState(id, "RUNNING", 60)) << GetJob(id).dump();
+  KillAndReap(coordinator_);
+  // A second coordinator on the same file refuses while the first holds it...
+  StartCoordinator();
+  auto second = RunCommand(Bin("attune-coordinator") + " --listen 127.0.0.1:0 --state " + (dir_ / "state.db"), 10);
+  EXPECT_NE(second.exit_code, 0);
+  EXPECT_NE(second.output.find("another coordinator"), std::string::npos) << second.output;
+  ASSERT_TRUE(WaitState(id, "SUCCEEDED", 150)) << GetJob(id).dump() << testing::ReadText(dir_ / "coordinator.log");
+  EXPECT_EQ(Int(GetJob(id), "restarts"), 0);  // healthy work was re-adopted, not restarted
+  ASSERT_TRUE(WaitState(other, "SUCCEEDED", 120)) << GetJob(other).dump();
+  auto list = nlohmann::json::parse(Cli("list -o json").output);
+  EXPECT_EQ(list["jobs"].size(), 2u);
+}
+
+}  // namespace
+}  // namespace attune

@@ -1,0 +1,201 @@
+#include <filesystem>
+#include <fstream>
+
+#include <gtest/gtest.h>
+
+#include "common/testing/status_matchers.h"
+#include "coordinator/job_manager.h"
+#include "coordinator/job_store.h"
+#include "coordinator/scheduler.h"
+
+namespace attune::coordinator {
+namespace {
+
+namespace fs = std::filesystem;
+using ::attune::testing::IsOk;
+using ::attune::testing::StatusIs;
+
+struct ScheduleCase {
+  std::string name;
+  std::vector<WorkerView> cluster;
+  std::vector<QueuedJob> queue;
+  std::vector<Placement> want;
+};
+
+class SchedulerTableTest : public ::testing::TestWithParam<ScheduleCase> {};
+
+TEST_P(SchedulerTableTest, Places) {
+  const auto& c = GetParam();
+  auto got = Schedule(c.cluster, c.queue);
+  ASSERT_EQ(got.size(), c.want.size());
+  for (size_t i = 0; i < got.size(); ++i) {
+    EXPECT_EQ(got[i].job_id, c.want[i].job_id);
+    EXPECT_EQ(got[i].workers, c.want[i].workers);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Table, SchedulerTableTest,
+    ::testing::Values(
+        ScheduleCase{"EmptyQueue", {{"w1", 4, 0}}, {}, {}},
+        ScheduleCase{"SpreadsRanksOverWorkers", {{"w1", 2, 0}, {"w2", 2, 0}}, {{"a", 0, 1, 2, 1, 0}},
+                     {{"a", {"w1", "w2"}}}},
+        ScheduleCase{"GangAllOrNothing", {{"w1", 1, 0}, {"w2", 1, 0}}, {{"a", 0, 1, 3, 1, 0}}, {}},
+        ScheduleCase{"PriorityBeforeFifo", {{"w1", 1, 0}}, {{"old", 0, 1, 1, 1, 0}, {"urgent", 5, 2, 1, 1, 0}},
+                     {{"urgent", {"w1"}}}},
+        ScheduleCase{"FifoWithinPriority", {{"w1", 2, 0}}, {{"b", 0, 2, 1, 1, 0}, {"a", 0, 1, 1, 1, 0}},
+                     {{"a", {"w1"}}, {"b", {"w1"}}}},
+        ScheduleCase{"ReservationBlocksSmallJobsBehindABigOne",
+                     {{"w1", 1, 0}, {"w2", 1, 0}},
+                     {{"big", 0, 1, 3, 1, 0}, {"small", 0, 2, 1, 1, 0}},
+                     {}},
+        ScheduleCase{"GpusMustFit", {{"cpu", 8, 0}, {"gpu", 2, 1}}, {{"g", 0, 1, 1, 1, 1}}, {{"g", {"gpu"}}}},
+        ScheduleCase{"CpusPerRank", {{"w1", 3, 0}, {"w2", 1, 0}}, {{"a", 0, 1, 2, 2, 0}}, {}},
+        ScheduleCase{"SeveralJobsFillTheCluster",
+                     {{"w1", 2, 0}, {"w2", 2, 0}},
+                     {{"a", 0, 1, 2, 1, 0}, {"b", 0, 2, 2, 1, 0}, {"c", 0, 3, 1, 1, 0}},
+                     {{"a", {"w1", "w2"}}, {"b", {"w1", "w2"}}}}),
+    [](const auto& info) { return info.param.name; });
+
+class StoreTest : public ::testing::Test {
+ protected:
+  StoreTest() : path_((fs::temp_directory_path() / ("attune_store_" + std::to_string(::getpid()) + "_" +
+                                                    ::testing::UnitTest::GetInstance()->current_test_info()->name() +
+                                                    ".db"))
+                          .string()) {
+    Clean();
+  }
+  ~StoreTest() override { Clean(); }
+  void Clean() {
+    for (const char* ext : {"", "-wal", "-shm", ".lock"}) fs::remove(path_ + ext);
+  }
+  static common::JobConfig Config() {
+    common::JobConfig c;
+    c.name = "j";
+    c.model_path = "/m";
+    c.train_path = "/t.csv";
+    c.validation_path = "/v.csv";
+    c.output_dir = "/o";
+    c.world_size = 2;
+    return c;
+  }
+  std::string path_;
+};
+
+TEST_F(StoreTest, JobsAndEventsSurviveReopening) {
+  std::string id;
+  {
+    auto store = JobStore::Open(path_);
+    ASSERT_THAT(store, IsOk());
+    JobManager m(**store, {});
+    auto job = m.Submit(Config(), "{}", "key-1");
+    ASSERT_THAT(job, IsOk());
+    id = job->id;
+    auto again = m.Submit(Config(), "{}", "key-1");
+    EXPECT_EQ(again->id, id);
+  }
+  auto store = JobStore::Open(path_);
+  ASSERT_THAT(store, IsOk());
+  JobManager m(**store, {});
+  ASSERT_THAT(m.Recover(), IsOk());
+  auto job = m.Get(id);
+  ASSERT_THAT(job, IsOk());
+  EXPECT_EQ(job->state, JobState::kQueued);
+  EXPECT_EQ(job->config.world_size, 2);
+  auto events = m.WaitEvents(id, 0, absl::ZeroDuration());
+  ASSERT_THAT(events, IsOk());
+  ASSERT_EQ(events->size(), 2u);
+  EXPECT_EQ((*events)[0].state, JobState::kValidating);
+  EXPECT_EQ((*events)[1].state, JobState::kQueued);
+  auto page = m.List({});
+  EXPECT_EQ(page->first.size(), 1u);
+}
+
+TEST_F(StoreTest, SecondOpenerIsRefused) {
+  auto first = JobStore::Open(path_);
+  ASSERT_THAT(first, IsOk());
+  EXPECT_THAT(JobStore::Open(path_), StatusIs(absl::StatusCode::kFailedPrecondition, "another coordinator"));
+}
+
+TEST_F(StoreTest, CorruptFileIsNeverReinitialised) {
+  { std::ofstream(path_) << std::string(8192, 'x'); }
+  EXPECT_THAT(JobStore::Open(path_), StatusIs(absl::StatusCode::kDataLoss, "refusing to start"));
+  EXPECT_EQ(fs::file_size(path_), 8192u);
+}
+
+TEST_F(StoreTest, LifecycleWithFakeAgents) {
+  auto store = JobStore::Open(path_);
+  ManagerOptions o;
+  o.heartbeat_timeout = absl::Milliseconds(300);
+  o.restart_backoff = absl::Milliseconds(1);
+  JobManager m(**store, o);
+  common::JobConfig c = Config();
+  c.max_restarts = 1;
+  auto job = m.Submit(c, "{}", "");
+  ASSERT_THAT(job, IsOk());
+  m.Register({"w1", "127.0.0.1", 1, 0, 1234, {}});
+  m.Register({"w2", "127.0.0.1", 1, 0, 1235, {}});
+  m.Tick();
+  EXPECT_EQ(m.Get(job->id)->state, JobState::kScheduled);
+  auto h1 = m.Heartbeat("w1", {});
+  auto h2 = m.Heartbeat("w2", {});
+  ASSERT_EQ(h1.start.size() + h2.start.size(), 2u);
+  const int64_t gen = h1.start[0].generation;
+  EXPECT_EQ(h1.start[0].rendezvous, "127.0.0.1:1234");
+  m.Heartbeat("w1", {{job->id, gen, 0, true, 0, {}}});
+  m.Heartbeat("w2", {{job->id, gen, 1, true, 0, {}}});
+  EXPECT_EQ(m.Get(job->id)->state, JobState::kRunning);
+  // Rank 1 crashes: fenced, RECOVERING, relaunched with a new generation.
+  m.Heartbeat("w2", {{job->id, gen, 1, false, 137, {}}});
+  EXPECT_EQ(m.Get(job->id)->state, JobState::kRecovering);
+  EXPECT_THAT(m.Report("w1", job->id, gen, 0, Event{}), StatusIs(absl::StatusCode::kFailedPrecondition, "fenced"));
+  auto stop = m.Heartbeat("w1", {{job->id, gen, 0, true, 0, {}}});
+  ASSERT_EQ(stop.stop.size(), 1u);
+  m.Heartbeat("w1", {{job->id, gen, 0, false, 143, {}}});
+  absl::SleepFor(absl::Milliseconds(5));
+  m.Tick();
+  EXPECT_EQ(m.Get(job->id)->state, JobState::kScheduled);
+  auto r1 = m.Heartbeat("w1", {});
+  auto r2 = m.Heartbeat("w2", {});
+  const int64_t gen2 = (r1.start.empty() ? r2.start : r1.start)[0].generation;
+  EXPECT_GT(gen2, gen);
+  // A worker goes silent: lost, and with the budget spent the job fails with the reason.
+  m.Heartbeat("w1", {{job->id, gen2, 0, true, 0, {}}});
+  m.Heartbeat("w2", {{job->id, gen2, 1, true, 0, {}}});
+  absl::SleepFor(absl::Milliseconds(400));
+  m.Heartbeat("w1", {{job->id, gen2, 0, true, 0, {}}});
+  m.Tick();
+  auto failed = m.Get(job->id);
+  EXPECT_EQ(failed->state, JobState::kFailed);
+  EXPECT_NE(failed->message.find("restart budget exhausted"), std::string::npos) << failed->message;
+  EXPECT_NE(failed->message.find("worker w2 lost"), std::string::npos) << failed->message;
+  EXPECT_THAT(m.Cancel(job->id), StatusIs(absl::StatusCode::kFailedPrecondition, "already FAILED"));
+  EXPECT_THAT(m.Cancel("nope"), StatusIs(absl::StatusCode::kNotFound, "nope"));
+}
+
+TEST_F(StoreTest, PathsMustStayInsideTheDataRoot) {
+  auto store = JobStore::Open(path_);
+  fs::path root = fs::temp_directory_path() / ("attune_root_" + std::to_string(::getpid()));
+  fs::create_directories(root / "data");
+  fs::remove(root / "data" / "escape");
+  fs::create_directory_symlink("/etc", root / "data" / "escape");
+  ManagerOptions o;
+  o.data_root = root.string();
+  JobManager m(**store, o);
+  common::JobConfig c = Config();
+  c.train_path = (root / "data" / "t.csv").string();
+  c.validation_path = (root / "data" / "v.csv").string();
+  c.output_dir = (root / "out").string();
+  c.model_path = (root / "model").string();
+  EXPECT_THAT(m.Submit(c, "{}", ""), IsOk());
+  c.train_path = (root / "data" / "escape" / "passwd").string();
+  EXPECT_THAT(m.Submit(c, "{}", ""), StatusIs(absl::StatusCode::kInvalidArgument, "data.train"));
+  c.train_path = (root / "data" / ".." / ".." / "x.csv").string();
+  EXPECT_THAT(m.Submit(c, "{}", ""), StatusIs(absl::StatusCode::kInvalidArgument, "'..' is not allowed"));
+  c.train_path = "/etc/passwd";
+  EXPECT_THAT(m.Submit(c, "{}", ""), StatusIs(absl::StatusCode::kInvalidArgument, "outside the data root"));
+  fs::remove_all(root);
+}
+
+}  // namespace
+}  // namespace attune::coordinator
