@@ -123,6 +123,11 @@ void Agent::Poll() {
     if (::waitpid(p.pid, &status, WNOHANG) == p.pid) {
       p.running = false;
       p.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+      // What it wrote just before exiting is relayed before its exit is reported.
+      std::vector<std::string> last;
+      DrainLines(p.event_fd, &p.event_buf, &last);
+      for (auto& e : last) outbox_.push_back({p.task.job_id, p.task.generation, p.task.rank, std::move(e)});
+      DrainLines(p.log_fd, &p.log_buf, &p.new_lines);
       LOG(INFO) << "job=" << p.task.job_id << " rank=" << p.task.rank << " trainer exited with " << p.exit_code;
       ::kill(-p.pid, SIGKILL);  // anything it left behind in its group
     } else if (absl::Now() > p.kill_at) {

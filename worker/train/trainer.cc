@@ -740,6 +740,8 @@ absl::StatusOr<TrainResult> Engine::Run() {
   ATTUNE_ASSIGN_OR_RETURN(eval::Metrics final_metrics,
                           Evaluate(model_, val, c_.eval_batch_size, tok.pad_id(), num_classes, comm_));
   result_.final_metrics = final_metrics;
+  // The exported model's evaluation is the job's last word.
+  if (obs_) obs_->OnEval(es_on && s.best_step >= 0 ? s.best_step : s.step, final_metrics);
   result_.label_names = data.labels.labels();
   result_.steps = s.step;
   result_.best_step = s.best_step;
