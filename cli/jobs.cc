@@ -121,6 +121,7 @@ Client::Client(const ClientOptions& o) : o_(o) {
 Client::~Client() = default;
 
 void Client::Prepare(grpc::ClientContext* ctx, bool stream) const {
+  if (!o_.token.empty()) ctx->AddMetadata("authorization", "Bearer " + o_.token);
   if (!stream) ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(o_.timeout_s));
 }
 

@@ -15,6 +15,7 @@ struct ClientOptions {
   std::string coordinator;
   std::string output = "table";  // table | json | yaml
   int timeout_s = 10;
+  std::string token;  // sent as "authorization: Bearer <token>" when set
 };
 
 // Each command returns the process exit code: 0, or the gRPC status code.

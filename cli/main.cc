@@ -17,6 +17,7 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "cli/jobs.h"
+#include "common/files.h"
 #include "common/flags_compat.h"
 #include "worker/train/predict.h"
 #include "worker/train/trainer.h"
@@ -39,6 +40,7 @@ ABSL_FLAG(std::string, selector, "", "list: only jobs with this label (key=value
 ABSL_FLAG(int, rank, -1, "logs: one rank (default: all)");
 ABSL_FLAG(int, tail, 200, "logs: lines per rank");
 ABSL_FLAG(int, timeout_s, 10, "deadline of each call, seconds");
+ABSL_FLAG(std::string, token_file, "", "file holding the bearer token (default: $ATTUNE_TOKEN)");
 
 namespace {
 
@@ -98,6 +100,16 @@ int main(int argc, char** argv) {
   if (co.coordinator.empty() && std::getenv("ATTUNE_COORDINATOR")) co.coordinator = std::getenv("ATTUNE_COORDINATOR");
   if (co.coordinator.empty()) co.coordinator = "127.0.0.1:50051";
   co.output = absl::GetFlag(FLAGS_o);
+  if (!absl::GetFlag(FLAGS_token_file).empty()) {
+    auto t = attune::common::ReadTokenFile(absl::GetFlag(FLAGS_token_file));
+    if (!t.ok()) {
+      std::cerr << "attune: " << t.status() << "\n";
+      return 2;
+    }
+    co.token = *t;
+  } else if (std::getenv("ATTUNE_TOKEN")) {
+    co.token = std::getenv("ATTUNE_TOKEN");
+  }
   co.timeout_s = absl::GetFlag(FLAGS_timeout_s);
   if (co.output != "table" && co.output != "json" && co.output != "yaml") {
     std::cerr << "attune: -o must be table, json or yaml\n";

@@ -93,6 +93,26 @@ absl::Status WriteFileSynced(const std::string& path, std::string_view data) {
   return absl::OkStatus();
 }
 
+absl::StatusOr<std::string> ReadTokenFile(const std::string& path) {
+  auto text = ReadFile(path, 1 << 16);
+  if (!text.ok()) return text.status();
+  size_t start = 0;
+  while (start < text->size()) {
+    size_t end = text->find('\n', start);
+    if (end == std::string::npos) end = text->size();
+    std::string line = text->substr(start, end - start);
+    start = end + 1;
+    size_t b = line.find_first_not_of(" \t\r"), e = line.find_last_not_of(" \t\r");
+    if (b == std::string::npos || line[b] == '#') continue;
+    line = line.substr(b, e - b + 1);
+    for (char c : line) {
+      if (c < 0x21 || c > 0x7e) return absl::InvalidArgumentError(absl::StrCat(path, ": the token holds a character that cannot be sent"));
+    }
+    return line;
+  }
+  return absl::InvalidArgumentError(absl::StrCat(path, ": no token in the file"));
+}
+
 absl::Status FsyncDirectory(const std::string& dir) {
   int fd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) return ErrnoStatus("cannot open directory", dir);

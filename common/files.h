@@ -22,6 +22,11 @@ absl::Status WriteFileAtomic(const std::string& path, std::string_view data);
 // Plain write with fsync (used for files inside a not-yet-committed directory).
 absl::Status WriteFileSynced(const std::string& path, std::string_view data);
 
+// The first line of `path` that is neither empty nor a '#' comment, trimmed:
+// a bearer token. kInvalidArgument when there is none or it holds characters
+// that cannot travel in a header.
+absl::StatusOr<std::string> ReadTokenFile(const std::string& path);
+
 absl::Status FsyncDirectory(const std::string& dir);
 absl::Status MakeDirs(const std::string& dir);
 

@@ -11,7 +11,8 @@ namespace attune::coordinator::rpc {
 
 using common::ToGrpc;
 
-grpc::Status JobServiceImpl::SubmitJob(grpc::ServerContext*, const v1::SubmitJobRequest* req, v1::Job* out) {
+grpc::Status JobServiceImpl::SubmitJob(grpc::ServerContext* ctx, const v1::SubmitJobRequest* req, v1::Job* out) {
+  if (auto a = auth_.Check(ctx, Api::kJobs); !a.ok()) return a;
   common::JobConfig config = common::JobConfigFromProto(req->spec());
   google::protobuf::util::JsonPrintOptions o;
   o.preserve_proto_field_names = true;
@@ -23,15 +24,17 @@ grpc::Status JobServiceImpl::SubmitJob(grpc::ServerContext*, const v1::SubmitJob
   return grpc::Status::OK;
 }
 
-grpc::Status JobServiceImpl::GetJob(grpc::ServerContext*, const v1::GetJobRequest* req, v1::Job* out) {
+grpc::Status JobServiceImpl::GetJob(grpc::ServerContext* ctx, const v1::GetJobRequest* req, v1::Job* out) {
+  if (auto a = auth_.Check(ctx, Api::kJobs); !a.ok()) return a;
   auto job = manager_.Get(req->job_id());
   if (!job.ok()) return ToGrpc(job.status());
   *out = ToProto(*job);
   return grpc::Status::OK;
 }
 
-grpc::Status JobServiceImpl::ListJobs(grpc::ServerContext*, const v1::ListJobsRequest* req,
+grpc::Status JobServiceImpl::ListJobs(grpc::ServerContext* ctx, const v1::ListJobsRequest* req,
                                       v1::ListJobsResponse* out) {
+  if (auto a = auth_.Check(ctx, Api::kJobs); !a.ok()) return a;
   ListFilter f;
   if (req->state() != v1::JOB_STATE_UNSPECIFIED) f.state = static_cast<JobState>(req->state());
   if (!req->label_selector().empty()) {
@@ -50,7 +53,8 @@ grpc::Status JobServiceImpl::ListJobs(grpc::ServerContext*, const v1::ListJobsRe
   return grpc::Status::OK;
 }
 
-grpc::Status JobServiceImpl::CancelJob(grpc::ServerContext*, const v1::CancelJobRequest* req, v1::Job* out) {
+grpc::Status JobServiceImpl::CancelJob(grpc::ServerContext* ctx, const v1::CancelJobRequest* req, v1::Job* out) {
+  if (auto a = auth_.Check(ctx, Api::kJobs); !a.ok()) return a;
   auto job = manager_.Cancel(req->job_id());
   if (!job.ok()) return ToGrpc(job.status());
   *out = ToProto(*job);
@@ -59,6 +63,7 @@ grpc::Status JobServiceImpl::CancelJob(grpc::ServerContext*, const v1::CancelJob
 
 grpc::Status JobServiceImpl::WatchJob(grpc::ServerContext* ctx, const v1::WatchJobRequest* req,
                                       grpc::ServerWriter<v1::JobEvent>* writer) {
+  if (auto a = auth_.Check(ctx, Api::kJobs); !a.ok()) return a;
   int64_t next = std::max<int64_t>(0, req->from_index());
   while (!ctx->IsCancelled()) {
     auto events = manager_.WaitEvents(req->job_id(), next, absl::Seconds(1));
@@ -74,8 +79,9 @@ grpc::Status JobServiceImpl::WatchJob(grpc::ServerContext* ctx, const v1::WatchJ
   return grpc::Status(grpc::CANCELLED, "watch cancelled");
 }
 
-grpc::Status JobServiceImpl::GetJobLogs(grpc::ServerContext*, const v1::GetJobLogsRequest* req,
+grpc::Status JobServiceImpl::GetJobLogs(grpc::ServerContext* ctx, const v1::GetJobLogsRequest* req,
                                         v1::GetJobLogsResponse* out) {
+  if (auto a = auth_.Check(ctx, Api::kJobs); !a.ok()) return a;
   if (auto job = manager_.Get(req->job_id()); !job.ok()) return ToGrpc(job.status());
   for (const auto& [rank, line] : manager_.Logs(req->job_id(), req->rank(), req->tail())) {
     auto* l = out->add_lines();
@@ -85,8 +91,9 @@ grpc::Status JobServiceImpl::GetJobLogs(grpc::ServerContext*, const v1::GetJobLo
   return grpc::Status::OK;
 }
 
-grpc::Status WorkerServiceImpl::Register(grpc::ServerContext*, const v1::RegisterRequest* req,
+grpc::Status WorkerServiceImpl::Register(grpc::ServerContext* ctx, const v1::RegisterRequest* req,
                                          v1::RegisterResponse* out) {
+  if (auto a = auth_.Check(ctx, Api::kWorkers); !a.ok()) return a;
   if (req->worker_id().empty()) return grpc::Status(grpc::INVALID_ARGUMENT, "worker_id: must not be empty");
   if (req->cpus() <= 0) return grpc::Status(grpc::INVALID_ARGUMENT, "cpus: must be > 0");
   WorkerInfo w;
@@ -101,8 +108,9 @@ grpc::Status WorkerServiceImpl::Register(grpc::ServerContext*, const v1::Registe
   return grpc::Status::OK;
 }
 
-grpc::Status WorkerServiceImpl::Heartbeat(grpc::ServerContext*, const v1::HeartbeatRequest* req,
+grpc::Status WorkerServiceImpl::Heartbeat(grpc::ServerContext* ctx, const v1::HeartbeatRequest* req,
                                           v1::HeartbeatResponse* out) {
+  if (auto a = auth_.Check(ctx, Api::kWorkers); !a.ok()) return a;
   std::vector<TaskReport> tasks;
   for (const auto& t : req->tasks()) {
     TaskReport r;
@@ -135,8 +143,9 @@ grpc::Status WorkerServiceImpl::Heartbeat(grpc::ServerContext*, const v1::Heartb
   return grpc::Status::OK;
 }
 
-grpc::Status WorkerServiceImpl::ReportProgress(grpc::ServerContext*, const v1::ProgressReport* req,
+grpc::Status WorkerServiceImpl::ReportProgress(grpc::ServerContext* ctx, const v1::ProgressReport* req,
                                                v1::ProgressAck*) {
+  if (auto a = auth_.Check(ctx, Api::kWorkers); !a.ok()) return a;
   return ToGrpc(manager_.Report(req->worker_id(), req->job_id(), req->generation(), req->rank(),
                                 FromProto(req->event())));
 }

@@ -6,12 +6,13 @@
 
 #include "attune/v1/coordinator.grpc.pb.h"
 #include "coordinator/job_manager.h"
+#include "coordinator/rpc/auth.h"
 
 namespace attune::coordinator::rpc {
 
 class JobServiceImpl final : public v1::JobService::Service {
  public:
-  explicit JobServiceImpl(JobManager& manager) : manager_(manager) {}
+  JobServiceImpl(JobManager& manager, const TokenAuthorizer& auth) : manager_(manager), auth_(auth) {}
   grpc::Status SubmitJob(grpc::ServerContext*, const v1::SubmitJobRequest*, v1::Job*) override;
   grpc::Status GetJob(grpc::ServerContext*, const v1::GetJobRequest*, v1::Job*) override;
   grpc::Status ListJobs(grpc::ServerContext*, const v1::ListJobsRequest*, v1::ListJobsResponse*) override;
@@ -23,17 +24,19 @@ class JobServiceImpl final : public v1::JobService::Service {
 
  private:
   JobManager& manager_;
+  const TokenAuthorizer& auth_;
 };
 
 class WorkerServiceImpl final : public v1::WorkerService::Service {
  public:
-  explicit WorkerServiceImpl(JobManager& manager) : manager_(manager) {}
+  WorkerServiceImpl(JobManager& manager, const TokenAuthorizer& auth) : manager_(manager), auth_(auth) {}
   grpc::Status Register(grpc::ServerContext*, const v1::RegisterRequest*, v1::RegisterResponse*) override;
   grpc::Status Heartbeat(grpc::ServerContext*, const v1::HeartbeatRequest*, v1::HeartbeatResponse*) override;
   grpc::Status ReportProgress(grpc::ServerContext*, const v1::ProgressReport*, v1::ProgressAck*) override;
 
  private:
   JobManager& manager_;
+  const TokenAuthorizer& auth_;
 };
 
 }  // namespace attune::coordinator::rpc

@@ -28,6 +28,9 @@ ABSL_FLAG(std::string, state, "attune-state.db", "SQLite state file (WAL)");
 ABSL_FLAG(std::string, data_root, "", "when set, every path in a job spec must resolve inside this directory");
 ABSL_FLAG(int, heartbeat_timeout_s, 10, "a worker that misses heartbeats this long is lost");
 ABSL_FLAG(int, restart_backoff_ms, 1000, "first restart backoff; doubles per restart, capped at 30 s");
+ABSL_FLAG(std::string, submit_token_file, "", "tokens (one per line) allowed to use the job API");
+ABSL_FLAG(std::string, worker_token_file, "", "tokens allowed to use the worker API");
+ABSL_FLAG(std::string, admin_token_file, "", "tokens allowed to use both APIs");
 ABSL_FLAG(int, max_message_mb, 16, "gRPC send and receive message size limit");
 
 namespace {
@@ -58,8 +61,15 @@ int main(int argc, char** argv) {
     std::cerr << "attune-coordinator: " << s << "\n";
     return 1;
   }
-  attune::coordinator::rpc::JobServiceImpl jobs(manager);
-  attune::coordinator::rpc::WorkerServiceImpl workers(manager);
+  auto auth = attune::coordinator::rpc::TokenAuthorizer::FromFiles({{"submit", absl::GetFlag(FLAGS_submit_token_file)},
+                                                                   {"worker", absl::GetFlag(FLAGS_worker_token_file)},
+                                                                   {"admin", absl::GetFlag(FLAGS_admin_token_file)}});
+  if (!auth.ok()) {
+    std::cerr << "attune-coordinator: " << auth.status() << "\n";
+    return 1;
+  }
+  attune::coordinator::rpc::JobServiceImpl jobs(manager, *auth);
+  attune::coordinator::rpc::WorkerServiceImpl workers(manager, *auth);
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -77,7 +87,8 @@ int main(int argc, char** argv) {
     return 1;
   }
   LOG(INFO) << "attune-coordinator serving on port " << port << ", state " << absl::GetFlag(FLAGS_state)
-            << (mo.data_root.empty() ? "" : ", data root " + mo.data_root);
+            << (mo.data_root.empty() ? "" : ", data root " + mo.data_root)
+            << (auth->enabled() ? ", bearer tokens required" : ", no authentication");
   std::cout << "listening on port " << port << std::endl;
   signal(SIGTERM, OnSignal);
   signal(SIGINT, OnSignal);

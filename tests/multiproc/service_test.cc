@@ -91,6 +91,20 @@ class ServiceTest : public ::testing::Test {
                          dir_ / "coordinator.log");
     WaitForPort();
   }
+  void StartCoordinatorWithTokens() {
+    coordinator_ = Spawn(Bin("attune-coordinator") + " --listen " + addr_ + " --state " + (dir_ / "state.db") +
+                             " --data-root " + dir_.path() + " --submit-token-file " + (dir_ / "submit.tokens") +
+                             " --worker-token-file " + (dir_ / "worker.tokens"),
+                         dir_ / "coordinator.log");
+    for (int i = 0; i < 100; ++i) {
+      if (RunCommand(Bin("attune") + " list --timeout_s 1 --coordinator " + addr_ + " --token_file " +
+                     (dir_ / "submit.tokens")).exit_code == 0) {
+        return;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    FAIL() << "coordinator did not come up";
+  }
   void WaitForPort() {
     for (int i = 0; i < 100; ++i) {
       if (RunCommand(Bin("attune") + " list --coordinator " + addr_ + " --timeout_s 1").exit_code == 0) return;
@@ -273,6 +287,35 @@ TEST_F(ServiceTest, CoordinatorKilledMidJobRecoversWithoutLosingJobs) {
   ASSERT_TRUE(WaitState(other, "SUCCEEDED", 120)) << GetJob(other).dump();
   auto list = nlohmann::json::parse(Cli("list -o json").output);
   EXPECT_EQ(list["jobs"].size(), 2u);
+}
+
+TEST_F(ServiceTest, TokensAreRequiredWhenConfigured) {
+  testing::WriteText(dir_ / "submit.tokens", "s3cr3t-submit-token\n");
+  testing::WriteText(dir_ / "worker.tokens", "# agents\nw0rker-token\n");
+  StartCoordinatorWithTokens();
+  auto none = Cli("list");
+  EXPECT_EQ(none.exit_code, 16) << none.output;  // UNAUTHENTICATED
+  EXPECT_NE(none.output.find("UNAUTHENTICATED"), std::string::npos) << none.output;
+  auto wrong = Cli("list --token_file " + (dir_ / "worker.tokens"));
+  EXPECT_EQ(wrong.exit_code, 7) << wrong.output;  // PERMISSION_DENIED: a worker token on the job API
+  auto ok = Cli("list --token_file " + (dir_ / "submit.tokens"));
+  EXPECT_EQ(ok.exit_code, 0) << ok.output;
+  // An agent without its token is refused; with it, it registers and runs a job.
+  agents_.push_back(Spawn(Bin("attune-worker") + " agent --coordinator " + addr_ + " --worker-id w0 --cpus 1",
+                          dir_ / "agent-notoken.log"));
+  agents_.push_back(Spawn(Bin("attune-worker") + " agent --coordinator " + addr_ + " --worker-id w1 --cpus 1 " +
+                              "--token-file " + (dir_ / "worker.tokens"),
+                          dir_ / "agent-w1.log"));
+  std::string spec = Spec("tok", 10, 0);
+  std::string text = testing::ReadText(spec);
+  text.replace(text.find("workers: {count: 2}"), 19, "workers: {count: 1}");
+  testing::WriteText(spec, text);
+  auto run = Cli("submit -f " + spec + " --watch --token_file " + (dir_ / "submit.tokens"), 120);
+  EXPECT_EQ(run.exit_code, 0) << run.output;
+  EXPECT_NE(testing::ReadText(dir_ / "agent-notoken.log").find("UNAUTHENTICATED"), std::string::npos);
+  // Tokens never reach the logs.
+  EXPECT_EQ(testing::ReadText(dir_ / "coordinator.log").find("s3cr3t"), std::string::npos);
+  EXPECT_EQ(testing::ReadText(dir_ / "coordinator.log").find("w0rker"), std::string::npos);
 }
 
 }  // namespace

@@ -31,6 +31,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
+#include "common/files.h"
 #include "common/flags_compat.h"
 #include "worker/agent/agent.h"
 #include "worker/agent/rpc/grpc_coordinator_client.h"
@@ -54,6 +55,7 @@ ABSL_FLAG(std::string, worker_id, "", "agent: this worker's id (default: host na
 ABSL_FLAG(int, cpus, 0, "agent: CPU cores to offer (default: all)");
 ABSL_FLAG(int, gpus, 0, "agent: GPUs to offer");
 ABSL_FLAG(std::string, host, "127.0.0.1", "agent: the address other ranks reach this worker at");
+ABSL_FLAG(std::string, token_file, "", "agent: file holding the worker bearer token");
 ABSL_FLAG(std::string, work_dir, "", "agent: where assignment specs are written (default: a temp dir)");
 ABSL_FLAG(bool, eval_only, false, "evaluate the spec's model on its validation data without training");
 ABSL_FLAG(int, rank, 0, "this process's rank");
@@ -127,7 +129,16 @@ int RunAgent(const char* self) {
   args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 10000);
   args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 5000);
   auto channel = grpc::CreateCustomChannel(absl::GetFlag(FLAGS_coordinator), grpc::InsecureChannelCredentials(), args);
-  attune::worker::agent::GrpcCoordinatorClient client(channel, absl::Seconds(5));
+  std::string token;
+  if (!absl::GetFlag(FLAGS_token_file).empty()) {
+    auto t = attune::common::ReadTokenFile(absl::GetFlag(FLAGS_token_file));
+    if (!t.ok()) {
+      std::cerr << "attune-worker agent: " << t.status() << "\n";
+      return 2;
+    }
+    token = *t;
+  }
+  attune::worker::agent::GrpcCoordinatorClient client(channel, absl::Seconds(5), token);
   attune::worker::agent::Agent agent(client, o);
   signal(SIGTERM, OnSignal);
   signal(SIGINT, OnSignal);

@@ -6,11 +6,13 @@
 
 namespace attune::worker::agent {
 
-GrpcCoordinatorClient::GrpcCoordinatorClient(std::shared_ptr<grpc::Channel> channel, absl::Duration deadline)
-    : stub_(v1::WorkerService::NewStub(std::move(channel))), deadline_(deadline) {}
+GrpcCoordinatorClient::GrpcCoordinatorClient(std::shared_ptr<grpc::Channel> channel, absl::Duration deadline,
+                                             std::string token)
+    : stub_(v1::WorkerService::NewStub(std::move(channel))), deadline_(deadline), token_(std::move(token)) {}
 
 void GrpcCoordinatorClient::SetDeadline(grpc::ClientContext* ctx) const {
   ctx->set_deadline(std::chrono::system_clock::now() + absl::ToChronoMilliseconds(deadline_));
+  if (!token_.empty()) ctx->AddMetadata("authorization", "Bearer " + token_);
 }
 
 absl::Status GrpcCoordinatorClient::Register(const RegistrationInfo& info) {

@@ -13,7 +13,8 @@ namespace attune::worker::agent {
 // CoordinatorClient over gRPC; every call has a deadline.
 class GrpcCoordinatorClient : public CoordinatorClient {
  public:
-  GrpcCoordinatorClient(std::shared_ptr<grpc::Channel> channel, absl::Duration deadline);
+  // `token`, when not empty, is sent as a bearer token on every call.
+  GrpcCoordinatorClient(std::shared_ptr<grpc::Channel> channel, absl::Duration deadline, std::string token = "");
   absl::Status Register(const RegistrationInfo& info) override;
   absl::StatusOr<HeartbeatReply> Heartbeat(const std::string& worker_id, const std::vector<TaskState>& tasks) override;
   absl::Status Report(const std::string& worker_id, const TrainerEvent& event) override;
@@ -22,6 +23,7 @@ class GrpcCoordinatorClient : public CoordinatorClient {
   void SetDeadline(grpc::ClientContext* ctx) const;
   std::unique_ptr<v1::WorkerService::Stub> stub_;
   absl::Duration deadline_;
+  std::string token_;
 };
 
 }  // namespace attune::worker::agent

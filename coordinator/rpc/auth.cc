@@ -1,0 +1,61 @@
+#include "coordinator/rpc/auth.h"
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "common/files.h"
+
+namespace attune::coordinator::rpc {
+namespace {
+
+// Compares without an early exit, so timing does not reveal a prefix.
+bool SameSecret(const std::string& a, const std::string& b) {
+  unsigned char diff = a.size() == b.size() ? 0 : 1;
+  for (size_t i = 0; i < b.size(); ++i) diff |= static_cast<unsigned char>(a[i % std::max<size_t>(a.size(), 1)] ^ b[i]);
+  return diff == 0;
+}
+
+}  // namespace
+
+absl::StatusOr<TokenAuthorizer> TokenAuthorizer::FromFiles(const std::map<std::string, std::string>& files) {
+  TokenAuthorizer a;
+  for (const auto& [role, path] : files) {
+    if (path.empty()) continue;
+    if (role != "submit" && role != "worker" && role != "admin") {
+      return absl::InvalidArgumentError(absl::StrCat("unknown role ", role));
+    }
+    auto text = common::ReadFile(path, 1 << 20);
+    if (!text.ok()) return text.status();
+    int n = 0;
+    for (absl::string_view line : absl::StrSplit(*text, '\n')) {
+      line = absl::StripAsciiWhitespace(line);
+      if (line.empty() || line[0] == '#') continue;
+      a.tokens_.emplace_back(std::string(line), role);
+      ++n;
+    }
+    if (n == 0) return absl::InvalidArgumentError(absl::StrCat("token file ", path, " holds no token"));
+  }
+  return a;
+}
+
+grpc::Status TokenAuthorizer::Check(const grpc::ServerContext* ctx, Api api) const {
+  if (!enabled()) return grpc::Status::OK;
+  const auto& md = ctx->client_metadata();
+  auto it = md.find("authorization");
+  if (it == md.end()) return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "missing bearer token");
+  std::string value(it->second.data(), it->second.size());
+  if (value.rfind("Bearer ", 0) != 0) {
+    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "authorization must be 'Bearer <token>'");
+  }
+  const std::string token = value.substr(7);
+  for (const auto& [known, role] : tokens_) {
+    if (!SameSecret(token, known)) continue;
+    if (role == "admin" || (role == "submit" && api == Api::kJobs) || (role == "worker" && api == Api::kWorkers)) {
+      return grpc::Status::OK;
+    }
+    return grpc::Status(grpc::StatusCode::PERMISSION_DENIED, absl::StrCat("role ", role, " may not call this API"));
+  }
+  return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "unknown bearer token");
+}
+
+}  // namespace attune::coordinator::rpc
