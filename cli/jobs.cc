@@ -30,13 +30,12 @@ using v1::JobService;
 std::string StateName(v1::JobState s) { return v1::JobState_Name(s); }
 
 int Fail(const grpc::Status& s) {
-  std::cerr << "attune: " << absl::StrCat(s.error_code()) << " " << s.error_message() << "\n";
   static const char* kNames[] = {"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
                                  "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
                                  "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS",
                                  "UNAUTHENTICATED"};
-  int code = static_cast<int>(s.error_code());
-  std::cerr << "attune: status " << (code >= 0 && code <= 16 ? kNames[code] : "?") << "\n";
+  const int code = static_cast<int>(s.error_code());
+  std::cerr << "attune: " << (code >= 0 && code <= 16 ? kNames[code] : "UNKNOWN") << ": " << s.error_message() << "\n";
   return code == 0 ? 1 : code;
 }
 

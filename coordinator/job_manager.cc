@@ -54,7 +54,9 @@ absl::Status JobManager::Recover() {
     if (IsLive(j.state)) {
       Live live;
       live.ranks.resize(static_cast<size_t>(j.config.world_size));
-      live.since = started_;
+      // Agents may take their reconnect backoff (at most 5 s) plus a heartbeat
+      // to come back: give re-adoption that much on top of the usual grace.
+      live.since = started_ + absl::Seconds(10);
       live_[j.id] = live;
     }
     jobs_[j.id] = std::move(j);

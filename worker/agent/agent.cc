@@ -184,7 +184,11 @@ void Agent::Run(const std::atomic<bool>& stop) {
           p.new_lines.clear();
           if (!p.running) --p.reports_left;
         }
-        if (reply->reregister) registered = false;
+        if (reply->reregister) {
+          // The coordinator restarted: register and report our tasks at once.
+          registered = false;
+          next_beat = absl::Now();
+        }
         for (const auto& [job, gen] : reply->stop) {
           for (auto& [key, p] : procs_) {
             if (p.task.job_id == job && p.task.generation <= gen) Stop(p, "stopped by the coordinator");
