@@ -99,32 +99,35 @@ absl::StatusOr<Job> JobManager::Submit(const common::JobConfig& config, const st
                                        const std::string& idempotency_key) {
   if (auto s = common::ValidateJobConfig(config); !s.ok()) return s;
   if (auto s = CheckPaths(config); !s.ok()) return s;
-  std::lock_guard<std::mutex> l(mu_);
+  // NOTE [commit outside the lock]: the job and its VALIDATING and QUEUED
+  // events are committed in one transaction without holding mu_, so that
+  // heartbeats are not queued behind the fsync.
   Job job;
-  job.seq = store_.NextSeq();
-  static std::mt19937_64 rng(std::random_device{}());
-  job.id = absl::StrFormat("j-%06d-%04x", job.seq, static_cast<int>(rng() & 0xffff));
   job.idempotency_key = idempotency_key;
   job.config = config;
   job.spec_json = spec_json;
   job.state = JobState::kQueued;
   job.created_ms = job.updated_ms = NowMs();
+  std::vector<Event> events(2);
+  events[0].unix_ms = events[1].unix_ms = job.created_ms;
+  events[0].state = JobState::kValidating;
+  events[0].message = "submitted";
+  events[1].index = 1;
+  events[1].state = JobState::kQueued;
+  events[1].message = "validated";
+  thread_local std::mt19937_64 rng(std::random_device{}());
   bool created = false;
-  auto stored = store_.Insert(job, &created);
+  auto stored = store_.Create(job, events, absl::StrFormat("%04x", static_cast<int>(rng() & 0xffff)), &created);
   if (!stored.ok()) return stored.status();
-  if (!created) return jobs_.count(stored->id) ? jobs_[stored->id] : *stored;
-  jobs_[job.id] = job;
-  Job& j = jobs_[job.id];
-  j.state = JobState::kValidating;
-  // The spec was validated above: VALIDATING -> QUEUED, both recorded.
-  Event e;
-  e.unix_ms = NowMs();
-  e.state = JobState::kValidating;
-  e.message = "submitted";
-  store_.AppendEvent(j, e).IgnoreError();
-  if (auto s = SetStateLocked(j, JobState::kQueued, "validated"); !s.ok()) return s;
-  LOG(INFO) << "job=" << j.id << " submitted: " << config.name << ", " << config.world_size << " ranks";
-  return j;
+  std::lock_guard<std::mutex> l(mu_);
+  if (!created) {
+    auto it = jobs_.find(stored->id);
+    return it != jobs_.end() ? it->second : *stored;
+  }
+  jobs_[stored->id] = *stored;
+  cv_.notify_all();
+  LOG(INFO) << "job=" << stored->id << " submitted: " << config.name << ", " << config.world_size << " ranks";
+  return *stored;
 }
 
 absl::StatusOr<Job> JobManager::Get(const std::string& id) {

@@ -191,8 +191,7 @@ absl::StatusOr<std::unique_ptr<JobStore>> JobStore::Open(const std::string& path
                           "idem TEXT UNIQUE, state INTEGER NOT NULL, body TEXT NOT NULL)",
                           "CREATE TABLE IF NOT EXISTS events (job_id TEXT NOT NULL, idx INTEGER NOT NULL, "
                           "body TEXT NOT NULL, PRIMARY KEY (job_id, idx))",
-                          "CREATE TABLE IF NOT EXISTS meta (k TEXT PRIMARY KEY, v INTEGER NOT NULL)",
-                          "INSERT OR IGNORE INTO meta VALUES ('seq', 0)"}) {
+}) {
     if (auto s = store->Exec(sql); !s.ok()) return s;
   }
   return store;
@@ -213,23 +212,30 @@ absl::Status JobStore::Exec(const std::string& sql) {
   return absl::OkStatus();
 }
 
-int64_t JobStore::NextSeq() {
+absl::StatusOr<Job> JobStore::Create(Job job, std::vector<Event> events, const std::string& id_suffix,
+                                     bool* created) {
   std::lock_guard<std::mutex> l(mu_);
-  Exec("UPDATE meta SET v = v + 1 WHERE k = 'seq'").IgnoreError();
-  Stmt q(db_, "SELECT v FROM meta WHERE k = 'seq'");
-  return sqlite3_step(q.get()) == SQLITE_ROW ? q.Int(0) : 0;
-}
-
-absl::StatusOr<Job> JobStore::Insert(const Job& job, bool* created) {
-  std::lock_guard<std::mutex> l(mu_);
+  if (auto s = Exec("BEGIN IMMEDIATE"); !s.ok()) return s;
+  auto fail = [&](absl::Status s) {
+    Exec("ROLLBACK").IgnoreError();
+    return s;
+  };
   if (!job.idempotency_key.empty()) {
     Stmt q(db_, "SELECT id, seq, idem, state, body FROM jobs WHERE idem = ?");
     q.Bind(1, job.idempotency_key);
     if (sqlite3_step(q.get()) == SQLITE_ROW) {
+      Job existing = JobFrom(q.Text(0), q.Int(1), q.Text(2), static_cast<int>(q.Int(3)), q.Text(4));
+      Exec("ROLLBACK").IgnoreError();
       *created = false;
-      return JobFrom(q.Text(0), q.Int(1), q.Text(2), static_cast<int>(q.Int(3)), q.Text(4));
+      return existing;
     }
   }
+  {
+    Stmt q(db_, "SELECT COALESCE(MAX(seq), 0) + 1 FROM jobs");
+    job.seq = sqlite3_step(q.get()) == SQLITE_ROW ? q.Int(0) : 1;
+  }
+  job.id = absl::StrCat("j-", std::string(6 - std::min<size_t>(6, std::to_string(job.seq).size()), '0'), job.seq, "-",
+                        id_suffix);
   Stmt ins(db_, "INSERT INTO jobs (id, seq, idem, state, body) VALUES (?, ?, ?, ?, ?)");
   ins.Bind(1, job.id).Bind(2, job.seq);
   if (job.idempotency_key.empty()) {
@@ -238,7 +244,13 @@ absl::StatusOr<Job> JobStore::Insert(const Job& job, bool* created) {
     ins.Bind(3, job.idempotency_key);
   }
   ins.Bind(4, static_cast<int64_t>(job.state)).Bind(5, JobBody(job));
-  if (sqlite3_step(ins.get()) != SQLITE_DONE) return SqlError(db_, "insert job");
+  if (sqlite3_step(ins.get()) != SQLITE_DONE) return fail(SqlError(db_, "insert job"));
+  for (size_t i = 0; i < events.size(); ++i) {
+    Stmt ev(db_, "INSERT INTO events (job_id, idx, body) VALUES (?, ?, ?)");
+    ev.Bind(1, job.id).Bind(2, static_cast<int64_t>(i)).Bind(3, EventBody(events[i]));
+    if (sqlite3_step(ev.get()) != SQLITE_DONE) return fail(SqlError(db_, "insert event"));
+  }
+  if (auto s = Exec("COMMIT"); !s.ok()) return fail(s);
   *created = true;
   return job;
 }

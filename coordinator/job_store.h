@@ -26,16 +26,16 @@ class JobStore {
   static absl::StatusOr<std::unique_ptr<JobStore>> Open(const std::string& path);
   ~JobStore();
 
-  // Inserts a new job. With a non-empty idempotency key already stored, returns
-  // the stored job instead (and `*created` = false).
-  absl::StatusOr<Job> Insert(const Job& job, bool* created);
+  // Stores a new job and its first events in one transaction (one fsync):
+  // assigns `seq` and an id "j-<seq>-<suffix>", unless the idempotency key is
+  // already stored, in which case the stored job is returned (`*created` = false).
+  absl::StatusOr<Job> Create(Job job, std::vector<Event> events, const std::string& id_suffix, bool* created);
   absl::Status Update(const Job& job);
   absl::StatusOr<Job> Get(const std::string& id);
   std::vector<Job> List();
   // Appends an event (its index is assigned) and updates the job in one transaction.
   absl::StatusOr<Event> AppendEvent(const Job& job, Event event);
   std::vector<Event> Events(const std::string& job_id, int64_t from_index);
-  int64_t NextSeq();
 
  private:
   JobStore(sqlite3* db, int lock_fd) : db_(db), lock_fd_(lock_fd) {}
