@@ -114,7 +114,8 @@ std::string Absolute(const std::string& p, const fs::path& base) {
 Client::Client(const ClientOptions& o) : o_(o) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(16 << 20);
-  channel_ = grpc::CreateCustomChannel(o.coordinator, grpc::InsecureChannelCredentials(), args);
+  channel_ = grpc::CreateCustomChannel(
+      o.coordinator, o.credentials ? o.credentials : grpc::InsecureChannelCredentials(), args);
   stub_ = JobService::NewStub(channel_);
 }
 Client::~Client() = default;

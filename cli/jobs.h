@@ -16,6 +16,7 @@ struct ClientOptions {
   std::string output = "table";  // table | json | yaml
   int timeout_s = 10;
   std::string token;  // sent as "authorization: Bearer <token>" when set
+  std::shared_ptr<grpc::ChannelCredentials> credentials;  // default: insecure
 };
 
 // Each command returns the process exit code: 0, or the gRPC status code.

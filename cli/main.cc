@@ -19,6 +19,7 @@
 #include "cli/jobs.h"
 #include "common/files.h"
 #include "common/flags_compat.h"
+#include "common/rpc/tls.h"
 #include "worker/train/predict.h"
 #include "worker/train/trainer.h"
 
@@ -40,6 +41,9 @@ ABSL_FLAG(std::string, selector, "", "list: only jobs with this label (key=value
 ABSL_FLAG(int, rank, -1, "logs: one rank (default: all)");
 ABSL_FLAG(int, tail, 200, "logs: lines per rank");
 ABSL_FLAG(int, timeout_s, 10, "deadline of each call, seconds");
+ABSL_FLAG(std::string, tls_ca, "", "PEM CA of the coordinator's certificate: connect with TLS");
+ABSL_FLAG(std::string, tls_cert, "", "PEM client certificate (mutual TLS)");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key for --tls-cert");
 ABSL_FLAG(std::string, token_file, "", "file holding the bearer token (default: $ATTUNE_TOKEN)");
 
 namespace {
@@ -100,6 +104,15 @@ int main(int argc, char** argv) {
   if (co.coordinator.empty() && std::getenv("ATTUNE_COORDINATOR")) co.coordinator = std::getenv("ATTUNE_COORDINATOR");
   if (co.coordinator.empty()) co.coordinator = "127.0.0.1:50051";
   co.output = absl::GetFlag(FLAGS_o);
+  {
+    auto creds = attune::common::MakeChannelCredentials(
+        {absl::GetFlag(FLAGS_tls_cert), absl::GetFlag(FLAGS_tls_key), absl::GetFlag(FLAGS_tls_ca)});
+    if (!creds.ok()) {
+      std::cerr << "attune: " << creds.status() << "\n";
+      return 2;
+    }
+    co.credentials = *creds;
+  }
   if (!absl::GetFlag(FLAGS_token_file).empty()) {
     auto t = attune::common::ReadTokenFile(absl::GetFlag(FLAGS_token_file));
     if (!t.ok()) {

@@ -9,7 +9,7 @@ packages=(
   libgloo-dev libgrpc++-dev libgrpc-dev protobuf-compiler-grpc libprotobuf-dev protobuf-compiler
   libabsl-dev libgoogle-glog-dev libgflags-dev libgtest-dev libgmock-dev
   prometheus-cpp-dev libsqlite3-dev libssl-dev nlohmann-json3-dev libyaml-cpp-dev libicu-dev
-  python3-torch python3-numpy python3-sklearn python3-yaml
+  python3-torch python3-numpy python3-sklearn python3-yaml openssl
   prometheus
 )
 

@@ -19,6 +19,7 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "common/flags_compat.h"
+#include "common/rpc/tls.h"
 #include "coordinator/job_manager.h"
 #include "coordinator/job_store.h"
 #include "coordinator/rpc/services.h"
@@ -31,6 +32,9 @@ ABSL_FLAG(int, restart_backoff_ms, 1000, "first restart backoff; doubles per res
 ABSL_FLAG(std::string, submit_token_file, "", "tokens (one per line) allowed to use the job API");
 ABSL_FLAG(std::string, worker_token_file, "", "tokens allowed to use the worker API");
 ABSL_FLAG(std::string, admin_token_file, "", "tokens allowed to use both APIs");
+ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain: serve TLS");
+ABSL_FLAG(std::string, tls_key, "", "PEM private key for --tls-cert");
+ABSL_FLAG(std::string, tls_client_ca, "", "PEM CA: require client certificates signed by it (mTLS)");
 ABSL_FLAG(int, max_message_mb, 16, "gRPC send and receive message size limit");
 
 namespace {
@@ -73,9 +77,15 @@ int main(int argc, char** argv) {
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  auto creds = attune::common::MakeServerCredentials(
+      {absl::GetFlag(FLAGS_tls_cert), absl::GetFlag(FLAGS_tls_key), absl::GetFlag(FLAGS_tls_client_ca)});
+  if (!creds.ok()) {
+    std::cerr << "attune-coordinator: " << creds.status() << "\n";
+    return 2;
+  }
   grpc::ServerBuilder builder;
   int port = 0;
-  builder.AddListeningPort(absl::GetFlag(FLAGS_listen), grpc::InsecureServerCredentials(), &port);
+  builder.AddListeningPort(absl::GetFlag(FLAGS_listen), *creds, &port);
   const int limit = absl::GetFlag(FLAGS_max_message_mb) << 20;
   builder.SetMaxReceiveMessageSize(limit);
   builder.SetMaxSendMessageSize(limit);
@@ -88,7 +98,9 @@ int main(int argc, char** argv) {
   }
   LOG(INFO) << "attune-coordinator serving on port " << port << ", state " << absl::GetFlag(FLAGS_state)
             << (mo.data_root.empty() ? "" : ", data root " + mo.data_root)
-            << (auth->enabled() ? ", bearer tokens required" : ", no authentication");
+            << (auth->enabled() ? ", bearer tokens required" : ", no authentication")
+            << (absl::GetFlag(FLAGS_tls_cert).empty() ? ", plaintext"
+                : absl::GetFlag(FLAGS_tls_client_ca).empty() ? ", TLS" : ", mutual TLS");
   std::cout << "listening on port " << port << std::endl;
   signal(SIGTERM, OnSignal);
   signal(SIGINT, OnSignal);

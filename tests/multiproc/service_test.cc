@@ -321,5 +321,41 @@ TEST_F(ServiceTest, TokensAreRequiredWhenConfigured) {
   EXPECT_EQ(testing::ReadText(dir_ / "coordinator.log").find("w0rker"), std::string::npos);
 }
 
+TEST_F(ServiceTest, MutualTlsRefusesClientsWithoutCertificates) {
+  const std::string d = dir_.path();
+  testing::WriteText(dir_ / "certs.sh",
+                     "set -e\ncd " + d + "\n"
+                     "openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=attune-ca\n"
+                     "openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj /CN=localhost\n"
+                     "printf 'subjectAltName=IP:127.0.0.1,DNS:localhost' > san.ext\n"
+                     "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem "
+                     "-days 2 -extfile san.ext\n"
+                     "openssl req -newkey rsa:2048 -nodes -keyout client.key -out client.csr -subj /CN=client\n"
+                     "openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out client.pem -days 2\n");
+  auto gen = RunCommand("sh " + (dir_ / "certs.sh"));
+  ASSERT_EQ(gen.exit_code, 0) << gen.output;
+  coordinator_ = Spawn(Bin("attune-coordinator") + " --listen " + addr_ + " --state " + (dir_ / "state.db") +
+                           " --tls-cert " + d + "/server.pem --tls-key " + d + "/server.key --tls-client-ca " + d +
+                           "/ca.pem",
+                       dir_ / "coordinator.log");
+  const std::string client = " --tls-ca " + d + "/ca.pem --tls-cert " + d + "/client.pem --tls-key " + d + "/client.key";
+  bool up = false;
+  for (int i = 0; i < 100 && !up; ++i) {
+    up = Cli("list --timeout_s 1" + client).exit_code == 0;
+    if (!up) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_TRUE(up) << testing::ReadText(dir_ / "coordinator.log");
+  EXPECT_EQ(Cli("list --timeout_s 2").exit_code, 14);                            // plaintext: UNAVAILABLE
+  EXPECT_EQ(Cli("list --timeout_s 2 --tls-ca " + d + "/ca.pem").exit_code, 14);  // TLS without a client certificate
+  agents_.push_back(Spawn(Bin("attune-worker") + " agent --coordinator " + addr_ + " --worker-id w0 --cpus 1" + client,
+                          dir_ / "agent-w0.log"));
+  std::string spec = Spec("tls", 10, 0);
+  std::string text = testing::ReadText(spec);
+  text.replace(text.find("workers: {count: 2}"), 19, "workers: {count: 1}");
+  testing::WriteText(spec, text);
+  auto run = Cli("submit -f " + spec + " --watch" + client, 120);
+  EXPECT_EQ(run.exit_code, 0) << run.output << testing::ReadText(dir_ / "agent-w0.log");
+}
+
 }  // namespace
 }  // namespace attune

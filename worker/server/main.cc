@@ -33,6 +33,7 @@
 #include "absl/time/time.h"
 #include "common/files.h"
 #include "common/flags_compat.h"
+#include "common/rpc/tls.h"
 #include "worker/agent/agent.h"
 #include "worker/agent/rpc/grpc_coordinator_client.h"
 #include <grpcpp/grpcpp.h>
@@ -56,6 +57,9 @@ ABSL_FLAG(int, cpus, 0, "agent: CPU cores to offer (default: all)");
 ABSL_FLAG(int, gpus, 0, "agent: GPUs to offer");
 ABSL_FLAG(std::string, host, "127.0.0.1", "agent: the address other ranks reach this worker at");
 ABSL_FLAG(std::string, token_file, "", "agent: file holding the worker bearer token");
+ABSL_FLAG(std::string, tls_ca, "", "agent: PEM CA of the coordinator's certificate: connect with TLS");
+ABSL_FLAG(std::string, tls_cert, "", "agent: PEM client certificate (mutual TLS)");
+ABSL_FLAG(std::string, tls_key, "", "agent: PEM private key for --tls-cert");
 ABSL_FLAG(std::string, work_dir, "", "agent: where assignment specs are written (default: a temp dir)");
 ABSL_FLAG(bool, eval_only, false, "evaluate the spec's model on its validation data without training");
 ABSL_FLAG(int, rank, 0, "this process's rank");
@@ -128,7 +132,13 @@ int RunAgent(const char* self) {
   grpc::ChannelArguments args;
   args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 10000);
   args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 5000);
-  auto channel = grpc::CreateCustomChannel(absl::GetFlag(FLAGS_coordinator), grpc::InsecureChannelCredentials(), args);
+  auto creds = attune::common::MakeChannelCredentials(
+      {absl::GetFlag(FLAGS_tls_cert), absl::GetFlag(FLAGS_tls_key), absl::GetFlag(FLAGS_tls_ca)});
+  if (!creds.ok()) {
+    std::cerr << "attune-worker agent: " << creds.status() << "\n";
+    return 2;
+  }
+  auto channel = grpc::CreateCustomChannel(absl::GetFlag(FLAGS_coordinator), *creds, args);
   std::string token;
   if (!absl::GetFlag(FLAGS_token_file).empty()) {
     auto t = attune::common::ReadTokenFile(absl::GetFlag(FLAGS_token_file));
