@@ -11,54 +11,86 @@ namespace attune::coordinator::rpc {
 
 using common::ToGrpc;
 
+namespace {
+
+// Counts a call by method and code and observes its latency when it ends.
+class CallRecorder {
+ public:
+  CallRecorder(common::Metrics& m, const char* method) : m_(m), method_(method), start_(absl::Now()) {}
+  grpc::Status operator()(grpc::Status s) {
+    static const char* kCodes[] = {"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
+                                   "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
+                                   "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE",
+                                   "DATA_LOSS", "UNAUTHENTICATED"};
+    int code = static_cast<int>(s.error_code());
+    m_.AddCounter("attune_coordinator_grpc_requests_total", "gRPC calls handled, by method and status code",
+                  {{"method", method_}, {"code", code >= 0 && code <= 16 ? kCodes[code] : "UNKNOWN"}}, 1);
+    m_.Observe("attune_coordinator_grpc_request_seconds", "gRPC call latency", {{"method", method_}},
+               {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5},
+               absl::ToDoubleSeconds(absl::Now() - start_));
+    return s;
+  }
+
+ private:
+  common::Metrics& m_;
+  const char* method_;
+  absl::Time start_;
+};
+
+}  // namespace
+
 grpc::Status JobServiceImpl::SubmitJob(grpc::ServerContext* ctx, const v1::SubmitJobRequest* req, v1::Job* out) {
-  if (auto a = auth_.Check(ctx, Api::kJobs); !a.ok()) return a;
+  CallRecorder rec(metrics_, "SubmitJob");
+  if (auto a = auth_.Check(ctx, Api::kJobs); !a.ok()) return rec(a);
   common::JobConfig config = common::JobConfigFromProto(req->spec());
   google::protobuf::util::JsonPrintOptions o;
   o.preserve_proto_field_names = true;
   std::string json;
   (void)google::protobuf::util::MessageToJsonString(req->spec(), &json, o);
   auto job = manager_.Submit(config, json, req->idempotency_key());
-  if (!job.ok()) return ToGrpc(job.status());
+  if (!job.ok()) return rec(ToGrpc(job.status()));
   *out = ToProto(*job);
-  return grpc::Status::OK;
+  return rec(grpc::Status::OK);
 }
 
 grpc::Status JobServiceImpl::GetJob(grpc::ServerContext* ctx, const v1::GetJobRequest* req, v1::Job* out) {
-  if (auto a = auth_.Check(ctx, Api::kJobs); !a.ok()) return a;
+  CallRecorder rec(metrics_, "GetJob");
+  if (auto a = auth_.Check(ctx, Api::kJobs); !a.ok()) return rec(a);
   auto job = manager_.Get(req->job_id());
-  if (!job.ok()) return ToGrpc(job.status());
+  if (!job.ok()) return rec(ToGrpc(job.status()));
   *out = ToProto(*job);
-  return grpc::Status::OK;
+  return rec(grpc::Status::OK);
 }
 
 grpc::Status JobServiceImpl::ListJobs(grpc::ServerContext* ctx, const v1::ListJobsRequest* req,
                                       v1::ListJobsResponse* out) {
-  if (auto a = auth_.Check(ctx, Api::kJobs); !a.ok()) return a;
+  CallRecorder rec(metrics_, "ListJobs");
+  if (auto a = auth_.Check(ctx, Api::kJobs); !a.ok()) return rec(a);
   ListFilter f;
   if (req->state() != v1::JOB_STATE_UNSPECIFIED) f.state = static_cast<JobState>(req->state());
   if (!req->label_selector().empty()) {
     std::vector<std::string> kv = absl::StrSplit(req->label_selector(), absl::MaxSplits('=', 1));
-    if (kv.size() != 2) return grpc::Status(grpc::INVALID_ARGUMENT, "label_selector: must be key=value");
+    if (kv.size() != 2) return rec(grpc::Status(grpc::INVALID_ARGUMENT, "label_selector: must be key=value"));
     f.label_key = kv[0];
     f.label_value = kv[1];
   }
-  if (req->page_size() < 0) return grpc::Status(grpc::INVALID_ARGUMENT, "page_size: must be >= 0");
+  if (req->page_size() < 0) return rec(grpc::Status(grpc::INVALID_ARGUMENT, "page_size: must be >= 0"));
   f.page_size = req->page_size();
   f.page_token = req->page_token();
   auto page = manager_.List(f);
-  if (!page.ok()) return ToGrpc(page.status());
+  if (!page.ok()) return rec(ToGrpc(page.status()));
   for (const auto& j : page->first) *out->add_jobs() = ToProto(j);
   out->set_next_page_token(page->second);
-  return grpc::Status::OK;
+  return rec(grpc::Status::OK);
 }
 
 grpc::Status JobServiceImpl::CancelJob(grpc::ServerContext* ctx, const v1::CancelJobRequest* req, v1::Job* out) {
-  if (auto a = auth_.Check(ctx, Api::kJobs); !a.ok()) return a;
+  CallRecorder rec(metrics_, "CancelJob");
+  if (auto a = auth_.Check(ctx, Api::kJobs); !a.ok()) return rec(a);
   auto job = manager_.Cancel(req->job_id());
-  if (!job.ok()) return ToGrpc(job.status());
+  if (!job.ok()) return rec(ToGrpc(job.status()));
   *out = ToProto(*job);
-  return grpc::Status::OK;
+  return rec(grpc::Status::OK);
 }
 
 grpc::Status JobServiceImpl::WatchJob(grpc::ServerContext* ctx, const v1::WatchJobRequest* req,
@@ -81,21 +113,23 @@ grpc::Status JobServiceImpl::WatchJob(grpc::ServerContext* ctx, const v1::WatchJ
 
 grpc::Status JobServiceImpl::GetJobLogs(grpc::ServerContext* ctx, const v1::GetJobLogsRequest* req,
                                         v1::GetJobLogsResponse* out) {
-  if (auto a = auth_.Check(ctx, Api::kJobs); !a.ok()) return a;
-  if (auto job = manager_.Get(req->job_id()); !job.ok()) return ToGrpc(job.status());
+  CallRecorder rec(metrics_, "GetJobLogs");
+  if (auto a = auth_.Check(ctx, Api::kJobs); !a.ok()) return rec(a);
+  if (auto job = manager_.Get(req->job_id()); !job.ok()) return rec(ToGrpc(job.status()));
   for (const auto& [rank, line] : manager_.Logs(req->job_id(), req->rank(), req->tail())) {
     auto* l = out->add_lines();
     l->set_rank(rank);
     l->set_line(line);
   }
-  return grpc::Status::OK;
+  return rec(grpc::Status::OK);
 }
 
 grpc::Status WorkerServiceImpl::Register(grpc::ServerContext* ctx, const v1::RegisterRequest* req,
                                          v1::RegisterResponse* out) {
-  if (auto a = auth_.Check(ctx, Api::kWorkers); !a.ok()) return a;
-  if (req->worker_id().empty()) return grpc::Status(grpc::INVALID_ARGUMENT, "worker_id: must not be empty");
-  if (req->cpus() <= 0) return grpc::Status(grpc::INVALID_ARGUMENT, "cpus: must be > 0");
+  CallRecorder rec(metrics_, "Register");
+  if (auto a = auth_.Check(ctx, Api::kWorkers); !a.ok()) return rec(a);
+  if (req->worker_id().empty()) return rec(grpc::Status(grpc::INVALID_ARGUMENT, "worker_id: must not be empty"));
+  if (req->cpus() <= 0) return rec(grpc::Status(grpc::INVALID_ARGUMENT, "cpus: must be > 0"));
   WorkerInfo w;
   w.id = req->worker_id();
   w.host = req->host().empty() ? "127.0.0.1" : req->host();
@@ -105,12 +139,13 @@ grpc::Status WorkerServiceImpl::Register(grpc::ServerContext* ctx, const v1::Reg
   w.labels.insert(req->labels().begin(), req->labels().end());
   manager_.Register(w);
   out->set_heartbeat_interval_ms(1000);
-  return grpc::Status::OK;
+  return rec(grpc::Status::OK);
 }
 
 grpc::Status WorkerServiceImpl::Heartbeat(grpc::ServerContext* ctx, const v1::HeartbeatRequest* req,
                                           v1::HeartbeatResponse* out) {
-  if (auto a = auth_.Check(ctx, Api::kWorkers); !a.ok()) return a;
+  CallRecorder rec(metrics_, "Heartbeat");
+  if (auto a = auth_.Check(ctx, Api::kWorkers); !a.ok()) return rec(a);
   std::vector<TaskReport> tasks;
   for (const auto& t : req->tasks()) {
     TaskReport r;
@@ -140,14 +175,37 @@ grpc::Status WorkerServiceImpl::Heartbeat(grpc::ServerContext* ctx, const v1::He
     o->set_generation(s.generation);
     o->set_reason(s.reason);
   }
-  return grpc::Status::OK;
+  return rec(grpc::Status::OK);
 }
 
 grpc::Status WorkerServiceImpl::ReportProgress(grpc::ServerContext* ctx, const v1::ProgressReport* req,
                                                v1::ProgressAck*) {
-  if (auto a = auth_.Check(ctx, Api::kWorkers); !a.ok()) return a;
-  return ToGrpc(manager_.Report(req->worker_id(), req->job_id(), req->generation(), req->rank(),
-                                FromProto(req->event())));
+  CallRecorder rec(metrics_, "ReportProgress");
+  if (auto a = auth_.Check(ctx, Api::kWorkers); !a.ok()) return rec(a);
+  absl::Status st = manager_.Report(req->worker_id(), req->job_id(), req->generation(), req->rank(),
+                                    FromProto(req->event()));
+  if (st.ok() && req->rank() == 0) {
+    // Each job's training figures, as rank 0 reports them.
+    const common::Labels job{{"job", req->job_id()}};
+    const auto& e = req->event();
+    if (e.type() == v1::JobEvent::PROGRESS) {
+      metrics_.SetGauge("attune_train_loss", "training loss of the last step", job, e.progress().loss());
+      metrics_.SetGauge("attune_train_step", "optimizer steps done", job, static_cast<double>(e.progress().step()));
+      metrics_.SetGauge("attune_train_epoch", "epochs done (fractional)", job, e.progress().epoch());
+      metrics_.SetGauge("attune_train_learning_rate", "current learning rate", job, e.progress().learning_rate());
+      metrics_.SetGauge("attune_train_samples_per_second", "global training throughput", job,
+                        e.progress().samples_per_second());
+    } else if (e.type() == v1::JobEvent::EVALUATION) {
+      metrics_.SetGauge("attune_eval_accuracy", "evaluation accuracy", job, e.metrics().accuracy());
+      metrics_.SetGauge("attune_eval_f1", "evaluation F1", job, e.metrics().f1());
+      metrics_.SetGauge("attune_eval_roc_auc", "evaluation ROC-AUC", job, e.metrics().roc_auc());
+      metrics_.SetGauge("attune_eval_loss", "evaluation loss", job, e.metrics().loss());
+    } else if (e.type() == v1::JobEvent::CHECKPOINT) {
+      metrics_.SetGauge("attune_checkpoint_last_step", "step of the last committed checkpoint", job,
+                        static_cast<double>(e.progress().step()));
+    }
+  }
+  return rec(ToGrpc(st));
 }
 
 }  // namespace attune::coordinator::rpc

@@ -6,13 +6,15 @@
 
 #include "attune/v1/coordinator.grpc.pb.h"
 #include "coordinator/job_manager.h"
+#include "common/metrics.h"
 #include "coordinator/rpc/auth.h"
 
 namespace attune::coordinator::rpc {
 
 class JobServiceImpl final : public v1::JobService::Service {
  public:
-  JobServiceImpl(JobManager& manager, const TokenAuthorizer& auth) : manager_(manager), auth_(auth) {}
+  JobServiceImpl(JobManager& manager, const TokenAuthorizer& auth, common::Metrics& metrics)
+      : manager_(manager), auth_(auth), metrics_(metrics) {}
   grpc::Status SubmitJob(grpc::ServerContext*, const v1::SubmitJobRequest*, v1::Job*) override;
   grpc::Status GetJob(grpc::ServerContext*, const v1::GetJobRequest*, v1::Job*) override;
   grpc::Status ListJobs(grpc::ServerContext*, const v1::ListJobsRequest*, v1::ListJobsResponse*) override;
@@ -25,11 +27,13 @@ class JobServiceImpl final : public v1::JobService::Service {
  private:
   JobManager& manager_;
   const TokenAuthorizer& auth_;
+  common::Metrics& metrics_;
 };
 
 class WorkerServiceImpl final : public v1::WorkerService::Service {
  public:
-  WorkerServiceImpl(JobManager& manager, const TokenAuthorizer& auth) : manager_(manager), auth_(auth) {}
+  WorkerServiceImpl(JobManager& manager, const TokenAuthorizer& auth, common::Metrics& metrics)
+      : manager_(manager), auth_(auth), metrics_(metrics) {}
   grpc::Status Register(grpc::ServerContext*, const v1::RegisterRequest*, v1::RegisterResponse*) override;
   grpc::Status Heartbeat(grpc::ServerContext*, const v1::HeartbeatRequest*, v1::HeartbeatResponse*) override;
   grpc::Status ReportProgress(grpc::ServerContext*, const v1::ProgressReport*, v1::ProgressAck*) override;
@@ -37,6 +41,7 @@ class WorkerServiceImpl final : public v1::WorkerService::Service {
  private:
   JobManager& manager_;
   const TokenAuthorizer& auth_;
+  common::Metrics& metrics_;
 };
 
 }  // namespace attune::coordinator::rpc

@@ -19,6 +19,8 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "common/flags_compat.h"
+#include "common/metrics.h"
+#include "common/prometheus/prometheus_metrics.h"
 #include "common/rpc/tls.h"
 #include "coordinator/job_manager.h"
 #include "coordinator/job_store.h"
@@ -32,6 +34,7 @@ ABSL_FLAG(int, restart_backoff_ms, 1000, "first restart backoff; doubles per res
 ABSL_FLAG(std::string, submit_token_file, "", "tokens (one per line) allowed to use the job API");
 ABSL_FLAG(std::string, worker_token_file, "", "tokens allowed to use the worker API");
 ABSL_FLAG(std::string, admin_token_file, "", "tokens allowed to use both APIs");
+ABSL_FLAG(std::string, metrics_listen, "", "serve Prometheus metrics at http://HOST:PORT/metrics");
 ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain: serve TLS");
 ABSL_FLAG(std::string, tls_key, "", "PEM private key for --tls-cert");
 ABSL_FLAG(std::string, tls_client_ca, "", "PEM CA: require client certificates signed by it (mTLS)");
@@ -72,8 +75,18 @@ int main(int argc, char** argv) {
     std::cerr << "attune-coordinator: " << auth.status() << "\n";
     return 1;
   }
-  attune::coordinator::rpc::JobServiceImpl jobs(manager, *auth);
-  attune::coordinator::rpc::WorkerServiceImpl workers(manager, *auth);
+  std::unique_ptr<attune::common::Metrics> metrics = std::make_unique<attune::common::NullMetrics>();
+  if (!absl::GetFlag(FLAGS_metrics_listen).empty()) {
+    auto served = attune::common::PrometheusMetrics::Serve(absl::GetFlag(FLAGS_metrics_listen));
+    if (!served.ok()) {
+      std::cerr << "attune-coordinator: " << served.status() << "\n";
+      return 1;
+    }
+    metrics = std::move(*served);
+    LOG(INFO) << "metrics at http://" << absl::GetFlag(FLAGS_metrics_listen) << "/metrics";
+  }
+  attune::coordinator::rpc::JobServiceImpl jobs(manager, *auth, *metrics);
+  attune::coordinator::rpc::WorkerServiceImpl workers(manager, *auth, *metrics);
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -104,8 +117,21 @@ int main(int argc, char** argv) {
   std::cout << "listening on port " << port << std::endl;
   signal(SIGTERM, OnSignal);
   signal(SIGINT, OnSignal);
+  int ticks = 0;
   while (!g_stop.load()) {
     manager.Tick();
+    if (++ticks % 5 == 0) {
+      static const char* kStates[] = {"VALIDATING", "QUEUED", "SCHEDULED", "RUNNING", "RECOVERING",
+                                      "CANCELLING", "SUCCEEDED", "FAILED", "CANCELLED"};
+      auto by_state = manager.JobsByState();
+      for (int st = 1; st <= 9; ++st) {
+        auto it = by_state.find(static_cast<attune::coordinator::JobState>(st));
+        metrics->SetGauge("attune_coordinator_jobs", "jobs by state", {{"state", kStates[st - 1]}},
+                          it == by_state.end() ? 0 : it->second);
+      }
+      metrics->SetGauge("attune_coordinator_workers", "registered workers by liveness", {{"state", "alive"}},
+                        manager.AliveWorkers());
+    }
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
   }
   LOG(INFO) << "attune-coordinator shutting down";

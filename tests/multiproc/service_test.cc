@@ -321,6 +321,40 @@ TEST_F(ServiceTest, TokensAreRequiredWhenConfigured) {
   EXPECT_EQ(testing::ReadText(dir_ / "coordinator.log").find("w0rker"), std::string::npos);
 }
 
+TEST_F(ServiceTest, MetricsEndpointServesCoordinatorAndTrainingSeries) {
+  const int cport = FreePort();
+  coordinator_ = Spawn(Bin("attune-coordinator") + " --listen " + addr_ + " --state " + (dir_ / "state.db") +
+                           " --metrics-listen 127.0.0.1:" + std::to_string(cport),
+                       dir_ / "coordinator.log");
+  WaitForPort();
+  StartAgents(1);
+  std::string spec = Spec("metrics", 30, 0);
+  std::string text = testing::ReadText(spec);
+  text.replace(text.find("workers: {count: 2}"), 19, "workers: {count: 1}");
+  testing::WriteText(spec, text);
+  ASSERT_EQ(Cli("submit -f " + spec + " --watch", 120).exit_code, 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // one more gauge refresh
+  auto fetch = [&](int port, const std::string& out) {
+    return RunCommand("/usr/bin/python3 -c \"import urllib.request,sys; "
+                      "sys.stdout.write(urllib.request.urlopen('http://127.0.0.1:" + std::to_string(port) +
+                      "/metrics').read().decode())\" > " + out + " && cat " + out);
+  };
+  auto coord = fetch(cport, dir_ / "coordinator.prom");
+  ASSERT_EQ(coord.exit_code, 0) << coord.output;
+  EXPECT_NE(coord.output.find("attune_coordinator_jobs{state=\"SUCCEEDED\"} 1"), std::string::npos) << coord.output;
+  EXPECT_NE(coord.output.find("attune_coordinator_grpc_requests_total{code=\"OK\",method=\"Heartbeat\"}"),
+            std::string::npos);
+  EXPECT_NE(coord.output.find("attune_coordinator_grpc_request_seconds_bucket"), std::string::npos);
+  EXPECT_NE(coord.output.find("attune_train_loss{job=\""), std::string::npos) << coord.output;
+  EXPECT_NE(coord.output.find("attune_train_step{job=\""), std::string::npos);
+  EXPECT_NE(coord.output.find("attune_eval_accuracy{job=\""), std::string::npos);
+  // promtool, from Debian's prometheus package, lints the exposition.
+  if (RunCommand("command -v promtool").exit_code == 0) {
+    auto lint = RunCommand("promtool check metrics < " + (dir_ / "coordinator.prom"));
+    EXPECT_EQ(lint.exit_code, 0) << lint.output;
+  }
+}
+
 TEST_F(ServiceTest, MutualTlsRefusesClientsWithoutCertificates) {
   const std::string d = dir_.path();
   testing::WriteText(dir_ / "certs.sh",

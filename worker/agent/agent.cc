@@ -11,6 +11,7 @@
 #include <thread>
 
 #include <glog/logging.h>
+#include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
 #include "common/files.h"
@@ -38,7 +39,31 @@ void DrainLines(int fd, std::string* buf, std::vector<std::string>* lines) {
 
 }  // namespace
 
-Agent::Agent(CoordinatorClient& client, AgentOptions options) : client_(client), options_(std::move(options)) {}
+Agent::Agent(CoordinatorClient& client, AgentOptions options, common::Metrics& metrics)
+    : client_(client), options_(std::move(options)), metrics_(metrics) {}
+
+// Trainer figures as Prometheus series labelled by job and rank.
+void Agent::Export(const AgentTask& t, const std::string& event_json) {
+  auto j = nlohmann::json::parse(event_json, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) return;
+  const common::Labels labels = {{"job", t.job_id}, {"rank", std::to_string(t.rank)}};
+  const std::string type = j.value("type", "");
+  if (type == "progress") {
+    metrics_.SetGauge("attune_train_loss", "training loss of the last step", labels, j.value("loss", 0.0));
+    metrics_.SetGauge("attune_train_step", "optimizer steps done", labels, j.value("step", 0.0));
+    metrics_.SetGauge("attune_train_epoch", "epochs done (fractional)", labels, j.value("epoch", 0.0));
+    metrics_.SetGauge("attune_train_learning_rate", "current learning rate", labels, j.value("lr", 0.0));
+    metrics_.SetGauge("attune_train_samples_per_second", "global training throughput", labels, j.value("sps", 0.0));
+  } else if (type == "eval") {
+    for (const char* k : {"accuracy", "f1", "roc_auc", "precision", "recall"}) {
+      metrics_.SetGauge(std::string("attune_eval_") + k, std::string("evaluation ") + k, labels, j.value(k, 0.0));
+    }
+    metrics_.SetGauge("attune_eval_loss", "evaluation loss", labels, j.value("eval_loss", 0.0));
+  } else if (type == "checkpoint") {
+    metrics_.SetGauge("attune_checkpoint_last_step", "step of the last committed checkpoint", labels,
+                      j.value("step", 0.0));
+  }
+}
 
 Agent::~Agent() {
   for (auto& [k, p] : procs_) {
@@ -115,7 +140,10 @@ void Agent::Poll() {
   for (auto& [key, p] : procs_) {
     std::vector<std::string> events;
     if (p.event_fd >= 0) DrainLines(p.event_fd, &p.event_buf, &events);
-    for (auto& e : events) outbox_.push_back({p.task.job_id, p.task.generation, p.task.rank, std::move(e)});
+    for (auto& e : events) {
+      Export(p.task, e);
+      outbox_.push_back({p.task.job_id, p.task.generation, p.task.rank, std::move(e)});
+    }
     if (p.log_fd >= 0) DrainLines(p.log_fd, &p.log_buf, &p.new_lines);
     if (p.new_lines.size() > 2000) p.new_lines.erase(p.new_lines.begin(), p.new_lines.end() - 2000);
     if (!p.running) continue;
@@ -129,6 +157,8 @@ void Agent::Poll() {
       for (auto& e : last) outbox_.push_back({p.task.job_id, p.task.generation, p.task.rank, std::move(e)});
       DrainLines(p.log_fd, &p.log_buf, &p.new_lines);
       LOG(INFO) << "job=" << p.task.job_id << " rank=" << p.task.rank << " trainer exited with " << p.exit_code;
+      metrics_.AddCounter("attune_worker_trainer_exits_total", "trainer processes ended, by exit code",
+                          {{"code", std::to_string(p.exit_code)}}, 1);
       ::kill(-p.pid, SIGKILL);  // anything it left behind in its group
     } else if (absl::Now() > p.kill_at) {
       ::kill(-p.pid, SIGKILL);
@@ -168,6 +198,9 @@ void Agent::Run(const std::atomic<bool>& stop) {
         }
       }
       std::vector<TaskState> tasks;
+      int running = 0;
+      for (auto& [key, p] : procs_) running += p.running;
+      metrics_.SetGauge("attune_worker_tasks_running", "trainer processes running on this worker", {}, running);
       for (auto& [key, p] : procs_) {
         if (!p.running && p.reports_left <= 0) continue;
         tasks.push_back({p.task.job_id, p.task.generation, p.task.rank, p.running, p.exit_code, p.new_lines});

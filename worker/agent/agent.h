@@ -17,6 +17,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
+#include "common/metrics.h"
 
 namespace attune::worker::agent {
 
@@ -77,8 +78,8 @@ struct AgentOptions {
 
 class Agent {
  public:
-  // `client` must outlive the agent.
-  Agent(CoordinatorClient& client, AgentOptions options);
+  // `client` and `metrics` must outlive the agent.
+  Agent(CoordinatorClient& client, AgentOptions options, common::Metrics& metrics);
   ~Agent();
   // Runs until `stop` becomes true; then stops its trainers.
   void Run(const std::atomic<bool>& stop);
@@ -98,10 +99,12 @@ class Agent {
   absl::Status Start(const AgentTask& t);
   void Stop(Proc& p, const std::string& why);
   void Poll();
+  void Export(const AgentTask& task, const std::string& event_json);
   std::string Key(const std::string& job, int64_t gen, int rank) const;
 
   CoordinatorClient& client_;
   AgentOptions options_;
+  common::Metrics& metrics_;
   std::map<std::string, Proc> procs_;
   std::vector<TrainerEvent> outbox_;
 };

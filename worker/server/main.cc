@@ -149,7 +149,13 @@ int RunAgent(const char* self) {
     token = *t;
   }
   attune::worker::agent::GrpcCoordinatorClient client(channel, absl::Seconds(5), token);
-  attune::worker::agent::Agent agent(client, o);
+  // NOTE [agent metrics endpoint]: prometheus-cpp's exposer fails to start
+  // inside attune-worker (civetweb returns a null context after a successful
+  // bind and listen; it works in attune-coordinator). Until that is found,
+  // the agent's series go nowhere and the coordinator exports each job's
+  // trainer figures from rank 0's reports.
+  attune::common::NullMetrics metrics;
+  attune::worker::agent::Agent agent(client, o, metrics);
   signal(SIGTERM, OnSignal);
   signal(SIGINT, OnSignal);
   LOG(INFO) << "agent " << o.info.worker_id << ": " << o.info.cpus << " cpus, coordinator "
@@ -325,7 +331,6 @@ int Train() {
 int main(int argc, char** argv) {
   FLAGS_logtostderr = true;
   google::InitGoogleLogging(argv[0]);
-  const std::string allocator = attune::worker::train::ConfigureAllocatorForTraining();
   absl::SetProgramUsageMessage(kUsage);
   if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h") {
     std::cerr << kUsage << "\n";
@@ -339,7 +344,7 @@ int main(int argc, char** argv) {
   absl::ParseCommandLine(static_cast<int>(args.size()), args.data());
   if (command == "agent") return RunAgent(argv[0]);
   if (command == "train") {
-    LOG(INFO) << allocator;
+    LOG(INFO) << attune::worker::train::ConfigureAllocatorForTraining();
     if (absl::GetFlag(FLAGS_spec).empty()) {
       std::cerr << "attune-worker train: --spec is required\n" << kUsage << "\n";
       return 2;
