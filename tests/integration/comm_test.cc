@@ -1,10 +1,6 @@
 // Ranks as threads over real Gloo TCP on loopback (c10d CollectiveTest
 // style): collectives, variable-size gathers and the reducer.
 
-#include <sys/socket.h>
-#include <netinet/in.h>
-#include <unistd.h>
-
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -12,6 +8,7 @@
 
 #include "common/testing/status_matchers.h"
 #include "worker/comm/communicator.h"
+#include "tests/testing/process.h"
 #include "worker/comm/reducer.h"
 
 namespace attune::worker::comm {
@@ -20,21 +17,9 @@ namespace {
 using ::attune::testing::IsOk;
 using ::attune::testing::StatusIs;
 
-int FreePort() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof a;
-  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  ::close(fd);
-  return ntohs(a.sin_port);
-}
-
 // Runs fn(rank, communicator) on `world` threads.
 void OnRanks(int world, const std::function<void(int, Communicator&)>& fn, bool final_barrier = true) {
-  const int port = FreePort();
+  const int port = attune::testing::FreePort();
   std::vector<std::thread> threads;
   for (int r = 0; r < world; ++r) {
     threads.emplace_back([&, r] {
@@ -142,7 +127,7 @@ TEST(CommErrorsTest, BadOptionsAndMissingPeers) {
   o.master_port = 1234;
   EXPECT_THAT(CreateGlooCommunicator(o), StatusIs(absl::StatusCode::kInvalidArgument, "outside world size"));
   o.rank = 0;
-  o.master_port = FreePort();
+  o.master_port = attune::testing::FreePort();
   o.timeout = absl::Seconds(1);
   EXPECT_THAT(CreateGlooCommunicator(o), StatusIs(absl::StatusCode::kDeadlineExceeded, "1 of 2 ranks arrived"));
   EXPECT_THAT(CreateCommunicator("mpi", o), StatusIs(absl::StatusCode::kInvalidArgument, "workers.backend"));

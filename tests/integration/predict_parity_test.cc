@@ -16,17 +16,6 @@ using testing::Fixture;
 using testing::RunCommand;
 using testing::TempDir;
 
-std::vector<std::vector<double>> LogitsOf(const std::string& jsonl) {
-  std::vector<std::vector<double>> out;
-  std::istringstream in(jsonl);
-  std::string line;
-  while (std::getline(in, line)) {
-    if (line.empty() || line[0] != '{') continue;
-    out.push_back(nlohmann::json::parse(line)["logits"].get<std::vector<double>>());
-  }
-  return out;
-}
-
 struct Variant {
   std::string name, flags;
 };
@@ -41,8 +30,8 @@ TEST_P(PredictParityTest, LogitsMatchPythonReference) {
   auto pred = RunCommand(Bin("attune") + " predict --model " + dir.path() + " --input " + (dir / "input.jsonl") +
                   " --output " + (dir / "pred.jsonl"));
   ASSERT_EQ(pred.exit_code, 0) << pred.output;
-  auto got = LogitsOf(testing::ReadText(dir / "pred.jsonl"));
-  auto want = LogitsOf(testing::ReadText(dir / "expected.jsonl"));
+  auto got = testing::LogitLines(testing::ReadText(dir / "pred.jsonl"));
+  auto want = testing::LogitLines(testing::ReadText(dir / "expected.jsonl"));
   ASSERT_EQ(got.size(), want.size());
   ASSERT_EQ(got.size(), 5u);
   for (size_t i = 0; i < got.size(); ++i) {

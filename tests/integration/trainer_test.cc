@@ -13,6 +13,7 @@
 
 #include "common/safetensors.h"
 #include "tests/testing/process.h"
+#include "tests/testing/weights.h"
 
 namespace attune {
 namespace {
@@ -20,7 +21,10 @@ namespace {
 using testing::Bin;
 using testing::Fixture;
 using testing::RunCommand;
+using testing::LogitLines;
+using testing::MaxAbsDiff;
 using testing::TempDir;
+using testing::Weights;
 
 // Short texts whose label depends on the words, from the tiny model's vocabulary.
 void WriteData(const std::string& path, int n, int seed, bool three_classes) {
@@ -58,27 +62,6 @@ testing::CommandResult Train(const TempDir& dir, const std::string& name, const 
                              const std::string& flags = "") {
   testing::WriteText(dir / (name + ".yaml"), spec);
   return RunCommand(Bin("attune-worker") + " train --spec " + (dir / (name + ".yaml")) + " " + flags, 300);
-}
-
-std::map<std::string, std::vector<float>> Weights(const std::string& path) {
-  auto f = common::ReadSafeTensors(path);
-  EXPECT_TRUE(f.ok()) << f.status();
-  std::map<std::string, std::vector<float>> out;
-  if (!f.ok()) return out;
-  for (const auto& [name, t] : f->tensors) {
-    if (t.dtype != "F32") continue;
-    std::vector<float> v(t.data.size() / 4);
-    std::memcpy(v.data(), t.data.data(), t.data.size());
-    out[name] = std::move(v);
-  }
-  return out;
-}
-
-double MaxAbsDiff(const std::vector<float>& a, const std::vector<float>& b) {
-  EXPECT_EQ(a.size(), b.size());
-  double m = 0;
-  for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) m = std::max(m, std::fabs(double(a[i]) - double(b[i])));
-  return m;
 }
 
 class TrainerTest : public ::testing::Test {
@@ -155,16 +138,6 @@ TEST_F(TrainerTest, InvalidSpecNamesTheField) {
   auto r = Train(dir_, "inv", Spec(dir_, kTinyConfig, "{type: full}", "batch_size: 0", dir_ / "inv"));
   EXPECT_EQ(r.exit_code, 2) << r.output;
   EXPECT_NE(r.output.find("hyperparameters.batch_size: must be > 0"), std::string::npos) << r.output;
-}
-
-std::vector<std::vector<double>> LogitLines(const std::string& out) {
-  std::vector<std::vector<double>> v;
-  std::istringstream in(out);
-  std::string line;
-  while (std::getline(in, line)) {
-    if (!line.empty() && line[0] == '{') v.push_back(nlohmann::json::parse(line)["logits"].get<std::vector<double>>());
-  }
-  return v;
 }
 
 // An exported model directory read by an independent Hugging Face-layout

@@ -20,6 +20,7 @@
 
 #include "common/safetensors.h"
 #include "tests/testing/process.h"
+#include "tests/testing/weights.h"
 
 namespace attune {
 namespace {
@@ -45,32 +46,6 @@ void WriteData(const std::string& path, int n, int seed) {
     out << text << " " << i << "," << names[static_cast<size_t>(y)] << "\n";
   }
   testing::WriteText(path, out.str());
-}
-
-std::map<std::string, std::vector<float>> Weights(const std::string& path) {
-  auto f = common::ReadSafeTensors(path);
-  EXPECT_TRUE(f.ok()) << f.status();
-  std::map<std::string, std::vector<float>> out;
-  if (!f.ok()) return out;
-  for (const auto& [name, t] : f->tensors) {
-    std::vector<float> v(t.data.size() / 4);
-    std::memcpy(v.data(), t.data.data(), t.data.size());
-    out[name] = std::move(v);
-  }
-  return out;
-}
-
-double MaxDiff(const std::string& a, const std::string& b) {
-  auto wa = Weights(a), wb = Weights(b);
-  EXPECT_EQ(wa.size(), wb.size());
-  EXPECT_FALSE(wa.empty());
-  double m = 0;
-  for (const auto& [name, v] : wa) {
-    const auto& u = wb[name];
-    EXPECT_EQ(v.size(), u.size()) << name;
-    for (size_t i = 0; i < std::min(v.size(), u.size()); ++i) m = std::max(m, std::fabs(double(v[i]) - double(u[i])));
-  }
-  return m;
 }
 
 class DistributedTest : public ::testing::Test {
@@ -117,8 +92,8 @@ class DistributedTest : public ::testing::Test {
       ASSERT_EQ(r.exit_code, 0) << r.output;
       out[n] = dir_ / (name + "/model/model.safetensors");
     }
-    EXPECT_LT(MaxDiff(out[1], out[2]), 1e-5);
-    EXPECT_LT(MaxDiff(out[1], out[3]), 1e-5);
+    EXPECT_LT(testing::MaxAbsDiff(out[1], out[2]), 1e-5);
+    EXPECT_LT(testing::MaxAbsDiff(out[1], out[3]), 1e-5);
   }
   TempDir dir_;
 };
@@ -164,15 +139,6 @@ TEST_F(DistributedTest, ResumesOnAnotherWorldSize) {
   EXPECT_EQ(report["train_loss"].size(), 12u);
 }
 
-pid_t Spawn(const std::string& cmd, const std::string& log) {
-  pid_t pid = ::fork();
-  if (pid == 0) {
-    ::execl("/bin/sh", "sh", "-c", ("exec " + cmd + " > " + log + " 2>&1").c_str(), nullptr);
-    ::_exit(127);
-  }
-  return pid;
-}
-
 // Waits up to `limit` for `pid`; returns its exit code or -1 if still running.
 int WaitFor(pid_t pid, std::chrono::seconds limit, std::chrono::steady_clock::time_point* when) {
   auto deadline = std::chrono::steady_clock::now() + limit;
@@ -187,21 +153,15 @@ int WaitFor(pid_t pid, std::chrono::seconds limit, std::chrono::steady_clock::ti
   return -1;
 }
 
-int FreePortForTest() {
-  auto r = RunCommand("/usr/bin/python3 -c \"import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); "
-                      "print(s.getsockname()[1])\"");
-  return std::stoi(r.output);
-}
-
 TEST_F(DistributedTest, KilledRankFailsTheOthersWithinTheTimeout) {
   WriteData(dir_ / "train.csv", 3000, 3);
   std::string spec = Spec("kill", Scratch(), "{type: full}", 4, 1);
-  const int port = FreePortForTest();
+  const int port = testing::FreePort();
   const int timeout_s = 5;
   std::string base = Bin("attune-worker") + " train --noresume --spec " + spec + " --world_size 2 --rendezvous 127.0.0.1:" +
                      std::to_string(port) + " --collective_timeout_s " + std::to_string(timeout_s);
-  pid_t r0 = Spawn(base + " --rank 0", dir_ / "r0.log");
-  pid_t r1 = Spawn(base + " --rank 1", dir_ / "r1.log");
+  pid_t r0 = testing::Spawn(base + " --rank 0", dir_ / "r0.log");
+  pid_t r1 = testing::Spawn(base + " --rank 1", dir_ / "r1.log");
   // Wait until training is under way, then SIGKILL rank 1 mid-step.
   auto until = std::chrono::steady_clock::now() + std::chrono::seconds(60);
   while (testing::ReadText(dir_ / "r1.log").find("step=20/") == std::string::npos &&
@@ -229,7 +189,7 @@ TEST_F(DistributedTest, MissingRankGivesARendezvousTimeout) {
   std::string spec = Spec("alone", Scratch(), "{type: full}", 4, 1);
   auto t0 = std::chrono::steady_clock::now();
   auto r = RunCommand(Bin("attune-worker") + " train --noresume --spec " + spec +
-                          " --world_size 2 --rank 0 --rendezvous 127.0.0.1:" + std::to_string(FreePortForTest()) +
+                          " --world_size 2 --rank 0 --rendezvous 127.0.0.1:" + std::to_string(testing::FreePort()) +
                           " --collective_timeout_s 3",
                       60);
   double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

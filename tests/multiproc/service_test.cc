@@ -22,13 +22,9 @@ namespace {
 
 using testing::Bin;
 using testing::RunCommand;
+using testing::FreePort;
+using testing::Spawn;
 using testing::TempDir;
-
-int FreePort() {
-  auto r = RunCommand("/usr/bin/python3 -c \"import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); "
-                      "print(s.getsockname()[1])\"");
-  return std::stoi(r.output);
-}
 
 // proto3 JSON writes int64 as a string.
 int64_t Int(const nlohmann::json& j, const char* key) {
@@ -41,16 +37,6 @@ int64_t Int(const nlohmann::json& j, const char* key) {
 // shell running pgrep itself ("[a]" matches "a" but not "[a]").
 std::string TrainerPattern(const std::string& dir, const std::string& extra = "") {
   return "'[a]ttune-worker train --spec " + dir + extra + "'";
-}
-
-pid_t Spawn(const std::string& cmd, const std::string& log) {
-  pid_t pid = ::fork();
-  if (pid == 0) {
-    ::setpgid(0, 0);
-    ::execl("/bin/sh", "sh", "-c", ("exec " + cmd + " >> " + log + " 2>&1").c_str(), nullptr);
-    ::_exit(127);
-  }
-  return pid;
 }
 
 void KillAndReap(pid_t pid) {

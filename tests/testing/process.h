@@ -2,11 +2,20 @@
 
 // Helpers for tests that run the real binaries (TESTONLY).
 
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
 
 namespace attune::testing {
 
@@ -56,6 +65,41 @@ inline std::string ReadText(const std::string& path) {
   std::stringstream s;
   s << f.rdbuf();
   return s.str();
+}
+
+// A free TCP port on loopback.
+inline int FreePort() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof a;
+  ::bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  ::close(fd);
+  return ntohs(a.sin_port);
+}
+
+// Starts `cmd` through /bin/sh in its own process group, appending its output to `log`.
+inline pid_t Spawn(const std::string& cmd, const std::string& log) {
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::setpgid(0, 0);
+    ::execl("/bin/sh", "sh", "-c", ("exec " + cmd + " >> " + log + " 2>&1").c_str(), nullptr);
+    ::_exit(127);
+  }
+  return pid;
+}
+
+// The "logits" of each JSON line of `text` (lines that are not JSON objects are skipped).
+inline std::vector<std::vector<double>> LogitLines(const std::string& text) {
+  std::vector<std::vector<double>> out;
+  std::istringstream in(text);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (!line.empty() && line[0] == '{') out.push_back(nlohmann::json::parse(line)["logits"].get<std::vector<double>>());
+  }
+  return out;
 }
 
 }  // namespace attune::testing

@@ -26,6 +26,7 @@ struct ReaderOptions {
   std::string text_pair_column;  // empty: single-sentence task
   std::string label_column = "label";
   bool require_label = true;     // false for prediction inputs
+  bool require_text_pair = true; // false: a missing text_pair_column reads as no pairs
   int64_t max_field_bytes = int64_t{1} << 20;
   int64_t max_row_bytes = int64_t{4} << 20;
   int64_t max_rows = 50'000'000;

@@ -65,7 +65,7 @@ absl::StatusOr<Columns> FindColumns(const std::vector<std::string>& header, cons
     if (header[i] == o.label_column) c.label = static_cast<int>(i);
   }
   if (c.text < 0) return Malformed(path, 1, absl::StrCat("no column named '", o.text_column, "' in the header"));
-  if (!o.text_pair_column.empty() && c.pair < 0) {
+  if (!o.text_pair_column.empty() && c.pair < 0 && o.require_text_pair) {
     return Malformed(path, 1, absl::StrCat("no column named '", o.text_pair_column, "' in the header"));
   }
   if (o.require_label && c.label < 0) {

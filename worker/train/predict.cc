@@ -22,18 +22,9 @@ absl::Status PredictImpl(const std::string& model_dir, const std::string& input,
   ro.text_column = o.text_column;
   ro.label_column = "label";
   ro.require_label = false;
-  // The pair column is optional in prediction input: probe for it.
-  ro.text_pair_column = "";
+  ro.text_pair_column = o.text_pair_column;
+  ro.require_text_pair = false;  // optional in prediction input
   ATTUNE_ASSIGN_OR_RETURN(auto records, data::ReadRecords(input, ro));
-  std::vector<std::optional<std::string>> pairs(records.size());
-  if (!o.text_pair_column.empty()) {
-    data::ReaderOptions rp = ro;
-    rp.text_pair_column = o.text_pair_column;
-    auto with_pairs = data::ReadRecords(input, rp);
-    if (with_pairs.ok()) {
-      for (size_t i = 0; i < records.size(); ++i) pairs[i] = (*with_pairs)[i].text_pair;
-    }
-  }
   const int max_len = o.max_length > 0 ? o.max_length
                                        : static_cast<int>(std::min<int64_t>(512, m->config.max_position_embeddings));
   torch::NoGradGuard g;
@@ -45,7 +36,7 @@ absl::Status PredictImpl(const std::string& model_dir, const std::string& input,
       if (!records[i].text) {
         return absl::InvalidArgumentError(absl::StrCat(input, ":", records[i].line, ": missing text"));
       }
-      const std::string* pair = pairs[i] ? &*pairs[i] : nullptr;
+      const std::string* pair = records[i].text_pair ? &*records[i].text_pair : nullptr;
       enc.push_back(tok.Encode(*records[i].text, pair, max_len, false));
       longest = std::max(longest, enc.back().input_ids.size());
     }

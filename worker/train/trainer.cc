@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <optional>
 
 #include <glog/logging.h>
 #include <nlohmann/json.hpp>
@@ -587,8 +588,10 @@ absl::StatusOr<TrainResult> Engine::Run() {
                                c_.name, rank_, total, steps_per_epoch, warmup, train.size(), c_.batch_size,
                                world_, accum);
 
+  std::optional<eval::Metrics> latest;  // full metrics of this run's last evaluation, at s.last_eval_step
   auto run_eval = [&](double epoch) -> absl::Status {
     ATTUNE_ASSIGN_OR_RETURN(eval::Metrics m, Evaluate(model_, val, c_.eval_batch_size, tok.pad_id(), num_classes, comm_));
+    latest = m;
     s.evals.push_back({s.step, epoch, m});
     s.last_eval_step = s.step;
     LOG(INFO) << absl::StrFormat("job=%s rank=%d step=%d eval: loss %.4f accuracy %.4f f1 %.4f roc_auc %.4f", c_.name,
@@ -732,13 +735,20 @@ absl::StatusOr<TrainResult> Engine::Run() {
   }
   if (!o_.eval_only && s.last_eval_step != s.step) ATTUNE_RETURN_IF_ERROR(run_eval(static_cast<double>(s.sampler.epoch)));
 
-  // Export the best model (early stopping) or the last one.
+  // Export the best model (early stopping) or the last one. The last one was
+  // just evaluated; the best one (or a model never evaluated here) is evaluated now.
+  bool reuse_latest = latest.has_value() && s.last_eval_step == s.step;
   if (es_on && s.best_step >= 0 && fs::exists(best_path_)) {
     ATTUNE_RETURN_IF_ERROR(LoadParams(model_, best_path_));
     LOG(INFO) << "job=" << c_.name << " exporting the best model, from step " << s.best_step;
+    reuse_latest = false;
   }
-  ATTUNE_ASSIGN_OR_RETURN(eval::Metrics final_metrics,
-                          Evaluate(model_, val, c_.eval_batch_size, tok.pad_id(), num_classes, comm_));
+  eval::Metrics final_metrics;
+  if (reuse_latest) {
+    final_metrics = *latest;
+  } else {
+    ATTUNE_ASSIGN_OR_RETURN(final_metrics, Evaluate(model_, val, c_.eval_batch_size, tok.pad_id(), num_classes, comm_));
+  }
   result_.final_metrics = final_metrics;
   // The exported model's evaluation is the job's last word.
   if (obs_) obs_->OnEval(es_on && s.best_step >= 0 ? s.best_step : s.step, final_metrics);
