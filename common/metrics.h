@@ -19,6 +19,9 @@ class Metrics {
   virtual void AddCounter(const std::string& name, const std::string& help, const Labels& labels, double delta) = 0;
   virtual void Observe(const std::string& name, const std::string& help, const Labels& labels,
                        const std::vector<double>& buckets, double value) = 0;
+  // Removes every series whose labels include all of `match` (for example
+  // one job's ranks after it ended), so that cardinality stays bounded.
+  virtual void Forget(const Labels& match) = 0;
 };
 
 // Discards everything: for components run without a metrics endpoint.
@@ -27,6 +30,7 @@ class NullMetrics : public Metrics {
   void SetGauge(const std::string&, const std::string&, const Labels&, double) override {}
   void AddCounter(const std::string&, const std::string&, const Labels&, double) override {}
   void Observe(const std::string&, const std::string&, const Labels&, const std::vector<double>&, double) override {}
+  void Forget(const Labels&) override {}
 };
 
 }  // namespace attune::common

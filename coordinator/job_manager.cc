@@ -1,6 +1,7 @@
 #include "coordinator/job_manager.h"
 
 #include <algorithm>
+#include <set>
 #include <cstdlib>
 #include <filesystem>
 #include <random>
@@ -423,6 +424,10 @@ void JobManager::ScheduleLocked() {
   if (queue.empty()) return;
   for (const Placement& p : Schedule(cluster, queue)) {
     Job& job = jobs_[p.job_id];
+    const int64_t eligible_ms = std::max(job.updated_ms, job.not_before_ms);
+    if (scheduling_seconds_.size() < 10000) {
+      scheduling_seconds_.push_back(static_cast<double>(std::max<int64_t>(0, NowMs() - eligible_ms)) / 1000.0);
+    }
     ++job.generation;
     job.workers = p.workers;
     const WorkerState& r0 = workers_[p.workers[0]];
@@ -487,18 +492,28 @@ void JobManager::Tick() {
   ScheduleLocked();
 }
 
-std::map<JobState, int> JobManager::JobsByState() {
+JobManager::ClusterStats JobManager::TakeStats() {
   std::lock_guard<std::mutex> l(mu_);
-  std::map<JobState, int> out;
-  for (const auto& [id, j] : jobs_) ++out[j.state];
+  ClusterStats out;
+  std::set<std::string> busy;
+  for (const auto& [id, j] : jobs_) {
+    ++out.jobs[j.state];
+    out.restarts += j.restarts;
+    if (IsLive(j.state)) busy.insert(j.workers.begin(), j.workers.end());
+  }
+  const absl::Time now = absl::Now();
+  for (const auto& [id, w] : workers_) {
+    if (!w.alive) {
+      ++out.workers_lost;
+    } else if (busy.count(id)) {
+      ++out.workers_busy;
+    } else {
+      ++out.workers_idle;
+    }
+    out.heartbeat_age_seconds.emplace_back(id, absl::ToDoubleSeconds(now - w.last_seen));
+  }
+  out.scheduling_seconds.swap(scheduling_seconds_);
   return out;
-}
-
-int JobManager::AliveWorkers() {
-  std::lock_guard<std::mutex> l(mu_);
-  int n = 0;
-  for (const auto& [id, w] : workers_) n += w.alive;
-  return n;
 }
 
 }  // namespace attune::coordinator

@@ -108,9 +108,16 @@ class JobManager {
                       Event event);
   void Tick();
 
-  // For metrics and tests.
-  std::map<JobState, int> JobsByState();
-  int AliveWorkers();
+  // For metrics: a snapshot of the cluster, plus the scheduling latencies
+  // observed since the previous call (drained).
+  struct ClusterStats {
+    std::map<JobState, int> jobs;
+    int workers_idle = 0, workers_busy = 0, workers_lost = 0;
+    std::vector<std::pair<std::string, double>> heartbeat_age_seconds;  // per registered worker
+    int64_t restarts = 0;                                                // over all jobs, ever
+    std::vector<double> scheduling_seconds;  // eligible (queued, or backoff over) to placed
+  };
+  ClusterStats TakeStats();
 
  private:
   struct RankState {
@@ -145,6 +152,7 @@ class JobManager {
   std::map<std::string, Live> live_;  // current attempt's ranks, per job
   std::map<std::pair<std::string, int>, std::deque<std::string>> logs_;
   absl::Time started_ = absl::Now();
+  std::vector<double> scheduling_seconds_;  // drained by TakeStats
 };
 
 }  // namespace attune::coordinator

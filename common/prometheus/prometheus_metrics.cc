@@ -1,62 +1,240 @@
 #include "common/prometheus/prometheus_metrics.h"
 
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <chrono>
 #include <map>
+#include <mutex>
+#include <sstream>
+#include <thread>
 
 #include <prometheus/counter.h>
-#include <prometheus/exposer.h>
 #include <prometheus/gauge.h>
 #include <prometheus/histogram.h>
 #include <prometheus/registry.h>
+#include <prometheus/text_serializer.h>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 
 namespace attune::common {
+namespace {
+
+constexpr int kPollMs = 200;             // how often the server checks for shutdown
+constexpr auto kRequestTimeout = std::chrono::seconds(2);  // a silent client delays scrapes at most this long
+constexpr size_t kMaxRequestBytes = 16 * 1024;
+
+// Reads the request head (up to the blank line) within the timeout.
+bool ReadRequestHead(int fd, std::string* head) {
+  const auto deadline = std::chrono::steady_clock::now() + kRequestTimeout;
+  char buf[2048];
+  while (head->find("\r\n\r\n") == std::string::npos && head->find("\n\n") == std::string::npos) {
+    if (head->size() > kMaxRequestBytes) return false;
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) return false;
+    pollfd p{fd, POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) return false;
+    ssize_t n = ::recv(fd, buf, sizeof buf, 0);
+    if (n <= 0) return false;
+    head->append(buf, static_cast<size_t>(n));
+  }
+  return true;
+}
+
+void SendAll(int fd, const std::string& s) {
+  size_t off = 0;
+  while (off < s.size()) {
+    ssize_t n = ::send(fd, s.data() + off, s.size() - off, MSG_NOSIGNAL);
+    if (n <= 0) return;
+    off += static_cast<size_t>(n);
+  }
+}
+
+std::string Response(int code, const char* reason, const char* type, const std::string& body, bool head_only) {
+  std::string r = absl::StrCat("HTTP/1.1 ", code, " ", reason, "\r\nContent-Type: ", type,
+                               "\r\nContent-Length: ", body.size(), "\r\nConnection: close\r\n\r\n");
+  if (!head_only) r += body;
+  return r;
+}
+
+// A family and the series added to it, so that series can be forgotten.
+template <typename T>
+struct Tracked {
+  prometheus::Family<T>* family = nullptr;
+  std::map<Labels, T*> series;
+
+  void Forget(const Labels& match) {
+    for (auto it = series.begin(); it != series.end();) {
+      bool all = true;
+      for (const auto& [k, v] : match) {
+        auto f = it->first.find(k);
+        all &= f != it->first.end() && f->second == v;
+      }
+      if (all) {
+        family->Remove(it->second);
+        it = series.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+};
+
+}  // namespace
 
 struct PrometheusMetrics::Impl {
-  std::unique_ptr<prometheus::Exposer> exposer;
   std::shared_ptr<prometheus::Registry> registry = std::make_shared<prometheus::Registry>();
   std::mutex mu;
-  std::map<std::string, prometheus::Family<prometheus::Gauge>*> gauges;
-  std::map<std::string, prometheus::Family<prometheus::Counter>*> counters;
-  std::map<std::string, prometheus::Family<prometheus::Histogram>*> histograms;
+  std::map<std::string, Tracked<prometheus::Gauge>> gauges;
+  std::map<std::string, Tracked<prometheus::Counter>> counters;
+  std::map<std::string, Tracked<prometheus::Histogram>> histograms;
+  int listen_fd = -1;
+  int port = 0;
+  std::atomic<bool> stop{false};
+  std::thread server;
+
+  std::string Render() const {
+    std::ostringstream out;
+    prometheus::TextSerializer().Serialize(out, registry->Collect());
+    return out.str();
+  }
+
+  void Handle(int fd) const {
+    std::string head;
+    if (!ReadRequestHead(fd, &head)) return;
+    const size_t eol = head.find_first_of("\r\n");
+    std::istringstream line(head.substr(0, eol));
+    std::string method, target;
+    line >> method >> target;
+    const bool head_only = method == "HEAD";
+    const std::string path = target.substr(0, target.find('?'));
+    if (method != "GET" && !head_only) {
+      SendAll(fd, Response(405, "Method Not Allowed", "text/plain", "only GET and HEAD\n", false));
+    } else if (path == "/metrics") {
+      SendAll(fd, Response(200, "OK", "text/plain; version=0.0.4; charset=utf-8", Render(), head_only));
+    } else if (path == "/" || path == "/healthz") {
+      SendAll(fd, Response(200, "OK", "text/plain", "ok: metrics at /metrics\n", head_only));
+    } else {
+      SendAll(fd, Response(404, "Not Found", "text/plain", "not found: try /metrics\n", head_only));
+    }
+  }
+
+  void Loop() {
+    while (!stop.load()) {
+      pollfd p{listen_fd, POLLIN, 0};
+      if (::poll(&p, 1, kPollMs) <= 0) continue;
+      int fd = ::accept(listen_fd, nullptr, nullptr);
+      if (fd < 0) continue;
+      Handle(fd);  // scrapes are rare and small: one at a time
+      ::close(fd);
+    }
+  }
 };
 
 PrometheusMetrics::PrometheusMetrics(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
-PrometheusMetrics::~PrometheusMetrics() = default;
+
+PrometheusMetrics::~PrometheusMetrics() {
+  impl_->stop.store(true);
+  if (impl_->server.joinable()) impl_->server.join();
+  if (impl_->listen_fd >= 0) ::close(impl_->listen_fd);
+}
 
 absl::StatusOr<std::unique_ptr<PrometheusMetrics>> PrometheusMetrics::Serve(const std::string& listen) {
-  auto impl = std::make_unique<Impl>();
-  try {
-    impl->exposer = std::make_unique<prometheus::Exposer>(listen);
-  } catch (const std::exception& e) {
-    return absl::UnavailableError(absl::StrCat("cannot serve metrics on ", listen, ": ", e.what()));
+  const size_t colon = listen.rfind(':');
+  int port = -1;
+  if (colon == std::string::npos || !absl::SimpleAtoi(listen.substr(colon + 1), &port) || port < 0 || port > 65535) {
+    return absl::InvalidArgumentError(absl::StrCat("metrics address '", listen, "': want HOST:PORT"));
   }
-  impl->exposer->RegisterCollectable(impl->registry);
+  std::string host = listen.substr(0, colon);
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_PASSIVE;
+  addrinfo* res = nullptr;
+  const std::string port_str = std::to_string(port);
+  if (int rc = ::getaddrinfo(host.empty() || host == "*" ? nullptr : host.c_str(), port_str.c_str(), &hints, &res);
+      rc != 0) {
+    return absl::InvalidArgumentError(absl::StrCat("metrics address '", listen, "': ", gai_strerror(rc)));
+  }
+  auto impl = std::make_unique<Impl>();
+  std::string err = "no address";
+  for (addrinfo* a = res; a; a = a->ai_next) {
+    int fd = ::socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
+    if (fd < 0) continue;
+    int one = 1;
+    ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (::bind(fd, a->ai_addr, a->ai_addrlen) == 0 && ::listen(fd, 64) == 0) {
+      impl->listen_fd = fd;
+      break;
+    }
+    err = std::strerror(errno);
+    ::close(fd);
+  }
+  ::freeaddrinfo(res);
+  if (impl->listen_fd < 0) {
+    return absl::UnavailableError(absl::StrCat("cannot serve metrics on ", listen, ": ", err));
+  }
+  sockaddr_storage bound{};
+  socklen_t len = sizeof bound;
+  ::getsockname(impl->listen_fd, reinterpret_cast<sockaddr*>(&bound), &len);
+  impl->port = ntohs(bound.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port
+                                                 : reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
+  Impl* raw = impl.get();
+  impl->server = std::thread([raw] { raw->Loop(); });
   return std::unique_ptr<PrometheusMetrics>(new PrometheusMetrics(std::move(impl)));
+}
+
+int PrometheusMetrics::port() const { return impl_->port; }
+
+std::string PrometheusMetrics::Render() const {
+  std::lock_guard<std::mutex> l(impl_->mu);
+  return impl_->Render();
 }
 
 void PrometheusMetrics::SetGauge(const std::string& name, const std::string& help, const Labels& labels,
                                  double value) {
   std::lock_guard<std::mutex> l(impl_->mu);
-  auto& f = impl_->gauges[name];
-  if (!f) f = &prometheus::BuildGauge().Name(name).Help(help).Register(*impl_->registry);
-  f->Add(labels).Set(value);
+  auto& t = impl_->gauges[name];
+  if (!t.family) t.family = &prometheus::BuildGauge().Name(name).Help(help).Register(*impl_->registry);
+  auto& g = t.series[labels];
+  if (!g) g = &t.family->Add(labels);
+  g->Set(value);
 }
 
 void PrometheusMetrics::AddCounter(const std::string& name, const std::string& help, const Labels& labels,
                                    double delta) {
   std::lock_guard<std::mutex> l(impl_->mu);
-  auto& f = impl_->counters[name];
-  if (!f) f = &prometheus::BuildCounter().Name(name).Help(help).Register(*impl_->registry);
-  f->Add(labels).Increment(delta);
+  auto& t = impl_->counters[name];
+  if (!t.family) t.family = &prometheus::BuildCounter().Name(name).Help(help).Register(*impl_->registry);
+  auto& c = t.series[labels];
+  if (!c) c = &t.family->Add(labels);
+  c->Increment(delta);
 }
 
 void PrometheusMetrics::Observe(const std::string& name, const std::string& help, const Labels& labels,
                                 const std::vector<double>& buckets, double value) {
   std::lock_guard<std::mutex> l(impl_->mu);
-  auto& f = impl_->histograms[name];
-  if (!f) f = &prometheus::BuildHistogram().Name(name).Help(help).Register(*impl_->registry);
-  f->Add(labels, prometheus::Histogram::BucketBoundaries(buckets.begin(), buckets.end())).Observe(value);
+  auto& t = impl_->histograms[name];
+  if (!t.family) t.family = &prometheus::BuildHistogram().Name(name).Help(help).Register(*impl_->registry);
+  auto& h = t.series[labels];
+  if (!h) h = &t.family->Add(labels, prometheus::Histogram::BucketBoundaries(buckets.begin(), buckets.end()));
+  h->Observe(value);
+}
+
+void PrometheusMetrics::Forget(const Labels& match) {
+  std::lock_guard<std::mutex> l(impl_->mu);
+  for (auto& [name, t] : impl_->gauges) t.Forget(match);
+  for (auto& [name, t] : impl_->counters) t.Forget(match);
+  for (auto& [name, t] : impl_->histograms) t.Forget(match);
 }
 
 }  // namespace attune::common

@@ -184,27 +184,6 @@ grpc::Status WorkerServiceImpl::ReportProgress(grpc::ServerContext* ctx, const v
   if (auto a = auth_.Check(ctx, Api::kWorkers); !a.ok()) return rec(a);
   absl::Status st = manager_.Report(req->worker_id(), req->job_id(), req->generation(), req->rank(),
                                     FromProto(req->event()));
-  if (st.ok() && req->rank() == 0) {
-    // Each job's training figures, as rank 0 reports them.
-    const common::Labels job{{"job", req->job_id()}};
-    const auto& e = req->event();
-    if (e.type() == v1::JobEvent::PROGRESS) {
-      metrics_.SetGauge("attune_train_loss", "training loss of the last step", job, e.progress().loss());
-      metrics_.SetGauge("attune_train_step", "optimizer steps done", job, static_cast<double>(e.progress().step()));
-      metrics_.SetGauge("attune_train_epoch", "epochs done (fractional)", job, e.progress().epoch());
-      metrics_.SetGauge("attune_train_learning_rate", "current learning rate", job, e.progress().learning_rate());
-      metrics_.SetGauge("attune_train_samples_per_second", "global training throughput", job,
-                        e.progress().samples_per_second());
-    } else if (e.type() == v1::JobEvent::EVALUATION) {
-      metrics_.SetGauge("attune_eval_accuracy", "evaluation accuracy", job, e.metrics().accuracy());
-      metrics_.SetGauge("attune_eval_f1", "evaluation F1", job, e.metrics().f1());
-      metrics_.SetGauge("attune_eval_roc_auc", "evaluation ROC-AUC", job, e.metrics().roc_auc());
-      metrics_.SetGauge("attune_eval_loss", "evaluation loss", job, e.metrics().loss());
-    } else if (e.type() == v1::JobEvent::CHECKPOINT) {
-      metrics_.SetGauge("attune_checkpoint_last_step", "step of the last committed checkpoint", job,
-                        static_cast<double>(e.progress().step()));
-    }
-  }
   return rec(ToGrpc(st));
 }
 

@@ -45,6 +45,46 @@ std::atomic<bool> g_stop{false};
 void OnSignal(int) { g_stop.store(true); }
 }  // namespace
 
+namespace {
+
+// The coordinator's own series, refreshed once a second.
+void ExportClusterStats(const attune::coordinator::JobManager::ClusterStats& st, attune::common::Metrics& m,
+                        int64_t* restarts_seen) {
+  static const char* kStates[] = {"VALIDATING", "QUEUED",    "SCHEDULED", "RUNNING",  "RECOVERING",
+                                  "CANCELLING", "SUCCEEDED", "FAILED",    "CANCELLED"};
+  int waiting = 0;
+  for (int i = 1; i <= 9; ++i) {
+    const auto state = static_cast<attune::coordinator::JobState>(i);
+    auto it = st.jobs.find(state);
+    const int n = it == st.jobs.end() ? 0 : it->second;
+    m.SetGauge("attune_coordinator_jobs", "jobs known to the coordinator, by state", {{"state", kStates[i - 1]}}, n);
+    if (state == attune::coordinator::JobState::kQueued || state == attune::coordinator::JobState::kRecovering) {
+      waiting += n;
+    }
+  }
+  m.SetGauge("attune_coordinator_queue_depth", "jobs waiting for workers (QUEUED or RECOVERING)", {}, waiting);
+  m.SetGauge("attune_coordinator_workers", "registered workers by state", {{"state", "idle"}}, st.workers_idle);
+  m.SetGauge("attune_coordinator_workers", "registered workers by state", {{"state", "busy"}}, st.workers_busy);
+  m.SetGauge("attune_coordinator_workers", "registered workers by state", {{"state", "lost"}}, st.workers_lost);
+  for (const auto& [worker, age] : st.heartbeat_age_seconds) {
+    m.SetGauge("attune_coordinator_worker_heartbeat_age_seconds", "seconds since the worker's last heartbeat",
+               {{"worker", worker}}, age);
+  }
+  // Restarts are stored per job, so the total survives a coordinator restart;
+  // the counter counts the ones seen by this process.
+  if (*restarts_seen < 0) *restarts_seen = st.restarts;
+  m.AddCounter("attune_coordinator_job_restarts_total", "job attempts restarted after a failure", {},
+               static_cast<double>(std::max<int64_t>(0, st.restarts - *restarts_seen)));
+  *restarts_seen = std::max(*restarts_seen, st.restarts);
+  for (double secs : st.scheduling_seconds) {
+    m.Observe("attune_coordinator_scheduling_latency_seconds",
+              "time from a job becoming eligible (queued, or its restart backoff over) to its placement", {},
+              {0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800}, secs);
+  }
+}
+
+}  // namespace
+
 int main(int argc, char** argv) {
   FLAGS_logtostderr = true;
   google::InitGoogleLogging(argv[0]);
@@ -117,21 +157,13 @@ int main(int argc, char** argv) {
   std::cout << "listening on port " << port << std::endl;
   signal(SIGTERM, OnSignal);
   signal(SIGINT, OnSignal);
+  metrics->SetGauge("attune_build_info", "always 1; labels give the build",
+                    {{"version", ATTUNE_VERSION}, {"component", "coordinator"}}, 1);
   int ticks = 0;
+  int64_t restarts_seen = -1;
   while (!g_stop.load()) {
     manager.Tick();
-    if (++ticks % 5 == 0) {
-      static const char* kStates[] = {"VALIDATING", "QUEUED", "SCHEDULED", "RUNNING", "RECOVERING",
-                                      "CANCELLING", "SUCCEEDED", "FAILED", "CANCELLED"};
-      auto by_state = manager.JobsByState();
-      for (int st = 1; st <= 9; ++st) {
-        auto it = by_state.find(static_cast<attune::coordinator::JobState>(st));
-        metrics->SetGauge("attune_coordinator_jobs", "jobs by state", {{"state", kStates[st - 1]}},
-                          it == by_state.end() ? 0 : it->second);
-      }
-      metrics->SetGauge("attune_coordinator_workers", "registered workers by liveness", {{"state", "alive"}},
-                        manager.AliveWorkers());
-    }
+    if (++ticks % 5 == 0) ExportClusterStats(manager.TakeStats(), *metrics, &restarts_seen);
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
   }
   LOG(INFO) << "attune-coordinator shutting down";

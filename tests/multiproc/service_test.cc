@@ -98,11 +98,12 @@ class ServiceTest : public ::testing::Test {
     }
     FAIL() << "coordinator did not come up: " << testing::ReadText(dir_ / "coordinator.log");
   }
-  void StartAgents(int n) {
+  void StartAgents(int n, const std::vector<std::string>& extra = {}) {
     for (int i = 0; i < n; ++i) {
       std::string id = "w" + std::to_string(i);
       agents_.push_back(Spawn(Bin("attune-worker") + " agent --coordinator " + addr_ + " --worker-id " + id +
-                                  " --cpus 1 --work-dir " + (dir_ / ("agent-" + id)),
+                                  " --cpus 1 --work-dir " + (dir_ / ("agent-" + id)) + " " +
+                                  (i < static_cast<int>(extra.size()) ? extra[i] : ""),
                               dir_ / ("agent-" + id + ".log")));
     }
   }
@@ -307,17 +308,14 @@ TEST_F(ServiceTest, TokensAreRequiredWhenConfigured) {
   EXPECT_EQ(testing::ReadText(dir_ / "coordinator.log").find("w0rker"), std::string::npos);
 }
 
-TEST_F(ServiceTest, MetricsEndpointServesCoordinatorAndTrainingSeries) {
-  const int cport = FreePort();
+TEST_F(ServiceTest, MetricsEndpointsServeCoordinatorAndPerRankTrainingSeries) {
+  const int cport = FreePort(), w0 = FreePort(), w1 = FreePort();
   coordinator_ = Spawn(Bin("attune-coordinator") + " --listen " + addr_ + " --state " + (dir_ / "state.db") +
                            " --metrics-listen 127.0.0.1:" + std::to_string(cport),
                        dir_ / "coordinator.log");
   WaitForPort();
-  StartAgents(1);
-  std::string spec = Spec("metrics", 30, 0);
-  std::string text = testing::ReadText(spec);
-  text.replace(text.find("workers: {count: 2}"), 19, "workers: {count: 1}");
-  testing::WriteText(spec, text);
+  StartAgents(2, {"--metrics-listen 127.0.0.1:" + std::to_string(w0), "--metrics-listen 127.0.0.1:" + std::to_string(w1)});
+  std::string spec = Spec("metrics", 30, 0, 10);
   ASSERT_EQ(Cli("submit -f " + spec + " --watch", 120).exit_code, 0);
   std::this_thread::sleep_for(std::chrono::milliseconds(1500));  // one more gauge refresh
   auto fetch = [&](int port, const std::string& out) {
@@ -328,16 +326,41 @@ TEST_F(ServiceTest, MetricsEndpointServesCoordinatorAndTrainingSeries) {
   auto coord = fetch(cport, dir_ / "coordinator.prom");
   ASSERT_EQ(coord.exit_code, 0) << coord.output;
   EXPECT_NE(coord.output.find("attune_coordinator_jobs{state=\"SUCCEEDED\"} 1"), std::string::npos) << coord.output;
+  EXPECT_NE(coord.output.find("attune_coordinator_workers{state=\"idle\"} 2"), std::string::npos);
+  EXPECT_NE(coord.output.find("attune_coordinator_queue_depth 0"), std::string::npos);
+  EXPECT_NE(coord.output.find("attune_coordinator_scheduling_latency_seconds_count 1"), std::string::npos);
+  EXPECT_NE(coord.output.find("attune_coordinator_worker_heartbeat_age_seconds{worker=\"w1\"}"), std::string::npos);
   EXPECT_NE(coord.output.find("attune_coordinator_grpc_requests_total{code=\"OK\",method=\"Heartbeat\"}"),
             std::string::npos);
   EXPECT_NE(coord.output.find("attune_coordinator_grpc_request_seconds_bucket"), std::string::npos);
-  EXPECT_NE(coord.output.find("attune_train_loss{job=\""), std::string::npos) << coord.output;
-  EXPECT_NE(coord.output.find("attune_train_step{job=\""), std::string::npos);
-  EXPECT_NE(coord.output.find("attune_eval_accuracy{job=\""), std::string::npos);
-  // promtool, from Debian's prometheus package, lints the exposition.
+  // Each agent serves its own rank's series; the counters count every step.
+  std::string job_label;
+  for (int r = 0; r < 2; ++r) {
+    const std::string out = dir_ / ("worker" + std::to_string(r) + ".prom");
+    auto w = fetch(r == 0 ? w0 : w1, out);
+    ASSERT_EQ(w.exit_code, 0) << w.output;
+    const std::string ranks = "rank=\"" + std::to_string(r) + "\"";
+    const bool has_rank = w.output.find(ranks) != std::string::npos;
+    EXPECT_TRUE(has_rank) << w.output;
+    EXPECT_NE(w.output.find("attune_train_steps_total{job_id=\""), std::string::npos) << w.output;
+    EXPECT_NE(w.output.find("\"} 30\n"), std::string::npos) << "30 steps counted: " << w.output;
+    EXPECT_NE(w.output.find("attune_train_step_duration_seconds_count{job_id=\""), std::string::npos);
+    EXPECT_NE(w.output.find("attune_allreduce_duration_seconds_count{backend=\"gloo\",job_id=\""),
+              std::string::npos);
+    EXPECT_NE(w.output.find("attune_train_phase_seconds_total{job_id=\""), std::string::npos);
+    EXPECT_NE(w.output.find("attune_eval_accuracy{job_id=\""), std::string::npos);
+    EXPECT_NE(w.output.find("attune_collective_last_success_timestamp_seconds{job_id=\""), std::string::npos);
+    EXPECT_NE(w.output.find("attune_worker_trainer_exits_total{code=\"0\"} 1"), std::string::npos);
+    if (r == 0) {
+      EXPECT_NE(w.output.find("attune_checkpoint_duration_seconds_count{job_id=\""), std::string::npos);
+    }
+  }
+  // promtool, from Debian's prometheus package, lints every exposition.
   if (RunCommand("command -v promtool").exit_code == 0) {
-    auto lint = RunCommand("promtool check metrics < " + (dir_ / "coordinator.prom"));
-    EXPECT_EQ(lint.exit_code, 0) << lint.output;
+    for (const char* f : {"coordinator.prom", "worker0.prom", "worker1.prom"}) {
+      auto lint = RunCommand("promtool check metrics < " + (dir_ / f));
+      EXPECT_EQ(lint.exit_code, 0) << f << ": " << lint.output;
+    }
   }
 }
 

@@ -15,6 +15,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/files.h"
+#include "worker/agent/trainer_metrics.h"
 
 namespace attune::worker::agent {
 namespace {
@@ -42,27 +43,8 @@ void DrainLines(int fd, std::string* buf, std::vector<std::string>* lines) {
 Agent::Agent(CoordinatorClient& client, AgentOptions options, common::Metrics& metrics)
     : client_(client), options_(std::move(options)), metrics_(metrics) {}
 
-// Trainer figures as Prometheus series labelled by job and rank.
 void Agent::Export(const AgentTask& t, const std::string& event_json) {
-  auto j = nlohmann::json::parse(event_json, nullptr, false);
-  if (j.is_discarded() || !j.is_object()) return;
-  const common::Labels labels = {{"job", t.job_id}, {"rank", std::to_string(t.rank)}};
-  const std::string type = j.value("type", "");
-  if (type == "progress") {
-    metrics_.SetGauge("attune_train_loss", "training loss of the last step", labels, j.value("loss", 0.0));
-    metrics_.SetGauge("attune_train_step", "optimizer steps done", labels, j.value("step", 0.0));
-    metrics_.SetGauge("attune_train_epoch", "epochs done (fractional)", labels, j.value("epoch", 0.0));
-    metrics_.SetGauge("attune_train_learning_rate", "current learning rate", labels, j.value("lr", 0.0));
-    metrics_.SetGauge("attune_train_samples_per_second", "global training throughput", labels, j.value("sps", 0.0));
-  } else if (type == "eval") {
-    for (const char* k : {"accuracy", "f1", "roc_auc", "precision", "recall"}) {
-      metrics_.SetGauge(std::string("attune_eval_") + k, std::string("evaluation ") + k, labels, j.value(k, 0.0));
-    }
-    metrics_.SetGauge("attune_eval_loss", "evaluation loss", labels, j.value("eval_loss", 0.0));
-  } else if (type == "checkpoint") {
-    metrics_.SetGauge("attune_checkpoint_last_step", "step of the last committed checkpoint", labels,
-                      j.value("step", 0.0));
-  }
+  ExportTrainerEvent(metrics_, {t.job_id, t.rank, t.backend}, event_json);
 }
 
 Agent::~Agent() {
@@ -154,11 +136,15 @@ void Agent::Poll() {
       // What it wrote just before exiting is relayed before its exit is reported.
       std::vector<std::string> last;
       DrainLines(p.event_fd, &p.event_buf, &last);
-      for (auto& e : last) outbox_.push_back({p.task.job_id, p.task.generation, p.task.rank, std::move(e)});
+      for (auto& e : last) {
+        Export(p.task, e);
+        outbox_.push_back({p.task.job_id, p.task.generation, p.task.rank, std::move(e)});
+      }
       DrainLines(p.log_fd, &p.log_buf, &p.new_lines);
       LOG(INFO) << "job=" << p.task.job_id << " rank=" << p.task.rank << " trainer exited with " << p.exit_code;
       metrics_.AddCounter("attune_worker_trainer_exits_total", "trainer processes ended, by exit code",
                           {{"code", std::to_string(p.exit_code)}}, 1);
+      forget_.push_back({absl::Now() + options_.forget_series_after, {p.task.job_id, p.task.rank, p.task.backend}});
       ::kill(-p.pid, SIGKILL);  // anything it left behind in its group
     } else if (absl::Now() > p.kill_at) {
       ::kill(-p.pid, SIGKILL);
@@ -230,6 +216,11 @@ void Agent::Run(const std::atomic<bool>& stop) {
         for (const auto& t : reply->start) {
           if (auto s = Start(t); !s.ok()) LOG(ERROR) << "job=" << t.job_id << " cannot start rank " << t.rank << ": " << s;
         }
+      }
+      // A finished task's series go once they had time to be scraped.
+      while (!forget_.empty() && forget_.front().first <= absl::Now()) {
+        ForgetTrainer(metrics_, forget_.front().second);
+        forget_.pop_front();
       }
       // Forget finished tasks that have been reported enough.
       for (auto it = procs_.begin(); it != procs_.end();) {

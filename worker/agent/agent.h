@@ -10,6 +10,7 @@
 #include <sys/types.h>
 
 #include <atomic>
+#include <deque>
 #include <map>
 #include <memory>
 #include <string>
@@ -18,6 +19,7 @@
 #include "absl/status/statusor.h"
 #include "absl/time/time.h"
 #include "common/metrics.h"
+#include "worker/agent/trainer_metrics.h"
 
 namespace attune::worker::agent {
 
@@ -74,6 +76,8 @@ struct AgentOptions {
   std::string work_dir;        // spec files of assignments
   absl::Duration heartbeat_interval = absl::Seconds(1);
   absl::Duration stop_grace = absl::Seconds(10);
+  // How long a finished task's metric series stay (so the last values get scraped).
+  absl::Duration forget_series_after = absl::Minutes(5);
 };
 
 class Agent {
@@ -107,6 +111,7 @@ class Agent {
   common::Metrics& metrics_;
   std::map<std::string, Proc> procs_;
   std::vector<TrainerEvent> outbox_;
+  std::deque<std::pair<absl::Time, TrainerLabels>> forget_;
 };
 
 }  // namespace attune::worker::agent

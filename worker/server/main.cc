@@ -34,6 +34,7 @@
 #include "common/files.h"
 #include "common/flags_compat.h"
 #include "common/rpc/tls.h"
+#include "common/prometheus/prometheus_metrics.h"
 #include "worker/agent/agent.h"
 #include "worker/agent/rpc/grpc_coordinator_client.h"
 #include <grpcpp/grpcpp.h>
@@ -50,6 +51,7 @@ ABSL_FLAG(bool, resume, true, "continue from the newest committed checkpoint in 
 ABSL_FLAG(std::string, output_dir, "", "override the spec's output_dir");
 ABSL_FLAG(int, threads, 0, "override hyperparameters.threads (intra-op and BLAS threads)");
 ABSL_FLAG(int64_t, abort_after_step, 0, "testing: exit with an error right after this step");
+ABSL_FLAG(std::string, metrics_listen, "", "agent: serve Prometheus metrics at http://HOST:PORT/metrics");
 ABSL_FLAG(int, events_fd, -1, "write progress, evaluation and checkpoint events as JSON lines to this fd");
 ABSL_FLAG(std::string, coordinator, "", "agent: the coordinator's HOST:PORT");
 ABSL_FLAG(std::string, worker_id, "", "agent: this worker's id (default: host name and pid)");
@@ -76,26 +78,76 @@ ABSL_FLAG(std::string, overlap, "auto",
 
 namespace {
 
-// Writes trainer events as JSON lines for the agent; progress at most twice a second.
+// Writes trainer events as JSON lines for the agent. Progress goes out at
+// most twice a second; each progress event carries every step's figures since
+// the previous one (durations for histograms, sums for counters), so that the
+// agent's counters and histograms count every step.
 class EventWriter : public attune::worker::train::TrainerObserver {
  public:
   explicit EventWriter(int fd) : fd_(fd) {}
+  ~EventWriter() override { Flush(); }
+
   void OnStep(const attune::worker::train::StepEvent& e) override {
+    last_event_ = e;
+    ++steps_;
+    samples_ += e.samples;
+    tokens_ += e.tokens;
+    step_seconds_.push_back(e.step_seconds);
+    phases_[0] += e.data_seconds;
+    phases_[1] += e.forward_seconds;
+    phases_[2] += e.backward_seconds;
+    phases_[3] += e.allreduce_seconds;
+    phases_[4] += e.optimizer_seconds;
+    if (e.last_collective_unix_seconds > 0) {
+      reduce_seconds_.push_back(e.reduce_seconds);
+      reduce_exposed_ += e.reduce_exposed_seconds;
+      reduce_bytes_ += e.reduce_bytes;
+      reduce_total_ += e.reduce_seconds;
+      reduce_total_exposed_ += e.reduce_exposed_seconds;
+    }
     auto now = std::chrono::steady_clock::now();
-    if (e.step != e.total_steps && now - last_ < std::chrono::milliseconds(500)) return;
+    if (e.step != e.total_steps && now - last_ < std::chrono::milliseconds(500) && step_seconds_.size() < 2000) return;
     last_ = now;
-    Write({{"type", "progress"}, {"step", e.step}, {"total", e.total_steps}, {"epoch", e.epoch}, {"loss", e.loss},
-           {"lr", e.learning_rate}, {"sps", e.samples_per_second}});
+    Flush();
   }
   void OnEval(int64_t step, const attune::worker::eval::Metrics& m) override {
     Write({{"type", "eval"}, {"step", step}, {"eval_loss", m.loss}, {"accuracy", m.accuracy}, {"f1", m.f1},
            {"roc_auc", m.roc_auc}, {"precision", m.precision}, {"recall", m.recall}});
   }
-  void OnCheckpoint(int64_t step, const std::string& dir) override {
-    Write({{"type", "checkpoint"}, {"step", step}, {"dir", dir}});
+  void OnCheckpoint(int64_t step, const std::string& dir, double seconds) override {
+    Write({{"type", "checkpoint"}, {"step", step}, {"dir", dir}, {"seconds", seconds}, {"unix_seconds", UnixNow()}});
+  }
+
+  // Sends the steps not yet reported.
+  void Flush() {
+    if (steps_ == 0) return;
+    const auto& e = last_event_;
+    nlohmann::json j = {{"type", "progress"}, {"step", e.step}, {"total", e.total_steps}, {"epoch", e.epoch},
+                        {"loss", e.loss}, {"lr", e.learning_rate}, {"sps", e.samples_per_second},
+                        {"tps", e.tokens_per_second}, {"steps", steps_}, {"samples", samples_}, {"tokens", tokens_},
+                        {"step_seconds", step_seconds_},
+                        {"phases", {{"data", phases_[0]}, {"forward", phases_[1]}, {"backward", phases_[2]},
+                                    {"allreduce", phases_[3]}, {"optimizer", phases_[4]}}}};
+    if (!reduce_seconds_.empty()) {
+      j["reduce_seconds"] = reduce_seconds_;
+      j["reduce_exposed"] = reduce_exposed_;
+      j["reduce_bytes"] = reduce_bytes_;
+      j["reduce_total_seconds"] = reduce_total_;
+      j["reduce_total_exposed_seconds"] = reduce_total_exposed_;
+      j["collective_ts"] = e.last_collective_unix_seconds;
+    }
+    Write(j);
+    steps_ = samples_ = tokens_ = reduce_bytes_ = 0;
+    step_seconds_.clear();
+    reduce_seconds_.clear();
+    reduce_exposed_ = 0;
+    for (double& p : phases_) p = 0;
   }
 
  private:
+  static double UnixNow() {
+    return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+  }
   void Write(const nlohmann::json& j) {
     std::string line = j.dump() + "\n";
     ssize_t ignored = ::write(fd_, line.data(), line.size());
@@ -103,6 +155,11 @@ class EventWriter : public attune::worker::train::TrainerObserver {
   }
   int fd_;
   std::chrono::steady_clock::time_point last_{};
+  attune::worker::train::StepEvent last_event_;
+  int64_t steps_ = 0, samples_ = 0, tokens_ = 0, reduce_bytes_ = 0;
+  std::vector<double> step_seconds_, reduce_seconds_;
+  double phases_[5] = {0, 0, 0, 0, 0};
+  double reduce_exposed_ = 0, reduce_total_ = 0, reduce_total_exposed_ = 0;
 };
 
 int FreePort();
@@ -149,13 +206,20 @@ int RunAgent(const char* self) {
     token = *t;
   }
   attune::worker::agent::GrpcCoordinatorClient client(channel, absl::Seconds(5), token);
-  // NOTE [agent metrics endpoint]: prometheus-cpp's exposer fails to start
-  // inside attune-worker (civetweb returns a null context after a successful
-  // bind and listen; it works in attune-coordinator). Until that is found,
-  // the agent's series go nowhere and the coordinator exports each job's
-  // trainer figures from rank 0's reports.
-  attune::common::NullMetrics metrics;
-  attune::worker::agent::Agent agent(client, o, metrics);
+  std::unique_ptr<attune::common::Metrics> metrics = std::make_unique<attune::common::NullMetrics>();
+  if (!absl::GetFlag(FLAGS_metrics_listen).empty()) {
+    auto served = attune::common::PrometheusMetrics::Serve(absl::GetFlag(FLAGS_metrics_listen));
+    if (!served.ok()) {
+      std::cerr << "attune-worker agent: " << served.status() << "\n";
+      return 1;
+    }
+    LOG(INFO) << "metrics at http://" << absl::GetFlag(FLAGS_metrics_listen) << "/metrics (port " << (*served)->port()
+              << ")";
+    metrics = std::move(*served);
+  }
+  metrics->SetGauge("attune_build_info", "always 1; labels give the build", {{"version", ATTUNE_VERSION},
+                    {"component", "worker"}}, 1);
+  attune::worker::agent::Agent agent(client, o, *metrics);
   signal(SIGTERM, OnSignal);
   signal(SIGINT, OnSignal);
   LOG(INFO) << "agent " << o.info.worker_id << ": " << o.info.cpus << " cpus, coordinator "
@@ -167,7 +231,7 @@ int RunAgent(const char* self) {
 constexpr char kUsage[] =
     "usage: attune-worker train --spec FILE [--output_dir DIR] [--threads N] [--noresume]\n"
     "       [--nproc N | --rank R --world_size N --rendezvous HOST:PORT] [--backend gloo|nccl]\n"
-    "usage: attune-worker agent --coordinator HOST:PORT [--worker-id ID] [--cpus N]";
+    "usage: attune-worker agent --coordinator HOST:PORT [--worker-id ID] [--cpus N] [--metrics-listen HOST:PORT]";
 
 // A free TCP port on loopback for a local rendezvous.
 int FreePort() {
@@ -302,10 +366,16 @@ int Train() {
   options.abort_after_step = absl::GetFlag(FLAGS_abort_after_step);
   std::unique_ptr<EventWriter> events;
   if (absl::GetFlag(FLAGS_events_fd) >= 0) events = std::make_unique<EventWriter>(absl::GetFlag(FLAGS_events_fd));
+  // SIGTERM (Kubernetes, the agent stopping a task): finish the step, checkpoint, exit 143.
+  options.stop_requested = &g_stop;
+  signal(SIGTERM, OnSignal);
+  signal(SIGINT, OnSignal);
   auto result = attune::worker::train::RunTraining(*config, options, events.get());
+  if (events) events->Flush();
   if (!result.ok()) {
     LOG(ERROR) << "job=" << config->name << " failed: " << result.status();
     std::cerr << "attune-worker: " << result.status() << "\n";
+    if (absl::IsCancelled(result.status())) return 128 + SIGTERM;
     return absl::IsInvalidArgument(result.status()) || absl::IsNotFound(result.status()) ? 65 : 1;
   }
   if (rank != 0) return 0;

@@ -419,6 +419,7 @@ class Engine {
 
  private:
   absl::Status WriteCheckpoint(const LoopState& s);
+  bool StopRequested() const { return o_.stop_requested != nullptr && o_.stop_requested->load(); }
   absl::Status TryResume(LoopState* s);
   void SetLearningRate(double lr);
 
@@ -458,7 +459,7 @@ absl::Status Engine::WriteCheckpoint(const LoopState& s) {
                                                               static_cast<int>(c_.checkpoint_keep_last)));
   LOG(INFO) << "job=" << c_.name << " rank=" << rank_ << " step=" << s.step << " checkpoint committed: " << info.dir
             << absl::StrFormat(" (%.2f s)", std::chrono::duration<double>(Clock::now() - t0).count());
-  if (obs_) obs_->OnCheckpoint(s.step, info.dir);
+  if (obs_) obs_->OnCheckpoint(s.step, info.dir, std::chrono::duration<double>(Clock::now() - t0).count());
   return absl::OkStatus();
 }
 
@@ -631,6 +632,13 @@ absl::StatusOr<TrainResult> Engine::Run() {
       // One optimizer step: `accum` micro-batches; the loss is summed and
       // divided by the examples of the whole step, so accumulation equals a
       // larger batch exactly.
+      auto t0 = Clock::now();
+      StepEvent ev;
+      auto lap = [last = t0](double* phase) mutable {
+        auto now = Clock::now();
+        *phase += std::chrono::duration<double>(now - last).count();
+        last = now;
+      };
       std::vector<std::vector<int64_t>> micro;
       int64_t step_examples = 0;
       for (int64_t a = 0; a < accum; ++a) {
@@ -640,29 +648,43 @@ absl::StatusOr<TrainResult> Engine::Run() {
         micro.push_back(std::move(idx));
       }
       if (micro.empty()) break;
-      auto t0 = Clock::now();
       opt_->zero_grad();
+      bool signalled = false;
       double loss_sum = 0;
       int64_t tokens = 0;
       for (size_t k = 0; k < micro.size(); ++k) {
         if (micro[k].empty()) continue;
         uint64_t aug_seed = Mix(static_cast<uint64_t>(c_.seed) ^ Mix(static_cast<uint64_t>(s.step) * 64 + k));
         Batch b = Collate(train, micro[k], tok.pad_id(), c_.augment_delete_rate, c_.augment_mask_rate, mask_id, aug_seed);
+        ev.samples += static_cast<int64_t>(micro[k].size());
         if (reducer_) reducer_->PrepareForBackward(/*sync=*/k + 1 == micro.size());
+        lap(&ev.data_seconds);
         torch::Tensor logits = model_(b.ids, b.types, b.mask);
         torch::Tensor loss = torch::nn::functional::cross_entropy(
             logits, b.labels, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
         loss_sum += loss.item<double>();
+        lap(&ev.forward_seconds);
         (loss / static_cast<double>(step_examples)).backward();
         tokens += b.tokens;
+        lap(&ev.backward_seconds);
       }
+      lap(&ev.data_seconds);
       if (reducer_) {
         // A rank with no rows in this step's last micro-batch still joins the reduction.
         if (micro.back().empty()) reducer_->PrepareForBackward(true);
+        const comm::ReducerStats before = reducer_->stats();
         ATTUNE_RETURN_IF_ERROR(reducer_->FinishBackward());
-        torch::Tensor l = torch::tensor(std::vector<double>{loss_sum}, torch::kFloat64);
+        torch::Tensor l = torch::tensor(std::vector<double>{loss_sum, StopRequested() ? 1.0 : 0.0}, torch::kFloat64);
         ATTUNE_RETURN_IF_ERROR(comm::AllReduceSumBlocking(*comm_, l));
-        loss_sum = l.item<double>();
+        loss_sum = l[0].item<double>();
+        signalled = l[1].item<double>() > 0;
+        const comm::ReducerStats& after = reducer_->stats();
+        ev.reduce_seconds = after.comm_seconds - before.comm_seconds;
+        ev.reduce_exposed_seconds = after.exposed_seconds - before.exposed_seconds;
+        ev.reduce_bytes = after.bytes_per_step;
+        ev.last_collective_unix_seconds =
+            std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+        lap(&ev.allreduce_seconds);
       }
       samples_seen += step_examples;
       const double step_loss = loss_sum / static_cast<double>(step_examples);
@@ -679,6 +701,7 @@ absl::StatusOr<TrainResult> Engine::Run() {
       const double lr = c_.learning_rate * LearningRateFactor(c_.lr_scheduler, s.step, warmup, total);
       SetLearningRate(lr);
       opt_->step();
+      lap(&ev.optimizer_seconds);
       ++s.step;
       s.sampler = sampler_->state();
       s.train_loss.emplace_back(s.step, step_loss);
@@ -691,8 +714,15 @@ absl::StatusOr<TrainResult> Engine::Run() {
                              static_cast<double>(s.sampler.cursor) / static_cast<double>(std::max<size_t>(1, train.size()));
       if (obs_ || s.step % o_.log_every_steps == 0 || s.step == total) {
         double wsecs = std::chrono::duration<double>(Clock::now() - window_start).count();
-        StepEvent ev{s.step, total, epoch_f, step_loss, lr, window_samples / std::max(wsecs, 1e-9),
-                     window_tokens / std::max(wsecs, 1e-9), secs};
+        ev.step = s.step;
+        ev.total_steps = total;
+        ev.epoch = epoch_f;
+        ev.loss = step_loss;
+        ev.learning_rate = lr;
+        ev.samples_per_second = window_samples / std::max(wsecs, 1e-9);
+        ev.tokens_per_second = window_tokens / std::max(wsecs, 1e-9);
+        ev.step_seconds = secs;
+        ev.tokens = tokens;
         if (obs_) obs_->OnStep(ev);
         if (s.step % o_.log_every_steps == 0 || s.step == total) {
           LOG(INFO) << absl::StrFormat("job=%s rank=%d step=%d/%d epoch=%.2f loss=%.4f lr=%.3g samples/s=%.1f", c_.name,
@@ -711,10 +741,19 @@ absl::StatusOr<TrainResult> Engine::Run() {
         stop = true;
         if (c_.max_steps > 0 && s.step == c_.max_steps && stop_reason == "completed") stop_reason = "max_steps";
       }
+      if (!comm_) signalled = StopRequested();
+      bool checkpointed = false;
       if (c_.checkpoint_every_steps > 0 && s.step % c_.checkpoint_every_steps == 0 && rank_ == 0 &&
           sampler_->state().cursor < static_cast<int64_t>(train.size())) {
         // (A step that ends the epoch is checkpointed below, with the epoch advanced.)
         ATTUNE_RETURN_IF_ERROR(WriteCheckpoint(s));
+        checkpointed = true;
+      }
+      if (signalled) {
+        if (rank_ == 0 && !checkpointed) ATTUNE_RETURN_IF_ERROR(WriteCheckpoint(s));
+        LOG(INFO) << "job=" << c_.name << " rank=" << rank_ << " stopping on request after step " << s.step;
+        return absl::CancelledError(
+            absl::StrCat("stopped on request (SIGTERM) after step ", s.step, "; checkpoint committed at that step"));
       }
       if (o_.abort_after_step > 0 && s.step == o_.abort_after_step) {
         return absl::AbortedError(absl::StrCat("aborted after step ", s.step, " (test hook)"));

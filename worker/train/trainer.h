@@ -4,6 +4,7 @@
 // evaluation -> checkpoints -> export. Torch stays inside trainer.cc so that
 // callers (the worker binary, the agent) compile without libtorch headers.
 
+#include <atomic>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -22,7 +23,19 @@ struct StepEvent {
   int64_t step = 0, total_steps = 0;
   double epoch = 0;
   double loss = 0, learning_rate = 0;
-  double samples_per_second = 0, tokens_per_second = 0, step_seconds = 0;
+  double samples_per_second = 0, tokens_per_second = 0;  // global, over the log window
+  double step_seconds = 0;  // this step, this rank: the sum of the phases below
+  // Where this rank's step went. backward includes allreduce that overlapped
+  // it; allreduce is only the part that was not hidden (waiting after backward
+  // for buckets, plus the loss reduction).
+  double data_seconds = 0, forward_seconds = 0, backward_seconds = 0, allreduce_seconds = 0, optimizer_seconds = 0;
+  int64_t samples = 0, tokens = 0;  // this rank's share of the step
+  // Gradient reduction in this step (0 for one process): first bucket
+  // launched to last bucket done, of it the part exposed after backward, and
+  // the bytes each rank sent into the reduction.
+  double reduce_seconds = 0, reduce_exposed_seconds = 0;
+  int64_t reduce_bytes = 0;
+  double last_collective_unix_seconds = 0;  // wall time the last collective completed (0: none)
 };
 
 // Receives progress. Called on the training thread; must not block for long.
@@ -31,7 +44,7 @@ class TrainerObserver {
   virtual ~TrainerObserver() = default;
   virtual void OnStep(const StepEvent&) {}
   virtual void OnEval(int64_t step, const eval::Metrics&) {}
-  virtual void OnCheckpoint(int64_t step, const std::string& dir) {}
+  virtual void OnCheckpoint(int64_t step, const std::string& dir, double seconds) {}
 };
 
 struct TrainerOptions {
@@ -47,6 +60,10 @@ struct TrainerOptions {
   // Test hook: stop with kAborted right after this optimizer step (0: off), to
   // model a crash between checkpoints.
   int64_t abort_after_step = 0;
+  // Set from a SIGTERM handler: every rank finishes the current optimizer
+  // step, rank 0 writes a checkpoint, and RunTraining returns kCancelled. Ranks
+  // agree on it through the per-step loss reduction, so none is left waiting.
+  const std::atomic<bool>* stop_requested = nullptr;
 };
 
 struct TrainResult {

@@ -1,0 +1,107 @@
+#include "worker/agent/trainer_metrics.h"
+
+#include <nlohmann/json.hpp>
+
+namespace attune::worker::agent {
+
+const std::vector<double> kStepBuckets = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60};
+const std::vector<double> kAllreduceBuckets = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+                                               0.05,   0.1,   0.25,   0.5,   1,    5};
+const std::vector<double> kCheckpointBuckets = {0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 1800};
+
+namespace {
+
+double Num(const nlohmann::json& j, const char* key) {
+  auto it = j.find(key);
+  return it != j.end() && it->is_number() ? it->get<double>() : 0.0;
+}
+
+void ObserveAll(common::Metrics& m, const char* name, const char* help, const common::Labels& l,
+                const std::vector<double>& buckets, const nlohmann::json& values) {
+  if (!values.is_array()) return;
+  for (const auto& v : values) {
+    if (v.is_number()) m.Observe(name, help, l, buckets, v.get<double>());
+  }
+}
+
+}  // namespace
+
+void ExportTrainerEvent(common::Metrics& m, const TrainerLabels& who, const std::string& event_json) {
+  auto j = nlohmann::json::parse(event_json, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) return;
+  const common::Labels l = {{"job_id", who.job_id}, {"rank", std::to_string(who.rank)}};
+  common::Labels lb = l;
+  lb["backend"] = who.backend.empty() ? "gloo" : who.backend;
+  const std::string type = j.value("type", "");
+  if (type == "progress") {
+    m.SetGauge("attune_train_loss", "training loss of the last optimizer step (mean over the global batch)", l,
+               Num(j, "loss"));
+    m.SetGauge("attune_train_learning_rate", "learning rate of the last optimizer step", l, Num(j, "lr"));
+    m.SetGauge("attune_train_epoch", "epochs done, fractional", l, Num(j, "epoch"));
+    m.SetGauge("attune_train_global_step", "optimizer steps done by the job", l, Num(j, "step"));
+    m.SetGauge("attune_train_total_steps", "optimizer steps the job will run at most", l, Num(j, "total"));
+    m.SetGauge("attune_train_samples_per_second", "global training throughput over the last log window", l,
+               Num(j, "sps"));
+    m.SetGauge("attune_train_tokens_per_second", "global non-padding tokens per second over the last log window", l,
+               Num(j, "tps"));
+    const double steps = Num(j, "steps");
+    if (steps <= 0) return;
+    m.AddCounter("attune_train_steps_total", "optimizer steps this rank completed", l, steps);
+    m.AddCounter("attune_train_samples_total", "training examples this rank processed", l, Num(j, "samples"));
+    m.AddCounter("attune_train_tokens_total", "non-padding tokens this rank processed", l, Num(j, "tokens"));
+    ObserveAll(m, "attune_train_step_duration_seconds", "wall time of one optimizer step on this rank", l,
+               kStepBuckets, j.value("step_seconds", nlohmann::json()));
+    if (auto ph = j.find("phases"); ph != j.end() && ph->is_object()) {
+      for (auto it = ph->begin(); it != ph->end(); ++it) {
+        if (!it->is_number()) continue;
+        common::Labels lp = l;
+        lp["phase"] = it.key();
+        m.AddCounter("attune_train_phase_seconds_total",
+                     "step time by phase (data, forward, backward, allreduce, optimizer); the phases sum to the "
+                     "step time",
+                     lp, it->get<double>());
+      }
+    }
+    if (j.contains("reduce_seconds")) {
+      ObserveAll(m, "attune_allreduce_duration_seconds",
+                 "gradient reduction per step, first bucket launched to last bucket done", lb, kAllreduceBuckets,
+                 j["reduce_seconds"]);
+      m.AddCounter("attune_allreduce_exposed_seconds_total",
+                   "gradient reduction time not hidden behind backward (waited for after backward)", lb,
+                   Num(j, "reduce_exposed"));
+      m.AddCounter("attune_allreduce_bytes_total", "gradient bytes this rank put into allreduce", lb,
+                   Num(j, "reduce_bytes"));
+      const double total = Num(j, "reduce_total_seconds");
+      if (total > 0) {
+        m.SetGauge("attune_allreduce_hidden_ratio",
+                   "fraction of gradient reduction time hidden behind backward since the trainer started", lb,
+                   1.0 - Num(j, "reduce_total_exposed_seconds") / total);
+      }
+    }
+    if (Num(j, "collective_ts") > 0) {
+      m.SetGauge("attune_collective_last_success_timestamp_seconds",
+                 "unix time the last collective of this rank completed", l, Num(j, "collective_ts"));
+    }
+  } else if (type == "eval") {
+    m.SetGauge("attune_eval_accuracy", "accuracy of the last evaluation", l, Num(j, "accuracy"));
+    m.SetGauge("attune_eval_f1", "F1 of the last evaluation (binary, or macro)", l, Num(j, "f1"));
+    m.SetGauge("attune_eval_roc_auc", "ROC-AUC of the last evaluation (binary, or macro one-vs-rest)", l,
+               Num(j, "roc_auc"));
+    m.SetGauge("attune_eval_precision", "precision of the last evaluation", l, Num(j, "precision"));
+    m.SetGauge("attune_eval_recall", "recall of the last evaluation", l, Num(j, "recall"));
+    m.SetGauge("attune_eval_loss", "mean cross-entropy of the last evaluation", l, Num(j, "eval_loss"));
+    m.SetGauge("attune_eval_step", "optimizer step of the last evaluation", l, Num(j, "step"));
+  } else if (type == "checkpoint") {
+    m.Observe("attune_checkpoint_duration_seconds", "time to write and commit one checkpoint", l, kCheckpointBuckets,
+              Num(j, "seconds"));
+    m.SetGauge("attune_checkpoint_last_step", "optimizer step of the last committed checkpoint", l, Num(j, "step"));
+    m.SetGauge("attune_checkpoint_last_success_timestamp_seconds", "unix time the last checkpoint was committed", l,
+               Num(j, "unix_seconds"));
+  }
+}
+
+void ForgetTrainer(common::Metrics& m, const TrainerLabels& who) {
+  m.Forget({{"job_id", who.job_id}, {"rank", std::to_string(who.rank)}});
+}
+
+}  // namespace attune::worker::agent
