@@ -185,6 +185,40 @@ TEST_F(DistributedTest, KilledRankFailsTheOthersWithinTheTimeout) {
   EXPECT_LT(secs, timeout_s + 5.0);
 }
 
+TEST_F(DistributedTest, SigtermOnOneRankCheckpointsAndStopsEveryRankAtTheSameStep) {
+  WriteData(dir_ / "train.csv", 3000, 3);
+  std::string spec = Spec("term", Scratch(), "{type: full}", 4, 1);
+  const int port = testing::FreePort();
+  std::string base = Bin("attune-worker") + " train --noresume --spec " + spec +
+                     " --world_size 2 --collective_timeout_s 20 --rendezvous 127.0.0.1:" + std::to_string(port);
+  pid_t r0 = testing::Spawn(base + " --rank 0", dir_ / "r0.log");
+  pid_t r1 = testing::Spawn(base + " --rank 1", dir_ / "r1.log");
+  auto until = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (testing::ReadText(dir_ / "r1.log").find("step=20/") == std::string::npos &&
+         std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_NE(testing::ReadText(dir_ / "r1.log").find("step=20/"), std::string::npos);
+  ::kill(r1, SIGTERM);  // as Kubernetes does to one pod
+  std::chrono::steady_clock::time_point done;
+  int c1 = WaitFor(r1, std::chrono::seconds(30), &done);
+  int c0 = WaitFor(r0, std::chrono::seconds(30), &done);
+  if (c0 == -1) ::kill(r0, SIGKILL);
+  if (c1 == -1) ::kill(r1, SIGKILL);
+  EXPECT_EQ(c1, 128 + SIGTERM) << testing::ReadText(dir_ / "r1.log");
+  EXPECT_EQ(c0, 128 + SIGTERM) << testing::ReadText(dir_ / "r0.log");
+  // Both ranks stopped after the same step, and rank 0 committed it.
+  const std::string l0 = testing::ReadText(dir_ / "r0.log"), l1 = testing::ReadText(dir_ / "r1.log");
+  auto stopped_step = [](const std::string& log) {
+    size_t at = log.find("stopping on request after step ");
+    return at == std::string::npos ? -1 : std::stoi(log.substr(at + 31));
+  };
+  const int step = stopped_step(l0);
+  ASSERT_GT(step, 20) << l0;
+  EXPECT_EQ(stopped_step(l1), step) << l1;
+  EXPECT_NE(l0.find("step=" + std::to_string(step) + " checkpoint committed"), std::string::npos) << l0;
+}
+
 TEST_F(DistributedTest, MissingRankGivesARendezvousTimeout) {
   std::string spec = Spec("alone", Scratch(), "{type: full}", 4, 1);
   auto t0 = std::chrono::steady_clock::now();
