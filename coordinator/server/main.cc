@@ -38,6 +38,8 @@ ABSL_FLAG(std::string, metrics_listen, "", "serve Prometheus metrics at http://H
 ABSL_FLAG(std::string, tls_cert, "", "PEM certificate chain: serve TLS");
 ABSL_FLAG(std::string, tls_key, "", "PEM private key for --tls-cert");
 ABSL_FLAG(std::string, tls_client_ca, "", "PEM CA: require client certificates signed by it (mTLS)");
+ABSL_FLAG(std::string, health_listen, "",
+          "also serve only grpc.health.v1 in plaintext here (for Kubernetes probes when --listen uses TLS)");
 ABSL_FLAG(int, max_message_mb, 16, "gRPC send and receive message size limit");
 
 namespace {
@@ -154,6 +156,20 @@ int main(int argc, char** argv) {
             << (auth->enabled() ? ", bearer tokens required" : ", no authentication")
             << (absl::GetFlag(FLAGS_tls_cert).empty() ? ", plaintext"
                 : absl::GetFlag(FLAGS_tls_client_ca).empty() ? ", TLS" : ", mutual TLS");
+  // The kubelet probes in plaintext without tokens: a second server that
+  // carries nothing but the default health service.
+  std::unique_ptr<grpc::Server> health_server;
+  if (!absl::GetFlag(FLAGS_health_listen).empty()) {
+    grpc::ServerBuilder hb;
+    int hport = 0;
+    hb.AddListeningPort(absl::GetFlag(FLAGS_health_listen), grpc::InsecureServerCredentials(), &hport);
+    health_server = hb.BuildAndStart();
+    if (!health_server || hport == 0) {
+      std::cerr << "attune-coordinator: cannot listen on " << absl::GetFlag(FLAGS_health_listen) << "\n";
+      return 1;
+    }
+    LOG(INFO) << "health checks (plaintext) on port " << hport;
+  }
   std::cout << "listening on port " << port << std::endl;
   signal(SIGTERM, OnSignal);
   signal(SIGINT, OnSignal);
@@ -167,6 +183,10 @@ int main(int argc, char** argv) {
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
   }
   LOG(INFO) << "attune-coordinator shutting down";
+  // Probes see NOT_SERVING first; then RPCs drain and Watch streams end.
+  server->GetHealthCheckService()->Shutdown();
+  if (health_server) health_server->GetHealthCheckService()->Shutdown();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  if (health_server) health_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
   return 0;
 }

@@ -106,6 +106,11 @@ absl::Status Agent::Start(const AgentTask& t) {
   p.log_fd = logs[0];
   p.event_fd = events[0];
   procs_[key] = std::move(p);
+  // A new attempt of the same rank keeps its series (counters continue).
+  forget_.erase(std::remove_if(forget_.begin(), forget_.end(),
+                               [&](const auto& f) { return f.second.job_id == t.job_id && f.second.rank == t.rank; }),
+                forget_.end());
+  SetTaskRunning(metrics_, {t.job_id, t.rank, t.backend}, true);
   LOG(INFO) << "job=" << t.job_id << " rank=" << t.rank << " generation " << t.generation << ": started trainer pid "
             << pid;
   return absl::OkStatus();
@@ -144,6 +149,7 @@ void Agent::Poll() {
       LOG(INFO) << "job=" << p.task.job_id << " rank=" << p.task.rank << " trainer exited with " << p.exit_code;
       metrics_.AddCounter("attune_worker_trainer_exits_total", "trainer processes ended, by exit code",
                           {{"code", std::to_string(p.exit_code)}}, 1);
+      SetTaskRunning(metrics_, {p.task.job_id, p.task.rank, p.task.backend}, false);
       forget_.push_back({absl::Now() + options_.forget_series_after, {p.task.job_id, p.task.rank, p.task.backend}});
       ::kill(-p.pid, SIGKILL);  // anything it left behind in its group
     } else if (absl::Now() > p.kill_at) {

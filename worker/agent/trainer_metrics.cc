@@ -91,6 +91,9 @@ void ExportTrainerEvent(common::Metrics& m, const TrainerLabels& who, const std:
     m.SetGauge("attune_eval_recall", "recall of the last evaluation", l, Num(j, "recall"));
     m.SetGauge("attune_eval_loss", "mean cross-entropy of the last evaluation", l, Num(j, "eval_loss"));
     m.SetGauge("attune_eval_step", "optimizer step of the last evaluation", l, Num(j, "step"));
+  } else if (type == "nonfinite") {
+    m.AddCounter("attune_train_nonfinite_total", "steps whose loss or gradient norm was NaN or infinite (training stops)",
+                 l, 1);
   } else if (type == "checkpoint") {
     m.Observe("attune_checkpoint_duration_seconds", "time to write and commit one checkpoint", l, kCheckpointBuckets,
               Num(j, "seconds"));
@@ -98,6 +101,11 @@ void ExportTrainerEvent(common::Metrics& m, const TrainerLabels& who, const std:
     m.SetGauge("attune_checkpoint_last_success_timestamp_seconds", "unix time the last checkpoint was committed", l,
                Num(j, "unix_seconds"));
   }
+}
+
+void SetTaskRunning(common::Metrics& m, const TrainerLabels& who, bool running) {
+  m.SetGauge("attune_worker_task_running", "1 while this rank's trainer process runs, 0 after it exited",
+             {{"job_id", who.job_id}, {"rank", std::to_string(who.rank)}}, running ? 1 : 0);
 }
 
 void ForgetTrainer(common::Metrics& m, const TrainerLabels& who) {

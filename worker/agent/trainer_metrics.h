@@ -20,6 +20,9 @@ struct TrainerLabels {
 // trainer's business, not the agent's).
 void ExportTrainerEvent(common::Metrics& m, const TrainerLabels& who, const std::string& event_json);
 
+// attune_worker_task_running{job_id,rank}: 1 while the trainer process runs.
+void SetTaskRunning(common::Metrics& m, const TrainerLabels& who, bool running);
+
 // Drops every series of this job and rank (after the task ended and its last
 // values had time to be scraped).
 void ForgetTrainer(common::Metrics& m, const TrainerLabels& who);

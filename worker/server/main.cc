@@ -58,6 +58,7 @@ ABSL_FLAG(std::string, worker_id, "", "agent: this worker's id (default: host na
 ABSL_FLAG(int, cpus, 0, "agent: CPU cores to offer (default: all)");
 ABSL_FLAG(int, gpus, 0, "agent: GPUs to offer");
 ABSL_FLAG(std::string, host, "127.0.0.1", "agent: the address other ranks reach this worker at");
+ABSL_FLAG(int, rendezvous_port, 0, "agent: port for rank 0's store when this worker hosts it (default: a free one)");
 ABSL_FLAG(std::string, token_file, "", "agent: file holding the worker bearer token");
 ABSL_FLAG(std::string, tls_ca, "", "agent: PEM CA of the coordinator's certificate: connect with TLS");
 ABSL_FLAG(std::string, tls_cert, "", "agent: PEM client certificate (mutual TLS)");
@@ -117,6 +118,8 @@ class EventWriter : public attune::worker::train::TrainerObserver {
   void OnCheckpoint(int64_t step, const std::string& dir, double seconds) override {
     Write({{"type", "checkpoint"}, {"step", step}, {"dir", dir}, {"seconds", seconds}, {"unix_seconds", UnixNow()}});
   }
+
+  void OnNonFinite(int64_t step) override { Write({{"type", "nonfinite"}, {"step", step}}); }
 
   // Sends the steps not yet reported.
   void Flush() {
@@ -180,7 +183,7 @@ int RunAgent(const char* self) {
   o.info.cpus = absl::GetFlag(FLAGS_cpus) > 0 ? absl::GetFlag(FLAGS_cpus)
                                               : static_cast<int>(std::thread::hardware_concurrency());
   o.info.gpus = absl::GetFlag(FLAGS_gpus);
-  o.info.rendezvous_port = FreePort();
+  o.info.rendezvous_port = absl::GetFlag(FLAGS_rendezvous_port) > 0 ? absl::GetFlag(FLAGS_rendezvous_port) : FreePort();
   char exe[4096] = {0};
   ssize_t n = ::readlink("/proc/self/exe", exe, sizeof exe - 1);
   o.trainer_binary = n > 0 ? std::string(exe, static_cast<size_t>(n)) : self;

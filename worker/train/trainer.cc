@@ -689,12 +689,14 @@ absl::StatusOr<TrainResult> Engine::Run() {
       samples_seen += step_examples;
       const double step_loss = loss_sum / static_cast<double>(step_examples);
       if (!std::isfinite(step_loss)) {
+        if (obs_) obs_->OnNonFinite(s.step + 1);
         return absl::FailedPreconditionError(
             absl::StrFormat("non-finite loss (%f) at step %d; no checkpoint was written for it", step_loss, s.step + 1));
       }
       if (c_.max_grad_norm > 0) {
         double norm = torch::nn::utils::clip_grad_norm_(trainable, c_.max_grad_norm);
         if (!std::isfinite(norm)) {
+          if (obs_) obs_->OnNonFinite(s.step + 1);
           return absl::FailedPreconditionError(absl::StrFormat("non-finite gradient norm at step %d", s.step + 1));
         }
       }

@@ -45,6 +45,8 @@ class TrainerObserver {
   virtual void OnStep(const StepEvent&) {}
   virtual void OnEval(int64_t step, const eval::Metrics&) {}
   virtual void OnCheckpoint(int64_t step, const std::string& dir, double seconds) {}
+  // The loss or gradient norm of step `step` was NaN or infinite; training stops.
+  virtual void OnNonFinite(int64_t step) {}
 };
 
 struct TrainerOptions {
