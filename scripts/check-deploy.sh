@@ -24,6 +24,7 @@ promtool test rules deploy/prometheus/rules_test.yml
 /usr/bin/python3 tools/prometheus_rule.py --check
 
 step "dashboards"
+/usr/bin/python3 tools/make_dashboards.py --check
 tools/check-dashboards.sh deploy/grafana/*.json
 
 if ! command -v kubectl >/dev/null; then

@@ -9,6 +9,7 @@
 #include <chrono>
 #include <filesystem>
 #include <random>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -355,13 +356,101 @@ TEST_F(ServiceTest, MetricsEndpointsServeCoordinatorAndPerRankTrainingSeries) {
       EXPECT_NE(w.output.find("attune_checkpoint_duration_seconds_count{job_id=\""), std::string::npos);
     }
   }
-  // promtool, from Debian's prometheus package, lints every exposition.
-  if (RunCommand("command -v promtool").exit_code == 0) {
-    for (const char* f : {"coordinator.prom", "worker0.prom", "worker1.prom"}) {
-      auto lint = RunCommand("promtool check metrics < " + (dir_ / f));
-      EXPECT_EQ(lint.exit_code, 0) << f << ": " << lint.output;
+  // promtool, from Debian's prometheus package (scripts/install-deps.sh), lints every exposition.
+  for (const char* f : {"coordinator.prom", "worker0.prom", "worker1.prom"}) {
+    auto lint = RunCommand("sh -c 'promtool check metrics < " + (dir_ / f) + "'");
+    EXPECT_EQ(lint.exit_code, 0) << f << ": " << lint.output;
+  }
+}
+
+// A real Prometheus (Debian's package) scrapes a coordinator and two agents
+// while a 2-rank job trains, evaluating deploy/prometheus/rules.yml; every
+// panel query of both dashboards and every rule expression must come back
+// well-formed, and the training dashboard's must return data.
+TEST_F(ServiceTest, RealPrometheusScrapesTheJobAndAnswersEveryDashboardAndRuleQuery) {
+  ASSERT_EQ(RunCommand("sh -c 'command -v prometheus'").exit_code, 0) << "run scripts/install-deps.sh";
+  const std::string src = ATTUNE_SOURCE_DIR;
+  const int cport = FreePort(), w0 = FreePort(), w1 = FreePort(), pport = FreePort();
+  coordinator_ = Spawn(Bin("attune-coordinator") + " --listen " + addr_ + " --state " + (dir_ / "state.db") +
+                           " --metrics-listen 127.0.0.1:" + std::to_string(cport),
+                       dir_ / "coordinator.log");
+  WaitForPort();
+  StartAgents(2, {"--metrics-listen 127.0.0.1:" + std::to_string(w0), "--metrics-listen 127.0.0.1:" + std::to_string(w1)});
+  testing::WriteText(dir_ / "prometheus.yml",
+                     "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+                     "rule_files: [" + src + "/deploy/prometheus/rules.yml]\n"
+                     "scrape_configs:\n"
+                     "  - job_name: attune-coordinator\n"
+                     "    static_configs: [{targets: ['127.0.0.1:" + std::to_string(cport) + "']}]\n"
+                     "  - job_name: attune-worker\n"
+                     "    static_configs: [{targets: ['127.0.0.1:" + std::to_string(w0) + "', '127.0.0.1:" +
+                         std::to_string(w1) + "']}]\n");
+  pid_t prom = Spawn("prometheus --config.file=" + (dir_ / "prometheus.yml") + " --storage.tsdb.path=" +
+                         (dir_ / "tsdb") + " --web.listen-address=127.0.0.1:" + std::to_string(pport),
+                     dir_ / "prometheus.log");
+  struct Reaper {
+    pid_t pid;
+    ~Reaper() { KillAndReap(pid); }
+  } reap{prom};
+  const std::string url = "http://127.0.0.1:" + std::to_string(pport);
+  // A job long enough to be scraped while it trains; cancelled at the end.
+  std::string spec = Spec("scraped", 1000000, 0, 50);
+  std::string id = Submit(spec);
+  ASSERT_FALSE(id.empty());
+  ASSERT_TRUE(WaitState(id, "RUNNING", 60));
+  auto query = [&](const std::string& expr) {
+    return RunCommand("promtool query instant " + url + " '" + expr + "'", 20).output;
+  };
+  // Wait for what the slowest panels need: a recording rule (15 s group
+  // interval) over rates of two scrapes, and an evaluation and a checkpoint.
+  auto until = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  bool ready = false;
+  while (!ready && std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(std::chrono::seconds(2));
+    ready = query("attune:train_compute_relative_to_median:ratio").find("=>") != std::string::npos &&
+            query("attune:allreduce_hidden:ratio5m").find("=>") != std::string::npos &&
+            query("attune_checkpoint_last_success_timestamp_seconds").find("=>") != std::string::npos &&
+            query("attune_eval_accuracy").find("=>") != std::string::npos &&
+            query("rate(attune_checkpoint_duration_seconds_count[1m]) > 0").find("=>") != std::string::npos;
+  }
+  ASSERT_TRUE(ready) << "no training data in Prometheus after 120 s:\n" << testing::ReadText(dir_ / "prometheus.log");
+  EXPECT_NE(query("up{job=\"attune-worker\"} == 1").find("=> 1"), std::string::npos);
+  EXPECT_NE(query("up{job=\"attune-coordinator\"} == 1").find("=> 1"), std::string::npos);
+
+  auto run = RunCommand("/usr/bin/python3 " + testing::Fixture("query_prometheus.py") + " " + url + " --dashboards " + src +
+                            "/deploy/grafana/training.json " + src + "/deploy/grafana/cluster.json --rules " + src +
+                            "/deploy/prometheus/rules.yml",
+                        120);
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  // Training panels that are rightly empty for a healthy job.
+  const std::set<std::string> may_be_empty = {"NaN / Inf steps"};
+  int checked = 0, with_data = 0;
+  std::istringstream lines(run.output);
+  for (std::string line; std::getline(lines, line);) {
+    auto j = nlohmann::json::parse(line, nullptr, false);
+    ASSERT_TRUE(j.is_object()) << line;
+    ++checked;
+    const std::string where = j["source"].get<std::string>() + ": " + j["name"].get<std::string>() + ": " +
+                              j["expr"].get<std::string>();
+    EXPECT_EQ(j["status"], "success") << where << " -> " << j["error"];
+    EXPECT_TRUE(j["result_type"] == "vector" || j["result_type"] == "scalar") << where;
+    const int series = j["series"].get<int>();
+    with_data += series > 0;
+    if (j["source"] == "training.json" && !may_be_empty.count(j["name"].get<std::string>())) {
+      EXPECT_GT(series, 0) << "no data: " << where;
     }
   }
+  EXPECT_GE(checked, 50);
+  RecordProperty("queries_checked", checked);
+  RecordProperty("queries_with_data", with_data);
+  // Rules load and evaluate without errors.
+  auto rules = RunCommand("/usr/bin/python3 -c \"import json,urllib.request; "
+                          "g=json.load(urllib.request.urlopen('" + url + "/api/v1/rules'))['data']['groups']; "
+                          "print(sum(len(x['rules']) for x in g), [r['name'] for x in g for r in x['rules'] "
+                          "if r.get('health') != 'ok'])\"");
+  EXPECT_NE(rules.output.find("13 []"), std::string::npos) << rules.output;
+  EXPECT_EQ(Cli("cancel " + id).exit_code, 0);
+  EXPECT_TRUE(WaitState(id, "CANCELLED", 30));
 }
 
 TEST_F(ServiceTest, MutualTlsRefusesClientsWithoutCertificates) {
