@@ -28,22 +28,12 @@ def run(cmd, env):
     return out, usage.ru_maxrss / 1024
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--build", default=os.path.join(HERE, "..", "build"))
-    ap.add_argument("--steps", type=int, default=40)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--repeat", type=int, default=2)
-    ap.add_argument("--hidden", type=int, default=256)
-    ap.add_argument("--layers", type=int, default=4)
-    a = ap.parse_args()
-    H, L, heads, ffn, vocab, seq, batch = a.hidden, a.layers, 4, a.hidden * 4, 8192, 128, 16
-    env = dict(os.environ, OMP_NUM_THREADS=str(a.threads), OPENBLAS_NUM_THREADS=str(a.threads),
-               OMP_WAIT_POLICY="PASSIVE")
-    work = tempfile.mkdtemp(prefix="attune_bench_")
+def write_workload(work, steps, H, L, heads, ffn, vocab, seq, batch, threads):
+    """Random 200-word rows for `steps` steps of `batch`, and a spec training a
+    BERT of that shape on them; returns the spec's path."""
     rng = random.Random(0)
     words = ["w%05d" % i for i in range(7000)]
-    rows = (batch * (a.steps + 1)) + 8
+    rows = (batch * (steps + 1)) + 8
     for name, n in (("train.csv", rows), ("valid.csv", 16)):
         with open(os.path.join(work, name), "w") as f:
             f.write("text,label\n")
@@ -58,10 +48,27 @@ model:
   vocab_size: {vocab}
 data: {{train: {work}/train.csv, validation: {work}/valid.csv, max_length: {seq}}}
 method: {{type: full}}
-hyperparameters: {{epochs: 1, max_steps: {a.steps}, batch_size: {batch}, learning_rate: 1.0e-4, warmup_steps: 10,
-                  weight_decay: 0.01, max_grad_norm: 1.0, threads: {a.threads}}}
+hyperparameters: {{epochs: 1, max_steps: {steps}, batch_size: {batch}, learning_rate: 1.0e-4, warmup_steps: 10,
+                  weight_decay: 0.01, max_grad_norm: 1.0, threads: {threads}}}
 output_dir: {work}/out
 """)
+    return spec
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--build", default=os.path.join(HERE, "..", "build"))
+    ap.add_argument("--steps", type=int, default=40)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--hidden", type=int, default=256)
+    ap.add_argument("--layers", type=int, default=4)
+    a = ap.parse_args()
+    H, L, heads, ffn, vocab, seq, batch = a.hidden, a.layers, 4, a.hidden * 4, 8192, 128, 16
+    env = dict(os.environ, OMP_NUM_THREADS=str(a.threads), OPENBLAS_NUM_THREADS=str(a.threads),
+               OMP_WAIT_POLICY="PASSIVE")
+    work = tempfile.mkdtemp(prefix="attune_bench_")
+    spec = write_workload(work, a.steps, H, L, heads, ffn, vocab, seq, batch, a.threads)
     ours, peer, ours_rss, peer_rss = [], [], [], []
     for _ in range(a.repeat):
         out, rss = run([os.path.join(a.build, "bin", "attune-worker"), "train", "--spec", spec, "--noresume"], env)
