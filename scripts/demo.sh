@@ -11,18 +11,21 @@ export OMP_WAIT_POLICY=PASSIVE
 run=runs/demo
 mkdir -p "$run"
 rm -rf runs/fine-foods "$run/state.db" "$run/state.db-wal" "$run/state.db-shm"
-port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-addr=127.0.0.1:$port
+free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+addr=127.0.0.1:$(free_port)
+metrics=(127.0.0.1:$(free_port) 127.0.0.1:$(free_port) 127.0.0.1:$(free_port))
 pids=()
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
 trap cleanup EXIT
-build/bin/attune-coordinator --listen "$addr" --state "$run/state.db" --data-root "$PWD" > "$run/coordinator.log" 2>&1 &
+build/bin/attune-coordinator --listen "$addr" --state "$run/state.db" --data-root "$PWD" \
+  --metrics-listen "${metrics[0]}" > "$run/coordinator.log" 2>&1 &
 pids+=($!)
 for w in 1 2; do
   build/bin/attune-worker agent --coordinator "$addr" --worker-id "worker-$w" --cpus 1 \
-    --work-dir "$run/agent-$w" > "$run/agent-$w.log" 2>&1 &
+    --work-dir "$run/agent-$w" --metrics-listen "${metrics[$w]}" > "$run/agent-$w.log" 2>&1 &
   pids+=($!)
 done
 for _ in $(seq 50); do build/bin/attune list --coordinator "$addr" --timeout_s 1 >/dev/null 2>&1 && break; sleep 0.2; done
 echo "coordinator $addr, agents worker-1 and worker-2 (logs in $run/)"
+echo "Prometheus metrics: http://${metrics[0]}/metrics (coordinator), http://${metrics[1]}/metrics and http://${metrics[2]}/metrics (agents)"
 build/bin/attune submit -f examples/fine_foods.yaml --coordinator "$addr" --watch

@@ -356,6 +356,16 @@ TEST_F(ServiceTest, MetricsEndpointsServeCoordinatorAndPerRankTrainingSeries) {
       EXPECT_NE(w.output.find("attune_checkpoint_duration_seconds_count{job_id=\""), std::string::npos);
     }
   }
+  // Every metric an endpoint exposes is documented in docs/observability.md.
+  const std::string doc = testing::ReadText(std::string(ATTUNE_SOURCE_DIR) + "/docs/observability.md");
+  for (const char* f : {"coordinator.prom", "worker0.prom", "worker1.prom"}) {
+    std::istringstream lines(testing::ReadText(dir_ / f));
+    for (std::string line; std::getline(lines, line);) {
+      if (line.rfind("# TYPE ", 0) != 0) continue;
+      const std::string name = line.substr(7, line.find(' ', 7) - 7);
+      EXPECT_NE(doc.find("`" + name + "`"), std::string::npos) << name << " (" << f << ") is not in docs/observability.md";
+    }
+  }
   // promtool, from Debian's prometheus package (scripts/install-deps.sh), lints every exposition.
   for (const char* f : {"coordinator.prom", "worker0.prom", "worker1.prom"}) {
     auto lint = RunCommand("sh -c 'promtool check metrics < " + (dir_ / f) + "'");
