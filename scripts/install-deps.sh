@@ -32,7 +32,7 @@ runtime=(
 )
 # Tests: reference peers (Debian's PyTorch, scikit-learn), certificates, a
 # real Prometheus (promtool too), and the linters of deploy/.
-testing=(python3-torch python3-numpy python3-sklearn python3-yaml openssl prometheus yamllint curl)
+testing=(python3-torch python3-numpy python3-sklearn python3-yaml python3-grpcio openssl prometheus yamllint curl)
 
 case "$mode" in
   build) packages=("${build[@]}") ;;

@@ -463,7 +463,7 @@ TEST_F(ServiceTest, RealPrometheusScrapesTheJobAndAnswersEveryDashboardAndRuleQu
   EXPECT_TRUE(WaitState(id, "CANCELLED", 30));
 }
 
-TEST_F(ServiceTest, MutualTlsRefusesClientsWithoutCertificates) {
+TEST_F(ServiceTest, MutualTlsRefusesClientsWithoutCertificatesAndProbesUseThePlaintextHealthPort) {
   const std::string d = dir_.path();
   testing::WriteText(dir_ / "certs.sh",
                      "set -e\ncd " + d + "\n"
@@ -476,9 +476,10 @@ TEST_F(ServiceTest, MutualTlsRefusesClientsWithoutCertificates) {
                      "openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out client.pem -days 2\n");
   auto gen = RunCommand("sh " + (dir_ / "certs.sh"));
   ASSERT_EQ(gen.exit_code, 0) << gen.output;
+  const int health_port = FreePort();
   coordinator_ = Spawn(Bin("attune-coordinator") + " --listen " + addr_ + " --state " + (dir_ / "state.db") +
                            " --tls-cert " + d + "/server.pem --tls-key " + d + "/server.key --tls-client-ca " + d +
-                           "/ca.pem",
+                           "/ca.pem --health-listen 127.0.0.1:" + std::to_string(health_port),
                        dir_ / "coordinator.log");
   const std::string client = " --tls-ca " + d + "/ca.pem --tls-cert " + d + "/client.pem --tls-key " + d + "/client.key";
   bool up = false;
@@ -488,6 +489,11 @@ TEST_F(ServiceTest, MutualTlsRefusesClientsWithoutCertificates) {
   }
   ASSERT_TRUE(up) << testing::ReadText(dir_ / "coordinator.log");
   EXPECT_EQ(Cli("list --timeout_s 2").exit_code, 14);                            // plaintext: UNAVAILABLE
+  // The plaintext health port answers a probe (as the kubelet sends it) and serves nothing else.
+  auto probe = RunCommand("/usr/bin/python3 " + testing::Fixture("grpc_health.py") + " 127.0.0.1:" +
+                          std::to_string(health_port));
+  EXPECT_NE(probe.output.find("health SERVING"), std::string::npos) << probe.output;
+  EXPECT_NE(probe.output.find("jobs UNIMPLEMENTED"), std::string::npos) << probe.output;
   EXPECT_EQ(Cli("list --timeout_s 2 --tls-ca " + d + "/ca.pem").exit_code, 14);  // TLS without a client certificate
   agents_.push_back(Spawn(Bin("attune-worker") + " agent --coordinator " + addr_ + " --worker-id w0 --cpus 1" + client,
                           dir_ / "agent-w0.log"));
