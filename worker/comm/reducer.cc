@@ -114,11 +114,11 @@ void Reducer::MarkReady(size_t i) {
   torch::NoGradGuard g;
   const at::Tensor& grad = params_[i].grad();
   at::Tensor dst = b.flat.narrow(0, offset, params_[i].numel());
-  if (grad.defined()) {
-    dst.copy_(grad.reshape({-1}));
-  } else {
+  if (!grad.defined()) {
     dst.zero_();
-  }
+  } else if (grad.data_ptr() != dst.data_ptr()) {
+    dst.copy_(grad.reshape({-1}));
+  }  // else: the gradient is a view of its bucket (after the first step), already in place
   if (--b.pending == 0 && options_.overlap) Launch(b);
 }
 
@@ -161,12 +161,15 @@ absl::Status Reducer::FinishBackward() {
   ++stats_.steps;
   for (auto& b : buckets_) {
     if (!b->wire.is_same(b->flat)) b->flat.copy_(b->wire);
+    // Gradients become views of their bucket (as DDP's gradient_as_bucket_view):
+    // no copy back now, and no copy in on later steps, since the optimizer
+    // zeroes them in place and autograd accumulates into them in place.
     for (size_t i : b->params) {
-      at::Tensor src = b->flat.narrow(0, slot_[i].second, params_[i].numel()).view(params_[i].sizes());
-      if (!params_[i].grad().defined()) {
-        params_[i].mutable_grad() = src.clone();
-      } else {
-        params_[i].mutable_grad().copy_(src);
+      // detach(): shares the bucket's memory without being an autograd view, so
+      // that the optimizer's zero_grad (which calls detach_()) accepts it.
+      at::Tensor view = b->flat.narrow(0, slot_[i].second, params_[i].numel()).view(params_[i].sizes()).detach();
+      if (!params_[i].grad().defined() || params_[i].grad().data_ptr() != view.data_ptr()) {
+        params_[i].mutable_grad() = view;
       }
     }
   }

@@ -63,6 +63,8 @@ ABSL_FLAG(std::string, token_file, "", "agent: file holding the worker bearer to
 ABSL_FLAG(std::string, tls_ca, "", "agent: PEM CA of the coordinator's certificate: connect with TLS");
 ABSL_FLAG(std::string, tls_cert, "", "agent: PEM client certificate (mutual TLS)");
 ABSL_FLAG(std::string, tls_key, "", "agent: PEM private key for --tls-cert");
+ABSL_FLAG(int, stop_grace_s, 10,
+          "agent: after SIGTERM, how long a trainer may take to finish its step and checkpoint before SIGKILL");
 ABSL_FLAG(std::string, work_dir, "", "agent: where assignment specs are written (default: a temp dir)");
 ABSL_FLAG(bool, eval_only, false, "evaluate the spec's model on its validation data without training");
 ABSL_FLAG(int, rank, 0, "this process's rank");
@@ -186,6 +188,7 @@ int RunAgent(const char* self) {
   o.info.rendezvous_port = absl::GetFlag(FLAGS_rendezvous_port) > 0 ? absl::GetFlag(FLAGS_rendezvous_port) : FreePort();
   char exe[4096] = {0};
   ssize_t n = ::readlink("/proc/self/exe", exe, sizeof exe - 1);
+  o.stop_grace = absl::Seconds(std::max(1, absl::GetFlag(FLAGS_stop_grace_s)));
   o.trainer_binary = n > 0 ? std::string(exe, static_cast<size_t>(n)) : self;
   o.work_dir = absl::GetFlag(FLAGS_work_dir).empty() ? absl::StrCat("/tmp/attune-agent-", o.info.worker_id)
                                                      : absl::GetFlag(FLAGS_work_dir);
