@@ -26,7 +26,7 @@ class CallRecorder {
     m_.AddCounter("attune_coordinator_grpc_requests_total", "gRPC calls handled, by method and status code",
                   {{"method", method_}, {"code", code >= 0 && code <= 16 ? kCodes[code] : "UNKNOWN"}}, 1);
     m_.Observe("attune_coordinator_grpc_request_seconds", "gRPC call latency", {{"method", method_}},
-               {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5},
+               {0.00025, 0.0005, 0.001, 0.002, 0.003, 0.004, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5},
                absl::ToDoubleSeconds(absl::Now() - start_));
     return s;
   }
