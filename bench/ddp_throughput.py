@@ -9,13 +9,14 @@ usage: bench/ddp_throughput.py [--build build] [--steps 30]"""
 import argparse
 import json
 import os
-import random
 import re
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
+
+from train_throughput import write_workload
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -57,29 +58,7 @@ def main():
     H, L, heads, ffn, vocab, seq, batch = a.hidden, a.layers, 4, a.hidden * 4, 8192, 128, 16
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE")
     work = tempfile.mkdtemp(prefix="attune_ddp_")
-    rng = random.Random(0)
-    words = ["w%05d" % i for i in range(7000)]
-    with open(os.path.join(work, "train.csv"), "w") as f:
-        f.write("text,label\n")
-        for i in range(batch * 2 * (a.steps + 2)):
-            f.write("%s,%d\n" % (" ".join(rng.choice(words) for _ in range(200)), i % 2))
-    with open(os.path.join(work, "valid.csv"), "w") as f:
-        f.write("text,label\n")
-        for i in range(8):
-            f.write("%s,%d\n" % (" ".join(rng.choice(words) for _ in range(50)), i % 2))
-    spec = os.path.join(work, "spec.yaml")
-    with open(spec, "w") as f:
-        f.write(f"""name: ddp-bench
-model:
-  config: {{hidden_size: {H}, num_hidden_layers: {L}, num_attention_heads: {heads}, intermediate_size: {ffn},
-           max_position_embeddings: 512, vocab_size: {vocab}}}
-  vocab_size: {vocab}
-data: {{train: {work}/train.csv, validation: {work}/valid.csv, max_length: {seq}}}
-method: {{type: full}}
-hyperparameters: {{epochs: 1, max_steps: {a.steps}, batch_size: {batch}, learning_rate: 1.0e-4, warmup_steps: 10,
-                  weight_decay: 0.01, max_grad_norm: 1.0, threads: 1}}
-output_dir: {work}/out
-""")
+    spec = write_workload(work, a.steps, H, L, heads, ffn, vocab, seq, batch, 1, ranks=2, name="ddp-bench")
     worker = os.path.join(a.build, "bin", "attune-worker")
 
     def ours(nproc, *flags):

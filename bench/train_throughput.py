@@ -28,12 +28,12 @@ def run(cmd, env):
     return out, usage.ru_maxrss / 1024
 
 
-def write_workload(work, steps, H, L, heads, ffn, vocab, seq, batch, threads):
-    """Random 200-word rows for `steps` steps of `batch`, and a spec training a
-    BERT of that shape on them; returns the spec's path."""
+def write_workload(work, steps, H, L, heads, ffn, vocab, seq, batch, threads, ranks=1, name="bench"):
+    """Random 200-word rows for `steps` steps of `batch` on each of `ranks`,
+    and a spec training a BERT of that shape on them; returns the spec's path."""
     rng = random.Random(0)
     words = ["w%05d" % i for i in range(7000)]
-    rows = (batch * (steps + 1)) + 8
+    rows = (batch * ranks * (steps + 1)) + 8
     for name, n in (("train.csv", rows), ("valid.csv", 16)):
         with open(os.path.join(work, name), "w") as f:
             f.write("text,label\n")
@@ -41,7 +41,7 @@ def write_workload(work, steps, H, L, heads, ffn, vocab, seq, batch, threads):
                 f.write("%s,%d\n" % (" ".join(rng.choice(words) for _ in range(200)), i % 2))
     spec = os.path.join(work, "spec.yaml")
     with open(spec, "w") as f:
-        f.write(f"""name: bench
+        f.write(f"""name: {name}
 model:
   config: {{hidden_size: {H}, num_hidden_layers: {L}, num_attention_heads: {heads}, intermediate_size: {ffn},
            max_position_embeddings: 512, vocab_size: {vocab}}}

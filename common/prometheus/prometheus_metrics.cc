@@ -193,6 +193,13 @@ absl::StatusOr<std::unique_ptr<PrometheusMetrics>> PrometheusMetrics::Serve(cons
   return std::unique_ptr<PrometheusMetrics>(new PrometheusMetrics(std::move(impl)));
 }
 
+absl::StatusOr<std::unique_ptr<Metrics>> PrometheusMetrics::ServeIfSet(const std::string& listen) {
+  if (listen.empty()) return std::unique_ptr<Metrics>(std::make_unique<NullMetrics>());
+  auto served = Serve(listen);
+  if (!served.ok()) return served.status();
+  return std::unique_ptr<Metrics>(std::move(*served));
+}
+
 int PrometheusMetrics::port() const { return impl_->port; }
 
 std::string PrometheusMetrics::Render() const {

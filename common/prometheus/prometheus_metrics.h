@@ -22,6 +22,8 @@ class PrometheusMetrics : public Metrics {
   // Starts serving on `listen` (HOST:PORT; port 0 picks a free one).
   // kUnavailable if it cannot bind, kInvalidArgument for a malformed address.
   static absl::StatusOr<std::unique_ptr<PrometheusMetrics>> Serve(const std::string& listen);
+  // For a --metrics-listen flag: NullMetrics when `listen` is empty, else Serve(listen).
+  static absl::StatusOr<std::unique_ptr<Metrics>> ServeIfSet(const std::string& listen);
   ~PrometheusMetrics() override;  // stops the server and joins its thread
 
   int port() const;  // the bound port

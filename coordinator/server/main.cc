@@ -117,14 +117,13 @@ int main(int argc, char** argv) {
     std::cerr << "attune-coordinator: " << auth.status() << "\n";
     return 1;
   }
-  std::unique_ptr<attune::common::Metrics> metrics = std::make_unique<attune::common::NullMetrics>();
+  auto served = attune::common::PrometheusMetrics::ServeIfSet(absl::GetFlag(FLAGS_metrics_listen));
+  if (!served.ok()) {
+    std::cerr << "attune-coordinator: " << served.status() << "\n";
+    return 1;
+  }
+  std::unique_ptr<attune::common::Metrics> metrics = std::move(*served);
   if (!absl::GetFlag(FLAGS_metrics_listen).empty()) {
-    auto served = attune::common::PrometheusMetrics::Serve(absl::GetFlag(FLAGS_metrics_listen));
-    if (!served.ok()) {
-      std::cerr << "attune-coordinator: " << served.status() << "\n";
-      return 1;
-    }
-    metrics = std::move(*served);
     LOG(INFO) << "metrics at http://" << absl::GetFlag(FLAGS_metrics_listen) << "/metrics";
   }
   attune::coordinator::rpc::JobServiceImpl jobs(manager, *auth, *metrics);

@@ -95,6 +95,21 @@ class DistributedTest : public ::testing::Test {
     EXPECT_LT(testing::MaxAbsDiff(out[1], out[2]), 1e-5);
     EXPECT_LT(testing::MaxAbsDiff(out[1], out[3]), 1e-5);
   }
+  // Ranks 0 and 1 of `spec` as separate processes, logging to r0.log and r1.log.
+  std::pair<pid_t, pid_t> StartTwoRanks(const std::string& spec, int collective_timeout_s) {
+    const std::string base = Bin("attune-worker") + " train --noresume --spec " + spec +
+                             " --world_size 2 --collective_timeout_s " + std::to_string(collective_timeout_s) +
+                             " --rendezvous 127.0.0.1:" + std::to_string(testing::FreePort());
+    return {testing::Spawn(base + " --rank 0", dir_ / "r0.log"), testing::Spawn(base + " --rank 1", dir_ / "r1.log")};
+  }
+  // Waits (up to 60 s) until rank 1 has logged step 20.
+  void WaitForStep20() {
+    auto until = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    while (testing::ReadText(dir_ / "r1.log").find("step=20/") == std::string::npos &&
+           std::chrono::steady_clock::now() < until) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  }
   TempDir dir_;
 };
 
@@ -156,18 +171,10 @@ int WaitFor(pid_t pid, std::chrono::seconds limit, std::chrono::steady_clock::ti
 TEST_F(DistributedTest, KilledRankFailsTheOthersWithinTheTimeout) {
   WriteData(dir_ / "train.csv", 3000, 3);
   std::string spec = Spec("kill", Scratch(), "{type: full}", 4, 1);
-  const int port = testing::FreePort();
   const int timeout_s = 5;
-  std::string base = Bin("attune-worker") + " train --noresume --spec " + spec + " --world_size 2 --rendezvous 127.0.0.1:" +
-                     std::to_string(port) + " --collective_timeout_s " + std::to_string(timeout_s);
-  pid_t r0 = testing::Spawn(base + " --rank 0", dir_ / "r0.log");
-  pid_t r1 = testing::Spawn(base + " --rank 1", dir_ / "r1.log");
+  auto [r0, r1] = StartTwoRanks(spec, timeout_s);
   // Wait until training is under way, then SIGKILL rank 1 mid-step.
-  auto until = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-  while (testing::ReadText(dir_ / "r1.log").find("step=20/") == std::string::npos &&
-         std::chrono::steady_clock::now() < until) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
+  WaitForStep20();
   ASSERT_NE(testing::ReadText(dir_ / "r1.log").find("step=20/"), std::string::npos) << testing::ReadText(dir_ / "r1.log");
   auto killed_at = std::chrono::steady_clock::now();
   ::kill(r1, SIGKILL);
@@ -188,16 +195,8 @@ TEST_F(DistributedTest, KilledRankFailsTheOthersWithinTheTimeout) {
 TEST_F(DistributedTest, SigtermOnOneRankCheckpointsAndStopsEveryRankAtTheSameStep) {
   WriteData(dir_ / "train.csv", 3000, 3);
   std::string spec = Spec("term", Scratch(), "{type: full}", 4, 1);
-  const int port = testing::FreePort();
-  std::string base = Bin("attune-worker") + " train --noresume --spec " + spec +
-                     " --world_size 2 --collective_timeout_s 20 --rendezvous 127.0.0.1:" + std::to_string(port);
-  pid_t r0 = testing::Spawn(base + " --rank 0", dir_ / "r0.log");
-  pid_t r1 = testing::Spawn(base + " --rank 1", dir_ / "r1.log");
-  auto until = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-  while (testing::ReadText(dir_ / "r1.log").find("step=20/") == std::string::npos &&
-         std::chrono::steady_clock::now() < until) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(20));
-  }
+  auto [r0, r1] = StartTwoRanks(spec, 20);
+  WaitForStep20();
   ASSERT_NE(testing::ReadText(dir_ / "r1.log").find("step=20/"), std::string::npos);
   ::kill(r1, SIGTERM);  // as Kubernetes does to one pod
   std::chrono::steady_clock::time_point done;

@@ -212,20 +212,17 @@ int RunAgent(const char* self) {
     token = *t;
   }
   attune::worker::agent::GrpcCoordinatorClient client(channel, absl::Seconds(5), token);
-  std::unique_ptr<attune::common::Metrics> metrics = std::make_unique<attune::common::NullMetrics>();
-  if (!absl::GetFlag(FLAGS_metrics_listen).empty()) {
-    auto served = attune::common::PrometheusMetrics::Serve(absl::GetFlag(FLAGS_metrics_listen));
-    if (!served.ok()) {
-      std::cerr << "attune-worker agent: " << served.status() << "\n";
-      return 1;
-    }
-    LOG(INFO) << "metrics at http://" << absl::GetFlag(FLAGS_metrics_listen) << "/metrics (port " << (*served)->port()
-              << ")";
-    metrics = std::move(*served);
+  auto metrics = attune::common::PrometheusMetrics::ServeIfSet(absl::GetFlag(FLAGS_metrics_listen));
+  if (!metrics.ok()) {
+    std::cerr << "attune-worker agent: " << metrics.status() << "\n";
+    return 1;
   }
-  metrics->SetGauge("attune_build_info", "always 1; labels give the build", {{"version", ATTUNE_VERSION},
+  if (!absl::GetFlag(FLAGS_metrics_listen).empty()) {
+    LOG(INFO) << "metrics at http://" << absl::GetFlag(FLAGS_metrics_listen) << "/metrics";
+  }
+  (*metrics)->SetGauge("attune_build_info", "always 1; labels give the build", {{"version", ATTUNE_VERSION},
                     {"component", "worker"}}, 1);
-  attune::worker::agent::Agent agent(client, o, *metrics);
+  attune::worker::agent::Agent agent(client, o, **metrics);
   signal(SIGTERM, OnSignal);
   signal(SIGINT, OnSignal);
   LOG(INFO) << "agent " << o.info.worker_id << ": " << o.info.cpus << " cpus, coordinator "
