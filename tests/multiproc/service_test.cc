@@ -238,6 +238,42 @@ TEST_F(ServiceTest, KilledTrainerRecoversFromItsCheckpoint) {
   EXPECT_NE(logs.output.find("resumed from"), std::string::npos) << logs.output;
 }
 
+// What Kubernetes does to a worker pod: SIGTERM to the agent. Its trainer
+// finishes the step, the ranks stop together, rank 0 commits a checkpoint at
+// that step, and the coordinator resumes the job from it on the other workers.
+TEST_F(ServiceTest, SigtermedAgentCheckpointsAndTheJobResumesOnTheOtherWorkers) {
+  StartCoordinator();
+  StartAgents(3);
+  std::string id = Submit(Spec("drain", 1500, 3));  // no periodic checkpoints
+  auto until = std::chrono::steady_clock::now() + std::chrono::seconds(90);
+  nlohmann::json j;
+  while (std::chrono::steady_clock::now() < until) {
+    j = GetJob(id);
+    if (j.value("state", "") == "RUNNING" && j.contains("progress") && Int(j["progress"], "step") >= 30) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_EQ(j.value("state", ""), "RUNNING") << j.dump();
+  ASSERT_EQ(j["workers"].size(), 2u) << j.dump();
+  const std::string drained = j["workers"][1].get<std::string>();  // "wN"
+  const pid_t agent = agents_[static_cast<size_t>(std::stoi(drained.substr(1)))];
+  ::kill(agent, SIGTERM);
+  int status = 0;
+  ::waitpid(agent, &status, 0);
+  ASSERT_TRUE(WaitState(id, "SUCCEEDED", 150)) << GetJob(id).dump() << testing::ReadText(dir_ / "coordinator.log");
+  j = GetJob(id);
+  EXPECT_GE(Int(j, "restarts"), 1);
+  for (const auto& w : j["workers"]) EXPECT_NE(w.get<std::string>(), drained) << j.dump();
+  // The drained attempt stopped on request and committed its step; the next one resumed from it.
+  const std::string agent_log = testing::ReadText(dir_ / ("agent-" + drained + ".log"));
+  EXPECT_NE(agent_log.find("trainer exited with 143"), std::string::npos) << agent_log;
+  auto logs = Cli("logs " + id + " --rank 0 --tail 5000");
+  const size_t stop = logs.output.find("stopping on request after step ");
+  ASSERT_NE(stop, std::string::npos) << logs.output;
+  const std::string step = logs.output.substr(stop + 31, logs.output.find_first_not_of("0123456789", stop + 31) - stop - 31);
+  EXPECT_NE(logs.output.find("resumed from"), std::string::npos) << logs.output;
+  EXPECT_NE(logs.output.find("at step " + step), std::string::npos) << "resumed from step " << step << ":\n" << logs.output;
+}
+
 TEST_F(ServiceTest, RestartBudgetExhaustedFailsWithTheReason) {
   StartCoordinator();
   StartAgents(2);
