@@ -395,7 +395,10 @@ absl::Status JobManager::Report(const std::string& worker_id, const std::string&
     SetStateLocked(job, JobState::kRunning, absl::StrCat("generation ", job.generation, " running")).IgnoreError();
   }
   job.updated_ms = event.unix_ms;
-  auto stored = store_.AppendEvent(job, event);
+  // Progress and evaluation arrive every second per job and steer no recovery:
+  // they skip the fsync (they survive a killed coordinator, not a power cut).
+  // A committed checkpoint is synced.
+  auto stored = store_.AppendEvent(job, event, /*sync=*/event.type == EventType::kCheckpoint);
   cv_.notify_all();
   return stored.status();
 }

@@ -285,8 +285,20 @@ std::vector<Job> JobStore::List() {
   return out;
 }
 
-absl::StatusOr<Event> JobStore::AppendEvent(const Job& job, Event event) {
+absl::StatusOr<Event> JobStore::AppendEvent(const Job& job, Event event, bool sync) {
   std::lock_guard<std::mutex> l(mu_);
+  // In WAL mode a NORMAL commit is not fsynced; the next FULL one syncs the WAL
+  // with it. Every other write stays FULL: the mode is restored on the way out.
+  struct Restore {
+    JobStore* store;
+    bool active;
+    ~Restore() {
+      if (active) store->Exec("PRAGMA synchronous=FULL").IgnoreError();
+    }
+  } restore{this, !sync};
+  if (!sync) {
+    if (auto s = Exec("PRAGMA synchronous=NORMAL"); !s.ok()) return s;
+  }
   if (auto s = Exec("BEGIN IMMEDIATE"); !s.ok()) return s;
   Stmt q(db_, "SELECT COALESCE(MAX(idx), -1) + 1 FROM events WHERE job_id = ?");
   q.Bind(1, job.id);
@@ -307,6 +319,12 @@ absl::StatusOr<Event> JobStore::AppendEvent(const Job& job, Event event) {
     return s;
   }
   return event;
+}
+
+int JobStore::SynchronousMode() {
+  std::lock_guard<std::mutex> l(mu_);
+  Stmt q(db_, "PRAGMA synchronous");
+  return sqlite3_step(q.get()) == SQLITE_ROW ? static_cast<int>(q.Int(0)) : -1;
 }
 
 std::vector<Event> JobStore::Events(const std::string& job_id, int64_t from_index) {

@@ -33,9 +33,15 @@ class JobStore {
   absl::Status Update(const Job& job);
   absl::StatusOr<Job> Get(const std::string& id);
   std::vector<Job> List();
-  // Appends an event (its index is assigned) and updates the job in one transaction.
-  absl::StatusOr<Event> AppendEvent(const Job& job, Event event);
+  // Appends an event (its index is assigned) and updates the job in one
+  // transaction. `sync`: fsync before returning (synchronous=FULL). Without it
+  // (synchronous=NORMAL, for frequent progress and evaluation reports) the
+  // commit survives a killed coordinator but may be lost, with the events
+  // after it, on a power failure; the next synced commit makes it durable too.
+  absl::StatusOr<Event> AppendEvent(const Job& job, Event event, bool sync = true);
   std::vector<Event> Events(const std::string& job_id, int64_t from_index);
+  // PRAGMA synchronous of the connection (2 = FULL), for tests.
+  int SynchronousMode();
 
  private:
   JobStore(sqlite3* db, int lock_fd) : db_(db), lock_fd_(lock_fd) {}

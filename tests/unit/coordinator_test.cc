@@ -82,6 +82,33 @@ class StoreTest : public ::testing::Test {
   std::string path_;
 };
 
+TEST_F(StoreTest, UnsyncedProgressSurvivesAProcessExitAndLaterWritesStaySynced) {
+  std::string id;
+  {
+    auto store = JobStore::Open(path_);
+    ASSERT_THAT(store, IsOk());
+    Job job;
+    job.config = Config();
+    bool created = false;
+    auto stored = (*store)->Create(job, {}, "abcd", &created);
+    ASSERT_THAT(stored, IsOk());
+    id = stored->id;
+    Event progress;
+    progress.type = EventType::kProgress;
+    progress.progress.step = 7;
+    stored->progress.step = 7;
+    ASSERT_THAT((*store)->AppendEvent(*stored, progress, /*sync=*/false), IsOk());
+    // The connection is back to synchronous=FULL (2) for everything else.
+    EXPECT_EQ((*store)->SynchronousMode(), 2);
+  }
+  auto store = JobStore::Open(path_);
+  ASSERT_THAT(store, IsOk());
+  auto events = (*store)->Events(id, 0);
+  ASSERT_EQ(events.size(), 1u);
+  EXPECT_EQ(events[0].progress.step, 7);
+  EXPECT_EQ((*store)->Get(id)->progress.step, 7);
+}
+
 TEST_F(StoreTest, JobsAndEventsSurviveReopening) {
   std::string id;
   {
