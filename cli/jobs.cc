@@ -4,6 +4,7 @@
 
 #include <unistd.h>
 
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
@@ -307,6 +308,29 @@ int Client::Logs(const std::string& id, int rank, int tail) {
     return 0;
   }
   for (const auto& l : resp.lines()) std::cout << "[rank " << l.rank() << "] " << l.line() << "\n";
+  return 0;
+}
+
+int Client::Workers() {
+  v1::ListWorkersRequest req;
+  v1::ListWorkersResponse resp;
+  grpc::ClientContext ctx;
+  Prepare(&ctx, false);
+  if (auto s = stub_->ListWorkers(&ctx, req, &resp); !s.ok()) return Fail(s);
+  if (o_.output != "table") {
+    Print(resp, o_.output);
+    return 0;
+  }
+  const int64_t now_ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch()).count();
+  std::printf("%-24s %-24s %5s %5s %-5s %10s  %s\n", "WORKER", "HOST", "CPUS", "GPUS", "STATE", "HEARTBEAT", "JOBS");
+  for (const auto& w : resp.workers()) {
+    std::string jobs;
+    for (const auto& j : w.jobs()) jobs += (jobs.empty() ? "" : ",") + j;
+    const std::string state = v1::WorkerStatus::State_Name(w.state());
+    std::printf("%-24s %-24s %5d %5d %-5s %8.1fs  %s\n", w.worker_id().c_str(), w.host().c_str(), w.cpus(), w.gpus(),
+                state.c_str(), (now_ms - w.last_heartbeat_unix_ms()) / 1000.0, jobs.empty() ? "-" : jobs.c_str());
+  }
   return 0;
 }
 

@@ -31,6 +31,7 @@ class Client {
   // Follows the job to its end; 0 when it SUCCEEDED, 1 otherwise.
   int Watch(const std::string& id);
   int Logs(const std::string& id, int rank, int tail);
+  int Workers();
 
  private:
   void Prepare(grpc::ClientContext* ctx, bool stream) const;

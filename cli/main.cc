@@ -2,6 +2,7 @@
 //
 //   attune submit -f SPEC [--watch]      attune get JOB      attune list [--state S] [--selector k=v]
 //   attune cancel JOB                    attune watch JOB    attune logs JOB [--rank R] [--tail N]
+//   attune workers
 //   attune predict --model DIR --input FILE.{jsonl,csv} [--output FILE]
 // Job commands take --coordinator HOST:PORT (or $ATTUNE_COORDINATOR) and -o table|json|yaml.
 
@@ -50,7 +51,7 @@ namespace {
 
 constexpr char kUsage[] =
     "usage: attune submit -f SPEC [--watch] | get JOB | list [--state S] | cancel JOB | watch JOB |\n"
-    "       logs JOB [--rank R] | predict --model DIR --input FILE [--output FILE]\n"
+    "       logs JOB [--rank R] | workers | predict --model DIR --input FILE [--output FILE]\n"
     "       [--coordinator HOST:PORT] [-o table|json|yaml]";
 
 int Predict() {
@@ -148,6 +149,7 @@ int main(int argc, char** argv) {
   if (command == "logs") {
     return need_job() ? attune::cli::Client(co).Logs(job, absl::GetFlag(FLAGS_rank), absl::GetFlag(FLAGS_tail)) : 2;
   }
+  if (command == "workers") return attune::cli::Client(co).Workers();
   if (command == "predict") {
     VLOG(1) << allocator;
     return Predict();

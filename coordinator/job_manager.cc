@@ -495,6 +495,29 @@ void JobManager::Tick() {
   ScheduleLocked();
 }
 
+std::vector<WorkerListing> JobManager::Workers() {
+  std::lock_guard<std::mutex> l(mu_);
+  std::map<std::string, std::vector<std::string>> jobs_on;
+  for (const auto& [id, j] : jobs_) {
+    if (!IsLive(j.state)) continue;
+    for (const auto& w : std::set<std::string>(j.workers.begin(), j.workers.end())) jobs_on[w].push_back(id);
+  }
+  const absl::Time now = absl::Now();
+  const int64_t now_ms = NowMs();
+  std::vector<WorkerListing> out;
+  for (const auto& [id, w] : workers_) {
+    WorkerListing v;
+    v.info = w.info;
+    v.jobs = jobs_on[id];
+    v.state = !w.alive         ? WorkerListing::State::kLost
+              : v.jobs.empty() ? WorkerListing::State::kIdle
+                               : WorkerListing::State::kBusy;
+    v.last_heartbeat_ms = now_ms - absl::ToInt64Milliseconds(now - w.last_seen);
+    out.push_back(std::move(v));
+  }
+  return out;
+}
+
 JobManager::ClusterStats JobManager::TakeStats() {
   std::lock_guard<std::mutex> l(mu_);
   ClusterStats out;

@@ -47,6 +47,13 @@ struct WorkerInfo {
   std::map<std::string, std::string> labels;
 };
 
+struct WorkerListing {
+  WorkerInfo info;
+  enum class State { kIdle, kBusy, kLost } state = State::kIdle;
+  int64_t last_heartbeat_ms = 0;  // unix
+  std::vector<std::string> jobs;  // live jobs with a rank on it
+};
+
 struct TaskReport {
   std::string job_id;
   int64_t generation = 0;
@@ -118,6 +125,7 @@ class JobManager {
     std::vector<double> scheduling_seconds;  // eligible (queued, or backoff over) to placed
   };
   ClusterStats TakeStats();
+  std::vector<WorkerListing> Workers();
 
  private:
   struct RankState {

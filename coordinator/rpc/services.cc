@@ -124,6 +124,26 @@ grpc::Status JobServiceImpl::GetJobLogs(grpc::ServerContext* ctx, const v1::GetJ
   return rec(grpc::Status::OK);
 }
 
+grpc::Status JobServiceImpl::ListWorkers(grpc::ServerContext* ctx, const v1::ListWorkersRequest*,
+                                         v1::ListWorkersResponse* out) {
+  CallRecorder rec(metrics_, "ListWorkers");
+  if (auto a = auth_.Check(ctx, Api::kJobs); !a.ok()) return rec(a);
+  for (const WorkerListing& w : manager_.Workers()) {
+    auto* o = out->add_workers();
+    o->set_worker_id(w.info.id);
+    o->set_host(w.info.host);
+    o->set_cpus(static_cast<int32_t>(w.info.cpus));
+    o->set_gpus(static_cast<int32_t>(w.info.gpus));
+    for (const auto& [k, v] : w.info.labels) (*o->mutable_labels())[k] = v;
+    o->set_state(w.state == WorkerListing::State::kLost   ? v1::WorkerStatus::LOST
+                 : w.state == WorkerListing::State::kBusy ? v1::WorkerStatus::BUSY
+                                                       : v1::WorkerStatus::IDLE);
+    o->set_last_heartbeat_unix_ms(w.last_heartbeat_ms);
+    for (const auto& j : w.jobs) o->add_jobs(j);
+  }
+  return rec(grpc::Status::OK);
+}
+
 grpc::Status WorkerServiceImpl::Register(grpc::ServerContext* ctx, const v1::RegisterRequest* req,
                                          v1::RegisterResponse* out) {
   CallRecorder rec(metrics_, "Register");

@@ -370,6 +370,19 @@ TEST_F(ServiceTest, MetricsEndpointsServeCoordinatorAndPerRankTrainingSeries) {
   EXPECT_NE(coord.output.find("attune_coordinator_grpc_requests_total{code=\"OK\",method=\"Heartbeat\"}"),
             std::string::npos);
   EXPECT_NE(coord.output.find("attune_coordinator_grpc_request_seconds_bucket"), std::string::npos);
+  // `attune workers` lists both agents, idle again, with a recent heartbeat.
+  auto workers = Cli("workers -o json");
+  ASSERT_EQ(workers.exit_code, 0) << workers.output;
+  auto wj = nlohmann::json::parse(workers.output, nullptr, false);
+  ASSERT_TRUE(wj.contains("workers")) << workers.output;
+  ASSERT_EQ(wj["workers"].size(), 2u) << workers.output;
+  for (const auto& w : wj["workers"]) {
+    EXPECT_EQ(w.value("state", ""), "IDLE") << w.dump();
+    EXPECT_EQ(w.value("cpus", 0), 1) << w.dump();
+  }
+  auto table = Cli("workers");
+  EXPECT_NE(table.output.find("w0"), std::string::npos) << table.output;
+  EXPECT_NE(table.output.find("IDLE"), std::string::npos) << table.output;
   // Each agent serves its own rank's series; the counters count every step.
   std::string job_label;
   for (int r = 0; r < 2; ++r) {
