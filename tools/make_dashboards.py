@@ -119,8 +119,8 @@ training = [
     panel("Checkpoint write time p99", [(f'histogram_quantile(0.99, sum by (le, job_id) (rate(attune_checkpoint_duration_seconds_bucket{{{SEL}}}[$__rate_interval])))', "{{job_id}}")],
           unit="s", w=6, desc="attune_checkpoint_duration_seconds."),
     panel("Last committed step", [f'attune_checkpoint_last_step{{{SEL}}}'], kind="stat", w=4, desc="attune_checkpoint_last_step."),
-    panel("Restarts (1 h)", [("increase(attune_coordinator_job_restarts_total[1h])", "restarts")], kind="stat", w=4,
-          desc="attune_coordinator_job_restarts_total: attempts restarted from a checkpoint, all jobs."),
+    panel("Attempt", [(f'max by (job_id) (attune_train_attempt{{{JOB}}})', "{{job_id}}")], kind="stat", w=4,
+          desc="attune_train_attempt: the job's attempt (generation); it grows by one per restart from a checkpoint."),
     panel("NaN / Inf steps", [f'attune_train_nonfinite_total{{{SEL}}}'], kind="stat", w=4, desc="attune_train_nonfinite_total."),
 ]
 

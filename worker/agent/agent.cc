@@ -111,6 +111,7 @@ absl::Status Agent::Start(const AgentTask& t) {
                                [&](const auto& f) { return f.second.job_id == t.job_id && f.second.rank == t.rank; }),
                 forget_.end());
   SetTaskRunning(metrics_, {t.job_id, t.rank, t.backend}, true);
+  SetTaskAttempt(metrics_, {t.job_id, t.rank, t.backend}, t.generation);
   LOG(INFO) << "job=" << t.job_id << " rank=" << t.rank << " generation " << t.generation << ": started trainer pid "
             << pid;
   return absl::OkStatus();

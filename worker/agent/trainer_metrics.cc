@@ -108,6 +108,11 @@ void SetTaskRunning(common::Metrics& m, const TrainerLabels& who, bool running) 
              {{"job_id", who.job_id}, {"rank", std::to_string(who.rank)}}, running ? 1 : 0);
 }
 
+void SetTaskAttempt(common::Metrics& m, const TrainerLabels& who, int64_t generation) {
+  m.SetGauge("attune_train_attempt", "attempt (generation) of the job this rank runs; it grows by one per restart",
+             {{"job_id", who.job_id}, {"rank", std::to_string(who.rank)}}, static_cast<double>(generation));
+}
+
 void ForgetTrainer(common::Metrics& m, const TrainerLabels& who) {
   m.Forget({{"job_id", who.job_id}, {"rank", std::to_string(who.rank)}});
 }

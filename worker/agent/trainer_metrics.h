@@ -20,8 +20,10 @@ struct TrainerLabels {
 // trainer's business, not the agent's).
 void ExportTrainerEvent(common::Metrics& m, const TrainerLabels& who, const std::string& event_json);
 
-// attune_worker_task_running{job_id,rank}: 1 while the trainer process runs.
+// attune_worker_task_running{job_id,rank}: 1 while the trainer process runs;
+// attune_train_attempt{job_id,rank}: the attempt (generation) it belongs to.
 void SetTaskRunning(common::Metrics& m, const TrainerLabels& who, bool running);
+void SetTaskAttempt(common::Metrics& m, const TrainerLabels& who, int64_t generation);
 
 // Drops every series of this job and rank (after the task ended and its last
 // values had time to be scraped).
