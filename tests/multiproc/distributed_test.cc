@@ -218,6 +218,28 @@ TEST_F(DistributedTest, SigtermOnOneRankCheckpointsAndStopsEveryRankAtTheSameSte
   EXPECT_NE(l0.find("step=" + std::to_string(step) + " checkpoint committed"), std::string::npos) << l0;
 }
 
+TEST_F(DistributedTest, SigtermToTheLauncherStopsEveryRankWithACheckpoint) {
+  WriteData(dir_ / "train.csv", 3000, 3);
+  std::string spec = Spec("launcher", Scratch(), "{type: full}", 4, 1);
+  pid_t launcher = testing::Spawn(Bin("attune-worker") + " train --noresume --collective_timeout_s 20 --spec " + spec +
+                                      " --nproc 2",
+                                  dir_ / "launcher.log");
+  auto until = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (testing::ReadText(dir_ / "launcher.log").find("rank=1 step=20/") == std::string::npos &&
+         std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ::kill(launcher, SIGTERM);
+  std::chrono::steady_clock::time_point done;
+  const int code = WaitFor(launcher, std::chrono::seconds(30), &done);
+  if (code == -1) ::kill(launcher, SIGKILL);
+  const std::string log = testing::ReadText(dir_ / "launcher.log");
+  EXPECT_EQ(code, 128 + SIGTERM) << log;
+  EXPECT_NE(log.find("rank=0 stopping on request after step"), std::string::npos) << log;
+  EXPECT_NE(log.find("rank=1 stopping on request after step"), std::string::npos) << log;
+  EXPECT_NE(log.find("checkpoint committed"), std::string::npos) << log;
+}
+
 TEST_F(DistributedTest, MissingRankGivesARendezvousTimeout) {
   std::string spec = Spec("alone", Scratch(), "{type: full}", 4, 1);
   auto t0 = std::chrono::steady_clock::now();

@@ -286,7 +286,17 @@ int Launch(int argc, char** argv, int nproc) {
   int first_failure = 0;
   size_t alive = pids.size();
   auto kill_deadline = std::chrono::steady_clock::time_point::max();
+  // SIGTERM or Ctrl-C to the launcher reaches every rank: they finish the
+  // step, checkpoint and exit 143.
+  signal(SIGTERM, OnSignal);
+  signal(SIGINT, OnSignal);
+  bool forwarded = false;
   while (alive > 0) {
+    if (g_stop.load() && !forwarded) {
+      forwarded = true;
+      LOG(INFO) << "launcher: stopping every rank after its current step";
+      for (pid_t p : pids) ::kill(p, SIGTERM);
+    }
     int status = 0;
     pid_t done = ::waitpid(-1, &status, WNOHANG);
     if (done > 0) {
