@@ -121,6 +121,10 @@ training = [
     panel("Last committed step", [f'attune_checkpoint_last_step{{{SEL}}}'], kind="stat", w=4, desc="attune_checkpoint_last_step."),
     panel("Attempt", [(f'max by (job_id) (attune_train_attempt{{{JOB}}})', "{{job_id}}")], kind="stat", w=4,
           desc="attune_train_attempt: the job's attempt (generation); it grows by one per restart from a checkpoint."),
+    panel("Trainer memory", [f'attune_trainer_resident_memory_bytes{{{SEL}}}'], unit="bytes", w=12,
+          desc="attune_trainer_resident_memory_bytes: resident memory of each rank's trainer process."),
+    panel("Trainer CPU (cores)", [f'rate(attune_trainer_cpu_seconds_total{{{SEL}}}[$__rate_interval])'], w=12,
+          desc="rate(attune_trainer_cpu_seconds_total): CPU cores each rank's trainer keeps busy."),
     panel("NaN / Inf steps", [f'attune_train_nonfinite_total{{{SEL}}}'], kind="stat", w=4, desc="attune_train_nonfinite_total."),
 ]
 
@@ -148,6 +152,13 @@ cluster = [
           unit="reqps", w=8, desc="Non-OK codes of attune_coordinator_grpc_requests_total."),
     panel("gRPC latency p99", [("histogram_quantile(0.99, sum by (le, method) (rate(attune_coordinator_grpc_request_seconds_bucket[$__rate_interval])))", "{{method}}")],
           unit="s", w=8, desc="attune_coordinator_grpc_request_seconds."),
+    row("Processes"),
+    panel("CPU by process (cores)", [('rate(process_cpu_seconds_total{job=~"attune-.*"}[$__rate_interval])', "{{job}} {{instance}}")],
+          w=8, desc="rate(process_cpu_seconds_total) of the coordinator and each agent."),
+    panel("Memory by process", [('process_resident_memory_bytes{job=~"attune-.*"}', "{{job}} {{instance}}")], unit="bytes",
+          w=8, desc="process_resident_memory_bytes of the coordinator and each agent."),
+    panel("Uptime", [('time() - process_start_time_seconds{job=~"attune-.*"}', "{{job}} {{instance}}")], unit="s", w=8,
+          desc="time() - process_start_time_seconds."),
     panel("Versions", [("attune_build_info", "{{component}} {{version}} {{instance}}")], kind="table", w=24, h=6,
           desc="attune_build_info."),
 ]

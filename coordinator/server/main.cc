@@ -20,6 +20,7 @@
 #include "absl/flags/usage.h"
 #include "common/flags_compat.h"
 #include "common/metrics.h"
+#include "common/process_stats.h"
 #include "common/prometheus/prometheus_metrics.h"
 #include "common/rpc/tls.h"
 #include "coordinator/job_manager.h"
@@ -176,9 +177,13 @@ int main(int argc, char** argv) {
                     {{"version", ATTUNE_VERSION}, {"component", "coordinator"}}, 1);
   int ticks = 0;
   int64_t restarts_seen = -1;
+  double cpu_reported = 0;
   while (!g_stop.load()) {
     manager.Tick();
-    if (++ticks % 5 == 0) ExportClusterStats(manager.TakeStats(), *metrics, &restarts_seen);
+    if (++ticks % 5 == 0) {
+      ExportClusterStats(manager.TakeStats(), *metrics, &restarts_seen);
+      attune::common::ExportOwnProcessStats(*metrics, &cpu_reported);
+    }
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
   }
   LOG(INFO) << "attune-coordinator shutting down";

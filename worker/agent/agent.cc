@@ -15,6 +15,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/files.h"
+#include "common/process_stats.h"
 #include "worker/agent/trainer_metrics.h"
 
 namespace attune::worker::agent {
@@ -45,6 +46,24 @@ Agent::Agent(CoordinatorClient& client, AgentOptions options, common::Metrics& m
 
 void Agent::Export(const AgentTask& t, const std::string& event_json) {
   ExportTrainerEvent(metrics_, {t.job_id, t.rank, t.backend}, event_json);
+}
+
+// The agent's own process_* series, and each running trainer's CPU and memory.
+void Agent::ExportProcessStats() {
+  common::ExportOwnProcessStats(metrics_, &own_cpu_reported_);
+  for (auto& [key, p] : procs_) {
+    if (!p.running) continue;
+    auto s = common::ReadProcessStats(p.pid);
+    if (!s.ok()) continue;
+    const common::Labels l = {{"job_id", p.task.job_id}, {"rank", std::to_string(p.task.rank)}};
+    metrics_.SetGauge("attune_trainer_resident_memory_bytes", "resident memory of this rank's trainer process, bytes", l,
+                      static_cast<double>(s->resident_bytes));
+    if (s->cpu_seconds > p.cpu_reported) {
+      metrics_.AddCounter("attune_trainer_cpu_seconds_total", "CPU time of this rank's trainer process, seconds", l,
+                          s->cpu_seconds - p.cpu_reported);
+      p.cpu_reported = s->cpu_seconds;
+    }
+  }
 }
 
 Agent::~Agent() {
@@ -194,6 +213,7 @@ void Agent::Run(const std::atomic<bool>& stop) {
       int running = 0;
       for (auto& [key, p] : procs_) running += p.running;
       metrics_.SetGauge("attune_worker_tasks_running", "trainer processes running on this worker", {}, running);
+      ExportProcessStats();
       for (auto& [key, p] : procs_) {
         if (!p.running && p.reports_left <= 0) continue;
         tasks.push_back({p.task.job_id, p.task.generation, p.task.rank, p.running, p.exit_code, p.new_lines});

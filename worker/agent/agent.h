@@ -98,12 +98,14 @@ class Agent {
     bool running = true;
     int exit_code = 0;
     int reports_left = 5;  // times a finished task is still reported
+    double cpu_reported = 0;  // trainer CPU seconds already counted
     absl::Time kill_at = absl::InfiniteFuture();
   };
   absl::Status Start(const AgentTask& t);
   void Stop(Proc& p, const std::string& why);
   void Poll();
   void Export(const AgentTask& task, const std::string& event_json);
+  void ExportProcessStats();
   std::string Key(const std::string& job, int64_t gen, int rank) const;
 
   CoordinatorClient& client_;
@@ -112,6 +114,7 @@ class Agent {
   std::map<std::string, Proc> procs_;
   std::vector<TrainerEvent> outbox_;
   std::deque<std::pair<absl::Time, TrainerLabels>> forget_;
+  double own_cpu_reported_ = 0;
 };
 
 }  // namespace attune::worker::agent
