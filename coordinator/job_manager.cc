@@ -475,6 +475,14 @@ void JobManager::Tick() {
       }
     }
   }
+  for (auto it = workers_.begin(); it != workers_.end();) {
+    if (!it->second.alive && now - it->second.last_seen > options_.lost_worker_retention) {
+      LOG(INFO) << "worker " << it->first << " forgotten: lost for " << absl::FormatDuration(now - it->second.last_seen);
+      it = workers_.erase(it);
+    } else {
+      ++it;
+    }
+  }
   // 2. Ranks never reported (e.g. assignments lost with a coordinator restart).
   for (auto& [jid, job] : jobs_) {
     auto lit = live_.find(jid);

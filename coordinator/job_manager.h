@@ -34,6 +34,10 @@ namespace attune::coordinator {
 
 struct ManagerOptions {
   absl::Duration heartbeat_timeout = absl::Seconds(10);
+  // A lost worker is forgotten this long after its last heartbeat (if it
+  // comes back later it registers again), so that replaced pods do not stay
+  // "lost" forever.
+  absl::Duration lost_worker_retention = absl::Minutes(10);
   absl::Duration restart_backoff = absl::Seconds(1);   // doubles per restart
   absl::Duration max_restart_backoff = absl::Seconds(30);
   std::string data_root;  // when set, every path of a spec must resolve inside it

@@ -8,6 +8,7 @@
 #include <atomic>
 #include <chrono>
 #include <iostream>
+#include <set>
 #include <thread>
 
 #include <glog/logging.h>
@@ -52,7 +53,7 @@ namespace {
 
 // The coordinator's own series, refreshed once a second.
 void ExportClusterStats(const attune::coordinator::JobManager::ClusterStats& st, attune::common::Metrics& m,
-                        int64_t* restarts_seen) {
+                        int64_t* restarts_seen, std::set<std::string>* workers_exported) {
   static const char* kStates[] = {"VALIDATING", "QUEUED",    "SCHEDULED", "RUNNING",  "RECOVERING",
                                   "CANCELLING", "SUCCEEDED", "FAILED",    "CANCELLED"};
   int waiting = 0;
@@ -69,10 +70,16 @@ void ExportClusterStats(const attune::coordinator::JobManager::ClusterStats& st,
   m.SetGauge("attune_coordinator_workers", "registered workers by state", {{"state", "idle"}}, st.workers_idle);
   m.SetGauge("attune_coordinator_workers", "registered workers by state", {{"state", "busy"}}, st.workers_busy);
   m.SetGauge("attune_coordinator_workers", "registered workers by state", {{"state", "lost"}}, st.workers_lost);
+  std::set<std::string> now;
   for (const auto& [worker, age] : st.heartbeat_age_seconds) {
     m.SetGauge("attune_coordinator_worker_heartbeat_age_seconds", "seconds since the worker's last heartbeat",
                {{"worker", worker}}, age);
+    now.insert(worker);
   }
+  for (const auto& gone : *workers_exported) {
+    if (!now.count(gone)) m.Forget({{"worker", gone}});  // forgotten by the coordinator
+  }
+  workers_exported->swap(now);
   // Restarts are stored per job, so the total survives a coordinator restart;
   // the counter counts the ones seen by this process.
   if (*restarts_seen < 0) *restarts_seen = st.restarts;
@@ -178,10 +185,11 @@ int main(int argc, char** argv) {
   int ticks = 0;
   int64_t restarts_seen = -1;
   double cpu_reported = 0;
+  std::set<std::string> workers_exported;
   while (!g_stop.load()) {
     manager.Tick();
     if (++ticks % 5 == 0) {
-      ExportClusterStats(manager.TakeStats(), *metrics, &restarts_seen);
+      ExportClusterStats(manager.TakeStats(), *metrics, &restarts_seen, &workers_exported);
       attune::common::ExportOwnProcessStats(*metrics, &cpu_reported);
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(200));

@@ -150,6 +150,31 @@ TEST_F(StoreTest, CorruptFileIsNeverReinitialised) {
   EXPECT_EQ(fs::file_size(path_), 8192u);
 }
 
+TEST_F(StoreTest, LostWorkersAreForgottenAfterTheRetentionAndMayRegisterAgain) {
+  auto store = JobStore::Open(path_);
+  ManagerOptions o;
+  o.heartbeat_timeout = absl::Milliseconds(100);
+  o.lost_worker_retention = absl::Milliseconds(400);
+  JobManager m(**store, o);
+  m.Register({"w1", "127.0.0.1", 1, 0, 1234, {}});
+  m.Register({"w2", "127.0.0.1", 1, 0, 1235, {}});
+  absl::SleepFor(absl::Milliseconds(200));
+  m.Heartbeat("w2", {});
+  m.Tick();
+  auto workers = m.Workers();
+  ASSERT_EQ(workers.size(), 2u);
+  EXPECT_EQ(workers[0].state, WorkerListing::State::kLost);  // w1
+  EXPECT_EQ(workers[1].state, WorkerListing::State::kIdle);  // w2
+  absl::SleepFor(absl::Milliseconds(300));
+  m.Heartbeat("w2", {});
+  m.Tick();
+  workers = m.Workers();
+  ASSERT_EQ(workers.size(), 1u);
+  EXPECT_EQ(workers[0].info.id, "w2");
+  EXPECT_EQ(m.TakeStats().workers_lost, 0);
+  EXPECT_TRUE(m.Heartbeat("w1", {}).reregister);  // it comes back: told to register again
+}
+
 TEST_F(StoreTest, LifecycleWithFakeAgents) {
   auto store = JobStore::Open(path_);
   ManagerOptions o;
