@@ -11,9 +11,17 @@ export OMP_WAIT_POLICY=PASSIVE
 run=runs/demo
 mkdir -p "$run"
 rm -rf runs/fine-foods "$run/state.db" "$run/state.db-wal" "$run/state.db-shm"
-free_port() { /usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-addr=127.0.0.1:$(free_port)
-metrics=(127.0.0.1:$(free_port) 127.0.0.1:$(free_port) 127.0.0.1:$(free_port))
+# PORT if it is free, else any free port.
+port_or_free() {
+  /usr/bin/python3 -c 'import socket,sys
+s=socket.socket()
+try: s.bind(("127.0.0.1", int(sys.argv[1])))
+except OSError: s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])' "$1"
+}
+addr=127.0.0.1:$(port_or_free 0)
+# The ports deploy/prometheus/prometheus.yml scrapes, when they are free.
+metrics=(127.0.0.1:$(port_or_free 9464) 127.0.0.1:$(port_or_free 9465) 127.0.0.1:$(port_or_free 9466))
 pids=()
 cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; }
 trap cleanup EXIT

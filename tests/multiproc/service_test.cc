@@ -435,15 +435,20 @@ TEST_F(ServiceTest, RealPrometheusScrapesTheJobAndAnswersEveryDashboardAndRuleQu
                        dir_ / "coordinator.log");
   WaitForPort();
   StartAgents(2, {"--metrics-listen 127.0.0.1:" + std::to_string(w0), "--metrics-listen 127.0.0.1:" + std::to_string(w1)});
-  testing::WriteText(dir_ / "prometheus.yml",
-                     "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
-                     "rule_files: [" + src + "/deploy/prometheus/rules.yml]\n"
-                     "scrape_configs:\n"
-                     "  - job_name: attune-coordinator\n"
-                     "    static_configs: [{targets: ['127.0.0.1:" + std::to_string(cport) + "']}]\n"
-                     "  - job_name: attune-worker\n"
-                     "    static_configs: [{targets: ['127.0.0.1:" + std::to_string(w0) + "', '127.0.0.1:" +
-                         std::to_string(w1) + "']}]\n");
+  // The shipped deploy/prometheus/prometheus.yml, with this test's ports and a 1 s interval.
+  std::string config = testing::ReadText(src + "/deploy/prometheus/prometheus.yml");
+  for (auto [from, to] : std::vector<std::pair<std::string, std::string>>{
+           {"127.0.0.1:9464", "127.0.0.1:" + std::to_string(cport)},
+           {"127.0.0.1:9465", "127.0.0.1:" + std::to_string(w0)},
+           {"127.0.0.1:9466", "127.0.0.1:" + std::to_string(w1)},
+           {"scrape_interval: 15s", "scrape_interval: 1s"},
+           {"evaluation_interval: 15s", "evaluation_interval: 1s"},
+           {"  - rules.yml", "  - " + src + "/deploy/prometheus/rules.yml"}}) {
+    const size_t at = config.find(from);
+    ASSERT_NE(at, std::string::npos) << from << " not in deploy/prometheus/prometheus.yml";
+    config.replace(at, from.size(), to);
+  }
+  testing::WriteText(dir_ / "prometheus.yml", config);
   pid_t prom = Spawn("prometheus --config.file=" + (dir_ / "prometheus.yml") + " --storage.tsdb.path=" +
                          (dir_ / "tsdb") + " --web.listen-address=127.0.0.1:" + std::to_string(pport),
                      dir_ / "prometheus.log");
