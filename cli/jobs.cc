@@ -115,6 +115,9 @@ std::string Absolute(const std::string& p, const fs::path& base) {
 Client::Client(const ClientOptions& o) : o_(o) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(16 << 20);
+  // `watch` streams can sit idle between events: keep them alive through L4 proxies.
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 10000);
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 5000);
   channel_ = grpc::CreateCustomChannel(
       o.coordinator, o.credentials ? o.credentials : grpc::InsecureChannelCredentials(), args);
   stub_ = JobService::NewStub(channel_);

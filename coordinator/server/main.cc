@@ -150,6 +150,10 @@ int main(int argc, char** argv) {
   builder.AddListeningPort(absl::GetFlag(FLAGS_listen), *creds, &port);
   const int limit = absl::GetFlag(FLAGS_max_message_mb) << 20;
   builder.SetMaxReceiveMessageSize(limit);
+  // Agents and watchers keep idle connections alive through proxies with
+  // pings every 10 s; accept them rather than answering GOAWAY too_many_pings.
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 5000);
   builder.SetMaxSendMessageSize(limit);
   builder.RegisterService(&jobs);
   builder.RegisterService(&workers);
