@@ -70,7 +70,11 @@ fi
 if [ "$mode" = all ]; then
   if [ ! -d tools/node_modules ] || [ tools/package-lock.json -nt tools/node_modules ]; then
     echo "install-deps: npm ci in tools/"
-    (cd tools && npm ci --no-audit --no-fund --loglevel=error </dev/null)
-    touch tools/node_modules
+    if (cd tools && npm ci --no-audit --no-fund --loglevel=error </dev/null); then
+      touch tools/node_modules
+    else
+      # Everything else still builds and tests; the deploy_check test reports what is missing.
+      echo "install-deps: WARNING: npm ci failed in tools/: the deploy/ validators are not installed" >&2
+    fi
   fi
 fi
