@@ -201,7 +201,6 @@ int Client::List(const std::string& state, const std::string& selector) {
   }
   req.set_label_selector(selector);
   std::vector<v1::Job> all;
-  v1::ListJobsResponse last;
   do {
     v1::ListJobsResponse resp;
     grpc::ClientContext ctx;
@@ -209,7 +208,6 @@ int Client::List(const std::string& state, const std::string& selector) {
     if (auto s = stub_->ListJobs(&ctx, req, &resp); !s.ok()) return Fail(s);
     for (const auto& j : resp.jobs()) all.push_back(j);
     req.set_page_token(resp.next_page_token());
-    last = resp;
   } while (!req.page_token().empty());
   if (o_.output == "table") {
     PrintJobTable(all);

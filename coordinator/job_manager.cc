@@ -505,6 +505,10 @@ void JobManager::Tick() {
 
 std::vector<WorkerListing> JobManager::Workers() {
   std::lock_guard<std::mutex> l(mu_);
+  return WorkersLocked();
+}
+
+std::vector<WorkerListing> JobManager::WorkersLocked() const {
   std::map<std::string, std::vector<std::string>> jobs_on;
   for (const auto& [id, j] : jobs_) {
     if (!IsLive(j.state)) continue;
@@ -529,22 +533,18 @@ std::vector<WorkerListing> JobManager::Workers() {
 JobManager::ClusterStats JobManager::TakeStats() {
   std::lock_guard<std::mutex> l(mu_);
   ClusterStats out;
-  std::set<std::string> busy;
   for (const auto& [id, j] : jobs_) {
     ++out.jobs[j.state];
     out.restarts += j.restarts;
-    if (IsLive(j.state)) busy.insert(j.workers.begin(), j.workers.end());
   }
-  const absl::Time now = absl::Now();
-  for (const auto& [id, w] : workers_) {
-    if (!w.alive) {
-      ++out.workers_lost;
-    } else if (busy.count(id)) {
-      ++out.workers_busy;
-    } else {
-      ++out.workers_idle;
+  const int64_t now_ms = NowMs();
+  for (const WorkerListing& w : WorkersLocked()) {
+    switch (w.state) {
+      case WorkerListing::State::kLost: ++out.workers_lost; break;
+      case WorkerListing::State::kBusy: ++out.workers_busy; break;
+      case WorkerListing::State::kIdle: ++out.workers_idle; break;
     }
-    out.heartbeat_age_seconds.emplace_back(id, absl::ToDoubleSeconds(now - w.last_seen));
+    out.heartbeat_age_seconds.emplace_back(w.info.id, static_cast<double>(now_ms - w.last_heartbeat_ms) / 1000.0);
   }
   out.scheduling_seconds.swap(scheduling_seconds_);
   return out;

@@ -153,6 +153,7 @@ class JobManager {
   void FailAttemptLocked(Job& job, const std::string& reason, bool permanent, EventType type);
   void StopRanksLocked(const Job& job, int64_t generation, const std::string& reason);
   void ScheduleLocked();
+  std::vector<WorkerListing> WorkersLocked() const;
   void CheckJobLocked(Job& job);
 
   JobStore& store_;

@@ -202,10 +202,7 @@ absl::StatusOr<std::unique_ptr<Metrics>> PrometheusMetrics::ServeIfSet(const std
 
 int PrometheusMetrics::port() const { return impl_->port; }
 
-std::string PrometheusMetrics::Render() const {
-  std::lock_guard<std::mutex> l(impl_->mu);
-  return impl_->Render();
-}
+std::string PrometheusMetrics::Render() const { return impl_->Render(); }  // the registry locks itself
 
 void PrometheusMetrics::SetGauge(const std::string& name, const std::string& help, const Labels& labels,
                                  double value) {
