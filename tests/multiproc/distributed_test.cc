@@ -11,6 +11,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <random>
 #include <sstream>
 #include <thread>
@@ -152,6 +153,114 @@ TEST_F(DistributedTest, ResumesOnAnotherWorldSize) {
   EXPECT_EQ(report["final"]["count"], 37);
   // 72 rows / 6 per step = 12 steps in the epoch, whatever the world size.
   EXPECT_EQ(report["train_loss"].size(), 12u);
+}
+
+// The exported model's loss and accuracy on valid.csv, computed from the
+// probabilities of an independent `attune predict` run.
+std::pair<double, double> PredictLossAndAccuracy(const std::string& model, const std::string& csv,
+                                                 const std::string& out) {
+  auto pred = RunCommand(Bin("attune") + " predict --model " + model + " --input " + csv +
+                         " --max_length 32 --output " + out, 120);
+  EXPECT_EQ(pred.exit_code, 0) << pred.output;
+  auto config = nlohmann::json::parse(testing::ReadText(model + "/config.json"));
+  std::map<std::string, int> label_id;
+  for (auto& [id, name] : config["id2label"].items()) label_id[name.get<std::string>()] = std::stoi(id);
+  std::istringstream rows(testing::ReadText(csv)), preds(testing::ReadText(out));
+  std::string row, line;
+  std::getline(rows, row);  // header
+  double nll = 0;
+  int n = 0, correct = 0;
+  while (std::getline(rows, row) && std::getline(preds, line)) {
+    const int y = label_id.at(row.substr(row.rfind(',') + 1));
+    auto j = nlohmann::json::parse(line);
+    auto probs = j["probs"].get<std::vector<double>>();
+    nll -= std::log(probs.at(static_cast<size_t>(y)));
+    correct += label_id.at(j["label"].get<std::string>()) == y;
+    ++n;
+  }
+  EXPECT_EQ(n, 37);
+  return {nll / n, static_cast<double>(correct) / n};
+}
+
+// NOTE [best weights in memory]: the final evaluation is of the exported best
+// model on every rank, whether or not the ranks share output_dir.
+class BestModelTest : public DistributedTest {
+ protected:
+  // Loss falls at every evaluation here, so its best is the last one;
+  // accuracy reaches 1.0 early and then stops improving, so its best is not.
+  std::string EarlyStoppingSpec(const std::string& name, const std::string& metric = "loss", int patience = 100,
+                                int checkpoint_every = 0) {
+    std::string s = "name: " + name + "\n" + Pretrained() + "data: {train: " + (dir_ / "train.csv") +
+                    ", validation: " + (dir_ / "valid.csv") +
+                    ", max_length: 32}\nmethod: {type: full}\n"
+                    "hyperparameters: {epochs: 3, batch_size: 3, learning_rate: 2.0e-2, warmup_steps: 2, seed: 11}\n"
+                    "evaluation: {batch_size: 5, every_steps: 3, early_stopping: {metric: " + metric +
+                    ", patience: " + std::to_string(patience) + "}}\ncheckpoint: {every_steps: " +
+                    std::to_string(checkpoint_every) + "}\noutput_dir: " + (dir_ / name) + "\n";
+    std::string path = dir_ / (name + ".yaml");
+    testing::WriteText(path, s);
+    return path;
+  }
+  void ExpectFinalMatchesPredict(const std::string& name) {
+    auto report = nlohmann::json::parse(testing::ReadText(dir_ / (name + "/eval_report.json")));
+    auto [loss, accuracy] = PredictLossAndAccuracy(dir_ / (name + "/model"), dir_ / "valid.csv", dir_ / (name + ".pred"));
+    EXPECT_NEAR(report["final"]["loss"].get<double>(), loss, 1e-5) << report["final"];
+    EXPECT_NEAR(report["final"]["accuracy"].get<double>(), accuracy, 1e-12) << report["final"];
+    RecordProperty(name + "_best_step", report["best_step"].dump());
+  }
+};
+
+TEST_F(BestModelTest, FinalMetricsAreThoseOfTheExportedBestModel) {
+  // The best evaluation is the last: rank 1 used to reload best/ while rank 0 was writing it.
+  auto r = Train(EarlyStoppingSpec("shared"), 2);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  auto report = nlohmann::json::parse(testing::ReadText(dir_ / "shared/eval_report.json"));
+  ASSERT_EQ(report["best_step"], report["train_loss"].back()["step"]) << report.dump();
+  ExpectFinalMatchesPredict("shared");
+}
+
+TEST_F(BestModelTest, AResumedRunRestoresTheBestWeightsFromItsCheckpoint) {
+  auto whole = Train(EarlyStoppingSpec("whole", "accuracy", 3, 3), 2);
+  ASSERT_EQ(whole.exit_code, 0) << whole.output;
+  auto report = nlohmann::json::parse(testing::ReadText(dir_ / "whole/eval_report.json"));
+  const int64_t last = report["train_loss"].back()["step"], best = report["best_step"];
+  ASSERT_EQ(report["stop_reason"], "early_stopping") << report.dump();
+  ASSERT_LT(best, last - 3);  // the checkpoint before the last step holds best weights of an earlier step
+  // Crash one step before the end; the checkpoint at last - 3 carries the best weights.
+  const std::string spec = EarlyStoppingSpec("resumed", "accuracy", 3, 3);
+  auto crashed = Train(spec, 2, "--abort_after_step=" + std::to_string(last - 1));
+  ASSERT_NE(crashed.exit_code, 0) << crashed.output;
+  char step_dir[32];
+  std::snprintf(step_dir, sizeof step_dir, "step-%09lld", static_cast<long long>(last - 3));
+  ASSERT_TRUE(std::filesystem::exists(dir_ / ("resumed/checkpoints/" + std::string(step_dir) + "/best.safetensors")));
+  std::filesystem::remove_all(dir_ / "resumed/best");  // the resumed run must not need it
+  auto resumed = RunCommand(Bin("attune-worker") + " train --collective_timeout_s=20 --spec " + spec + " --nproc 2", 240);
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+  EXPECT_NE(resumed.output.find("resumed from"), std::string::npos) << resumed.output;
+  auto again = nlohmann::json::parse(testing::ReadText(dir_ / "resumed/eval_report.json"));
+  EXPECT_EQ(again["best_step"], best);
+  EXPECT_EQ(again["final"]["loss"].get<double>(), report["final"]["loss"].get<double>());
+  EXPECT_EQ(testing::MaxAbsDiff(dir_ / "whole/model/model.safetensors", dir_ / "resumed/model/model.safetensors"), 0.0);
+  ExpectFinalMatchesPredict("resumed");
+}
+
+TEST_F(BestModelTest, RanksWithoutASharedOutputDirExportTheBestModel) {
+  // Rank 1 writes to its own directory, as on a node that does not mount rank 0's.
+  const std::string spec = EarlyStoppingSpec("split", "accuracy", 3);
+  const std::string base = Bin("attune-worker") + " train --noresume --spec " + spec +
+                           " --world_size 2 --collective_timeout_s 30 --rendezvous 127.0.0.1:" +
+                           std::to_string(testing::FreePort());
+  pid_t r0 = testing::Spawn(base + " --rank 0", dir_ / "r0.log");
+  pid_t r1 = testing::Spawn(base + " --rank 1 --output_dir " + (dir_ / "rank1_out"), dir_ / "r1.log");
+  int s0 = 0, s1 = 0;
+  ::waitpid(r0, &s0, 0);
+  ::waitpid(r1, &s1, 0);
+  ASSERT_TRUE(WIFEXITED(s0) && WEXITSTATUS(s0) == 0) << testing::ReadText(dir_ / "r0.log");
+  ASSERT_TRUE(WIFEXITED(s1) && WEXITSTATUS(s1) == 0) << testing::ReadText(dir_ / "r1.log");
+  auto report = nlohmann::json::parse(testing::ReadText(dir_ / "split/eval_report.json"));
+  // The best evaluation is not the last, so the best weights must be restored.
+  ASSERT_LT(report["best_step"].get<int64_t>(), report["train_loss"].back()["step"].get<int64_t>()) << report.dump();
+  ExpectFinalMatchesPredict("split");
 }
 
 // Waits up to `limit` for `pid`; returns its exit code or -1 if still running.

@@ -328,6 +328,39 @@ absl::Status LoadParams(model::BertClassifier& m, const std::string& path) {
   return model::LoadStateDict(m, path, &fresh, /*require_all=*/true);
 }
 
+// NOTE [best weights in memory]: with early stopping, every rank keeps its own
+// copy of the best evaluation's weights. Ranks hold identical weights after
+// every optimizer step, so each rank's copy is the same model, and the final
+// evaluation and export never read a file that another rank may still be
+// writing (or that a rank on another node cannot see). Checkpoints carry the
+// copy as best.safetensors, so a resumed run restores it on every rank from
+// the checksummed checkpoint.
+using ParamSnapshot = std::vector<std::pair<std::string, torch::Tensor>>;
+
+ParamSnapshot SnapshotParams(model::BertClassifier& m) {
+  torch::NoGradGuard no_grad;
+  ParamSnapshot out;
+  for (auto& [name, t] : model::NamedParameters(m)) out.emplace_back(name, t.detach().clone());
+  return out;
+}
+
+absl::Status RestoreParams(model::BertClassifier& m, const ParamSnapshot& snap) {
+  torch::NoGradGuard no_grad;
+  auto params = model::NamedParameters(m);
+  if (params.size() != snap.size()) {
+    return absl::InternalError(absl::StrCat("best-weights snapshot holds ", snap.size(), " tensors, the model ",
+                                            params.size()));
+  }
+  for (size_t i = 0; i < params.size(); ++i) params[i].second.copy_(snap[i].second);
+  return absl::OkStatus();
+}
+
+absl::Status SaveSnapshot(const ParamSnapshot& snap, const std::string& path) {
+  common::SafeTensorsFile f;
+  for (const auto& [name, t] : snap) f.tensors[name] = model::FromTorch(t);
+  return common::WriteSafeTensors(path, f);
+}
+
 // Everything besides the weights that a resumed run needs.
 struct LoopState {
   int64_t step = 0;
@@ -433,6 +466,7 @@ class Engine {
   std::unique_ptr<torch::optim::AdamW> opt_;
   std::unique_ptr<data::EpochSampler> sampler_;
   std::string ckpt_root_, best_path_;
+  ParamSnapshot best_;  // the best evaluation's weights, on every rank (early stopping)
   TrainResult result_;
 };
 
@@ -453,9 +487,14 @@ absl::Status Engine::WriteCheckpoint(const LoopState& s) {
   }
   ATTUNE_RETURN_IF_ERROR(common::WriteFileSynced(tmp + "/rng.bin", RngState()));
   ATTUNE_RETURN_IF_ERROR(common::WriteFileSynced(tmp + "/trainer_state.json", LoopStateToJson(s).dump()));
-  ATTUNE_ASSIGN_OR_RETURN(auto info, common::CommitCheckpoint(ckpt_root_, tmp, s.step,
-                                                              {"model.safetensors", "optimizer.pt", "rng.bin",
-                                                               "trainer_state.json"},
+  std::vector<std::string> files = {"model.safetensors", "optimizer.pt", "rng.bin", "trainer_state.json"};
+  if (s.best_step >= 0 && s.best_step != s.step) {
+    // The best weights are not this step's: the checkpoint carries them (see
+    // NOTE [best weights in memory]).
+    ATTUNE_RETURN_IF_ERROR(SaveSnapshot(best_, tmp + "/best.safetensors"));
+    files.push_back("best.safetensors");
+  }
+  ATTUNE_ASSIGN_OR_RETURN(auto info, common::CommitCheckpoint(ckpt_root_, tmp, s.step, files,
                                                               static_cast<int>(c_.checkpoint_keep_last)));
   LOG(INFO) << "job=" << c_.name << " rank=" << rank_ << " step=" << s.step << " checkpoint committed: " << info.dir
             << absl::StrFormat(" (%.2f s)", std::chrono::duration<double>(Clock::now() - t0).count());
@@ -481,6 +520,24 @@ absl::Status Engine::TryResume(LoopState* s) {
   SetRngState(rng);
   ATTUNE_ASSIGN_OR_RETURN(std::string state, common::ReadFile(latest->dir + "/trainer_state.json"));
   ATTUNE_ASSIGN_OR_RETURN(*s, LoopStateFromJson(state, latest->dir + "/trainer_state.json"));
+  if (s->best_step == s->step) {
+    best_ = SnapshotParams(model_);
+  } else if (s->best_step >= 0) {
+    const std::string best = latest->dir + "/best.safetensors";
+    std::string from = best;
+    if (!fs::exists(best)) {
+      // A checkpoint of an earlier release: its best weights are only in best/.
+      if (!fs::exists(best_path_)) {
+        return absl::DataLossError(absl::StrCat(latest->dir, " records its best evaluation at step ", s->best_step,
+                                                " but holds no best.safetensors, and ", best_path_, " is missing"));
+      }
+      LOG(WARNING) << latest->dir << " holds no best.safetensors; taking the best weights from " << best_path_;
+      from = best_path_;
+    }
+    ATTUNE_RETURN_IF_ERROR(LoadParams(model_, from));
+    best_ = SnapshotParams(model_);
+    ATTUNE_RETURN_IF_ERROR(LoadParams(model_, latest->dir + "/model.safetensors"));
+  }
   result_.resumed_from_step = s->step;
   LOG(INFO) << "job=" << c_.name << " rank=" << rank_ << " resumed from " << latest->dir << " at step " << s->step;
   return absl::OkStatus();
@@ -603,6 +660,7 @@ absl::StatusOr<TrainResult> Engine::Run() {
       m.Get(c_.early_stopping_metric, &v);
       if (stopper.Update(v)) {
         s.best_step = s.step;
+        best_ = SnapshotParams(model_);
         if (rank_ == 0) {
           ATTUNE_RETURN_IF_ERROR(common::MakeDirs(c_.output_dir + "/best"));
           ATTUNE_RETURN_IF_ERROR(SaveParams(model_, best_path_));
@@ -779,9 +837,10 @@ absl::StatusOr<TrainResult> Engine::Run() {
   // Export the best model (early stopping) or the last one. The last one was
   // just evaluated; the best one (or a model never evaluated here) is evaluated now.
   bool reuse_latest = latest.has_value() && s.last_eval_step == s.step;
-  if (es_on && s.best_step >= 0 && fs::exists(best_path_)) {
-    ATTUNE_RETURN_IF_ERROR(LoadParams(model_, best_path_));
-    LOG(INFO) << "job=" << c_.name << " exporting the best model, from step " << s.best_step;
+  if (es_on && s.best_step >= 0 && s.best_step != s.step) {
+    // Every rank restores its own in-memory copy: no file is read here.
+    ATTUNE_RETURN_IF_ERROR(RestoreParams(model_, best_));
+    LOG(INFO) << "job=" << c_.name << " rank=" << rank_ << " exporting the best model, from step " << s.best_step;
     reuse_latest = false;
   }
   eval::Metrics final_metrics;
