@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
+#include <map>
 #include <random>
 #include <thread>
 
@@ -21,6 +22,7 @@
 #include "attune/v1/coordinator.grpc.pb.h"
 #include "common/files.h"
 #include "common/rpc/job_spec.h"
+#include "common/task_catalog.h"
 
 namespace attune::cli {
 namespace {
@@ -29,6 +31,38 @@ namespace fs = std::filesystem;
 using v1::JobService;
 
 std::string StateName(v1::JobState s) { return v1::JobState_Name(s); }
+
+// An evaluation's metrics in the task catalog's order, then any others by name.
+const common::TaskInfo& TaskOf(const std::string& task) {
+  const common::TaskInfo* t = common::FindTask(task);
+  return t ? *t : *common::FindTask("");
+}
+
+// The task whose headline metrics an evaluation holds (watch events do not
+// carry the job's spec).
+std::string TaskFromMetrics(const v1::Metrics& m) {
+  for (const auto& t : common::Tasks()) {
+    bool all = true;
+    for (const auto& name : t.headline) all &= m.values().count(name) > 0;
+    if (all) return t.name;
+  }
+  return "";
+}
+
+std::vector<std::pair<std::string, double>> OrderedMetrics(const v1::Metrics& m, const std::string& task) {
+  return common::InCatalogOrder(TaskOf(task).name, {m.values().begin(), m.values().end()});
+}
+
+// The task's headline metrics of an evaluation, "accuracy 0.7710  f1 0.6280 ...".
+std::string Headline(const v1::Metrics& m, const std::string& task, const char* sep) {
+  std::string out;
+  for (const auto& name : TaskOf(task).headline) {
+    auto it = m.values().find(name);
+    if (it == m.values().end()) continue;
+    absl::StrAppend(&out, out.empty() ? "" : "  ", name, sep, absl::StrFormat("%.4f", it->second));
+  }
+  return out.empty() ? "-" : out;
+}
 
 int Fail(const grpc::Status& s) {
   static const char* kNames[] = {"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
@@ -80,23 +114,21 @@ void Print(const google::protobuf::Message& m, const std::string& format) {
 }
 
 void PrintJobTable(const std::vector<v1::Job>& jobs) {
-  std::printf("%-20s %-24s %-11s %9s %8s %8s %8s\n", "ID", "NAME", "STATE", "STEP", "ACC", "F1", "AUC");
+  std::printf("%-20s %-24s %-11s %9s  %s\n", "ID", "NAME", "STATE", "STEP", "LAST EVAL");
   for (const auto& j : jobs) {
-    std::printf("%-20s %-24s %-11s %4lld/%-4lld %8.4f %8.4f %8.4f\n", j.id().c_str(), j.spec().name().substr(0, 24).c_str(),
+    std::printf("%-20s %-24s %-11s %4lld/%-4lld  %s\n", j.id().c_str(), j.spec().name().substr(0, 24).c_str(),
                 StateName(j.state()).c_str(), static_cast<long long>(j.progress().step()),
-                static_cast<long long>(j.progress().total_steps()), j.last_eval().accuracy(), j.last_eval().f1(),
-                j.last_eval().roc_auc());
+                static_cast<long long>(j.progress().total_steps()), Headline(j.last_eval(), j.spec().task().type(), "=").c_str());
   }
 }
 
 void PrintEvalTable(const v1::Job& j) {
   std::printf("\njob %s %s%s%s\n", j.id().c_str(), StateName(j.state()).c_str(), j.message().empty() ? "" : ": ",
               j.message().c_str());
-  if (j.last_eval().step() > 0 || j.last_eval().accuracy() > 0) {
-    std::printf("\nevaluation at step %lld\n%-12s %8s\n", static_cast<long long>(j.last_eval().step()), "metric", "value");
-    std::printf("%-12s %8.4f\n%-12s %8.4f\n%-12s %8.4f\n%-12s %8.4f\n%-12s %8.4f\n%-12s %8.4f\n", "loss",
-                j.last_eval().loss(), "accuracy", j.last_eval().accuracy(), "precision", j.last_eval().precision(),
-                "recall", j.last_eval().recall(), "f1", j.last_eval().f1(), "roc_auc", j.last_eval().roc_auc());
+  if (!j.last_eval().values().empty()) {
+    std::printf("\nevaluation at step %lld\n%-16s %8s\n", static_cast<long long>(j.last_eval().step()), "metric",
+                "value");
+    for (const auto& [name, v] : OrderedMetrics(j.last_eval(), j.spec().task().type())) std::printf("%-16s %8.4f\n", name.c_str(), v);
   }
   if (!j.spec().output_dir().empty()) {
     std::printf("\nmodel:   %s/model\nreports: %s/eval_report.json, %s/eval_report.html, %s/data_report.json\n",
@@ -269,9 +301,9 @@ int Client::Watch(const std::string& id) {
           break;
         }
         case v1::JobEvent::EVALUATION:
-          std::printf("%seval at step %lld: loss %.4f  accuracy %.4f  f1 %.4f  roc_auc %.4f\n", tty ? "\n" : "",
-                      static_cast<long long>(e.metrics().step()), e.metrics().loss(), e.metrics().accuracy(),
-                      e.metrics().f1(), e.metrics().roc_auc());
+          std::printf("%seval at step %lld: loss %.4f  %s\n", tty ? "\n" : "", static_cast<long long>(e.metrics().step()),
+                      e.metrics().values().count("loss") ? e.metrics().values().at("loss") : 0.0,
+                      Headline(e.metrics(), TaskFromMetrics(e.metrics()), " ").c_str());
           break;
         case v1::JobEvent::CHECKPOINT:
           break;

@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "common/task_catalog.h"
 
 namespace attune::common {
 
@@ -94,12 +95,15 @@ absl::Status ValidateJobConfig(const JobConfig& c) {
   check(c.threads > 0 && c.threads <= 256, "hyperparameters.threads", "must be in (0, 256]");
   check(c.eval_every_steps >= 0, "evaluation.every_steps", "must be >= 0");
   check(c.eval_batch_size > 0, "evaluation.batch_size", "must be > 0");
-  if (!c.early_stopping_metric.empty()) {
-    static const char* kMetrics[] = {"accuracy", "f1", "precision", "recall", "roc_auc", "loss", "eval_loss",
-                                     "macro_f1", "micro_f1", "macro_precision", "macro_recall"};
-    bool known = false;
-    for (const char* m : kMetrics) known |= c.early_stopping_metric == m;
-    check(known, "evaluation.early_stopping.metric", absl::StrCat("'", c.early_stopping_metric, "' is not a known metric"));
+  const TaskInfo* task = FindTask(c.task);
+  if (task == nullptr) {
+    std::vector<std::string> known;
+    for (const auto& t : Tasks()) known.push_back(t.name);
+    check(false, "task.type", absl::StrCat("'", c.task, "' is not a task this version runs (", absl::StrJoin(known, ", "), ")"));
+  }
+  if (!c.early_stopping_metric.empty() && task != nullptr) {
+    check(FindMetric(*task, c.early_stopping_metric) != nullptr, "evaluation.early_stopping.metric",
+          absl::StrCat("'", c.early_stopping_metric, "' is not a metric of ", task->name, " (", MetricNames(*task), ")"));
     check(c.early_stopping_mode.empty() || c.early_stopping_mode == "max" || c.early_stopping_mode == "min",
           "evaluation.early_stopping.mode", "must be max or min");
     check(c.early_stopping_patience > 0, "evaluation.early_stopping.patience", "must be > 0");

@@ -30,6 +30,7 @@ struct ModelConfigFields {
 
 struct JobConfig {
   std::string name;
+  std::string task = "sequence_classification";  // a name of the task catalog
   std::map<std::string, std::string> labels;
   // model
   std::string model_path;

@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "common/status_macros.h"
 #include "coordinator/scheduler.h"
 
 namespace attune::coordinator {
@@ -381,6 +382,7 @@ absl::Status JobManager::Report(const std::string& worker_id, const std::string&
                                                       " is fenced (current ", job.generation, ")"));
   }
   if (rank != 0) return absl::OkStatus();  // rank 0 speaks for the job
+  if (event.type == EventType::kEvaluation) ATTUNE_RETURN_IF_ERROR(ValidateEvalMetrics(event.eval.metrics));
   event.unix_ms = NowMs();
   event.generation = generation;
   event.state = job.state;

@@ -28,19 +28,20 @@ ProgressInfo ProgressFrom(const json& j) {
   p.samples_per_second = j.value("sps", 0.0);
   return p;
 }
-json EvalJson(const EvalInfo& e) {
-  return {{"step", e.step}, {"loss", e.loss}, {"accuracy", e.accuracy}, {"f1", e.f1}, {"roc_auc", e.roc_auc},
-          {"precision", e.precision}, {"recall", e.recall}};
-}
+json EvalJson(const EvalInfo& e) { return {{"step", e.step}, {"metrics", e.metrics}}; }
 EvalInfo EvalFrom(const json& j) {
   EvalInfo e;
   e.step = j.value("step", int64_t{-1});
-  e.loss = j.value("loss", 0.0);
-  e.accuracy = j.value("accuracy", 0.0);
-  e.f1 = j.value("f1", 0.0);
-  e.roc_auc = j.value("roc_auc", 0.0);
-  e.precision = j.value("precision", 0.0);
-  e.recall = j.value("recall", 0.0);
+  if (j.contains("metrics") && j["metrics"].is_object()) {
+    for (const auto& [name, v] : j["metrics"].items()) {
+      if (v.is_number()) e.metrics[name] = v.get<double>();
+    }
+  } else {
+    // A row written before metrics became a map: its six fixed fields.
+    for (const char* name : {"loss", "accuracy", "f1", "roc_auc", "precision", "recall"}) {
+      if (j.contains(name) && j[name].is_number()) e.metrics[name] = j[name].get<double>();
+    }
+  }
   return e;
 }
 

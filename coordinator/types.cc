@@ -1,6 +1,30 @@
 #include "coordinator/types.h"
 
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+
 namespace attune::coordinator {
+
+absl::Status ValidateEvalMetrics(const std::map<std::string, double>& metrics) {
+  constexpr size_t kMaxMetrics = 64, kMaxName = 64;
+  if (metrics.size() > kMaxMetrics) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("metrics: ", metrics.size(), " values, at most ", kMaxMetrics, " are accepted"));
+  }
+  for (const auto& [name, value] : metrics) {
+    bool ok = !name.empty() && name.size() <= kMaxName;
+    for (char ch : name) ok &= (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '_';
+    if (!ok) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("metrics: name '", name.substr(0, kMaxName), "' must match [a-z0-9_]{1,64}"));
+    }
+    if (!std::isfinite(value)) {
+      return absl::InvalidArgumentError(absl::StrCat("metrics.", name, ": ", value, " is not a finite number"));
+    }
+  }
+  return absl::OkStatus();
+}
 
 const char* JobStateName(JobState s) {
   switch (s) {

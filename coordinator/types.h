@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/status/status.h"
 #include "common/job_config.h"
 
 namespace attune::coordinator {
@@ -35,8 +36,12 @@ struct ProgressInfo {
 
 struct EvalInfo {
   int64_t step = -1;
-  double loss = 0, accuracy = 0, f1 = 0, roc_auc = 0, precision = 0, recall = 0;
+  std::map<std::string, double> metrics;  // by name, as the trainer reported them
 };
+
+// The metric map a trainer may report: at most 64 names of [a-z0-9_]{1,64},
+// finite values. Anything else is refused (kInvalidArgument, naming it).
+absl::Status ValidateEvalMetrics(const std::map<std::string, double>& metrics);
 
 struct Job {
   std::string id;

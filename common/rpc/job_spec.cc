@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/files.h"
+#include "common/task_catalog.h"
 
 namespace attune::common {
 namespace {
@@ -176,6 +177,7 @@ absl::StatusOr<v1::JobSpec> ParseJobSpec(const std::string& text, const std::str
 
 JobConfig JobConfigFromProto(const v1::JobSpec& s) {
   JobConfig c;
+  c.task = Or<std::string>(s.task().type(), c.task);
   c.name = s.name();
   c.labels.insert(s.labels().begin(), s.labels().end());
   c.model_path = s.model().path();
@@ -234,16 +236,18 @@ JobConfig JobConfigFromProto(const v1::JobSpec& s) {
   c.weight_decay = h.weight_decay();
   if (h.has_gradient_accumulation_steps()) c.gradient_accumulation_steps = h.gradient_accumulation_steps();
   if (h.has_max_grad_norm()) c.max_grad_norm = h.max_grad_norm();
-  c.seed = Or<int64_t>(h.seed(), c.seed);
-  c.adam_beta1 = Or(h.adam_beta1(), c.adam_beta1);
-  c.adam_beta2 = Or(h.adam_beta2(), c.adam_beta2);
-  c.adam_epsilon = Or(h.adam_epsilon(), c.adam_epsilon);
+  // Zero is a legitimate seed and beta, so these are proto3 optionals.
+  if (h.has_seed()) c.seed = h.seed();
+  if (h.has_adam_beta1()) c.adam_beta1 = h.adam_beta1();
+  if (h.has_adam_beta2()) c.adam_beta2 = h.adam_beta2();
+  if (h.has_adam_epsilon()) c.adam_epsilon = h.adam_epsilon();
   c.threads = Or<int64_t>(h.threads(), c.threads);
   const auto& e = s.evaluation();
   c.eval_every_steps = e.every_steps();
   c.eval_batch_size = Or<int64_t>(e.batch_size(), c.eval_batch_size);
   if (e.has_early_stopping()) {
-    c.early_stopping_metric = Or<std::string>(e.early_stopping().metric(), "f1");
+    const TaskInfo* task = FindTask(c.task);  // unknown: refused by validation
+    c.early_stopping_metric = Or<std::string>(e.early_stopping().metric(), task ? task->default_objective : "");
     c.early_stopping_mode = e.early_stopping().mode();
     c.early_stopping_patience = Or<int64_t>(e.early_stopping().patience(), c.early_stopping_patience);
     c.early_stopping_min_delta = e.early_stopping().min_delta();

@@ -15,12 +15,7 @@ void Fill(const ProgressInfo& p, v1::Progress* out) {
 }
 void Fill(const EvalInfo& e, v1::Metrics* out) {
   out->set_step(e.step);
-  out->set_loss(e.loss);
-  out->set_accuracy(e.accuracy);
-  out->set_f1(e.f1);
-  out->set_roc_auc(e.roc_auc);
-  out->set_precision(e.precision);
-  out->set_recall(e.recall);
+  for (const auto& [name, v] : e.metrics) (*out->mutable_values())[name] = v;
 }
 
 }  // namespace
@@ -63,12 +58,7 @@ Event FromProto(const v1::JobEvent& e) {
   out.progress = {e.progress().step(), e.progress().total_steps(), e.progress().epoch(), e.progress().loss(),
                   e.progress().learning_rate(), e.progress().samples_per_second()};
   out.eval.step = e.metrics().step();
-  out.eval.loss = e.metrics().loss();
-  out.eval.accuracy = e.metrics().accuracy();
-  out.eval.f1 = e.metrics().f1();
-  out.eval.roc_auc = e.metrics().roc_auc();
-  out.eval.precision = e.metrics().precision();
-  out.eval.recall = e.metrics().recall();
+  out.eval.metrics.insert(e.metrics().values().begin(), e.metrics().values().end());
   return out;
 }
 

@@ -20,7 +20,9 @@
 #include <nlohmann/json.hpp>
 
 #include "common/safetensors.h"
+#include "common/task_catalog.h"
 #include "tests/testing/process.h"
+#include "tests/testing/task_data.h"
 #include "tests/testing/weights.h"
 
 namespace attune {
@@ -154,6 +156,61 @@ TEST_F(DistributedTest, ResumesOnAnotherWorldSize) {
   // 72 rows / 6 per step = 12 steps in the epoch, whatever the world size.
   EXPECT_EQ(report["train_loss"].size(), 12u);
 }
+
+// Multi-label and regression: N ranks train to the weights of one rank with
+// the N-times batch, and evaluation gives the same figures for any world size.
+class TaskEquivalenceTest : public DistributedTest {
+ protected:
+  TaskEquivalenceTest() {
+    testing::WriteMultiLabelData(dir_ / "ml_train.jsonl", 72, 1);
+    testing::WriteMultiLabelData(dir_ / "ml_valid.jsonl", 37, 2);
+    testing::WriteRegressionData(dir_ / "rg_train.csv", 72, 1);
+    testing::WriteRegressionData(dir_ / "rg_valid.csv", 37, 2);
+  }
+  std::string TaskSpec(const std::string& task, const std::string& name, const std::string& model, int batch) {
+    const bool multi = task == "multi_label_classification";
+    const std::string train = dir_ / (multi ? "ml_train.jsonl" : "rg_train.csv");
+    const std::string valid = dir_ / (multi ? "ml_valid.jsonl" : "rg_valid.csv");
+    std::string s = "name: " + name + "\ntask: {type: " + task + "}\n" + model + "data: {train: " + train +
+                    ", validation: " + valid + ", label_column: " + (multi ? "topics" : "score") +
+                    ", max_length: 32}\nmethod: {type: full}\nhyperparameters: {epochs: 1, batch_size: " +
+                    std::to_string(batch) +
+                    ", learning_rate: 1.0e-2, warmup_steps: 2, weight_decay: 0.01, seed: 11}\n"
+                    "evaluation: {batch_size: 5}\noutput_dir: " + (dir_ / name) + "\n";
+    std::string path = dir_ / (name + ".yaml");
+    testing::WriteText(path, s);
+    return path;
+  }
+  void ExpectEquivalent(const std::string& task) {
+    std::string weights[4];
+    nlohmann::json finals[4];
+    for (int n : {1, 2, 3}) {
+      const std::string name = task + std::to_string(n);
+      auto r = Train(TaskSpec(task, name, Scratch(), 6 / n), n);
+      ASSERT_EQ(r.exit_code, 0) << r.output;
+      weights[n] = dir_ / (name + "/model/model.safetensors");
+      auto e = Train(TaskSpec(task, "eval_" + name, Pretrained(), 4), n, "--eval_only");
+      ASSERT_EQ(e.exit_code, 0) << e.output;
+      finals[n] = nlohmann::json::parse(testing::ReadText(dir_ / ("eval_" + name + "/eval_report.json")))["final"];
+    }
+    EXPECT_LT(testing::MaxAbsDiff(weights[1], weights[2]), 1e-5);
+    EXPECT_LT(testing::MaxAbsDiff(weights[1], weights[3]), 1e-5);
+    EXPECT_EQ(finals[1]["count"], 37);
+    const auto* info = common::FindTask(task);
+    ASSERT_NE(info, nullptr);
+    ASSERT_TRUE(finals[1].contains(info->default_objective)) << finals[1];
+    for (int n : {2, 3}) {
+      for (const auto& metric : info->metrics) {
+        if (!finals[1].contains(metric.name) || finals[1][metric.name].is_null()) continue;
+        EXPECT_NEAR(finals[n][metric.name].get<double>(), finals[1][metric.name].get<double>(), 1e-9)
+            << metric.name << " at world size " << n;
+      }
+    }
+  }
+};
+
+TEST_F(TaskEquivalenceTest, MultiLabel) { ExpectEquivalent("multi_label_classification"); }
+TEST_F(TaskEquivalenceTest, Regression) { ExpectEquivalent("sequence_regression"); }
 
 // The exported model's loss and accuracy on valid.csv, computed from the
 // probabilities of an independent `attune predict` run.

@@ -16,7 +16,9 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "common/task_catalog.h"
 #include "tests/testing/process.h"
+#include "tests/testing/task_data.h"
 
 namespace attune {
 namespace {
@@ -160,6 +162,52 @@ class ServiceTest : public ::testing::Test {
   std::vector<pid_t> agents_;
 };
 
+TEST_F(ServiceTest, MultiLabelAndRegressionJobsRunThroughTheService) {
+  StartCoordinator();
+  StartAgents(2);
+  testing::WriteMultiLabelData(dir_ / "ml_train.jsonl", 120, 1);
+  testing::WriteMultiLabelData(dir_ / "ml_valid.jsonl", 30, 2);
+  testing::WriteRegressionData(dir_ / "rg_train.csv", 120, 1);
+  testing::WriteRegressionData(dir_ / "rg_valid.csv", 30, 2);
+  struct Case {
+    std::string task, train, valid, column, objective;
+  };
+  for (const Case& c : {Case{"multi_label_classification", "ml_train.jsonl", "ml_valid.jsonl", "topics", "micro_f1"},
+                        Case{"sequence_regression", "rg_train.csv", "rg_valid.csv", "score", "mse"}}) {
+    SCOPED_TRACE(c.task);
+    const std::string name = c.task.substr(0, c.task.find('_'));
+    const std::string spec =
+        "name: " + name + "\ntask: {type: " + c.task +
+        "}\nmodel:\n  config: {hidden_size: 16, num_hidden_layers: 1, num_attention_heads: 2, intermediate_size: 32, "
+        "max_position_embeddings: 64}\n  vocab_size: 100\ndata: {train: " + (dir_ / c.train) + ", validation: " +
+        (dir_ / c.valid) + ", label_column: " + c.column +
+        ", max_length: 24}\nhyperparameters: {epochs: 2, batch_size: 4, learning_rate: 5.0e-3}\n"
+        "evaluation: {every_steps: 10, early_stopping: {patience: 5}}\nworkers: {count: 2}\noutput_dir: " +
+        (dir_ / ("out-" + name)) + "\n";
+    testing::WriteText(dir_ / (name + ".yaml"), spec);
+    auto r = Cli("submit -f " + (dir_ / (name + ".yaml")) + " --watch", 240);
+    ASSERT_EQ(r.exit_code, 0) << r.output << testing::ReadText(dir_ / "coordinator.log");
+    EXPECT_NE(r.output.find("SUCCEEDED"), std::string::npos) << r.output;
+    EXPECT_NE(r.output.find(c.objective + " "), std::string::npos) << r.output;  // the watch line's headline
+    const std::string id = r.output.substr(0, r.output.find('\n'));
+    auto j = GetJob(id);
+    EXPECT_EQ(j["spec"]["task"]["type"], c.task);
+    // The job's last evaluation is the exported model's, as the report has it.
+    auto report = nlohmann::json::parse(testing::ReadText(dir_ / ("out-" + name + "/eval_report.json")));
+    EXPECT_EQ(report["task"], c.task);
+    const auto* info = common::FindTask(c.task);
+    ASSERT_NE(info, nullptr);
+    ASSERT_TRUE(report["final"].contains(c.objective)) << report;
+    for (const auto& m : info->metrics) {
+      if (!report["final"].contains(m.name) || report["final"][m.name].is_null()) continue;
+      EXPECT_NEAR(j["last_eval"]["values"][m.name].get<double>(), report["final"][m.name].get<double>(), 1e-12)
+          << m.name;
+    }
+    EXPECT_NE(Cli("get " + id).output.find(c.objective), std::string::npos);
+    EXPECT_NE(Cli("list").output.find(c.objective + "="), std::string::npos);
+  }
+}
+
 TEST_F(ServiceTest, SubmitAndWatchToSucceededWithMetrics) {
   StartCoordinator();
   StartAgents(2);
@@ -171,7 +219,14 @@ TEST_F(ServiceTest, SubmitAndWatchToSucceededWithMetrics) {
   auto j = GetJob(id);
   EXPECT_EQ(j["id"], id);
   EXPECT_EQ(j["state"], "SUCCEEDED");
-  EXPECT_GT(j["last_eval"]["accuracy"].get<double>(), 0.0);
+  EXPECT_GT(j["last_eval"]["values"]["accuracy"].get<double>(), 0.0);
+  // The job's last evaluation is the exported model's, reported by the trainer as a named map.
+  auto report = nlohmann::json::parse(testing::ReadText(dir_ / "out-ok/eval_report.json"));
+  for (const char* k : {"loss", "accuracy", "f1", "precision", "recall", "macro_f1", "micro_f1"}) {
+    EXPECT_NEAR(j["last_eval"]["values"][k].get<double>(), report["final"][k].get<double>(), 1e-12) << k;
+  }
+  auto shown = Cli("get " + id);
+  EXPECT_NE(shown.output.find("macro_f1"), std::string::npos) << shown.output;
   EXPECT_EQ(j["workers"].size(), 2u);
   EXPECT_TRUE(std::filesystem::exists(dir_ / "out-ok/model/model.safetensors"));
   auto logs = Cli("logs " + id + " --rank 1");
@@ -398,7 +453,8 @@ TEST_F(ServiceTest, MetricsEndpointsServeCoordinatorAndPerRankTrainingSeries) {
     EXPECT_NE(w.output.find("attune_allreduce_duration_seconds_count{backend=\"gloo\",job_id=\""),
               std::string::npos);
     EXPECT_NE(w.output.find("attune_train_phase_seconds_total{job_id=\""), std::string::npos);
-    EXPECT_NE(w.output.find("attune_eval_accuracy{job_id=\""), std::string::npos);
+    EXPECT_NE(w.output.find("attune_eval_metric{job_id=\""), std::string::npos) << w.output;
+    EXPECT_NE(w.output.find("metric=\"accuracy\""), std::string::npos) << w.output;
     EXPECT_NE(w.output.find("attune_collective_last_success_timestamp_seconds{job_id=\""), std::string::npos);
     EXPECT_NE(w.output.find("attune_worker_trainer_exits_total{code=\"0\"} 1"), std::string::npos);
     if (r == 0) {
@@ -474,7 +530,7 @@ TEST_F(ServiceTest, RealPrometheusScrapesTheJobAndAnswersEveryDashboardAndRuleQu
     ready = query("attune:train_compute_relative_to_median:ratio").find("=>") != std::string::npos &&
             query("attune:allreduce_hidden:ratio5m").find("=>") != std::string::npos &&
             query("attune_checkpoint_last_success_timestamp_seconds").find("=>") != std::string::npos &&
-            query("attune_eval_accuracy").find("=>") != std::string::npos &&
+            query("attune_eval_metric{metric=\"accuracy\"}").find("=>") != std::string::npos &&
             query("rate(attune_checkpoint_duration_seconds_count[1m]) > 0").find("=>") != std::string::npos;
   }
   ASSERT_TRUE(ready) << "no training data in Prometheus after 120 s:\n" << testing::ReadText(dir_ / "prometheus.log");

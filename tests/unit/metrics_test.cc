@@ -97,7 +97,8 @@ TEST(TrainerMetricsTest, ProgressEventsFeedCountersHistogramsAndGauges) {
   worker::agent::ExportTrainerEvent(**m, who,
       R"({"type":"progress","step":3,"total":10,"epoch":0.3,"loss":0.6,"lr":0.001,"sps":31,"tps":910,)"
       R"("steps":1,"samples":8,"tokens":200,"step_seconds":[0.2],"phases":{"data":0.5}})");
-  worker::agent::ExportTrainerEvent(**m, who, R"({"type":"eval","step":3,"accuracy":0.75,"f1":0.5,"roc_auc":0.8})");
+  worker::agent::ExportTrainerEvent(
+      **m, who, R"({"type":"eval","step":3,"metrics":{"accuracy":0.75,"f1":0.5,"roc_auc":0.8,"Bad-Name":1,"x":"y"}})");
   worker::agent::ExportTrainerEvent(**m, who, R"({"type":"checkpoint","step":3,"seconds":0.4,"unix_seconds":17e8})");
   worker::agent::ExportTrainerEvent(**m, who, "not json");            // ignored
   worker::agent::ExportTrainerEvent(**m, who, R"({"type":"other"})");  // ignored
@@ -113,7 +114,11 @@ TEST(TrainerMetricsTest, ProgressEventsFeedCountersHistogramsAndGauges) {
   EXPECT_THAT(t, HasSubstr("attune_allreduce_duration_seconds_count{backend=\"gloo\"," + l + "} 2"));
   EXPECT_THAT(t, HasSubstr("attune_allreduce_bytes_total{backend=\"gloo\"," + l + "} 2000"));
   EXPECT_THAT(t, HasSubstr("attune_collective_last_success_timestamp_seconds{" + l + "} 1700000000.5"));
-  EXPECT_THAT(t, HasSubstr("attune_eval_roc_auc{" + l + "} 0.8"));
+  EXPECT_THAT(t, HasSubstr("attune_eval_metric{job_id=\"job-7\",metric=\"roc_auc\",rank=\"1\"} 0.8"));
+  EXPECT_THAT(t, HasSubstr("attune_eval_metric{job_id=\"job-7\",metric=\"accuracy\",rank=\"1\"} 0.75"));
+  EXPECT_THAT(t, HasSubstr("attune_eval_step{" + l + "} 3"));
+  EXPECT_THAT(t, Not(HasSubstr("Bad-Name")));  // names outside [a-z0-9_] are not exported
+  EXPECT_THAT(t, Not(HasSubstr("metric=\"x\"")));
   EXPECT_THAT(t, HasSubstr("attune_checkpoint_duration_seconds_count{" + l + "} 1"));
   EXPECT_THAT(t, HasSubstr("attune_checkpoint_last_step{" + l + "} 3"));
   // hidden = 1 - 0.03 / 0.052

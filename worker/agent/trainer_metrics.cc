@@ -24,6 +24,16 @@ void ObserveAll(common::Metrics& m, const char* name, const char* help, const co
   }
 }
 
+constexpr size_t kMaxEvalMetrics = 64;
+
+bool MetricNameOk(const std::string& name) {
+  if (name.empty() || name.size() > 64) return false;
+  for (char ch : name) {
+    if (!((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '_')) return false;
+  }
+  return true;
+}
+
 }  // namespace
 
 void ExportTrainerEvent(common::Metrics& m, const TrainerLabels& who, const std::string& event_json) {
@@ -83,13 +93,20 @@ void ExportTrainerEvent(common::Metrics& m, const TrainerLabels& who, const std:
                  "unix time the last collective of this rank completed", l, Num(j, "collective_ts"));
     }
   } else if (type == "eval") {
-    m.SetGauge("attune_eval_accuracy", "accuracy of the last evaluation", l, Num(j, "accuracy"));
-    m.SetGauge("attune_eval_f1", "F1 of the last evaluation (binary, or macro)", l, Num(j, "f1"));
-    m.SetGauge("attune_eval_roc_auc", "ROC-AUC of the last evaluation (binary, or macro one-vs-rest)", l,
-               Num(j, "roc_auc"));
-    m.SetGauge("attune_eval_precision", "precision of the last evaluation", l, Num(j, "precision"));
-    m.SetGauge("attune_eval_recall", "recall of the last evaluation", l, Num(j, "recall"));
-    m.SetGauge("attune_eval_loss", "mean cross-entropy of the last evaluation", l, Num(j, "eval_loss"));
+    // One family for every task's metrics; a label per metric name (the task
+    // catalog lists them). The names are checked, and capped, so that a
+    // trainer cannot grow the agent's series without bound.
+    auto it = j.find("metrics");
+    if (it != j.end() && it->is_object()) {
+      size_t exported = 0;
+      for (const auto& [name, v] : it->items()) {
+        if (!v.is_number() || !MetricNameOk(name) || ++exported > kMaxEvalMetrics) continue;
+        common::Labels lm = l;
+        lm["metric"] = name;
+        m.SetGauge("attune_eval_metric", "the last evaluation's metrics, by name (see the task catalog)", lm,
+                   v.get<double>());
+      }
+    }
     m.SetGauge("attune_eval_step", "optimizer step of the last evaluation", l, Num(j, "step"));
   } else if (type == "nonfinite") {
     m.AddCounter("attune_train_nonfinite_total", "steps whose loss or gradient norm was NaN or infinite (training stops)",

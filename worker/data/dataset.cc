@@ -1,12 +1,16 @@
 #include "worker/data/dataset.h"
 
 #include <algorithm>
+#include <cmath>
 #include <set>
 #include <unordered_map>
 
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/numbers.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 
 namespace attune::worker::data {
 namespace {
@@ -124,6 +128,9 @@ std::string DataReport::ToJson() const {
   for (const auto& [k, v] : dropped) j["dropped"][k] = v;
   j["label_counts"] = nlohmann::json::object();
   for (const auto& [k, v] : label_counts) j["label_counts"][k] = v;
+  if (has_targets) {
+    j["targets"] = {{"min", target_min}, {"max", target_max}, {"mean", target_mean}, {"stddev", target_stddev}};
+  }
   j["sample_dropped_lines"] = nlohmann::json::object();
   for (const auto& [k, v] : sample_lines) j["sample_dropped_lines"][k] = v;
   return j.dump(2);
@@ -141,6 +148,29 @@ CleanResult Clean(const std::vector<Record>& records, const CleaningPolicy& poli
   };
   auto blank = [](const std::optional<std::string>& v) {
     return !v.has_value() || NormalizeWhitespace(*v).empty();
+  };
+  // The label in one spelling per meaning: a sorted, deduplicated set for
+  // multi-label rows ("" is the empty set, written ";" in a file or [] in
+  // JSONL), the shortest exact decimal for numbers; nullopt if invalid.
+  auto canonical = [&](const std::string& raw) -> std::optional<std::string> {
+    switch (policy.kind) {
+      case LabelKind::kClass: return NormalizeWhitespace(raw);
+      case LabelKind::kMultiLabel: {
+        std::set<std::string> parts;
+        for (absl::string_view p : absl::StrSplit(raw, ';', absl::SkipEmpty())) {
+          std::string n = NormalizeWhitespace(std::string(p));
+          if (!n.empty()) parts.insert(n);
+        }
+        return absl::StrJoin(parts, ";");
+      }
+      case LabelKind::kNumber: {
+        double v;
+        std::string n = NormalizeWhitespace(raw);
+        if (!absl::SimpleAtod(n, &v) || !std::isfinite(v)) return std::nullopt;
+        return absl::StrFormat("%.17g", v);
+      }
+    }
+    return std::nullopt;
   };
 
   // Pass 1: validity, then the labels each normalised text appears with.
@@ -163,14 +193,14 @@ CleanResult Clean(const std::vector<Record>& records, const CleaningPolicy& poli
         continue;
       }
     }
-    if (blank(r.label)) {
+    if (blank(r.label) || !canonical(*r.label)) {
       // A row without a label cannot be trained on whatever the policy says.
-      drop("missing_label", r.line);
+      drop(blank(r.label) ? "missing_label" : "invalid_number", r.line);
       continue;
     }
     std::string key = NormalizeWhitespace(r.text.value_or(""));
     if (r.text_pair) key += std::string("\x1f") + NormalizeWhitespace(*r.text_pair);
-    labels_of[key].insert(NormalizeWhitespace(*r.label));
+    labels_of[key].insert(*canonical(*r.label));
     valid.push_back({&r, std::move(key)});
   }
 
@@ -182,7 +212,7 @@ CleanResult Clean(const std::vector<Record>& records, const CleaningPolicy& poli
       drop("conflicting_label", k.r->line);
       continue;
     }
-    std::string dedup_key = k.key + "\x1e" + NormalizeWhitespace(*k.r->label);
+    std::string dedup_key = k.key + "\x1e" + *canonical(*k.r->label);
     if (policy.drop_duplicates && seen.count(dedup_key)) {
       drop("duplicate", k.r->line);
       continue;
@@ -193,27 +223,62 @@ CleanResult Clean(const std::vector<Record>& records, const CleaningPolicy& poli
 
   if (labels) {
     out.labels = *labels;
-  } else {
+  } else if (policy.kind != LabelKind::kNumber) {
     std::vector<std::string> all;
-    for (const Record* r : kept) all.push_back(NormalizeWhitespace(*r->label));
+    for (const Record* r : kept) {
+      if (policy.kind == LabelKind::kClass) {
+        all.push_back(*canonical(*r->label));
+      } else {
+        for (absl::string_view p : absl::StrSplit(*canonical(*r->label), ';', absl::SkipEmpty())) all.emplace_back(p);
+      }
+    }
     out.labels = LabelMap::FromLabels(all);
   }
+  double sum = 0, sum_sq = 0;
   for (const Record* r : kept) {
-    std::string label = NormalizeWhitespace(*r->label);
-    auto id = out.labels.Id(label);
-    if (!id) {
-      drop("unknown_label", r->line);
-      continue;
-    }
+    const std::string label = *canonical(*r->label);
     Example e;
     e.text = *r->text;
     e.text_pair = r->text_pair;
-    e.label = *id;
     e.line = r->line;
-    ++out.report.label_counts[label];
+    if (policy.kind == LabelKind::kClass) {
+      auto id = out.labels.Id(label);
+      if (!id) {
+        drop("unknown_label", r->line);
+        continue;
+      }
+      e.label = *id;
+      ++out.report.label_counts[label];
+    } else if (policy.kind == LabelKind::kMultiLabel) {
+      bool known = true;
+      for (absl::string_view p : absl::StrSplit(label, ';', absl::SkipEmpty())) {
+        auto id = out.labels.Id(std::string(p));
+        known &= id.has_value();
+        if (id) e.labels.push_back(*id);
+      }
+      if (!known) {
+        drop("unknown_label", r->line);
+        continue;
+      }
+      std::sort(e.labels.begin(), e.labels.end());
+      for (int id : e.labels) ++out.report.label_counts[out.labels.Name(id)];
+    } else {
+      (void)absl::SimpleAtod(label, &e.value);
+      if (!out.report.has_targets) out.report.target_min = out.report.target_max = e.value;
+      out.report.has_targets = true;
+      out.report.target_min = std::min(out.report.target_min, e.value);
+      out.report.target_max = std::max(out.report.target_max, e.value);
+      sum += e.value;
+      sum_sq += e.value * e.value;
+    }
     out.examples.push_back(std::move(e));
   }
   out.report.rows_kept = static_cast<int64_t>(out.examples.size());
+  if (out.report.has_targets) {
+    const double n = static_cast<double>(out.examples.size());
+    out.report.target_mean = sum / n;
+    out.report.target_stddev = std::sqrt(std::max(0.0, sum_sq / n - out.report.target_mean * out.report.target_mean));
+  }
   return out;
 }
 

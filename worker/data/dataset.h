@@ -27,6 +27,9 @@ struct ReaderOptions {
   std::string label_column = "label";
   bool require_label = true;     // false for prediction inputs
   bool require_text_pair = true; // false: a missing text_pair_column reads as no pairs
+  // JSONL: a label that is an array of strings or numbers is read as its
+  // elements joined by ';' (multi-label data); an element holding ';' is refused.
+  bool label_list = false;
   int64_t max_field_bytes = int64_t{1} << 20;
   int64_t max_row_bytes = int64_t{4} << 20;
   int64_t max_rows = 50'000'000;
@@ -39,10 +42,18 @@ struct ReaderOptions {
 // found without buffering more than the cap.
 absl::StatusOr<std::vector<Record>> ReadRecords(const std::string& path, const ReaderOptions& options);
 
+// What a row's label is.
+enum class LabelKind {
+  kClass,       // one class name
+  kMultiLabel,  // a set of class names, ';'-separated (order and repeats do not matter; ";" alone is the empty set)
+  kNumber,      // a finite decimal number (regression target)
+};
+
 struct CleaningPolicy {
   bool drop_missing = true;      // missing or empty (after trimming) text or label
   bool drop_duplicates = true;   // exact duplicates after whitespace normalisation
   bool drop_conflicting = true;  // the same text seen with different labels
+  LabelKind kind = LabelKind::kClass;
 };
 
 // Maps label strings to ids. Built from the data: labels that are all
@@ -66,8 +77,10 @@ class LabelMap {
 struct Example {
   std::string text;
   std::optional<std::string> text_pair;
-  int label = -1;
+  int label = -1;           // kClass: the class id; -1 otherwise
   int64_t line = 0;
+  std::vector<int> labels;  // kMultiLabel: the class ids, ascending
+  double value = 0;         // kNumber: the target
 };
 
 // What cleaning did, for data_report.json.
@@ -76,14 +89,18 @@ struct DataReport {
   int64_t rows_read = 0;
   int64_t rows_kept = 0;
   std::map<std::string, int64_t> dropped;  // reason -> count
-  std::map<std::string, int64_t> label_counts;
+  std::map<std::string, int64_t> label_counts;  // kMultiLabel: per class
+  // kNumber: the targets kept.
+  bool has_targets = false;
+  double target_min = 0, target_max = 0, target_mean = 0, target_stddev = 0;
   // First few dropped lines per reason, so a person can look at them.
   std::map<std::string, std::vector<int64_t>> sample_lines;
   std::string ToJson() const;
 };
 
 // Applies the policy. Reasons: missing_text, missing_label, invalid_utf8,
-// duplicate, conflicting_label, unknown_label (label absent from a given map).
+// duplicate, conflicting_label, unknown_label (label absent from a given map),
+// invalid_number (kNumber: not a finite decimal number).
 // With `labels` nullopt the map is built from the kept rows.
 struct CleanResult {
   std::vector<Example> examples;
@@ -97,7 +114,9 @@ bool IsValidUtf8(const std::string& s);
 std::string NormalizeWhitespace(const std::string& s);
 
 // Seeded stratified split: for each label, a `fraction` of its examples (at
-// least one when the label has two or more) goes to the second set.
+// least one when the label has two or more) goes to the second set. Examples
+// without a single class (multi-label, regression) form one stratum: a seeded
+// random split.
 void StratifiedSplit(std::vector<Example> all, double fraction, uint64_t seed,
                      std::vector<Example>* train, std::vector<Example>* validation);
 

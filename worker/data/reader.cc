@@ -6,6 +6,7 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "common/status_macros.h"
 #include "worker/data/dataset.h"
 
 namespace attune::worker::data {
@@ -211,6 +212,26 @@ absl::StatusOr<std::optional<std::string>> JsonValue(const nlohmann::json& obj, 
   return Malformed(path, line, absl::StrCat("field '", key, "' must be a string or a number"));
 }
 
+// A multi-label field: an array of strings or numbers, joined by ';'; a
+// plain string or number is read as it is (';'-separated labels).
+absl::StatusOr<std::optional<std::string>> JsonLabelList(const nlohmann::json& obj, const std::string& key,
+                                                         const std::string& path, int64_t line) {
+  auto it = obj.find(key);
+  if (it == obj.end() || !it->is_array()) return JsonValue(obj, key, path, line);
+  std::string joined;
+  for (size_t i = 0; i < it->size(); ++i) {
+    const nlohmann::json one = {{key, (*it)[i]}};
+    ATTUNE_ASSIGN_OR_RETURN(std::optional<std::string> v, JsonValue(one, key, path, line));
+    if (!v) continue;
+    if (v->find(';') != std::string::npos) {
+      return Malformed(path, line, absl::StrCat("field '", key, "': label '", *v, "' holds ';', the list separator"));
+    }
+    absl::StrAppend(&joined, joined.empty() ? "" : ";", *v);
+  }
+  // An empty array is the empty set, which ";" spells (a missing field is missing).
+  return std::optional<std::string>(joined.empty() ? ";" : joined);
+}
+
 absl::StatusOr<std::vector<Record>> ReadJsonl(std::FILE* f, const std::string& path, const ReaderOptions& o) {
   ByteSource src(f);
   std::vector<Record> out;
@@ -261,7 +282,8 @@ absl::StatusOr<std::vector<Record>> ReadJsonl(std::FILE* f, const std::string& p
       if (!pair.ok()) return pair.status();
       r.text_pair = *pair;
     }
-    auto label = JsonValue(obj, o.label_column, path, line);
+    auto label = o.label_list ? JsonLabelList(obj, o.label_column, path, line)
+                              : JsonValue(obj, o.label_column, path, line);
     if (!label.ok()) return label.status();
     r.label = *label;
     for (const auto* v : {&r.text, &r.text_pair}) {

@@ -1,6 +1,7 @@
 #include "worker/eval/metrics.h"
 
 #include <algorithm>
+#include <cmath>
 #include <numeric>
 
 namespace attune::worker::eval {
@@ -44,12 +45,63 @@ double BinaryRocAuc(const std::vector<int>& positive, const std::vector<double>&
   return auc;
 }
 
+std::map<std::string, double> Metrics::Named() const {
+  if (task == "multi_label_classification") {
+    std::map<std::string, double> m = {{"loss", loss},
+                                       {"subset_accuracy", subset_accuracy},
+                                       {"hamming_loss", hamming_loss},
+                                       {"micro_precision", micro_precision},
+                                       {"micro_recall", micro_recall},
+                                       {"micro_f1", micro_f1},
+                                       {"macro_precision", macro_precision},
+                                       {"macro_recall", macro_recall},
+                                       {"macro_f1", macro_f1}};
+    if (roc_auc_defined) m["micro_roc_auc"] = micro_roc_auc;
+    return m;
+  }
+  if (task == "sequence_regression") {
+    return {{"loss", loss}, {"mse", mse}, {"mae", mae}, {"pearson", pearson}, {"spearman", spearman}};
+  }
+  std::map<std::string, double> m = {{"loss", loss},
+                                     {"accuracy", accuracy},
+                                     {"precision", precision},
+                                     {"recall", recall},
+                                     {"f1", f1},
+                                     {"macro_precision", macro_precision},
+                                     {"macro_recall", macro_recall},
+                                     {"macro_f1", macro_f1},
+                                     {"micro_precision", micro_precision},
+                                     {"micro_recall", micro_recall},
+                                     {"micro_f1", micro_f1}};
+  if (roc_auc_defined) m["roc_auc"] = roc_auc;
+  return m;
+}
+
+Metrics Metrics::FromNamed(const std::string& task, int64_t count, const std::map<std::string, double>& named) {
+  Metrics m;
+  m.task = task;
+  m.count = count;
+  auto get = [&](const char* name, double* field) {
+    auto it = named.find(name);
+    if (it != named.end()) *field = it->second;
+  };
+  for (auto [name, field] : std::vector<std::pair<const char*, double*>>{
+           {"loss", &m.loss}, {"accuracy", &m.accuracy}, {"precision", &m.precision}, {"recall", &m.recall},
+           {"f1", &m.f1}, {"macro_precision", &m.macro_precision}, {"macro_recall", &m.macro_recall},
+           {"macro_f1", &m.macro_f1}, {"micro_precision", &m.micro_precision}, {"micro_recall", &m.micro_recall},
+           {"micro_f1", &m.micro_f1}, {"roc_auc", &m.roc_auc}, {"subset_accuracy", &m.subset_accuracy},
+           {"hamming_loss", &m.hamming_loss}, {"micro_roc_auc", &m.micro_roc_auc}, {"mse", &m.mse}, {"mae", &m.mae},
+           {"pearson", &m.pearson}, {"spearman", &m.spearman}}) {
+    get(name, field);
+  }
+  m.roc_auc_defined = task == "sequence_regression" ||
+                      named.count(task == "multi_label_classification" ? "micro_roc_auc" : "roc_auc") > 0;
+  return m;
+}
+
 bool Metrics::Get(const std::string& name, double* value) const {
-  const std::map<std::string, double> m = {
-      {"accuracy", accuracy}, {"f1", f1},           {"precision", precision},   {"recall", recall},
-      {"roc_auc", roc_auc},   {"loss", loss},       {"eval_loss", loss},        {"macro_f1", macro_f1},
-      {"micro_f1", micro_f1}, {"macro_precision", macro_precision}, {"macro_recall", macro_recall}};
-  auto it = m.find(name);
+  const std::map<std::string, double> m = Named();
+  auto it = m.find(name == "eval_loss" ? std::string("loss") : name);
   if (it == m.end()) return false;
   *value = it->second;
   return true;
@@ -127,6 +179,121 @@ Metrics ComputeMetrics(const EvalInput& in) {
     if (c == 1) m.roc_curve = RocCurve(pos, score);
   }
   m.roc_auc = classes_scored ? auc_sum / classes_scored : 0.0;
+  return m;
+}
+
+Metrics ComputeMultiLabelMetrics(const MultiLabelInput& in) {
+  Metrics m;
+  m.task = "multi_label_classification";
+  const size_t n = in.targets.size(), k = static_cast<size_t>(in.num_labels);
+  m.count = static_cast<int64_t>(n);
+  m.loss = SafeDiv(in.loss_sum, static_cast<double>(n * k));
+  std::vector<double> tp(k, 0), fp(k, 0), fn(k, 0);
+  int64_t exact = 0, wrong = 0;
+  m.per_label.assign(k, LabelScores{});
+  std::vector<int> flat_pos;
+  std::vector<double> flat_score;
+  flat_pos.reserve(n * k);
+  flat_score.reserve(n * k);
+  for (size_t i = 0; i < n; ++i) {
+    bool all = true;
+    for (size_t c = 0; c < k; ++c) {
+      const bool truth = in.targets[i][c] != 0, pred = in.probs[i][c] > 0.5;
+      tp[c] += truth && pred;
+      fp[c] += !truth && pred;
+      fn[c] += truth && !pred;
+      m.per_label[c].support += truth;
+      all &= truth == pred;
+      wrong += truth != pred;
+      flat_pos.push_back(truth);
+      flat_score.push_back(in.probs[i][c]);
+    }
+    exact += all;
+  }
+  m.subset_accuracy = SafeDiv(static_cast<double>(exact), static_cast<double>(n));
+  m.hamming_loss = SafeDiv(static_cast<double>(wrong), static_cast<double>(n * k));
+  double tps = 0, fps = 0, fns = 0, sp = 0, sr = 0, sf = 0;
+  for (size_t c = 0; c < k; ++c) {
+    auto& l = m.per_label[c];
+    l.precision = SafeDiv(tp[c], tp[c] + fp[c]);
+    l.recall = SafeDiv(tp[c], tp[c] + fn[c]);
+    l.f1 = SafeDiv(2 * tp[c], 2 * tp[c] + fp[c] + fn[c]);
+    sp += l.precision;
+    sr += l.recall;
+    sf += l.f1;
+    tps += tp[c];
+    fps += fp[c];
+    fns += fn[c];
+  }
+  m.macro_precision = SafeDiv(sp, static_cast<double>(k));
+  m.macro_recall = SafeDiv(sr, static_cast<double>(k));
+  m.macro_f1 = SafeDiv(sf, static_cast<double>(k));
+  m.micro_precision = SafeDiv(tps, tps + fps);
+  m.micro_recall = SafeDiv(tps, tps + fns);
+  m.micro_f1 = SafeDiv(2 * tps, 2 * tps + fps + fns);
+  // Micro ROC-AUC: every (example, label) pair is one binary decision.
+  const bool has_pos = std::count(flat_pos.begin(), flat_pos.end(), 1) > 0;
+  const bool has_neg = std::count(flat_pos.begin(), flat_pos.end(), 0) > 0;
+  m.roc_auc_defined = has_pos && has_neg;
+  if (m.roc_auc_defined) {
+    m.micro_roc_auc = BinaryRocAuc(flat_pos, flat_score);
+    m.roc_curve = RocCurve(flat_pos, flat_score);
+  }
+  return m;
+}
+
+namespace {
+
+// 1-based ranks, ties sharing their mean rank.
+std::vector<double> MeanRanks(const std::vector<double>& x) {
+  std::vector<size_t> order(x.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return x[a] < x[b]; });
+  std::vector<double> rank(x.size());
+  for (size_t i = 0; i < order.size();) {
+    size_t j = i;
+    while (j + 1 < order.size() && x[order[j + 1]] == x[order[i]]) ++j;
+    const double mean = (static_cast<double>(i) + static_cast<double>(j)) / 2 + 1;
+    for (size_t k = i; k <= j; ++k) rank[order[k]] = mean;
+    i = j + 1;
+  }
+  return rank;
+}
+
+}  // namespace
+
+double Pearson(const std::vector<double>& x, const std::vector<double>& y) {
+  const size_t n = x.size();
+  if (n < 2) return 0;
+  const double mx = std::accumulate(x.begin(), x.end(), 0.0) / static_cast<double>(n);
+  const double my = std::accumulate(y.begin(), y.end(), 0.0) / static_cast<double>(n);
+  double sxy = 0, sxx = 0, syy = 0;
+  for (size_t i = 0; i < n; ++i) {
+    sxy += (x[i] - mx) * (y[i] - my);
+    sxx += (x[i] - mx) * (x[i] - mx);
+    syy += (y[i] - my) * (y[i] - my);
+  }
+  return sxx > 0 && syy > 0 ? sxy / std::sqrt(sxx * syy) : 0.0;
+}
+
+double Spearman(const std::vector<double>& x, const std::vector<double>& y) { return Pearson(MeanRanks(x), MeanRanks(y)); }
+
+Metrics ComputeRegressionMetrics(const RegressionInput& in) {
+  Metrics m;
+  m.task = "sequence_regression";
+  const size_t n = in.targets.size();
+  m.count = static_cast<int64_t>(n);
+  double se = 0, ae = 0;
+  for (size_t i = 0; i < n; ++i) {
+    const double d = in.predictions[i] - in.targets[i];
+    se += d * d;
+    ae += std::fabs(d);
+  }
+  m.mse = SafeDiv(se, static_cast<double>(n));
+  m.mae = SafeDiv(ae, static_cast<double>(n));
+  m.loss = m.mse;
+  m.pearson = Pearson(in.predictions, in.targets);
+  m.spearman = Spearman(in.predictions, in.targets);
   return m;
 }
 

@@ -22,7 +22,28 @@ struct RocPoint {
   double fpr, tpr;
 };
 
+// multi_label_classification: per example, 0/1 per label and the sigmoid
+// scores; a label is predicted when its score is above 0.5.
+struct MultiLabelInput {
+  int num_labels = 0;
+  std::vector<std::vector<int>> targets;
+  std::vector<std::vector<double>> probs;
+  double loss_sum = 0;  // summed binary cross-entropy over examples and labels
+};
+
+// sequence_regression: per example, the target and the prediction.
+struct RegressionInput {
+  std::vector<double> targets, predictions;
+};
+
+// One label of a multi-label evaluation.
+struct LabelScores {
+  double precision = 0, recall = 0, f1 = 0;
+  int64_t support = 0;  // examples carrying the label
+};
+
 struct Metrics {
+  std::string task = "sequence_classification";  // which of the fields below mean something
   int64_t count = 0;
   double loss = 0;
   double accuracy = 0;
@@ -34,13 +55,31 @@ struct Metrics {
   bool roc_auc_defined = true;  // false when a class is absent
   std::vector<std::vector<int64_t>> confusion;  // [true][predicted]
   std::vector<RocPoint> roc_curve;  // binary, or class 1 vs rest
+  // multi_label_classification (micro_* and macro_* above are over labels;
+  // roc_auc_defined says whether micro_roc_auc is).
+  double subset_accuracy = 0, hamming_loss = 0, micro_roc_auc = 0;
+  std::vector<LabelScores> per_label;
+  // sequence_regression (loss is the MSE).
+  double mse = 0, mae = 0, pearson = 0, spearman = 0;
 
-  // Named lookup for early stopping: accuracy, f1, precision, recall,
-  // roc_auc, loss, macro_f1, micro_f1.
+  // The scalar metrics of `task` by name, as the task catalog lists them
+  // (ROC-AUC only where it is defined).
+  std::map<std::string, double> Named() const;
+  // Sets the scalar metrics of `task` from Named()'s map (a lossless round trip
+  // for them; tables such as the confusion matrix are not carried).
+  static Metrics FromNamed(const std::string& task, int64_t count, const std::map<std::string, double>& named);
+  // Named lookup for early stopping; "eval_loss" is "loss".
   bool Get(const std::string& name, double* value) const;
 };
 
 Metrics ComputeMetrics(const EvalInput& in);
+Metrics ComputeMultiLabelMetrics(const MultiLabelInput& in);
+Metrics ComputeRegressionMetrics(const RegressionInput& in);
+
+// Pearson correlation (0 when either side is constant) and Spearman's rank
+// correlation with ties given their mean rank (as scipy.stats computes them).
+double Pearson(const std::vector<double>& x, const std::vector<double>& y);
+double Spearman(const std::vector<double>& x, const std::vector<double>& y);
 
 // ROC-AUC of `scores` for the positive class, ties counted one half (the
 // value scikit-learn's roc_auc_score gives).

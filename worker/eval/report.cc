@@ -8,31 +8,36 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "common/task_catalog.h"
 
 namespace attune::worker::eval {
 namespace {
 
+std::vector<std::pair<std::string, double>> Ordered(const Metrics& m) {
+  return common::InCatalogOrder(m.task, m.Named());
+}
+
 nlohmann::json MetricsJson(const Metrics& m, const std::vector<std::string>& names) {
   nlohmann::json j;
   j["count"] = m.count;
-  j["loss"] = m.loss;
-  j["accuracy"] = m.accuracy;
-  j["precision"] = m.precision;
-  j["recall"] = m.recall;
-  j["f1"] = m.f1;
-  j["macro_precision"] = m.macro_precision;
-  j["macro_recall"] = m.macro_recall;
-  j["macro_f1"] = m.macro_f1;
-  j["micro_precision"] = m.micro_precision;
-  j["micro_recall"] = m.micro_recall;
-  j["micro_f1"] = m.micro_f1;
-  if (m.roc_auc_defined) {
-    j["roc_auc"] = m.roc_auc;
-  } else {
-    j["roc_auc"] = nullptr;
+  for (const auto& [k, v] : m.Named()) j[k] = v;
+  if (m.task == "sequence_classification") {
+    if (!m.roc_auc_defined) j["roc_auc"] = nullptr;
+    j["confusion_matrix"] = m.confusion;
+    j["labels"] = names;
+  } else if (m.task == "multi_label_classification") {
+    if (!m.roc_auc_defined) j["micro_roc_auc"] = nullptr;
+    j["labels"] = names;
+    j["per_label"] = nlohmann::json::array();
+    for (size_t i = 0; i < m.per_label.size(); ++i) {
+      const auto& l = m.per_label[i];
+      j["per_label"].push_back({{"label", i < names.size() ? names[i] : std::to_string(i)},
+                                {"precision", l.precision},
+                                {"recall", l.recall},
+                                {"f1", l.f1},
+                                {"support", l.support}});
+    }
   }
-  j["confusion_matrix"] = m.confusion;
-  j["labels"] = names;
   return j;
 }
 
@@ -135,19 +140,22 @@ std::string MetricsToJson(const Metrics& m, const std::vector<std::string>& name
 std::string ReportJson(const ReportInput& in) {
   nlohmann::json j;
   j["job"] = in.job_name;
+  j["task"] = in.task;
   j["method"] = in.method;
   j["trainable_parameters"] = in.trainable_parameters;
   j["total_parameters"] = in.total_parameters;
   j["best_step"] = in.best_step;
   j["stop_reason"] = in.stop_reason;
-  j["majority_baseline_accuracy"] = in.baseline_accuracy;
+  j["baseline"] = {{"description", in.baseline_description}, {"metrics", in.baseline}};
+  if (in.task == "sequence_classification" && in.baseline.count("accuracy")) {
+    j["majority_baseline_accuracy"] = in.baseline.at("accuracy");
+  }
   j["final"] = MetricsJson(in.final_eval.metrics, in.label_names);
   j["final"]["step"] = in.final_eval.step;
   j["history"] = nlohmann::json::array();
   for (const auto& e : in.evals) {
-    auto h = MetricsJson(e.metrics, in.label_names);
-    h.erase("confusion_matrix");
-    h.erase("labels");
+    nlohmann::json h = e.metrics.Named();
+    h["count"] = e.metrics.count;
     h["step"] = e.step;
     h["epoch"] = e.epoch;
     j["history"].push_back(h);
@@ -158,19 +166,19 @@ std::string ReportJson(const ReportInput& in) {
 }
 
 std::string ReportTable(const Metrics& m, const std::vector<std::string>& names) {
-  std::string out = absl::StrFormat("%-12s %8s\n", "metric", "value");
-  auto row = [&](const char* name, double v) { absl::StrAppendFormat(&out, "%-12s %8.4f\n", name, v); };
-  absl::StrAppendFormat(&out, "%-12s %8d\n", "examples", m.count);
-  row("loss", m.loss);
-  row("accuracy", m.accuracy);
-  row("precision", m.precision);
-  row("recall", m.recall);
-  row("f1", m.f1);
-  if (names.size() > 2) {
-    row("macro_f1", m.macro_f1);
-    row("micro_f1", m.micro_f1);
+  std::string out = absl::StrFormat("%-16s %8s\n", "metric", "value");
+  absl::StrAppendFormat(&out, "%-16s %8d\n", "examples", m.count);
+  for (const auto& [name, v] : Ordered(m)) absl::StrAppendFormat(&out, "%-16s %8.4f\n", name, v);
+  if (m.task == "multi_label_classification") {
+    out += absl::StrFormat("\n%-16s %9s %9s %9s %9s\n", "label", "precision", "recall", "f1", "support");
+    for (size_t i = 0; i < m.per_label.size(); ++i) {
+      const auto& l = m.per_label[i];
+      absl::StrAppendFormat(&out, "%-16s %9.4f %9.4f %9.4f %9d\n", i < names.size() ? names[i].substr(0, 16) : "?",
+                            l.precision, l.recall, l.f1, l.support);
+    }
+    return out;
   }
-  if (m.roc_auc_defined) row("roc_auc", m.roc_auc);
+  if (m.task != "sequence_classification") return out;
   out += "\nconfusion matrix (rows: true, columns: predicted)\n";
   size_t w = 8;
   for (const auto& n : names) w = std::max(w, std::min<size_t>(n.size(), 16) + 1);
@@ -187,13 +195,21 @@ std::string ReportTable(const Metrics& m, const std::vector<std::string>& names)
 
 std::string ReportHtml(const ReportInput& in) {
   const Metrics& m = in.final_eval.metrics;
-  std::vector<std::pair<double, double>> loss, eval_loss, acc, f1, auc, roc;
+  const common::TaskInfo* task = common::FindTask(in.task);
+  std::vector<std::pair<double, double>> loss, eval_loss, roc;
   for (auto [s, l] : in.train_loss) loss.emplace_back(static_cast<double>(s), l);
+  // The task's headline metrics over the evaluations.
+  std::vector<std::pair<std::string, std::vector<std::pair<double, double>>>> curves;
+  if (task) {
+    for (const auto& name : task->headline) curves.push_back({name, {}});
+  }
   for (const auto& e : in.evals) {
     eval_loss.emplace_back(static_cast<double>(e.step), e.metrics.loss);
-    acc.emplace_back(static_cast<double>(e.step), e.metrics.accuracy);
-    f1.emplace_back(static_cast<double>(e.step), e.metrics.f1);
-    if (e.metrics.roc_auc_defined) auc.emplace_back(static_cast<double>(e.step), e.metrics.roc_auc);
+    const auto named = e.metrics.Named();
+    for (auto& [name, pts] : curves) {
+      auto it = named.find(name);
+      if (it != named.end()) pts.emplace_back(static_cast<double>(e.step), it->second);
+    }
   }
   for (const auto& p : m.roc_curve) roc.emplace_back(p.fpr, p.tpr);
   std::string html = absl::StrCat(
@@ -202,22 +218,39 @@ std::string ReportHtml(const ReportInput& in) {
       "td,th{border:1px solid #ccc;padding:4px 10px;text-align:right}.charts{display:flex;flex-wrap:wrap;gap:16px}"
       "</style></head><body><h1>Evaluation report: ", Escape(in.job_name), "</h1>");
   absl::StrAppendFormat(&html,
-                        "<p>Method <b>%s</b>; %d of %d parameters trained; exported step %d; stop reason: %s; "
-                        "majority-class baseline accuracy %.4f.</p>",
-                        Escape(in.method), in.trainable_parameters, in.total_parameters, in.final_eval.step,
-                        Escape(in.stop_reason), in.baseline_accuracy);
-  html += "<table><tr><th>metric</th><th>value</th></tr>";
-  for (auto [name, v] : std::vector<std::pair<const char*, double>>{
-           {"examples", static_cast<double>(m.count)}, {"loss", m.loss}, {"accuracy", m.accuracy},
-           {"precision", m.precision}, {"recall", m.recall}, {"f1", m.f1}, {"macro f1", m.macro_f1},
-           {"roc auc", m.roc_auc_defined ? m.roc_auc : std::nan("")}}) {
-    absl::StrAppendFormat(&html, "<tr><td style='text-align:left'>%s</td><td>%.4f</td></tr>", name, v);
+                        "<p>Task <b>%s</b>; method <b>%s</b>; %d of %d parameters trained; exported step %d; stop "
+                        "reason: %s.</p>",
+                        Escape(in.task), Escape(in.method), in.trainable_parameters, in.total_parameters,
+                        in.final_eval.step, Escape(in.stop_reason));
+  if (!in.baseline.empty()) {
+    std::string figures;
+    for (const auto& [name, v] : in.baseline) absl::StrAppendFormat(&figures, "%s%s %.4f", figures.empty() ? "" : ", ", name, v);
+    absl::StrAppendFormat(&html, "<p>Baseline (%s): %s.</p>", Escape(in.baseline_description), Escape(figures));
   }
-  html += "</table><div class='charts'>";
+  html += "<table><tr><th>metric</th><th>value</th></tr>";
+  absl::StrAppendFormat(&html, "<tr><td style='text-align:left'>examples</td><td>%d</td></tr>", m.count);
+  for (const auto& [name, v] : Ordered(m)) {
+    absl::StrAppendFormat(&html, "<tr><td style='text-align:left'>%s</td><td>%.4f</td></tr>", Escape(name), v);
+  }
+  html += "</table>";
+  if (m.task == "multi_label_classification") {
+    html += "<h2>Per label</h2><table><tr><th>label</th><th>precision</th><th>recall</th><th>f1</th><th>support</th></tr>";
+    for (size_t i = 0; i < m.per_label.size(); ++i) {
+      const auto& l = m.per_label[i];
+      absl::StrAppendFormat(&html,
+                            "<tr><td style='text-align:left'>%s</td><td>%.4f</td><td>%.4f</td><td>%.4f</td><td>%d</td></tr>",
+                            Escape(i < in.label_names.size() ? in.label_names[i] : std::to_string(i)), l.precision,
+                            l.recall, l.f1, l.support);
+    }
+    html += "</table>";
+  }
+  html += "<div class='charts'>";
   html += LineChart("Loss", {{"train loss", loss}, {"eval loss", eval_loss}}, false);
-  html += LineChart("Evaluation metrics", {{"accuracy", acc}, {"f1", f1}, {"roc auc", auc}}, false);
-  html += LineChart("ROC curve", {{"ROC", roc}}, true);
-  html += ConfusionSvg(m, in.label_names);
+  html += LineChart("Evaluation metrics", curves, false);
+  if (!roc.empty()) {
+    html += LineChart(m.task == "multi_label_classification" ? "ROC curve (micro)" : "ROC curve", {{"ROC", roc}}, true);
+  }
+  if (m.task == "sequence_classification") html += ConfusionSvg(m, in.label_names);
   html += "</div></body></html>\n";
   return html;
 }

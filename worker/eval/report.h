@@ -3,6 +3,7 @@
 // The evaluation report: JSON for machines, a plain table for terminals and
 // an offline HTML page with inline SVG charts for people.
 
+#include <map>
 #include <string>
 #include <vector>
 
@@ -18,6 +19,7 @@ struct EvalPoint {
 
 struct ReportInput {
   std::string job_name;
+  std::string task = "sequence_classification";
   std::string method;
   std::vector<std::string> label_names;
   int64_t trainable_parameters = 0, total_parameters = 0;
@@ -26,11 +28,15 @@ struct ReportInput {
   EvalPoint final_eval;       // of the exported (best) model
   int64_t best_step = -1;
   std::string stop_reason;    // "completed", "early_stopping", "max_steps"
-  double baseline_accuracy = 0;  // majority class on the evaluation set
+  // A trivial predictor on the evaluation set, what the model must beat.
+  std::string baseline_description;
+  std::map<std::string, double> baseline;
 };
 
 std::string MetricsToJson(const Metrics& m, const std::vector<std::string>& label_names);
 std::string ReportJson(const ReportInput& in);
+// The metrics of `m` (its task's, in the catalog's order), then its task's
+// table: the confusion matrix, or per-label scores for multi-label.
 std::string ReportTable(const Metrics& m, const std::vector<std::string>& label_names);
 std::string ReportHtml(const ReportInput& in);
 

@@ -52,12 +52,23 @@ absl::StatusOr<BertConfig> BertConfig::FromJson(const std::string& text, const s
       c.labels[id] = it.value().get<std::string>();
     }
   }
+  if (j.contains("problem_type") && j["problem_type"].is_string()) {
+    c.problem_type = j["problem_type"];
+  } else if (c.labels.size() == 1) {
+    c.problem_type = "regression";
+  }
   if (auto s = c.Validate(); !s.ok()) return absl::InvalidArgumentError(absl::StrCat(source, ": ", s.message()));
   return c;
 }
 
 absl::Status BertConfig::Validate() const {
   if (vocab_size <= 0) return absl::InvalidArgumentError("vocab_size: must be > 0");
+  if (problem_type != "single_label_classification" && problem_type != "multi_label_classification" &&
+      problem_type != "regression") {
+    return absl::InvalidArgumentError(absl::StrCat("problem_type: '", problem_type,
+                                                   "' is not single_label_classification, multi_label_classification "
+                                                   "or regression"));
+  }
   if (hidden_size <= 0) return absl::InvalidArgumentError("hidden_size: must be > 0");
   if (num_hidden_layers <= 0) return absl::InvalidArgumentError("num_hidden_layers: must be > 0");
   if (num_attention_heads <= 0 || hidden_size % num_attention_heads != 0) {
@@ -101,7 +112,7 @@ std::string BertConfig::ToJson() const {
   j["initializer_range"] = initializer_range;
   j["hidden_act"] = hidden_act;
   j["position_embedding_type"] = "absolute";
-  j["problem_type"] = "single_label_classification";
+  j["problem_type"] = problem_type;
   j["id2label"] = nlohmann::json::object();
   j["label2id"] = nlohmann::json::object();
   for (size_t i = 0; i < labels.size(); ++i) {

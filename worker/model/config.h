@@ -28,6 +28,11 @@ struct BertConfig {
   double initializer_range = 0.02;
   std::string hidden_act = "gelu";
   std::vector<std::string> labels;  // id2label in id order; size = num_labels
+  // Hugging Face's problem_type: single_label_classification (softmax over the
+  // labels), multi_label_classification (a sigmoid per label) or regression
+  // (one output). Absent from a config.json: regression when num_labels is 1,
+  // as HF decides.
+  std::string problem_type = "single_label_classification";
 
   // Reads an HF config.json text (unknown keys ignored; hidden_act must be gelu).
   static absl::StatusOr<BertConfig> FromJson(const std::string& json_text, const std::string& source);

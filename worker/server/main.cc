@@ -114,8 +114,7 @@ class EventWriter : public attune::worker::train::TrainerObserver {
     Flush();
   }
   void OnEval(int64_t step, const attune::worker::eval::Metrics& m) override {
-    Write({{"type", "eval"}, {"step", step}, {"eval_loss", m.loss}, {"accuracy", m.accuracy}, {"f1", m.f1},
-           {"roc_auc", m.roc_auc}, {"precision", m.precision}, {"recall", m.recall}});
+    Write({{"type", "eval"}, {"step", step}, {"metrics", m.Named()}});
   }
   void OnCheckpoint(int64_t step, const std::string& dir, double seconds) override {
     Write({{"type", "checkpoint"}, {"step", step}, {"dir", dir}, {"seconds", seconds}, {"unix_seconds", UnixNow()}});
@@ -401,7 +400,9 @@ int Train() {
     std::cout << absl::StrFormat("\ntrain samples/s: %.1f\n", result->train_samples_per_second);
   }
   std::cout << "\n" << attune::worker::eval::ReportTable(result->final_metrics, result->label_names);
-  std::cout << absl::StrCat("\nmajority-class baseline accuracy: ", result->baseline_accuracy,
+  std::string baseline;
+  for (const auto& [name, v] : result->baseline) absl::StrAppend(&baseline, baseline.empty() ? "" : ", ", name, " ", v);
+  std::cout << absl::StrCat("\nbaseline (", result->baseline_description, "): ", baseline,
                             "\nstopped: ", result->stop_reason, " after ", result->steps, " steps",
                             "\nmodel:   ", result->model_dir,
                             "\nreports: ", config->output_dir, "/eval_report.json, ", config->output_dir,

@@ -7,6 +7,7 @@
 #include "common/status_macros.h"
 #include "worker/data/dataset.h"
 #include "worker/model/bert.h"
+#include "worker/task/task.h"
 #include "worker/text/tokenizer.h"
 #include "worker/train/trainer.h"
 
@@ -18,6 +19,9 @@ absl::Status PredictImpl(const std::string& model_dir, const std::string& input,
   ConfigureThreads(o.threads);
   ATTUNE_ASSIGN_OR_RETURN(model::BertClassifier m, model::LoadHfModel(model_dir));
   ATTUNE_ASSIGN_OR_RETURN(text::Tokenizer tok, text::Tokenizer::FromDirectory(model_dir));
+  // The model's HF problem_type decides the output: softmax and a label,
+  // sigmoids and every label above 0.5, or a score.
+  const std::unique_ptr<task::Task> task = task::TaskForProblemType(m->config.problem_type);
   data::ReaderOptions ro;
   ro.text_column = o.text_column;
   ro.label_column = "label";
@@ -50,17 +54,10 @@ absl::Status PredictImpl(const std::string& model_dir, const std::string& input,
       types[i].slice(0, 0, n).copy_(torch::tensor(e.token_type_ids, torch::kInt64));
       mask[i].slice(0, 0, n).fill_(1);
     }
-    torch::Tensor logits = m(ids, types, mask).to(torch::kFloat64);
-    torch::Tensor probs = torch::softmax(logits, -1);
+    torch::Tensor logits = m(ids, types, mask).to(torch::kFloat64).contiguous();
     for (int64_t i = 0; i < b; ++i) {
-      nlohmann::json line;
       std::vector<double> l(logits[i].data_ptr<double>(), logits[i].data_ptr<double>() + logits.size(1));
-      std::vector<double> p(probs[i].data_ptr<double>(), probs[i].data_ptr<double>() + probs.size(1));
-      size_t best = static_cast<size_t>(std::max_element(p.begin(), p.end()) - p.begin());
-      line["logits"] = l;
-      line["probs"] = p;
-      line["label"] = best < m->config.labels.size() ? m->config.labels[best] : std::to_string(best);
-      out << line.dump() << "\n";
+      out << task->PredictLine(l, m->config.labels).dump() << "\n";
     }
   }
   out.flush();

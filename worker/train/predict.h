@@ -19,7 +19,9 @@ struct PredictOptions {
 
 // Reads `input` (CSV or JSONL with a text column and optionally a text_pair
 // column) and writes one JSON line per record, in input order:
-// {"logits": [...], "probs": [...], "label": "..."}.
+// {"logits": [...], "probs": [...], "label": "..."} for sequence
+// classification, plus "labels" (every label above 0.5) for multi-label, and
+// {"logits": [x], "score": x} for regression (from config.json's problem_type).
 absl::Status Predict(const std::string& model_dir, const std::string& input, const PredictOptions& options,
                      std::ostream& out);
 

@@ -21,6 +21,7 @@
 #include "common/files.h"
 #include "common/safetensors.h"
 #include "common/status_macros.h"
+#include "common/task_catalog.h"
 #include "worker/data/dataset.h"
 #include "worker/eval/report.h"
 #include "worker/model/bert.h"
@@ -28,6 +29,7 @@
 #include "worker/comm/communicator.h"
 #include "worker/comm/reducer.h"
 #include "worker/text/tokenizer.h"
+#include "worker/task/task.h"
 #include "worker/train/schedule.h"
 
 namespace attune::worker::train {
@@ -36,13 +38,10 @@ namespace {
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
-struct Encoded {
-  std::vector<int64_t> ids, types;
-  int label = 0;
-};
+using task::Encoded;
 
 struct Batch {
-  torch::Tensor ids, types, mask, labels;
+  torch::Tensor ids, types, mask, targets;  // targets: the task's label tensor
   int64_t tokens = 0;
 };
 
@@ -57,8 +56,8 @@ uint64_t Mix(uint64_t x) {
 // non-zero augmentation rate, each non-special token of a training example
 // is deleted or replaced by [MASK], decided by a hash of (seed, step, example),
 // so that a resumed run draws the same augmentation.
-Batch Collate(const std::vector<Encoded>& data, const std::vector<int64_t>& idx, int64_t pad_id, double delete_rate,
-              double mask_rate, int64_t mask_id, uint64_t aug_seed) {
+Batch Collate(const task::Task& task, int outputs, const std::vector<Encoded>& data, const std::vector<int64_t>& idx,
+              int64_t pad_id, double delete_rate, double mask_rate, int64_t mask_id, uint64_t aug_seed) {
   std::vector<std::vector<int64_t>> ids(idx.size()), types(idx.size());
   size_t longest = 0;
   for (size_t i = 0; i < idx.size(); ++i) {
@@ -84,11 +83,10 @@ Batch Collate(const std::vector<Encoded>& data, const std::vector<int64_t>& idx,
   out.ids = torch::full({b, t}, pad_id, torch::kInt64);
   out.types = torch::zeros({b, t}, torch::kInt64);
   out.mask = torch::zeros({b, t}, torch::kInt64);
-  out.labels = torch::empty({b}, torch::kInt64);
   auto pi = out.ids.accessor<int64_t, 2>();
   auto pt = out.types.accessor<int64_t, 2>();
   auto pm = out.mask.accessor<int64_t, 2>();
-  auto pl = out.labels.accessor<int64_t, 1>();
+  std::vector<const Encoded*> rows;
   for (int64_t i = 0; i < b; ++i) {
     const auto& row = ids[static_cast<size_t>(i)];
     for (size_t k = 0; k < row.size(); ++k) {
@@ -96,9 +94,10 @@ Batch Collate(const std::vector<Encoded>& data, const std::vector<int64_t>& idx,
       pt[i][static_cast<int64_t>(k)] = types[static_cast<size_t>(i)][k];
       pm[i][static_cast<int64_t>(k)] = 1;
     }
-    pl[i] = data[static_cast<size_t>(idx[static_cast<size_t>(i)])].label;
+    rows.push_back(&data[static_cast<size_t>(idx[static_cast<size_t>(i)])]);
     out.tokens += static_cast<int64_t>(row.size());
   }
+  out.targets = task.Targets(rows, outputs);
   return out;
 }
 
@@ -108,7 +107,7 @@ std::vector<Encoded> EncodeAll(const text::Tokenizer& tok, const std::vector<dat
   for (const auto& e : ex) {
     const std::string* pair = e.text_pair ? &*e.text_pair : nullptr;
     text::Encoding enc = tok.Encode(e.text, pair, max_length, /*pad=*/false);
-    out.push_back({std::move(enc.input_ids), std::move(enc.token_type_ids), e.label});
+    out.push_back({std::move(enc.input_ids), std::move(enc.token_type_ids), e.label, e.labels, e.value});
   }
   return out;
 }
@@ -119,26 +118,25 @@ struct PreparedData {
   data::LabelMap labels;
 };
 
-absl::StatusOr<PreparedData> PrepareData(const common::JobConfig& c, bool write_report) {
+absl::StatusOr<PreparedData> PrepareData(const common::JobConfig& c, const task::Task& task, bool write_report) {
   data::ReaderOptions ro;
   ro.text_column = c.text_column;
   ro.text_pair_column = c.text_pair_column;
   ro.label_column = c.label_column;
+  ro.label_list = task.label_kind() == data::LabelKind::kMultiLabel;
   ro.max_field_bytes = c.max_field_bytes;
   ro.max_row_bytes = std::max<int64_t>(ro.max_row_bytes, 4 * c.max_field_bytes);
-  data::CleaningPolicy policy{c.drop_missing, c.drop_duplicates, c.drop_conflicting};
+  data::CleaningPolicy policy{c.drop_missing, c.drop_duplicates, c.drop_conflicting, task.label_kind()};
   std::optional<data::LabelMap> explicit_labels;
   if (!c.label_names.empty()) explicit_labels = data::LabelMap(c.label_names);
 
   ATTUNE_ASSIGN_OR_RETURN(auto train_records, data::ReadRecords(c.train_path, ro));
   data::CleanResult train = data::Clean(train_records, policy, explicit_labels, c.train_path);
-  if (train.labels.size() < 2) {
-    return absl::InvalidArgumentError(absl::StrCat(c.train_path, ": needs at least two distinct labels after cleaning, found ",
-                                                   train.labels.size()));
-  }
+  ATTUNE_RETURN_IF_ERROR(task.CheckLabels(train.labels, c.train_path));
   PreparedData out;
   out.labels = train.labels;
   nlohmann::json report;
+  report["task"] = task.name();
   report["train"] = nlohmann::json::parse(train.report.ToJson());
   if (!c.validation_path.empty()) {
     ATTUNE_ASSIGN_OR_RETURN(auto val_records, data::ReadRecords(c.validation_path, ro));
@@ -150,7 +148,9 @@ absl::StatusOr<PreparedData> PrepareData(const common::JobConfig& c, bool write_
   } else {
     data::StratifiedSplit(std::move(train.examples), c.validation_split, static_cast<uint64_t>(c.seed), &out.train,
                           &out.validation);
-    report["split"] = absl::StrFormat("stratified %.3f, seed %d", c.validation_split, c.seed);
+    report["split"] = absl::StrFormat("%s %.3f, seed %d",
+                                      task.label_kind() == data::LabelKind::kClass ? "stratified" : "random",
+                                      c.validation_split, c.seed);
   }
   if (out.train.empty()) return absl::InvalidArgumentError(absl::StrCat(c.train_path, ": no training rows left after cleaning"));
   if (out.validation.empty()) return absl::InvalidArgumentError("data.validation: no validation rows left after cleaning");
@@ -184,7 +184,7 @@ absl::StatusOr<text::Tokenizer> MakeTokenizer(const common::JobConfig& c, const 
 }
 
 absl::StatusOr<model::BertConfig> MakeBertConfig(const common::JobConfig& c, const text::Tokenizer& tok,
-                                                 const data::LabelMap& labels) {
+                                                 const task::Task& task, const data::LabelMap& labels) {
   model::BertConfig bc;
   if (!c.model_path.empty()) {
     ATTUNE_ASSIGN_OR_RETURN(std::string text, common::ReadFile(c.model_path + "/config.json", 1 << 20));
@@ -212,7 +212,8 @@ absl::StatusOr<model::BertConfig> MakeBertConfig(const common::JobConfig& c, con
     return absl::InvalidArgumentError(absl::StrFormat("data.max_length %d exceeds the model's max_position_embeddings %d",
                                                       c.max_length, bc.max_position_embeddings));
   }
-  bc.labels = labels.labels();
+  bc.labels = task.OutputNames(labels);
+  bc.problem_type = task.problem_type();
   return bc;
 }
 
@@ -229,14 +230,18 @@ model::MethodConfig MakeMethod(const common::JobConfig& c) {
 
 // Runs the model over `data` without padding rows or dropping any. With a
 // communicator, rank r takes every world-th batch (so batch composition, and
-// hence every logit, is the same for any world size) and the labels, scores
-// and loss sums are gathered, so that every rank computes identical metrics.
-absl::StatusOr<eval::Metrics> Evaluate(model::BertClassifier& m, const std::vector<Encoded>& data, int64_t batch_size,
-                                       int64_t pad_id, int num_classes, comm::Communicator* comm) {
+// hence every logit, is the same for any world size); each example becomes
+// the task's row of doubles (target and scores), the rows are gathered and put
+// back in dataset order, and the loss sums are reduced, so that every rank
+// computes identical metrics.
+absl::StatusOr<eval::Metrics> Evaluate(model::BertClassifier& m, const task::Task& task, int outputs,
+                                       const std::vector<Encoded>& data, int64_t batch_size, int64_t pad_id,
+                                       comm::Communicator* comm) {
   torch::NoGradGuard g;
   m->eval();
   const int rank = comm ? comm->rank() : 0, world = comm ? comm->world_size() : 1;
-  std::vector<double> labels, probs;
+  const size_t width = static_cast<size_t>(task.RowWidth(outputs));
+  std::vector<double> rows;
   double loss_sum = 0;
   size_t batch_no = 0;
   for (size_t start = 0; start < data.size(); start += static_cast<size_t>(batch_size), ++batch_no) {
@@ -245,76 +250,63 @@ absl::StatusOr<eval::Metrics> Evaluate(model::BertClassifier& m, const std::vect
     for (size_t i = start; i < std::min(data.size(), start + static_cast<size_t>(batch_size)); ++i) {
       idx.push_back(static_cast<int64_t>(i));
     }
-    Batch b = Collate(data, idx, pad_id, 0, 0, -1, 0);
+    Batch b = Collate(task, outputs, data, idx, pad_id, 0, 0, -1, 0);
     torch::Tensor logits = m(b.ids, b.types, b.mask).to(torch::kFloat64);
-    loss_sum += torch::nn::functional::cross_entropy(
-                    logits, b.labels, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
-                    .item<double>();
-    torch::Tensor p = torch::softmax(logits, -1).contiguous();
-    probs.insert(probs.end(), p.data_ptr<double>(), p.data_ptr<double>() + p.numel());
-    for (int64_t i = 0; i < b.labels.size(0); ++i) labels.push_back(static_cast<double>(b.labels[i].item<int64_t>()));
+    loss_sum += task.SummedLoss(logits, b.targets).item<double>();
+    task.AppendRows(logits, b.targets, &rows);
   }
   m->train();
-  // Rows are tagged with their batch number so that the gathered rows can be
-  // put back in dataset order.
-  eval::EvalInput in;
-  in.num_classes = num_classes;
-  if (comm && world > 1) {
-    torch::Tensor row = torch::tensor(std::vector<double>{loss_sum}, torch::kFloat64);
-    ATTUNE_RETURN_IF_ERROR(comm::AllReduceSumBlocking(*comm, row));
-    loss_sum = row.item<double>();
-    ATTUNE_ASSIGN_OR_RETURN(torch::Tensor all_labels, comm::AllGatherVariable(*comm, torch::tensor(labels, torch::kFloat64)));
-    ATTUNE_ASSIGN_OR_RETURN(torch::Tensor all_probs, comm::AllGatherVariable(*comm, torch::tensor(probs, torch::kFloat64)));
-    // Rank-major order back to dataset order: batch b lives on rank b % world.
-    std::vector<std::vector<int64_t>> rows_of_rank(static_cast<size_t>(world));
-    size_t n_batches = (data.size() + static_cast<size_t>(batch_size) - 1) / static_cast<size_t>(batch_size);
-    std::vector<int64_t> rank_offset(static_cast<size_t>(world), 0);
-    std::vector<int64_t> rank_base(static_cast<size_t>(world), 0);
-    for (size_t b = 0; b < n_batches; ++b) {
-      size_t r = b % static_cast<size_t>(world);
-      int64_t rows = static_cast<int64_t>(std::min(data.size(), (b + 1) * static_cast<size_t>(batch_size)) - b * static_cast<size_t>(batch_size));
-      rank_base[r] += rows;
-    }
-    for (size_t r = 1; r < static_cast<size_t>(world); ++r) rank_base[r] += rank_base[r - 1];
-    for (size_t b = 0; b < n_batches; ++b) {
-      size_t r = b % static_cast<size_t>(world);
-      int64_t rows = static_cast<int64_t>(std::min(data.size(), (b + 1) * static_cast<size_t>(batch_size)) - b * static_cast<size_t>(batch_size));
-      int64_t base = (r == 0 ? 0 : rank_base[r - 1]) + rank_offset[r];
-      for (int64_t k = 0; k < rows; ++k) {
-        in.labels.push_back(static_cast<int>(all_labels[base + k].item<double>()));
-        std::vector<double> row_p(static_cast<size_t>(num_classes));
-        for (int c = 0; c < num_classes; ++c) row_p[static_cast<size_t>(c)] = all_probs[(base + k) * num_classes + c].item<double>();
-        in.probs.push_back(std::move(row_p));
-      }
-      rank_offset[r] += rows;
-    }
-  } else {
-    for (size_t i = 0; i < labels.size(); ++i) {
-      in.labels.push_back(static_cast<int>(labels[i]));
-      in.probs.emplace_back(probs.begin() + static_cast<long>(i * static_cast<size_t>(num_classes)),
-                            probs.begin() + static_cast<long>((i + 1) * static_cast<size_t>(num_classes)));
-    }
+  if (!comm || world == 1) return task.Compute(rows, outputs, loss_sum);
+  torch::Tensor sum = torch::tensor(std::vector<double>{loss_sum}, torch::kFloat64);
+  ATTUNE_RETURN_IF_ERROR(comm::AllReduceSumBlocking(*comm, sum));
+  ATTUNE_ASSIGN_OR_RETURN(torch::Tensor all, comm::AllGatherVariable(*comm, torch::tensor(rows, torch::kFloat64)));
+  all = all.contiguous();
+  const double* at = all.data_ptr<double>();
+  // Rank-major order back to dataset order: batch k lives on rank k % world,
+  // and each rank's rows are its batches in order.
+  const size_t n_batches = (data.size() + static_cast<size_t>(batch_size) - 1) / static_cast<size_t>(batch_size);
+  auto rows_in = [&](size_t k) {
+    return std::min(data.size(), (k + 1) * static_cast<size_t>(batch_size)) - k * static_cast<size_t>(batch_size);
+  };
+  std::vector<size_t> rank_start(static_cast<size_t>(world) + 1, 0);
+  for (size_t k = 0; k < n_batches; ++k) rank_start[k % static_cast<size_t>(world) + 1] += rows_in(k);
+  for (size_t r = 1; r <= static_cast<size_t>(world); ++r) rank_start[r] += rank_start[r - 1];
+  std::vector<size_t> taken(static_cast<size_t>(world), 0);
+  std::vector<double> ordered;
+  ordered.reserve(data.size() * width);
+  for (size_t k = 0; k < n_batches; ++k) {
+    const size_t r = k % static_cast<size_t>(world);
+    const size_t first = rank_start[r] + taken[r];
+    ordered.insert(ordered.end(), at + first * width, at + (first + rows_in(k)) * width);
+    taken[r] += rows_in(k);
   }
-  in.loss_sum = loss_sum;
-  return eval::ComputeMetrics(in);
+  return task.Compute(ordered, outputs, sum.item<double>());
 }
 
+// "micro_f1 0.6120 macro_f1 0.5011 ...": the task's headline metrics, for logs.
+std::string Headline(const task::Task& task, const eval::Metrics& m) {
+  const auto named = m.Named();
+  std::string out = absl::StrFormat("loss %.4f", m.loss);
+  for (const auto& name : task.info().headline) {
+    auto it = named.find(name);
+    if (it != named.end()) absl::StrAppendFormat(&out, " %s %.4f", name, it->second);
+  }
+  return out;
+}
+
+// An evaluation in the loop state: every scalar metric, losslessly.
 nlohmann::json MetricsSummary(const eval::Metrics& m) {
-  return {{"loss", m.loss}, {"accuracy", m.accuracy}, {"f1", m.f1}, {"precision", m.precision},
-          {"recall", m.recall}, {"roc_auc", m.roc_auc}, {"macro_f1", m.macro_f1}, {"count", m.count}};
+  return {{"task", m.task}, {"count", m.count}, {"metrics", m.Named()}};
 }
 
 eval::Metrics MetricsFromSummary(const nlohmann::json& j) {
-  eval::Metrics m;
-  m.loss = j.value("loss", 0.0);
-  m.accuracy = j.value("accuracy", 0.0);
-  m.f1 = j.value("f1", 0.0);
-  m.precision = j.value("precision", 0.0);
-  m.recall = j.value("recall", 0.0);
-  m.roc_auc = j.value("roc_auc", 0.0);
-  m.macro_f1 = j.value("macro_f1", 0.0);
-  m.count = j.value("count", int64_t{0});
-  return m;
+  std::map<std::string, double> named;
+  const nlohmann::json& values = j.contains("metrics") ? j["metrics"] : j;  // flat: an earlier release's state
+  for (const auto& [k, v] : values.items()) {
+    if (v.is_number() && k != "step" && k != "epoch" && k != "count") named[k] = v.get<double>();
+  }
+  return eval::Metrics::FromNamed(j.value("task", std::string("sequence_classification")),
+                                  j.value("count", int64_t{0}), named);
 }
 
 absl::Status SaveParams(model::BertClassifier& m, const std::string& path) {
@@ -467,6 +459,7 @@ class Engine {
   std::unique_ptr<data::EpochSampler> sampler_;
   std::string ckpt_root_, best_path_;
   ParamSnapshot best_;  // the best evaluation's weights, on every rank (early stopping)
+  std::unique_ptr<task::Task> task_;
   TrainResult result_;
 };
 
@@ -550,19 +543,23 @@ absl::StatusOr<TrainResult> Engine::Run() {
   best_path_ = c_.output_dir + "/best/model.safetensors";
   ATTUNE_RETURN_IF_ERROR(common::MakeDirs(ckpt_root_));
 
-  if (!c_.model_path.empty() && c_.label_names.empty()) {
-    // A classifier checkpoint with named labels keeps its label order, so
-    // that its rows still mean the same classes.
+  task_ = task::MakeTask(c_.task);
+  if (task_ == nullptr) return absl::InvalidArgumentError(absl::StrCat("task.type: unknown task '", c_.task, "'"));
+  const task::Task& task = *task_;
+  if (!c_.model_path.empty() && c_.label_names.empty() && task.label_kind() != data::LabelKind::kNumber) {
+    // A classifier checkpoint of the same problem with named labels keeps its
+    // label order, so that its rows still mean the same classes.
     ATTUNE_ASSIGN_OR_RETURN(std::string text, common::ReadFile(c_.model_path + "/config.json", 1 << 20));
     ATTUNE_ASSIGN_OR_RETURN(model::BertConfig base, model::BertConfig::FromJson(text, c_.model_path + "/config.json"));
     bool generic = true;
     for (size_t i = 0; i < base.labels.size(); ++i) generic &= base.labels[i] == absl::StrCat("LABEL_", i);
-    if (!generic) c_.label_names = base.labels;
+    if (!generic && base.problem_type == task.problem_type()) c_.label_names = base.labels;
   }
-  ATTUNE_ASSIGN_OR_RETURN(PreparedData data, PrepareData(c_, rank_ == 0));
+  ATTUNE_ASSIGN_OR_RETURN(PreparedData data, PrepareData(c_, task, rank_ == 0));
   ATTUNE_ASSIGN_OR_RETURN(text::Tokenizer tok, MakeTokenizer(c_, data.train));
-  ATTUNE_ASSIGN_OR_RETURN(model::BertConfig bc, MakeBertConfig(c_, tok, data.labels));
-  const int num_classes = data.labels.size();
+  ATTUNE_ASSIGN_OR_RETURN(model::BertConfig bc, MakeBertConfig(c_, tok, task, data.labels));
+  const int outputs = static_cast<int>(bc.labels.size());
+  const int64_t loss_units = task.LossUnitsPerExample(outputs);
   auto t_enc = Clock::now();
   std::vector<Encoded> train = EncodeAll(tok, data.train, static_cast<int>(c_.max_length));
   std::vector<Encoded> val = EncodeAll(tok, data.validation, static_cast<int>(c_.max_length));
@@ -613,9 +610,13 @@ absl::StatusOr<TrainResult> Engine::Run() {
   const int64_t warmup = c_.warmup_steps > 0 ? c_.warmup_steps
                                              : static_cast<int64_t>(std::ceil(c_.warmup_ratio * static_cast<double>(total)));
   const bool es_on = !c_.early_stopping_metric.empty();
-  const bool maximize = c_.early_stopping_mode.empty()
-                            ? !(c_.early_stopping_metric == "loss" || c_.early_stopping_metric == "eval_loss")
-                            : c_.early_stopping_mode == "max";
+  const common::MetricInfo* es_metric = common::FindMetric(task.info(), c_.early_stopping_metric);
+  if (es_on && es_metric == nullptr) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("evaluation.early_stopping.metric: '", c_.early_stopping_metric, "' is not a known metric"));
+  }
+  const bool maximize = c_.early_stopping_mode.empty() ? es_on && es_metric->higher_is_better
+                                                       : c_.early_stopping_mode == "max";
   EarlyStopping stopper(maximize, c_.early_stopping_patience, c_.early_stopping_min_delta);
   const int64_t mask_id = tok.ConvertTokensToIds({"[MASK]"})[0] == tok.ConvertTokensToIds({"[UNK]"})[0]
                               ? -1
@@ -648,12 +649,11 @@ absl::StatusOr<TrainResult> Engine::Run() {
 
   std::optional<eval::Metrics> latest;  // full metrics of this run's last evaluation, at s.last_eval_step
   auto run_eval = [&](double epoch) -> absl::Status {
-    ATTUNE_ASSIGN_OR_RETURN(eval::Metrics m, Evaluate(model_, val, c_.eval_batch_size, tok.pad_id(), num_classes, comm_));
+    ATTUNE_ASSIGN_OR_RETURN(eval::Metrics m, Evaluate(model_, task, outputs, val, c_.eval_batch_size, tok.pad_id(), comm_));
     latest = m;
     s.evals.push_back({s.step, epoch, m});
     s.last_eval_step = s.step;
-    LOG(INFO) << absl::StrFormat("job=%s rank=%d step=%d eval: loss %.4f accuracy %.4f f1 %.4f roc_auc %.4f", c_.name,
-                                 rank_, s.step, m.loss, m.accuracy, m.f1, m.roc_auc);
+    LOG(INFO) << absl::StrFormat("job=%s rank=%d step=%d eval: %s", c_.name, rank_, s.step, Headline(task, m));
     if (obs_) obs_->OnEval(s.step, m);
     if (es_on) {
       double v = 0;
@@ -713,16 +713,16 @@ absl::StatusOr<TrainResult> Engine::Run() {
       for (size_t k = 0; k < micro.size(); ++k) {
         if (micro[k].empty()) continue;
         uint64_t aug_seed = Mix(static_cast<uint64_t>(c_.seed) ^ Mix(static_cast<uint64_t>(s.step) * 64 + k));
-        Batch b = Collate(train, micro[k], tok.pad_id(), c_.augment_delete_rate, c_.augment_mask_rate, mask_id, aug_seed);
+        Batch b = Collate(task, outputs, train, micro[k], tok.pad_id(), c_.augment_delete_rate, c_.augment_mask_rate,
+                          mask_id, aug_seed);
         ev.samples += static_cast<int64_t>(micro[k].size());
         if (reducer_) reducer_->PrepareForBackward(/*sync=*/k + 1 == micro.size());
         lap(&ev.data_seconds);
         torch::Tensor logits = model_(b.ids, b.types, b.mask);
-        torch::Tensor loss = torch::nn::functional::cross_entropy(
-            logits, b.labels, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
+        torch::Tensor loss = task.SummedLoss(logits, b.targets);
         loss_sum += loss.item<double>();
         lap(&ev.forward_seconds);
-        (loss / static_cast<double>(step_examples)).backward();
+        (loss / static_cast<double>(step_examples * loss_units)).backward();
         tokens += b.tokens;
         lap(&ev.backward_seconds);
       }
@@ -847,7 +847,7 @@ absl::StatusOr<TrainResult> Engine::Run() {
   if (reuse_latest) {
     final_metrics = *latest;
   } else {
-    ATTUNE_ASSIGN_OR_RETURN(final_metrics, Evaluate(model_, val, c_.eval_batch_size, tok.pad_id(), num_classes, comm_));
+    ATTUNE_ASSIGN_OR_RETURN(final_metrics, Evaluate(model_, task, outputs, val, c_.eval_batch_size, tok.pad_id(), comm_));
   }
   result_.final_metrics = final_metrics;
   // The exported model's evaluation is the job's last word.
@@ -857,10 +857,9 @@ absl::StatusOr<TrainResult> Engine::Run() {
   result_.best_step = s.best_step;
   result_.stop_reason = stop_reason;
   result_.model_dir = c_.output_dir + "/model";
-  std::vector<int64_t> counts_by_label(static_cast<size_t>(num_classes), 0);
-  for (const auto& e : val) ++counts_by_label[static_cast<size_t>(e.label)];
-  result_.baseline_accuracy = static_cast<double>(*std::max_element(counts_by_label.begin(), counts_by_label.end())) /
-                              static_cast<double>(val.size());
+  const task::Baseline baseline = task.ComputeBaseline(train, val, outputs);
+  result_.baseline = baseline.metrics;
+  result_.baseline_description = baseline.description;
   if (rank_ == 0) {
     ATTUNE_RETURN_IF_ERROR(model::SaveHfModel(model_, result_.model_dir, c_.merge_lora));
     ATTUNE_RETURN_IF_ERROR(tok.Save(result_.model_dir));
@@ -875,7 +874,9 @@ absl::StatusOr<TrainResult> Engine::Run() {
     rep.final_eval = {es_on && s.best_step >= 0 ? s.best_step : s.step, 0, final_metrics};
     rep.best_step = s.best_step;
     rep.stop_reason = stop_reason;
-    rep.baseline_accuracy = result_.baseline_accuracy;
+    rep.task = task.name();
+    rep.baseline_description = baseline.description;
+    rep.baseline = baseline.metrics;
     ATTUNE_RETURN_IF_ERROR(common::WriteFileAtomic(c_.output_dir + "/eval_report.json", eval::ReportJson(rep)));
     ATTUNE_RETURN_IF_ERROR(common::WriteFileAtomic(c_.output_dir + "/eval_report.html", eval::ReportHtml(rep)));
   }

@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -77,7 +78,9 @@ struct TrainResult {
   std::string stop_reason;
   std::string model_dir;
   int64_t trainable_parameters = 0, total_parameters = 0;
-  double baseline_accuracy = 0;
+  // A trivial predictor on the evaluation set (the task's baseline).
+  std::map<std::string, double> baseline;
+  std::string baseline_description;
   // Distributed runs: the reducer's figures.
   double allreduce_hidden_fraction = 0;
   double allreduce_seconds_per_step = 0;

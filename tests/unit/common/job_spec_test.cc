@@ -65,6 +65,33 @@ TEST(JobSpecTest, JsonIsAcceptedToo) {
   EXPECT_EQ(c.method, "full");
 }
 
+TEST(JobSpecTest, ZeroSeedAndBetasAreKept) {
+  const std::string base = "name: j\nmodel: {path: m}\ndata: {train: t.csv, validation_split: 0.1}\noutput_dir: o\n";
+  JobConfig zero = Parse(base + "hyperparameters: {seed: 0, adam_beta1: 0.0, adam_beta2: 0.0}\n");
+  EXPECT_EQ(zero.seed, 0);
+  EXPECT_EQ(zero.adam_beta1, 0.0);
+  EXPECT_EQ(zero.adam_beta2, 0.0);
+  EXPECT_THAT(ValidateJobConfig(zero), IsOk());
+  JobConfig unset = Parse(base);
+  EXPECT_EQ(unset.seed, 42);
+  EXPECT_DOUBLE_EQ(unset.adam_beta1, 0.9);
+  EXPECT_DOUBLE_EQ(unset.adam_beta2, 0.999);
+  EXPECT_DOUBLE_EQ(unset.adam_epsilon, 1e-8);
+}
+
+TEST(JobSpecTest, EarlyStoppingMetricComesFromTheTaskCatalog) {
+  const std::string base = "name: j\nmodel: {path: m}\ndata: {train: t.csv, validation_split: 0.1}\noutput_dir: o\n";
+  JobConfig unnamed = Parse(base + "evaluation: {early_stopping: {patience: 2}}\n");
+  EXPECT_EQ(unnamed.early_stopping_metric, "f1");  // the catalog's default objective
+  JobConfig hf = Parse(base + "evaluation: {early_stopping: {metric: eval_loss}}\n");
+  EXPECT_THAT(ValidateJobConfig(hf), IsOk());
+  JobConfig bad = Parse(base + "evaluation: {early_stopping: {metric: perplexity}}\n");
+  EXPECT_THAT(ValidateJobConfig(bad),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "evaluation.early_stopping.metric: 'perplexity' is not a metric of sequence_classification"));
+  EXPECT_THAT(ValidateJobConfig(bad), StatusIs(absl::StatusCode::kInvalidArgument, "roc_auc"));
+}
+
 TEST(JobSpecTest, UnknownFieldIsNamedWithItsPath) {
   EXPECT_THAT(ParseJobSpec("name: x\nhyperparameters: {batch_sise: 4}\n", "s.yaml"),
               StatusIs(absl::StatusCode::kInvalidArgument, "hyperparameters.batch_sise: unknown field"));

@@ -150,6 +150,73 @@ TEST_F(DataTest, CleaningPolicyCanKeepDuplicates) {
   EXPECT_EQ(Clean(rs, {}, std::nullopt, "m").examples.size(), 2u);
 }
 
+TEST_F(DataTest, MultiLabelSetsFromJsonlArraysAndSeparatedText) {
+  std::string path = File("multi.jsonl",
+                          "{\"text\": \"a\", \"tags\": [\"law\", \"tax\"]}\n"  // 1 kept: {law, tax}
+                          "{\"text\": \"b\", \"tags\": \"tax; law;law\"}\n"      // 2 kept: the same set, spelled otherwise
+                          "{\"text\": \"a\", \"tags\": [\"tax\", \"law\"]}\n"  // 3 duplicate of 1 (order does not matter)
+                          "{\"text\": \"c\", \"tags\": []}\n"                      // 4 kept: the empty set
+                          "{\"text\": \"d\"}\n"                                      // 5 missing label
+                          "{\"text\": \"e\", \"tags\": [\"med\"]}\n"             // 6 conflicting with 7
+                          "{\"text\": \"e\", \"tags\": [\"med\", \"law\"]}\n");  // 7
+  ReaderOptions ro;
+  ro.label_column = "tags";
+  ro.label_list = true;
+  auto r = ReadRecords(path, ro);
+  ASSERT_THAT(r, IsOk());
+  CleaningPolicy policy;
+  policy.kind = LabelKind::kMultiLabel;
+  CleanResult c = Clean(*r, policy, std::nullopt, path);
+  ASSERT_EQ(c.examples.size(), 3u);
+  EXPECT_EQ(c.labels.labels(), (std::vector<std::string>{"law", "tax"}));  // med only on dropped rows
+  EXPECT_EQ(c.examples[0].labels, (std::vector<int>{0, 1}));
+  EXPECT_EQ(c.examples[1].labels, (std::vector<int>{0, 1}));
+  EXPECT_TRUE(c.examples[2].labels.empty());
+  EXPECT_EQ(c.report.dropped["duplicate"], 1);
+  EXPECT_EQ(c.report.dropped["missing_label"], 1);
+  EXPECT_EQ(c.report.dropped["conflicting_label"], 2);
+  EXPECT_EQ(c.report.label_counts["law"], 2);
+  // With a given label map, a row carrying any other label is dropped.
+  CleanResult given = Clean(*r, policy, LabelMap({"tax"}), path);
+  EXPECT_EQ(given.examples.size(), 1u);  // only the empty set
+  EXPECT_EQ(given.report.dropped["unknown_label"], 2);
+  // A label holding the separator cannot be told apart from two labels.
+  EXPECT_THAT(ReadRecords(File("semi.jsonl", "{\"text\": \"a\", \"tags\": [\"a;b\"]}\n"), ro),
+              StatusIs(absl::StatusCode::kInvalidArgument, "semi.jsonl:1: field 'tags': label 'a;b' holds ';'"));
+}
+
+TEST_F(DataTest, RegressionTargetsMustBeFiniteNumbers) {
+  std::string path = File("reg.csv",
+                          "text,score\n"
+                          "a,1.5\n"     // kept
+                          "b, 2 \n"     // kept (spaces trimmed)
+                          "c,abc\n"     // invalid
+                          "d,nan\n"     // invalid
+                          "e,1e999\n"   // invalid (overflows)
+                          "f,-0.5\n"    // kept
+                          "a,1.50\n"    // duplicate of line 2 (the same number)
+                          "g,3\n"       // conflicting
+                          "g,4\n");
+  ReaderOptions ro;
+  ro.label_column = "score";
+  auto r = ReadRecords(path, ro);
+  ASSERT_THAT(r, IsOk());
+  CleaningPolicy policy;
+  policy.kind = LabelKind::kNumber;
+  CleanResult c = Clean(*r, policy, std::nullopt, path);
+  ASSERT_EQ(c.examples.size(), 3u);
+  EXPECT_EQ(c.examples[1].value, 2.0);
+  EXPECT_EQ(c.examples[2].value, -0.5);
+  EXPECT_EQ(c.report.dropped["invalid_number"], 3);
+  EXPECT_EQ(c.report.sample_lines["invalid_number"], (std::vector<int64_t>{4, 5, 6}));
+  EXPECT_EQ(c.report.dropped["duplicate"], 1);
+  EXPECT_EQ(c.report.dropped["conflicting_label"], 2);
+  EXPECT_EQ(c.labels.size(), 0);
+  EXPECT_TRUE(c.report.has_targets);
+  EXPECT_DOUBLE_EQ(c.report.target_mean, 1.0);
+  EXPECT_NE(c.report.ToJson().find("\"targets\""), std::string::npos);
+}
+
 TEST(LabelMapTest, IntegersSortNumericallyStringsLexically) {
   EXPECT_EQ(LabelMap::FromLabels({"10", "2", "1"}).labels(), (std::vector<std::string>{"1", "2", "10"}));
   EXPECT_EQ(LabelMap::FromLabels({"b", "a", "b"}).labels(), (std::vector<std::string>{"a", "b"}));
@@ -168,7 +235,7 @@ TEST(Utf8Test, RejectsOverlongSurrogatesAndTruncation) {
 
 std::vector<Example> Labelled(int n_pos, int n_neg) {
   std::vector<Example> out;
-  for (int i = 0; i < n_pos + n_neg; ++i) out.push_back({"t" + std::to_string(i), std::nullopt, i < n_pos ? 1 : 0, i});
+  for (int i = 0; i < n_pos + n_neg; ++i) out.push_back({"t" + std::to_string(i), std::nullopt, i < n_pos ? 1 : 0, i, {}, 0});
   return out;
 }
 

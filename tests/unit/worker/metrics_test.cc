@@ -70,6 +70,54 @@ TEST(MetricsTest, MatchesScikitLearn) {
   }
 }
 
+TEST(MetricsTest, MultiLabelAndRegressionMatchScikitLearnAndSciPy) {
+  namespace fs = std::filesystem;
+  fs::path out = fs::temp_directory_path() / ("attune_sk_tasks_" + std::to_string(::getpid()) + ".json");
+  std::string cmd = std::string("/usr/bin/python3 ") + ATTUNE_SOURCE_DIR + "/tests/fixtures/sklearn_task_metrics.py " +
+                    out.string();
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  auto cases = nlohmann::json::parse(std::ifstream(out));
+  fs::remove(out);
+  ASSERT_EQ(cases["multi_label"].size(), 3u);
+  for (const auto& c : cases["multi_label"]) {
+    MultiLabelInput in;
+    in.num_labels = c["num_labels"];
+    in.targets = c["targets"].get<std::vector<std::vector<int>>>();
+    in.probs = c["probs"].get<std::vector<std::vector<double>>>();
+    in.loss_sum = c["loss_sum"];
+    Metrics m = ComputeMultiLabelMetrics(in);
+    SCOPED_TRACE("labels " + std::to_string(in.num_labels) + ", n " + std::to_string(in.targets.size()));
+    auto named = m.Named();
+    for (const char* k : {"loss", "subset_accuracy", "hamming_loss", "micro_precision", "micro_recall", "micro_f1",
+                          "macro_precision", "macro_recall", "macro_f1", "micro_roc_auc"}) {
+      ASSERT_TRUE(named.count(k)) << k;
+      EXPECT_NEAR(named[k], c[k].get<double>(), 1e-12) << k;
+    }
+    auto per_label = c["per_label_f1"].get<std::vector<double>>();
+    ASSERT_EQ(m.per_label.size(), per_label.size());
+    for (size_t i = 0; i < per_label.size(); ++i) EXPECT_NEAR(m.per_label[i].f1, per_label[i], 1e-12);
+    // The loop state's round trip keeps every scalar.
+    EXPECT_EQ(Metrics::FromNamed(m.task, m.count, named).Named(), named);
+  }
+  ASSERT_EQ(cases["regression"].size(), 2u);
+  for (const auto& c : cases["regression"]) {
+    RegressionInput in;
+    in.targets = c["targets"].get<std::vector<double>>();
+    in.predictions = c["predictions"].get<std::vector<double>>();
+    Metrics m = ComputeRegressionMetrics(in);
+    auto named = m.Named();
+    for (const char* k : {"mse", "mae", "pearson", "spearman"}) EXPECT_NEAR(named[k], c[k].get<double>(), 1e-12) << k;
+    EXPECT_EQ(named["loss"], named["mse"]);
+    EXPECT_EQ(Metrics::FromNamed(m.task, m.count, named).Named(), named);
+  }
+}
+
+TEST(MetricsTest, ConstantPredictionsHaveZeroCorrelation) {
+  EXPECT_EQ(Pearson({1, 1, 1}, {1, 2, 3}), 0.0);
+  EXPECT_EQ(Spearman({1, 2, 3}, {5, 5, 5}), 0.0);
+  EXPECT_DOUBLE_EQ(Spearman({1, 2, 3}, {10, 20, 30}), 1.0);
+}
+
 TEST(ReportTest, JsonTableAndOfflineHtml) {
   ReportInput in;
   in.job_name = "j<1>";
@@ -82,7 +130,8 @@ TEST(ReportTest, JsonTableAndOfflineHtml) {
   EXPECT_DOUBLE_EQ(j["final"]["accuracy"].get<double>(), 1.0);
   EXPECT_EQ(j["history"].size(), 2u);
   std::string table = ReportTable(in.final_eval.metrics, in.label_names);
-  EXPECT_NE(table.find("accuracy       1.0000"), std::string::npos) << table;
+  EXPECT_NE(table.find("accuracy           1.0000"), std::string::npos) << table;
+  EXPECT_NE(table.find("macro_f1"), std::string::npos) << table;
   std::string html = ReportHtml(in);
   EXPECT_NE(html.find("<svg"), std::string::npos);
   EXPECT_NE(html.find("ROC curve"), std::string::npos);

@@ -78,12 +78,11 @@ absl::Status GrpcCoordinatorClient::Report(const std::string& worker_id, const T
     e->set_type(v1::JobEvent::EVALUATION);
     auto* m = e->mutable_metrics();
     m->set_step(j.value("step", int64_t{0}));
-    m->set_loss(j.value("eval_loss", 0.0));
-    m->set_accuracy(j.value("accuracy", 0.0));
-    m->set_f1(j.value("f1", 0.0));
-    m->set_roc_auc(j.value("roc_auc", 0.0));
-    m->set_precision(j.value("precision", 0.0));
-    m->set_recall(j.value("recall", 0.0));
+    if (j.contains("metrics") && j["metrics"].is_object()) {
+      for (const auto& [name, v] : j["metrics"].items()) {
+        if (v.is_number()) (*m->mutable_values())[name] = v.get<double>();
+      }
+    }
   } else if (type == "checkpoint") {
     e->set_type(v1::JobEvent::CHECKPOINT);
     e->set_message(j.value("dir", ""));

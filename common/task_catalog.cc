@@ -1,0 +1,91 @@
+#include "common/task_catalog.h"
+
+#include "absl/strings/str_join.h"
+
+namespace attune::common {
+
+const std::vector<TaskInfo>& Tasks() {
+  static const auto* tasks = new std::vector<TaskInfo>{
+      {"sequence_classification",
+       {
+           {"loss", false, "mean cross-entropy"},
+           {"accuracy", true, "fraction of examples whose top class is right"},
+           {"precision", true, "precision (binary: of class 1; otherwise the macro average)"},
+           {"recall", true, "recall (binary: of class 1; otherwise the macro average)"},
+           {"f1", true, "F1 (binary: of class 1; otherwise the macro average)"},
+           {"roc_auc", true, "ROC-AUC (binary, or macro one-vs-rest); absent when a class has no examples"},
+           {"macro_precision", true, "precision averaged over classes"},
+           {"macro_recall", true, "recall averaged over classes"},
+           {"macro_f1", true, "F1 averaged over classes"},
+           {"micro_precision", true, "precision over all decisions"},
+           {"micro_recall", true, "recall over all decisions"},
+           {"micro_f1", true, "F1 over all decisions"},
+       },
+       "f1",
+       {"accuracy", "f1", "roc_auc"}},
+      {"multi_label_classification",
+       {
+           {"loss", false, "mean binary cross-entropy over examples and labels"},
+           {"subset_accuracy", true, "fraction of examples whose whole label set is right (threshold 0.5)"},
+           {"hamming_loss", false, "fraction of (example, label) decisions that are wrong"},
+           {"micro_precision", true, "precision over all (example, label) decisions"},
+           {"micro_recall", true, "recall over all (example, label) decisions"},
+           {"micro_f1", true, "F1 over all (example, label) decisions"},
+           {"macro_precision", true, "precision averaged over labels"},
+           {"macro_recall", true, "recall averaged over labels"},
+           {"macro_f1", true, "F1 averaged over labels"},
+           {"micro_roc_auc", true, "ROC-AUC over all (example, label) scores; absent with only one class present"},
+       },
+       "micro_f1",
+       {"micro_f1", "macro_f1", "micro_roc_auc"}},
+      {"sequence_regression",
+       {
+           {"loss", false, "mean squared error (the training loss)"},
+           {"mse", false, "mean squared error"},
+           {"mae", false, "mean absolute error"},
+           {"pearson", true, "Pearson correlation of predictions and targets"},
+           {"spearman", true, "Spearman rank correlation (ties share their mean rank)"},
+       },
+       "mse",
+       {"mse", "mae", "pearson"}},
+  };
+  return *tasks;
+}
+
+const TaskInfo* FindTask(std::string_view name) {
+  if (name.empty()) name = "sequence_classification";
+  for (const auto& t : Tasks()) {
+    if (t.name == name) return &t;
+  }
+  return nullptr;
+}
+
+const MetricInfo* FindMetric(const TaskInfo& task, std::string_view name) {
+  if (name == "eval_loss") name = "loss";
+  for (const auto& m : task.metrics) {
+    if (m.name == name) return &m;
+  }
+  return nullptr;
+}
+
+std::vector<std::pair<std::string, double>> InCatalogOrder(std::string_view task,
+                                                           const std::map<std::string, double>& values) {
+  std::map<std::string, double> rest = values;
+  std::vector<std::pair<std::string, double>> out;
+  if (const TaskInfo* t = FindTask(task)) {
+    for (const auto& info : t->metrics) {
+      auto it = rest.find(info.name);
+      if (it == rest.end()) continue;
+      out.emplace_back(*it);
+      rest.erase(it);
+    }
+  }
+  out.insert(out.end(), rest.begin(), rest.end());
+  return out;
+}
+
+std::string MetricNames(const TaskInfo& task) {
+  return absl::StrJoin(task.metrics, ", ", [](std::string* out, const MetricInfo& m) { out->append(m.name); });
+}
+
+}  // namespace attune::common

@@ -1,0 +1,65 @@
+#pragma once
+
+// Generated data for the multi-label and regression tasks (TESTONLY): short
+// texts from the tiny test model's vocabulary whose labels follow from their
+// words, so that a model can learn them.
+
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "tests/testing/process.h"
+
+namespace attune::testing {
+
+inline const std::vector<std::vector<std::string>>& TopicWords() {
+  static const std::vector<std::vector<std::string>> words = {{"patient", "aspirin", "fever", "chest", "pain"},
+                                                              {"bank", "loan", "interest", "rates", "pay"},
+                                                              {"court", "license", "rights", "contract", "party"}};
+  return words;
+}
+
+// JSONL {"text", "topics": [...]}: each row mentions one or two of the
+// topics medical, finance, legal, and is labelled with those it mentions.
+inline void WriteMultiLabelData(const std::string& path, int n, int seed) {
+  const std::vector<std::string> names = {"medical", "finance", "legal"};
+  std::mt19937 rng(static_cast<unsigned>(seed));
+  std::ostringstream out;
+  for (int i = 0; i < n; ++i) {
+    const int a = i % 3, b = (i / 3) % 4 == 0 ? (a + 1 + static_cast<int>(rng() % 2)) % 3 : a;
+    std::string text = "the";
+    for (int w = 0; w < 3; ++w) text += " " + TopicWords()[static_cast<size_t>(a)][rng() % 5];
+    for (int w = 0; w < 2; ++w) text += " " + TopicWords()[static_cast<size_t>(b)][rng() % 5];
+    nlohmann::json labels = {names[static_cast<size_t>(a)]};
+    if (b != a) labels.push_back(names[static_cast<size_t>(b)]);
+    out << nlohmann::json({{"text", text + " " + std::to_string(i)}, {"topics", labels}}).dump() << "\n";
+  }
+  WriteText(path, out.str());
+}
+
+// CSV text,score: the score is (medical words) - 0.5 x (finance words) among
+// five, plus a small deterministic offset.
+inline std::vector<double> WriteRegressionData(const std::string& path, int n, int seed) {
+  std::mt19937 rng(static_cast<unsigned>(seed));
+  std::ostringstream out;
+  std::vector<double> scores;
+  out << "text,score\n";
+  for (int i = 0; i < n; ++i) {
+    std::string text = "the";
+    double score = 0.1 * (i % 3);
+    for (int w = 0; w < 5; ++w) {
+      const int topic = static_cast<int>(rng() % 3);
+      text += " " + TopicWords()[static_cast<size_t>(topic)][rng() % 5];
+      score += topic == 0 ? 1.0 : topic == 1 ? -0.5 : 0.0;
+    }
+    out << text << " " << i << "," << score << "\n";
+    scores.push_back(score);
+  }
+  WriteText(path, out.str());
+  return scores;
+}
+
+}  // namespace attune::testing

@@ -1,0 +1,236 @@
+#include "worker/task/task.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include <torch/torch.h>
+
+#include "absl/strings/str_cat.h"
+
+namespace attune::worker::task {
+namespace {
+
+namespace F = torch::nn::functional;
+
+std::vector<double> RowOf(const torch::Tensor& t) {
+  torch::Tensor c = t.to(torch::kFloat64).contiguous();
+  return {c.data_ptr<double>(), c.data_ptr<double>() + c.numel()};
+}
+
+const common::TaskInfo& Info(const char* name) { return *common::FindTask(name); }
+
+class SequenceClassification : public Task {
+ public:
+  const common::TaskInfo& info() const override { return Info("sequence_classification"); }
+  data::LabelKind label_kind() const override { return data::LabelKind::kClass; }
+  absl::Status CheckLabels(const data::LabelMap& labels, const std::string& source) const override {
+    if (labels.size() >= 2) return absl::OkStatus();
+    return absl::InvalidArgumentError(
+        absl::StrCat(source, ": needs at least two distinct labels after cleaning, found ", labels.size()));
+  }
+  std::vector<std::string> OutputNames(const data::LabelMap& labels) const override { return labels.labels(); }
+  std::string problem_type() const override { return "single_label_classification"; }
+
+  at::Tensor Targets(const std::vector<const Encoded*>& batch, int) const override {
+    std::vector<int64_t> y;
+    for (const Encoded* e : batch) y.push_back(e->label);
+    return torch::tensor(y, torch::kInt64);
+  }
+  at::Tensor SummedLoss(const at::Tensor& logits, const at::Tensor& targets) const override {
+    return F::cross_entropy(logits, targets, F::CrossEntropyFuncOptions().reduction(torch::kSum));
+  }
+
+  int RowWidth(int outputs) const override { return 1 + outputs; }
+  void AppendRows(const at::Tensor& logits, const at::Tensor& targets, std::vector<double>* rows) const override {
+    torch::Tensor p = torch::softmax(logits.to(torch::kFloat64), -1);
+    for (int64_t i = 0; i < logits.size(0); ++i) {
+      rows->push_back(static_cast<double>(targets[i].item<int64_t>()));
+      auto r = RowOf(p[i]);
+      rows->insert(rows->end(), r.begin(), r.end());
+    }
+  }
+  eval::Metrics Compute(const std::vector<double>& rows, int outputs, double loss_sum) const override {
+    eval::EvalInput in;
+    in.num_classes = outputs;
+    const size_t w = static_cast<size_t>(RowWidth(outputs));
+    for (size_t at = 0; at + w <= rows.size(); at += w) {
+      in.labels.push_back(static_cast<int>(rows[at]));
+      in.probs.emplace_back(rows.begin() + static_cast<long>(at + 1), rows.begin() + static_cast<long>(at + w));
+    }
+    in.loss_sum = loss_sum;
+    return eval::ComputeMetrics(in);
+  }
+  Baseline ComputeBaseline(const std::vector<Encoded>&, const std::vector<Encoded>& validation,
+                           int outputs) const override {
+    std::vector<int64_t> counts(static_cast<size_t>(outputs), 0);
+    for (const auto& e : validation) ++counts[static_cast<size_t>(e.label)];
+    const double best = static_cast<double>(*std::max_element(counts.begin(), counts.end()));
+    return {"majority class of the evaluation set",
+            {{"accuracy", validation.empty() ? 0.0 : best / static_cast<double>(validation.size())}}};
+  }
+
+  nlohmann::json PredictLine(const std::vector<double>& logits, const std::vector<std::string>& names) const override {
+    torch::Tensor p = torch::softmax(torch::tensor(logits, torch::kFloat64), -1);
+    auto probs = RowOf(p);
+    const size_t best = static_cast<size_t>(std::max_element(probs.begin(), probs.end()) - probs.begin());
+    return {{"logits", logits}, {"probs", probs}, {"label", best < names.size() ? names[best] : std::to_string(best)}};
+  }
+};
+
+class MultiLabelClassification : public Task {
+ public:
+  const common::TaskInfo& info() const override { return Info("multi_label_classification"); }
+  data::LabelKind label_kind() const override { return data::LabelKind::kMultiLabel; }
+  absl::Status CheckLabels(const data::LabelMap& labels, const std::string& source) const override {
+    if (labels.size() >= 1) return absl::OkStatus();
+    return absl::InvalidArgumentError(absl::StrCat(source, ": no labels left after cleaning"));
+  }
+  std::vector<std::string> OutputNames(const data::LabelMap& labels) const override { return labels.labels(); }
+  std::string problem_type() const override { return "multi_label_classification"; }
+
+  at::Tensor Targets(const std::vector<const Encoded*>& batch, int outputs) const override {
+    torch::Tensor y = torch::zeros({static_cast<int64_t>(batch.size()), outputs}, torch::kFloat32);
+    auto a = y.accessor<float, 2>();
+    for (size_t i = 0; i < batch.size(); ++i) {
+      for (int c : batch[i]->labels) a[static_cast<int64_t>(i)][c] = 1.0f;
+    }
+    return y;
+  }
+  // HF's BCEWithLogitsLoss averages over examples and labels: the engine
+  // divides this sum by examples x labels.
+  at::Tensor SummedLoss(const at::Tensor& logits, const at::Tensor& targets) const override {
+    return F::binary_cross_entropy_with_logits(
+        logits, targets.to(logits.scalar_type()), F::BinaryCrossEntropyWithLogitsFuncOptions().reduction(torch::kSum));
+  }
+  int64_t LossUnitsPerExample(int outputs) const override { return outputs; }
+
+  int RowWidth(int outputs) const override { return 2 * outputs; }
+  void AppendRows(const at::Tensor& logits, const at::Tensor& targets, std::vector<double>* rows) const override {
+    torch::Tensor p = torch::sigmoid(logits.to(torch::kFloat64));
+    for (int64_t i = 0; i < logits.size(0); ++i) {
+      auto t = RowOf(targets[i]), s = RowOf(p[i]);
+      rows->insert(rows->end(), t.begin(), t.end());
+      rows->insert(rows->end(), s.begin(), s.end());
+    }
+  }
+  eval::Metrics Compute(const std::vector<double>& rows, int outputs, double loss_sum) const override {
+    eval::MultiLabelInput in;
+    in.num_labels = outputs;
+    const size_t k = static_cast<size_t>(outputs), w = 2 * k;
+    for (size_t at = 0; at + w <= rows.size(); at += w) {
+      std::vector<int> t(k);
+      for (size_t c = 0; c < k; ++c) t[c] = rows[at + c] > 0.5;
+      in.targets.push_back(std::move(t));
+      in.probs.emplace_back(rows.begin() + static_cast<long>(at + k), rows.begin() + static_cast<long>(at + w));
+    }
+    in.loss_sum = loss_sum;
+    return eval::ComputeMultiLabelMetrics(in);
+  }
+  // Each label predicted when most training examples carry it.
+  Baseline ComputeBaseline(const std::vector<Encoded>& train, const std::vector<Encoded>& validation,
+                           int outputs) const override {
+    std::vector<int64_t> carried(static_cast<size_t>(outputs), 0);
+    for (const auto& e : train) {
+      for (int c : e.labels) ++carried[static_cast<size_t>(c)];
+    }
+    eval::MultiLabelInput in;
+    in.num_labels = outputs;
+    std::vector<double> fixed(static_cast<size_t>(outputs));
+    for (size_t c = 0; c < fixed.size(); ++c) fixed[c] = 2 * carried[c] > static_cast<int64_t>(train.size()) ? 1.0 : 0.0;
+    for (const auto& e : validation) {
+      std::vector<int> t(static_cast<size_t>(outputs), 0);
+      for (int c : e.labels) t[static_cast<size_t>(c)] = 1;
+      in.targets.push_back(std::move(t));
+      in.probs.push_back(fixed);
+    }
+    eval::Metrics m = eval::ComputeMultiLabelMetrics(in);
+    return {"each label predicted when most training examples carry it",
+            {{"subset_accuracy", m.subset_accuracy},
+             {"hamming_loss", m.hamming_loss},
+             {"micro_f1", m.micro_f1},
+             {"macro_f1", m.macro_f1}}};
+  }
+
+  nlohmann::json PredictLine(const std::vector<double>& logits, const std::vector<std::string>& names) const override {
+    auto probs = RowOf(torch::sigmoid(torch::tensor(logits, torch::kFloat64)));
+    const size_t best = static_cast<size_t>(std::max_element(probs.begin(), probs.end()) - probs.begin());
+    std::vector<std::string> above;
+    for (size_t c = 0; c < probs.size(); ++c) {
+      if (probs[c] > 0.5) above.push_back(c < names.size() ? names[c] : std::to_string(c));
+    }
+    return {{"logits", logits},
+            {"probs", probs},
+            {"label", best < names.size() ? names[best] : std::to_string(best)},
+            {"labels", above}};
+  }
+};
+
+class SequenceRegression : public Task {
+ public:
+  const common::TaskInfo& info() const override { return Info("sequence_regression"); }
+  data::LabelKind label_kind() const override { return data::LabelKind::kNumber; }
+  absl::Status CheckLabels(const data::LabelMap&, const std::string&) const override { return absl::OkStatus(); }
+  std::vector<std::string> OutputNames(const data::LabelMap&) const override { return {"LABEL_0"}; }
+  std::string problem_type() const override { return "regression"; }
+
+  at::Tensor Targets(const std::vector<const Encoded*>& batch, int) const override {
+    std::vector<float> y;
+    for (const Encoded* e : batch) y.push_back(static_cast<float>(e->value));
+    return torch::tensor(y, torch::kFloat32);
+  }
+  at::Tensor SummedLoss(const at::Tensor& logits, const at::Tensor& targets) const override {
+    return F::mse_loss(logits.squeeze(-1), targets.to(logits.scalar_type()),
+                       F::MSELossFuncOptions().reduction(torch::kSum));
+  }
+
+  int RowWidth(int) const override { return 2; }
+  void AppendRows(const at::Tensor& logits, const at::Tensor& targets, std::vector<double>* rows) const override {
+    auto t = RowOf(targets), p = RowOf(logits.squeeze(-1));
+    for (size_t i = 0; i < t.size(); ++i) {
+      rows->push_back(t[i]);
+      rows->push_back(p[i]);
+    }
+  }
+  eval::Metrics Compute(const std::vector<double>& rows, int, double) const override {
+    eval::RegressionInput in;
+    for (size_t at = 0; at + 2 <= rows.size(); at += 2) {
+      in.targets.push_back(rows[at]);
+      in.predictions.push_back(rows[at + 1]);
+    }
+    return eval::ComputeRegressionMetrics(in);
+  }
+  Baseline ComputeBaseline(const std::vector<Encoded>& train, const std::vector<Encoded>& validation,
+                           int) const override {
+    double mean = 0;
+    for (const auto& e : train) mean += e.value;
+    mean /= static_cast<double>(std::max<size_t>(1, train.size()));
+    eval::RegressionInput in;
+    for (const auto& e : validation) {
+      in.targets.push_back(e.value);
+      in.predictions.push_back(mean);
+    }
+    eval::Metrics m = eval::ComputeRegressionMetrics(in);
+    return {absl::StrCat("the training mean (", mean, ") for every example"), {{"mse", m.mse}, {"mae", m.mae}}};
+  }
+
+  nlohmann::json PredictLine(const std::vector<double>& logits, const std::vector<std::string>&) const override {
+    return {{"logits", logits}, {"score", logits.empty() ? 0.0 : logits[0]}};
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<Task> MakeTask(const std::string& name) {
+  if (name.empty() || name == "sequence_classification") return std::make_unique<SequenceClassification>();
+  if (name == "multi_label_classification") return std::make_unique<MultiLabelClassification>();
+  if (name == "sequence_regression") return std::make_unique<SequenceRegression>();
+  return nullptr;
+}
+
+std::unique_ptr<Task> TaskForProblemType(const std::string& problem_type) {
+  if (problem_type == "multi_label_classification") return MakeTask("multi_label_classification");
+  if (problem_type == "regression") return MakeTask("sequence_regression");
+  return MakeTask("sequence_classification");
+}
+
+}  // namespace attune::worker::task
