@@ -14,6 +14,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "common/status_macros.h"
+#include "common/trainer_exit.h"
 #include "coordinator/scheduler.h"
 
 namespace attune::coordinator {
@@ -317,6 +318,7 @@ HeartbeatOut JobManager::Heartbeat(const std::string& worker_id, const std::vect
     if (!t.running && !rs.exited) {
       rs.exited = true;
       rs.exit_code = t.exit_code;
+      rs.error = common::SanitizeTrainerMessage(t.error);
     }
     CheckJobLocked(job);
   }
@@ -345,16 +347,26 @@ void JobManager::CheckJobLocked(Job& job) {
     }
     return;
   }
+  // The first rank that failed with a reason of its own speaks for the
+  // attempt (a peer that only lost its collective exits without one, or later).
+  const RankState* failed = nullptr;
+  size_t failed_rank = 0;
   for (size_t r = 0; r < ranks.size(); ++r) {
-    if (ranks[r].exited && ranks[r].exit_code != 0) {
-      int code = ranks[r].exit_code;
-      bool permanent = code == 2 || code == 65;
-      FailAttemptLocked(job,
-                        absl::StrCat("rank ", r, " exited with code ", code,
-                                     permanent ? " (invalid spec or data; not retried)" : ""),
-                        permanent, EventType::kStateChanged);
-      return;
+    if (!ranks[r].exited || ranks[r].exit_code == 0) continue;
+    if (failed == nullptr || (failed->error.empty() && !ranks[r].error.empty())) {
+      failed = &ranks[r];
+      failed_rank = r;
     }
+  }
+  if (failed != nullptr) {
+    const int code = failed->exit_code;
+    const bool permanent = common::IsPermanentExit(code);
+    FailAttemptLocked(job,
+                      absl::StrCat("rank ", failed_rank, " exited with code ", code, " (",
+                                   common::ExitCodeMeaning(code), permanent ? "; not retried" : "", ")",
+                                   failed->error.empty() ? "" : ": ", failed->error),
+                      permanent, EventType::kStateChanged);
+    return;
   }
   bool all_running = true, all_done = true;
   for (const auto& r : ranks) {

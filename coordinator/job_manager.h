@@ -65,6 +65,7 @@ struct TaskReport {
   bool running = false;
   int exit_code = 0;
   std::vector<std::string> log_lines;
+  std::string error;  // when !running: the trainer's reason (untrusted text; sanitised and capped on use)
 };
 
 struct AssignmentOut {
@@ -135,6 +136,7 @@ class JobManager {
   struct RankState {
     bool reported = false, running = false, exited = false;
     int exit_code = 0;
+    std::string error;
   };
   struct WorkerState {
     WorkerInfo info;

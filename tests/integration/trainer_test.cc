@@ -134,6 +134,24 @@ TEST_F(TrainerTest, CorruptDataFailsWithFileAndLine) {
   EXPECT_NE(r.output.find("train.csv:3: unterminated quoted field"), std::string::npos) << r.output;
 }
 
+TEST_F(TrainerTest, FullDiskStopsWithExit73AndLeavesNoPartialCheckpoint) {
+  // A 96 KiB tmpfs holds the data report and the weights, not the optimizer state.
+  const std::string disk = dir_ / "disk";
+  std::filesystem::create_directories(disk);
+  if (RunCommand("mount -t tmpfs -o size=96k tmpfs " + disk).exit_code != 0) {
+    GTEST_SKIP() << "cannot mount a tmpfs here (needs root)";
+  }
+  auto r = Train(dir_, "full", Spec(dir_, kTinyConfig, "{type: full}", "epochs: 1, batch_size: 8", disk + "/out"));
+  std::vector<std::string> left;
+  if (std::filesystem::exists(disk + "/out/checkpoints")) {
+    for (const auto& e : std::filesystem::directory_iterator(disk + "/out/checkpoints")) left.push_back(e.path());
+  }
+  RunCommand("umount " + disk);
+  EXPECT_EQ(r.exit_code, 73) << r.output;
+  EXPECT_NE(r.output.find("RESOURCE_EXHAUSTED"), std::string::npos) << r.output;
+  EXPECT_TRUE(left.empty()) << left.front();  // the temporary checkpoint directory was removed
+}
+
 TEST_F(TrainerTest, InvalidSpecNamesTheField) {
   auto r = Train(dir_, "inv", Spec(dir_, kTinyConfig, "{type: full}", "batch_size: 0", dir_ / "inv"));
   EXPECT_EQ(r.exit_code, 2) << r.output;

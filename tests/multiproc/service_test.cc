@@ -352,6 +352,23 @@ TEST_F(ServiceTest, RestartBudgetExhaustedFailsWithTheReason) {
   EXPECT_EQ(TrainersRunning(), 0);
 }
 
+TEST_F(ServiceTest, ATrainersOwnReasonBecomesTheJobsMessageAndPermanentFailuresAreNotRetried) {
+  StartCoordinator();
+  StartAgents(2);
+  // A column that is not in the file: only the trainer can tell, and retrying cannot help.
+  std::string spec = testing::ReadText(Spec("typo", 30, 5));
+  spec.replace(spec.find("max_length: 24}"), 15, "max_length: 24, label_column: stars}");
+  testing::WriteText(dir_ / "typo2.yaml", spec);
+  const std::string bad = Submit(dir_ / "typo2.yaml");
+  ASSERT_TRUE(WaitState(bad, "FAILED", 60)) << GetJob(bad).dump();
+  auto j = GetJob(bad);
+  const std::string message = j["message"];
+  EXPECT_NE(message.find("exited with code 65 (invalid input; not retried)"), std::string::npos) << message;
+  EXPECT_NE(message.find("no column named 'stars'"), std::string::npos) << message;
+  EXPECT_EQ(Int(j, "restarts"), 0) << j.dump();  // max_restarts 5, none spent
+  EXPECT_NE(Cli("get " + bad).output.find("no column named 'stars'"), std::string::npos);
+}
+
 TEST_F(ServiceTest, CoordinatorKilledMidJobRecoversWithoutLosingJobs) {
   StartCoordinator();
   StartAgents(2);

@@ -194,16 +194,16 @@ TEST_F(StoreTest, LifecycleWithFakeAgents) {
   ASSERT_EQ(h1.start.size() + h2.start.size(), 2u);
   const int64_t gen = h1.start[0].generation;
   EXPECT_EQ(h1.start[0].rendezvous, "127.0.0.1:1234");
-  m.Heartbeat("w1", {{job->id, gen, 0, true, 0, {}}});
-  m.Heartbeat("w2", {{job->id, gen, 1, true, 0, {}}});
+  m.Heartbeat("w1", {{job->id, gen, 0, true, 0, {}, ""}});
+  m.Heartbeat("w2", {{job->id, gen, 1, true, 0, {}, ""}});
   EXPECT_EQ(m.Get(job->id)->state, JobState::kRunning);
   // Rank 1 crashes: fenced, RECOVERING, relaunched with a new generation.
-  m.Heartbeat("w2", {{job->id, gen, 1, false, 137, {}}});
+  m.Heartbeat("w2", {{job->id, gen, 1, false, 137, {}, ""}});
   EXPECT_EQ(m.Get(job->id)->state, JobState::kRecovering);
   EXPECT_THAT(m.Report("w1", job->id, gen, 0, Event{}), StatusIs(absl::StatusCode::kFailedPrecondition, "fenced"));
-  auto stop = m.Heartbeat("w1", {{job->id, gen, 0, true, 0, {}}});
+  auto stop = m.Heartbeat("w1", {{job->id, gen, 0, true, 0, {}, ""}});
   ASSERT_EQ(stop.stop.size(), 1u);
-  m.Heartbeat("w1", {{job->id, gen, 0, false, 143, {}}});
+  m.Heartbeat("w1", {{job->id, gen, 0, false, 143, {}, ""}});
   absl::SleepFor(absl::Milliseconds(5));
   m.Tick();
   EXPECT_EQ(m.Get(job->id)->state, JobState::kScheduled);
@@ -212,10 +212,10 @@ TEST_F(StoreTest, LifecycleWithFakeAgents) {
   const int64_t gen2 = (r1.start.empty() ? r2.start : r1.start)[0].generation;
   EXPECT_GT(gen2, gen);
   // A worker goes silent: lost, and with the budget spent the job fails with the reason.
-  m.Heartbeat("w1", {{job->id, gen2, 0, true, 0, {}}});
-  m.Heartbeat("w2", {{job->id, gen2, 1, true, 0, {}}});
+  m.Heartbeat("w1", {{job->id, gen2, 0, true, 0, {}, ""}});
+  m.Heartbeat("w2", {{job->id, gen2, 1, true, 0, {}, ""}});
   absl::SleepFor(absl::Milliseconds(400));
-  m.Heartbeat("w1", {{job->id, gen2, 0, true, 0, {}}});
+  m.Heartbeat("w1", {{job->id, gen2, 0, true, 0, {}, ""}});
   m.Tick();
   auto failed = m.Get(job->id);
   EXPECT_EQ(failed->state, JobState::kFailed);

@@ -44,8 +44,12 @@ void DrainLines(int fd, std::string* buf, std::vector<std::string>* lines) {
 Agent::Agent(CoordinatorClient& client, AgentOptions options, common::Metrics& metrics)
     : client_(client), options_(std::move(options)), metrics_(metrics) {}
 
-void Agent::Export(const AgentTask& t, const std::string& event_json) {
-  ExportTrainerEvent(metrics_, {t.job_id, t.rank, t.backend}, event_json);
+void Agent::Export(Proc& p, const std::string& event_json) {
+  ExportTrainerEvent(metrics_, {p.task.job_id, p.task.rank, p.task.backend}, event_json);
+  auto j = nlohmann::json::parse(event_json, nullptr, false);
+  if (j.is_object() && j.value("type", "") == "error" && j.contains("message") && j["message"].is_string()) {
+    p.error = j["message"].get<std::string>().substr(0, 4096);
+  }
 }
 
 // The agent's own process_* series, and each running trainer's CPU and memory.
@@ -148,7 +152,7 @@ void Agent::Poll() {
     std::vector<std::string> events;
     if (p.event_fd >= 0) DrainLines(p.event_fd, &p.event_buf, &events);
     for (auto& e : events) {
-      Export(p.task, e);
+      Export(p, e);
       outbox_.push_back({p.task.job_id, p.task.generation, p.task.rank, std::move(e)});
     }
     if (p.log_fd >= 0) DrainLines(p.log_fd, &p.log_buf, &p.new_lines);
@@ -162,7 +166,7 @@ void Agent::Poll() {
       std::vector<std::string> last;
       DrainLines(p.event_fd, &p.event_buf, &last);
       for (auto& e : last) {
-        Export(p.task, e);
+        Export(p, e);
         outbox_.push_back({p.task.job_id, p.task.generation, p.task.rank, std::move(e)});
       }
       DrainLines(p.log_fd, &p.log_buf, &p.new_lines);
@@ -216,7 +220,7 @@ void Agent::Run(const std::atomic<bool>& stop) {
       ExportProcessStats();
       for (auto& [key, p] : procs_) {
         if (!p.running && p.reports_left <= 0) continue;
-        tasks.push_back({p.task.job_id, p.task.generation, p.task.rank, p.running, p.exit_code, p.new_lines});
+        tasks.push_back({p.task.job_id, p.task.generation, p.task.rank, p.running, p.exit_code, p.new_lines, p.error});
       }
       auto reply = client_.Heartbeat(options_.info.worker_id, tasks);
       if (!reply.ok()) {

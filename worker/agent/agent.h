@@ -37,6 +37,7 @@ struct TaskState {
   bool running = false;
   int exit_code = 0;
   std::vector<std::string> log_lines;
+  std::string error;  // when !running: the trainer's own account of its failure, if it gave one
 };
 
 struct HeartbeatReply {
@@ -97,6 +98,7 @@ class Agent {
     std::vector<std::string> new_lines;
     bool running = true;
     int exit_code = 0;
+    std::string error;     // from the trainer's "error" event
     int reports_left = 5;  // times a finished task is still reported
     double cpu_reported = 0;  // trainer CPU seconds already counted
     absl::Time kill_at = absl::InfiniteFuture();
@@ -104,7 +106,8 @@ class Agent {
   absl::Status Start(const AgentTask& t);
   void Stop(Proc& p, const std::string& why);
   void Poll();
-  void Export(const AgentTask& task, const std::string& event_json);
+  // Exports a trainer event's metrics and keeps an "error" event's message.
+  void Export(Proc& p, const std::string& event_json);
   void ExportProcessStats();
   std::string Key(const std::string& job, int64_t gen, int rank) const;
 

@@ -31,6 +31,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
+#include "common/trainer_exit.h"
 #include "common/files.h"
 #include "common/flags_compat.h"
 #include "common/rpc/tls.h"
@@ -121,6 +122,10 @@ class EventWriter : public attune::worker::train::TrainerObserver {
   }
 
   void OnNonFinite(int64_t step) override { Write({{"type", "nonfinite"}, {"step", step}}); }
+  // Why the training failed, for the job's message (the agent relays it).
+  void OnFailure(const absl::Status& s) {
+    Write({{"type", "error"}, {"code", absl::StatusCodeToString(s.code())}, {"message", std::string(s.message())}});
+  }
 
   // Sends the steps not yet reported.
   void Flush() {
@@ -358,7 +363,7 @@ int Train() {
     auto c = attune::worker::comm::CreateCommunicator(backend, co);
     if (!c.ok()) {
       std::cerr << "attune-worker: " << c.status() << "\n";
-      return absl::IsFailedPrecondition(c.status()) || absl::IsInvalidArgument(c.status()) ? 65 : 1;
+      return attune::common::ExitCodeForStatus(c.status());
     }
     communicator = std::move(*c);
     options.communicator = communicator.get();
@@ -387,8 +392,8 @@ int Train() {
   if (!result.ok()) {
     LOG(ERROR) << "job=" << config->name << " failed: " << result.status();
     std::cerr << "attune-worker: " << result.status() << "\n";
-    if (absl::IsCancelled(result.status())) return 128 + SIGTERM;
-    return absl::IsInvalidArgument(result.status()) || absl::IsNotFound(result.status()) ? 65 : 1;
+    if (events && !absl::IsCancelled(result.status())) events->OnFailure(result.status());
+    return attune::common::ExitCodeForStatus(result.status());
   }
   if (rank != 0) return 0;
   if (world > 1) {

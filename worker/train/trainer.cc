@@ -9,6 +9,7 @@
 #include <fstream>
 #include <map>
 #include <optional>
+#include <sstream>
 
 #include <glog/logging.h>
 #include <nlohmann/json.hpp>
@@ -470,28 +471,43 @@ void Engine::SetLearningRate(double lr) {
 absl::Status Engine::WriteCheckpoint(const LoopState& s) {
   auto t0 = Clock::now();
   ATTUNE_ASSIGN_OR_RETURN(std::string tmp, common::BeginCheckpoint(ckpt_root_, s.step));
-  ATTUNE_RETURN_IF_ERROR(SaveParams(model_, tmp + "/model.safetensors"));
-  try {
-    torch::serialize::OutputArchive ar;
-    opt_->save(ar);
-    ar.save_to(tmp + "/optimizer.pt");
-  } catch (const c10::Error& e) {
-    return absl::UnavailableError(absl::StrCat("cannot save optimizer state: ", e.what_without_backtrace()));
-  }
-  ATTUNE_RETURN_IF_ERROR(common::WriteFileSynced(tmp + "/rng.bin", RngState()));
-  ATTUNE_RETURN_IF_ERROR(common::WriteFileSynced(tmp + "/trainer_state.json", LoopStateToJson(s).dump()));
   std::vector<std::string> files = {"model.safetensors", "optimizer.pt", "rng.bin", "trainer_state.json"};
-  if (s.best_step >= 0 && s.best_step != s.step) {
-    // The best weights are not this step's: the checkpoint carries them (see
-    // NOTE [best weights in memory]).
-    ATTUNE_RETURN_IF_ERROR(SaveSnapshot(best_, tmp + "/best.safetensors"));
-    files.push_back("best.safetensors");
+  auto write = [&]() -> absl::Status {
+    ATTUNE_RETURN_IF_ERROR(SaveParams(model_, tmp + "/model.safetensors"));
+    // Serialised in memory, then written by us: libtorch's file writer
+    // throws from a destructor (terminating the process) when the disk fills.
+    std::ostringstream optimizer;
+    try {
+      torch::serialize::OutputArchive ar;
+      opt_->save(ar);
+      ar.save_to(optimizer);
+    } catch (const c10::Error& e) {
+      return absl::InternalError(absl::StrCat("cannot serialise the optimizer state: ", e.what_without_backtrace()));
+    }
+    ATTUNE_RETURN_IF_ERROR(common::WriteFileSynced(tmp + "/optimizer.pt", optimizer.str()));
+    ATTUNE_RETURN_IF_ERROR(common::WriteFileSynced(tmp + "/rng.bin", RngState()));
+    ATTUNE_RETURN_IF_ERROR(common::WriteFileSynced(tmp + "/trainer_state.json", LoopStateToJson(s).dump()));
+    if (s.best_step >= 0 && s.best_step != s.step) {
+      // The best weights are not this step's: the checkpoint carries them (see
+      // NOTE [best weights in memory]).
+      ATTUNE_RETURN_IF_ERROR(SaveSnapshot(best_, tmp + "/best.safetensors"));
+      files.push_back("best.safetensors");
+    }
+    return absl::OkStatus();
+  };
+  const absl::Status written = write();
+  absl::StatusOr<common::CheckpointInfo> info =
+      written.ok() ? common::CommitCheckpoint(ckpt_root_, tmp, s.step, files, static_cast<int>(c_.checkpoint_keep_last))
+                   : absl::StatusOr<common::CheckpointInfo>(written);
+  if (!info.ok()) {
+    // A checkpoint that could not be written (a full disk, say) leaves nothing behind.
+    std::error_code ec;
+    fs::remove_all(tmp, ec);
+    return info.status();
   }
-  ATTUNE_ASSIGN_OR_RETURN(auto info, common::CommitCheckpoint(ckpt_root_, tmp, s.step, files,
-                                                              static_cast<int>(c_.checkpoint_keep_last)));
-  LOG(INFO) << "job=" << c_.name << " rank=" << rank_ << " step=" << s.step << " checkpoint committed: " << info.dir
+  LOG(INFO) << "job=" << c_.name << " rank=" << rank_ << " step=" << s.step << " checkpoint committed: " << info->dir
             << absl::StrFormat(" (%.2f s)", std::chrono::duration<double>(Clock::now() - t0).count());
-  if (obs_) obs_->OnCheckpoint(s.step, info.dir, std::chrono::duration<double>(Clock::now() - t0).count());
+  if (obs_) obs_->OnCheckpoint(s.step, info->dir, std::chrono::duration<double>(Clock::now() - t0).count());
   return absl::OkStatus();
 }
 
