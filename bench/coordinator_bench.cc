@@ -260,7 +260,8 @@ int main(int argc, char** argv) {
     while (!stop.load()) {
       attune::v1::SubmitJobRequest req;
       *req.mutable_spec() = TinySpec(dir, 1 + i % 2);
-      req.mutable_spec()->set_name("load-" + std::to_string(i++));
+      req.mutable_spec()->set_name("load-" + std::to_string(i));
+      req.mutable_spec()->set_output_dir(dir + "/out-" + std::to_string(i++));  // a job owns its output_dir
       attune::v1::Job job;
       grpc::ClientContext ctx;
       auto s0 = Clock::now();

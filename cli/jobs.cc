@@ -130,7 +130,8 @@ void PrintEvalTable(const v1::Job& j) {
                 "value");
     for (const auto& [name, v] : OrderedMetrics(j.last_eval(), j.spec().task().type())) std::printf("%-16s %8.4f\n", name.c_str(), v);
   }
-  if (!j.spec().output_dir().empty()) {
+  // Only a job that finished has written its model and reports.
+  if (j.state() == v1::SUCCEEDED && !j.spec().output_dir().empty()) {
     std::printf("\nmodel:   %s/model\nreports: %s/eval_report.json, %s/eval_report.html, %s/data_report.json\n",
                 j.spec().output_dir().c_str(), j.spec().output_dir().c_str(), j.spec().output_dir().c_str(),
                 j.spec().output_dir().c_str());

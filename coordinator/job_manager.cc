@@ -102,6 +102,36 @@ absl::StatusOr<Job> JobManager::Submit(const common::JobConfig& config, const st
                                        const std::string& idempotency_key) {
   if (auto s = common::ValidateJobConfig(config); !s.ok()) return s;
   if (auto s = CheckPaths(config); !s.ok()) return s;
+  // NOTE [one live job per output_dir]: the checks below and the creation are
+  // serialised by submit_mu_ (not mu_, which heartbeats need), so two
+  // concurrent submits cannot both take a directory.
+  std::lock_guard<std::mutex> submit_lock(submit_mu_);
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    auto normal = [](const std::string& path) {
+      std::string n = std::filesystem::path(path).lexically_normal().string();
+      while (n.size() > 1 && n.back() == '/') n.pop_back();
+      return n;
+    };
+    const std::string dir = normal(config.output_dir);
+    for (const auto& [id, other] : jobs_) {
+      if (!idempotency_key.empty() && other.idempotency_key == idempotency_key) {
+        if (other.spec_json != spec_json) {
+          return absl::AlreadyExistsError(absl::StrCat("idempotency key '", idempotency_key, "' was used by job ", id,
+                                                       " with another spec"));
+        }
+        return other;  // a retry of that submit
+      }
+    }
+    for (const auto& [id, other] : jobs_) {
+      if (IsTerminal(other.state)) continue;
+      if (normal(other.config.output_dir) == dir) {
+        return absl::FailedPreconditionError(absl::StrCat("output_dir: ", config.output_dir, " is in use by job ", id,
+                                                          " (", JobStateName(other.state), "); a job owns its "
+                                                          "output directory until it ends"));
+      }
+    }
+  }
   // NOTE [commit outside the lock]: the job and its VALIDATING and QUEUED
   // events are committed in one transaction without holding mu_, so that
   // heartbeats are not queued behind the fsync.

@@ -160,6 +160,7 @@ class JobManager {
 
   JobStore& store_;
   ManagerOptions options_;
+  std::mutex submit_mu_;  // NOTE [one live job per output_dir]; taken before mu_
   std::mutex mu_;
   std::condition_variable cv_;
   std::map<std::string, Job> jobs_;  // every job, mirror of the store

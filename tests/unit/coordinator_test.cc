@@ -175,6 +175,31 @@ TEST_F(StoreTest, LostWorkersAreForgottenAfterTheRetentionAndMayRegisterAgain) {
   EXPECT_TRUE(m.Heartbeat("w1", {}).reregister);  // it comes back: told to register again
 }
 
+TEST_F(StoreTest, ALiveJobOwnsItsOutputDirAndAnIdempotencyKeyItsSpec) {
+  auto store = JobStore::Open(path_);
+  JobManager m(**store, {});
+  auto first = m.Submit(Config(), "{\"name\": \"j\"}", "k1");
+  ASSERT_THAT(first, IsOk());
+  // The same key and spec: the same job (a retried submit).
+  auto retry = m.Submit(Config(), "{\"name\": \"j\"}", "k1");
+  ASSERT_THAT(retry, IsOk());
+  EXPECT_EQ(retry->id, first->id);
+  // The same key with another spec is refused, naming the first job.
+  common::JobConfig other = Config();
+  other.output_dir = "/elsewhere";
+  EXPECT_THAT(m.Submit(other, "{\"name\": \"k\"}", "k1"),
+              StatusIs(absl::StatusCode::kAlreadyExists, "used by job " + first->id + " with another spec"));
+  // Another job on the same directory (spelled otherwise) is refused while the first lives...
+  common::JobConfig same = Config();
+  same.output_dir = "/./o/";
+  EXPECT_THAT(m.Submit(same, "{}", ""),
+              StatusIs(absl::StatusCode::kFailedPrecondition, "output_dir: /./o/ is in use by job " + first->id));
+  EXPECT_THAT(m.Submit(other, "{}", ""), IsOk());  // another directory is fine
+  // ... and accepted once it has ended.
+  ASSERT_THAT(m.Cancel(first->id), IsOk());
+  EXPECT_THAT(m.Submit(same, "{}", ""), IsOk());
+}
+
 TEST_F(StoreTest, LifecycleWithFakeAgents) {
   auto store = JobStore::Open(path_);
   ManagerOptions o;
