@@ -8,6 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "absl/strings/cord.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -44,10 +45,15 @@ absl::StatusOr<std::string> BeginCheckpoint(const std::string& root, int64_t ste
 }
 
 absl::StatusOr<CheckpointInfo> CommitCheckpoint(const std::string& root, const std::string& tmp_dir, int64_t step,
-                                                const std::vector<std::string>& files, int keep_last) {
+                                                const std::vector<std::string>& files, int keep_last,
+                                                const Owner& owner) {
   nlohmann::json manifest;
   manifest["format"] = "attune-checkpoint-v1";
   manifest["step"] = step;
+  if (!owner.empty()) {
+    manifest["job_id"] = owner.job_id;
+    manifest["generation"] = owner.generation;
+  }
   manifest["files"] = nlohmann::json::object();
   for (const auto& f : files) {
     std::string path = tmp_dir + "/" + f;
@@ -70,6 +76,46 @@ absl::StatusOr<CheckpointInfo> CommitCheckpoint(const std::string& root, const s
   auto all = ListCommitted(root);
   for (size_t i = static_cast<size_t>(std::max(keep_last, 1)); i < all.size(); ++i) fs::remove_all(all[i].dir, ec);
   return CheckpointInfo{final_dir, step};
+}
+
+namespace {
+
+// The lease's holder; an empty owner when there is no (readable) lease.
+Owner ReadLease(const std::string& output_dir) {
+  auto text = ReadFile(output_dir + "/.attune-lease.json", 4096);
+  if (!text.ok()) return {};
+  auto j = nlohmann::json::parse(*text, nullptr, false);
+  if (!j.is_object() || !j.contains("job_id") || !j["job_id"].is_string() || !j.contains("generation") ||
+      !j["generation"].is_number_integer()) {
+    return {};
+  }
+  return {j["job_id"].get<std::string>(), j["generation"].get<int64_t>()};
+}
+
+absl::Status Fenced(const std::string& output_dir, const Owner& me, const Owner& holder) {
+  absl::Status s = absl::FailedPreconditionError(absl::StrCat("fenced: generation ", holder.generation, " of job ",
+                                                              me.job_id, " holds ", output_dir,
+                                                              "; this attempt (generation ", me.generation,
+                                                              ") writes nothing more"));
+  s.SetPayload(kFencedPayload, absl::Cord("1"));
+  return s;
+}
+
+}  // namespace
+
+absl::Status TakeLease(const std::string& output_dir, const Owner& me) {
+  if (me.empty()) return absl::OkStatus();
+  const Owner holder = ReadLease(output_dir);
+  if (holder.job_id == me.job_id && holder.generation > me.generation) return Fenced(output_dir, me, holder);
+  nlohmann::json j = {{"job_id", me.job_id}, {"generation", me.generation}};
+  return WriteFileAtomic(output_dir + "/.attune-lease.json", j.dump());
+}
+
+absl::Status CheckLease(const std::string& output_dir, const Owner& me) {
+  if (me.empty()) return absl::OkStatus();
+  const Owner holder = ReadLease(output_dir);
+  if (holder.job_id == me.job_id && holder.generation > me.generation) return Fenced(output_dir, me, holder);
+  return absl::OkStatus();
 }
 
 absl::Status VerifyCheckpoint(const std::string& dir) {

@@ -25,12 +25,37 @@ struct CheckpointInfo {
   int64_t step = 0;
 };
 
+// Who writes into an output directory: a job's attempt (generation). The
+// empty owner (a standalone `attune-worker train`) takes no lease.
+struct Owner {
+  std::string job_id;
+  int64_t generation = 0;
+  bool empty() const { return job_id.empty(); }
+};
+
+// NOTE [generation lease]: a coordinator restarts a job under a new
+// generation when it loses a rank's worker, but a worker that is only hung or
+// cut off may still run the old attempt's trainer. Each attempt's rank 0
+// takes the output directory's lease (<dir>/.attune-lease.json) when it
+// starts, and checks it before every checkpoint commit and export, and every
+// few seconds while training: an attempt whose lease was taken by a newer
+// generation of its job stops without writing anything more.
+//   TakeLease: refuses (kFailedPrecondition, "fenced") if a newer generation
+//   of the same job holds the lease; otherwise records `me`.
+//   CheckLease: kFailedPrecondition ("fenced") if a newer generation holds it.
+// Statuses of a fenced attempt carry this payload (common/trainer_exit maps it to exit 75).
+inline constexpr char kFencedPayload[] = "type.attune.dev/fenced";
+absl::Status TakeLease(const std::string& output_dir, const Owner& me);
+absl::Status CheckLease(const std::string& output_dir, const Owner& me);
+
 // A fresh temporary directory under `root` for step `step`.
 absl::StatusOr<std::string> BeginCheckpoint(const std::string& root, int64_t step);
 // Steps 2-4 above; `files` are names relative to `tmp_dir`. On success the
 // oldest committed checkpoints beyond `keep_last` are removed.
+// The manifest records `owner` (job id and generation) when it is not empty.
 absl::StatusOr<CheckpointInfo> CommitCheckpoint(const std::string& root, const std::string& tmp_dir, int64_t step,
-                                                const std::vector<std::string>& files, int keep_last);
+                                                const std::vector<std::string>& files, int keep_last,
+                                                const Owner& owner = {});
 // Verifies manifest.json of a committed directory.
 absl::Status VerifyCheckpoint(const std::string& dir);
 // The newest checkpoint that verifies; kNotFound when there is none.

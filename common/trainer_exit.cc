@@ -1,10 +1,12 @@
 #include "common/trainer_exit.h"
 
 #include "absl/strings/str_cat.h"
+#include "common/checkpoint.h"
 
 namespace attune::common {
 
 int ExitCodeForStatus(const absl::Status& status) {
+  if (status.GetPayload(kFencedPayload).has_value()) return kExitFenced;
   switch (status.code()) {
     case absl::StatusCode::kOk: return kExitOk;
     case absl::StatusCode::kInvalidArgument:
@@ -32,6 +34,7 @@ std::string ExitCodeMeaning(int code) {
     case kExitInvalidInput: return "invalid input";
     case kExitInternal: return "internal error";
     case kExitNoSpace: return "no space left on the device";
+    case kExitFenced: return "fenced by a newer attempt";
     case kExitStopped: return "stopped by SIGTERM";
     default: break;
   }

@@ -12,6 +12,8 @@
 //         or a non-finite loss (the same input fails again)
 //   70    internal error (a bug)                          no
 //   73    no space left on the device                     no
+//   75    fenced: a newer attempt of the job holds its     - (that attempt already runs)
+//         output directory (NOTE [generation lease])
 //   143   stopped by SIGTERM after checkpointing          yes (the coordinator stopped it, or a node drains)
 // Any other code (a signal: 128 + N) is treated as transient.
 
@@ -27,6 +29,7 @@ inline constexpr int kExitUsage = 2;
 inline constexpr int kExitInvalidInput = 65;
 inline constexpr int kExitInternal = 70;
 inline constexpr int kExitNoSpace = 73;
+inline constexpr int kExitFenced = 75;
 inline constexpr int kExitStopped = 143;
 
 // The exit code for a failed training's status.

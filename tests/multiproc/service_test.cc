@@ -296,6 +296,64 @@ TEST_F(ServiceTest, KilledTrainerRecoversFromItsCheckpoint) {
 // What Kubernetes does to a worker pod: SIGTERM to the agent. Its trainer
 // finishes the step, the ranks stop together, rank 0 commits a checkpoint at
 // that step, and the coordinator resumes the job from it on the other workers.
+TEST_F(ServiceTest, AHungAgentsTrainerIsFencedWhenTheJobRestartsElsewhere) {
+  StartCoordinator();
+  StartAgents(2);
+  // One rank, long, checkpointing often: the old attempt would keep committing.
+  std::string spec = testing::ReadText(Spec("hung", 200000, 3, 20));
+  spec.replace(spec.find("workers: {count: 2}"), 19, "workers: {count: 1}");
+  testing::WriteText(dir_ / "hung1.yaml", spec);
+  const std::string id = Submit(dir_ / "hung1.yaml");
+  auto until = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  nlohmann::json j;
+  while (std::chrono::steady_clock::now() < until) {
+    j = GetJob(id);
+    if (j.value("state", "") == "RUNNING" && j.contains("progress") && Int(j["progress"], "step") >= 40) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_EQ(j.value("state", ""), "RUNNING") << j.dump();
+  const std::string hung = j["workers"][0].get<std::string>();
+  const pid_t agent = agents_[static_cast<size_t>(std::stoi(hung.substr(1)))];
+  // A hung node: the agent stops, its trainer (its own process group) runs on.
+  ::kill(agent, SIGSTOP);
+  until = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (std::chrono::steady_clock::now() < until && !(Int(GetJob(id), "generation") >= 2 &&
+                                                        GetJob(id).value("state", "") == "RUNNING")) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  j = GetJob(id);
+  ASSERT_EQ(j.value("state", ""), "RUNNING") << j.dump();
+  ASSERT_GE(Int(j, "generation"), 2) << j.dump();
+  const auto restarted = std::chrono::steady_clock::now();
+  // The old attempt's trainer sees the newer generation's lease and stops by itself.
+  const std::string old_trainer = TrainerPattern(dir_.path(), ".*" + id + "-g1-r0");
+  until = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+  while (std::chrono::steady_clock::now() < until && RunCommand("pgrep -f " + old_trainer).exit_code == 0) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  const bool old_gone = RunCommand("pgrep -f " + old_trainer).exit_code != 0;
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - restarted).count();
+  const std::string where =
+      RunCommand("pgrep -a -f " + old_trainer + "; for p in $(pgrep -f " + old_trainer +
+                 "); do ps -o pid,stat,wchan:30 -p $p; done").output +
+      testing::ReadText(dir_ / "out-hung/.attune-lease.json");
+  ::kill(agent, SIGCONT);
+  EXPECT_TRUE(old_gone) << "generation 1's trainer still runs " << secs << " s after the restart: " << where;
+  RecordProperty("fenced_exit_seconds", std::to_string(secs));
+  // Every committed checkpoint from here on is the new attempt's, and says so.
+  std::this_thread::sleep_for(std::chrono::seconds(2));
+  int newer = 0;
+  for (const auto& e : std::filesystem::directory_iterator(dir_ / "out-hung/checkpoints")) {
+    if (e.path().filename().string().rfind("step-", 0) != 0) continue;
+    auto m = nlohmann::json::parse(testing::ReadText(e.path().string() + "/manifest.json"));
+    EXPECT_EQ(m["job_id"], id);
+    newer += m["generation"].get<int64_t>() >= 2;
+  }
+  EXPECT_GE(newer, 1);
+  auto lease = nlohmann::json::parse(testing::ReadText(dir_ / "out-hung/.attune-lease.json"));
+  EXPECT_GE(lease["generation"].get<int64_t>(), 2);
+}
+
 TEST_F(ServiceTest, SigtermedAgentCheckpointsAndTheJobResumesOnTheOtherWorkers) {
   StartCoordinator();
   StartAgents(3);

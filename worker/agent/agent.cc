@@ -97,7 +97,8 @@ absl::Status Agent::Start(const AgentTask& t) {
   }
   std::vector<std::string> args = {options_.trainer_binary, "train", "--spec", spec,
                                    absl::StrCat("--rank=", t.rank), absl::StrCat("--world_size=", t.world_size),
-                                   "--events_fd=3"};
+                                   "--events_fd=3", "--job_id=" + t.job_id,
+                                   absl::StrCat("--generation=", t.generation)};
   if (t.world_size > 1) args.push_back("--rendezvous=" + t.rendezvous);
   if (!t.backend.empty()) args.push_back("--backend=" + t.backend);
   pid_t pid = ::fork();

@@ -31,6 +31,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
+#include "common/checkpoint.h"
 #include "common/trainer_exit.h"
 #include "common/files.h"
 #include "common/flags_compat.h"
@@ -69,6 +70,8 @@ ABSL_FLAG(int, stop_grace_s, 10,
 ABSL_FLAG(std::string, work_dir, "", "agent: where assignment specs are written (default: a temp dir)");
 ABSL_FLAG(bool, eval_only, false, "evaluate the spec's model on its validation data without training");
 ABSL_FLAG(int, rank, 0, "this process's rank");
+ABSL_FLAG(std::string, job_id, "", "agent-launched trainers: the job this attempt belongs to (for the output lease)");
+ABSL_FLAG(int64_t, generation, 0, "agent-launched trainers: the attempt's generation (for the output lease)");
 ABSL_FLAG(int, world_size, 1, "number of ranks");
 ABSL_FLAG(std::string, rendezvous, "", "HOST:PORT of rank 0's store (required with --world_size > 1)");
 ABSL_FLAG(std::string, backend, "", "gloo or nccl (default: the spec's workers.backend)");
@@ -379,6 +382,7 @@ int Train() {
     }
   }
   options.resume = absl::GetFlag(FLAGS_resume);
+  if (!absl::GetFlag(FLAGS_job_id).empty()) options.owner = {absl::GetFlag(FLAGS_job_id), absl::GetFlag(FLAGS_generation)};
   options.eval_only = absl::GetFlag(FLAGS_eval_only);
   options.abort_after_step = absl::GetFlag(FLAGS_abort_after_step);
   std::unique_ptr<EventWriter> events;
@@ -387,7 +391,24 @@ int Train() {
   options.stop_requested = &g_stop;
   signal(SIGTERM, OnSignal);
   signal(SIGINT, OnSignal);
+  // NOTE [generation lease]: besides the trainer's own checks, a watchdog
+  // ends the process as soon as a newer attempt takes the output directory,
+  // even while training is blocked (on a log pipe its hung agent no longer
+  // reads, say). It writes nothing: the commit protocol leaves no partial
+  // checkpoint behind a process that ends at any point.
+  std::atomic<bool> finished{false};
+  std::thread lease_watch;
+  if (!options.owner.empty()) {
+    lease_watch = std::thread([&finished, dir = config->output_dir, owner = options.owner] {
+      while (!finished.load()) {
+        for (int i = 0; i < 10 && !finished.load(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        if (!finished.load() && !attune::common::CheckLease(dir, owner).ok()) ::_exit(attune::common::kExitFenced);
+      }
+    });
+  }
   auto result = attune::worker::train::RunTraining(*config, options, events.get());
+  finished.store(true);
+  if (lease_watch.joinable()) lease_watch.join();
   if (events) events->Flush();
   if (!result.ok()) {
     LOG(ERROR) << "job=" << config->name << " failed: " << result.status();

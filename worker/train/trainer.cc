@@ -495,9 +495,12 @@ absl::Status Engine::WriteCheckpoint(const LoopState& s) {
     }
     return absl::OkStatus();
   };
-  const absl::Status written = write();
+  // A newer attempt of this job may have taken the directory (NOTE [generation lease]).
+  absl::Status written = common::CheckLease(c_.output_dir, o_.owner);
+  if (written.ok()) written = write();
   absl::StatusOr<common::CheckpointInfo> info =
-      written.ok() ? common::CommitCheckpoint(ckpt_root_, tmp, s.step, files, static_cast<int>(c_.checkpoint_keep_last))
+      written.ok() ? common::CommitCheckpoint(ckpt_root_, tmp, s.step, files, static_cast<int>(c_.checkpoint_keep_last),
+                                              o_.owner)
                    : absl::StatusOr<common::CheckpointInfo>(written);
   if (!info.ok()) {
     // A checkpoint that could not be written (a full disk, say) leaves nothing behind.
@@ -558,6 +561,8 @@ absl::StatusOr<TrainResult> Engine::Run() {
   ckpt_root_ = c_.output_dir + "/checkpoints";
   best_path_ = c_.output_dir + "/best/model.safetensors";
   ATTUNE_RETURN_IF_ERROR(common::MakeDirs(ckpt_root_));
+  if (rank_ == 0) ATTUNE_RETURN_IF_ERROR(common::TakeLease(c_.output_dir, o_.owner));
+  auto last_lease_check = Clock::now();
 
   task_ = task::MakeTask(c_.task);
   if (task_ == nullptr) return absl::InvalidArgumentError(absl::StrCat("task.type: unknown task '", c_.task, "'"));
@@ -831,6 +836,11 @@ absl::StatusOr<TrainResult> Engine::Run() {
         return absl::CancelledError(
             absl::StrCat("stopped on request (SIGTERM) after step ", s.step, "; checkpoint committed at that step"));
       }
+      if (rank_ == 0 && !o_.owner.empty() && Clock::now() - last_lease_check > std::chrono::seconds(2)) {
+        // Stop early when fenced, rather than train on to a refused commit.
+        ATTUNE_RETURN_IF_ERROR(common::CheckLease(c_.output_dir, o_.owner));
+        last_lease_check = Clock::now();
+      }
       if (o_.abort_after_step > 0 && s.step == o_.abort_after_step) {
         return absl::AbortedError(absl::StrCat("aborted after step ", s.step, " (test hook)"));
       }
@@ -877,6 +887,7 @@ absl::StatusOr<TrainResult> Engine::Run() {
   result_.baseline = baseline.metrics;
   result_.baseline_description = baseline.description;
   if (rank_ == 0) {
+    ATTUNE_RETURN_IF_ERROR(common::CheckLease(c_.output_dir, o_.owner));
     ATTUNE_RETURN_IF_ERROR(model::SaveHfModel(model_, result_.model_dir, c_.merge_lora));
     ATTUNE_RETURN_IF_ERROR(tok.Save(result_.model_dir));
     eval::ReportInput rep;

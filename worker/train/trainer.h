@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/checkpoint.h"
 #include "common/job_config.h"
 #include "worker/eval/metrics.h"
 
@@ -67,6 +68,11 @@ struct TrainerOptions {
   // step, rank 0 writes a checkpoint, and RunTraining returns kCancelled. Ranks
   // agree on it through the per-step loss reduction, so none is left waiting.
   const std::atomic<bool>* stop_requested = nullptr;
+  // The job attempt this training is (from the agent); empty when run by
+  // hand. Rank 0 holds the output directory's lease for it (NOTE [generation
+  // lease] in common/checkpoint.h) and stops, fenced, when a newer attempt
+  // takes it.
+  common::Owner owner;
 };
 
 struct TrainResult {

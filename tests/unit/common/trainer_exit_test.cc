@@ -1,6 +1,12 @@
 #include "common/trainer_exit.h"
 
+#include <unistd.h>
+
+#include <cstdlib>
+
 #include <gtest/gtest.h>
+
+#include "common/checkpoint.h"
 
 namespace attune::common {
 namespace {
@@ -17,6 +23,22 @@ TEST(TrainerExitTest, StatusesMapToTheContract) {
   EXPECT_EQ(ExitCodeForStatus(absl::AbortedError("x")), 1);
   EXPECT_EQ(ExitCodeForStatus(absl::DeadlineExceededError("collective timed out")), 1);
   EXPECT_EQ(ExitCodeForStatus(absl::UnavailableError("peer gone")), 1);
+}
+
+TEST(TrainerExitTest, AFencedAttemptExits75) {
+  const std::string dir = ::testing::TempDir() + "/lease_" + std::to_string(::getpid());
+  ASSERT_EQ(std::system(("mkdir -p " + dir).c_str()), 0);
+  ASSERT_TRUE(TakeLease(dir, {"j1", 1}).ok());
+  EXPECT_TRUE(CheckLease(dir, {"j1", 1}).ok());
+  ASSERT_TRUE(TakeLease(dir, {"j1", 2}).ok());  // the next attempt
+  const absl::Status old = CheckLease(dir, {"j1", 1});
+  EXPECT_EQ(old.code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_NE(old.message().find("fenced: generation 2 of job j1"), std::string::npos) << old;
+  EXPECT_EQ(ExitCodeForStatus(old), 75);
+  EXPECT_FALSE(TakeLease(dir, {"j1", 1}).ok());  // an old attempt cannot take it back
+  EXPECT_TRUE(CheckLease(dir, {"j2", 1}).ok());  // another job's lease is not this job's fence
+  EXPECT_TRUE(CheckLease(dir, {}).ok());         // a hand-run trainer takes no lease
+  std::system(("rm -rf " + dir).c_str());
 }
 
 TEST(TrainerExitTest, OnlyDeterministicFailuresArePermanent) {
