@@ -103,6 +103,14 @@ absl::Status Fenced(const std::string& output_dir, const Owner& me, const Owner&
 
 }  // namespace
 
+Owner CheckpointOwner(const std::string& dir) {
+  auto text = ReadFile(dir + "/manifest.json", 1 << 20);
+  if (!text.ok()) return {};
+  auto j = nlohmann::json::parse(*text, nullptr, false);
+  if (!j.is_object() || !j.contains("job_id") || !j["job_id"].is_string()) return {};
+  return {j["job_id"].get<std::string>(), j.value("generation", int64_t{0})};
+}
+
 absl::Status TakeLease(const std::string& output_dir, const Owner& me) {
   if (me.empty()) return absl::OkStatus();
   const Owner holder = ReadLease(output_dir);

@@ -56,6 +56,9 @@ absl::StatusOr<std::string> BeginCheckpoint(const std::string& root, int64_t ste
 absl::StatusOr<CheckpointInfo> CommitCheckpoint(const std::string& root, const std::string& tmp_dir, int64_t step,
                                                 const std::vector<std::string>& files, int keep_last,
                                                 const Owner& owner = {});
+// The owner a committed checkpoint's manifest records (empty: none, as
+// written by hand or by an earlier release).
+Owner CheckpointOwner(const std::string& dir);
 // Verifies manifest.json of a committed directory.
 absl::Status VerifyCheckpoint(const std::string& dir);
 // The newest checkpoint that verifies; kNotFound when there is none.

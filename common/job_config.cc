@@ -112,6 +112,8 @@ absl::Status ValidateJobConfig(const JobConfig& c) {
   }
   check(c.checkpoint_every_steps >= 0, "checkpoint.every_steps", "must be >= 0");
   check(c.checkpoint_keep_last > 0, "checkpoint.keep_last", "must be > 0");
+  check(c.checkpoint_resume_from.empty() || !c.checkpoint_overwrite, "checkpoint.overwrite",
+        "cannot be combined with checkpoint.resume_from");
   check(c.world_size > 0 && c.world_size <= 1024, "workers.count", "must be in (0, 1024]");
   check(c.backend == "gloo" || c.backend == "nccl", "workers.backend", "must be gloo or nccl");
   check(c.cpus_per_rank > 0, "workers.cpus_per_rank", "must be > 0");

@@ -77,6 +77,8 @@ struct JobConfig {
   // checkpoint
   int64_t checkpoint_every_steps = 0;
   int64_t checkpoint_keep_last = 2;
+  std::string checkpoint_resume_from;  // an output_dir whose checkpoints a new job may start from
+  bool checkpoint_overwrite = false;   // discard other jobs' checkpoints in output_dir
   // workers
   int64_t world_size = 1;
   std::string backend = "gloo";

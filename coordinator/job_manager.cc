@@ -94,6 +94,7 @@ absl::Status JobManager::CheckPaths(const common::JobConfig& c) {
   check("data.train", c.train_path);
   check("data.validation", c.validation_path);
   check("output_dir", c.output_dir);
+  check("checkpoint.resume_from", c.checkpoint_resume_from);
   if (bad.empty()) return absl::OkStatus();
   return absl::InvalidArgumentError(absl::StrJoin(bad, "; "));
 }

@@ -254,6 +254,8 @@ JobConfig JobConfigFromProto(const v1::JobSpec& s) {
   }
   c.checkpoint_every_steps = s.checkpoint().every_steps();
   c.checkpoint_keep_last = Or<int64_t>(s.checkpoint().keep_last(), c.checkpoint_keep_last);
+  c.checkpoint_resume_from = s.checkpoint().resume_from();
+  c.checkpoint_overwrite = s.checkpoint().overwrite();
   if (s.workers().has_count()) c.world_size = s.workers().count();
   c.backend = Or(s.workers().backend(), c.backend);
   c.cpus_per_rank = Or<int64_t>(s.workers().cpus_per_rank(), c.cpus_per_rank);

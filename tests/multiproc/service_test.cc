@@ -354,6 +354,74 @@ TEST_F(ServiceTest, AHungAgentsTrainerIsFencedWhenTheJobRestartsElsewhere) {
   EXPECT_GE(lease["generation"].get<int64_t>(), 2);
 }
 
+TEST_F(ServiceTest, AHungTrainerIsKilledByTheProgressWatchdogAndTheJobRestarts) {
+  StartCoordinator();
+  StartAgents(2, {"--progress_timeout_s 4", "--progress_timeout_s 4"});
+  const std::string id = Submit(Spec("stuck", 200000, 2, 50));
+  auto until = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  nlohmann::json j;
+  while (std::chrono::steady_clock::now() < until) {
+    j = GetJob(id);
+    if (j.value("state", "") == "RUNNING" && j.contains("progress") && Int(j["progress"], "step") >= 20) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_EQ(j.value("state", ""), "RUNNING") << j.dump();
+  // Rank 1's trainer hangs: no step, no heartbeat, no exit.
+  const std::string rank1 = TrainerPattern(dir_.path(), ".*" + id + "-g1-r1");
+  ASSERT_EQ(RunCommand("pkill -STOP -f " + rank1).exit_code, 0);
+  const auto stopped = std::chrono::steady_clock::now();
+  until = stopped + std::chrono::seconds(60);
+  while (std::chrono::steady_clock::now() < until &&
+         !(Int(GetJob(id), "restarts") >= 1 && GetJob(id).value("state", "") == "RUNNING")) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - stopped).count();
+  j = GetJob(id);
+  EXPECT_EQ(j.value("state", ""), "RUNNING") << j.dump();
+  EXPECT_EQ(Int(j, "restarts"), 1) << j.dump();
+  const std::string log = testing::ReadText(dir_ / "coordinator.log");
+  EXPECT_NE(log.find("rank 1 made no progress for"), std::string::npos) << log;
+  EXPECT_NE(RunCommand("pgrep -f " + rank1).exit_code, 0) << "the hung trainer still exists";
+  RecordProperty("hang_to_running_seconds", std::to_string(secs));
+}
+
+TEST_F(ServiceTest, ANewJobDoesNotSilentlyResumeAnotherJobsCheckpoints) {
+  StartCoordinator();
+  StartAgents(2);
+  const std::string spec = Spec("own", 30, 0, 10);
+  auto first = Cli("submit -f " + spec + " --watch", 180);
+  ASSERT_EQ(first.exit_code, 0) << first.output;
+  const std::string a = first.output.substr(0, first.output.find('\n'));
+  // The same spec again: it used to "succeed" at once by resuming job a's final checkpoint.
+  const std::string b = Submit(spec);
+  ASSERT_TRUE(WaitState(b, "FAILED", 60)) << GetJob(b).dump();
+  const std::string why = GetJob(b)["message"];
+  EXPECT_NE(why.find("holds the checkpoints of job " + a + " (newest: step 30)"), std::string::npos) << why;
+  EXPECT_NE(why.find("checkpoint.resume_from"), std::string::npos) << why;
+  EXPECT_NE(why.find("checkpoint.overwrite: true"), std::string::npos) << why;
+  // overwrite: trains from scratch.
+  std::string text = testing::ReadText(spec);
+  text.replace(text.find("checkpoint: {every_steps: 10}"), 29, "checkpoint: {every_steps: 10, overwrite: true}");
+  testing::WriteText(dir_ / "own-overwrite.yaml", text);
+  auto c = Cli("submit -f " + (dir_ / "own-overwrite.yaml") + " --watch", 180);
+  ASSERT_EQ(c.exit_code, 0) << c.output;
+  const std::string c_id = c.output.substr(0, c.output.find('\n'));
+  EXPECT_EQ(Cli("logs " + c_id + " --rank 0 --tail 5000").output.find("resumed from"), std::string::npos);
+  // resume_from: continues from the newest checkpoint (step 30) to 40.
+  text = testing::ReadText(spec);
+  text.replace(text.find("checkpoint: {every_steps: 10}"), 29,
+               "checkpoint: {every_steps: 10, resume_from: " + (dir_ / "out-own") + "}");
+  text.replace(text.find("max_steps: 30"), 13, "max_steps: 40");
+  testing::WriteText(dir_ / "own-resume.yaml", text);
+  auto d = Cli("submit -f " + (dir_ / "own-resume.yaml") + " --watch", 180);
+  ASSERT_EQ(d.exit_code, 0) << d.output;
+  const std::string d_id = d.output.substr(0, d.output.find('\n'));
+  const std::string logs = Cli("logs " + d_id + " --rank 0 --tail 5000").output;
+  EXPECT_NE(logs.find("resumed from"), std::string::npos) << logs;
+  EXPECT_NE(logs.find("at step 30"), std::string::npos) << logs;
+  EXPECT_NE(d.output.find("step 40/40"), std::string::npos) << d.output;
+}
+
 TEST_F(ServiceTest, SigtermedAgentCheckpointsAndTheJobResumesOnTheOtherWorkers) {
   StartCoordinator();
   StartAgents(3);

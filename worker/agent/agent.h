@@ -77,6 +77,11 @@ struct AgentOptions {
   std::string work_dir;        // spec files of assignments
   absl::Duration heartbeat_interval = absl::Seconds(1);
   absl::Duration stop_grace = absl::Seconds(10);
+  // NOTE [progress watchdog]: a trainer that has started stepping and then
+  // sends nothing (no step, no heartbeat) for max(20 x its median step time,
+  // this floor) is hung (SIGSTOPped, swapping, stuck outside a collective): the
+  // agent kills it and reports why, and the coordinator restarts the job.
+  absl::Duration progress_timeout = absl::Minutes(5);
   // How long a finished task's metric series stay (so the last values get scraped).
   absl::Duration forget_series_after = absl::Minutes(5);
 };
@@ -98,7 +103,10 @@ class Agent {
     std::vector<std::string> new_lines;
     bool running = true;
     int exit_code = 0;
-    std::string error;     // from the trainer's "error" event
+    std::string error;     // from the trainer's "error" event, or the agent's own reason
+    absl::Time last_event = absl::InfinitePast();  // the trainer's last event of any kind
+    bool stepping = false;                          // it has reported a step (the watchdog is armed)
+    std::vector<double> step_seconds;               // its recent step times
     int reports_left = 5;  // times a finished task is still reported
     double cpu_reported = 0;  // trainer CPU seconds already counted
     absl::Time kill_at = absl::InfiniteFuture();
@@ -108,6 +116,8 @@ class Agent {
   void Poll();
   // Exports a trainer event's metrics and keeps an "error" event's message.
   void Export(Proc& p, const std::string& event_json);
+  // NOTE [progress watchdog]: how long `p` may stay silent.
+  absl::Duration ProgressTimeout(const Proc& p) const;
   void ExportProcessStats();
   std::string Key(const std::string& job, int64_t gen, int rank) const;
 

@@ -17,6 +17,7 @@
 #include <chrono>
 #include <cstdio>
 #include <iostream>
+#include <mutex>
 #include <thread>
 #include <string>
 #include <vector>
@@ -68,6 +69,8 @@ ABSL_FLAG(std::string, tls_key, "", "agent: PEM private key for --tls-cert");
 ABSL_FLAG(int, stop_grace_s, 10,
           "agent: after SIGTERM, how long a trainer may take to finish its step and checkpoint before SIGKILL");
 ABSL_FLAG(std::string, work_dir, "", "agent: where assignment specs are written (default: a temp dir)");
+ABSL_FLAG(int, progress_timeout_s, 300,
+          "agent: kill a stepping trainer that sends no step and no heartbeat for max(this, 20 x its median step time)");
 ABSL_FLAG(bool, eval_only, false, "evaluate the spec's model on its validation data without training");
 ABSL_FLAG(int, rank, 0, "this process's rank");
 ABSL_FLAG(std::string, job_id, "", "agent-launched trainers: the job this attempt belongs to (for the output lease)");
@@ -125,6 +128,9 @@ class EventWriter : public attune::worker::train::TrainerObserver {
   }
 
   void OnNonFinite(int64_t step) override { Write({{"type", "nonfinite"}, {"step", step}}); }
+  // The trainer's heartbeat to its agent (NOTE [progress watchdog]): sent by a
+  // thread of its own, so it stops only when the whole process does.
+  void Alive() { Write({{"type", "alive"}}); }
   // Why the training failed, for the job's message (the agent relays it).
   void OnFailure(const absl::Status& s) {
     Write({{"type", "error"}, {"code", absl::StatusCodeToString(s.code())}, {"message", std::string(s.message())}});
@@ -162,9 +168,11 @@ class EventWriter : public attune::worker::train::TrainerObserver {
   }
   void Write(const nlohmann::json& j) {
     std::string line = j.dump() + "\n";
+    std::lock_guard<std::mutex> l(write_mu_);  // whole lines: the alive thread writes too
     ssize_t ignored = ::write(fd_, line.data(), line.size());
     (void)ignored;
   }
+  std::mutex write_mu_;
   int fd_;
   std::chrono::steady_clock::time_point last_{};
   attune::worker::train::StepEvent last_event_;
@@ -196,6 +204,7 @@ int RunAgent(const char* self) {
   char exe[4096] = {0};
   ssize_t n = ::readlink("/proc/self/exe", exe, sizeof exe - 1);
   o.stop_grace = absl::Seconds(std::max(1, absl::GetFlag(FLAGS_stop_grace_s)));
+  o.progress_timeout = absl::Seconds(std::max(1, absl::GetFlag(FLAGS_progress_timeout_s)));
   o.trainer_binary = n > 0 ? std::string(exe, static_cast<size_t>(n)) : self;
   o.work_dir = absl::GetFlag(FLAGS_work_dir).empty() ? absl::StrCat("/tmp/attune-agent-", o.info.worker_id)
                                                      : absl::GetFlag(FLAGS_work_dir);
@@ -398,11 +407,14 @@ int Train() {
   // checkpoint behind a process that ends at any point.
   std::atomic<bool> finished{false};
   std::thread lease_watch;
-  if (!options.owner.empty()) {
-    lease_watch = std::thread([&finished, dir = config->output_dir, owner = options.owner] {
+  // The same thread sends the trainer's heartbeat to its agent every second.
+  if (!options.owner.empty() || events) {
+    lease_watch = std::thread([&finished, dir = config->output_dir, owner = options.owner, w = events.get()] {
       while (!finished.load()) {
         for (int i = 0; i < 10 && !finished.load(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(100));
-        if (!finished.load() && !attune::common::CheckLease(dir, owner).ok()) ::_exit(attune::common::kExitFenced);
+        if (finished.load()) break;
+        if (!owner.empty() && !attune::common::CheckLease(dir, owner).ok()) ::_exit(attune::common::kExitFenced);
+        if (w) w->Alive();
       }
     });
   }

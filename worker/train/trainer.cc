@@ -518,6 +518,36 @@ absl::Status Engine::TryResume(LoopState* s) {
   std::vector<std::string> skipped;
   auto latest = common::FindLatestCheckpoint(ckpt_root_, &skipped);
   for (const auto& why : skipped) LOG(WARNING) << "skipping checkpoint: " << why;
+  if (!o_.owner.empty()) {
+    // NOTE [owned outputs]: a job resumes its own checkpoints; another job's
+    // are used only when the spec says so.
+    auto same_dir = [](const std::string& a, const std::string& b) {
+      std::error_code e1, e2;
+      return fs::weakly_canonical(a, e1) == fs::weakly_canonical(b, e2) && !e1 && !e2;
+    };
+    const bool other = latest.ok() && common::CheckpointOwner(latest->dir).job_id != o_.owner.job_id;
+    if (other && c_.checkpoint_overwrite) {
+      LOG(WARNING) << "job=" << c_.name << " checkpoint.overwrite: discarding the checkpoints of job "
+                   << common::CheckpointOwner(latest->dir).job_id << " in " << ckpt_root_;
+      std::error_code ec;
+      for (const auto& e : fs::directory_iterator(ckpt_root_, ec)) fs::remove_all(e.path(), ec);
+      fs::remove_all(c_.output_dir + "/best", ec);
+      latest = absl::NotFoundError("discarded");
+    } else if (other && !(!c_.checkpoint_resume_from.empty() && same_dir(c_.checkpoint_resume_from, c_.output_dir))) {
+      const std::string holder = common::CheckpointOwner(latest->dir).job_id;
+      return absl::FailedPreconditionError(absl::StrCat(
+          "output_dir: ", c_.output_dir, " holds the checkpoints of ", holder.empty() ? "another run" : "job " + holder,
+          " (newest: step ", latest->step, "); set checkpoint.resume_from: ", c_.output_dir,
+          " to continue from them, or checkpoint.overwrite: true to discard them"));
+    } else if (!latest.ok() && !c_.checkpoint_resume_from.empty()) {
+      // A new job starting from another job's checkpoints (its own come later).
+      latest = common::FindLatestCheckpoint(c_.checkpoint_resume_from + "/checkpoints", &skipped);
+      if (!latest.ok()) {
+        return absl::NotFoundError(absl::StrCat("checkpoint.resume_from: no committed checkpoint in ",
+                                                c_.checkpoint_resume_from, "/checkpoints"));
+      }
+    }
+  }
   if (!latest.ok()) return absl::OkStatus();  // nothing to resume
   // The manifest has verified every byte before anything reaches torch::load.
   ATTUNE_RETURN_IF_ERROR(LoadParams(model_, latest->dir + "/model.safetensors"));
