@@ -378,16 +378,30 @@ void JobManager::CheckJobLocked(Job& job) {
     }
     return;
   }
-  // The first rank that failed with a reason of its own speaks for the
-  // attempt (a peer that only lost its collective exits without one, or later).
+  // NOTE [the failing rank speaks]: when one rank fails, its peers fail too,
+  // in their collectives (exit 1, "connection reset by peer"), and their
+  // reports may arrive first. The attempt's reason is the most telling one:
+  // a non-transient exit (a signal, the watchdog, bad input) over a transient
+  // one, one with the trainer's own words over one without. While the only
+  // failures are transient and other ranks still run, the coordinator waits
+  // up to kRootCauseGrace (Tick re-checks) for the rank that caused them.
+  constexpr absl::Duration kRootCauseGrace = absl::Seconds(3);
+  auto rank_of = [](const RankState& r) { return (r.exit_code != 1 ? 2 : 0) + (r.error.empty() ? 0 : 1); };
   const RankState* failed = nullptr;
   size_t failed_rank = 0;
+  bool others_running = false;
   for (size_t r = 0; r < ranks.size(); ++r) {
+    if (!ranks[r].exited) others_running |= ranks[r].running || !ranks[r].reported;
     if (!ranks[r].exited || ranks[r].exit_code == 0) continue;
-    if (failed == nullptr || (failed->error.empty() && !ranks[r].error.empty())) {
+    if (failed == nullptr || rank_of(ranks[r]) > rank_of(*failed)) {
       failed = &ranks[r];
       failed_rank = r;
     }
+  }
+  if (failed != nullptr && failed->exit_code == 1 && others_running) {
+    const absl::Time now = absl::Now();
+    if (lit->second.first_failure == absl::InfiniteFuture()) lit->second.first_failure = now;
+    if (now - lit->second.first_failure < kRootCauseGrace) return;
   }
   if (failed != nullptr) {
     const int code = failed->exit_code;
@@ -544,7 +558,16 @@ void JobManager::Tick() {
       }
     }
   }
-  // 3. Place queued and recovering jobs.
+  // 3. Attempts waiting for their failing rank's report (NOTE [the failing rank speaks]).
+  std::vector<std::string> waiting;
+  for (const auto& [jid, live] : live_) {
+    if (live.first_failure != absl::InfiniteFuture()) waiting.push_back(jid);
+  }
+  for (const auto& jid : waiting) {
+    auto jit = jobs_.find(jid);
+    if (jit != jobs_.end()) CheckJobLocked(jit->second);
+  }
+  // 4. Place queued and recovering jobs.
   ScheduleLocked();
 }
 

@@ -148,6 +148,7 @@ class JobManager {
   struct Live {
     std::vector<RankState> ranks;
     absl::Time since;
+    absl::Time first_failure = absl::InfiniteFuture();  // NOTE [the failing rank speaks]
   };
 
   absl::Status CheckPaths(const common::JobConfig& c);

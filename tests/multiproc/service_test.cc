@@ -356,7 +356,7 @@ TEST_F(ServiceTest, AHungAgentsTrainerIsFencedWhenTheJobRestartsElsewhere) {
 
 TEST_F(ServiceTest, AHungTrainerIsKilledByTheProgressWatchdogAndTheJobRestarts) {
   StartCoordinator();
-  StartAgents(2, {"--progress_timeout_s 4", "--progress_timeout_s 4"});
+  StartAgents(2, {"--progress_timeout_s 6", "--progress_timeout_s 6"});
   const std::string id = Submit(Spec("stuck", 200000, 2, 50));
   auto until = std::chrono::steady_clock::now() + std::chrono::seconds(60);
   nlohmann::json j;

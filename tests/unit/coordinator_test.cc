@@ -200,6 +200,34 @@ TEST_F(StoreTest, ALiveJobOwnsItsOutputDirAndAnIdempotencyKeyItsSpec) {
   EXPECT_THAT(m.Submit(same, "{}", ""), IsOk());
 }
 
+TEST_F(StoreTest, TheRankThatFailedFirstSpeaksForTheAttemptNotItsPeer) {
+  auto store = JobStore::Open(path_);
+  ManagerOptions o;
+  o.restart_backoff = absl::Milliseconds(1);
+  JobManager m(**store, o);
+  common::JobConfig c = Config();
+  c.max_restarts = 2;
+  auto job = m.Submit(c, "{}", "");
+  ASSERT_THAT(job, IsOk());
+  m.Register({"w1", "127.0.0.1", 1, 0, 1234, {}});
+  m.Register({"w2", "127.0.0.1", 1, 0, 1235, {}});
+  m.Tick();
+  auto h1 = m.Heartbeat("w1", {});
+  m.Heartbeat("w2", {});
+  const int64_t gen = h1.start[0].generation;
+  m.Heartbeat("w1", {{job->id, gen, 0, true, 0, {}, ""}});
+  m.Heartbeat("w2", {{job->id, gen, 1, true, 0, {}, ""}});
+  // Rank 0's report of its collective failing arrives before rank 1's own.
+  m.Heartbeat("w1", {{job->id, gen, 0, false, 1, {}, "allreduce failed: Connection reset by peer"}});
+  EXPECT_EQ(m.Get(job->id)->state, JobState::kRunning);  // waiting for the cause
+  m.Heartbeat("w2", {{job->id, gen, 1, false, 137, {}, "rank 1 made no progress for 4 s"}});
+  auto j = m.Get(job->id);
+  EXPECT_EQ(j->state, JobState::kRecovering);
+  EXPECT_NE(j->message.find("rank 1 exited with code 137 (killed by signal 9): rank 1 made no progress"),
+            std::string::npos)
+      << j->message;
+}
+
 TEST_F(StoreTest, LifecycleWithFakeAgents) {
   auto store = JobStore::Open(path_);
   ManagerOptions o;
