@@ -238,6 +238,10 @@ absl::StatusOr<Job> JobManager::Cancel(const std::string& id) {
   if (IsLive(j.state)) {
     StopRanksLocked(j, j.generation, "cancelled");
     if (auto s = SetStateLocked(j, JobState::kCancelling, "cancel requested"); !s.ok()) return s;
+    // No rank reported running (a SCHEDULED job): CANCELLED now. A trainer
+    // that started meanwhile reports a generation that is no longer current
+    // and is stopped by its agent on that heartbeat's reply.
+    CheckJobLocked(j);
   } else {
     live_.erase(j.id);
     if (auto s = SetStateLocked(j, JobState::kCancelled, "cancelled before it ran"); !s.ok()) return s;
@@ -472,8 +476,12 @@ void JobManager::ScheduleLocked() {
       used_gpus[w] += j.config.gpus_per_rank;
     }
   }
+  // A worker that has missed heartbeats for half the timeout is suspect: a
+  // new attempt placed there would likely fail again when it is declared lost,
+  // costing a second restart for one fault.
+  const absl::Time suspect_before = absl::Now() - options_.heartbeat_timeout / 2;
   for (const auto& [id, w] : workers_) {
-    if (!w.alive) continue;
+    if (!w.alive || w.last_seen < suspect_before) continue;
     cluster.push_back({id, w.info.cpus - used_cpus[id], w.info.gpus - used_gpus[id]});
   }
   std::vector<QueuedJob> queue;

@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 
@@ -226,6 +227,72 @@ TEST_F(StoreTest, TheRankThatFailedFirstSpeaksForTheAttemptNotItsPeer) {
   EXPECT_NE(j->message.find("rank 1 exited with code 137 (killed by signal 9): rank 1 made no progress"),
             std::string::npos)
       << j->message;
+}
+
+TEST_F(StoreTest, CancellingAScheduledJobIsImmediateAndFencesATrainerThatStarted) {
+  auto store = JobStore::Open(path_);
+  JobManager m(**store, {});
+  auto job = m.Submit(Config(), "{}", "");
+  ASSERT_THAT(job, IsOk());
+  m.Register({"w1", "127.0.0.1", 1, 0, 1234, {}});
+  m.Register({"w2", "127.0.0.1", 1, 0, 1235, {}});
+  m.Tick();
+  ASSERT_EQ(m.Get(job->id)->state, JobState::kScheduled);
+  auto h1 = m.Heartbeat("w1", {});  // the assignment reaches w1's agent
+  ASSERT_EQ(h1.start.size(), 1u);
+  const int64_t gen = h1.start[0].generation;
+  auto cancelled = m.Cancel(job->id);
+  ASSERT_THAT(cancelled, IsOk());
+  EXPECT_EQ(m.Get(job->id)->state, JobState::kCancelled);  // it used to wait twice the heartbeat timeout
+  // w1 had started the trainer: its report is of a fenced generation, and the reply stops it.
+  auto reply = m.Heartbeat("w1", {{job->id, gen, 0, true, 0, {}, ""}});
+  ASSERT_EQ(reply.stop.size(), 1u);
+  EXPECT_EQ(reply.stop[0].job_id, job->id);
+}
+
+TEST_F(StoreTest, OneFaultCostsOneRestartTheNextAttemptAvoidsASuspectWorker) {
+  auto store = JobStore::Open(path_);
+  ManagerOptions o;
+  o.heartbeat_timeout = absl::Seconds(1);
+  o.restart_backoff = absl::Milliseconds(1);
+  JobManager m(**store, o);
+  common::JobConfig c = Config();
+  c.max_restarts = 3;
+  auto job = m.Submit(c, "{}", "");
+  ASSERT_THAT(job, IsOk());
+  for (const char* w : {"w1", "w2", "w3"}) m.Register({w, "127.0.0.1", 1, 0, 1234, {}});
+  m.Tick();
+  const auto first = m.Get(job->id)->workers;
+  ASSERT_EQ(first.size(), 2u);
+  const std::string healthy = first[0], dead = first[1];
+  const int64_t gen = m.Get(job->id)->generation;
+  m.Heartbeat(healthy, {{job->id, gen, 0, true, 0, {}, ""}});
+  m.Heartbeat(dead, {{job->id, gen, 1, true, 0, {}, ""}});
+  // `dead` stops heartbeating; the others go on. After 600 ms it is suspect, not yet lost.
+  for (int i = 0; i < 6; ++i) {
+    absl::SleepFor(absl::Milliseconds(100));
+    for (const char* w : {"w1", "w2", "w3"}) {
+      if (w != dead) m.Heartbeat(w, {});
+    }
+  }
+  // Its peer's trainer fails (its collective broke): one restart.
+  m.Heartbeat(healthy, {{job->id, gen, 0, false, 137, {}, ""}});
+  ASSERT_EQ(m.Get(job->id)->state, JobState::kRecovering);
+  absl::SleepFor(absl::Milliseconds(5));
+  m.Tick();
+  auto placed = m.Get(job->id);
+  ASSERT_EQ(placed->state, JobState::kScheduled);
+  EXPECT_EQ(std::count(placed->workers.begin(), placed->workers.end(), dead), 0) << dead;
+  // When `dead` is declared lost, the new attempt is not on it: still one restart.
+  for (int i = 0; i < 6; ++i) {
+    absl::SleepFor(absl::Milliseconds(100));
+    for (const char* w : {"w1", "w2", "w3"}) {
+      if (w != dead) m.Heartbeat(w, {});
+    }
+  }
+  m.Tick();
+  EXPECT_EQ(m.Get(job->id)->state, JobState::kScheduled);
+  EXPECT_EQ(m.Get(job->id)->restarts, 1);
 }
 
 TEST_F(StoreTest, LifecycleWithFakeAgents) {
