@@ -352,7 +352,10 @@ TEST_F(DistributedTest, KilledRankFailsTheOthersWithinTheTimeout) {
   ASSERT_NE(code, -1) << "rank 0 still running " << timeout_s + 5 << " s after its peer died";
   EXPECT_NE(code, 0);
   std::string log = testing::ReadText(dir_ / "r0.log");
-  EXPECT_TRUE(log.find("rank=0") != std::string::npos && log.find("failed") != std::string::npos) << log;
+  const std::string r1_log = testing::ReadText(dir_ / "r1.log");
+  EXPECT_TRUE(log.find("rank=0") != std::string::npos && log.find("failed") != std::string::npos)
+      << "rank 0 exited with " << code << "; its log (" << log.size() << " bytes):\n" << log
+      << "\nrank 1's log ends:\n" << r1_log.substr(r1_log.size() > 2000 ? r1_log.size() - 2000 : 0);
   double secs = std::chrono::duration<double>(done - killed_at).count();
   RecordProperty("survivor_exit_seconds", std::to_string(secs));
   EXPECT_LT(secs, timeout_s + 5.0);

@@ -80,6 +80,22 @@ class StoreTest : public ::testing::Test {
     c.world_size = 2;
     return c;
   }
+  static ManagerOptions Options(absl::Duration heartbeat_timeout = absl::Seconds(5)) {
+    ManagerOptions o;
+    o.heartbeat_timeout = heartbeat_timeout;
+    o.restart_backoff = absl::Milliseconds(1);
+    return o;
+  }
+  // Submits Config() with `max_restarts`, registers w1..wN (1 CPU each, w1's
+  // rendezvous port 1234) and lets the scheduler place the job.
+  static absl::StatusOr<Job> SubmitAndPlace(JobManager& m, int64_t max_restarts, int workers) {
+    common::JobConfig c = Config();
+    c.max_restarts = max_restarts;
+    auto job = m.Submit(c, "{}", "");
+    for (int i = 1; i <= workers; ++i) m.Register({"w" + std::to_string(i), "127.0.0.1", 1, 0, 1233 + i, {}});
+    m.Tick();
+    return job;
+  }
   std::string path_;
 };
 
@@ -203,16 +219,9 @@ TEST_F(StoreTest, ALiveJobOwnsItsOutputDirAndAnIdempotencyKeyItsSpec) {
 
 TEST_F(StoreTest, TheRankThatFailedFirstSpeaksForTheAttemptNotItsPeer) {
   auto store = JobStore::Open(path_);
-  ManagerOptions o;
-  o.restart_backoff = absl::Milliseconds(1);
-  JobManager m(**store, o);
-  common::JobConfig c = Config();
-  c.max_restarts = 2;
-  auto job = m.Submit(c, "{}", "");
+  JobManager m(**store, Options());
+  auto job = SubmitAndPlace(m, 2, 2);
   ASSERT_THAT(job, IsOk());
-  m.Register({"w1", "127.0.0.1", 1, 0, 1234, {}});
-  m.Register({"w2", "127.0.0.1", 1, 0, 1235, {}});
-  m.Tick();
   auto h1 = m.Heartbeat("w1", {});
   m.Heartbeat("w2", {});
   const int64_t gen = h1.start[0].generation;
@@ -231,12 +240,9 @@ TEST_F(StoreTest, TheRankThatFailedFirstSpeaksForTheAttemptNotItsPeer) {
 
 TEST_F(StoreTest, CancellingAScheduledJobIsImmediateAndFencesATrainerThatStarted) {
   auto store = JobStore::Open(path_);
-  JobManager m(**store, {});
-  auto job = m.Submit(Config(), "{}", "");
+  JobManager m(**store, Options());
+  auto job = SubmitAndPlace(m, 0, 2);
   ASSERT_THAT(job, IsOk());
-  m.Register({"w1", "127.0.0.1", 1, 0, 1234, {}});
-  m.Register({"w2", "127.0.0.1", 1, 0, 1235, {}});
-  m.Tick();
   ASSERT_EQ(m.Get(job->id)->state, JobState::kScheduled);
   auto h1 = m.Heartbeat("w1", {});  // the assignment reaches w1's agent
   ASSERT_EQ(h1.start.size(), 1u);
@@ -252,16 +258,9 @@ TEST_F(StoreTest, CancellingAScheduledJobIsImmediateAndFencesATrainerThatStarted
 
 TEST_F(StoreTest, OneFaultCostsOneRestartTheNextAttemptAvoidsASuspectWorker) {
   auto store = JobStore::Open(path_);
-  ManagerOptions o;
-  o.heartbeat_timeout = absl::Seconds(1);
-  o.restart_backoff = absl::Milliseconds(1);
-  JobManager m(**store, o);
-  common::JobConfig c = Config();
-  c.max_restarts = 3;
-  auto job = m.Submit(c, "{}", "");
+  JobManager m(**store, Options(absl::Seconds(1)));
+  auto job = SubmitAndPlace(m, 3, 3);
   ASSERT_THAT(job, IsOk());
-  for (const char* w : {"w1", "w2", "w3"}) m.Register({w, "127.0.0.1", 1, 0, 1234, {}});
-  m.Tick();
   const auto first = m.Get(job->id)->workers;
   ASSERT_EQ(first.size(), 2u);
   const std::string healthy = first[0], dead = first[1];
@@ -297,17 +296,9 @@ TEST_F(StoreTest, OneFaultCostsOneRestartTheNextAttemptAvoidsASuspectWorker) {
 
 TEST_F(StoreTest, LifecycleWithFakeAgents) {
   auto store = JobStore::Open(path_);
-  ManagerOptions o;
-  o.heartbeat_timeout = absl::Milliseconds(300);
-  o.restart_backoff = absl::Milliseconds(1);
-  JobManager m(**store, o);
-  common::JobConfig c = Config();
-  c.max_restarts = 1;
-  auto job = m.Submit(c, "{}", "");
+  JobManager m(**store, Options(absl::Milliseconds(300)));
+  auto job = SubmitAndPlace(m, 1, 2);
   ASSERT_THAT(job, IsOk());
-  m.Register({"w1", "127.0.0.1", 1, 0, 1234, {}});
-  m.Register({"w2", "127.0.0.1", 1, 0, 1235, {}});
-  m.Tick();
   EXPECT_EQ(m.Get(job->id)->state, JobState::kScheduled);
   auto h1 = m.Heartbeat("w1", {});
   auto h2 = m.Heartbeat("w2", {});
