@@ -126,12 +126,17 @@ absl::Status CheckLease(const std::string& output_dir, const Owner& me) {
   return absl::OkStatus();
 }
 
-absl::Status VerifyCheckpoint(const std::string& dir) {
+absl::Status VerifyCheckpoint(const std::string& dir, const std::vector<std::string>& required) {
   auto text = ReadFile(dir + "/manifest.json", 1 << 20);
   if (!text.ok()) return absl::DataLossError(absl::StrCat(dir, ": no manifest.json (uncommitted checkpoint)"));
   auto m = nlohmann::json::parse(*text, nullptr, false);
   if (m.is_discarded() || !m.contains("files") || !m["files"].is_object()) {
     return absl::DataLossError(absl::StrCat(dir, "/manifest.json is malformed"));
+  }
+  for (const auto& f : required) {
+    if (!m["files"].contains(f)) {
+      return absl::DataLossError(absl::StrCat(dir, "/manifest.json does not list ", f, ", which a resume loads"));
+    }
   }
   for (auto it = m["files"].begin(); it != m["files"].end(); ++it) {
     std::string path = dir + "/" + it.key();
@@ -151,9 +156,24 @@ absl::Status VerifyCheckpoint(const std::string& dir) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<CheckpointInfo> FindLatestCheckpoint(const std::string& root, std::vector<std::string>* skipped) {
+std::vector<CheckpointInfo> VerifiedCheckpoints(const std::string& root, std::vector<std::string>* skipped,
+                                                const std::vector<std::string>& required) {
+  std::vector<CheckpointInfo> out;
   for (const auto& c : ListCommitted(root)) {
-    absl::Status s = VerifyCheckpoint(c.dir);
+    absl::Status s = VerifyCheckpoint(c.dir, required);
+    if (s.ok()) {
+      out.push_back(c);
+    } else if (skipped) {
+      skipped->push_back(std::string(s.message()));
+    }
+  }
+  return out;
+}
+
+absl::StatusOr<CheckpointInfo> FindLatestCheckpoint(const std::string& root, std::vector<std::string>* skipped,
+                                                    const std::vector<std::string>& required) {
+  for (const auto& c : ListCommitted(root)) {
+    absl::Status s = VerifyCheckpoint(c.dir, required);
     if (s.ok()) return c;
     if (skipped) skipped->push_back(std::string(s.message()));
   }

@@ -59,10 +59,16 @@ absl::StatusOr<CheckpointInfo> CommitCheckpoint(const std::string& root, const s
 // The owner a committed checkpoint's manifest records (empty: none, as
 // written by hand or by an earlier release).
 Owner CheckpointOwner(const std::string& dir);
-// Verifies manifest.json of a committed directory.
-absl::Status VerifyCheckpoint(const std::string& dir);
+// Verifies manifest.json of a committed directory: every listed file present
+// with its size and hash, and every file of `required` listed (a manifest
+// that omits a file its reader loads would let that file go unchecked).
+absl::Status VerifyCheckpoint(const std::string& dir, const std::vector<std::string>& required = {});
 // The newest checkpoint that verifies; kNotFound when there is none.
 // `skipped` receives "dir: reason" for each rejected candidate.
-absl::StatusOr<CheckpointInfo> FindLatestCheckpoint(const std::string& root, std::vector<std::string>* skipped);
+absl::StatusOr<CheckpointInfo> FindLatestCheckpoint(const std::string& root, std::vector<std::string>* skipped,
+                                                    const std::vector<std::string>& required = {});
+// Every committed checkpoint that verifies, newest first.
+std::vector<CheckpointInfo> VerifiedCheckpoints(const std::string& root, std::vector<std::string>* skipped,
+                                                const std::vector<std::string>& required = {});
 
 }  // namespace attune::common

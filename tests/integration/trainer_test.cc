@@ -97,6 +97,44 @@ TEST_F(TrainerTest, ResumedRunEndsWithTheSameWeights) {
   EXPECT_TRUE(std::filesystem::exists(a + "/data_report.json"));
 }
 
+// NOTE [resume] in worker/train/trainer.cc.
+TEST_F(TrainerTest, ResumeFallsBackPastUnloadableCheckpointsAndRefusesAnotherLabelMap) {
+  const std::string hyper = "epochs: 2, batch_size: 8, learning_rate: 3.0e-3, seed: 5";
+  const std::string out = dir_ / "r";
+  auto crashed = Train(dir_, "r", Spec(dir_, kTinyConfig, "{type: full}", hyper, out), "--abort_after_step=8");
+  ASSERT_NE(crashed.exit_code, 0);
+  const std::string step3 = out + "/checkpoints/step-000000003", step6 = out + "/checkpoints/step-000000006";
+  ASSERT_TRUE(std::filesystem::exists(step3) && std::filesystem::exists(step6));
+  // Step 6: optimizer.pt truncated before commit, so its manifest (rewritten to match) verifies.
+  ASSERT_EQ(RunCommand("truncate -s 100 " + step6 + "/optimizer.pt && /usr/bin/python3 -c \"import hashlib,json,os,sys;"
+                       "d=sys.argv[1];m=json.load(open(d+'/manifest.json'));p=d+'/optimizer.pt';"
+                       "m['files']['optimizer.pt']={'sha256':hashlib.sha256(open(p,'rb').read()).hexdigest(),"
+                       "'bytes':os.path.getsize(p)};json.dump(m,open(d+'/manifest.json','w'))\" " + step6)
+                .exit_code,
+            0);
+  // Another label order for the same data is refused, naming both.
+  auto relabelled = Train(dir_, "r2", "name: t\n" + std::string(kTinyConfig) + "data: {train: " + (dir_ / "train.csv") +
+                                          ", validation: " + (dir_ / "valid.csv") +
+                                          ", max_length: 32, labels: [medical, finance]}\nmethod: {type: full}\n"
+                                          "hyperparameters: {" + hyper + "}\ncheckpoint: {every_steps: 3}\n"
+                                          "output_dir: " + out + "\n");
+  EXPECT_EQ(relabelled.exit_code, 65) << relabelled.output;
+  EXPECT_NE(relabelled.output.find("was trained with labels [finance, medical]; this run's are [medical, finance]"),
+            std::string::npos)
+      << relabelled.output;
+  // The same run resumes from step 3, past the unloadable step 6.
+  auto resumed = Train(dir_, "r", Spec(dir_, kTinyConfig, "{type: full}", hyper, out));
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+  EXPECT_NE(resumed.output.find("cannot resume from " + step6), std::string::npos) << resumed.output;
+  EXPECT_NE(resumed.output.find("resumed from " + step3 + " at step 3"), std::string::npos) << resumed.output;
+  // A manifest that lists nothing verifies nothing: it is skipped, not trusted.
+  std::filesystem::create_directories(out + "/checkpoints/step-000000099");
+  testing::WriteText(out + "/checkpoints/step-000000099/manifest.json", "{\"step\": 99, \"files\": {}}");
+  auto again = Train(dir_, "r", Spec(dir_, kTinyConfig, "{type: full}", hyper, out));
+  EXPECT_NE(again.output.find("step-000000099/manifest.json does not list model.safetensors"), std::string::npos)
+      << again.output;
+}
+
 TEST_F(TrainerTest, AccumulationEqualsTheLargerBatch) {
   const std::string base = "epochs: 1, learning_rate: 3.0e-3, seed: 5, ";
   std::string nodrop =

@@ -18,6 +18,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "common/checkpoint.h"
 #include "common/files.h"
 #include "common/safetensors.h"
@@ -366,6 +367,9 @@ struct LoopState {
   double es_best = 0;
   int64_t es_bad = 0;
   int64_t last_eval_step = -1;
+  // What the weights mean (NOTE [resume]); empty in states of earlier releases.
+  std::vector<std::string> labels;
+  std::string vocab_fingerprint;
 };
 
 nlohmann::json LoopStateToJson(const LoopState& s) {
@@ -384,6 +388,8 @@ nlohmann::json LoopStateToJson(const LoopState& s) {
   j["best_step"] = s.best_step;
   j["early_stopping"] = {{"has_best", s.es_has_best}, {"best", s.es_best}, {"bad_evals", s.es_bad}};
   j["last_eval_step"] = s.last_eval_step;
+  j["labels"] = s.labels;
+  j["vocab_fingerprint"] = s.vocab_fingerprint;
   return j;
 }
 
@@ -410,6 +416,8 @@ absl::StatusOr<LoopState> LoopStateFromJson(const std::string& text, const std::
     s.es_best = j.at("early_stopping").at("best");
     s.es_bad = j.at("early_stopping").at("bad_evals");
     s.last_eval_step = j.at("last_eval_step");
+    if (j.contains("labels")) s.labels = j["labels"].get<std::vector<std::string>>();
+    s.vocab_fingerprint = j.value("vocab_fingerprint", std::string());
   } catch (const std::exception& e) {
     return absl::DataLossError(absl::StrCat(source, ": ", e.what()));
   }
@@ -447,6 +455,7 @@ class Engine {
   absl::Status WriteCheckpoint(const LoopState& s);
   bool StopRequested() const { return o_.stop_requested != nullptr && o_.stop_requested->load(); }
   absl::Status TryResume(LoopState* s);
+  absl::Status ResumeFrom(const std::string& dir, LoopState* s);
   void SetLearningRate(double lr);
 
   common::JobConfig c_;  // a copy: label order may be taken from the checkpoint
@@ -461,6 +470,8 @@ class Engine {
   std::string ckpt_root_, best_path_;
   ParamSnapshot best_;  // the best evaluation's weights, on every rank (early stopping)
   std::unique_ptr<task::Task> task_;
+  std::vector<std::string> labels_;  // the head's outputs (id2label), recorded in checkpoints
+  std::string vocab_fingerprint_;    // FNV-1a of the vocabulary, recorded in checkpoints
   TrainResult result_;
 };
 
@@ -514,9 +525,17 @@ absl::Status Engine::WriteCheckpoint(const LoopState& s) {
   return absl::OkStatus();
 }
 
+// NOTE [resume]: the newest committed checkpoint whose manifest verifies and
+// lists every file a resume loads is tried first; one whose files still fail
+// to load (a truncated optimizer.pt hashed into its manifest before commit,
+// say) falls back to the previous one. A checkpoint trained with another
+// label map or vocabulary is refused with both named: resuming it would
+// silently scramble the classes.
 absl::Status Engine::TryResume(LoopState* s) {
+  static const std::vector<std::string> kLoaded = {"model.safetensors", "optimizer.pt", "rng.bin",
+                                                   "trainer_state.json"};
   std::vector<std::string> skipped;
-  auto latest = common::FindLatestCheckpoint(ckpt_root_, &skipped);
+  std::vector<common::CheckpointInfo> candidates = common::VerifiedCheckpoints(ckpt_root_, &skipped, kLoaded);
   for (const auto& why : skipped) LOG(WARNING) << "skipping checkpoint: " << why;
   if (!o_.owner.empty()) {
     // NOTE [owned outputs]: a job resumes its own checkpoints; another job's
@@ -525,63 +544,90 @@ absl::Status Engine::TryResume(LoopState* s) {
       std::error_code e1, e2;
       return fs::weakly_canonical(a, e1) == fs::weakly_canonical(b, e2) && !e1 && !e2;
     };
-    const bool other = latest.ok() && common::CheckpointOwner(latest->dir).job_id != o_.owner.job_id;
+    const bool other =
+        !candidates.empty() && common::CheckpointOwner(candidates.front().dir).job_id != o_.owner.job_id;
     if (other && c_.checkpoint_overwrite) {
       LOG(WARNING) << "job=" << c_.name << " checkpoint.overwrite: discarding the checkpoints of job "
-                   << common::CheckpointOwner(latest->dir).job_id << " in " << ckpt_root_;
+                   << common::CheckpointOwner(candidates.front().dir).job_id << " in " << ckpt_root_;
       std::error_code ec;
       for (const auto& e : fs::directory_iterator(ckpt_root_, ec)) fs::remove_all(e.path(), ec);
       fs::remove_all(c_.output_dir + "/best", ec);
-      latest = absl::NotFoundError("discarded");
+      candidates.clear();
     } else if (other && !(!c_.checkpoint_resume_from.empty() && same_dir(c_.checkpoint_resume_from, c_.output_dir))) {
-      const std::string holder = common::CheckpointOwner(latest->dir).job_id;
+      const std::string holder = common::CheckpointOwner(candidates.front().dir).job_id;
       return absl::FailedPreconditionError(absl::StrCat(
           "output_dir: ", c_.output_dir, " holds the checkpoints of ", holder.empty() ? "another run" : "job " + holder,
-          " (newest: step ", latest->step, "); set checkpoint.resume_from: ", c_.output_dir,
+          " (newest: step ", candidates.front().step, "); set checkpoint.resume_from: ", c_.output_dir,
           " to continue from them, or checkpoint.overwrite: true to discard them"));
-    } else if (!latest.ok() && !c_.checkpoint_resume_from.empty()) {
+    } else if (candidates.empty() && !c_.checkpoint_resume_from.empty()) {
       // A new job starting from another job's checkpoints (its own come later).
-      latest = common::FindLatestCheckpoint(c_.checkpoint_resume_from + "/checkpoints", &skipped);
-      if (!latest.ok()) {
+      candidates = common::VerifiedCheckpoints(c_.checkpoint_resume_from + "/checkpoints", &skipped, kLoaded);
+      if (candidates.empty()) {
         return absl::NotFoundError(absl::StrCat("checkpoint.resume_from: no committed checkpoint in ",
                                                 c_.checkpoint_resume_from, "/checkpoints"));
       }
     }
   }
-  if (!latest.ok()) return absl::OkStatus();  // nothing to resume
+  std::vector<std::string> failed;
+  for (const auto& c : candidates) {
+    absl::Status st = ResumeFrom(c.dir, s);
+    if (st.ok()) return absl::OkStatus();
+    if (!absl::IsDataLoss(st)) return st;  // the run's fault, not the files'
+    LOG(WARNING) << "job=" << c_.name << " cannot resume from " << c.dir << ": " << st.message()
+                 << "; trying an older checkpoint";
+    failed.push_back(std::string(st.message()));
+  }
+  if (!failed.empty()) {
+    return absl::DataLossError(absl::StrCat("no committed checkpoint could be loaded: ", absl::StrJoin(failed, "; ")));
+  }
+  return absl::OkStatus();  // nothing to resume
+}
+
+absl::Status Engine::ResumeFrom(const std::string& dir, LoopState* s) {
   // The manifest has verified every byte before anything reaches torch::load.
-  ATTUNE_RETURN_IF_ERROR(LoadParams(model_, latest->dir + "/model.safetensors"));
+  ATTUNE_ASSIGN_OR_RETURN(std::string state, common::ReadFile(dir + "/trainer_state.json"));
+  ATTUNE_ASSIGN_OR_RETURN(LoopState loaded, LoopStateFromJson(state, dir + "/trainer_state.json"));
+  if (!loaded.labels.empty() && loaded.labels != labels_) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        dir, " was trained with labels [", absl::StrJoin(loaded.labels, ", "), "]; this run's are [",
+        absl::StrJoin(labels_, ", "), "]: set data.labels to the checkpoint's order, or start a new output_dir"));
+  }
+  if (!loaded.vocab_fingerprint.empty() && loaded.vocab_fingerprint != vocab_fingerprint_) {
+    return absl::FailedPreconditionError(absl::StrCat(dir, " was trained with another vocabulary (fingerprint ",
+                                                      loaded.vocab_fingerprint, "; this run's ", vocab_fingerprint_,
+                                                      "): its token ids would mean other tokens"));
+  }
+  ATTUNE_RETURN_IF_ERROR(LoadParams(model_, dir + "/model.safetensors"));
   try {
     torch::serialize::InputArchive ar;
-    ar.load_from(latest->dir + "/optimizer.pt");
+    ar.load_from(dir + "/optimizer.pt");
     opt_->load(ar);
   } catch (const c10::Error& e) {
-    return absl::DataLossError(absl::StrCat(latest->dir, "/optimizer.pt: ", e.what_without_backtrace()));
+    return absl::DataLossError(absl::StrCat(dir, "/optimizer.pt: ", e.what_without_backtrace()));
   }
-  ATTUNE_ASSIGN_OR_RETURN(std::string rng, common::ReadFile(latest->dir + "/rng.bin"));
-  SetRngState(rng);
-  ATTUNE_ASSIGN_OR_RETURN(std::string state, common::ReadFile(latest->dir + "/trainer_state.json"));
-  ATTUNE_ASSIGN_OR_RETURN(*s, LoopStateFromJson(state, latest->dir + "/trainer_state.json"));
+  ATTUNE_ASSIGN_OR_RETURN(std::string rng, common::ReadFile(dir + "/rng.bin"));
+  *s = std::move(loaded);
   if (s->best_step == s->step) {
     best_ = SnapshotParams(model_);
   } else if (s->best_step >= 0) {
-    const std::string best = latest->dir + "/best.safetensors";
+    const std::string best = dir + "/best.safetensors";
     std::string from = best;
     if (!fs::exists(best)) {
       // A checkpoint of an earlier release: its best weights are only in best/.
       if (!fs::exists(best_path_)) {
-        return absl::DataLossError(absl::StrCat(latest->dir, " records its best evaluation at step ", s->best_step,
+        return absl::DataLossError(absl::StrCat(dir, " records its best evaluation at step ", s->best_step,
                                                 " but holds no best.safetensors, and ", best_path_, " is missing"));
       }
-      LOG(WARNING) << latest->dir << " holds no best.safetensors; taking the best weights from " << best_path_;
+      LOG(WARNING) << dir << " holds no best.safetensors; taking the best weights from " << best_path_;
       from = best_path_;
     }
     ATTUNE_RETURN_IF_ERROR(LoadParams(model_, from));
     best_ = SnapshotParams(model_);
-    ATTUNE_RETURN_IF_ERROR(LoadParams(model_, latest->dir + "/model.safetensors"));
+    ATTUNE_RETURN_IF_ERROR(LoadParams(model_, dir + "/model.safetensors"));
   }
+  SetRngState(rng);
   result_.resumed_from_step = s->step;
-  LOG(INFO) << "job=" << c_.name << " rank=" << rank_ << " resumed from " << latest->dir << " at step " << s->step;
+  LOG(INFO) << "job=" << c_.name << " rank=" << rank_ << " resumed from " << dir << " at step " << s->step;
   return absl::OkStatus();
 }
 
@@ -673,9 +719,17 @@ absl::StatusOr<TrainResult> Engine::Run() {
                               ? -1
                               : tok.ConvertTokensToIds({"[MASK]"})[0];
 
+  labels_ = bc.labels;
+  uint64_t fnv = 1469598103934665603ULL;  // FNV-1a over the vocabulary, one token per line
+  for (const auto& t : tok.vocab()) {
+    for (unsigned char ch : t + "\n") fnv = (fnv ^ ch) * 1099511628211ULL;
+  }
+  vocab_fingerprint_ = absl::StrFormat("%016x", fnv);
   LoopState s;
   s.sampler = sampler_->state();
   if (o_.resume) ATTUNE_RETURN_IF_ERROR(TryResume(&s));
+  s.labels = labels_;
+  s.vocab_fingerprint = vocab_fingerprint_;
   if (comm_ && world_ > 1) {
     // Every rank starts identical: rank 0's weights (fresh or resumed) win.
     std::vector<torch::Tensor> all, in_order;
