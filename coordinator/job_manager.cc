@@ -1,12 +1,14 @@
 #include "coordinator/job_manager.h"
 
 #include <algorithm>
+#include <fstream>
 #include <set>
 #include <cstdlib>
 #include <filesystem>
 #include <random>
 
 #include <glog/logging.h>
+#include <nlohmann/json.hpp>
 
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -68,6 +70,92 @@ absl::Status JobManager::Recover() {
   return absl::OkStatus();
 }
 
+namespace {
+
+// The column names of a CSV/TSV header line (RFC 4180 quoting, BOM and CR stripped).
+std::vector<std::string> HeaderColumns(std::string line, char sep) {
+  if (line.rfind("\xEF\xBB\xBF", 0) == 0) line.erase(0, 3);
+  if (!line.empty() && line.back() == '\r') line.pop_back();
+  std::vector<std::string> out(1);
+  bool quoted = false;
+  for (size_t i = 0; i < line.size(); ++i) {
+    const char ch = line[i];
+    if (quoted) {
+      if (ch == '"' && i + 1 < line.size() && line[i + 1] == '"') {
+        out.back() += '"';
+        ++i;
+      } else if (ch == '"') {
+        quoted = false;
+      } else {
+        out.back() += ch;
+      }
+    } else if (ch == '"') {
+      quoted = true;
+    } else if (ch == sep) {
+      out.emplace_back();
+    } else {
+      out.back() += ch;
+    }
+  }
+  return out;
+}
+
+// What is wrong with a data file that the trainer would find only after the
+// job was scheduled: a missing file, a missing column.
+void CheckDataFile(const char* field, const std::string& path, const std::vector<std::string>& columns,
+                   std::vector<std::string>* bad) {
+  std::error_code ec;
+  if (!fs::is_regular_file(path, ec)) {
+    bad->push_back(absl::StrCat(field, ": ", path, " does not exist or is not a file"));
+    return;
+  }
+  std::ifstream in(path, std::ios::binary);
+  std::string line;
+  const std::string ext = fs::path(path).extension().string();
+  if (ext == ".csv" || ext == ".tsv") {
+    std::getline(in, line);
+    const std::vector<std::string> header = HeaderColumns(line.substr(0, 1 << 20), ext == ".tsv" ? '\t' : ',');
+    for (const auto& col : columns) {
+      if (std::find(header.begin(), header.end(), col) == header.end()) {
+        bad->push_back(absl::StrCat(field, ": ", path, " has no column named '", col, "' (columns: ",
+                                    absl::StrJoin(header, ", "), ")"));
+      }
+    }
+  } else if (ext == ".jsonl" || ext == ".json" || ext == ".ndjson") {
+    // A key that none of the first 100 records has is a typo, not a gap.
+    std::set<std::string> seen;
+    for (int n = 0; n < 100 && std::getline(in, line);) {
+      auto j = nlohmann::json::parse(line.substr(0, 1 << 20), nullptr, false);
+      if (!j.is_object()) continue;
+      ++n;
+      for (const auto& col : columns) {
+        if (j.contains(col)) seen.insert(col);
+      }
+    }
+    for (const auto& col : columns) {
+      if (!seen.count(col)) bad->push_back(absl::StrCat(field, ": no record of the first 100 in ", path, " has '", col, "'"));
+    }
+  }
+}
+
+}  // namespace
+
+std::vector<std::string> JobManager::InputProblems(const common::JobConfig& c) {
+  std::vector<std::string> bad;
+  std::vector<std::string> columns = {c.text_column, c.label_column};
+  if (!c.text_pair_column.empty()) columns.push_back(c.text_pair_column);
+  CheckDataFile("data.train", c.train_path, columns, &bad);
+  if (!c.validation_path.empty()) CheckDataFile("data.validation", c.validation_path, columns, &bad);
+  std::error_code ec;
+  if (!c.model_path.empty() && !fs::is_regular_file(fs::path(c.model_path) / "config.json", ec)) {
+    bad.push_back(absl::StrCat("model.path: ", c.model_path, " holds no config.json"));
+  }
+  if (!c.vocab_path.empty() && !fs::is_regular_file(c.vocab_path, ec)) {
+    bad.push_back(absl::StrCat("model.vocab: ", c.vocab_path, " does not exist or is not a file"));
+  }
+  return bad;
+}
+
 absl::Status JobManager::CheckPaths(const common::JobConfig& c) {
   std::vector<std::string> bad;
   auto check = [&](const char* field, const std::string& p) {
@@ -95,6 +183,11 @@ absl::Status JobManager::CheckPaths(const common::JobConfig& c) {
   check("data.validation", c.validation_path);
   check("output_dir", c.output_dir);
   check("checkpoint.resume_from", c.checkpoint_resume_from);
+  // The coordinator sees the data (it has a data root): a typo is refused now,
+  // not after the job has waited in the queue and started its ranks.
+  if (bad.empty() && !options_.data_root.empty()) {
+    for (auto& problem : InputProblems(c)) bad.push_back(std::move(problem));
+  }
   if (bad.empty()) return absl::OkStatus();
   return absl::InvalidArgumentError(absl::StrJoin(bad, "; "));
 }

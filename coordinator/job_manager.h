@@ -152,6 +152,9 @@ class JobManager {
   };
 
   absl::Status CheckPaths(const common::JobConfig& c);
+  // With a data root: missing data files and columns, a model.path without
+  // config.json, a missing vocab. Each entry names its field.
+  static std::vector<std::string> InputProblems(const common::JobConfig& c);
   absl::Status SetStateLocked(Job& job, JobState s, const std::string& message, EventType type = EventType::kStateChanged);
   void FailAttemptLocked(Job& job, const std::string& reason, bool permanent, EventType type);
   void StopRanksLocked(const Job& job, int64_t generation, const std::string& reason);

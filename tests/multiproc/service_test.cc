@@ -481,18 +481,26 @@ TEST_F(ServiceTest, RestartBudgetExhaustedFailsWithTheReason) {
 TEST_F(ServiceTest, ATrainersOwnReasonBecomesTheJobsMessageAndPermanentFailuresAreNotRetried) {
   StartCoordinator();
   StartAgents(2);
-  // A column that is not in the file: only the trainer can tell, and retrying cannot help.
+  // A malformed row deep in the file: only the trainer finds it, and retrying cannot help.
+  testing::WriteText(dir_ / "broken.csv", testing::ReadText(dir_ / "train.csv") + "\"unterminated,pos\n");
   std::string spec = testing::ReadText(Spec("typo", 30, 5));
-  spec.replace(spec.find("max_length: 24}"), 15, "max_length: 24, label_column: stars}");
+  spec.replace(spec.find(dir_ / "train.csv"), (dir_ / "train.csv").size(), dir_ / "broken.csv");
   testing::WriteText(dir_ / "typo2.yaml", spec);
   const std::string bad = Submit(dir_ / "typo2.yaml");
   ASSERT_TRUE(WaitState(bad, "FAILED", 60)) << GetJob(bad).dump();
   auto j = GetJob(bad);
   const std::string message = j["message"];
   EXPECT_NE(message.find("exited with code 65 (invalid input; not retried)"), std::string::npos) << message;
-  EXPECT_NE(message.find("no column named 'stars'"), std::string::npos) << message;
+  EXPECT_NE(message.find("broken.csv:322: unterminated quoted field"), std::string::npos) << message;
   EXPECT_EQ(Int(j, "restarts"), 0) << j.dump();  // max_restarts 5, none spent
-  EXPECT_NE(Cli("get " + bad).output.find("no column named 'stars'"), std::string::npos);
+  EXPECT_NE(Cli("get " + bad).output.find("unterminated quoted field"), std::string::npos);
+  // A column that is not in the file is refused at submit (the coordinator sees the data root).
+  spec = testing::ReadText(dir_ / "typo.yaml");
+  spec.replace(spec.find("max_length: 24}"), 15, "max_length: 24, label_column: stars}");
+  testing::WriteText(dir_ / "typo3.yaml", spec);
+  auto refused = Cli("submit -f " + (dir_ / "typo3.yaml"));
+  EXPECT_EQ(refused.exit_code, 3) << refused.output;  // INVALID_ARGUMENT
+  EXPECT_NE(refused.output.find("has no column named 'stars'"), std::string::npos) << refused.output;
 }
 
 TEST_F(ServiceTest, CoordinatorKilledMidJobRecoversWithoutLosingJobs) {

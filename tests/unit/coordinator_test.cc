@@ -340,6 +340,10 @@ TEST_F(StoreTest, PathsMustStayInsideTheDataRoot) {
   auto store = JobStore::Open(path_);
   fs::path root = fs::temp_directory_path() / ("attune_root_" + std::to_string(::getpid()));
   fs::create_directories(root / "data");
+  fs::create_directories(root / "model");
+  std::ofstream(root / "data" / "t.csv") << "text,label\na,b\n";
+  std::ofstream(root / "data" / "v.csv") << "\xEF\xBB\xBF\"text\",label\r\na,b\n";
+  std::ofstream(root / "model" / "config.json") << "{}";
   fs::remove(root / "data" / "escape");
   fs::create_directory_symlink("/etc", root / "data" / "escape");
   ManagerOptions o;
@@ -351,6 +355,17 @@ TEST_F(StoreTest, PathsMustStayInsideTheDataRoot) {
   c.output_dir = (root / "out").string();
   c.model_path = (root / "model").string();
   EXPECT_THAT(m.Submit(c, "{}", ""), IsOk());
+  // What the trainer would find only after queueing and scheduling is refused at submit.
+  common::JobConfig typo = c;
+  typo.output_dir = (root / "out2").string();
+  typo.train_path = (root / "data" / "trian.csv").string();
+  typo.label_column = "stars";
+  typo.model_path = (root / "data").string();
+  auto refused = m.Submit(typo, "{}", "");
+  EXPECT_THAT(refused, StatusIs(absl::StatusCode::kInvalidArgument, "data.train: " + typo.train_path + " does not exist"));
+  EXPECT_THAT(refused, StatusIs(absl::StatusCode::kInvalidArgument,
+                                "data.validation: " + typo.validation_path + " has no column named 'stars' (columns: text, label)"));
+  EXPECT_THAT(refused, StatusIs(absl::StatusCode::kInvalidArgument, "model.path: " + typo.model_path + " holds no config.json"));
   c.train_path = (root / "data" / "escape" / "passwd").string();
   EXPECT_THAT(m.Submit(c, "{}", ""), StatusIs(absl::StatusCode::kInvalidArgument, "data.train"));
   c.train_path = (root / "data" / ".." / ".." / "x.csv").string();
