@@ -124,8 +124,20 @@ absl::Status FsyncDirectory(const std::string& dir) {
 absl::Status MakeDirs(const std::string& dir) {
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
-  if (ec) return absl::UnavailableError(absl::StrCat("cannot create directory ", dir, ": ", ec.message()));
-  return absl::OkStatus();
+  if (!ec) return absl::OkStatus();
+  const std::string msg = absl::StrCat("cannot create directory ", dir, ": ", ec.message());
+  switch (ec.value()) {
+    // The same path fails the same way on a retry.
+    case ENOTDIR:
+    case EEXIST:
+    case EROFS:
+    case EACCES:
+    case EPERM:
+    case ENAMETOOLONG: return absl::FailedPreconditionError(msg);
+    case ENOSPC:
+    case EDQUOT: return absl::ResourceExhaustedError(msg);
+    default: return absl::UnavailableError(msg);
+  }
 }
 
 absl::Status WriteFileAtomic(const std::string& path, std::string_view data) {

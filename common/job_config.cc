@@ -36,6 +36,11 @@ absl::Status ValidateJobConfig(const JobConfig& c) {
               m.attention_probs_dropout_prob < 1,
           "model.config.attention_probs_dropout_prob", "must be in [0, 1)");
     check(m.classifier_dropout < 1, "model.config.classifier_dropout", "must be < 1");
+    // Zero or negative: every LayerNorm divides by sqrt(var + eps) (NaN), or
+    // every weight is drawn with no spread; the run would fail the same way on
+    // every retry.
+    check(finite(m.layer_norm_eps) && m.layer_norm_eps > 0, "model.config.layer_norm_eps", "must be > 0");
+    check(finite(m.initializer_range) && m.initializer_range > 0, "model.config.initializer_range", "must be > 0");
     check(m.max_position_embeddings >= c.max_length, "data.max_length", "must be <= model.config.max_position_embeddings");
   }
   check(c.built_vocab_size >= 16 && c.built_vocab_size <= 1'000'000, "model.vocab_size", "must be in [16, 1000000]");

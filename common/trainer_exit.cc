@@ -13,6 +13,7 @@ int ExitCodeForStatus(const absl::Status& status) {
     case absl::StatusCode::kNotFound:
     case absl::StatusCode::kFailedPrecondition:
     case absl::StatusCode::kOutOfRange:
+    case absl::StatusCode::kPermissionDenied:
     case absl::StatusCode::kDataLoss: return kExitInvalidInput;
     case absl::StatusCode::kResourceExhausted: return kExitNoSpace;
     case absl::StatusCode::kInternal:

@@ -9,7 +9,8 @@
 //   1     transient: a collective or peer failed, I/O      yes, from the last checkpoint
 //   2     bad command line or unreadable spec              no
 //   65    invalid input: spec, data, model or checkpoint,  no
-//         or a non-finite loss (the same input fails again)
+//         a path that cannot be created or written, or a
+//         non-finite loss (the same input fails again)
 //   70    internal error (a bug)                          no
 //   73    no space left on the device                     no
 //   75    fenced: a newer attempt of the job holds its     - (that attempt already runs)

@@ -190,6 +190,13 @@ TEST_F(TrainerTest, FullDiskStopsWithExit73AndLeavesNoPartialCheckpoint) {
   EXPECT_TRUE(left.empty()) << left.front();  // the temporary checkpoint directory was removed
 }
 
+TEST_F(TrainerTest, AnOutputDirThatCannotBeCreatedIsAPermanentFailure) {
+  testing::WriteText(dir_ / "a-file", "x");
+  auto r = Train(dir_, "nodir", Spec(dir_, kTinyConfig, "{type: full}", "epochs: 1", dir_ / "a-file/out"));
+  EXPECT_EQ(r.exit_code, 65) << r.output;  // retrying cannot help
+  EXPECT_NE(r.output.find("cannot create directory"), std::string::npos) << r.output;
+}
+
 TEST_F(TrainerTest, InvalidSpecNamesTheField) {
   auto r = Train(dir_, "inv", Spec(dir_, kTinyConfig, "{type: full}", "batch_size: 0", dir_ / "inv"));
   EXPECT_EQ(r.exit_code, 2) << r.output;

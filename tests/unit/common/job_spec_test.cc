@@ -79,6 +79,15 @@ TEST(JobSpecTest, ZeroSeedAndBetasAreKept) {
   EXPECT_DOUBLE_EQ(unset.adam_epsilon, 1e-8);
 }
 
+TEST(JobSpecTest, DegenerateLayerNormAndInitialisationAreRefused) {
+  JobConfig c = Parse(kSpec);
+  c.model_config.layer_norm_eps = -1;
+  c.model_config.initializer_range = 0;
+  EXPECT_THAT(ValidateJobConfig(c), StatusIs(absl::StatusCode::kInvalidArgument, "model.config.layer_norm_eps: must be > 0"));
+  EXPECT_THAT(ValidateJobConfig(c),
+              StatusIs(absl::StatusCode::kInvalidArgument, "model.config.initializer_range: must be > 0"));
+}
+
 TEST(JobSpecTest, EarlyStoppingMetricComesFromTheTaskCatalog) {
   const std::string base = "name: j\nmodel: {path: m}\ndata: {train: t.csv, validation_split: 0.1}\noutput_dir: o\n";
   JobConfig unnamed = Parse(base + "evaluation: {early_stopping: {patience: 2}}\n");

@@ -17,6 +17,7 @@ TEST(TrainerExitTest, StatusesMapToTheContract) {
   EXPECT_EQ(ExitCodeForStatus(absl::NotFoundError("x")), 65);
   EXPECT_EQ(ExitCodeForStatus(absl::FailedPreconditionError("non-finite loss")), 65);
   EXPECT_EQ(ExitCodeForStatus(absl::DataLossError("x")), 65);
+  EXPECT_EQ(ExitCodeForStatus(absl::PermissionDeniedError("x")), 65);
   EXPECT_EQ(ExitCodeForStatus(absl::InternalError("x")), 70);
   EXPECT_EQ(ExitCodeForStatus(absl::ResourceExhaustedError("No space left on device")), 73);
   EXPECT_EQ(ExitCodeForStatus(absl::CancelledError("SIGTERM")), 143);
