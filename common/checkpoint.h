@@ -37,9 +37,10 @@ struct Owner {
 // generation when it loses a rank's worker, but a worker that is only hung or
 // cut off may still run the old attempt's trainer. Each attempt's rank 0
 // takes the output directory's lease (<dir>/.attune-lease.json) when it
-// starts, and checks it before every checkpoint commit and export, and every
-// few seconds while training: an attempt whose lease was taken by a newer
-// generation of its job stops without writing anything more.
+// starts and checks it before every checkpoint commit and export; the
+// trainer's watchdog thread checks it every second while training. An attempt
+// whose lease was taken by a newer generation of its job stops without
+// writing anything more.
 //   TakeLease: refuses (kFailedPrecondition, "fenced") if a newer generation
 //   of the same job holds the lease; otherwise records `me`.
 //   CheckLease: kFailedPrecondition ("fenced") if a newer generation holds it.

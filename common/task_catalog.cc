@@ -84,6 +84,14 @@ std::vector<std::pair<std::string, double>> InCatalogOrder(std::string_view task
   return out;
 }
 
+bool IsValidMetricName(std::string_view name) {
+  if (name.empty() || name.size() > 64) return false;
+  for (char ch : name) {
+    if (!((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '_')) return false;
+  }
+  return true;
+}
+
 std::string MetricNames(const TaskInfo& task) {
   return absl::StrJoin(task.metrics, ", ", [](std::string* out, const MetricInfo& m) { out->append(m.name); });
 }

@@ -38,6 +38,10 @@ const TaskInfo* FindTask(std::string_view name);
 // (Hugging Face Trainer's name).
 const MetricInfo* FindMetric(const TaskInfo& task, std::string_view name);
 
+// Whether `name` may name a metric in transit: [a-z0-9_]{1,64}. Reports from
+// other processes are checked with it before they become series or rows.
+bool IsValidMetricName(std::string_view name);
+
 // The metrics of `task` as one comma-separated list, for error messages.
 std::string MetricNames(const TaskInfo& task);
 

@@ -100,6 +100,21 @@ std::vector<std::string> HeaderColumns(std::string line, char sep) {
   return out;
 }
 
+// The next line of `in`, reading at most `max` bytes of it (a file without
+// newlines must not be read whole at submit). False at the end of the file.
+bool ReadLineBounded(std::istream& in, size_t max, std::string* line) {
+  line->clear();
+  char ch;
+  bool any = false;
+  while (in.get(ch)) {
+    any = true;
+    if (ch == '\n') return true;
+    if (line->size() >= max) return true;  // the rest of a too-long line is not needed
+    line->push_back(ch);
+  }
+  return any;
+}
+
 // What is wrong with a data file that the trainer would find only after the
 // job was scheduled: a missing file, a missing column.
 void CheckDataFile(const char* field, const std::string& path, const std::vector<std::string>& columns,
@@ -113,8 +128,8 @@ void CheckDataFile(const char* field, const std::string& path, const std::vector
   std::string line;
   const std::string ext = fs::path(path).extension().string();
   if (ext == ".csv" || ext == ".tsv") {
-    std::getline(in, line);
-    const std::vector<std::string> header = HeaderColumns(line.substr(0, 1 << 20), ext == ".tsv" ? '\t' : ',');
+    ReadLineBounded(in, 1 << 20, &line);
+    const std::vector<std::string> header = HeaderColumns(line, ext == ".tsv" ? '\t' : ',');
     for (const auto& col : columns) {
       if (std::find(header.begin(), header.end(), col) == header.end()) {
         bad->push_back(absl::StrCat(field, ": ", path, " has no column named '", col, "' (columns: ",
@@ -122,10 +137,10 @@ void CheckDataFile(const char* field, const std::string& path, const std::vector
       }
     }
   } else if (ext == ".jsonl" || ext == ".json" || ext == ".ndjson") {
-    // A key that none of the first 100 records has is a typo, not a gap.
+    // A key that none of the first 100 records (or first 16 MiB) has is a typo, not a gap.
     std::set<std::string> seen;
-    for (int n = 0; n < 100 && std::getline(in, line);) {
-      auto j = nlohmann::json::parse(line.substr(0, 1 << 20), nullptr, false);
+    for (int n = 0; n < 100 && in.tellg() < std::streampos(16 << 20) && ReadLineBounded(in, 1 << 20, &line);) {
+      auto j = nlohmann::json::parse(line, nullptr, false);
       if (!j.is_object()) continue;
       ++n;
       for (const auto& col : columns) {

@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "common/task_catalog.h"
 
 namespace attune::coordinator {
 
@@ -13,9 +14,7 @@ absl::Status ValidateEvalMetrics(const std::map<std::string, double>& metrics) {
         absl::StrCat("metrics: ", metrics.size(), " values, at most ", kMaxMetrics, " are accepted"));
   }
   for (const auto& [name, value] : metrics) {
-    bool ok = !name.empty() && name.size() <= kMaxName;
-    for (char ch : name) ok &= (ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '_';
-    if (!ok) {
+    if (!common::IsValidMetricName(name)) {
       return absl::InvalidArgumentError(
           absl::StrCat("metrics: name '", name.substr(0, kMaxName), "' must match [a-z0-9_]{1,64}"));
     }

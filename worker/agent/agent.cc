@@ -44,12 +44,13 @@ void DrainLines(int fd, std::string* buf, std::vector<std::string>* lines) {
 Agent::Agent(CoordinatorClient& client, AgentOptions options, common::Metrics& metrics)
     : client_(client), options_(std::move(options)), metrics_(metrics) {}
 
-void Agent::Export(Proc& p, const std::string& event_json) {
+bool Agent::Export(Proc& p, const std::string& event_json) {
   p.last_event = absl::Now();
   ExportTrainerEvent(metrics_, {p.task.job_id, p.task.rank, p.task.backend}, event_json);
   auto j = nlohmann::json::parse(event_json, nullptr, false);
-  if (!j.is_object()) return;
+  if (!j.is_object()) return true;
   const std::string type = j.value("type", "");
+  if (type == "alive") return false;  // liveness only, nothing to relay
   if (type == "error" && j.contains("message") && j["message"].is_string()) {
     p.error = j["message"].get<std::string>().substr(0, 4096);
   } else if (type == "progress") {
@@ -60,10 +61,12 @@ void Agent::Export(Proc& p, const std::string& event_json) {
       }
       if (p.step_seconds.size() > 200) p.step_seconds.erase(p.step_seconds.begin(), p.step_seconds.end() - 200);
     }
+    p.silence_limit = SilenceLimit(p);
   }
+  return true;
 }
 
-absl::Duration Agent::ProgressTimeout(const Proc& p) const {
+absl::Duration Agent::SilenceLimit(const Proc& p) const {
   if (p.step_seconds.empty()) return options_.progress_timeout;
   std::vector<double> s = p.step_seconds;
   std::nth_element(s.begin(), s.begin() + static_cast<long>(s.size() / 2), s.end());
@@ -171,8 +174,7 @@ void Agent::Poll() {
     std::vector<std::string> events;
     if (p.event_fd >= 0) DrainLines(p.event_fd, &p.event_buf, &events);
     for (auto& e : events) {
-      Export(p, e);
-      if (e.find("\"type\":\"alive\"") != std::string::npos) continue;  // liveness only, nothing to relay
+      if (!Export(p, e)) continue;
       outbox_.push_back({p.task.job_id, p.task.generation, p.task.rank, std::move(e)});
     }
     if (p.log_fd >= 0) DrainLines(p.log_fd, &p.log_buf, &p.new_lines);
@@ -186,7 +188,7 @@ void Agent::Poll() {
       std::vector<std::string> last;
       DrainLines(p.event_fd, &p.event_buf, &last);
       for (auto& e : last) {
-        Export(p, e);
+        if (!Export(p, e)) continue;
         outbox_.push_back({p.task.job_id, p.task.generation, p.task.rank, std::move(e)});
       }
       DrainLines(p.log_fd, &p.log_buf, &p.new_lines);
@@ -198,13 +200,12 @@ void Agent::Poll() {
       ::kill(-p.pid, SIGKILL);  // anything it left behind in its group
     } else if (absl::Now() > p.kill_at) {
       ::kill(-p.pid, SIGKILL);
-    } else if (p.stepping && p.kill_at == absl::InfiniteFuture() && absl::Now() - p.last_event > ProgressTimeout(p)) {
+    } else if (p.stepping && p.kill_at == absl::InfiniteFuture() && absl::Now() - p.last_event > p.silence_limit) {
       // NOTE [progress watchdog]. A stopped or hung process may not act on
       // SIGTERM, so it gets SIGKILL; its reason goes with its exit.
       const absl::Duration quiet = absl::Now() - p.last_event;
-      p.error = absl::StrCat("rank ", p.task.rank, " made no progress for ",
-                             static_cast<int64_t>(absl::ToDoubleSeconds(quiet)), " s (no step and no heartbeat; limit ",
-                             static_cast<int64_t>(absl::ToDoubleSeconds(ProgressTimeout(p))), " s)");
+      p.error = absl::StrCat("rank ", p.task.rank, " made no progress for ", absl::ToInt64Seconds(quiet),
+                             " s (no step and no heartbeat; limit ", absl::ToInt64Seconds(p.silence_limit), " s)");
       LOG(WARNING) << "job=" << p.task.job_id << " " << p.error << ": killing trainer pid " << p.pid;
       metrics_.AddCounter("attune_worker_trainer_hangs_total",
                           "trainers killed by the progress watchdog (no step and no heartbeat for too long)", {}, 1);

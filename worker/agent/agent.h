@@ -107,6 +107,7 @@ class Agent {
     absl::Time last_event = absl::InfinitePast();  // the trainer's last event of any kind
     bool stepping = false;                          // it has reported a step (the watchdog is armed)
     std::vector<double> step_seconds;               // its recent step times
+    absl::Duration silence_limit;                   // NOTE [progress watchdog], from step_seconds
     int reports_left = 5;  // times a finished task is still reported
     double cpu_reported = 0;  // trainer CPU seconds already counted
     absl::Time kill_at = absl::InfiniteFuture();
@@ -114,10 +115,11 @@ class Agent {
   absl::Status Start(const AgentTask& t);
   void Stop(Proc& p, const std::string& why);
   void Poll();
-  // Exports a trainer event's metrics and keeps an "error" event's message.
-  void Export(Proc& p, const std::string& event_json);
+  // Exports a trainer event's metrics, keeps an "error" event's message and
+  // the watchdog's state; false for events not to relay to the coordinator.
+  bool Export(Proc& p, const std::string& event_json);
   // NOTE [progress watchdog]: how long `p` may stay silent.
-  absl::Duration ProgressTimeout(const Proc& p) const;
+  absl::Duration SilenceLimit(const Proc& p) const;
   void ExportProcessStats();
   std::string Key(const std::string& job, int64_t gen, int rank) const;
 

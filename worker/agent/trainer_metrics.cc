@@ -2,6 +2,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/task_catalog.h"
+
 namespace attune::worker::agent {
 
 const std::vector<double> kStepBuckets = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60};
@@ -25,14 +27,6 @@ void ObserveAll(common::Metrics& m, const char* name, const char* help, const co
 }
 
 constexpr size_t kMaxEvalMetrics = 64;
-
-bool MetricNameOk(const std::string& name) {
-  if (name.empty() || name.size() > 64) return false;
-  for (char ch : name) {
-    if (!((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '_')) return false;
-  }
-  return true;
-}
 
 }  // namespace
 
@@ -100,7 +94,7 @@ void ExportTrainerEvent(common::Metrics& m, const TrainerLabels& who, const std:
     if (it != j.end() && it->is_object()) {
       size_t exported = 0;
       for (const auto& [name, v] : it->items()) {
-        if (!v.is_number() || !MetricNameOk(name) || ++exported > kMaxEvalMetrics) continue;
+        if (!v.is_number() || !common::IsValidMetricName(name) || ++exported > kMaxEvalMetrics) continue;
         common::Labels lm = l;
         lm["metric"] = name;
         m.SetGauge("attune_eval_metric", "the last evaluation's metrics, by name (see the task catalog)", lm,

@@ -311,11 +311,6 @@ eval::Metrics MetricsFromSummary(const nlohmann::json& j) {
                                   j.value("count", int64_t{0}), named);
 }
 
-absl::Status SaveParams(model::BertClassifier& m, const std::string& path) {
-  common::SafeTensorsFile f;
-  for (auto& [name, t] : model::NamedParameters(m)) f.tensors[name] = model::FromTorch(t);
-  return common::WriteSafeTensors(path, f);
-}
 
 absl::Status LoadParams(model::BertClassifier& m, const std::string& path) {
   std::vector<std::string> fresh;
@@ -349,9 +344,10 @@ absl::Status RestoreParams(model::BertClassifier& m, const ParamSnapshot& snap) 
   return absl::OkStatus();
 }
 
-absl::Status SaveSnapshot(const ParamSnapshot& snap, const std::string& path) {
+// Writes named tensors (a snapshot, or a model's live parameters) as safetensors.
+absl::Status SaveTensors(const ParamSnapshot& tensors, const std::string& path) {
   common::SafeTensorsFile f;
-  for (const auto& [name, t] : snap) f.tensors[name] = model::FromTorch(t);
+  for (const auto& [name, t] : tensors) f.tensors[name] = model::FromTorch(t);
   return common::WriteSafeTensors(path, f);
 }
 
@@ -484,7 +480,7 @@ absl::Status Engine::WriteCheckpoint(const LoopState& s) {
   ATTUNE_ASSIGN_OR_RETURN(std::string tmp, common::BeginCheckpoint(ckpt_root_, s.step));
   std::vector<std::string> files = {"model.safetensors", "optimizer.pt", "rng.bin", "trainer_state.json"};
   auto write = [&]() -> absl::Status {
-    ATTUNE_RETURN_IF_ERROR(SaveParams(model_, tmp + "/model.safetensors"));
+    ATTUNE_RETURN_IF_ERROR(SaveTensors(model::NamedParameters(model_), tmp + "/model.safetensors"));
     // Serialised in memory, then written by us: libtorch's file writer
     // throws from a destructor (terminating the process) when the disk fills.
     std::ostringstream optimizer;
@@ -501,7 +497,7 @@ absl::Status Engine::WriteCheckpoint(const LoopState& s) {
     if (s.best_step >= 0 && s.best_step != s.step) {
       // The best weights are not this step's: the checkpoint carries them (see
       // NOTE [best weights in memory]).
-      ATTUNE_RETURN_IF_ERROR(SaveSnapshot(best_, tmp + "/best.safetensors"));
+      ATTUNE_RETURN_IF_ERROR(SaveTensors(best_, tmp + "/best.safetensors"));
       files.push_back("best.safetensors");
     }
     return absl::OkStatus();
@@ -638,7 +634,6 @@ absl::StatusOr<TrainResult> Engine::Run() {
   best_path_ = c_.output_dir + "/best/model.safetensors";
   ATTUNE_RETURN_IF_ERROR(common::MakeDirs(ckpt_root_));
   if (rank_ == 0) ATTUNE_RETURN_IF_ERROR(common::TakeLease(c_.output_dir, o_.owner));
-  auto last_lease_check = Clock::now();
 
   task_ = task::MakeTask(c_.task);
   if (task_ == nullptr) return absl::InvalidArgumentError(absl::StrCat("task.type: unknown task '", c_.task, "'"));
@@ -768,7 +763,7 @@ absl::StatusOr<TrainResult> Engine::Run() {
         best_ = SnapshotParams(model_);
         if (rank_ == 0) {
           ATTUNE_RETURN_IF_ERROR(common::MakeDirs(c_.output_dir + "/best"));
-          ATTUNE_RETURN_IF_ERROR(SaveParams(model_, best_path_));
+          ATTUNE_RETURN_IF_ERROR(SaveTensors(model::NamedParameters(model_), best_path_));
         }
       }
       s.es_has_best = stopper.has_best();
@@ -919,11 +914,6 @@ absl::StatusOr<TrainResult> Engine::Run() {
         LOG(INFO) << "job=" << c_.name << " rank=" << rank_ << " stopping on request after step " << s.step;
         return absl::CancelledError(
             absl::StrCat("stopped on request (SIGTERM) after step ", s.step, "; checkpoint committed at that step"));
-      }
-      if (rank_ == 0 && !o_.owner.empty() && Clock::now() - last_lease_check > std::chrono::seconds(2)) {
-        // Stop early when fenced, rather than train on to a refused commit.
-        ATTUNE_RETURN_IF_ERROR(common::CheckLease(c_.output_dir, o_.owner));
-        last_lease_check = Clock::now();
       }
       if (o_.abort_after_step > 0 && s.step == o_.abort_after_step) {
         return absl::AbortedError(absl::StrCat("aborted after step ", s.step, " (test hook)"));
