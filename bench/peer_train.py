@@ -2,7 +2,13 @@
 """The PyTorch peer for bench/train_throughput.sh: an eager training loop of a
 BERT classifier (same shapes as Attune's, HF-style modules), AdamW with two
 parameter groups, linear warmup/decay, gradient clipping, dropout 0.1, on
-fixed-length random token ids. Prints JSON with samples/s and peak RSS."""
+fixed-length random token ids. Prints JSON with samples/s and peak RSS.
+
+--mlm masked | full trains BertForMaskedLM instead: HF's collator (15% of the
+tokens, 80/10/10) on every step, the head's transform and the decoder tied to
+the word embeddings, computed at the masked positions only (masked) or at
+every position with the loss ignoring the rest (full: what HF's
+BertForMaskedLM does)."""
 import argparse
 import json
 import math
@@ -40,14 +46,22 @@ class Bert(nn.Module):
         self.ln, self.drop = nn.LayerNorm(h, eps=1e-12), nn.Dropout(p)
         self.layers = nn.ModuleList(Layer(h, heads, ffn, p) for _ in range(layers))
         self.pooler, self.classifier = nn.Linear(h, h), nn.Linear(h, labels)
+        self.mlm_dense, self.mlm_ln = nn.Linear(h, h), nn.LayerNorm(h, eps=1e-12)
+        self.mlm_bias = nn.Parameter(torch.zeros(vocab))
 
-    def forward(self, ids, types, mask):
+    def encode(self, ids, types, mask):
         t = ids.shape[1]
         x = self.drop(self.ln(self.word(ids) + self.pos(torch.arange(t)[None]) + self.token_type(types)))
         bias = (1.0 - mask[:, None, None, :].float()) * torch.finfo(torch.float32).min
         for layer in self.layers:
             x = layer(x, bias)
-        return self.classifier(self.drop(torch.tanh(self.pooler(x[:, 0]))))
+        return x
+
+    def forward(self, ids, types, mask):
+        return self.classifier(self.drop(torch.tanh(self.pooler(self.encode(ids, types, mask)[:, 0]))))
+
+    def mlm(self, x):
+        return self.mlm_ln(F.gelu(self.mlm_dense(x))) @ self.word.weight.T + self.mlm_bias
 
 
 def main():
@@ -56,6 +70,7 @@ def main():
                  ("batch", 16), ("steps", 30), ("warmup_steps", 5), ("threads", 1), ("world", 1), ("rank", 0),
                  ("port", 0), ("allreduce_bytes", 0)):
         ap.add_argument("--" + k, type=int, default=v)
+    ap.add_argument("--mlm", choices=["", "masked", "full"], default="")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
@@ -75,6 +90,10 @@ def main():
                 print(json.dumps({"allreduce_seconds": med, "bus_gbps": a.allreduce_bytes / med / 1e9}))
             return
     m = Bert(a.vocab, a.hidden, a.layers, a.heads, a.ffn, 512, 2)
+    if a.mlm:
+        del m.pooler, m.classifier
+    else:
+        del m.mlm_dense, m.mlm_ln, m.mlm_bias
     if a.world > 1:
         m = torch.nn.parallel.DistributedDataParallel(m)
     decay = [p for n, p in m.named_parameters() if not (n.endswith("bias") or "ln" in n)]
@@ -91,7 +110,22 @@ def main():
     for step in range(total):
         t0 = time.perf_counter()
         opt.zero_grad()
-        loss = F.cross_entropy(m(ids, types, mask), labels)
+        if a.mlm:
+            # DataCollatorForLanguageModeling, without specials (the ids hold none).
+            chosen = torch.bernoulli(torch.full(ids.shape, 0.15)).bool()
+            target = torch.where(chosen, ids, torch.full_like(ids, -100))
+            inp = ids.clone()
+            to_mask = torch.bernoulli(torch.full(ids.shape, 0.8)).bool() & chosen
+            inp[to_mask] = 4
+            to_random = torch.bernoulli(torch.full(ids.shape, 0.5)).bool() & chosen & ~to_mask
+            inp[to_random] = torch.randint(a.vocab, ids.shape)[to_random]
+            x = m.encode(inp, types, mask)
+            if a.mlm == "masked":
+                loss = F.cross_entropy(m.mlm(x[chosen]), ids[chosen])
+            else:
+                loss = F.cross_entropy(m.mlm(x).view(-1, a.vocab), target.view(-1), ignore_index=-100)
+        else:
+            loss = F.cross_entropy(m(ids, types, mask), labels)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0)
         opt.step()

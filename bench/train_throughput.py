@@ -4,7 +4,11 @@
 model config, batch, sequence length and threads, run one after the other in
 one invocation. Prints a table and the ratios.
 
-usage: bench/train_throughput.py [--build build] [--steps 40] [--threads 1] [--repeat 2]"""
+With --task masked_lm: Attune's masked_lm job (group_texts blocks of seq
+tokens) against the peer's MLM step, both with the decoder at the masked
+positions only and HF-style at every position.
+
+usage: bench/train_throughput.py [--build build] [--steps 40] [--threads 1] [--repeat 2] [--task masked_lm]"""
 import argparse
 import json
 import os
@@ -28,7 +32,7 @@ def run(cmd, env):
     return out, usage.ru_maxrss / 1024
 
 
-def write_workload(work, steps, H, L, heads, ffn, vocab, seq, batch, threads, ranks=1, name="bench"):
+def write_workload(work, steps, H, L, heads, ffn, vocab, seq, batch, threads, ranks=1, name="bench", task=""):
     """Random 200-word rows for `steps` steps of `batch` on each of `ranks`,
     and a spec training a BERT of that shape on them; returns the spec's path."""
     rng = random.Random(0)
@@ -42,6 +46,7 @@ def write_workload(work, steps, H, L, heads, ffn, vocab, seq, batch, threads, ra
     spec = os.path.join(work, "spec.yaml")
     with open(spec, "w") as f:
         f.write(f"""name: {name}
+task: {{type: {task or "sequence_classification"}}}
 model:
   config: {{hidden_size: {H}, num_hidden_layers: {L}, num_attention_heads: {heads}, intermediate_size: {ffn},
            max_position_embeddings: 512, vocab_size: {vocab}}}
@@ -63,30 +68,43 @@ def main():
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--hidden", type=int, default=256)
     ap.add_argument("--layers", type=int, default=4)
+    ap.add_argument("--task", default="", choices=["", "masked_lm"])
     a = ap.parse_args()
     H, L, heads, ffn, vocab, seq, batch = a.hidden, a.layers, 4, a.hidden * 4, 8192, 128, 16
     env = dict(os.environ, OMP_NUM_THREADS=str(a.threads), OPENBLAS_NUM_THREADS=str(a.threads),
                OMP_WAIT_POLICY="PASSIVE")
     work = tempfile.mkdtemp(prefix="attune_bench_")
-    spec = write_workload(work, a.steps, H, L, heads, ffn, vocab, seq, batch, a.threads)
-    ours, peer, ours_rss, peer_rss = [], [], [], []
+    spec = write_workload(work, a.steps, H, L, heads, ffn, vocab, seq, batch, a.threads, task=a.task)
+    ours, peer, ours_rss, peer_rss, hf = [], [], [], [], []
+    peer_args = ["--mlm", "masked"] if a.task else []
     for _ in range(a.repeat):
         out, rss = run([os.path.join(a.build, "bin", "attune-worker"), "train", "--spec", spec, "--noresume"], env)
         windows = [float(x) for x in re.findall(r"samples/s=([0-9.]+)", out)]
         ours.append(statistics.median(windows[1:]) if len(windows) > 2 else windows[-1])
         ours_rss.append(rss)
         out, rss = run(["/usr/bin/python3", os.path.join(HERE, "peer_train.py"), "--steps", str(a.steps),
-                        "--hidden", str(H), "--layers", str(L), "--ffn", str(ffn), "--threads", str(a.threads)], env)
+                        "--hidden", str(H), "--layers", str(L), "--ffn", str(ffn), "--threads", str(a.threads)]
+                       + peer_args, env)
         peer.append(json.loads(out.strip().splitlines()[-1])["samples_per_second"])
         peer_rss.append(rss)
+        if a.task:
+            out, _ = run(["/usr/bin/python3", os.path.join(HERE, "peer_train.py"), "--steps", str(a.steps),
+                          "--hidden", str(H), "--layers", str(L), "--ffn", str(ffn), "--threads", str(a.threads),
+                          "--mlm", "full"], env)
+            hf.append(json.loads(out.strip().splitlines()[-1])["samples_per_second"])
     o, p = statistics.median(ours), statistics.median(peer)
     om, pm = statistics.median(ours_rss), statistics.median(peer_rss)
-    print(f"model: hidden {H}, layers {L}, heads {heads}, ffn {ffn}, vocab {vocab}; seq {seq}, batch {batch}, "
+    print(f"task: {a.task or 'sequence_classification'}; "
+          f"model: hidden {H}, layers {L}, heads {heads}, ffn {ffn}, vocab {vocab}; seq {seq}, batch {batch}, "
           f"threads {a.threads}; AdamW, warmup, clipping, dropout 0.1; {a.steps} steps x {a.repeat} runs")
     print(f"{'':24}{'samples/s':>12}{'peak RSS MiB':>15}")
     print(f"{'attune (libtorch C++)':24}{o:12.1f}{om:15.0f}")
     print(f"{'PyTorch eager (python)':24}{p:12.1f}{pm:15.0f}")
     print(f"{'ratio attune / peer':24}{o / p:12.2f}{om / pm:15.2f}")
+    if hf:
+        h = statistics.median(hf)
+        print(f"{'PyTorch, decoder at all':24}{h:12.1f}")
+        print(f"{'ratio attune / that':24}{o / h:12.2f}")
     subprocess.run(["rm", "-rf", work])
 
 

@@ -32,6 +32,7 @@ ABSL_FLAG(std::string, text_pair_column, "text_pair", "column holding the second
 ABSL_FLAG(int, batch_size, 32, "examples per forward pass");
 ABSL_FLAG(int, max_length, 0, "truncate to this many tokens (0: the model's limit, at most 512)");
 ABSL_FLAG(int, threads, 1, "intra-op and BLAS threads");
+ABSL_FLAG(int, top_k, 5, "predict with a masked-LM model: candidates per [MASK]");
 ABSL_FLAG(std::string, coordinator, "", "coordinator HOST:PORT (default: $ATTUNE_COORDINATOR, else 127.0.0.1:50051)");
 ABSL_FLAG(std::string, o, "table", "output: table, json or yaml");
 ABSL_FLAG(std::string, f, "", "submit: the job spec file (YAML or JSON)");
@@ -65,6 +66,11 @@ int Predict() {
   o.batch_size = absl::GetFlag(FLAGS_batch_size);
   o.max_length = absl::GetFlag(FLAGS_max_length);
   o.threads = absl::GetFlag(FLAGS_threads);
+  o.top_k = absl::GetFlag(FLAGS_top_k);
+  if (o.top_k <= 0) {
+    std::cerr << "attune predict: --top_k must be > 0\n";
+    return 2;
+  }
   absl::Status s;
   if (absl::GetFlag(FLAGS_output).empty()) {
     s = attune::worker::train::Predict(absl::GetFlag(FLAGS_model), absl::GetFlag(FLAGS_input), o, std::cout);

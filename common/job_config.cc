@@ -106,6 +106,18 @@ absl::Status ValidateJobConfig(const JobConfig& c) {
     for (const auto& t : Tasks()) known.push_back(t.name);
     check(false, "task.type", absl::StrCat("'", c.task, "' is not a task this version runs (", absl::StrJoin(known, ", "), ")"));
   }
+  check(finite(c.mlm_probability) && c.mlm_probability > 0 && c.mlm_probability < 1, "task.mlm_probability",
+        "must be in (0, 1)");
+  if (c.task == "token_classification" || c.task == "masked_lm") {
+    check(c.augment_delete_rate == 0 && c.augment_mask_rate == 0, "data.augment",
+          absl::StrCat("does not apply to ", c.task));
+  }
+  if (c.task == "token_classification") {
+    check(c.text_pair_column.empty(), "data.text_pair_column", "does not apply to token_classification");
+  }
+  if (c.task == "masked_lm") {
+    check(c.text_pair_column.empty(), "data.text_pair_column", "does not apply to masked_lm");
+  }
   if (!c.early_stopping_metric.empty() && task != nullptr) {
     check(FindMetric(*task, c.early_stopping_metric) != nullptr, "evaluation.early_stopping.metric",
           absl::StrCat("'", c.early_stopping_metric, "' is not a metric of ", task->name, " (", MetricNames(*task), ")"));

@@ -31,6 +31,12 @@ struct ModelConfigFields {
 struct JobConfig {
   std::string name;
   std::string task = "sequence_classification";  // a name of the task catalog
+  // masked_lm
+  double mlm_probability = 0.15;
+  bool whole_word_mask = false;
+  bool group_texts = true;
+  // token_classification
+  bool label_all_subwords = false;
   std::map<std::string, std::string> labels;
   // model
   std::string model_path;

@@ -48,6 +48,24 @@ const std::vector<TaskInfo>& Tasks() {
        },
        "mse",
        {"mse", "mae", "pearson"}},
+      {"token_classification",
+       {
+           {"loss", false, "mean cross-entropy over the labelled tokens"},
+           {"precision", true, "entity-level precision over all types (seqeval)"},
+           {"recall", true, "entity-level recall over all types (seqeval)"},
+           {"f1", true, "entity-level F1 over all types (seqeval)"},
+           {"accuracy", true, "fraction of words whose tag is right"},
+       },
+       "f1",
+       {"f1", "precision", "recall"}},
+      {"masked_lm",
+       {
+           {"loss", false, "mean cross-entropy over the masked tokens"},
+           {"perplexity", false, "exp(loss)"},
+           {"accuracy", true, "fraction of masked tokens whose top prediction is the original token"},
+       },
+       "loss",
+       {"perplexity", "accuracy"}},
   };
   return *tasks;
 }

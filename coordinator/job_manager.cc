@@ -118,8 +118,20 @@ bool ReadLineBounded(std::istream& in, size_t max, std::string* line) {
 // What is wrong with a data file that the trainer would find only after the
 // job was scheduled: a missing file, a missing column.
 void CheckDataFile(const char* field, const std::string& path, const std::vector<std::string>& columns,
-                   std::vector<std::string>* bad) {
+                   bool plain_text_ok, std::vector<std::string>* bad) {
   std::error_code ec;
+  const bool txt = fs::path(path).extension() == ".txt";
+  if (plain_text_ok && fs::is_directory(path, ec)) {
+    for (const auto& e : fs::directory_iterator(path, ec)) {
+      if (e.path().extension() == ".txt" && e.is_regular_file(ec)) return;
+    }
+    bad->push_back(absl::StrCat(field, ": directory ", path, " holds no .txt files"));
+    return;
+  }
+  if (txt && !plain_text_ok) {
+    bad->push_back(absl::StrCat(field, ": ", path, " is plain text, which has no labels; only task masked_lm reads it"));
+    return;
+  }
   if (!fs::is_regular_file(path, ec)) {
     bad->push_back(absl::StrCat(field, ": ", path, " does not exist or is not a file"));
     return;
@@ -157,10 +169,12 @@ void CheckDataFile(const char* field, const std::string& path, const std::vector
 
 std::vector<std::string> JobManager::InputProblems(const common::JobConfig& c) {
   std::vector<std::string> bad;
-  std::vector<std::string> columns = {c.text_column, c.label_column};
+  const bool mlm = c.task == "masked_lm";  // no labels: text only, plain text allowed
+  std::vector<std::string> columns = {c.text_column};
+  if (!mlm) columns.push_back(c.label_column);
   if (!c.text_pair_column.empty()) columns.push_back(c.text_pair_column);
-  CheckDataFile("data.train", c.train_path, columns, &bad);
-  if (!c.validation_path.empty()) CheckDataFile("data.validation", c.validation_path, columns, &bad);
+  CheckDataFile("data.train", c.train_path, columns, mlm, &bad);
+  if (!c.validation_path.empty()) CheckDataFile("data.validation", c.validation_path, columns, mlm, &bad);
   std::error_code ec;
   if (!c.model_path.empty() && !fs::is_regular_file(fs::path(c.model_path) / "config.json", ec)) {
     bad.push_back(absl::StrCat("model.path: ", c.model_path, " holds no config.json"));

@@ -16,3 +16,5 @@ Rscript -e "e<-new.env(); lazyLoad('$work/x/usr/lib/R/site-library/modeldata/dat
 (cd "$work" && npm pack --silent spdx-license-list@6.12.0 >/dev/null && tar xzf spdx-license-list-6.12.0.tgz)
 /usr/bin/python3 tools/make_spdx_multilabel.py "$work/package/spdx-full.json" examples/data/spdx
 
+# Rule-tagged named entities in the same texts -> examples/data/spdx_ner/{train.conll,valid.jsonl}
+/usr/bin/python3 tools/make_spdx_ner.py "$work/package/spdx-full.json" examples/data/spdx examples/data/spdx_ner

@@ -178,6 +178,10 @@ absl::StatusOr<v1::JobSpec> ParseJobSpec(const std::string& text, const std::str
 JobConfig JobConfigFromProto(const v1::JobSpec& s) {
   JobConfig c;
   c.task = Or<std::string>(s.task().type(), c.task);
+  if (s.task().has_mlm_probability()) c.mlm_probability = s.task().mlm_probability();
+  if (s.task().has_whole_word_mask()) c.whole_word_mask = s.task().whole_word_mask();
+  if (s.task().has_group_texts()) c.group_texts = s.task().group_texts();
+  if (s.task().has_label_all_subwords()) c.label_all_subwords = s.task().label_all_subwords();
   c.name = s.name();
   c.labels.insert(s.labels().begin(), s.labels().end());
   c.model_path = s.model().path();

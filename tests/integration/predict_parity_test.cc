@@ -50,6 +50,74 @@ INSTANTIATE_TEST_SUITE_P(Checkpoints, PredictParityTest,
                                            Variant{"bare", "--bare"}),
                          [](const auto& info) { return info.param.name; });
 
+// Fill-mask with a BertForMaskedLM written by the independent script: the
+// same top-5 tokens with the same probabilities at every [MASK], whether the
+// file leaves the tied decoder out (HF's layout) or carries the older
+// cls.predictions.decoder.* keys.
+class FillMaskParityTest : public ::testing::TestWithParam<Variant> {};
+
+TEST_P(FillMaskParityTest, TopKMatchesPythonReference) {
+  TempDir dir("fillmask_" + GetParam().name);
+  auto gen = RunCommand("/usr/bin/python3 " + Fixture("make_tiny_bert.py") + " " + dir.path() + " --mlm " +
+                        GetParam().flags);
+  ASSERT_EQ(gen.exit_code, 0) << gen.output;
+  auto pred = RunCommand(Bin("attune") + " predict --model " + dir.path() + " --input " + (dir / "input.jsonl") +
+                         " --output " + (dir / "pred.jsonl"));
+  ASSERT_EQ(pred.exit_code, 0) << pred.output;
+  std::istringstream got_lines(testing::ReadText(dir / "pred.jsonl")), want_lines(testing::ReadText(dir / "expected.jsonl"));
+  std::string g, w;
+  int masks = 0, lines = 0;
+  while (std::getline(want_lines, w)) {
+    ASSERT_TRUE(std::getline(got_lines, g)) << "missing line " << lines;
+    ++lines;
+    auto got = nlohmann::json::parse(g)["masks"], want = nlohmann::json::parse(w)["masks"];
+    ASSERT_EQ(got.size(), want.size()) << g << "\n" << w;
+    for (size_t m = 0; m < want.size(); ++m, ++masks) {
+      EXPECT_EQ(got[m]["index"], want[m]["index"]) << g;
+      ASSERT_EQ(got[m]["top_k"].size(), 5u);
+      for (size_t k = 0; k < 5; ++k) {
+        EXPECT_EQ(got[m]["top_k"][k]["id"], want[m]["top_k"][k]["id"]) << "line " << lines << " mask " << m;
+        EXPECT_EQ(got[m]["top_k"][k]["token"], want[m]["top_k"][k]["token"]);
+        EXPECT_NEAR(got[m]["top_k"][k]["score"].get<double>(), want[m]["top_k"][k]["score"].get<double>(), 1e-4);
+      }
+    }
+  }
+  EXPECT_EQ(lines, 5);
+  EXPECT_EQ(masks, 5);  // one line holds none, one two, one [MASK] glued to its neighbours
+}
+
+INSTANTIATE_TEST_SUITE_P(Checkpoints, FillMaskParityTest,
+                         ::testing::Values(Variant{"tied", ""}, Variant{"decoder_keys", "--decoder-keys"},
+                                           Variant{"bf16", "--dtype BF16"}),
+                         [](const auto& info) { return info.param.name; });
+
+// Token classification with a BertForTokenClassification written by the
+// independent script: per word, the logits at its first piece and the tag.
+TEST(PredictTest, TokenLogitsMatchPythonReference) {
+  TempDir dir("token_parity");
+  auto gen = RunCommand("/usr/bin/python3 " + Fixture("make_tiny_bert.py") + " " + dir.path() + " --ner");
+  ASSERT_EQ(gen.exit_code, 0) << gen.output;
+  auto pred = RunCommand(Bin("attune") + " predict --model " + dir.path() + " --input " + (dir / "input.jsonl") +
+                         " --output " + (dir / "pred.jsonl"));
+  ASSERT_EQ(pred.exit_code, 0) << pred.output;
+  std::istringstream got_lines(testing::ReadText(dir / "pred.jsonl")), want_lines(testing::ReadText(dir / "expected.jsonl"));
+  std::string g, w;
+  int words = 0;
+  while (std::getline(want_lines, w)) {
+    ASSERT_TRUE(std::getline(got_lines, g));
+    auto got = nlohmann::json::parse(g), want = nlohmann::json::parse(w);
+    ASSERT_EQ(got["logits"].size(), want["logits"].size()) << g;
+    EXPECT_EQ(got["tags"], want["tags"]);
+    for (size_t i = 0; i < want["logits"].size(); ++i, ++words) {
+      ASSERT_EQ(got["logits"][i].size(), 3u);
+      for (size_t k = 0; k < 3; ++k) {
+        EXPECT_NEAR(got["logits"][i][k].get<double>(), want["logits"][i][k].get<double>(), 1e-4) << g;
+      }
+    }
+  }
+  EXPECT_EQ(words, 16);
+}
+
 TEST(PredictTest, MissingClassifierIsReportedForInference) {
   TempDir dir("nocls");
   ASSERT_EQ(RunCommand("/usr/bin/python3 " + Fixture("make_tiny_bert.py") + " " + dir.path() + " --no-classifier").exit_code, 0);

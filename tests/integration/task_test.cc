@@ -13,6 +13,7 @@
 
 #include "tests/testing/process.h"
 #include "tests/testing/task_data.h"
+#include "tests/testing/weights.h"
 
 namespace attune {
 namespace {
@@ -146,6 +147,206 @@ TEST(TaskTest, RegressionTrainsReportsAndPredicts) {
   }
   EXPECT_NEAR(final["mse"].get<double>(), se / preds.size(), 1e-5);
   EXPECT_NEAR(final["mae"].get<double>(), ae / preds.size(), 1e-5);
+}
+
+// masked_lm on plain-text files: the exported model is a BertForMaskedLM in
+// HF's layout, the report's final figures equal those an independent Python
+// script recomputes from the exported model (its own tokenizer, grouping,
+// evaluation mask and forward pass), fill-mask works, and the model serves as
+// model.path for another task: the encoder is loaded, the new head is fresh.
+TEST(TaskTest, MaskedLmTrainsReportsPredictsAndSeedsAClassifier) {
+  TempDir dir("task_mlm");
+  testing::WriteMultiLabelData(dir / "all.jsonl", 160, 1);
+  testing::WriteMultiLabelData(dir / "valid.jsonl", 120, 2);
+  // Training text: two .txt files in a directory, one paragraph per row
+  // (two lines each), blank lines between; labels play no part.
+  std::filesystem::create_directories(dir / "text");
+  std::string a, b;
+  int i = 0;
+  for (const auto& row : JsonLines(ReadText(dir / "all.jsonl"))) {
+    std::string t = row["text"];
+    const size_t cut = t.find(' ', t.size() / 2);
+    (i++ % 2 ? b : a) += t.substr(0, cut) + "\n" + t.substr(cut + 1) + "\n\n";
+  }
+  testing::WriteText(dir / "text/a.txt", a);
+  testing::WriteText(dir / "text/b.txt", "\n\n" + b);
+  testing::WriteText(dir / "text/ignored.md", "not read");
+  testing::WriteText(dir / "spec.yaml",
+                     Spec(dir, "masked_lm", "{train: " + (dir / "text") + ", validation: " + (dir / "valid.jsonl") +
+                                                ", max_length: 24}",
+                          dir / "out"));
+  std::string mlm = ReadText(dir / "spec.yaml");
+  mlm.replace(mlm.find("epochs: 4"), 9, "epochs: 25");
+  mlm.replace(mlm.find("learning_rate: 3.0e-3"), 21, "learning_rate: 1.0e-2");
+  testing::WriteText(dir / "spec.yaml", mlm);
+  auto r = RunCommand(Bin("attune-worker") + " train --spec " + (dir / "spec.yaml"), 300);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("perplexity"), std::string::npos) << r.output;
+
+  auto data = nlohmann::json::parse(ReadText(dir / "out/data_report.json"));
+  EXPECT_EQ(data["task"], "masked_lm");
+  EXPECT_EQ(data["train"]["rows_read"], 160) << data;
+  auto config = nlohmann::json::parse(ReadText(dir / "out/model/config.json"));
+  EXPECT_EQ(config["architectures"], nlohmann::json::array({"BertForMaskedLM"}));
+  EXPECT_EQ(config["tie_word_embeddings"], true);
+  auto weights = testing::Weights(dir / "out/model/model.safetensors");
+  for (const char* k : {"cls.predictions.bias", "cls.predictions.transform.dense.weight",
+                        "cls.predictions.transform.LayerNorm.weight", "bert.embeddings.word_embeddings.weight"}) {
+    EXPECT_TRUE(weights.count(k)) << k;
+  }
+  for (const char* k : {"cls.predictions.decoder.weight", "bert.pooler.dense.weight", "classifier.weight"}) {
+    EXPECT_FALSE(weights.count(k)) << k;
+  }
+
+  auto report = nlohmann::json::parse(ReadText(dir / "out/eval_report.json"));
+  EXPECT_EQ(report["task"], "masked_lm");
+  const auto& final = report["final"];
+  EXPECT_EQ(final["masked_tokens"], final["count"]);
+  EXPECT_NEAR(final["perplexity"].get<double>(), std::exp(final["loss"].get<double>()), 1e-9);
+  // The texts repeat a few topic words: context helps, so the model beats the unigram baseline.
+  EXPECT_LT(final["loss"].get<double>(), report["baseline"]["metrics"]["loss"].get<double>()) << report;
+  EXPECT_NE(ReadText(dir / "out/eval_report.html").find("masked tokens"), std::string::npos);
+
+  auto ref = RunCommand("/usr/bin/python3 " + testing::Fixture("mlm_eval_reference.py") + " " + (dir / "out/model") +
+                        " " + (dir / "valid.jsonl") + " --max_length 24 --seed 3");
+  ASSERT_EQ(ref.exit_code, 0) << ref.output;
+  auto want = nlohmann::json::parse(ref.output.substr(ref.output.rfind('{')));
+  EXPECT_EQ(final["count"], want["count"]);
+  EXPECT_EQ(final["sequences"], want["sequences"]);
+  EXPECT_NEAR(final["loss"].get<double>(), want["loss"].get<double>(), 1e-5);
+  EXPECT_NEAR(final["accuracy"].get<double>(), want["accuracy"].get<double>(), 1e-12);
+
+  testing::WriteText(dir / "fill.jsonl", "{\"text\": \"the bank [MASK] rates\"}\n");
+  auto p = RunCommand(Bin("attune") + " predict --model " + (dir / "out/model") + " --input " + (dir / "fill.jsonl") +
+                      " --top_k 3");
+  ASSERT_EQ(p.exit_code, 0) << p.output;
+  auto fill = nlohmann::json::parse(p.output.substr(p.output.find('{')));
+  ASSERT_EQ(fill["masks"].size(), 1u) << fill;
+  EXPECT_EQ(fill["masks"][0]["index"], 3);
+  ASSERT_EQ(fill["masks"][0]["top_k"].size(), 3u);
+  EXPECT_GE(fill["masks"][0]["top_k"][0]["score"].get<double>(), fill["masks"][0]["top_k"][1]["score"].get<double>());
+
+  // The MLM model as model.path of a classifier, head-only: the encoder is
+  // the MLM's, bit for bit, and the new head is reported as fresh.
+  std::string spec = Spec(dir, "multi_label_classification",
+                          "{train: " + (dir / "all.jsonl") + ", validation: " + (dir / "valid.jsonl") +
+                              ", label_column: topics, max_length: 24}",
+                          dir / "cls");
+  spec.replace(spec.find("model:"), spec.find("data:") - spec.find("model:"), "model: {path: " + (dir / "out/model") + "}\n");
+  spec.replace(spec.find("{type: full}"), 12, "{type: head}");
+  testing::WriteText(dir / "cls.yaml", spec);
+  auto c = RunCommand(Bin("attune-worker") + " train --spec " + (dir / "cls.yaml"), 300);
+  ASSERT_EQ(c.exit_code, 0) << c.output;
+  EXPECT_NE(c.output.find("freshly initialised (not in checkpoint): classifier.weight"), std::string::npos) << c.output;
+  auto tuned = testing::Weights(dir / "cls/model/model.safetensors");
+  EXPECT_EQ(tuned.at("bert.encoder.layer.1.output.dense.weight"), weights.at("bert.encoder.layer.1.output.dense.weight"));
+  EXPECT_EQ(tuned.at("bert.embeddings.word_embeddings.weight"), weights.at("bert.embeddings.word_embeddings.weight"));
+  EXPECT_FALSE(tuned.count("cls.predictions.bias"));
+}
+
+// token_classification from CoNLL training data: the exported model is a
+// BertForTokenClassification, and the report's entity-level figures equal
+// those an independent seqeval-semantics script computes from `attune
+// predict`'s tags.
+TEST(TaskTest, TokenClassificationTrainsReportsAndPredicts) {
+  TempDir dir("task_ner");
+  testing::WriteNerData(dir / "train.conll", 240, 1);
+  testing::WriteNerData(dir / "valid.jsonl", 60, 2);
+  std::string spec = Spec(dir, "token_classification",
+                          "{train: " + (dir / "train.conll") + ", validation: " + (dir / "valid.jsonl") +
+                              ", text_column: words, label_column: tags, max_length: 32}",
+                          dir / "out");
+  spec.replace(spec.find("epochs: 4"), 9, "epochs: 8");
+  testing::WriteText(dir / "spec.yaml", spec);
+  auto r = RunCommand(Bin("attune-worker") + " train --spec " + (dir / "spec.yaml"), 300);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("entity type"), std::string::npos) << r.output;
+
+  auto config = nlohmann::json::parse(ReadText(dir / "out/model/config.json"));
+  EXPECT_EQ(config["architectures"], nlohmann::json::array({"BertForTokenClassification"}));
+  EXPECT_EQ(config["id2label"].size(), 6u) << config;  // O, B-DRUG, and B-/I- of DISEASE and ORG
+  auto weights = testing::Weights(dir / "out/model/model.safetensors");
+  EXPECT_TRUE(weights.count("classifier.weight"));
+  EXPECT_FALSE(weights.count("bert.pooler.dense.weight"));
+  auto data = nlohmann::json::parse(ReadText(dir / "out/data_report.json"));
+  EXPECT_EQ(data["train"]["rows_read"], 240) << data;
+  EXPECT_GT(data["train"]["label_counts"]["B-DRUG"].get<int>(), 0) << data;
+
+  auto report = nlohmann::json::parse(ReadText(dir / "out/eval_report.json"));
+  const auto& final = report["final"];
+  EXPECT_EQ(report["task"], "token_classification");
+  EXPECT_EQ(final["sentences"], 60);
+  ASSERT_EQ(final["per_type"].size(), 3u) << final;
+  EXPECT_EQ(final["per_type"][0]["type"], "DISEASE");
+  EXPECT_GT(final["f1"].get<double>(), 0.7) << final;
+  EXPECT_TRUE(report["baseline"]["metrics"].contains("f1")) << report["baseline"];
+  EXPECT_NE(ReadText(dir / "out/eval_report.html").find("Per entity type"), std::string::npos);
+
+  // The independent path: predict from {"tokens": [...]}, score with the Python seqeval semantics.
+  std::string tokens;
+  for (const auto& row : JsonLines(ReadText(dir / "valid.jsonl"))) {
+    tokens += nlohmann::json({{"tokens", row["words"]}}).dump() + "\n";
+  }
+  testing::WriteText(dir / "tokens.jsonl", tokens);
+  auto p = RunCommand(Bin("attune") + " predict --model " + (dir / "out/model") + " --input " + (dir / "tokens.jsonl") +
+                      " --output " + (dir / "pred.jsonl"));
+  ASSERT_EQ(p.exit_code, 0) << p.output;
+  auto ref = RunCommand("/usr/bin/python3 " + testing::Fixture("seqeval_reference.py") + " " + (dir / "pred.jsonl") +
+                        " " + (dir / "valid.jsonl"));
+  ASSERT_EQ(ref.exit_code, 0) << ref.output;
+  auto want = nlohmann::json::parse(ref.output.substr(ref.output.find("{\"precision")));
+  for (const char* k : {"precision", "recall", "f1", "accuracy"}) {
+    EXPECT_NEAR(final[k].get<double>(), want[k].get<double>(), 1e-12) << k;
+  }
+  EXPECT_EQ(final["words"], want["words"]);
+  for (const auto& t : final["per_type"]) {
+    EXPECT_NEAR(t["f1"].get<double>(), want["per_type"][t["type"].get<std::string>()]["f1"].get<double>(), 1e-12);
+  }
+  // Entities name their words; a text input is split by the basic tokenizer.
+  auto first = JsonLines(ReadText(dir / "pred.jsonl")).at(0);
+  for (const auto& e : first["entities"]) {
+    std::string span;
+    for (int w = e["start"]; w < e["end"].get<int>(); ++w) span += (span.empty() ? "" : " ") + first["tokens"][w].get<std::string>();
+    EXPECT_EQ(e["text"], span);
+  }
+  testing::WriteText(dir / "text.jsonl", "{\"text\": \"The patient was given aspirin for chest pain.\"}\n");
+  auto t = RunCommand(Bin("attune") + " predict --model " + (dir / "out/model") + " --input " + (dir / "text.jsonl"));
+  ASSERT_EQ(t.exit_code, 0) << t.output;
+  auto line = nlohmann::json::parse(t.output.substr(t.output.find("{\"entities")));
+  EXPECT_EQ(line["tokens"].size(), 9u) << line;  // the period is a word of its own
+  EXPECT_EQ(line["logits"][0].size(), 6u);
+}
+
+// NOTE [masking] in worker/task/masked_lm.cc: masks are drawn from (seed,
+// epoch, example), so a run killed after a checkpoint and resumed (across an
+// epoch boundary, where the masks change) ends bitwise equal to an
+// uninterrupted one.
+TEST(TaskTest, MaskedLmResumesExactly) {
+  TempDir dir("task_mlm_resume");
+  testing::WriteMultiLabelData(dir / "train.jsonl", 60, 1);
+  testing::WriteMultiLabelData(dir / "valid.jsonl", 20, 2);
+  auto spec = [&](const std::string& out) {
+    std::string s = Spec(dir, "masked_lm",
+                         "{train: " + (dir / "train.jsonl") + ", validation: " + (dir / "valid.jsonl") +
+                             ", max_length: 16}",
+                         dir / out);
+    s.replace(s.find("every_steps: 20"), 15, "every_steps: 5");
+    s.replace(s.find("task: {type: masked_lm}"), 23, "task: {type: masked_lm, whole_word_mask: true}");
+    testing::WriteText(dir / (out + ".yaml"), s);
+    return dir / (out + ".yaml");
+  };
+  auto whole = RunCommand(Bin("attune-worker") + " train --spec " + spec("whole"), 300);
+  ASSERT_EQ(whole.exit_code, 0) << whole.output;
+  auto crashed = RunCommand(Bin("attune-worker") + " train --spec " + spec("resumed") + " --abort_after_step=12", 300);
+  ASSERT_NE(crashed.exit_code, 0);
+  auto resumed = RunCommand(Bin("attune-worker") + " train --spec " + spec("resumed"), 300);
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+  EXPECT_NE(resumed.output.find("resumed from"), std::string::npos) << resumed.output;
+  EXPECT_EQ(testing::MaxAbsDiff(dir / "whole/model/model.safetensors", dir / "resumed/model/model.safetensors"), 0.0);
+  auto a = nlohmann::json::parse(ReadText(dir / "whole/eval_report.json"));
+  auto b = nlohmann::json::parse(ReadText(dir / "resumed/eval_report.json"));
+  EXPECT_EQ(a["final"], b["final"]);
+  EXPECT_GT(a["train_loss"].size(), 15u);  // more than one epoch: the resume crossed an epoch boundary
 }
 
 TEST(TaskTest, UnknownTaskAndForeignMetricAreRefusedByName) {

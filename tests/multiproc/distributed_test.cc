@@ -157,7 +157,7 @@ TEST_F(DistributedTest, ResumesOnAnotherWorldSize) {
   EXPECT_EQ(report["train_loss"].size(), 12u);
 }
 
-// Multi-label and regression: N ranks train to the weights of one rank with
+// Multi-label, regression, masked-LM and token classification: N ranks train to the weights of one rank with
 // the N-times batch, and evaluation gives the same figures for any world size.
 class TaskEquivalenceTest : public DistributedTest {
  protected:
@@ -166,14 +166,21 @@ class TaskEquivalenceTest : public DistributedTest {
     testing::WriteMultiLabelData(dir_ / "ml_valid.jsonl", 37, 2);
     testing::WriteRegressionData(dir_ / "rg_train.csv", 72, 1);
     testing::WriteRegressionData(dir_ / "rg_valid.csv", 37, 2);
+    testing::WriteNerData(dir_ / "ner_train.conll", 72, 1);
+    testing::WriteNerData(dir_ / "ner_valid.jsonl", 37, 2);
   }
   std::string TaskSpec(const std::string& task, const std::string& name, const std::string& model, int batch) {
-    const bool multi = task == "multi_label_classification";
-    const std::string train = dir_ / (multi ? "ml_train.jsonl" : "rg_train.csv");
-    const std::string valid = dir_ / (multi ? "ml_valid.jsonl" : "rg_valid.csv");
+    const bool multi = task == "multi_label_classification", mlm = task == "masked_lm",
+               ner = task == "token_classification";
+    const std::string train = dir_ / (ner ? "ner_train.conll" : multi || mlm ? "ml_train.jsonl" : "rg_train.csv");
+    const std::string valid = dir_ / (ner ? "ner_valid.jsonl" : multi || mlm ? "ml_valid.jsonl" : "rg_valid.csv");
     std::string s = "name: " + name + "\ntask: {type: " + task + "}\n" + model + "data: {train: " + train +
-                    ", validation: " + valid + ", label_column: " + (multi ? "topics" : "score") +
-                    ", max_length: 32}\nmethod: {type: full}\nhyperparameters: {epochs: 1, batch_size: " +
+                    ", validation: " + valid +
+                    (ner    ? ", text_column: words, label_column: tags"
+                     : mlm  ? ""
+                     : multi ? ", label_column: topics"
+                             : ", label_column: score") +
+                    ", max_length: " + (mlm ? "16" : "32") + "}\nmethod: {type: full}\nhyperparameters: {epochs: 1, batch_size: " +
                     std::to_string(batch) +
                     ", learning_rate: 1.0e-2, warmup_steps: 2, weight_decay: 0.01, seed: 11}\n"
                     "evaluation: {batch_size: 5}\noutput_dir: " + (dir_ / name) + "\n";
@@ -195,7 +202,13 @@ class TaskEquivalenceTest : public DistributedTest {
     }
     EXPECT_LT(testing::MaxAbsDiff(weights[1], weights[2]), 1e-5);
     EXPECT_LT(testing::MaxAbsDiff(weights[1], weights[3]), 1e-5);
-    EXPECT_EQ(finals[1]["count"], 37);
+    if (task == "masked_lm" || task == "token_classification") {
+      EXPECT_GT(finals[1]["count"].get<int>(), 20);  // masked tokens, or words
+      EXPECT_EQ(finals[2]["count"], finals[1]["count"]);
+      EXPECT_EQ(finals[3]["count"], finals[1]["count"]);
+    } else {
+      EXPECT_EQ(finals[1]["count"], 37);
+    }
     const auto* info = common::FindTask(task);
     ASSERT_NE(info, nullptr);
     ASSERT_TRUE(finals[1].contains(info->default_objective)) << finals[1];
@@ -211,6 +224,10 @@ class TaskEquivalenceTest : public DistributedTest {
 
 TEST_F(TaskEquivalenceTest, MultiLabel) { ExpectEquivalent("multi_label_classification"); }
 TEST_F(TaskEquivalenceTest, Regression) { ExpectEquivalent("sequence_regression"); }
+// The loss is divided by the masked tokens of the whole step, over every rank.
+TEST_F(TaskEquivalenceTest, MaskedLm) { ExpectEquivalent("masked_lm"); }
+// Token classification: the loss is divided by the labelled tokens of the step, over every rank.
+TEST_F(TaskEquivalenceTest, TokenClassification) { ExpectEquivalent("token_classification"); }
 
 // The exported model's loss and accuracy on valid.csv, computed from the
 // probabilities of an independent `attune predict` run.

@@ -162,25 +162,30 @@ class ServiceTest : public ::testing::Test {
   std::vector<pid_t> agents_;
 };
 
-TEST_F(ServiceTest, MultiLabelAndRegressionJobsRunThroughTheService) {
+TEST_F(ServiceTest, EveryTaskRunsThroughTheService) {
   StartCoordinator();
   StartAgents(2);
   testing::WriteMultiLabelData(dir_ / "ml_train.jsonl", 120, 1);
   testing::WriteMultiLabelData(dir_ / "ml_valid.jsonl", 30, 2);
   testing::WriteRegressionData(dir_ / "rg_train.csv", 120, 1);
   testing::WriteRegressionData(dir_ / "rg_valid.csv", 30, 2);
+  testing::WriteNerData(dir_ / "ner_train.jsonl", 120, 1);
+  testing::WriteNerData(dir_ / "ner_valid.conll", 30, 2);
   struct Case {
     std::string task, train, valid, column, objective;
   };
   for (const Case& c : {Case{"multi_label_classification", "ml_train.jsonl", "ml_valid.jsonl", "topics", "micro_f1"},
-                        Case{"sequence_regression", "rg_train.csv", "rg_valid.csv", "score", "mse"}}) {
+                        Case{"sequence_regression", "rg_train.csv", "rg_valid.csv", "score", "mse"},
+                        Case{"masked_lm", "ml_train.jsonl", "ml_valid.jsonl", "", "perplexity"},
+                        Case{"token_classification", "ner_train.jsonl", "ner_valid.conll", "tags", "f1"}}) {
     SCOPED_TRACE(c.task);
     const std::string name = c.task.substr(0, c.task.find('_'));
     const std::string spec =
         "name: " + name + "\ntask: {type: " + c.task +
         "}\nmodel:\n  config: {hidden_size: 16, num_hidden_layers: 1, num_attention_heads: 2, intermediate_size: 32, "
         "max_position_embeddings: 64}\n  vocab_size: 100\ndata: {train: " + (dir_ / c.train) + ", validation: " +
-        (dir_ / c.valid) + ", label_column: " + c.column +
+        (dir_ / c.valid) + (c.column.empty() ? "" : ", label_column: " + c.column) +
+        (c.column == "tags" ? ", text_column: words" : "") +
         ", max_length: 24}\nhyperparameters: {epochs: 2, batch_size: 4, learning_rate: 5.0e-3}\n"
         "evaluation: {every_steps: 10, early_stopping: {patience: 5}}\nworkers: {count: 2}\noutput_dir: " +
         (dir_ / ("out-" + name)) + "\n";

@@ -62,4 +62,52 @@ inline std::vector<double> WriteRegressionData(const std::string& path, int n, i
   return scores;
 }
 
+// Tagged sentences for token_classification: filler words around entities
+// of three types (DRUG, DISEASE, ORG; some of two words), IOB2 tags. As JSONL
+// {"words": [...], "tags": [...]}, or as CoNLL (token and tag per line, a
+// blank line between sentences, a -DOCSTART- line first) when `path` ends in
+// .conll. Returns the sentences' tags.
+inline std::vector<std::vector<std::string>> WriteNerData(const std::string& path, int n, int seed) {
+  static const std::vector<std::pair<std::string, std::vector<std::vector<std::string>>>> kEntities = {
+      {"DRUG", {{"aspirin"}, {"heparin"}, {"ibuprofen"}}},
+      {"DISEASE", {{"chest", "pain"}, {"fever"}, {"lung", "cancer"}}},
+      {"ORG", {{"world", "bank"}, {"supreme", "court"}, {"acme"}}}};
+  // "bank" and "court" are also fillers: whether they are part of an ORG depends on the word before.
+  static const std::vector<std::string> kFiller = {"the", "patient", "was", "given", "for", "and", "rates",
+                                                   "rose", "held", "that", "a", "loan", "bank", "court"};
+  std::mt19937 rng(static_cast<unsigned>(seed));
+  const bool conll = path.size() > 6 && path.substr(path.size() - 6) == ".conll";
+  std::ostringstream out;
+  if (conll) out << "-DOCSTART- -X- O O\n\n";
+  std::vector<std::vector<std::string>> all;
+  for (int i = 0; i < n; ++i) {
+    std::vector<std::string> words, tags;
+    const int parts = 3 + static_cast<int>(rng() % 4);
+    for (int p = 0; p < parts; ++p) {
+      if (rng() % 2) {
+        words.push_back(kFiller[rng() % kFiller.size()]);
+        tags.push_back("O");
+        continue;
+      }
+      const auto& [type, spans] = kEntities[rng() % kEntities.size()];
+      const auto& span = spans[rng() % spans.size()];
+      for (size_t k = 0; k < span.size(); ++k) {
+        words.push_back(span[k]);
+        tags.push_back((k == 0 ? "B-" : "I-") + type);
+      }
+    }
+    words.push_back(std::to_string(i));  // no two sentences alike
+    tags.push_back("O");
+    if (conll) {
+      for (size_t k = 0; k < words.size(); ++k) out << words[k] << " NN " << tags[k] << "\n";
+      out << "\n";
+    } else {
+      out << nlohmann::json({{"words", words}, {"tags", tags}}).dump() << "\n";
+    }
+    all.push_back(tags);
+  }
+  WriteText(path, out.str());
+  return all;
+}
+
 }  // namespace attune::testing

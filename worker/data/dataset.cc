@@ -163,6 +163,8 @@ CleanResult Clean(const std::vector<Record>& records, const CleaningPolicy& poli
         }
         return absl::StrJoin(parts, ";");
       }
+      case LabelKind::kNone: return std::string();
+      case LabelKind::kTags: return NormalizeWhitespace(raw);
       case LabelKind::kNumber: {
         double v;
         std::string n = NormalizeWhitespace(raw);
@@ -193,14 +195,18 @@ CleanResult Clean(const std::vector<Record>& records, const CleaningPolicy& poli
         continue;
       }
     }
-    if (blank(r.label) || !canonical(*r.label)) {
+    if (policy.kind != LabelKind::kNone && (blank(r.label) || !canonical(*r.label))) {
       // A row without a label cannot be trained on whatever the policy says.
       drop(blank(r.label) ? "missing_label" : "invalid_number", r.line);
       continue;
     }
+    if (policy.kind == LabelKind::kTags && r.words.size() != r.tags.size()) {
+      drop("tag_count_mismatch", r.line);
+      continue;
+    }
     std::string key = NormalizeWhitespace(r.text.value_or(""));
     if (r.text_pair) key += std::string("\x1f") + NormalizeWhitespace(*r.text_pair);
-    labels_of[key].insert(*canonical(*r.label));
+    labels_of[key].insert(*canonical(r.label.value_or("")));
     valid.push_back({&r, std::move(key)});
   }
 
@@ -212,7 +218,7 @@ CleanResult Clean(const std::vector<Record>& records, const CleaningPolicy& poli
       drop("conflicting_label", k.r->line);
       continue;
     }
-    std::string dedup_key = k.key + "\x1e" + *canonical(*k.r->label);
+    std::string dedup_key = k.key + "\x1e" + *canonical(k.r->label.value_or(""));
     if (policy.drop_duplicates && seen.count(dedup_key)) {
       drop("duplicate", k.r->line);
       continue;
@@ -223,11 +229,14 @@ CleanResult Clean(const std::vector<Record>& records, const CleaningPolicy& poli
 
   if (labels) {
     out.labels = *labels;
-  } else if (policy.kind != LabelKind::kNumber) {
+  } else if (policy.kind == LabelKind::kClass || policy.kind == LabelKind::kMultiLabel ||
+             policy.kind == LabelKind::kTags) {
     std::vector<std::string> all;
     for (const Record* r : kept) {
       if (policy.kind == LabelKind::kClass) {
         all.push_back(*canonical(*r->label));
+      } else if (policy.kind == LabelKind::kTags) {
+        all.insert(all.end(), r->tags.begin(), r->tags.end());
       } else {
         for (absl::string_view p : absl::StrSplit(*canonical(*r->label), ';', absl::SkipEmpty())) all.emplace_back(p);
       }
@@ -236,9 +245,9 @@ CleanResult Clean(const std::vector<Record>& records, const CleaningPolicy& poli
   }
   double sum = 0, sum_sq = 0;
   for (const Record* r : kept) {
-    const std::string label = *canonical(*r->label);
+    const std::string label = *canonical(r->label.value_or(""));
     Example e;
-    e.text = *r->text;
+    e.text = r->text.value_or("");
     e.text_pair = r->text_pair;
     e.line = r->line;
     if (policy.kind == LabelKind::kClass) {
@@ -262,7 +271,20 @@ CleanResult Clean(const std::vector<Record>& records, const CleaningPolicy& poli
       }
       std::sort(e.labels.begin(), e.labels.end());
       for (int id : e.labels) ++out.report.label_counts[out.labels.Name(id)];
-    } else {
+    } else if (policy.kind == LabelKind::kTags) {
+      bool known = true;
+      for (const auto& t : r->tags) {
+        auto id = out.labels.Id(t);
+        known &= id.has_value();
+        e.tags.push_back(id.value_or(-1));
+      }
+      if (!known) {
+        drop("unknown_label", r->line);
+        continue;
+      }
+      e.words = r->words;
+      for (const auto& t : r->tags) ++out.report.label_counts[t];
+    } else if (policy.kind == LabelKind::kNumber) {
       (void)absl::SimpleAtod(label, &e.value);
       if (!out.report.has_targets) out.report.target_min = out.report.target_max = e.value;
       out.report.has_targets = true;

@@ -19,6 +19,9 @@ struct Record {
   std::optional<std::string> text;
   std::optional<std::string> text_pair;
   std::optional<std::string> label;
+  // Token lists (token_classification): the words and their tags; `text` and
+  // `label` then hold them joined by single spaces.
+  std::vector<std::string> words, tags;
 };
 
 struct ReaderOptions {
@@ -30,13 +33,21 @@ struct ReaderOptions {
   // JSONL: a label that is an array of strings or numbers is read as its
   // elements joined by ';' (multi-label data); an element holding ';' is refused.
   bool label_list = false;
+  // token_classification: the text and label columns of JSONL are arrays (the
+  // words and their tags); CoNLL files (.conll, .iob, .bio) are read too.
+  bool token_lists = false;
   int64_t max_field_bytes = int64_t{1} << 20;
   int64_t max_row_bytes = int64_t{4} << 20;
   int64_t max_rows = 50'000'000;
 };
 
 // Reads CSV (RFC 4180: quoted fields, embedded quotes, newlines and CRLF, a
-// UTF-8 BOM) or JSONL, chosen by extension (.csv/.tsv vs .jsonl/.json/.ndjson).
+// UTF-8 BOM) or JSONL, chosen by extension (.csv/.tsv vs .jsonl/.json/.ndjson);
+// or, without labels (require_label false), plain text: a .txt file or a
+// directory of them (in name order), one record per blank-line-separated
+// paragraph; or, with token_lists, CoNLL (.conll/.iob/.bio: a token per line,
+// its tag in the last column, a blank line between sentences, -DOCSTART-
+// lines ignored).
 // Malformed input is kInvalidArgument "FILE:LINE: reason"; a missing file is
 // kNotFound; a field or row over its cap is kInvalidArgument naming the line,
 // found without buffering more than the cap.
@@ -47,6 +58,8 @@ enum class LabelKind {
   kClass,       // one class name
   kMultiLabel,  // a set of class names, ';'-separated (order and repeats do not matter; ";" alone is the empty set)
   kNumber,      // a finite decimal number (regression target)
+  kNone,        // no label (masked_lm: the text is its own target)
+  kTags,        // one tag per word (token_classification), space-separated in `label`
 };
 
 struct CleaningPolicy {
@@ -81,6 +94,8 @@ struct Example {
   int64_t line = 0;
   std::vector<int> labels;  // kMultiLabel: the class ids, ascending
   double value = 0;         // kNumber: the target
+  std::vector<std::string> words;  // kTags: the words
+  std::vector<int> tags;           // kTags: their tag ids
 };
 
 // What cleaning did, for data_report.json.
@@ -100,7 +115,8 @@ struct DataReport {
 
 // Applies the policy. Reasons: missing_text, missing_label, invalid_utf8,
 // duplicate, conflicting_label, unknown_label (label absent from a given map),
-// invalid_number (kNumber: not a finite decimal number).
+// invalid_number (kNumber: not a finite decimal number), tag_count_mismatch
+// (kTags: not one tag per word).
 // With `labels` nullopt the map is built from the kept rows.
 struct CleanResult {
   std::vector<Example> examples;

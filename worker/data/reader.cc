@@ -1,4 +1,6 @@
+#include <algorithm>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <memory>
 
@@ -6,6 +8,8 @@
 
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "common/status_macros.h"
 #include "worker/data/dataset.h"
 
@@ -232,6 +236,91 @@ absl::StatusOr<std::optional<std::string>> JsonLabelList(const nlohmann::json& o
   return std::optional<std::string>(joined.empty() ? ";" : joined);
 }
 
+// The next line of `in` (without its '\n') into *line; false at the end of
+// the input. A line longer than `limit` bytes is refused as "LINE: <what>
+// exceeds the N-byte field limit", reading no more than the limit.
+absl::StatusOr<bool> NextLine(ByteSource& in, size_t limit, const std::string& path, int64_t line_no,
+                              const char* what, int64_t field_limit, std::string* line) {
+  line->clear();
+  char c;
+  bool got = false;
+  while ((got = in.Get(&c)) && c != '\n') {
+    line->push_back(c);
+    if (line->size() > limit) {
+      return Malformed(path, line_no, absl::StrCat(what, " exceeds the ", field_limit, "-byte field limit"));
+    }
+  }
+  return got || !line->empty();
+}
+
+// A token-list field: an array of strings or numbers (absent or null: none).
+// `*joined` gets them joined by single spaces, or nullopt when absent.
+absl::Status JsonTokens(const nlohmann::json& obj, const std::string& key, const std::string& path, int64_t line,
+                        std::vector<std::string>* out, std::optional<std::string>* joined) {
+  auto it = obj.find(key);
+  if (it == obj.end() || it->is_null()) return absl::OkStatus();
+  if (!it->is_array()) return Malformed(path, line, absl::StrCat("field '", key, "' must be an array of strings"));
+  std::string all;
+  for (size_t i = 0; i < it->size(); ++i) {
+    const nlohmann::json one = {{key, (*it)[i]}};
+    ATTUNE_ASSIGN_OR_RETURN(std::optional<std::string> v, JsonValue(one, key, path, line));
+    if (!v) return Malformed(path, line, absl::StrCat("field '", key, "': element ", i, " is empty or null"));
+    absl::StrAppend(&all, i ? " " : "", *v);
+    out->push_back(std::move(*v));
+  }
+  *joined = all;
+  return absl::OkStatus();
+}
+
+// CoNLL: one token per line with its tag in the last whitespace-separated
+// column; a blank line ends a sentence; -DOCSTART- lines are ignored.
+absl::StatusOr<std::vector<Record>> ReadConll(std::FILE* f, const std::string& path, const ReaderOptions& o) {
+  ByteSource in(f);
+  std::vector<Record> out;
+  Record r;
+  std::string line;
+  int64_t line_no = 0;
+  auto flush = [&]() -> absl::Status {
+    if (!r.words.empty()) {
+      if (static_cast<int64_t>(out.size()) >= o.max_rows) {
+        return absl::ResourceExhaustedError(absl::StrCat(path, ": more than ", o.max_rows, " sentences"));
+      }
+      r.text = absl::StrJoin(r.words, " ");
+      r.label = absl::StrJoin(r.tags, " ");
+      out.push_back(std::move(r));
+    }
+    r = Record();
+    return absl::OkStatus();
+  };
+  while (true) {
+    ATTUNE_ASSIGN_OR_RETURN(bool more, NextLine(in, static_cast<size_t>(o.max_field_bytes), path, line_no + 1, "line",
+                                                o.max_field_bytes, &line));
+    if (!more) break;
+    ++line_no;
+    if (line_no == 1 && absl::StartsWith(line, "\xEF\xBB\xBF")) line.erase(0, 3);
+    std::vector<std::string> cols = absl::StrSplit(line, absl::ByAnyChar(" \t\r"), absl::SkipEmpty());
+    if (cols.empty()) {
+      ATTUNE_RETURN_IF_ERROR(flush());
+      continue;
+    }
+    if (cols[0] == "-DOCSTART-") continue;
+    if (cols.size() < 2) return Malformed(path, line_no, "expected a token and its tag");
+    if (!IsValidUtf8(line)) return Malformed(path, line_no, "invalid UTF-8");
+    if (r.words.empty()) r.line = line_no;
+    r.words.push_back(cols.front());
+    r.tags.push_back(cols.back());
+    if (static_cast<int64_t>(r.words.size()) > o.max_field_bytes) {
+      return Malformed(path, line_no, "sentence exceeds the field limit in tokens");
+    }
+  }
+  ATTUNE_RETURN_IF_ERROR(flush());
+  return out;
+}
+
+bool IsConll(const std::string& path) {
+  return absl::EndsWith(path, ".conll") || absl::EndsWith(path, ".iob") || absl::EndsWith(path, ".bio");
+}
+
 absl::StatusOr<std::vector<Record>> ReadJsonl(std::FILE* f, const std::string& path, const ReaderOptions& o) {
   ByteSource src(f);
   std::vector<Record> out;
@@ -274,6 +363,17 @@ absl::StatusOr<std::vector<Record>> ReadJsonl(std::FILE* f, const std::string& p
     nlohmann::json obj = nlohmann::json::parse(buf, nullptr, /*allow_exceptions=*/false);
     if (obj.is_discarded()) return Malformed(path, line, "not valid JSON");
     if (!obj.is_object()) return Malformed(path, line, "a JSONL line must be a JSON object");
+    if (o.token_lists) {
+      ATTUNE_RETURN_IF_ERROR(JsonTokens(obj, o.text_column, path, line, &r.words, &r.text));
+      ATTUNE_RETURN_IF_ERROR(JsonTokens(obj, o.label_column, path, line, &r.tags, &r.label));
+      for (const auto& t : r.tags) {
+        if (t.find_first_of(" \t\r\n") != std::string::npos) {
+          return Malformed(path, line, absl::StrCat("field '", o.label_column, "': tag '", t, "' holds whitespace"));
+        }
+      }
+      out.push_back(std::move(r));
+      continue;
+    }
     auto text = JsonValue(obj, o.text_column, path, line);
     if (!text.ok()) return text.status();
     r.text = *text;
@@ -296,18 +396,100 @@ absl::StatusOr<std::vector<Record>> ReadJsonl(std::FILE* f, const std::string& p
   return out;
 }
 
+// Plain text: one record per paragraph (lines up to a blank line), its lines
+// joined by '\n'. No label.
+absl::Status ReadText(std::FILE* f, const std::string& path, const ReaderOptions& o, std::vector<Record>* out) {
+  ByteSource in(f);
+  std::string line, paragraph;
+  int64_t line_no = 0, start = 0;
+  auto flush = [&]() -> absl::Status {
+    if (!paragraph.empty()) {
+      if (static_cast<int64_t>(out->size()) >= o.max_rows) {
+        return Malformed(path, start, absl::StrCat("more than ", o.max_rows, " paragraphs"));
+      }
+      Record r;
+      r.line = start;
+      r.text = std::move(paragraph);
+      out->push_back(std::move(r));
+    }
+    paragraph.clear();
+    return absl::OkStatus();
+  };
+  while (true) {
+    // The paragraph so far counts against the limit, and the '\r' of CRLF does not.
+    const size_t room = static_cast<size_t>(o.max_field_bytes + 1) - std::min(paragraph.size(), static_cast<size_t>(o.max_field_bytes));
+    ATTUNE_ASSIGN_OR_RETURN(bool more, NextLine(in, room, path, line_no + 1, "paragraph", o.max_field_bytes, &line));
+    if (!more) break;
+    ++line_no;
+    if (line_no == 1 && absl::StartsWith(line, "\xEF\xBB\xBF")) line.erase(0, 3);
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.find_first_not_of(" \t") == std::string::npos) {
+      ATTUNE_RETURN_IF_ERROR(flush());
+      continue;
+    }
+    if (paragraph.empty()) {
+      start = line_no;
+    } else {
+      paragraph.push_back('\n');
+    }
+    paragraph += line;
+  }
+  return flush();
+}
+
+bool IsTextFile(const std::string& path) { return absl::EndsWith(path, ".txt"); }
+
 }  // namespace
 
 absl::StatusOr<std::vector<Record>> ReadRecords(const std::string& path, const ReaderOptions& options) {
+  std::error_code ec;
+  const bool dir = std::filesystem::is_directory(path, ec);
+  if (dir || IsTextFile(path)) {
+    if (options.require_label) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ": plain text (.txt, or a directory of .txt files) has no labels; only task masked_lm "
+                             "reads it"));
+    }
+    std::vector<std::string> files;
+    if (dir) {
+      for (const auto& e : std::filesystem::directory_iterator(path, ec)) {
+        if (e.is_regular_file(ec) && IsTextFile(e.path().string())) files.push_back(e.path().string());
+      }
+      if (ec) return absl::InvalidArgumentError(absl::StrCat(path, ": cannot list: ", ec.message()));
+      std::sort(files.begin(), files.end());
+      if (files.empty()) return absl::NotFoundError(absl::StrCat(path, ": directory holds no .txt files"));
+    } else {
+      files.push_back(path);
+    }
+    std::vector<Record> out;
+    for (const auto& file : files) {
+      std::unique_ptr<std::FILE, FileCloser> f(std::fopen(file.c_str(), "rb"));
+      if (!f) return absl::NotFoundError(absl::StrCat("cannot open data file ", file));
+      ATTUNE_RETURN_IF_ERROR(ReadText(f.get(), file, options, &out));
+    }
+    return out;
+  }
   std::unique_ptr<std::FILE, FileCloser> f(std::fopen(path.c_str(), "rb"));
   if (!f) return absl::NotFoundError(absl::StrCat("cannot open data file ", path));
+  if (IsConll(path)) {
+    if (!options.token_lists) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ": CoNLL files hold tagged tokens; only task token_classification reads them"));
+    }
+    return ReadConll(f.get(), path, options);
+  }
+  if (options.token_lists && !(absl::EndsWith(path, ".jsonl") || absl::EndsWith(path, ".json") ||
+                               absl::EndsWith(path, ".ndjson"))) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        path, ": token_classification reads JSONL (a words array and a tags array) or CoNLL (.conll, .iob, .bio)"));
+  }
   if (absl::EndsWith(path, ".csv")) return ReadCsv(f.get(), path, options, ',');
   if (absl::EndsWith(path, ".tsv")) return ReadCsv(f.get(), path, options, '\t');
   if (absl::EndsWith(path, ".jsonl") || absl::EndsWith(path, ".json") || absl::EndsWith(path, ".ndjson")) {
     return ReadJsonl(f.get(), path, options);
   }
   return absl::InvalidArgumentError(
-      absl::StrCat(path, ": unknown data format (expected .csv, .tsv, .jsonl, .json or .ndjson)"));
+      absl::StrCat(path, ": unknown data format (expected .csv, .tsv, .jsonl, .json, .ndjson, or .txt for masked_lm)"));
 }
 
 }  // namespace attune::worker::data

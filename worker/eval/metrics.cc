@@ -62,6 +62,10 @@ std::map<std::string, double> Metrics::Named() const {
   if (task == "sequence_regression") {
     return {{"loss", loss}, {"mse", mse}, {"mae", mae}, {"pearson", pearson}, {"spearman", spearman}};
   }
+  if (task == "masked_lm") return {{"loss", loss}, {"perplexity", perplexity}, {"accuracy", accuracy}};
+  if (task == "token_classification") {
+    return {{"loss", loss}, {"precision", precision}, {"recall", recall}, {"f1", f1}, {"accuracy", accuracy}};
+  }
   std::map<std::string, double> m = {{"loss", loss},
                                      {"accuracy", accuracy},
                                      {"precision", precision},
@@ -91,10 +95,10 @@ Metrics Metrics::FromNamed(const std::string& task, int64_t count, const std::ma
            {"macro_f1", &m.macro_f1}, {"micro_precision", &m.micro_precision}, {"micro_recall", &m.micro_recall},
            {"micro_f1", &m.micro_f1}, {"roc_auc", &m.roc_auc}, {"subset_accuracy", &m.subset_accuracy},
            {"hamming_loss", &m.hamming_loss}, {"micro_roc_auc", &m.micro_roc_auc}, {"mse", &m.mse}, {"mae", &m.mae},
-           {"pearson", &m.pearson}, {"spearman", &m.spearman}}) {
+           {"pearson", &m.pearson}, {"spearman", &m.spearman}, {"perplexity", &m.perplexity}}) {
     get(name, field);
   }
-  m.roc_auc_defined = task == "sequence_regression" ||
+  m.roc_auc_defined = task == "sequence_regression" || task == "masked_lm" || task == "token_classification" ||
                       named.count(task == "multi_label_classification" ? "micro_roc_auc" : "roc_auc") > 0;
   return m;
 }
@@ -105,6 +109,46 @@ bool Metrics::Get(const std::string& name, double* value) const {
   if (it == m.end()) return false;
   *value = it->second;
   return true;
+}
+
+Metrics ComputeMaskedLmMetrics(int64_t examples, double loss_sum, int64_t masked, int64_t correct) {
+  Metrics m;
+  m.task = "masked_lm";
+  m.examples = examples;
+  m.count = masked;
+  m.loss = SafeDiv(loss_sum, static_cast<double>(masked));
+  m.perplexity = std::exp(m.loss);
+  m.accuracy = SafeDiv(static_cast<double>(correct), static_cast<double>(masked));
+  return m;
+}
+
+Metrics ComputeTokenMetrics(int64_t sentences, const std::vector<std::string>& types,
+                            const std::vector<EntityCounts>& counts, int64_t words, int64_t words_right,
+                            double loss_sum) {
+  Metrics m;
+  m.task = "token_classification";
+  m.examples = sentences;
+  m.count = words;
+  m.loss = SafeDiv(loss_sum, static_cast<double>(words));
+  m.accuracy = SafeDiv(static_cast<double>(words_right), static_cast<double>(words));
+  m.entity_types = types;
+  EntityCounts all;
+  auto f1 = [](double p, double r) { return p + r == 0 ? 0.0 : 2 * p * r / (p + r); };
+  for (const auto& c : counts) {
+    all.right += c.right;
+    all.truth += c.truth;
+    all.predicted += c.predicted;
+    LabelScores l;
+    l.precision = SafeDiv(static_cast<double>(c.right), static_cast<double>(c.predicted));
+    l.recall = SafeDiv(static_cast<double>(c.right), static_cast<double>(c.truth));
+    l.f1 = f1(l.precision, l.recall);
+    l.support = c.truth;
+    m.per_label.push_back(l);
+  }
+  m.precision = SafeDiv(static_cast<double>(all.right), static_cast<double>(all.predicted));
+  m.recall = SafeDiv(static_cast<double>(all.right), static_cast<double>(all.truth));
+  m.f1 = f1(m.precision, m.recall);
+  return m;
 }
 
 Metrics ComputeMetrics(const EvalInput& in) {

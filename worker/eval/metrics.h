@@ -61,6 +61,14 @@ struct Metrics {
   std::vector<LabelScores> per_label;
   // sequence_regression (loss is the MSE).
   double mse = 0, mae = 0, pearson = 0, spearman = 0;
+  // masked_lm: count is the masked tokens, loss their mean cross-entropy,
+  // accuracy the fraction predicted right.
+  double perplexity = 0;
+  int64_t examples = 0;
+  // token_classification: precision, recall, f1 are entity-level (micro over
+  // types), accuracy is per word, count is the words; per_label holds each
+  // entity type's scores (support: its true entities), named here.
+  std::vector<std::string> entity_types;
 
   // The scalar metrics of `task` by name, as the task catalog lists them
   // (ROC-AUC only where it is defined).
@@ -75,6 +83,17 @@ struct Metrics {
 Metrics ComputeMetrics(const EvalInput& in);
 Metrics ComputeMultiLabelMetrics(const MultiLabelInput& in);
 Metrics ComputeRegressionMetrics(const RegressionInput& in);
+// masked_lm, from sums over every evaluated sequence: the summed cross-entropy,
+// the masked tokens and those predicted right.
+Metrics ComputeMaskedLmMetrics(int64_t examples, double loss_sum, int64_t masked, int64_t correct);
+// token_classification, from sums: per entity type its right, true and
+// predicted entities; the words and those tagged right.
+struct EntityCounts {
+  int64_t right = 0, truth = 0, predicted = 0;
+};
+Metrics ComputeTokenMetrics(int64_t sentences, const std::vector<std::string>& types,
+                            const std::vector<EntityCounts>& counts, int64_t words, int64_t words_right,
+                            double loss_sum);
 
 // Pearson correlation (0 when either side is constant) and Spearman's rank
 // correlation with ties given their mean rank (as scipy.stats computes them).

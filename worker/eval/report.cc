@@ -21,6 +21,24 @@ nlohmann::json MetricsJson(const Metrics& m, const std::vector<std::string>& nam
   nlohmann::json j;
   j["count"] = m.count;
   for (const auto& [k, v] : m.Named()) j[k] = v;
+  if (m.task == "masked_lm") {
+    j["masked_tokens"] = m.count;
+    j["sequences"] = m.examples;
+  }
+  if (m.task == "token_classification") {
+    j["words"] = m.count;
+    j["sentences"] = m.examples;
+    j["labels"] = names;
+    j["per_type"] = nlohmann::json::array();
+    for (size_t i = 0; i < m.per_label.size() && i < m.entity_types.size(); ++i) {
+      const auto& l = m.per_label[i];
+      j["per_type"].push_back({{"type", m.entity_types[i]},
+                               {"precision", l.precision},
+                               {"recall", l.recall},
+                               {"f1", l.f1},
+                               {"support", l.support}});
+    }
+  }
   if (m.task == "sequence_classification") {
     if (!m.roc_auc_defined) j["roc_auc"] = nullptr;
     j["confusion_matrix"] = m.confusion;
@@ -167,7 +185,24 @@ std::string ReportJson(const ReportInput& in) {
 
 std::string ReportTable(const Metrics& m, const std::vector<std::string>& names) {
   std::string out = absl::StrFormat("%-16s %8s\n", "metric", "value");
-  absl::StrAppendFormat(&out, "%-16s %8d\n", "examples", m.count);
+  if (m.task == "token_classification") {
+    absl::StrAppendFormat(&out, "%-16s %8d\n", "sentences", m.examples);
+    absl::StrAppendFormat(&out, "%-16s %8d\n", "words", m.count);
+    for (const auto& [name, v] : Ordered(m)) absl::StrAppendFormat(&out, "%-16s %8.4f\n", name, v);
+    out += absl::StrFormat("\n%-16s %9s %9s %9s %9s\n", "entity type", "precision", "recall", "f1", "support");
+    for (size_t i = 0; i < m.per_label.size() && i < m.entity_types.size(); ++i) {
+      const auto& l = m.per_label[i];
+      absl::StrAppendFormat(&out, "%-16s %9.4f %9.4f %9.4f %9d\n", m.entity_types[i].substr(0, 16), l.precision,
+                            l.recall, l.f1, l.support);
+    }
+    return out;
+  }
+  if (m.task == "masked_lm") {
+    absl::StrAppendFormat(&out, "%-16s %8d\n", "sequences", m.examples);
+    absl::StrAppendFormat(&out, "%-16s %8d\n", "masked tokens", m.count);
+  } else {
+    absl::StrAppendFormat(&out, "%-16s %8d\n", "examples", m.count);
+  }
   for (const auto& [name, v] : Ordered(m)) absl::StrAppendFormat(&out, "%-16s %8.4f\n", name, v);
   if (m.task == "multi_label_classification") {
     out += absl::StrFormat("\n%-16s %9s %9s %9s %9s\n", "label", "precision", "recall", "f1", "support");
@@ -227,12 +262,34 @@ std::string ReportHtml(const ReportInput& in) {
     for (const auto& [name, v] : in.baseline) absl::StrAppendFormat(&figures, "%s%s %.4f", figures.empty() ? "" : ", ", name, v);
     absl::StrAppendFormat(&html, "<p>Baseline (%s): %s.</p>", Escape(in.baseline_description), Escape(figures));
   }
-  html += "<table><tr><th>metric</th><th>value</th></tr>";
-  absl::StrAppendFormat(&html, "<tr><td style='text-align:left'>examples</td><td>%d</td></tr>", m.count);
+  // The final evaluation beside the baseline's figures, metric by metric.
+  html += "<table><tr><th>metric</th><th>model</th><th>baseline</th></tr>";
+  if (m.task == "token_classification") {
+    absl::StrAppendFormat(&html, "<tr><td style='text-align:left'>sentences</td><td>%d</td><td></td></tr>", m.examples);
+    absl::StrAppendFormat(&html, "<tr><td style='text-align:left'>words</td><td>%d</td><td></td></tr>", m.count);
+  } else if (m.task == "masked_lm") {
+    absl::StrAppendFormat(&html, "<tr><td style='text-align:left'>sequences</td><td>%d</td><td></td></tr>", m.examples);
+    absl::StrAppendFormat(&html, "<tr><td style='text-align:left'>masked tokens</td><td>%d</td><td></td></tr>", m.count);
+  } else {
+    absl::StrAppendFormat(&html, "<tr><td style='text-align:left'>examples</td><td>%d</td><td></td></tr>", m.count);
+  }
   for (const auto& [name, v] : Ordered(m)) {
-    absl::StrAppendFormat(&html, "<tr><td style='text-align:left'>%s</td><td>%.4f</td></tr>", Escape(name), v);
+    auto b = in.baseline.find(name);
+    absl::StrAppendFormat(&html, "<tr><td style='text-align:left'>%s</td><td>%.4f</td><td>%s</td></tr>", Escape(name),
+                          v, b == in.baseline.end() ? "" : absl::StrFormat("%.4f", b->second));
   }
   html += "</table>";
+  if (m.task == "token_classification") {
+    html += "<h2>Per entity type</h2><table><tr><th>type</th><th>precision</th><th>recall</th><th>f1</th>"
+            "<th>support (entities)</th></tr>";
+    for (size_t i = 0; i < m.per_label.size() && i < m.entity_types.size(); ++i) {
+      const auto& l = m.per_label[i];
+      absl::StrAppendFormat(&html,
+                            "<tr><td style='text-align:left'>%s</td><td>%.4f</td><td>%.4f</td><td>%.4f</td><td>%d</td></tr>",
+                            Escape(m.entity_types[i]), l.precision, l.recall, l.f1, l.support);
+    }
+    html += "</table>";
+  }
   if (m.task == "multi_label_classification") {
     html += "<h2>Per label</h2><table><tr><th>label</th><th>precision</th><th>recall</th><th>f1</th><th>support</th></tr>";
     for (size_t i = 0; i < m.per_label.size(); ++i) {

@@ -140,19 +140,47 @@ BertClassifierImpl::BertClassifierImpl(const BertConfig& c, const MethodConfig& 
   for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
     layers.push_back(register_module(absl::StrCat("layer", i), BertLayer(c)));
   }
-  pooler = register_module("pooler", torch::nn::Linear(h, h));
-  cls_drop = register_module("cls_drop",
-                             torch::nn::Dropout(c.classifier_dropout >= 0 ? c.classifier_dropout : c.hidden_dropout_prob));
-  classifier = register_module("classifier", torch::nn::Linear(h, static_cast<int64_t>(std::max<size_t>(c.labels.size(), 1))));
+  if (c.masked_lm()) {
+    mlm_dense = register_module("mlm_dense", torch::nn::Linear(h, h));
+    mlm_ln = register_module("mlm_ln", torch::nn::LayerNorm(torch::nn::LayerNormOptions({h}).eps(c.layer_norm_eps)));
+    mlm_bias = register_parameter("mlm_bias", torch::zeros({c.vocab_size}));
+  } else {
+    if (!c.token_classification()) pooler = register_module("pooler", torch::nn::Linear(h, h));
+    cls_drop = register_module(
+        "cls_drop", torch::nn::Dropout(c.classifier_dropout >= 0 ? c.classifier_dropout : c.hidden_dropout_prob));
+    classifier =
+        register_module("classifier", torch::nn::Linear(h, static_cast<int64_t>(std::max<size_t>(c.labels.size(), 1))));
+  }
   torch::NoGradGuard g;
   for (auto* e : {&word, &position, &token_type}) (*e)->weight.normal_(0, c.initializer_range);
   if (c.pad_token_id >= 0 && c.pad_token_id < c.vocab_size) word->weight[c.pad_token_id].zero_();
-  InitLinear(pooler->weight, pooler->bias, c.initializer_range);
-  InitLinear(classifier->weight, classifier->bias, c.initializer_range);
+  if (pooler) InitLinear(pooler->weight, pooler->bias, c.initializer_range);
+  if (classifier) InitLinear(classifier->weight, classifier->bias, c.initializer_range);
+  if (mlm_dense) InitLinear(mlm_dense->weight, mlm_dense->bias, c.initializer_range);
 }
 
 torch::Tensor BertClassifierImpl::forward(const torch::Tensor& input_ids, const torch::Tensor& token_type_ids,
                                           const torch::Tensor& attention_mask) {
+  TORCH_CHECK(pooler, "a ", config.architecture, " model has no sequence head");
+  torch::Tensor x = Encode(input_ids, token_type_ids, attention_mask);
+  torch::Tensor pooled = torch::tanh(pooler(x.select(1, 0)));
+  return classifier(cls_drop(pooled));
+}
+
+torch::Tensor BertClassifierImpl::MaskedLmLogits(const torch::Tensor& hidden, const torch::Tensor& positions) {
+  TORCH_CHECK(mlm_dense, "a ", config.architecture, " model has no masked-LM head");
+  torch::Tensor h = hidden.reshape({-1, hidden.size(-1)}).index_select(0, positions);
+  h = mlm_ln(torch::gelu(mlm_dense(h)));
+  return torch::addmm(mlm_bias, h, word->weight.t());
+}
+
+torch::Tensor BertClassifierImpl::TokenLogits(const torch::Tensor& hidden, const torch::Tensor& positions) {
+  TORCH_CHECK(classifier && !pooler, "a ", config.architecture, " model has no token-classification head");
+  return classifier(cls_drop(hidden.reshape({-1, hidden.size(-1)}).index_select(0, positions)));
+}
+
+torch::Tensor BertClassifierImpl::Encode(const torch::Tensor& input_ids, const torch::Tensor& token_type_ids,
+                                         const torch::Tensor& attention_mask) {
   const int64_t t = input_ids.size(1);
   torch::Tensor pos = torch::arange(t, input_ids.options()).unsqueeze(0);
   torch::Tensor x = emb_drop(emb_ln(word(input_ids) + position(pos) + token_type(token_type_ids)));
@@ -160,8 +188,7 @@ torch::Tensor BertClassifierImpl::forward(const torch::Tensor& input_ids, const 
   torch::Tensor mask_bias =
       (1.0 - attention_mask.to(torch::kFloat).unsqueeze(1).unsqueeze(2)) * std::numeric_limits<float>::lowest();
   for (auto& layer : layers) x = layer(x, mask_bias);
-  torch::Tensor pooled = torch::tanh(pooler(x.select(1, 0)));
-  return classifier(cls_drop(pooled));
+  return x;
 }
 
 std::vector<std::pair<std::string, torch::Tensor>> NamedParameters(BertClassifier& model) {
@@ -204,10 +231,19 @@ std::vector<std::pair<std::string, torch::Tensor>> NamedParameters(BertClassifie
     add_adapter(p + ".output", l->ffn_adapter);
     add_ln(p + ".output.LayerNorm", l->out_ln);
   }
-  out.emplace_back("bert.pooler.dense.weight", m.pooler->weight);
-  out.emplace_back("bert.pooler.dense.bias", m.pooler->bias);
-  out.emplace_back("classifier.weight", m.classifier->weight);
-  out.emplace_back("classifier.bias", m.classifier->bias);
+  if (m.pooler) {
+    out.emplace_back("bert.pooler.dense.weight", m.pooler->weight);
+    out.emplace_back("bert.pooler.dense.bias", m.pooler->bias);
+  }
+  if (m.classifier) {
+    out.emplace_back("classifier.weight", m.classifier->weight);
+    out.emplace_back("classifier.bias", m.classifier->bias);
+  } else {
+    out.emplace_back("cls.predictions.transform.dense.weight", m.mlm_dense->weight);
+    out.emplace_back("cls.predictions.transform.dense.bias", m.mlm_dense->bias);
+    add_ln("cls.predictions.transform.LayerNorm", m.mlm_ln);
+    out.emplace_back("cls.predictions.bias", m.mlm_bias);
+  }
   return out;
 }
 
@@ -228,7 +264,8 @@ absl::StatusOr<BertClassifier> CreateModel(const BertConfig& config, const Metho
   // Freezing: full trains everything; head trains pooler + classifier; lora
   // trains LoRA matrices + head; adapter trains adapters, LayerNorms + head.
   for (auto& [name, t] : NamedParameters(model)) {
-    bool head = absl::StartsWith(name, "bert.pooler.") || absl::StartsWith(name, "classifier.");
+    bool head = absl::StartsWith(name, "bert.pooler.") || absl::StartsWith(name, "classifier.") ||
+                absl::StartsWith(name, "cls.");
     bool train = true;
     switch (method.type) {
       case Method::kFull: train = true; break;
@@ -260,8 +297,17 @@ absl::Status LoadStateDict(BertClassifier& model, const std::string& path, std::
   std::map<std::string, const common::SafeTensor*> by_name;
   for (const auto& [raw, t] : file->tensors) {
     std::string name = raw;
-    if (absl::StartsWith(name, "cls.") || absl::EndsWith(name, "position_ids")) continue;
-    if (!absl::StartsWith(name, "bert.") && !absl::StartsWith(name, "classifier.")) name = "bert." + name;
+    if (absl::EndsWith(name, "position_ids")) continue;
+    if (absl::StartsWith(name, "cls.")) {
+      // Only the masked-LM head's own tensors; the decoder is tied (see bert.h).
+      if (name == "cls.predictions.decoder.bias") {
+        if (!file->tensors.count("cls.predictions.bias")) by_name["cls.predictions.bias"] = &t;
+        continue;
+      }
+      if (!absl::StartsWith(name, "cls.predictions.") || name == "cls.predictions.decoder.weight") continue;
+    } else if (!absl::StartsWith(name, "bert.") && !absl::StartsWith(name, "classifier.")) {
+      name = "bert." + name;
+    }
     if (absl::EndsWith(name, ".gamma")) name = name.substr(0, name.size() - 6) + ".weight";
     if (absl::EndsWith(name, ".beta")) name = name.substr(0, name.size() - 5) + ".bias";
     by_name[name] = &t;
@@ -272,6 +318,7 @@ absl::Status LoadStateDict(BertClassifier& model, const std::string& path, std::
     auto it = by_name.find(name);
     if (it == by_name.end()) {
       bool optional = absl::StartsWith(name, "classifier.") || absl::StartsWith(name, "bert.pooler.") ||
+                      absl::StartsWith(name, "cls.") ||
                       absl::StrContains(name, ".lora_") || absl::StrContains(name, ".adapter.");
       if (optional && !require_all) {
         if (fresh) fresh->push_back(name);
@@ -344,7 +391,9 @@ absl::Status SaveHfModel(BertClassifier& model, const std::string& dir, bool mer
   if (!adapter.tensors.empty()) {
     if (auto s = common::WriteSafeTensors(dir + "/adapter_model.safetensors", adapter); !s.ok()) return s;
     nlohmann::json ac = {{"peft_type", "LORA"},
-                         {"task_type", "SEQ_CLS"},
+                         {"task_type", model->config.masked_lm()              ? nlohmann::json()
+                                       : model->config.token_classification() ? nlohmann::json("TOKEN_CLS")
+                                                                              : nlohmann::json("SEQ_CLS")},
                          {"r", model->method.lora_rank},
                          {"lora_alpha", model->method.lora_alpha},
                          {"lora_dropout", model->method.lora_dropout},
@@ -404,7 +453,7 @@ absl::StatusOr<BertClassifier> LoadHfModel(const std::string& dir) {
                 fresh.end());
   }
   for (const auto& f : fresh) {
-    if (absl::StartsWith(f, "classifier.")) {
+    if (absl::StartsWith(f, "classifier.") || absl::StartsWith(f, "cls.")) {
       return absl::InvalidArgumentError(absl::StrCat(dir, ": exported model lacks ", f));
     }
   }

@@ -1,7 +1,8 @@
 #pragma once
 
-// BERT encoder with a sequence-classification head in libtorch, with Hugging
-// Face parameter names, plus LoRA and bottleneck adapters. Thread-compatible.
+// BERT encoder with a sequence-classification head or a masked-LM head in
+// libtorch, with Hugging Face parameter names, plus LoRA and bottleneck
+// adapters. Thread-compatible.
 
 #include <cstdint>
 #include <map>
@@ -55,23 +56,39 @@ struct BertLayerImpl : torch::nn::Module {
 };
 TORCH_MODULE(BertLayer);
 
+// The encoder with the head that config.architecture names.
 struct BertClassifierImpl : torch::nn::Module {
   BertClassifierImpl(const BertConfig& c, const MethodConfig& m);
-  // Returns logits [batch, num_labels].
+  // Sequence head: logits [batch, num_labels].
   torch::Tensor forward(const torch::Tensor& input_ids, const torch::Tensor& token_type_ids,
                         const torch::Tensor& attention_mask);
+  // The encoder's last hidden states [batch, seq, hidden].
+  torch::Tensor Encode(const torch::Tensor& input_ids, const torch::Tensor& token_type_ids,
+                       const torch::Tensor& attention_mask);
+  // Masked-LM head at `positions` only (flat indices into [batch * seq]):
+  // logits [positions, vocab] (HF BertOnlyMLMHead: dense, gelu, LayerNorm,
+  // then the tied word embeddings and cls.predictions.bias). The decoder over
+  // the whole vocabulary runs on the selected rows alone.
+  torch::Tensor MaskedLmLogits(const torch::Tensor& hidden, const torch::Tensor& positions);
+  // Token-classification head at `positions` (flat indices into [batch *
+  // seq]): logits [positions, num_labels] (HF: dropout, then the classifier).
+  torch::Tensor TokenLogits(const torch::Tensor& hidden, const torch::Tensor& positions);
   BertConfig config;
   MethodConfig method;
   torch::nn::Embedding word{nullptr}, position{nullptr}, token_type{nullptr};
   torch::nn::LayerNorm emb_ln{nullptr};
   torch::nn::Dropout emb_drop{nullptr}, cls_drop{nullptr};
   std::vector<BertLayer> layers;
-  torch::nn::Linear pooler{nullptr}, classifier{nullptr};
+  torch::nn::Linear pooler{nullptr}, classifier{nullptr};  // sequence head (token head: classifier only)
+  torch::nn::Linear mlm_dense{nullptr};                      // masked-LM head
+  torch::nn::LayerNorm mlm_ln{nullptr};
+  torch::Tensor mlm_bias;
 };
 TORCH_MODULE(BertClassifier);
 
 // Builds the model with HF initialisation from `seed`, and freezes what the
-// method does not train. The head (pooler and classifier) is always trained.
+// method does not train. The head (pooler and classifier, or cls.predictions)
+// is always trained.
 absl::StatusOr<BertClassifier> CreateModel(const BertConfig& config, const MethodConfig& method, uint64_t seed);
 
 struct ParameterCounts {
@@ -88,9 +105,12 @@ std::vector<std::pair<std::string, torch::Tensor>> NamedParameters(BertClassifie
 // Loads a Hugging Face checkpoint's tensors into `model`. Accepts bare
 // BertModel names (no "bert." prefix) and the old gamma/beta LayerNorm names,
 // ignores cls.* and position_ids, reports missing keys and shape mismatches by
-// name. A missing classifier (or pooler), or a classifier for another number
-// of labels, keeps its fresh initialisation and is
-// listed in `*fresh`.
+// name. A missing head (classifier, pooler or cls.predictions.*), or a
+// classifier for another number of labels, keeps its fresh initialisation and
+// is listed in `*fresh`. A masked-LM head is read from cls.predictions.*
+// (cls.predictions.decoder.bias is the same tensor as cls.predictions.bias);
+// the decoder is always tied to the word embeddings, so
+// cls.predictions.decoder.weight is not read.
 absl::Status LoadStateDict(BertClassifier& model, const std::string& safetensors_path,
                            std::vector<std::string>* fresh, bool require_all = false);
 

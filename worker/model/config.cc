@@ -52,6 +52,10 @@ absl::StatusOr<BertConfig> BertConfig::FromJson(const std::string& text, const s
       c.labels[id] = it.value().get<std::string>();
     }
   }
+  if (j.contains("architectures") && j["architectures"].is_array() && !j["architectures"].empty() &&
+      (j["architectures"][0] == "BertForMaskedLM" || j["architectures"][0] == "BertForTokenClassification")) {
+    c.architecture = j["architectures"][0].get<std::string>();
+  }
   if (j.contains("problem_type") && j["problem_type"].is_string()) {
     c.problem_type = j["problem_type"];
   } else if (c.labels.size() == 1) {
@@ -68,6 +72,12 @@ absl::Status BertConfig::Validate() const {
     return absl::InvalidArgumentError(absl::StrCat("problem_type: '", problem_type,
                                                    "' is not single_label_classification, multi_label_classification "
                                                    "or regression"));
+  }
+  if (architecture != "BertForSequenceClassification" && architecture != "BertForMaskedLM" &&
+      architecture != "BertForTokenClassification") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "architectures: '", architecture,
+        "' is not BertForSequenceClassification, BertForTokenClassification or BertForMaskedLM"));
   }
   if (hidden_size <= 0) return absl::InvalidArgumentError("hidden_size: must be > 0");
   if (num_hidden_layers <= 0) return absl::InvalidArgumentError("num_hidden_layers: must be > 0");
@@ -91,7 +101,7 @@ absl::Status BertConfig::Validate() const {
 
 std::string BertConfig::ToJson() const {
   nlohmann::json j;
-  j["architectures"] = {"BertForSequenceClassification"};
+  j["architectures"] = {architecture};
   j["model_type"] = "bert";
   j["vocab_size"] = vocab_size;
   j["hidden_size"] = hidden_size;
@@ -112,7 +122,11 @@ std::string BertConfig::ToJson() const {
   j["initializer_range"] = initializer_range;
   j["hidden_act"] = hidden_act;
   j["position_embedding_type"] = "absolute";
-  j["problem_type"] = problem_type;
+  if (masked_lm()) {
+    j["tie_word_embeddings"] = true;
+    return j.dump(2);
+  }
+  if (!token_classification()) j["problem_type"] = problem_type;
   j["id2label"] = nlohmann::json::object();
   j["label2id"] = nlohmann::json::object();
   for (size_t i = 0; i < labels.size(); ++i) {

@@ -33,6 +33,14 @@ struct BertConfig {
   // (one output). Absent from a config.json: regression when num_labels is 1,
   // as HF decides.
   std::string problem_type = "single_label_classification";
+  // The head: BertForSequenceClassification (pooler + classifier, as
+  // problem_type says), BertForTokenClassification (a classifier per token)
+  // or BertForMaskedLM (cls.predictions, decoder tied to the word embeddings;
+  // no pooler). From config.json's architectures[0].
+  std::string architecture = "BertForSequenceClassification";
+  bool masked_lm() const { return architecture == "BertForMaskedLM"; }
+  // BertForTokenClassification: a classifier at every token, no pooler.
+  bool token_classification() const { return architecture == "BertForTokenClassification"; }
 
   // Reads an HF config.json text (unknown keys ignored; hidden_act must be gelu).
   static absl::StatusOr<BertConfig> FromJson(const std::string& json_text, const std::string& source);

@@ -6,8 +6,113 @@
 #include <torch/torch.h>
 
 #include "absl/strings/str_cat.h"
+#include "worker/model/bert.h"
+#include "worker/text/tokenizer.h"
 
 namespace attune::worker::task {
+
+uint64_t MixBits(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ULL;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+
+Batch PadRows(const std::vector<std::vector<int64_t>>& ids, const std::vector<std::vector<int64_t>>& types,
+              int64_t pad_id) {
+  size_t longest = 0;
+  for (const auto& r : ids) longest = std::max(longest, r.size());
+  const auto b = static_cast<int64_t>(ids.size()), t = static_cast<int64_t>(longest);
+  Batch out;
+  out.examples = b;
+  out.ids = torch::full({b, t}, pad_id, torch::kInt64);
+  out.types = torch::zeros({b, t}, torch::kInt64);
+  out.mask = torch::zeros({b, t}, torch::kInt64);
+  auto pi = out.ids.accessor<int64_t, 2>();
+  auto pt = out.types.accessor<int64_t, 2>();
+  auto pm = out.mask.accessor<int64_t, 2>();
+  for (int64_t i = 0; i < b; ++i) {
+    const auto& row = ids[static_cast<size_t>(i)];
+    for (size_t k = 0; k < row.size(); ++k) {
+      pi[i][static_cast<int64_t>(k)] = row[k];
+      pt[i][static_cast<int64_t>(k)] = types[static_cast<size_t>(i)][k];
+      pm[i][static_cast<int64_t>(k)] = 1;
+    }
+    out.tokens += static_cast<int64_t>(row.size());
+  }
+  return out;
+}
+
+std::vector<Encoded> Task::Encode(const text::Tokenizer& tok, const std::vector<data::Example>& examples,
+                                  int max_length) const {
+  std::vector<Encoded> out;
+  out.reserve(examples.size());
+  for (const auto& e : examples) {
+    const std::string* pair = e.text_pair ? &*e.text_pair : nullptr;
+    text::Encoding enc = tok.Encode(e.text, pair, max_length, /*pad=*/false);
+    Encoded x;
+    x.ids = std::move(enc.input_ids);
+    x.types = std::move(enc.token_type_ids);
+    x.label = e.label;
+    x.labels = e.labels;
+    x.value = e.value;
+    out.push_back(std::move(x));
+  }
+  return out;
+}
+
+// With a non-zero augmentation rate, each non-special token of a training
+// example is deleted or replaced by [MASK], decided by a hash of (aug_seed,
+// example), so that a resumed run draws the same augmentation.
+Batch Task::Collate(const std::vector<Encoded>& data, const std::vector<int64_t>& idx, const CollateContext& ctx,
+                    int outputs) const {
+  std::vector<std::vector<int64_t>> ids(idx.size()), types(idx.size());
+  std::vector<const Encoded*> rows;
+  for (size_t i = 0; i < idx.size(); ++i) {
+    const Encoded& e = data[static_cast<size_t>(idx[i])];
+    rows.push_back(&e);
+    if (ctx.delete_rate > 0 || ctx.mask_rate > 0) {
+      uint64_t h = MixBits(ctx.aug_seed ^ MixBits(static_cast<uint64_t>(idx[i])));
+      for (size_t k = 0; k < e.ids.size(); ++k) {
+        h = MixBits(h);
+        double u = static_cast<double>(h >> 11) / 9007199254740992.0;
+        bool special = k == 0 || k + 1 == e.ids.size() || (k + 1 < e.ids.size() && e.types[k] != e.types[k + 1]);
+        if (!special && u < ctx.delete_rate) continue;
+        ids[i].push_back(!special && u < ctx.delete_rate + ctx.mask_rate && ctx.mask_id >= 0 ? ctx.mask_id : e.ids[k]);
+        types[i].push_back(e.types[k]);
+      }
+    } else {
+      ids[i] = e.ids;
+      types[i] = e.types;
+    }
+  }
+  Batch out = PadRows(ids, types, ctx.pad_id);
+  out.targets = Targets(rows, outputs);
+  out.loss_units = static_cast<double>(out.examples * LossUnitsPerExample(outputs));
+  return out;
+}
+
+at::Tensor Task::Forward(model::BertClassifierImpl& model, const Batch& b) const {
+  return model.forward(b.ids, b.types, b.mask);
+}
+
+at::Tensor TokenLevelTask::Targets(const std::vector<const Encoded*>&, int) const {
+  return torch::empty({0}, torch::kInt64);
+}
+
+at::Tensor TokenLevelTask::SummedLoss(const at::Tensor& logits, const at::Tensor& targets) const {
+  return torch::nn::functional::cross_entropy(
+      logits, targets, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
+}
+
+void TokenLevelTask::SetPositions(Batch* b, const std::vector<int64_t>& positions, const std::vector<int64_t>& targets,
+                                  const std::vector<int64_t>& rows) {
+  b->positions = torch::tensor(positions, torch::kInt64);
+  b->targets = torch::tensor(targets, torch::kInt64);
+  b->rows = torch::tensor(rows, torch::kInt64);
+  b->loss_units = static_cast<double>(positions.size());
+}
+
 namespace {
 
 namespace F = torch::nn::functional;
@@ -41,7 +146,8 @@ class SequenceClassification : public Task {
   }
 
   int RowWidth(int outputs) const override { return 1 + outputs; }
-  void AppendRows(const at::Tensor& logits, const at::Tensor& targets, std::vector<double>* rows) const override {
+  void AppendRows(const at::Tensor& logits, const Batch& b, std::vector<double>* rows) const override {
+    const at::Tensor& targets = b.targets;
     torch::Tensor p = torch::softmax(logits.to(torch::kFloat64), -1);
     for (int64_t i = 0; i < logits.size(0); ++i) {
       rows->push_back(static_cast<double>(targets[i].item<int64_t>()));
@@ -105,7 +211,8 @@ class MultiLabelClassification : public Task {
   int64_t LossUnitsPerExample(int outputs) const override { return outputs; }
 
   int RowWidth(int outputs) const override { return 2 * outputs; }
-  void AppendRows(const at::Tensor& logits, const at::Tensor& targets, std::vector<double>* rows) const override {
+  void AppendRows(const at::Tensor& logits, const Batch& b, std::vector<double>* rows) const override {
+    const at::Tensor& targets = b.targets;
     torch::Tensor p = torch::sigmoid(logits.to(torch::kFloat64));
     for (int64_t i = 0; i < logits.size(0); ++i) {
       auto t = RowOf(targets[i]), s = RowOf(p[i]);
@@ -184,8 +291,8 @@ class SequenceRegression : public Task {
   }
 
   int RowWidth(int) const override { return 2; }
-  void AppendRows(const at::Tensor& logits, const at::Tensor& targets, std::vector<double>* rows) const override {
-    auto t = RowOf(targets), p = RowOf(logits.squeeze(-1));
+  void AppendRows(const at::Tensor& logits, const Batch& b, std::vector<double>* rows) const override {
+    auto t = RowOf(b.targets), p = RowOf(logits.squeeze(-1));
     for (size_t i = 0; i < t.size(); ++i) {
       rows->push_back(t[i]);
       rows->push_back(p[i]);
@@ -224,6 +331,8 @@ std::unique_ptr<Task> MakeTask(const std::string& name) {
   if (name.empty() || name == "sequence_classification") return std::make_unique<SequenceClassification>();
   if (name == "multi_label_classification") return std::make_unique<MultiLabelClassification>();
   if (name == "sequence_regression") return std::make_unique<SequenceRegression>();
+  if (name == "masked_lm") return NewMaskedLm();
+  if (name == "token_classification") return NewTokenClassification();
   return nullptr;
 }
 

@@ -251,7 +251,33 @@ std::vector<std::string> Tokenizer::WordPiece(const std::string& word) const {
 }
 
 std::vector<std::string> Tokenizer::Tokenize(const std::string& text) const {
+  // Special tokens of the vocabulary are split out wherever they stand
+  // ("hereby [MASK]," is hereby [MASK] ,), as Hugging Face's tokenizers do
+  // before basic tokenisation.
   std::vector<std::string> out;
+  size_t from = 0;
+  while (true) {
+    size_t first = std::string::npos, len = 0;
+    for (const auto& special : NeverSplit()) {
+      size_t at = text.find(special, from);
+      if (at != std::string::npos && ids_.count(special) && (first == std::string::npos || at < first)) {
+        first = at;
+        len = special.size();
+      }
+    }
+    const size_t end = first == std::string::npos ? text.size() : first;
+    if (from == 0 && end == text.size()) break;  // no special token: the plain path below
+    TokenizeSegment(text.substr(from, end - from), &out);
+    if (first == std::string::npos) return out;
+    out.push_back(text.substr(first, len));
+    from = first + len;
+  }
+  TokenizeSegment(text, &out);
+  return out;
+}
+
+void Tokenizer::TokenizeSegment(const std::string& text, std::vector<std::string>* tokens) const {
+  std::vector<std::string>& out = *tokens;
   for (const auto& word : BasicTokenize(text)) {
     if (NeverSplit().count(word) && ids_.count(word)) {
       out.push_back(word);
@@ -259,7 +285,6 @@ std::vector<std::string> Tokenizer::Tokenize(const std::string& text) const {
     }
     for (auto& p : WordPiece(word)) out.push_back(std::move(p));
   }
-  return out;
 }
 
 std::vector<int64_t> Tokenizer::ConvertTokensToIds(const std::vector<std::string>& tokens) const {

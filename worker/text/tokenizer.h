@@ -55,6 +55,7 @@ class Tokenizer {
  private:
   Tokenizer() = default;
   std::vector<std::string> WordPiece(const std::string& word) const;
+  void TokenizeSegment(const std::string& text, std::vector<std::string>* out) const;
 
   std::vector<std::string> vocab_;
   std::unordered_map<std::string, int64_t> ids_;

@@ -4,6 +4,8 @@
 #include <torch/torch.h>
 
 #include "absl/strings/str_cat.h"
+#include "common/files.h"
+#include "common/job_config.h"
 #include "common/status_macros.h"
 #include "worker/data/dataset.h"
 #include "worker/model/bert.h"
@@ -14,11 +16,121 @@
 namespace attune::worker::train {
 namespace {
 
+// Fill-mask: the top_k tokens at every [MASK] of each row.
+absl::Status FillMasks(model::BertClassifier& m, const text::Tokenizer& tok, const torch::Tensor& ids,
+                       const torch::Tensor& types, const torch::Tensor& mask, int top_k, std::ostream& out) {
+  const int64_t mask_id = tok.ConvertTokensToIds({"[MASK]"})[0];
+  const int64_t t = ids.size(1);
+  torch::Tensor where = (ids.eq(mask_id) & mask.eq(1)).reshape({-1}).nonzero().reshape({-1});
+  torch::Tensor probs = torch::softmax(m->MaskedLmLogits(m->Encode(ids, types, mask), where).to(torch::kFloat64), -1);
+  const int64_t k = std::min<int64_t>(top_k, probs.size(1));
+  auto [score, id] = probs.topk(k, -1);
+  std::vector<nlohmann::json> rows(static_cast<size_t>(ids.size(0)));
+  for (auto& r : rows) r["masks"] = nlohmann::json::array();
+  for (int64_t j = 0; j < where.size(0); ++j) {
+    const int64_t flat = where[j].item<int64_t>();
+    nlohmann::json cands = nlohmann::json::array();
+    for (int64_t c = 0; c < k; ++c) {
+      const int64_t tid = id[j][c].item<int64_t>();
+      cands.push_back({{"id", tid},
+                       {"token", tid < tok.vocab_size() ? tok.vocab()[static_cast<size_t>(tid)] : "[UNK]"},
+                       {"score", score[j][c].item<double>()}});
+    }
+    rows[static_cast<size_t>(flat / t)]["masks"].push_back({{"index", flat % t}, {"top_k", cands}});
+  }
+  for (const auto& r : rows) out << r.dump() << "\n";
+  return absl::OkStatus();
+}
+
+// Token classification: {"tokens": [...]} or {"text": "..."} per JSONL line;
+// a tag per word, the logits at its first piece, and the entities.
+absl::Status PredictTokens(model::BertClassifier& m, const text::Tokenizer& tok, const std::string& input,
+                           const PredictOptions& o, int max_len, std::ostream& out) {
+  std::unique_ptr<task::Task> task = task::MakeTask("token_classification");
+  ATTUNE_RETURN_IF_ERROR(task->Configure(tok, common::JobConfig()));
+  task->SetOutputs(m->config.labels);
+  ATTUNE_ASSIGN_OR_RETURN(std::string text, common::ReadFile(input, int64_t{1} << 30));
+  std::vector<data::Example> examples;
+  size_t at = 0;
+  int64_t line = 0;
+  while (at < text.size()) {
+    size_t end = text.find('\n', at);
+    if (end == std::string::npos) end = text.size();
+    std::string row = text.substr(at, end - at);
+    at = end + 1;
+    ++line;
+    if (row.find_first_not_of(" \t\r") == std::string::npos) continue;
+    auto j = nlohmann::json::parse(row, nullptr, false);
+    data::Example e;
+    if (j.is_object() && j.contains("tokens") && j["tokens"].is_array()) {
+      for (const auto& w : j["tokens"]) {
+        if (!w.is_string()) return absl::InvalidArgumentError(absl::StrCat(input, ":", line, ": tokens must be strings"));
+        e.words.push_back(w.get<std::string>());
+      }
+    } else if (j.is_object() && j.contains(o.text_column) && j[o.text_column].is_string()) {
+      e.words = tok.BasicTokenize(j[o.text_column].get<std::string>());
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat(input, ":", line, ": expected a JSON object with \"tokens\" (an array) or \"",
+                                                     o.text_column, "\" (a string)"));
+    }
+    examples.push_back(std::move(e));
+  }
+  std::vector<task::Encoded> enc = task->Encode(tok, examples, max_len);
+  torch::NoGradGuard g;
+  for (size_t start = 0; start < enc.size(); start += static_cast<size_t>(o.batch_size)) {
+    std::vector<int64_t> idx;
+    for (size_t i = start; i < std::min(enc.size(), start + static_cast<size_t>(o.batch_size)); ++i) {
+      idx.push_back(static_cast<int64_t>(i));
+    }
+    task::CollateContext ctx;
+    ctx.pad_id = tok.pad_id();
+    ctx.train = false;
+    task::Batch b = task->Collate(enc, idx, ctx, static_cast<int>(m->config.labels.size()));
+    torch::Tensor logits = task->Forward(*m, b).to(torch::kFloat64).contiguous();
+    size_t row = 0;
+    for (int64_t i : idx) {
+      const data::Example& x = examples[static_cast<size_t>(i)];
+      const size_t kept = enc[static_cast<size_t>(i)].first_piece.size();
+      std::vector<std::string> tags;
+      nlohmann::json word_logits = nlohmann::json::array();
+      for (size_t w = 0; w < x.words.size(); ++w) {
+        if (w >= kept) {  // cut off by max_length: no prediction
+          tags.push_back("O");
+          word_logits.push_back(nlohmann::json::array());
+          continue;
+        }
+        torch::Tensor l = logits[static_cast<int64_t>(row++)];
+        std::vector<double> v(l.data_ptr<double>(), l.data_ptr<double>() + l.numel());
+        const size_t best = static_cast<size_t>(std::max_element(v.begin(), v.end()) - v.begin());
+        tags.push_back(best < m->config.labels.size() ? m->config.labels[best] : "O");
+        word_logits.push_back(v);
+      }
+      nlohmann::json entities = nlohmann::json::array();
+      for (const auto& e : task::ExtractEntities(tags)) {
+        std::string span;
+        for (int64_t w = e.start; w < e.end; ++w) absl::StrAppend(&span, w > e.start ? " " : "", x.words[static_cast<size_t>(w)]);
+        entities.push_back({{"type", e.type}, {"start", e.start}, {"end", e.end}, {"text", span}});
+      }
+      out << nlohmann::json({{"tokens", x.words}, {"tags", tags}, {"logits", word_logits}, {"entities", entities}})
+                 .dump()
+          << "\n";
+    }
+  }
+  out.flush();
+  if (!out) return absl::UnavailableError("cannot write predictions");
+  return absl::OkStatus();
+}
+
 absl::Status PredictImpl(const std::string& model_dir, const std::string& input, const PredictOptions& o,
                          std::ostream& out) {
   ConfigureThreads(o.threads);
   ATTUNE_ASSIGN_OR_RETURN(model::BertClassifier m, model::LoadHfModel(model_dir));
   ATTUNE_ASSIGN_OR_RETURN(text::Tokenizer tok, text::Tokenizer::FromDirectory(model_dir));
+  if (m->config.token_classification()) {
+    const int max_len = o.max_length > 0 ? o.max_length
+                                         : static_cast<int>(std::min<int64_t>(512, m->config.max_position_embeddings));
+    return PredictTokens(m, tok, input, o, max_len, out);
+  }
   // The model's HF problem_type decides the output: softmax and a label,
   // sigmoids and every label above 0.5, or a score.
   const std::unique_ptr<task::Task> task = task::TaskForProblemType(m->config.problem_type);
@@ -53,6 +165,10 @@ absl::Status PredictImpl(const std::string& model_dir, const std::string& input,
       ids[i].slice(0, 0, n).copy_(torch::tensor(e.input_ids, torch::kInt64));
       types[i].slice(0, 0, n).copy_(torch::tensor(e.token_type_ids, torch::kInt64));
       mask[i].slice(0, 0, n).fill_(1);
+    }
+    if (m->config.masked_lm()) {
+      ATTUNE_RETURN_IF_ERROR(FillMasks(m, tok, ids, types, mask, o.top_k, out));
+      continue;
     }
     torch::Tensor logits = m(ids, types, mask).to(torch::kFloat64).contiguous();
     for (int64_t i = 0; i < b; ++i) {

@@ -15,6 +15,7 @@ struct PredictOptions {
   int max_length = 0;  // 0: the model's max_position_embeddings, capped at 512
   int batch_size = 32;
   int threads = 1;
+  int top_k = 5;  // masked-LM models: candidates per [MASK]
 };
 
 // Reads `input` (CSV or JSONL with a text column and optionally a text_pair
@@ -22,6 +23,10 @@ struct PredictOptions {
 // {"logits": [...], "probs": [...], "label": "..."} for sequence
 // classification, plus "labels" (every label above 0.5) for multi-label, and
 // {"logits": [x], "score": x} for regression (from config.json's problem_type).
+// A BertForMaskedLM model fills masks instead: {"masks": [{"index": i,
+// "top_k": [{"id", "token", "score"}]}]} per [MASK] in the text, where i is
+// the token position in the encoded ids ([CLS] = 0) and scores are softmax
+// probabilities, best first.
 absl::Status Predict(const std::string& model_dir, const std::string& input, const PredictOptions& options,
                      std::ostream& out);
 

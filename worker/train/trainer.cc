@@ -42,77 +42,8 @@ using Clock = std::chrono::steady_clock;
 
 using task::Encoded;
 
-struct Batch {
-  torch::Tensor ids, types, mask, targets;  // targets: the task's label tensor
-  int64_t tokens = 0;
-};
-
-uint64_t Mix(uint64_t x) {
-  x += 0x9e3779b97f4a7c15ULL;
-  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
-  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
-  return x ^ (x >> 31);
-}
-
-// Pads to the longest example of the batch (dynamic padding). With a
-// non-zero augmentation rate, each non-special token of a training example
-// is deleted or replaced by [MASK], decided by a hash of (seed, step, example),
-// so that a resumed run draws the same augmentation.
-Batch Collate(const task::Task& task, int outputs, const std::vector<Encoded>& data, const std::vector<int64_t>& idx,
-              int64_t pad_id, double delete_rate, double mask_rate, int64_t mask_id, uint64_t aug_seed) {
-  std::vector<std::vector<int64_t>> ids(idx.size()), types(idx.size());
-  size_t longest = 0;
-  for (size_t i = 0; i < idx.size(); ++i) {
-    const Encoded& e = data[static_cast<size_t>(idx[i])];
-    if (delete_rate > 0 || mask_rate > 0) {
-      uint64_t h = Mix(aug_seed ^ Mix(static_cast<uint64_t>(idx[i])));
-      for (size_t k = 0; k < e.ids.size(); ++k) {
-        h = Mix(h);
-        double u = static_cast<double>(h >> 11) / 9007199254740992.0;
-        bool special = k == 0 || k + 1 == e.ids.size() || (k + 1 < e.ids.size() && e.types[k] != e.types[k + 1]);
-        if (!special && u < delete_rate) continue;
-        ids[i].push_back(!special && u < delete_rate + mask_rate && mask_id >= 0 ? mask_id : e.ids[k]);
-        types[i].push_back(e.types[k]);
-      }
-    } else {
-      ids[i] = e.ids;
-      types[i] = e.types;
-    }
-    longest = std::max(longest, ids[i].size());
-  }
-  const auto b = static_cast<int64_t>(idx.size()), t = static_cast<int64_t>(longest);
-  Batch out;
-  out.ids = torch::full({b, t}, pad_id, torch::kInt64);
-  out.types = torch::zeros({b, t}, torch::kInt64);
-  out.mask = torch::zeros({b, t}, torch::kInt64);
-  auto pi = out.ids.accessor<int64_t, 2>();
-  auto pt = out.types.accessor<int64_t, 2>();
-  auto pm = out.mask.accessor<int64_t, 2>();
-  std::vector<const Encoded*> rows;
-  for (int64_t i = 0; i < b; ++i) {
-    const auto& row = ids[static_cast<size_t>(i)];
-    for (size_t k = 0; k < row.size(); ++k) {
-      pi[i][static_cast<int64_t>(k)] = row[k];
-      pt[i][static_cast<int64_t>(k)] = types[static_cast<size_t>(i)][k];
-      pm[i][static_cast<int64_t>(k)] = 1;
-    }
-    rows.push_back(&data[static_cast<size_t>(idx[static_cast<size_t>(i)])]);
-    out.tokens += static_cast<int64_t>(row.size());
-  }
-  out.targets = task.Targets(rows, outputs);
-  return out;
-}
-
-std::vector<Encoded> EncodeAll(const text::Tokenizer& tok, const std::vector<data::Example>& ex, int max_length) {
-  std::vector<Encoded> out;
-  out.reserve(ex.size());
-  for (const auto& e : ex) {
-    const std::string* pair = e.text_pair ? &*e.text_pair : nullptr;
-    text::Encoding enc = tok.Encode(e.text, pair, max_length, /*pad=*/false);
-    out.push_back({std::move(enc.input_ids), std::move(enc.token_type_ids), e.label, e.labels, e.value});
-  }
-  return out;
-}
+using task::Batch;
+using task::MixBits;
 
 // Loads, cleans, labels and splits the data; writes data_report.json.
 struct PreparedData {
@@ -126,6 +57,8 @@ absl::StatusOr<PreparedData> PrepareData(const common::JobConfig& c, const task:
   ro.text_pair_column = c.text_pair_column;
   ro.label_column = c.label_column;
   ro.label_list = task.label_kind() == data::LabelKind::kMultiLabel;
+  ro.require_label = task.label_kind() != data::LabelKind::kNone;
+  ro.token_lists = task.label_kind() == data::LabelKind::kTags;
   ro.max_field_bytes = c.max_field_bytes;
   ro.max_row_bytes = std::max<int64_t>(ro.max_row_bytes, 4 * c.max_field_bytes);
   data::CleaningPolicy policy{c.drop_missing, c.drop_duplicates, c.drop_conflicting, task.label_kind()};
@@ -216,6 +149,7 @@ absl::StatusOr<model::BertConfig> MakeBertConfig(const common::JobConfig& c, con
   }
   bc.labels = task.OutputNames(labels);
   bc.problem_type = task.problem_type();
+  bc.architecture = task.architecture();
   return bc;
 }
 
@@ -252,10 +186,13 @@ absl::StatusOr<eval::Metrics> Evaluate(model::BertClassifier& m, const task::Tas
     for (size_t i = start; i < std::min(data.size(), start + static_cast<size_t>(batch_size)); ++i) {
       idx.push_back(static_cast<int64_t>(i));
     }
-    Batch b = Collate(task, outputs, data, idx, pad_id, 0, 0, -1, 0);
-    torch::Tensor logits = m(b.ids, b.types, b.mask).to(torch::kFloat64);
+    task::CollateContext ctx;
+    ctx.pad_id = pad_id;
+    ctx.train = false;
+    Batch b = task.Collate(data, idx, ctx, outputs);
+    torch::Tensor logits = task.Forward(*m, b).to(torch::kFloat64);
     loss_sum += task.SummedLoss(logits, b.targets).item<double>();
-    task.AppendRows(logits, b.targets, &rows);
+    task.AppendRows(logits, b, &rows);
   }
   m->train();
   if (!comm || world == 1) return task.Compute(rows, outputs, loss_sum);
@@ -638,23 +575,33 @@ absl::StatusOr<TrainResult> Engine::Run() {
   task_ = task::MakeTask(c_.task);
   if (task_ == nullptr) return absl::InvalidArgumentError(absl::StrCat("task.type: unknown task '", c_.task, "'"));
   const task::Task& task = *task_;
-  if (!c_.model_path.empty() && c_.label_names.empty() && task.label_kind() != data::LabelKind::kNumber) {
+  if (!c_.model_path.empty() && c_.label_names.empty() &&
+      (task.label_kind() == data::LabelKind::kClass || task.label_kind() == data::LabelKind::kMultiLabel ||
+       task.label_kind() == data::LabelKind::kTags)) {
     // A classifier checkpoint of the same problem with named labels keeps its
     // label order, so that its rows still mean the same classes.
     ATTUNE_ASSIGN_OR_RETURN(std::string text, common::ReadFile(c_.model_path + "/config.json", 1 << 20));
     ATTUNE_ASSIGN_OR_RETURN(model::BertConfig base, model::BertConfig::FromJson(text, c_.model_path + "/config.json"));
     bool generic = true;
     for (size_t i = 0; i < base.labels.size(); ++i) generic &= base.labels[i] == absl::StrCat("LABEL_", i);
-    if (!generic && base.problem_type == task.problem_type()) c_.label_names = base.labels;
+    if (!generic && base.problem_type == task.problem_type() && base.architecture == task.architecture()) {
+      c_.label_names = base.labels;
+    }
   }
   ATTUNE_ASSIGN_OR_RETURN(PreparedData data, PrepareData(c_, task, rank_ == 0));
   ATTUNE_ASSIGN_OR_RETURN(text::Tokenizer tok, MakeTokenizer(c_, data.train));
+  ATTUNE_RETURN_IF_ERROR(task_->Configure(tok, c_));
   ATTUNE_ASSIGN_OR_RETURN(model::BertConfig bc, MakeBertConfig(c_, tok, task, data.labels));
   const int outputs = static_cast<int>(bc.labels.size());
+  task_->SetOutputs(bc.labels);
   const int64_t loss_units = task.LossUnitsPerExample(outputs);
   auto t_enc = Clock::now();
-  std::vector<Encoded> train = EncodeAll(tok, data.train, static_cast<int>(c_.max_length));
-  std::vector<Encoded> val = EncodeAll(tok, data.validation, static_cast<int>(c_.max_length));
+  std::vector<Encoded> train = task.Encode(tok, data.train, static_cast<int>(c_.max_length));
+  std::vector<Encoded> val = task.Encode(tok, data.validation, static_cast<int>(c_.max_length));
+  if (train.empty() || val.empty()) {
+    return absl::InvalidArgumentError(absl::StrCat("data: no ", train.empty() ? "training" : "validation",
+                                                   " sequences after encoding"));
+  }
   LOG(INFO) << absl::StrFormat("job=%s rank=%d tokenized %d train and %d validation examples in %.2f s", c_.name,
                                rank_, train.size(), val.size(),
                                std::chrono::duration<double>(Clock::now() - t_enc).count());
@@ -810,19 +757,40 @@ absl::StatusOr<TrainResult> Engine::Run() {
       bool signalled = false;
       double loss_sum = 0;
       int64_t tokens = 0;
+      std::vector<std::optional<Batch>> batches(micro.size());
+      double units = static_cast<double>(step_examples * loss_units);
+      if (task.LossUnitsVary()) units = 0;
       for (size_t k = 0; k < micro.size(); ++k) {
         if (micro[k].empty()) continue;
-        uint64_t aug_seed = Mix(static_cast<uint64_t>(c_.seed) ^ Mix(static_cast<uint64_t>(s.step) * 64 + k));
-        Batch b = Collate(task, outputs, train, micro[k], tok.pad_id(), c_.augment_delete_rate, c_.augment_mask_rate,
-                          mask_id, aug_seed);
+        task::CollateContext ctx;
+        ctx.pad_id = tok.pad_id();
+        ctx.epoch = s.sampler.epoch;
+        ctx.delete_rate = c_.augment_delete_rate;
+        ctx.mask_rate = c_.augment_mask_rate;
+        ctx.mask_id = mask_id;
+        ctx.aug_seed = MixBits(static_cast<uint64_t>(c_.seed) ^ MixBits(static_cast<uint64_t>(s.step) * 64 + k));
+        batches[k] = task.Collate(train, micro[k], ctx, outputs);
+        if (task.LossUnitsVary()) units += batches[k]->loss_units;
+      }
+      if (task.LossUnitsVary() && comm_ && world_ > 1) {
+        // The step's loss normaliser (masked tokens) over every rank, before
+        // any backward, so that gradients equal one large batch's.
+        torch::Tensor u = torch::tensor(std::vector<double>{units}, torch::kFloat64);
+        ATTUNE_RETURN_IF_ERROR(comm::AllReduceSumBlocking(*comm_, u));
+        units = u.item<double>();
+      }
+      units = std::max(units, 1.0);
+      for (size_t k = 0; k < micro.size(); ++k) {
+        if (!batches[k]) continue;
+        const Batch& b = *batches[k];
         ev.samples += static_cast<int64_t>(micro[k].size());
         if (reducer_) reducer_->PrepareForBackward(/*sync=*/k + 1 == micro.size());
         lap(&ev.data_seconds);
-        torch::Tensor logits = model_(b.ids, b.types, b.mask);
+        torch::Tensor logits = task.Forward(*model_, b);
         torch::Tensor loss = task.SummedLoss(logits, b.targets);
         loss_sum += loss.item<double>();
         lap(&ev.forward_seconds);
-        (loss / static_cast<double>(step_examples * loss_units)).backward();
+        (loss / units).backward();
         tokens += b.tokens;
         lap(&ev.backward_seconds);
       }
@@ -845,7 +813,7 @@ absl::StatusOr<TrainResult> Engine::Run() {
         lap(&ev.allreduce_seconds);
       }
       samples_seen += step_examples;
-      const double step_loss = loss_sum / static_cast<double>(step_examples);
+      const double step_loss = loss_sum / units;
       if (!std::isfinite(step_loss)) {
         if (obs_) obs_->OnNonFinite(s.step + 1);
         return absl::FailedPreconditionError(

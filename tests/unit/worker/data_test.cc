@@ -23,6 +23,7 @@ class DataTest : public ::testing::Test {
     fs::path dir = fs::temp_directory_path() / ("attune_data_" + std::to_string(::getpid()));
     fs::create_directories(dir);
     std::string path = (dir / name).string();
+    fs::create_directories(fs::path(path).parent_path());
     std::ofstream(path, std::ios::binary) << content;
     return path;
   }
@@ -46,6 +47,73 @@ TEST_F(DataTest, CsvQuotedFieldsNewlinesQuotesCrlfAndBom) {
   EXPECT_EQ((*r)[1].line, 3);
   EXPECT_EQ((*r)[2].line, 5);  // the embedded newline counts
   EXPECT_EQ(*(*r)[2].label, "pos");
+}
+
+TEST_F(DataTest, PlainTextIsOneRecordPerParagraphAndHasNoLabels) {
+  std::string path = File("p.txt",
+                          "\xEF\xBB\xBF" "First paragraph,\r\nits second line.\r\n\r\n \t\n\n"
+                          "Second one.\nTrailing line without newline");
+  ReaderOptions o;
+  o.require_label = false;
+  auto r = ReadRecords(path, o);
+  ASSERT_THAT(r, IsOk());
+  ASSERT_EQ(r->size(), 2u);
+  EXPECT_EQ(*(*r)[0].text, "First paragraph,\nits second line.");
+  EXPECT_EQ((*r)[0].line, 1);
+  EXPECT_EQ(*(*r)[1].text, "Second one.\nTrailing line without newline");
+  EXPECT_EQ((*r)[1].line, 6);
+  EXPECT_FALSE((*r)[0].label.has_value());
+  // A directory: its .txt files in name order, nothing else.
+  File("dir/b.txt", "bee\n");
+  File("dir/a.txt", "ay\n\nay two\n");
+  File("dir/c.csv", "text\nsee\n");
+  auto d = ReadRecords(fs::path(path).parent_path() / "dir", o);
+  ASSERT_THAT(d, IsOk());
+  ASSERT_EQ(d->size(), 3u);
+  EXPECT_EQ(*(*d)[0].text, "ay");
+  EXPECT_EQ(*(*d)[2].text, "bee");
+  // Labelled tasks cannot read it; an oversized paragraph names its line.
+  EXPECT_THAT(ReadRecords(path, {}), StatusIs(absl::StatusCode::kInvalidArgument,
+                                              "only task masked_lm reads it"));
+  o.max_field_bytes = 20;
+  EXPECT_THAT(ReadRecords(path, o), StatusIs(absl::StatusCode::kInvalidArgument,
+                                             "p.txt:2: paragraph exceeds the 20-byte field limit"));
+  CleaningPolicy none;
+  none.kind = LabelKind::kNone;
+  CleanResult c = Clean(*d, none, std::nullopt, "dir");
+  EXPECT_EQ(c.examples.size(), 3u);
+  EXPECT_EQ(c.labels.size(), 0);
+}
+
+TEST_F(DataTest, ConllAndJsonlTokenLists) {
+  ReaderOptions o;
+  o.token_lists = true;
+  o.text_column = "words";
+  o.label_column = "tags";
+  std::string conll = File("n.conll", "-DOCSTART- -X- O O\n\nAspirin NN B-DRUG\nhelps\tVB\tO\n\n\nfever NN B-DIS\n");
+  auto r = ReadRecords(conll, o);
+  ASSERT_THAT(r, IsOk());
+  ASSERT_EQ(r->size(), 2u);
+  EXPECT_EQ((*r)[0].words, (std::vector<std::string>{"Aspirin", "helps"}));
+  EXPECT_EQ((*r)[0].tags, (std::vector<std::string>{"B-DRUG", "O"}));
+  EXPECT_EQ((*r)[0].line, 3);
+  EXPECT_EQ((*r)[1].line, 7);
+  EXPECT_THAT(ReadRecords(File("bad.conll", "token-without-tag\n"), o),
+              StatusIs(absl::StatusCode::kInvalidArgument, "bad.conll:1: expected a token and its tag"));
+  EXPECT_THAT(ReadRecords(conll, {}), StatusIs(absl::StatusCode::kInvalidArgument, "only task token_classification"));
+  std::string jsonl = File("n.jsonl", "{\"words\": [\"a\", \"b\"], \"tags\": [\"O\", \"B-X\"]}\n"
+                                      "{\"words\": [\"c\"], \"tags\": [\"O\", \"O\"]}\n");
+  auto j = ReadRecords(jsonl, o);
+  ASSERT_THAT(j, IsOk());
+  CleaningPolicy tags;
+  tags.kind = LabelKind::kTags;
+  CleanResult c = Clean(*j, tags, std::nullopt, "n.jsonl");
+  ASSERT_EQ(c.examples.size(), 1u);
+  EXPECT_EQ(c.report.dropped["tag_count_mismatch"], 1);
+  EXPECT_EQ(c.labels.labels(), (std::vector<std::string>{"B-X", "O"}));
+  EXPECT_EQ(c.examples[0].tags, (std::vector<int>{1, 0}));
+  EXPECT_THAT(ReadRecords(File("s.jsonl", "{\"words\": \"a b\", \"tags\": []}\n"), o),
+              StatusIs(absl::StatusCode::kInvalidArgument, "field 'words' must be an array"));
 }
 
 TEST_F(DataTest, CsvUnbalancedQuoteNamesFileAndLine) {
@@ -109,7 +177,7 @@ TEST_F(DataTest, JsonlIntegerLabelsNullsAndErrors) {
               StatusIs(absl::StatusCode::kInvalidArgument, "c.jsonl:1: a JSONL line must be a JSON object"));
   EXPECT_THAT(ReadRecords(File("d.jsonl", "{\"text\": {\"a\": 1}, \"label\": 1}\n"), {}),
               StatusIs(absl::StatusCode::kInvalidArgument, "field 'text' must be a string or a number"));
-  EXPECT_THAT(ReadRecords(File("e.txt", "x"), {}), StatusIs(absl::StatusCode::kInvalidArgument, "unknown data format"));
+  EXPECT_THAT(ReadRecords(File("e.xml", "x"), {}), StatusIs(absl::StatusCode::kInvalidArgument, "unknown data format"));
   EXPECT_THAT(ReadRecords("/nonexistent/x.csv", {}), StatusIs(absl::StatusCode::kNotFound, "x.csv"));
 }
 
@@ -143,7 +211,8 @@ TEST_F(DataTest, CleaningDropsAndCountsEachReason) {
 }
 
 TEST_F(DataTest, CleaningPolicyCanKeepDuplicates) {
-  std::vector<Record> rs = {{2, "a", std::nullopt, "x"}, {3, "a", std::nullopt, "x"}, {4, "b", std::nullopt, "y"}};
+  std::vector<Record> rs = {{2, "a", std::nullopt, "x", {}, {}}, {3, "a", std::nullopt, "x", {}, {}},
+                            {4, "b", std::nullopt, "y", {}, {}}};
   CleaningPolicy keep;
   keep.drop_duplicates = false;
   EXPECT_EQ(Clean(rs, keep, std::nullopt, "m").examples.size(), 3u);
@@ -235,7 +304,7 @@ TEST(Utf8Test, RejectsOverlongSurrogatesAndTruncation) {
 
 std::vector<Example> Labelled(int n_pos, int n_neg) {
   std::vector<Example> out;
-  for (int i = 0; i < n_pos + n_neg; ++i) out.push_back({"t" + std::to_string(i), std::nullopt, i < n_pos ? 1 : 0, i, {}, 0});
+  for (int i = 0; i < n_pos + n_neg; ++i) out.push_back({"t" + std::to_string(i), std::nullopt, i < n_pos ? 1 : 0, i, {}, 0, {}, {}});
   return out;
 }
 
