@@ -604,7 +604,7 @@ void JobManager::ScheduleLocked() {
   const absl::Time suspect_before = absl::Now() - options_.heartbeat_timeout / 2;
   for (const auto& [id, w] : workers_) {
     if (!w.alive || w.last_seen < suspect_before) continue;
-    cluster.push_back({id, w.info.cpus - used_cpus[id], w.info.gpus - used_gpus[id]});
+    cluster.push_back({id, w.info.cpus - used_cpus[id], w.info.gpus - used_gpus[id], w.info.cpus, w.info.gpus});
   }
   std::vector<QueuedJob> queue;
   const int64_t now = NowMs();
@@ -614,7 +614,24 @@ void JobManager::ScheduleLocked() {
     queue.push_back({id, j.config.priority, j.seq, j.config.world_size, j.config.cpus_per_rank, j.config.gpus_per_rank});
   }
   if (queue.empty()) return;
-  for (const Placement& p : Schedule(cluster, queue)) {
+  std::vector<Held> held;
+  const std::vector<Placement> placements = Schedule(cluster, queue, &held);
+  // NOTE [unschedulable]: a job the registered workers could never hold stays
+  // queued with the reason as its message (more workers may register), and
+  // blocks nothing; the message changes when that is no longer so.
+  std::set<std::string> held_ids;
+  for (const Held& h : held) {
+    held_ids.insert(h.job_id);
+    Job& job = jobs_[h.job_id];
+    if (job.message != h.reason) SetStateLocked(job, job.state, h.reason).IgnoreError();
+  }
+  for (const QueuedJob& q : queue) {
+    Job& job = jobs_[q.id];
+    if (!held_ids.count(q.id) && absl::StartsWith(job.message, "unschedulable:")) {
+      SetStateLocked(job, job.state, "the cluster can hold it now; waiting for free workers").IgnoreError();
+    }
+  }
+  for (const Placement& p : placements) {
     Job& job = jobs_[p.job_id];
     const int64_t eligible_ms = std::max(job.updated_ms, job.not_before_ms);
     if (scheduling_seconds_.size() < 10000) {

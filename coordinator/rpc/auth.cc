@@ -53,7 +53,9 @@ grpc::Status TokenAuthorizer::Check(const grpc::ServerContext* ctx, Api api) con
     if (role == "admin" || (role == "submit" && api == Api::kJobs) || (role == "worker" && api == Api::kWorkers)) {
       return grpc::Status::OK;
     }
-    return grpc::Status(grpc::StatusCode::PERMISSION_DENIED, absl::StrCat("role ", role, " may not call this API"));
+    return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
+                        api == Api::kAdmin ? absl::StrCat("only an admin may do this; this token's role is ", role)
+                                           : absl::StrCat("role ", role, " may not call this API"));
   }
   return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "unknown bearer token");
 }

@@ -16,7 +16,8 @@
 
 namespace attune::coordinator::rpc {
 
-enum class Api { kJobs, kWorkers };
+// kAdmin: what only an admin may do (set a job's priority).
+enum class Api { kJobs, kWorkers, kAdmin };
 
 class TokenAuthorizer {
  public:

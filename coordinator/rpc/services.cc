@@ -43,6 +43,12 @@ grpc::Status JobServiceImpl::SubmitJob(grpc::ServerContext* ctx, const v1::Submi
   CallRecorder rec(metrics_, "SubmitJob");
   if (auto a = auth_.Check(ctx, Api::kJobs); !a.ok()) return rec(a);
   common::JobConfig config = common::JobConfigFromProto(req->spec());
+  if (config.priority != 0) {
+    // Priority decides who waits for whom on a shared cluster: an admin's call.
+    if (auto a = auth_.Check(ctx, Api::kAdmin); !a.ok()) {
+      return rec(grpc::Status(a.error_code(), absl::StrCat("priority: ", a.error_message())));
+    }
+  }
   google::protobuf::util::JsonPrintOptions o;
   o.preserve_proto_field_names = true;
   std::string json;

@@ -347,6 +347,13 @@ TEST(TaskTest, MaskedLmResumesExactly) {
   auto b = nlohmann::json::parse(ReadText(dir / "resumed/eval_report.json"));
   EXPECT_EQ(a["final"], b["final"]);
   EXPECT_GT(a["train_loss"].size(), 15u);  // more than one epoch: the resume crossed an epoch boundary
+  // Whole-word masking, recomputed independently.
+  auto ref = RunCommand("/usr/bin/python3 " + testing::Fixture("mlm_eval_reference.py") + " " +
+                        (dir / "whole/model") + " " + (dir / "valid.jsonl") + " --max_length 16 --seed 3 --whole_word_mask");
+  ASSERT_EQ(ref.exit_code, 0) << ref.output;
+  auto want = nlohmann::json::parse(ref.output.substr(ref.output.rfind('{')));
+  EXPECT_EQ(a["final"]["count"], want["count"]);
+  EXPECT_NEAR(a["final"]["loss"].get<double>(), want["loss"].get<double>(), 1e-5);
 }
 
 TEST(TaskTest, UnknownTaskAndForeignMetricAreRefusedByName) {

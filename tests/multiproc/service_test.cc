@@ -19,6 +19,7 @@
 #include "common/task_catalog.h"
 #include "tests/testing/process.h"
 #include "tests/testing/task_data.h"
+#include "tests/testing/tcp_proxy.h"
 
 namespace attune {
 namespace {
@@ -109,6 +110,22 @@ class ServiceTest : public ::testing::Test {
                                   (i < static_cast<int>(extra.size()) ? extra[i] : ""),
                               dir_ / ("agent-" + id + ".log")));
     }
+  }
+  // Submits a long one-rank job that checkpoints every 20 steps and returns
+  // it once RUNNING past `min_step` (or as it is after 60 s).
+  nlohmann::json SubmitLongOneRankJob(const std::string& name, int min_step) {
+    std::string spec = testing::ReadText(Spec(name, 200000, 3, 20));
+    spec.replace(spec.find("workers: {count: 2}"), 19, "workers: {count: 1}");
+    testing::WriteText(dir_ / (name + "1.yaml"), spec);
+    const std::string id = Submit(dir_ / (name + "1.yaml"));
+    auto until = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+    nlohmann::json j;
+    while (std::chrono::steady_clock::now() < until) {
+      j = GetJob(id);
+      if (j.value("state", "") == "RUNNING" && j.contains("progress") && Int(j["progress"], "step") >= min_step) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    }
+    return j;
   }
   std::string Spec(const std::string& name, int steps, int max_restarts, int ckpt_every = 0,
                    const std::string& extra = "") {
@@ -213,6 +230,33 @@ TEST_F(ServiceTest, EveryTaskRunsThroughTheService) {
   }
 }
 
+// NOTE [unschedulable]: a job the cluster can never hold waits with the
+// reason and does not block the jobs behind it.
+TEST_F(ServiceTest, AJobTheClusterCannotHoldWaitsWithTheReasonAndBlocksNothing) {
+  StartCoordinator();
+  StartAgents(2);
+  std::string big = Spec("big", 10, 0);
+  std::string text = testing::ReadText(big);
+  text.replace(text.find("workers: {count: 2}"), 19, "workers: {count: 3}");
+  testing::WriteText(big, text);
+  auto b = Cli("submit -f " + big);
+  ASSERT_EQ(b.exit_code, 0) << b.output;
+  const std::string big_id = b.output.substr(0, b.output.find('\n'));
+  auto small = Cli("submit -f " + Spec("small", 10, 0) + " --watch", 120);
+  EXPECT_EQ(small.exit_code, 0) << small.output << testing::ReadText(dir_ / "coordinator.log");
+  auto j = GetJob(big_id);
+  EXPECT_EQ(j["state"], "QUEUED") << j;
+  EXPECT_NE(j["message"].get<std::string>().find("unschedulable: needs 3 ranks of 1 CPUs and 0 GPUs each; the 2 "
+                                                  "registered workers hold at most 2 such ranks"),
+            std::string::npos)
+      << j;
+  // A third worker makes it placeable, and it runs.
+  agents_.push_back(Spawn(Bin("attune-worker") + " agent --coordinator " + addr_ + " --worker-id w2 --cpus 1 --work-dir " +
+                              (dir_ / "agent-w2"),
+                          dir_ / "agent-w2.log"));
+  EXPECT_TRUE(WaitState(big_id, "SUCCEEDED", 120)) << GetJob(big_id).dump();
+}
+
 TEST_F(ServiceTest, SubmitAndWatchToSucceededWithMetrics) {
   StartCoordinator();
   StartAgents(2);
@@ -301,22 +345,61 @@ TEST_F(ServiceTest, KilledTrainerRecoversFromItsCheckpoint) {
 // What Kubernetes does to a worker pod: SIGTERM to the agent. Its trainer
 // finishes the step, the ranks stop together, rank 0 commits a checkpoint at
 // that step, and the coordinator resumes the job from it on the other workers.
+// NOTE [agent lease]: a network cut between an agent and the coordinator. The
+// agent stops its trainer within its lease, before the coordinator declares
+// the worker lost and restarts the job elsewhere.
+TEST_F(ServiceTest, AnAgentCutOffFromTheCoordinatorStopsItsTrainers) {
+  StartCoordinator();  // heartbeat timeout 3 s
+  testing::TcpProxy link(port_);
+  // w0 (2 CPUs, so it gets the job) talks through the link; w1 directly.
+  agents_.push_back(Spawn(Bin("attune-worker") + " agent --coordinator 127.0.0.1:" + std::to_string(link.port()) +
+                              " --worker-id w0 --cpus 2 --coordinator_lease_s 2 --work-dir " + (dir_ / "agent-w0"),
+                          dir_ / "agent-w0.log"));
+  agents_.push_back(Spawn(Bin("attune-worker") + " agent --coordinator " + addr_ +
+                              " --worker-id w1 --cpus 1 --coordinator_lease_s 2 --work-dir " + (dir_ / "agent-w1"),
+                          dir_ / "agent-w1.log"));
+  for (int i = 0; i < 100; ++i) {
+    auto w = nlohmann::json::parse(Cli("workers -o json").output, nullptr, false);
+    if (w.is_object() && w.contains("workers") && w["workers"].size() == 2) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  nlohmann::json j = SubmitLongOneRankJob("cut", 20);
+  ASSERT_EQ(j.value("state", ""), "RUNNING") << j.dump();
+  const std::string id = j["id"];
+  auto until = std::chrono::steady_clock::now();
+  ASSERT_EQ(j["workers"][0], "w0") << j.dump();
+  link.Cut();
+  const auto cut = std::chrono::steady_clock::now();
+  const std::string old_trainer = TrainerPattern(dir_.path(), ".*" + id + "-g1-r0");
+  until = cut + std::chrono::seconds(20);
+  while (std::chrono::steady_clock::now() < until && RunCommand("pgrep -f " + old_trainer).exit_code == 0) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - cut).count();
+  EXPECT_NE(RunCommand("pgrep -f " + old_trainer).exit_code, 0) << "generation 1's trainer still runs after the cut";
+  RecordProperty("stopped_after_cut_seconds", std::to_string(secs));
+  EXPECT_NE(testing::ReadText(dir_ / "agent-w0.log").find("no contact with the coordinator for"), std::string::npos)
+      << testing::ReadText(dir_ / "agent-w0.log");
+  // The job goes on elsewhere.
+  until = std::chrono::steady_clock::now() + std::chrono::seconds(60);
+  while (std::chrono::steady_clock::now() < until &&
+         !(Int(GetJob(id), "generation") >= 2 && GetJob(id).value("state", "") == "RUNNING")) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  j = GetJob(id);
+  EXPECT_EQ(j.value("state", ""), "RUNNING") << j.dump();
+  EXPECT_EQ(j["workers"][0], "w1") << j.dump();
+  Cli("cancel " + id);
+}
+
 TEST_F(ServiceTest, AHungAgentsTrainerIsFencedWhenTheJobRestartsElsewhere) {
   StartCoordinator();
   StartAgents(2);
   // One rank, long, checkpointing often: the old attempt would keep committing.
-  std::string spec = testing::ReadText(Spec("hung", 200000, 3, 20));
-  spec.replace(spec.find("workers: {count: 2}"), 19, "workers: {count: 1}");
-  testing::WriteText(dir_ / "hung1.yaml", spec);
-  const std::string id = Submit(dir_ / "hung1.yaml");
-  auto until = std::chrono::steady_clock::now() + std::chrono::seconds(60);
-  nlohmann::json j;
-  while (std::chrono::steady_clock::now() < until) {
-    j = GetJob(id);
-    if (j.value("state", "") == "RUNNING" && j.contains("progress") && Int(j["progress"], "step") >= 40) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
+  nlohmann::json j = SubmitLongOneRankJob("hung", 40);
   ASSERT_EQ(j.value("state", ""), "RUNNING") << j.dump();
+  const std::string id = j["id"];
+  auto until = std::chrono::steady_clock::now();
   const std::string hung = j["workers"][0].get<std::string>();
   const pid_t agent = agents_[static_cast<size_t>(std::stoi(hung.substr(1)))];
   // A hung node: the agent stops, its trainer (its own process group) runs on.
@@ -548,6 +631,11 @@ TEST_F(ServiceTest, TokensAreRequiredWhenConfigured) {
   std::string text = testing::ReadText(spec);
   text.replace(text.find("workers: {count: 2}"), 19, "workers: {count: 1}");
   testing::WriteText(spec, text);
+  // Priority is an admin's decision: a submit token may not set it.
+  testing::WriteText(dir_ / "urgent.yaml", text + "priority: 5\n");
+  auto urgent = Cli("submit -f " + (dir_ / "urgent.yaml") + " --token_file " + (dir_ / "submit.tokens"));
+  EXPECT_EQ(urgent.exit_code, 7) << urgent.output;  // PERMISSION_DENIED
+  EXPECT_NE(urgent.output.find("priority: only an admin may do this"), std::string::npos) << urgent.output;
   auto run = Cli("submit -f " + spec + " --watch --token_file " + (dir_ / "submit.tokens"), 120);
   EXPECT_EQ(run.exit_code, 0) << run.output;
   EXPECT_NE(testing::ReadText(dir_ / "agent-notoken.log").find("UNAUTHENTICATED"), std::string::npos);

@@ -21,18 +21,26 @@ struct ScheduleCase {
   std::vector<WorkerView> cluster;
   std::vector<QueuedJob> queue;
   std::vector<Placement> want;
+  std::vector<std::string> held = {};  // jobs the cluster could never hold
 };
 
 class SchedulerTableTest : public ::testing::TestWithParam<ScheduleCase> {};
 
 TEST_P(SchedulerTableTest, Places) {
   const auto& c = GetParam();
-  auto got = Schedule(c.cluster, c.queue);
+  std::vector<Held> held;
+  auto got = Schedule(c.cluster, c.queue, &held);
   ASSERT_EQ(got.size(), c.want.size());
   for (size_t i = 0; i < got.size(); ++i) {
     EXPECT_EQ(got[i].job_id, c.want[i].job_id);
     EXPECT_EQ(got[i].workers, c.want[i].workers);
   }
+  std::vector<std::string> held_ids;
+  for (const auto& h : held) {
+    held_ids.push_back(h.job_id);
+    EXPECT_NE(h.reason.find("unschedulable: needs"), std::string::npos) << h.reason;
+  }
+  EXPECT_EQ(held_ids, c.held);
 }
 
 INSTANTIATE_TEST_SUITE_P(
@@ -41,17 +49,34 @@ INSTANTIATE_TEST_SUITE_P(
         ScheduleCase{"EmptyQueue", {{"w1", 4, 0}}, {}, {}},
         ScheduleCase{"SpreadsRanksOverWorkers", {{"w1", 2, 0}, {"w2", 2, 0}}, {{"a", 0, 1, 2, 1, 0}},
                      {{"a", {"w1", "w2"}}}},
-        ScheduleCase{"GangAllOrNothing", {{"w1", 1, 0}, {"w2", 1, 0}}, {{"a", 0, 1, 3, 1, 0}}, {}},
+        ScheduleCase{"GangAllOrNothing", {{"w1", 1, 0}, {"w2", 1, 0}}, {{"a", 0, 1, 3, 1, 0}}, {}, {"a"}},
         ScheduleCase{"PriorityBeforeFifo", {{"w1", 1, 0}}, {{"old", 0, 1, 1, 1, 0}, {"urgent", 5, 2, 1, 1, 0}},
                      {{"urgent", {"w1"}}}},
         ScheduleCase{"FifoWithinPriority", {{"w1", 2, 0}}, {{"b", 0, 2, 1, 1, 0}, {"a", 0, 1, 1, 1, 0}},
                      {{"a", {"w1"}}, {"b", {"w1"}}}},
-        ScheduleCase{"ReservationBlocksSmallJobsBehindABigOne",
+        // A job no cluster state could hold blocks nothing: 3 ranks on 2 one-CPU workers,
+        // 64 CPUs a rank, or a high priority do not stop the small job behind.
+        ScheduleCase{"NeverPlaceableJobsDoNotBlock",
                      {{"w1", 1, 0}, {"w2", 1, 0}},
-                     {{"big", 0, 1, 3, 1, 0}, {"small", 0, 2, 1, 1, 0}},
+                     {{"big", 0, 1, 3, 1, 0}, {"fat", 9, 2, 1, 64, 0}, {"small", 0, 3, 1, 1, 0}},
+                     {{"small", {"w1"}}},
+                     {"fat", "big"}},
+        // w1 (4 CPUs, 1 free: a running job holds 3) and w2 (4, all free). "big" (2 ranks x 3 CPUs)
+        // fits the idle cluster, not its free CPUs: it reserves 3 on w1 and 3 on w2. "small"
+        // (1 x 1) backfills on w2's unreserved CPU; "medium" (1 x 2) would eat into the
+        // reservation, so it waits.
+        ScheduleCase{"BackfillBehindAReservationNeverDelaysIt",
+                     {{"w1", 1, 0, 4, 0}, {"w2", 4, 0, 4, 0}},
+                     {{"big", 0, 1, 2, 3, 0}, {"small", 0, 2, 1, 1, 0}, {"medium", 0, 3, 1, 2, 0}},
+                     {{"small", {"w2"}}}},
+        // Only the first blocked job reserves; everything behind a second blocked job waits,
+        // so that small jobs cannot starve it either.
+        ScheduleCase{"OnlyTheFirstBlockedJobReserves",
+                     {{"w1", 1, 0, 2, 0}, {"w2", 1, 0, 2, 0}},
+                     {{"a", 0, 1, 2, 2, 0}, {"b", 0, 2, 1, 2, 0}, {"c", 0, 3, 1, 1, 0}},
                      {}},
         ScheduleCase{"GpusMustFit", {{"cpu", 8, 0}, {"gpu", 2, 1}}, {{"g", 0, 1, 1, 1, 1}}, {{"g", {"gpu"}}}},
-        ScheduleCase{"CpusPerRank", {{"w1", 3, 0}, {"w2", 1, 0}}, {{"a", 0, 1, 2, 2, 0}}, {}},
+        ScheduleCase{"CpusPerRank", {{"w1", 3, 0}, {"w2", 1, 0}}, {{"a", 0, 1, 2, 2, 0}}, {}, {"a"}},
         ScheduleCase{"SeveralJobsFillTheCluster",
                      {{"w1", 2, 0}, {"w2", 2, 0}},
                      {{"a", 0, 1, 2, 1, 0}, {"b", 0, 2, 2, 1, 0}, {"c", 0, 3, 1, 1, 0}},

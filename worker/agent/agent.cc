@@ -219,6 +219,7 @@ void Agent::Run(const std::atomic<bool>& stop) {
   absl::Duration backoff = absl::Milliseconds(200);
   bool registered = false;
   absl::Time next_beat = absl::Now();
+  absl::Time last_contact = absl::Now();  // the last heartbeat the coordinator answered
   while (!stop.load()) {
     Poll();
     // Relay events (progress, evaluation, checkpoints) as they come.
@@ -230,6 +231,19 @@ void Agent::Run(const std::atomic<bool>& stop) {
       }
       if (keep.size() > 1000) keep.erase(keep.begin(), keep.end() - 1000);
       outbox_ = std::move(keep);
+    }
+    // NOTE [agent lease]: cut off from the coordinator for longer than the
+    // lease (shorter than its heartbeat timeout), the agent stops its trainers
+    // (SIGTERM: each commits a checkpoint first), because the coordinator is
+    // about to declare this worker lost and restart the jobs elsewhere.
+    if (options_.coordinator_lease > absl::ZeroDuration() && absl::Now() - last_contact > options_.coordinator_lease) {
+      for (auto& [key, p] : procs_) {
+        if (!p.running || p.kill_at != absl::InfiniteFuture()) continue;
+        p.error = absl::StrCat("no contact with the coordinator for ",
+                               absl::ToInt64Seconds(absl::Now() - last_contact),
+                               " s: stopped, as the job is restarted elsewhere");
+        Stop(p, p.error);
+      }
     }
     if (absl::Now() >= next_beat) {
       if (!registered) {
@@ -262,6 +276,7 @@ void Agent::Run(const std::atomic<bool>& stop) {
         backoff = std::min(backoff * 2, absl::Seconds(5));
       } else {
         backoff = absl::Milliseconds(200);
+        last_contact = absl::Now();
         next_beat = absl::Now() + options_.heartbeat_interval;
         for (auto& [key, p] : procs_) {
           p.new_lines.clear();

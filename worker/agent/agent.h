@@ -82,6 +82,10 @@ struct AgentOptions {
   // this floor) is hung (SIGSTOPped, swapping, stuck outside a collective): the
   // agent kills it and reports why, and the coordinator restarts the job.
   absl::Duration progress_timeout = absl::Minutes(5);
+  // NOTE [agent lease] (agent.cc): with no answered heartbeat for this long,
+  // the agent stops its trainers. Zero: never. Keep it below the
+  // coordinator's --heartbeat-timeout-s.
+  absl::Duration coordinator_lease = absl::ZeroDuration();
   // How long a finished task's metric series stay (so the last values get scraped).
   absl::Duration forget_series_after = absl::Minutes(5);
 };

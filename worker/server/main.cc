@@ -69,6 +69,9 @@ ABSL_FLAG(std::string, tls_key, "", "agent: PEM private key for --tls-cert");
 ABSL_FLAG(int, stop_grace_s, 10,
           "agent: after SIGTERM, how long a trainer may take to finish its step and checkpoint before SIGKILL");
 ABSL_FLAG(std::string, work_dir, "", "agent: where assignment specs are written (default: a temp dir)");
+ABSL_FLAG(int, coordinator_lease_s, 7,
+          "agent: stop the trainers after this long without an answered heartbeat (0: never); keep it below the "
+          "coordinator's --heartbeat-timeout-s (10)");
 ABSL_FLAG(int, progress_timeout_s, 300,
           "agent: kill a stepping trainer that sends no step and no heartbeat for max(this, 20 x its median step time)");
 ABSL_FLAG(bool, eval_only, false, "evaluate the spec's model on its validation data without training");
@@ -205,6 +208,7 @@ int RunAgent(const char* self) {
   ssize_t n = ::readlink("/proc/self/exe", exe, sizeof exe - 1);
   o.stop_grace = absl::Seconds(std::max(1, absl::GetFlag(FLAGS_stop_grace_s)));
   o.progress_timeout = absl::Seconds(std::max(1, absl::GetFlag(FLAGS_progress_timeout_s)));
+  o.coordinator_lease = absl::Seconds(std::max(0, absl::GetFlag(FLAGS_coordinator_lease_s)));
   o.trainer_binary = n > 0 ? std::string(exe, static_cast<size_t>(n)) : self;
   o.work_dir = absl::GetFlag(FLAGS_work_dir).empty() ? absl::StrCat("/tmp/attune-agent-", o.info.worker_id)
                                                      : absl::GetFlag(FLAGS_work_dir);

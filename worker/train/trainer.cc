@@ -32,6 +32,8 @@
 #include "worker/comm/reducer.h"
 #include "worker/text/tokenizer.h"
 #include "worker/task/task.h"
+#include "worker/train/evaluator.h"
+#include "worker/train/loop_state.h"
 #include "worker/train/schedule.h"
 
 namespace attune::worker::train {
@@ -164,64 +166,6 @@ model::MethodConfig MakeMethod(const common::JobConfig& c) {
   return m;
 }
 
-// Runs the model over `data` without padding rows or dropping any. With a
-// communicator, rank r takes every world-th batch (so batch composition, and
-// hence every logit, is the same for any world size); each example becomes
-// the task's row of doubles (target and scores), the rows are gathered and put
-// back in dataset order, and the loss sums are reduced, so that every rank
-// computes identical metrics.
-absl::StatusOr<eval::Metrics> Evaluate(model::BertClassifier& m, const task::Task& task, int outputs,
-                                       const std::vector<Encoded>& data, int64_t batch_size, int64_t pad_id,
-                                       comm::Communicator* comm) {
-  torch::NoGradGuard g;
-  m->eval();
-  const int rank = comm ? comm->rank() : 0, world = comm ? comm->world_size() : 1;
-  const size_t width = static_cast<size_t>(task.RowWidth(outputs));
-  std::vector<double> rows;
-  double loss_sum = 0;
-  size_t batch_no = 0;
-  for (size_t start = 0; start < data.size(); start += static_cast<size_t>(batch_size), ++batch_no) {
-    if (static_cast<int>(batch_no % static_cast<size_t>(world)) != rank) continue;
-    std::vector<int64_t> idx;
-    for (size_t i = start; i < std::min(data.size(), start + static_cast<size_t>(batch_size)); ++i) {
-      idx.push_back(static_cast<int64_t>(i));
-    }
-    task::CollateContext ctx;
-    ctx.pad_id = pad_id;
-    ctx.train = false;
-    Batch b = task.Collate(data, idx, ctx, outputs);
-    torch::Tensor logits = task.Forward(*m, b).to(torch::kFloat64);
-    loss_sum += task.SummedLoss(logits, b.targets).item<double>();
-    task.AppendRows(logits, b, &rows);
-  }
-  m->train();
-  if (!comm || world == 1) return task.Compute(rows, outputs, loss_sum);
-  torch::Tensor sum = torch::tensor(std::vector<double>{loss_sum}, torch::kFloat64);
-  ATTUNE_RETURN_IF_ERROR(comm::AllReduceSumBlocking(*comm, sum));
-  ATTUNE_ASSIGN_OR_RETURN(torch::Tensor all, comm::AllGatherVariable(*comm, torch::tensor(rows, torch::kFloat64)));
-  all = all.contiguous();
-  const double* at = all.data_ptr<double>();
-  // Rank-major order back to dataset order: batch k lives on rank k % world,
-  // and each rank's rows are its batches in order.
-  const size_t n_batches = (data.size() + static_cast<size_t>(batch_size) - 1) / static_cast<size_t>(batch_size);
-  auto rows_in = [&](size_t k) {
-    return std::min(data.size(), (k + 1) * static_cast<size_t>(batch_size)) - k * static_cast<size_t>(batch_size);
-  };
-  std::vector<size_t> rank_start(static_cast<size_t>(world) + 1, 0);
-  for (size_t k = 0; k < n_batches; ++k) rank_start[k % static_cast<size_t>(world) + 1] += rows_in(k);
-  for (size_t r = 1; r <= static_cast<size_t>(world); ++r) rank_start[r] += rank_start[r - 1];
-  std::vector<size_t> taken(static_cast<size_t>(world), 0);
-  std::vector<double> ordered;
-  ordered.reserve(data.size() * width);
-  for (size_t k = 0; k < n_batches; ++k) {
-    const size_t r = k % static_cast<size_t>(world);
-    const size_t first = rank_start[r] + taken[r];
-    ordered.insert(ordered.end(), at + first * width, at + (first + rows_in(k)) * width);
-    taken[r] += rows_in(k);
-  }
-  return task.Compute(ordered, outputs, sum.item<double>());
-}
-
 // "micro_f1 0.6120 macro_f1 0.5011 ...": the task's headline metrics, for logs.
 std::string Headline(const task::Task& task, const eval::Metrics& m) {
   const auto named = m.Named();
@@ -232,22 +176,6 @@ std::string Headline(const task::Task& task, const eval::Metrics& m) {
   }
   return out;
 }
-
-// An evaluation in the loop state: every scalar metric, losslessly.
-nlohmann::json MetricsSummary(const eval::Metrics& m) {
-  return {{"task", m.task}, {"count", m.count}, {"metrics", m.Named()}};
-}
-
-eval::Metrics MetricsFromSummary(const nlohmann::json& j) {
-  std::map<std::string, double> named;
-  const nlohmann::json& values = j.contains("metrics") ? j["metrics"] : j;  // flat: an earlier release's state
-  for (const auto& [k, v] : values.items()) {
-    if (v.is_number() && k != "step" && k != "epoch" && k != "count") named[k] = v.get<double>();
-  }
-  return eval::Metrics::FromNamed(j.value("task", std::string("sequence_classification")),
-                                  j.value("count", int64_t{0}), named);
-}
-
 
 absl::Status LoadParams(model::BertClassifier& m, const std::string& path) {
   std::vector<std::string> fresh;
@@ -286,75 +214,6 @@ absl::Status SaveTensors(const ParamSnapshot& tensors, const std::string& path) 
   common::SafeTensorsFile f;
   for (const auto& [name, t] : tensors) f.tensors[name] = model::FromTorch(t);
   return common::WriteSafeTensors(path, f);
-}
-
-// Everything besides the weights that a resumed run needs.
-struct LoopState {
-  int64_t step = 0;
-  data::SamplerState sampler;
-  bool mid_epoch = false;
-  std::vector<std::pair<int64_t, double>> train_loss;
-  std::vector<eval::EvalPoint> evals;
-  int64_t best_step = -1;
-  bool es_has_best = false;
-  double es_best = 0;
-  int64_t es_bad = 0;
-  int64_t last_eval_step = -1;
-  // What the weights mean (NOTE [resume]); empty in states of earlier releases.
-  std::vector<std::string> labels;
-  std::string vocab_fingerprint;
-};
-
-nlohmann::json LoopStateToJson(const LoopState& s) {
-  nlohmann::json j;
-  j["step"] = s.step;
-  j["sampler"] = {{"seed", s.sampler.seed}, {"epoch", s.sampler.epoch}, {"cursor", s.sampler.cursor}};
-  j["mid_epoch"] = s.mid_epoch;
-  j["train_loss"] = s.train_loss;
-  j["evals"] = nlohmann::json::array();
-  for (const auto& e : s.evals) {
-    auto m = MetricsSummary(e.metrics);
-    m["step"] = e.step;
-    m["epoch"] = e.epoch;
-    j["evals"].push_back(m);
-  }
-  j["best_step"] = s.best_step;
-  j["early_stopping"] = {{"has_best", s.es_has_best}, {"best", s.es_best}, {"bad_evals", s.es_bad}};
-  j["last_eval_step"] = s.last_eval_step;
-  j["labels"] = s.labels;
-  j["vocab_fingerprint"] = s.vocab_fingerprint;
-  return j;
-}
-
-absl::StatusOr<LoopState> LoopStateFromJson(const std::string& text, const std::string& source) {
-  auto j = nlohmann::json::parse(text, nullptr, false);
-  if (j.is_discarded()) return absl::DataLossError(absl::StrCat(source, ": not JSON"));
-  LoopState s;
-  try {
-    s.step = j.at("step");
-    s.sampler.seed = j.at("sampler").at("seed");
-    s.sampler.epoch = j.at("sampler").at("epoch");
-    s.sampler.cursor = j.at("sampler").at("cursor");
-    s.mid_epoch = j.at("mid_epoch");
-    s.train_loss = j.at("train_loss").get<std::vector<std::pair<int64_t, double>>>();
-    for (const auto& e : j.at("evals")) {
-      eval::EvalPoint p;
-      p.step = e.at("step");
-      p.epoch = e.at("epoch");
-      p.metrics = MetricsFromSummary(e);
-      s.evals.push_back(p);
-    }
-    s.best_step = j.at("best_step");
-    s.es_has_best = j.at("early_stopping").at("has_best");
-    s.es_best = j.at("early_stopping").at("best");
-    s.es_bad = j.at("early_stopping").at("bad_evals");
-    s.last_eval_step = j.at("last_eval_step");
-    if (j.contains("labels")) s.labels = j["labels"].get<std::vector<std::string>>();
-    s.vocab_fingerprint = j.value("vocab_fingerprint", std::string());
-  } catch (const std::exception& e) {
-    return absl::DataLossError(absl::StrCat(source, ": ", e.what()));
-  }
-  return s;
 }
 
 std::string RngState() {
@@ -696,7 +555,7 @@ absl::StatusOr<TrainResult> Engine::Run() {
 
   std::optional<eval::Metrics> latest;  // full metrics of this run's last evaluation, at s.last_eval_step
   auto run_eval = [&](double epoch) -> absl::Status {
-    ATTUNE_ASSIGN_OR_RETURN(eval::Metrics m, Evaluate(model_, task, outputs, val, c_.eval_batch_size, tok.pad_id(), comm_));
+    ATTUNE_ASSIGN_OR_RETURN(eval::Metrics m, Evaluate(*model_, task, outputs, val, c_.eval_batch_size, tok.pad_id(), comm_));
     latest = m;
     s.evals.push_back({s.step, epoch, m});
     s.last_eval_step = s.step;
@@ -915,7 +774,7 @@ absl::StatusOr<TrainResult> Engine::Run() {
   if (reuse_latest) {
     final_metrics = *latest;
   } else {
-    ATTUNE_ASSIGN_OR_RETURN(final_metrics, Evaluate(model_, task, outputs, val, c_.eval_batch_size, tok.pad_id(), comm_));
+    ATTUNE_ASSIGN_OR_RETURN(final_metrics, Evaluate(*model_, task, outputs, val, c_.eval_batch_size, tok.pad_id(), comm_));
   }
   result_.final_metrics = final_metrics;
   // The exported model's evaluation is the job's last word.

@@ -1,0 +1,134 @@
+// The training engine's parts on their own, without processes: the loop
+// state's JSON form, and the evaluator over in-process ranks (FakeGroup).
+
+#include <thread>
+
+#include <gtest/gtest.h>
+#include <torch/torch.h>
+
+#include "common/job_config.h"
+#include "worker/comm/fake_communicator.h"
+#include "worker/model/bert.h"
+#include "worker/task/task.h"
+#include "worker/text/tokenizer.h"
+#include "worker/train/evaluator.h"
+#include "worker/train/loop_state.h"
+
+namespace attune::worker::train {
+namespace {
+
+TEST(LoopStateTest, RoundTripsEveryFieldAndEveryTasksMetrics) {
+  LoopState s;
+  s.step = 42;
+  s.sampler = {7, 2, 96};
+  s.mid_epoch = true;
+  s.train_loss = {{1, 0.5}, {2, 0.25}};
+  for (const char* task : {"sequence_classification", "token_classification", "masked_lm"}) {
+    std::map<std::string, double> named;
+    for (const auto& m : common::FindTask(task)->metrics) named[m.name] = 0.125 * static_cast<double>(named.size() + 1);
+    s.evals.push_back({10, 0.5, eval::Metrics::FromNamed(task, 99, named)});
+  }
+  s.best_step = 10;
+  s.es_has_best = true;
+  s.es_best = 0.75;
+  s.es_bad = 1;
+  s.last_eval_step = 40;
+  s.labels = {"B-DRUG", "O"};
+  s.vocab_fingerprint = "00ff";
+  auto back = LoopStateFromJson(LoopStateToJson(s).dump(), "state");
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(LoopStateToJson(*back), LoopStateToJson(s));
+  EXPECT_EQ(back->evals[2].metrics.task, "masked_lm");
+  EXPECT_EQ(back->evals[2].metrics.Named(), s.evals[2].metrics.Named());
+  EXPECT_EQ(back->sampler.cursor, 96);
+
+  auto bad = LoopStateFromJson("{\"step\": 1}", "ckpt/trainer_state.json");
+  EXPECT_TRUE(absl::IsDataLoss(bad.status())) << bad.status();
+  EXPECT_NE(bad.status().message().find("ckpt/trainer_state.json"), std::string::npos);
+  EXPECT_TRUE(absl::IsDataLoss(LoopStateFromJson("not json", "x").status()));
+}
+
+// The evaluator gives the same metrics, to the last bit, on 1, 2 and 3 ranks.
+class EvaluatorTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(EvaluatorTest, MetricsAreTheSameForAnyWorldSize) {
+  const std::string name = GetParam();
+  std::vector<std::string> vocab = {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "aspirin", "fever", "bank",
+                                    "court", "the", "was", "given", "loan", "##s"};
+  auto tok = text::Tokenizer::Create(vocab, text::TokenizerOptions());
+  ASSERT_TRUE(tok.ok());
+  common::JobConfig c;
+  c.task = name;
+  c.seed = 5;
+  auto task = task::MakeTask(name);
+  ASSERT_TRUE(task->Configure(*tok, c).ok());
+  std::vector<data::Example> ex;
+  for (int i = 0; i < 23; ++i) {
+    data::Example e;
+    e.words = {"the", i % 2 ? "aspirin" : "bank", "was", i % 3 ? "given" : "loans", "fever"};
+    e.tags = {2, 0, 2, i % 3 ? 2 : 1, 0};
+    for (const auto& w : e.words) e.text += (e.text.empty() ? "" : " ") + w;
+    e.label = i % 2;
+    ex.push_back(e);
+  }
+  model::BertConfig bc;
+  bc.vocab_size = tok->vocab_size();
+  bc.hidden_size = 16;
+  bc.num_hidden_layers = 1;
+  bc.num_attention_heads = 2;
+  bc.intermediate_size = 32;
+  bc.max_position_embeddings = 32;
+  data::LabelMap labels(name == "token_classification" ? std::vector<std::string>{"B-X", "I-X", "O"}
+                                                       : std::vector<std::string>{"a", "b"});
+  bc.labels = task->OutputNames(labels);
+  bc.architecture = task->architecture();
+  task->SetOutputs(bc.labels);
+  const int outputs = static_cast<int>(bc.labels.size());
+  const std::vector<task::Encoded> data = task->Encode(*tok, ex, 16);
+  auto run = [&](int world) {
+    std::vector<eval::Metrics> out(static_cast<size_t>(world));
+    comm::FakeGroup group(world);
+    // Each rank its own copy of the same weights (seeding uses the process's one generator: not in threads).
+    std::vector<model::BertClassifier> models;
+    for (int r = 0; r < world; ++r) {
+      auto m = model::CreateModel(bc, model::MethodConfig(), 3);
+      EXPECT_TRUE(m.ok());
+      models.push_back(*m);
+    }
+    std::vector<std::thread> ranks;
+    for (int r = 0; r < world; ++r) {
+      ranks.emplace_back([&, r] {
+        at::set_num_threads(1);
+        auto comm = group.Rank(r);
+        auto got = Evaluate(*models[static_cast<size_t>(r)], *task, outputs, data, 4, tok->pad_id(),
+                            world > 1 ? comm.get() : nullptr);
+        ASSERT_TRUE(got.ok()) << got.status();
+        out[static_cast<size_t>(r)] = *got;
+      });
+    }
+    for (auto& t : ranks) t.join();
+    return out;
+  };
+  const eval::Metrics one = run(1)[0];
+  EXPECT_GT(one.count, 0);
+  for (int world : {2, 3}) {
+    for (const eval::Metrics& m : run(world)) {
+      EXPECT_EQ(m.count, one.count);
+      for (const auto& [k, v] : one.Named()) EXPECT_EQ(m.Named().at(k), v) << k << " at world size " << world;
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Tasks, EvaluatorTest,
+                         ::testing::Values("sequence_classification", "token_classification", "masked_lm"),
+                         [](const auto& info) { return info.param; });
+
+TEST(FakeGroupTest, AMissingRankTimesOut) {
+  comm::FakeGroup group(2, absl::Milliseconds(200));
+  auto r0 = group.Rank(0);
+  auto s = r0->Barrier();
+  EXPECT_TRUE(absl::IsDeadlineExceeded(s)) << s;
+}
+
+}  // namespace
+}  // namespace attune::worker::train

@@ -1,0 +1,32 @@
+#pragma once
+
+// Evaluation of a model on a dataset, exact for any world size.
+
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "worker/eval/metrics.h"
+#include "worker/task/task.h"
+
+namespace attune::worker::comm {
+class Communicator;
+}
+namespace attune::worker::model {
+struct BertClassifierImpl;
+}
+
+namespace attune::worker::train {
+
+// Runs the model over `data` without padding rows or dropping any. With a
+// communicator, rank r takes every world-th batch (so batch composition, and
+// hence every logit, is the same for any world size); each example becomes
+// the task's row of doubles (target and scores), the rows are gathered and put
+// back in dataset order, and the loss sums are reduced, so that every rank
+// computes identical metrics.
+// The model is left in training mode.
+absl::StatusOr<eval::Metrics> Evaluate(model::BertClassifierImpl& m, const task::Task& task, int outputs,
+                                       const std::vector<task::Encoded>& data, int64_t batch_size, int64_t pad_id,
+                                       comm::Communicator* comm);
+
+}  // namespace attune::worker::train
