@@ -450,13 +450,9 @@ HeartbeatOut JobManager::Heartbeat(const std::string& worker_id, const std::vect
   w.alive = true;
   for (const TaskReport& t : tasks) {
     auto jit = jobs_.find(t.job_id);
-    for (const auto& line : t.log_lines) {
-      auto& buf = logs_[{t.job_id, t.rank}];
-      buf.push_back(line);
-      while (buf.size() > options_.log_lines_per_rank) buf.pop_front();
-    }
     if (jit == jobs_.end()) {
       if (t.running) out.stop.push_back({t.job_id, t.generation, "unknown job"});
+      ++refused_reports_["unknown_job"];
       continue;
     }
     Job& job = jit->second;
@@ -466,10 +462,25 @@ HeartbeatOut JobManager::Heartbeat(const std::string& worker_id, const std::vect
     }
     auto lit = live_.find(job.id);
     if (lit == live_.end() || t.rank < 0 || t.rank >= static_cast<int>(lit->second.ranks.size())) continue;
-    RankState& rs = lit->second.ranks[static_cast<size_t>(t.rank)];
+    // NOTE [worker identity]: a report counts only for a rank the coordinator
+    // gave this worker in this generation. A rank with no recorded worker
+    // (after a coordinator restart) is re-adopted by the first that reports it.
     if (job.workers.size() > static_cast<size_t>(t.rank) && job.workers[static_cast<size_t>(t.rank)].empty()) {
-      job.workers[static_cast<size_t>(t.rank)] = worker_id;  // re-adopted after a coordinator restart
+      job.workers[static_cast<size_t>(t.rank)] = worker_id;
     }
+    if (!AssignedLocked(job, worker_id, t.rank)) {
+      LOG_EVERY_N(WARNING, 100) << "worker " << worker_id << " reported rank " << t.rank << " of job " << job.id
+                                << ", which is not assigned to it: ignored";
+      ++refused_reports_["not_assigned"];
+      if (t.running) out.stop.push_back({t.job_id, t.generation, "rank not assigned to this worker"});
+      continue;
+    }
+    for (const auto& line : t.log_lines) {
+      auto& buf = logs_[{t.job_id, t.rank}];
+      buf.push_back(line);
+      while (buf.size() > options_.log_lines_per_rank) buf.pop_front();
+    }
+    RankState& rs = lit->second.ranks[static_cast<size_t>(t.rank)];
     rs.reported = true;
     rs.running = t.running;
     if (!t.running && !rs.exited) {
@@ -488,6 +499,11 @@ HeartbeatOut JobManager::Heartbeat(const std::string& worker_id, const std::vect
                                 [&](const StopOut& s) { return !seen.insert({s.job_id, s.generation}).second; }),
                  out.stop.end());
   return out;
+}
+
+bool JobManager::AssignedLocked(const Job& job, const std::string& worker_id, int rank) const {
+  return rank >= 0 && static_cast<size_t>(rank) < job.workers.size() &&
+         job.workers[static_cast<size_t>(rank)] == worker_id;
 }
 
 void JobManager::CheckJobLocked(Job& job) {
@@ -563,6 +579,11 @@ absl::Status JobManager::Report(const std::string& worker_id, const std::string&
   if (generation != job.generation || !IsLive(job.state)) {
     return absl::FailedPreconditionError(absl::StrCat("job ", job_id, ": generation ", generation,
                                                       " is fenced (current ", job.generation, ")"));
+  }
+  if (!AssignedLocked(job, worker_id, rank)) {  // NOTE [worker identity]
+    ++refused_reports_["not_assigned"];
+    return absl::PermissionDeniedError(absl::StrCat("worker ", worker_id, " is not assigned rank ", rank, " of job ",
+                                                    job_id, " (generation ", generation, ")"));
   }
   if (rank != 0) return absl::OkStatus();  // rank 0 speaks for the job
   if (event.type == EventType::kEvaluation) ATTUNE_RETURN_IF_ERROR(ValidateEvalMetrics(event.eval.metrics));
@@ -762,6 +783,7 @@ JobManager::ClusterStats JobManager::TakeStats() {
     out.heartbeat_age_seconds.emplace_back(w.info.id, static_cast<double>(now_ms - w.last_heartbeat_ms) / 1000.0);
   }
   out.scheduling_seconds.swap(scheduling_seconds_);
+  out.refused_reports.swap(refused_reports_);
   return out;
 }
 

@@ -115,7 +115,8 @@ class JobManager {
   void Register(const WorkerInfo& w);
   HeartbeatOut Heartbeat(const std::string& worker_id, const std::vector<TaskReport>& tasks);
   // Progress, evaluation and checkpoint events from a trainer (rank 0's
-  // count). kFailedPrecondition for an older generation (fenced).
+  // count). kFailedPrecondition for an older generation (fenced);
+  // kPermissionDenied from a worker the rank is not assigned to.
   absl::Status Report(const std::string& worker_id, const std::string& job_id, int64_t generation, int rank,
                       Event event);
   void Tick();
@@ -128,6 +129,7 @@ class JobManager {
     std::vector<std::pair<std::string, double>> heartbeat_age_seconds;  // per registered worker
     int64_t restarts = 0;                                                // over all jobs, ever
     std::vector<double> scheduling_seconds;  // eligible (queued, or backoff over) to placed
+    std::map<std::string, int64_t> refused_reports;  // by reason, since the previous call
   };
   ClusterStats TakeStats();
   std::vector<WorkerListing> Workers();
@@ -173,6 +175,8 @@ class JobManager {
   std::map<std::pair<std::string, int>, std::deque<std::string>> logs_;
   absl::Time started_ = absl::Now();
   std::vector<double> scheduling_seconds_;  // drained by TakeStats
+  std::map<std::string, int64_t> refused_reports_;  // drained by TakeStats
+  bool AssignedLocked(const Job& job, const std::string& worker_id, int rank) const;
 };
 
 }  // namespace attune::coordinator

@@ -86,6 +86,11 @@ void ExportClusterStats(const attune::coordinator::JobManager::ClusterStats& st,
   m.AddCounter("attune_coordinator_job_restarts_total", "job attempts restarted after a failure", {},
                static_cast<double>(std::max<int64_t>(0, st.restarts - *restarts_seen)));
   *restarts_seen = std::max(*restarts_seen, st.restarts);
+  for (const auto& [reason, n] : st.refused_reports) {
+    m.AddCounter("attune_coordinator_refused_reports_total",
+                 "worker reports refused: for a job that does not exist, or a rank not assigned to that worker",
+                 {{"reason", reason}}, static_cast<double>(n));
+  }
   for (double secs : st.scheduling_seconds) {
     m.Observe("attune_coordinator_scheduling_latency_seconds",
               "time from a job becoming eligible (queued, or its restart backoff over) to its placement", {},

@@ -263,6 +263,48 @@ TEST_F(StoreTest, TheRankThatFailedFirstSpeaksForTheAttemptNotItsPeer) {
       << j->message;
 }
 
+// NOTE [worker identity]: a worker's reports count only for the ranks it was
+// given in the current generation. A rogue (registered with its own id, or a
+// peer of the job) cannot mark the job SUCCEEDED or FAILED, store metrics for
+// it, or fill the coordinator with log lines for jobs that do not exist.
+TEST_F(StoreTest, ReportsCountOnlyFromTheWorkerAssignedTheRank) {
+  auto store = JobStore::Open(path_);
+  JobManager m(**store, Options());
+  auto job = SubmitAndPlace(m, 0, 2);
+  ASSERT_THAT(job, IsOk());
+  auto h1 = m.Heartbeat("w1", {});
+  const int64_t gen = h1.start[0].generation;
+  ASSERT_EQ(h1.start[0].rank, 0);
+  m.Heartbeat("w1", {{job->id, gen, 0, true, 0, {"w1 says hello"}, ""}});
+  m.Heartbeat("w2", {{job->id, gen, 1, true, 0, {}, ""}});
+  ASSERT_EQ(m.Get(job->id)->state, JobState::kRunning);
+  m.Register({"rogue", "10.0.0.9", 64, 0, 1, {}});
+  // "Rank 0 finished", from a worker that does not hold it, and from the peer that holds rank 1.
+  auto out = m.Heartbeat("rogue", {{job->id, gen, 0, false, 0, {"forged line"}, ""}});
+  m.Heartbeat("w2", {{job->id, gen, 0, false, 65, {}, "forged"}});
+  EXPECT_EQ(m.Get(job->id)->state, JobState::kRunning);
+  EXPECT_THAT(m.Report("rogue", job->id, gen, 0, Event{}), StatusIs(absl::StatusCode::kPermissionDenied,
+                                                                    "worker rogue is not assigned rank 0 of job"));
+  Event eval;
+  eval.type = EventType::kEvaluation;
+  eval.eval.step = 999;
+  eval.eval.metrics = {{"accuracy", 1.0}};
+  EXPECT_THAT(m.Report("w2", job->id, gen, 0, eval), StatusIs(absl::StatusCode::kPermissionDenied, "not assigned"));
+  EXPECT_NE(m.Get(job->id)->last_eval.step, 999);
+  for (int i = 0; i < 100; ++i) m.Heartbeat("rogue", {{"j-made-up-" + std::to_string(i), 1, 0, true, 0, {"x"}, ""}});
+  auto logs = m.Logs(job->id, 0, 10);
+  ASSERT_EQ(logs.size(), 1u);
+  EXPECT_EQ(logs[0].second, "w1 says hello");
+  EXPECT_TRUE(m.Logs("j-made-up-1", 0, 10).empty());
+  auto stats = m.TakeStats();
+  EXPECT_EQ(stats.refused_reports["not_assigned"], 4);
+  EXPECT_EQ(stats.refused_reports["unknown_job"], 100);
+  // The real ranks finish the job.
+  m.Heartbeat("w1", {{job->id, gen, 0, false, 0, {}, ""}});
+  m.Heartbeat("w2", {{job->id, gen, 1, false, 0, {}, ""}});
+  EXPECT_EQ(m.Get(job->id)->state, JobState::kSucceeded);
+}
+
 TEST_F(StoreTest, CancellingAScheduledJobIsImmediateAndFencesATrainerThatStarted) {
   auto store = JobStore::Open(path_);
   JobManager m(**store, Options());

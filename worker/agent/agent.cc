@@ -1,5 +1,7 @@
 #include "worker/agent/agent.h"
 
+#include <regex>
+
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -104,6 +106,21 @@ std::string Agent::Key(const std::string& job, int64_t gen, int rank) const {
 }
 
 absl::Status Agent::Start(const AgentTask& t) {
+  // Whatever the coordinator sends is checked before it names a file or an
+  // argument: a job id is a name, not a path ("../../x"), and the numbers
+  // are in range.
+  static const std::regex kJobId("[A-Za-z0-9._-]{1,128}");
+  if (!std::regex_match(t.job_id, kJobId) || t.job_id == "." || t.job_id == "..") {
+    return absl::InvalidArgumentError("assignment refused: the job id is not [A-Za-z0-9._-]{1,128}");
+  }
+  if (t.generation < 0 || t.world_size < 1 || t.world_size > 1024 || t.rank < 0 || t.rank >= t.world_size) {
+    return absl::InvalidArgumentError(absl::StrCat("job=", t.job_id, " assignment refused: rank ", t.rank,
+                                                   " of world size ", t.world_size, ", generation ", t.generation));
+  }
+  if (t.backend.find_first_not_of("abcdefghijklmnopqrstuvwxyz") != std::string::npos ||
+      t.rendezvous.find_first_of(" \t\r\n") != std::string::npos) {
+    return absl::InvalidArgumentError(absl::StrCat("job=", t.job_id, " assignment refused: malformed backend or rendezvous"));
+  }
   const std::string key = Key(t.job_id, t.generation, t.rank);
   if (procs_.count(key)) return absl::OkStatus();  // a repeated assignment
   if (auto s = common::MakeDirs(options_.work_dir); !s.ok()) return s;
