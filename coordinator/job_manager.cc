@@ -405,6 +405,47 @@ void JobManager::Register(const WorkerInfo& w) {
             << w.gpus << " gpus, host " << w.host;
 }
 
+absl::StatusOr<std::string> JobManager::RegisterSession(const WorkerInfo& w, const std::string& session) {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    auto it = workers_.find(w.id);
+    if (it != workers_.end() && it->second.alive && absl::Now() - it->second.last_seen < options_.heartbeat_timeout) {
+      if (session.empty() || session != it->second.session) {
+        ++refused_reports_["live_worker_id"];
+        return absl::AlreadyExistsError(absl::StrCat(
+            "worker ", w.id, " is registered and alive (heard from ",
+            absl::FormatDuration(absl::Trunc(absl::Now() - it->second.last_seen, absl::Milliseconds(1))),
+            " ago): another agent cannot take its id; retry once it has been silent for the heartbeat timeout"));
+      }
+    }
+  }
+  Register(w);
+  std::lock_guard<std::mutex> l(mu_);
+  WorkerState& ws = workers_[w.id];
+  if (ws.session.empty() || session != ws.session) {
+    static std::mutex rng_mu;
+    static std::random_device device;
+    std::lock_guard<std::mutex> rl(rng_mu);
+    ws.session = absl::StrFormat("%08x%08x%08x%08x", device(), device(), device(), device());
+  }
+  return ws.session;
+}
+
+absl::Status JobManager::CheckSession(const std::string& worker_id, const std::string& session) {
+  std::lock_guard<std::mutex> l(mu_);
+  auto it = workers_.find(worker_id);
+  if (it == workers_.end()) return absl::OkStatus();
+  const std::string& want = it->second.session;
+  unsigned char diff = want.empty() || session.size() != want.size() ? 1 : 0;
+  for (size_t i = 0; i < std::min(session.size(), want.size()); ++i) {
+    diff |= static_cast<unsigned char>(session[i] ^ want[i]);  // no early exit: timing reveals no prefix
+  }
+  if (diff == 0) return absl::OkStatus();
+  ++refused_reports_["bad_session"];
+  return absl::PermissionDeniedError(
+      absl::StrCat("worker ", worker_id, ": the session does not match its registration; register again"));
+}
+
 void JobManager::FailAttemptLocked(Job& job, const std::string& reason, bool permanent, EventType type) {
   const int64_t old = job.generation;
   ++job.generation;  // fence: reports and tasks of `old` are refused from now on

@@ -112,7 +112,17 @@ class JobManager {
   absl::StatusOr<std::vector<Event>> WaitEvents(const std::string& id, int64_t from_index, absl::Duration wait);
   std::vector<std::pair<int, std::string>> Logs(const std::string& id, int rank, int tail);
 
+  // In-process registration, trusted (tests, benches): no session.
   void Register(const WorkerInfo& w);
+  // NOTE [worker sessions]: a registration over the API. A worker id that is
+  // registered and alive (heard from within the heartbeat timeout) is refused
+  // with kAlreadyExists unless `session` is its current session; otherwise a
+  // new session secret is issued and returned.
+  absl::StatusOr<std::string> RegisterSession(const WorkerInfo& w, const std::string& session);
+  // OK when `session` is `worker_id`'s current one, or the worker is unknown
+  // (the coordinator restarted: the reply asks it to register); otherwise
+  // kPermissionDenied, counted as a refused report.
+  absl::Status CheckSession(const std::string& worker_id, const std::string& session);
   HeartbeatOut Heartbeat(const std::string& worker_id, const std::vector<TaskReport>& tasks);
   // Progress, evaluation and checkpoint events from a trainer (rank 0's
   // count). kFailedPrecondition for an older generation (fenced);
@@ -146,6 +156,7 @@ class JobManager {
     bool alive = true;
     std::vector<AssignmentOut> pending;
     std::vector<StopOut> stops;
+    std::string session;  // NOTE [worker sessions]; empty for in-process registrations
   };
   struct Live {
     std::vector<RankState> ranks;

@@ -163,8 +163,10 @@ grpc::Status WorkerServiceImpl::Register(grpc::ServerContext* ctx, const v1::Reg
   w.gpus = req->gpus();
   w.rendezvous_port = req->rendezvous_port();
   w.labels.insert(req->labels().begin(), req->labels().end());
-  manager_.Register(w);
+  auto session = manager_.RegisterSession(w, req->session());
+  if (!session.ok()) return rec(ToGrpc(session.status()));
   out->set_heartbeat_interval_ms(1000);
+  out->set_session(*session);
   return rec(grpc::Status::OK);
 }
 
@@ -172,6 +174,7 @@ grpc::Status WorkerServiceImpl::Heartbeat(grpc::ServerContext* ctx, const v1::He
                                           v1::HeartbeatResponse* out) {
   CallRecorder rec(metrics_, "Heartbeat");
   if (auto a = auth_.Check(ctx, Api::kWorkers); !a.ok()) return rec(a);
+  if (auto s = manager_.CheckSession(req->worker_id(), req->session()); !s.ok()) return rec(ToGrpc(s));
   std::vector<TaskReport> tasks;
   for (const auto& t : req->tasks()) {
     TaskReport r;
@@ -209,6 +212,7 @@ grpc::Status WorkerServiceImpl::ReportProgress(grpc::ServerContext* ctx, const v
                                                v1::ProgressAck*) {
   CallRecorder rec(metrics_, "ReportProgress");
   if (auto a = auth_.Check(ctx, Api::kWorkers); !a.ok()) return rec(a);
+  if (auto s = manager_.CheckSession(req->worker_id(), req->session()); !s.ok()) return rec(ToGrpc(s));
   absl::Status st = manager_.Report(req->worker_id(), req->job_id(), req->generation(), req->rank(),
                                     FromProto(req->event()));
   return rec(ToGrpc(st));

@@ -88,7 +88,8 @@ void ExportClusterStats(const attune::coordinator::JobManager::ClusterStats& st,
   *restarts_seen = std::max(*restarts_seen, st.restarts);
   for (const auto& [reason, n] : st.refused_reports) {
     m.AddCounter("attune_coordinator_refused_reports_total",
-                 "worker reports refused: for a job that does not exist, or a rank not assigned to that worker",
+                 "worker calls refused: reports for a job that does not exist or a rank not assigned to that worker, "
+                 "registrations taking a live worker's id, calls without the worker's session",
                  {{"reason", reason}}, static_cast<double>(n));
   }
   for (double secs : st.scheduling_seconds) {

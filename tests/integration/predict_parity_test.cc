@@ -1,6 +1,7 @@
 // `attune predict` on checkpoints written by an independent Python script
 // gives the logits that script computed.
 
+#include <cmath>
 #include <sstream>
 
 #include <gtest/gtest.h>
@@ -49,6 +50,47 @@ INSTANTIATE_TEST_SUITE_P(Checkpoints, PredictParityTest,
                                            Variant{"legacy", "--legacy-names --extra-keys"},
                                            Variant{"bare", "--bare"}),
                          [](const auto& info) { return info.param.name; });
+
+// The sequence head with HF's other problem types: the same logits, read as
+// sigmoids (every label above 0.5) or as one score.
+class ProblemTypeParityTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(ProblemTypeParityTest, LogitsAndTheirReadingMatchPythonReference) {
+  const std::string type = GetParam();
+  TempDir dir("problem_" + type);
+  auto gen = RunCommand("/usr/bin/python3 " + Fixture("make_tiny_bert.py") + " " + dir.path() + " --problem-type " + type);
+  ASSERT_EQ(gen.exit_code, 0) << gen.output;
+  auto pred = RunCommand(Bin("attune") + " predict --model " + dir.path() + " --input " + (dir / "input.jsonl") +
+                         " --output " + (dir / "pred.jsonl"));
+  ASSERT_EQ(pred.exit_code, 0) << pred.output;
+  auto config = nlohmann::json::parse(testing::ReadText(dir / "config.json"));
+  std::istringstream got_lines(testing::ReadText(dir / "pred.jsonl")), want_lines(testing::ReadText(dir / "expected.jsonl"));
+  std::string g, w;
+  int n = 0;
+  while (std::getline(want_lines, w)) {
+    ASSERT_TRUE(std::getline(got_lines, g));
+    auto got = nlohmann::json::parse(g);
+    auto want = nlohmann::json::parse(w)["logits"].get<std::vector<double>>();
+    ASSERT_EQ(got["logits"].size(), want.size()) << g;
+    for (size_t k = 0; k < want.size(); ++k) EXPECT_NEAR(got["logits"][k].get<double>(), want[k], 1e-4);
+    if (type == "regression") {
+      ASSERT_EQ(want.size(), 1u);
+      EXPECT_NEAR(got["score"].get<double>(), want[0], 1e-4);
+    } else {
+      std::vector<std::string> above;
+      for (size_t k = 0; k < want.size(); ++k) {
+        if (1 / (1 + std::exp(-want[k])) > 0.5) above.push_back(config["id2label"][std::to_string(k)]);
+      }
+      EXPECT_EQ(got["labels"].get<std::vector<std::string>>(), above) << g;
+    }
+    ++n;
+  }
+  EXPECT_EQ(n, 5);
+}
+
+INSTANTIATE_TEST_SUITE_P(ProblemTypes, ProblemTypeParityTest,
+                         ::testing::Values("multi_label_classification", "regression"),
+                         [](const auto& info) { return info.param; });
 
 // Fill-mask with a BertForMaskedLM written by the independent script: the
 // same top-5 tokens with the same probabilities at every [MASK], whether the

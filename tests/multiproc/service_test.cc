@@ -257,6 +257,34 @@ TEST_F(ServiceTest, AJobTheClusterCannotHoldWaitsWithTheReasonAndBlocksNothing) 
   EXPECT_TRUE(WaitState(big_id, "SUCCEEDED", 120)) << GetJob(big_id).dump();
 }
 
+// NOTE [worker sessions]: a second agent claiming a live worker's id (from
+// another host, with more CPUs) is refused and never gets its assignments.
+TEST_F(ServiceTest, AnAgentCannotTakeALiveWorkersId) {
+  StartCoordinator();
+  StartAgents(1);
+  for (int i = 0; i < 100 && Cli("workers").output.find("w0") == std::string::npos; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  agents_.push_back(Spawn(Bin("attune-worker") + " agent --coordinator " + addr_ +
+                              " --worker-id w0 --host 10.6.6.6 --cpus 64 --work-dir " + (dir_ / "impostor"),
+                          dir_ / "impostor.log"));
+  std::this_thread::sleep_for(std::chrono::seconds(2));
+  EXPECT_NE(testing::ReadText(dir_ / "impostor.log").find("is registered and alive"), std::string::npos)
+      << testing::ReadText(dir_ / "impostor.log");
+  auto w = nlohmann::json::parse(Cli("workers -o json").output, nullptr, false);
+  ASSERT_TRUE(w.is_object() && w.contains("workers")) << w;
+  ASSERT_EQ(w["workers"].size(), 1u) << w;
+  EXPECT_EQ(w["workers"][0].value("cpus", 0), 1) << w;
+  std::string spec = testing::ReadText(Spec("mine", 10, 0));
+  spec.replace(spec.find("workers: {count: 2}"), 19, "workers: {count: 1}");
+  testing::WriteText(dir_ / "mine1.yaml", spec);
+  auto r = Cli("submit -f " + (dir_ / "mine1.yaml") + " --watch", 120);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  std::error_code ec;
+  EXPECT_TRUE(!std::filesystem::exists(dir_ / "impostor", ec) || std::filesystem::is_empty(dir_ / "impostor", ec))
+      << "the impostor received an assignment";
+}
+
 TEST_F(ServiceTest, SubmitAndWatchToSucceededWithMetrics) {
   StartCoordinator();
   StartAgents(2);

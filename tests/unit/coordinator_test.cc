@@ -2,6 +2,8 @@
 #include <filesystem>
 #include <fstream>
 
+#include <thread>
+
 #include <gtest/gtest.h>
 
 #include "common/testing/status_matchers.h"
@@ -303,6 +305,35 @@ TEST_F(StoreTest, ReportsCountOnlyFromTheWorkerAssignedTheRank) {
   m.Heartbeat("w1", {{job->id, gen, 0, false, 0, {}, ""}});
   m.Heartbeat("w2", {{job->id, gen, 1, false, 0, {}, ""}});
   EXPECT_EQ(m.Get(job->id)->state, JobState::kSucceeded);
+}
+
+// NOTE [worker sessions]: a live worker's id cannot be taken by a second
+// registration, and calls must present the registration's session.
+TEST_F(StoreTest, ALiveWorkersIdCannotBeTakenAndCallsNeedItsSession) {
+  auto store = JobStore::Open(path_);
+  JobManager m(**store, Options(absl::Milliseconds(300)));
+  auto s1 = m.RegisterSession({"wS", "10.0.0.1", 4, 0, 1234, {}}, "");
+  ASSERT_THAT(s1, IsOk());
+  EXPECT_EQ(s1->size(), 32u);
+  // Another agent (another host, more CPUs) claiming wS while it is alive.
+  EXPECT_THAT(m.RegisterSession({"wS", "10.6.6.6", 64, 0, 1, {}}, "").status(),
+              StatusIs(absl::StatusCode::kAlreadyExists, "worker wS is registered and alive"));
+  EXPECT_THAT(m.RegisterSession({"wS", "10.6.6.6", 64, 0, 1, {}}, "0123456789abcdef0123456789abcdef").status(),
+              StatusIs(absl::StatusCode::kAlreadyExists, "another agent cannot take its id"));
+  EXPECT_EQ(m.Workers()[0].info.cpus, 4);
+  // Its own agent re-registering with the session keeps it.
+  EXPECT_EQ(*m.RegisterSession({"wS", "10.0.0.1", 4, 0, 1234, {}}, *s1), *s1);
+  EXPECT_THAT(m.CheckSession("wS", *s1), IsOk());
+  EXPECT_THAT(m.CheckSession("wS", ""), StatusIs(absl::StatusCode::kPermissionDenied, "does not match"));
+  EXPECT_THAT(m.CheckSession("wS", std::string(32, '0')), StatusIs(absl::StatusCode::kPermissionDenied, "register again"));
+  EXPECT_THAT(m.CheckSession("never-registered", ""), IsOk());  // told to register by the heartbeat's reply
+  // Silent for the heartbeat timeout, the id may be registered again, with a new session.
+  std::this_thread::sleep_for(std::chrono::milliseconds(400));
+  auto s2 = m.RegisterSession({"wS", "10.0.0.2", 4, 0, 1234, {}}, "");
+  ASSERT_THAT(s2, IsOk());
+  EXPECT_NE(*s2, *s1);
+  EXPECT_THAT(m.CheckSession("wS", *s1), StatusIs(absl::StatusCode::kPermissionDenied, ""));
+  EXPECT_EQ(m.TakeStats().refused_reports["live_worker_id"], 2);
 }
 
 TEST_F(StoreTest, CancellingAScheduledJobIsImmediateAndFencesATrainerThatStarted) {

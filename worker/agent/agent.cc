@@ -289,6 +289,9 @@ void Agent::Run(const std::atomic<bool>& stop) {
       auto reply = client_.Heartbeat(options_.info.worker_id, tasks);
       if (!reply.ok()) {
         LOG_EVERY_N(WARNING, 10) << "agent: heartbeat failed (trainers keep running): " << reply.status();
+        // NOTE [worker sessions]: a coordinator that no longer knows this
+        // session (another registration took the id) wants a new one.
+        if (absl::IsPermissionDenied(reply.status())) registered = false;
         next_beat = absl::Now() + backoff;
         backoff = std::min(backoff * 2, absl::Seconds(5));
       } else {

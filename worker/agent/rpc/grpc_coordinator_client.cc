@@ -10,6 +10,11 @@ GrpcCoordinatorClient::GrpcCoordinatorClient(std::shared_ptr<grpc::Channel> chan
                                              std::string token)
     : stub_(v1::WorkerService::NewStub(std::move(channel))), deadline_(deadline), token_(std::move(token)) {}
 
+std::string GrpcCoordinatorClient::Session() const {
+  std::lock_guard<std::mutex> l(mu_);
+  return session_;
+}
+
 void GrpcCoordinatorClient::SetDeadline(grpc::ClientContext* ctx) const {
   ctx->set_deadline(std::chrono::system_clock::now() + absl::ToChronoMilliseconds(deadline_));
   if (!token_.empty()) ctx->AddMetadata("authorization", "Bearer " + token_);
@@ -22,16 +27,23 @@ absl::Status GrpcCoordinatorClient::Register(const RegistrationInfo& info) {
   req.set_cpus(info.cpus);
   req.set_gpus(info.gpus);
   req.set_rendezvous_port(info.rendezvous_port);
+  req.set_session(Session());
   v1::RegisterResponse resp;
   grpc::ClientContext ctx;
   SetDeadline(&ctx);
-  return common::FromGrpc(stub_->Register(&ctx, req, &resp));
+  absl::Status s = common::FromGrpc(stub_->Register(&ctx, req, &resp));
+  if (s.ok()) {
+    std::lock_guard<std::mutex> l(mu_);
+    session_ = resp.session();
+  }
+  return s;
 }
 
 absl::StatusOr<HeartbeatReply> GrpcCoordinatorClient::Heartbeat(const std::string& worker_id,
                                                                 const std::vector<TaskState>& tasks) {
   v1::HeartbeatRequest req;
   req.set_worker_id(worker_id);
+  req.set_session(Session());
   for (const auto& t : tasks) {
     auto* o = req.add_tasks();
     o->set_job_id(t.job_id);
@@ -61,6 +73,7 @@ absl::Status GrpcCoordinatorClient::Report(const std::string& worker_id, const T
   if (j.is_discarded() || !j.is_object()) return absl::OkStatus();  // not an event line: dropped
   v1::ProgressReport req;
   req.set_worker_id(worker_id);
+  req.set_session(Session());
   req.set_job_id(event.job_id);
   req.set_generation(event.generation);
   req.set_rank(event.rank);

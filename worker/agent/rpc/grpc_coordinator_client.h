@@ -1,6 +1,7 @@
 #pragma once
 
 #include <memory>
+#include <mutex>
 #include <string>
 
 #include <grpcpp/grpcpp.h>
@@ -21,6 +22,9 @@ class GrpcCoordinatorClient : public CoordinatorClient {
 
  private:
   void SetDeadline(grpc::ClientContext* ctx) const;
+  std::string Session() const;
+  mutable std::mutex mu_;
+  std::string session_;  // NOTE [worker sessions]: from the last registration, sent on every call
   std::unique_ptr<v1::WorkerService::Stub> stub_;
   absl::Duration deadline_;
   std::string token_;
