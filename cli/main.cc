@@ -100,6 +100,10 @@ int main(int argc, char** argv) {
     std::cerr << kUsage << "\n";
     return 2;
   }
+  if (attune::common::WantsHelp(argc, argv)) {
+    std::cout << kUsage << "\n" << attune::common::FlagsHelp();
+    return 0;
+  }
   std::string command = argv[1];
   std::vector<char*> rest = {argv[0]};
   for (int i = 2; i < argc; ++i) rest.push_back(argv[i]);

@@ -1,10 +1,16 @@
 #pragma once
 
 // Lets binaries accept --flag-name as well as absl's --flag_name, so that
-// documented command lines such as `--data-root DIR` work.
+// documented command lines such as `--data-root DIR` work; and answers
+// --help with the binary's own flags.
 
+#include <algorithm>
 #include <string>
 #include <vector>
+
+#include "absl/flags/commandlineflag.h"
+#include "absl/flags/reflection.h"
+#include "absl/strings/match.h"
 
 namespace attune::common {
 
@@ -25,6 +31,32 @@ inline std::vector<char*> DashesToUnderscores(int argc, char** argv, std::vector
   }
   std::vector<char*> out;
   for (auto& s : *storage) out.push_back(s.data());
+  return out;
+}
+
+// Whether the command line asks for help (--help, -h, -help, --helpfull, help).
+inline bool WantsHelp(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "--help" || a == "-h" || a == "-help" || a == "--helpfull" || a == "help") return true;
+  }
+  return false;
+}
+
+// Every flag defined by this project's sources (not absl's own), by name,
+// with its default and help text: the --help of each binary.
+inline std::string FlagsHelp() {
+  std::vector<const absl::CommandLineFlag*> flags;
+  for (const auto& [name, flag] : absl::GetAllFlags()) {
+    if (absl::StrContains(flag->Filename(), "absl/")) continue;
+    flags.push_back(flag);
+  }
+  std::sort(flags.begin(), flags.end(),
+            [](const absl::CommandLineFlag* a, const absl::CommandLineFlag* b) { return a->Name() < b->Name(); });
+  std::string out = "\nflags (--a_b and --a-b are the same flag):\n";
+  for (const auto* f : flags) {
+    out += "  --" + std::string(f->Name()) + " (default: " + f->DefaultValue() + ")\n      " + f->Help() + "\n";
+  }
   return out;
 }
 

@@ -105,6 +105,11 @@ int main(int argc, char** argv) {
   FLAGS_logtostderr = true;
   google::InitGoogleLogging(argv[0]);
   absl::SetProgramUsageMessage("attune-coordinator --listen HOST:PORT --state FILE [--data-root DIR]");
+  if (attune::common::WantsHelp(argc, argv)) {
+    std::cout << "usage: attune-coordinator --listen HOST:PORT --state FILE [--data-root DIR]\n"
+              << attune::common::FlagsHelp();
+    return 0;
+  }
   std::vector<std::string> storage;
   auto args = attune::common::DashesToUnderscores(argc, argv, &storage);
   absl::ParseCommandLine(static_cast<int>(args.size()), args.data());

@@ -458,9 +458,13 @@ int main(int argc, char** argv) {
   FLAGS_logtostderr = true;
   google::InitGoogleLogging(argv[0]);
   absl::SetProgramUsageMessage(kUsage);
-  if (argc < 2 || std::string(argv[1]) == "--help" || std::string(argv[1]) == "-h") {
+  if (argc < 2) {
     std::cerr << kUsage << "\n";
-    return argc < 2 ? 2 : 0;
+    return 2;
+  }
+  if (attune::common::WantsHelp(argc, argv)) {
+    std::cout << kUsage << "\n" << attune::common::FlagsHelp();
+    return 0;
   }
   std::string command = argv[1];
   std::vector<char*> rest = {argv[0]};
