@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "common/secret.h"
 #include "common/status_macros.h"
 #include "common/trainer_exit.h"
 #include "coordinator/scheduler.h"
@@ -396,6 +397,10 @@ std::vector<std::pair<int, std::string>> JobManager::Logs(const std::string& id,
 
 void JobManager::Register(const WorkerInfo& w) {
   std::lock_guard<std::mutex> l(mu_);
+  RegisterLocked(w);
+}
+
+void JobManager::RegisterLocked(const WorkerInfo& w) {
   auto& ws = workers_[w.id];
   bool known = !ws.info.id.empty();
   ws.info = w;
@@ -406,26 +411,22 @@ void JobManager::Register(const WorkerInfo& w) {
 }
 
 absl::StatusOr<std::string> JobManager::RegisterSession(const WorkerInfo& w, const std::string& session) {
-  {
-    std::lock_guard<std::mutex> l(mu_);
-    auto it = workers_.find(w.id);
-    if (it != workers_.end() && it->second.alive && absl::Now() - it->second.last_seen < options_.heartbeat_timeout) {
-      if (session.empty() || session != it->second.session) {
-        ++refused_reports_["live_worker_id"];
-        return absl::AlreadyExistsError(absl::StrCat(
-            "worker ", w.id, " is registered and alive (heard from ",
-            absl::FormatDuration(absl::Trunc(absl::Now() - it->second.last_seen, absl::Milliseconds(1))),
-            " ago): another agent cannot take its id; retry once it has been silent for the heartbeat timeout"));
-      }
-    }
-  }
-  Register(w);
   std::lock_guard<std::mutex> l(mu_);
+  auto it = workers_.find(w.id);
+  const bool same = it != workers_.end() && !it->second.session.empty() &&
+                    common::SameSecret(session, it->second.session);
+  if (it != workers_.end() && it->second.alive && absl::Now() - it->second.last_seen < options_.heartbeat_timeout &&
+      !same) {
+    ++refused_reports_["live_worker_id"];
+    return absl::AlreadyExistsError(absl::StrCat(
+        "worker ", w.id, " is registered and alive (heard from ",
+        absl::FormatDuration(absl::Trunc(absl::Now() - it->second.last_seen, absl::Milliseconds(1))),
+        " ago): another agent cannot take its id; retry once it has been silent for the heartbeat timeout"));
+  }
+  RegisterLocked(w);
   WorkerState& ws = workers_[w.id];
-  if (ws.session.empty() || session != ws.session) {
-    static std::mutex rng_mu;
-    static std::random_device device;
-    std::lock_guard<std::mutex> rl(rng_mu);
+  if (!same) {
+    static std::random_device device;  // used under mu_
     ws.session = absl::StrFormat("%08x%08x%08x%08x", device(), device(), device(), device());
   }
   return ws.session;
@@ -435,12 +436,7 @@ absl::Status JobManager::CheckSession(const std::string& worker_id, const std::s
   std::lock_guard<std::mutex> l(mu_);
   auto it = workers_.find(worker_id);
   if (it == workers_.end()) return absl::OkStatus();
-  const std::string& want = it->second.session;
-  unsigned char diff = want.empty() || session.size() != want.size() ? 1 : 0;
-  for (size_t i = 0; i < std::min(session.size(), want.size()); ++i) {
-    diff |= static_cast<unsigned char>(session[i] ^ want[i]);  // no early exit: timing reveals no prefix
-  }
-  if (diff == 0) return absl::OkStatus();
+  if (!it->second.session.empty() && common::SameSecret(session, it->second.session)) return absl::OkStatus();
   ++refused_reports_["bad_session"];
   return absl::PermissionDeniedError(
       absl::StrCat("worker ", worker_id, ": the session does not match its registration; register again"));

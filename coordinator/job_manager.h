@@ -188,6 +188,7 @@ class JobManager {
   std::vector<double> scheduling_seconds_;  // drained by TakeStats
   std::map<std::string, int64_t> refused_reports_;  // drained by TakeStats
   bool AssignedLocked(const Job& job, const std::string& worker_id, int rank) const;
+  void RegisterLocked(const WorkerInfo& w);
 };
 
 }  // namespace attune::coordinator

@@ -4,18 +4,9 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "common/files.h"
+#include "common/secret.h"
 
 namespace attune::coordinator::rpc {
-namespace {
-
-// Compares without an early exit, so timing does not reveal a prefix.
-bool SameSecret(const std::string& a, const std::string& b) {
-  unsigned char diff = a.size() == b.size() ? 0 : 1;
-  for (size_t i = 0; i < b.size(); ++i) diff |= static_cast<unsigned char>(a[i % std::max<size_t>(a.size(), 1)] ^ b[i]);
-  return diff == 0;
-}
-
-}  // namespace
 
 absl::StatusOr<TokenAuthorizer> TokenAuthorizer::FromFiles(const std::map<std::string, std::string>& files) {
   TokenAuthorizer a;
@@ -49,7 +40,7 @@ grpc::Status TokenAuthorizer::Check(const grpc::ServerContext* ctx, Api api) con
   }
   const std::string token = value.substr(7);
   for (const auto& [known, role] : tokens_) {
-    if (!SameSecret(token, known)) continue;
+    if (!common::SameSecret(token, known)) continue;
     if (role == "admin" || (role == "submit" && api == Api::kJobs) || (role == "worker" && api == Api::kWorkers)) {
       return grpc::Status::OK;
     }

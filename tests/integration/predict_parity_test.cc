@@ -3,6 +3,8 @@
 
 #include <cmath>
 #include <sstream>
+#include <utility>
+#include <vector>
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -21,6 +23,35 @@ struct Variant {
   std::string name, flags;
 };
 void PrintTo(const Variant& v, std::ostream* os) { *os << v.name; }
+
+// Writes a checkpoint with `make_tiny_bert.py FLAGS` into `dir`, runs `attune
+// predict` on its input.jsonl, and returns each (predicted, expected) line
+// pair; a failed step or a missing predicted line is a test failure.
+std::vector<std::pair<nlohmann::json, nlohmann::json>> PredictAgainstReference(const TempDir& dir,
+                                                                               const std::string& flags) {
+  std::vector<std::pair<nlohmann::json, nlohmann::json>> out;
+  auto gen = RunCommand("/usr/bin/python3 " + Fixture("make_tiny_bert.py") + " " + dir.path() + " " + flags);
+  if (gen.exit_code != 0) {
+    ADD_FAILURE() << gen.output;
+    return out;
+  }
+  auto pred = RunCommand(Bin("attune") + " predict --model " + dir.path() + " --input " + (dir / "input.jsonl") +
+                         " --output " + (dir / "pred.jsonl"));
+  if (pred.exit_code != 0) {
+    ADD_FAILURE() << pred.output;
+    return out;
+  }
+  std::istringstream got(testing::ReadText(dir / "pred.jsonl")), want(testing::ReadText(dir / "expected.jsonl"));
+  std::string g, w;
+  while (std::getline(want, w)) {
+    if (!std::getline(got, g)) {
+      ADD_FAILURE() << "missing line " << out.size();
+      break;
+    }
+    out.emplace_back(nlohmann::json::parse(g), nlohmann::json::parse(w));
+  }
+  return out;
+}
 
 class PredictParityTest : public ::testing::TestWithParam<Variant> {};
 
@@ -58,20 +89,11 @@ class ProblemTypeParityTest : public ::testing::TestWithParam<std::string> {};
 TEST_P(ProblemTypeParityTest, LogitsAndTheirReadingMatchPythonReference) {
   const std::string type = GetParam();
   TempDir dir("problem_" + type);
-  auto gen = RunCommand("/usr/bin/python3 " + Fixture("make_tiny_bert.py") + " " + dir.path() + " --problem-type " + type);
-  ASSERT_EQ(gen.exit_code, 0) << gen.output;
-  auto pred = RunCommand(Bin("attune") + " predict --model " + dir.path() + " --input " + (dir / "input.jsonl") +
-                         " --output " + (dir / "pred.jsonl"));
-  ASSERT_EQ(pred.exit_code, 0) << pred.output;
+  const auto lines = PredictAgainstReference(dir, "--problem-type " + type);
   auto config = nlohmann::json::parse(testing::ReadText(dir / "config.json"));
-  std::istringstream got_lines(testing::ReadText(dir / "pred.jsonl")), want_lines(testing::ReadText(dir / "expected.jsonl"));
-  std::string g, w;
-  int n = 0;
-  while (std::getline(want_lines, w)) {
-    ASSERT_TRUE(std::getline(got_lines, g));
-    auto got = nlohmann::json::parse(g);
-    auto want = nlohmann::json::parse(w)["logits"].get<std::vector<double>>();
-    ASSERT_EQ(got["logits"].size(), want.size()) << g;
+  for (const auto& [got, expected] : lines) {
+    auto want = expected["logits"].get<std::vector<double>>();
+    ASSERT_EQ(got["logits"].size(), want.size()) << got;
     for (size_t k = 0; k < want.size(); ++k) EXPECT_NEAR(got["logits"][k].get<double>(), want[k], 1e-4);
     if (type == "regression") {
       ASSERT_EQ(want.size(), 1u);
@@ -81,11 +103,10 @@ TEST_P(ProblemTypeParityTest, LogitsAndTheirReadingMatchPythonReference) {
       for (size_t k = 0; k < want.size(); ++k) {
         if (1 / (1 + std::exp(-want[k])) > 0.5) above.push_back(config["id2label"][std::to_string(k)]);
       }
-      EXPECT_EQ(got["labels"].get<std::vector<std::string>>(), above) << g;
+      EXPECT_EQ(got["labels"].get<std::vector<std::string>>(), above) << got;
     }
-    ++n;
   }
-  EXPECT_EQ(n, 5);
+  EXPECT_EQ(lines.size(), 5u);
 }
 
 INSTANTIATE_TEST_SUITE_P(ProblemTypes, ProblemTypeParityTest,
@@ -100,31 +121,23 @@ class FillMaskParityTest : public ::testing::TestWithParam<Variant> {};
 
 TEST_P(FillMaskParityTest, TopKMatchesPythonReference) {
   TempDir dir("fillmask_" + GetParam().name);
-  auto gen = RunCommand("/usr/bin/python3 " + Fixture("make_tiny_bert.py") + " " + dir.path() + " --mlm " +
-                        GetParam().flags);
-  ASSERT_EQ(gen.exit_code, 0) << gen.output;
-  auto pred = RunCommand(Bin("attune") + " predict --model " + dir.path() + " --input " + (dir / "input.jsonl") +
-                         " --output " + (dir / "pred.jsonl"));
-  ASSERT_EQ(pred.exit_code, 0) << pred.output;
-  std::istringstream got_lines(testing::ReadText(dir / "pred.jsonl")), want_lines(testing::ReadText(dir / "expected.jsonl"));
-  std::string g, w;
-  int masks = 0, lines = 0;
-  while (std::getline(want_lines, w)) {
-    ASSERT_TRUE(std::getline(got_lines, g)) << "missing line " << lines;
-    ++lines;
-    auto got = nlohmann::json::parse(g)["masks"], want = nlohmann::json::parse(w)["masks"];
-    ASSERT_EQ(got.size(), want.size()) << g << "\n" << w;
+  const auto lines = PredictAgainstReference(dir, "--mlm " + GetParam().flags);
+  int masks = 0;
+  for (size_t line = 0; line < lines.size(); ++line) {
+    const auto& got = lines[line].first["masks"];
+    const auto& want = lines[line].second["masks"];
+    ASSERT_EQ(got.size(), want.size()) << got << "\n" << want;
     for (size_t m = 0; m < want.size(); ++m, ++masks) {
-      EXPECT_EQ(got[m]["index"], want[m]["index"]) << g;
+      EXPECT_EQ(got[m]["index"], want[m]["index"]) << got;
       ASSERT_EQ(got[m]["top_k"].size(), 5u);
       for (size_t k = 0; k < 5; ++k) {
-        EXPECT_EQ(got[m]["top_k"][k]["id"], want[m]["top_k"][k]["id"]) << "line " << lines << " mask " << m;
+        EXPECT_EQ(got[m]["top_k"][k]["id"], want[m]["top_k"][k]["id"]) << "line " << line << " mask " << m;
         EXPECT_EQ(got[m]["top_k"][k]["token"], want[m]["top_k"][k]["token"]);
         EXPECT_NEAR(got[m]["top_k"][k]["score"].get<double>(), want[m]["top_k"][k]["score"].get<double>(), 1e-4);
       }
     }
   }
-  EXPECT_EQ(lines, 5);
+  EXPECT_EQ(lines.size(), 5u);
   EXPECT_EQ(masks, 5);  // one line holds none, one two, one [MASK] glued to its neighbours
 }
 
@@ -137,23 +150,14 @@ INSTANTIATE_TEST_SUITE_P(Checkpoints, FillMaskParityTest,
 // independent script: per word, the logits at its first piece and the tag.
 TEST(PredictTest, TokenLogitsMatchPythonReference) {
   TempDir dir("token_parity");
-  auto gen = RunCommand("/usr/bin/python3 " + Fixture("make_tiny_bert.py") + " " + dir.path() + " --ner");
-  ASSERT_EQ(gen.exit_code, 0) << gen.output;
-  auto pred = RunCommand(Bin("attune") + " predict --model " + dir.path() + " --input " + (dir / "input.jsonl") +
-                         " --output " + (dir / "pred.jsonl"));
-  ASSERT_EQ(pred.exit_code, 0) << pred.output;
-  std::istringstream got_lines(testing::ReadText(dir / "pred.jsonl")), want_lines(testing::ReadText(dir / "expected.jsonl"));
-  std::string g, w;
   int words = 0;
-  while (std::getline(want_lines, w)) {
-    ASSERT_TRUE(std::getline(got_lines, g));
-    auto got = nlohmann::json::parse(g), want = nlohmann::json::parse(w);
-    ASSERT_EQ(got["logits"].size(), want["logits"].size()) << g;
+  for (const auto& [got, want] : PredictAgainstReference(dir, "--ner")) {
+    ASSERT_EQ(got["logits"].size(), want["logits"].size()) << got;
     EXPECT_EQ(got["tags"], want["tags"]);
     for (size_t i = 0; i < want["logits"].size(); ++i, ++words) {
       ASSERT_EQ(got["logits"][i].size(), 3u);
       for (size_t k = 0; k < 3; ++k) {
-        EXPECT_NEAR(got["logits"][i][k].get<double>(), want["logits"][i][k].get<double>(), 1e-4) << g;
+        EXPECT_NEAR(got["logits"][i][k].get<double>(), want["logits"][i][k].get<double>(), 1e-4) << got;
       }
     }
   }

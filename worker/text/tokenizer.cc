@@ -254,26 +254,26 @@ std::vector<std::string> Tokenizer::Tokenize(const std::string& text) const {
   // Special tokens of the vocabulary are split out wherever they stand
   // ("hereby [MASK]," is hereby [MASK] ,), as Hugging Face's tokenizers do
   // before basic tokenisation.
+  // Each special's next occurrence is searched again only once passed, so
+  // the text is scanned once per special, however many it holds.
+  std::vector<std::pair<std::string, size_t>> next;
+  for (const auto& special : NeverSplit()) {
+    if (ids_.count(special)) next.emplace_back(special, text.find(special));
+  }
   std::vector<std::string> out;
   size_t from = 0;
   while (true) {
-    size_t first = std::string::npos, len = 0;
-    for (const auto& special : NeverSplit()) {
-      size_t at = text.find(special, from);
-      if (at != std::string::npos && ids_.count(special) && (first == std::string::npos || at < first)) {
-        first = at;
-        len = special.size();
-      }
+    const std::pair<std::string, size_t>* first = nullptr;
+    for (auto& n : next) {
+      if (n.second != std::string::npos && n.second < from) n.second = text.find(n.first, from);
+      if (n.second != std::string::npos && (first == nullptr || n.second < first->second)) first = &n;
     }
-    const size_t end = first == std::string::npos ? text.size() : first;
-    if (from == 0 && end == text.size()) break;  // no special token: the plain path below
+    const size_t end = first == nullptr ? text.size() : first->second;
     TokenizeSegment(text.substr(from, end - from), &out);
-    if (first == std::string::npos) return out;
-    out.push_back(text.substr(first, len));
-    from = first + len;
+    if (first == nullptr) return out;
+    out.push_back(first->first);
+    from = end + first->first.size();
   }
-  TokenizeSegment(text, &out);
-  return out;
 }
 
 void Tokenizer::TokenizeSegment(const std::string& text, std::vector<std::string>* tokens) const {
