@@ -125,10 +125,20 @@ void PrintJobTable(const std::vector<v1::Job>& jobs) {
 void PrintEvalTable(const v1::Job& j) {
   std::printf("\njob %s %s%s%s\n", j.id().c_str(), StateName(j.state()).c_str(), j.message().empty() ? "" : ": ",
               j.message().c_str());
+  const std::string task = TaskOf(j.spec().task().type()).name;
+  const auto& base = j.baseline().values();
   if (!j.last_eval().values().empty()) {
-    std::printf("\nevaluation at step %lld\n%-16s %8s\n", static_cast<long long>(j.last_eval().step()), "metric",
-                "value");
-    for (const auto& [name, v] : OrderedMetrics(j.last_eval(), j.spec().task().type())) std::printf("%-16s %8.4f\n", name.c_str(), v);
+    std::printf("\nevaluation at step %lld\n%-16s %8s%s\n", static_cast<long long>(j.last_eval().step()), "metric",
+                "model", base.empty() ? "" : "  baseline");
+    for (const auto& [name, v] : OrderedMetrics(j.last_eval(), task)) {
+      auto b = base.find(name);
+      std::printf("%-16s %8.4f%s\n", name.c_str(), v, b == base.end() ? "" : absl::StrFormat("  %8.4f", b->second).c_str());
+    }
+  }
+  if (!base.empty()) {
+    std::printf("\n%s\n", common::BaselineLine(task, j.baseline_method(), {j.last_eval().values().begin(), j.last_eval().values().end()},
+                                                {base.begin(), base.end()})
+                                .c_str());
   }
   // Only a job that finished has written its model and reports.
   if (j.state() == v1::SUCCEEDED && !j.spec().output_dir().empty()) {
@@ -307,6 +317,10 @@ int Client::Watch(const std::string& id) {
                       Headline(e.metrics(), TaskFromMetrics(e.metrics()), " ").c_str());
           break;
         case v1::JobEvent::CHECKPOINT:
+          break;
+        case v1::JobEvent::BASELINE:
+          std::printf("%sbaseline %s: %s\n", tty ? "\n" : "", e.message().c_str(),
+                      Headline(e.metrics(), TaskFromMetrics(e.metrics()), " ").c_str());
           break;
         default:
           std::printf("%s%s%s%s\n", tty ? "\n" : "", StateName(e.state()).c_str(), e.message().empty() ? "" : ": ",

@@ -4,6 +4,7 @@
 //   attune cancel JOB                    attune watch JOB    attune logs JOB [--rank R] [--tail N]
 //   attune workers
 //   attune predict --model DIR --input FILE.{jsonl,csv} [--output FILE]
+//   attune convert --model DIR --output DIR   (pytorch_model.bin, shards -> model.safetensors)
 // Job commands take --coordinator HOST:PORT (or $ATTUNE_COORDINATOR) and -o table|json|yaml.
 
 #include <cstdlib>
@@ -21,12 +22,13 @@
 #include "common/files.h"
 #include "common/flags_compat.h"
 #include "common/rpc/tls.h"
+#include "worker/model/hf_io.h"
 #include "worker/train/predict.h"
 #include "worker/train/trainer.h"
 
 ABSL_FLAG(std::string, model, "", "exported model directory (config.json, model.safetensors, vocab.txt)");
 ABSL_FLAG(std::string, input, "", "records to classify: CSV or JSONL with a text column");
-ABSL_FLAG(std::string, output, "", "where to write JSON lines (default: standard output)");
+ABSL_FLAG(std::string, output, "", "predict: where to write JSON lines (default: standard output); convert: the output directory");
 ABSL_FLAG(std::string, text_column, "text", "column holding the text");
 ABSL_FLAG(std::string, text_pair_column, "text_pair", "column holding the second text of a pair, if present");
 ABSL_FLAG(int, batch_size, 32, "examples per forward pass");
@@ -52,7 +54,8 @@ namespace {
 
 constexpr char kUsage[] =
     "usage: attune submit -f SPEC [--watch] | get JOB | list [--state S] | cancel JOB | watch JOB |\n"
-    "       logs JOB [--rank R] | workers | predict --model DIR --input FILE [--output FILE]\n"
+    "       logs JOB [--rank R] | workers | predict --model DIR --input FILE [--output FILE] |\n"
+    "       convert --model DIR --output DIR\n"
     "       [--coordinator HOST:PORT] [-o table|json|yaml]";
 
 int Predict() {
@@ -86,6 +89,20 @@ int Predict() {
     std::cerr << "attune predict: " << s << "\n";
     return 1;
   }
+  return 0;
+}
+
+int Convert() {
+  if (absl::GetFlag(FLAGS_model).empty() || absl::GetFlag(FLAGS_output).empty()) {
+    std::cerr << "attune convert: --model and --output are required\n" << kUsage << "\n";
+    return 2;
+  }
+  absl::Status s = attune::worker::model::ConvertToSafetensors(absl::GetFlag(FLAGS_model), absl::GetFlag(FLAGS_output));
+  if (!s.ok()) {
+    std::cerr << "attune convert: " << s << "\n";
+    return 1;
+  }
+  std::cout << absl::GetFlag(FLAGS_output) << "/model.safetensors\n";
   return 0;
 }
 
@@ -160,6 +177,7 @@ int main(int argc, char** argv) {
     return need_job() ? attune::cli::Client(co).Logs(job, absl::GetFlag(FLAGS_rank), absl::GetFlag(FLAGS_tail)) : 2;
   }
   if (command == "workers") return attune::cli::Client(co).Workers();
+  if (command == "convert") return Convert();
   if (command == "predict") {
     VLOG(1) << allocator;
     return Predict();

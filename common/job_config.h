@@ -76,6 +76,7 @@ struct JobConfig {
   // evaluation
   int64_t eval_every_steps = 0;
   int64_t eval_batch_size = 64;
+  bool eval_baseline = true;  // evaluation.baseline: the TF-IDF + logistic regression baseline
   std::string early_stopping_metric;  // empty: off
   std::string early_stopping_mode;    // max | min
   int64_t early_stopping_patience = 3;

@@ -1,5 +1,9 @@
 #include "common/task_catalog.h"
 
+#include <algorithm>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 
 namespace attune::common {
@@ -99,6 +103,37 @@ std::vector<std::pair<std::string, double>> InCatalogOrder(std::string_view task
     }
   }
   out.insert(out.end(), rest.begin(), rest.end());
+  return out;
+}
+
+std::vector<std::string> BaselineWinsOn(std::string_view task, const std::map<std::string, double>& model,
+                                        const std::map<std::string, double>& baseline) {
+  std::vector<std::string> out;
+  const TaskInfo* t = FindTask(task);
+  if (!t) return out;
+  for (const auto& info : t->metrics) {
+    const bool shown = info.name == t->default_objective ||
+                       std::find(t->headline.begin(), t->headline.end(), info.name) != t->headline.end();
+    auto m = model.find(info.name);
+    auto b = baseline.find(info.name);
+    if (!shown || m == model.end() || b == baseline.end()) continue;
+    if (info.higher_is_better ? b->second > m->second : b->second < m->second) out.push_back(info.name);
+  }
+  return out;
+}
+
+std::string BaselineLine(std::string_view task, std::string_view method, const std::map<std::string, double>& model,
+                         const std::map<std::string, double>& baseline) {
+  std::string out = "baseline " + std::string(method) + ":";
+  const TaskInfo* t = FindTask(task);
+  bool first = true;
+  for (const auto& [name, v] : InCatalogOrder(task, baseline)) {
+    if (t && std::find(t->headline.begin(), t->headline.end(), name) == t->headline.end() && name != "macro_f1") continue;
+    absl::StrAppend(&out, first ? " " : ", ", name, " ", absl::StrFormat("%.4f", v));
+    first = false;
+  }
+  const auto wins = BaselineWinsOn(task, model, baseline);
+  if (!wins.empty()) absl::StrAppend(&out, "; it beats the model on ", absl::StrJoin(wins, ", "));
   return out;
 }
 

@@ -38,6 +38,17 @@ const TaskInfo* FindTask(std::string_view name);
 // (Hugging Face Trainer's name).
 const MetricInfo* FindMetric(const TaskInfo& task, std::string_view name);
 
+// The headline metrics of `task` (and its default objective) on which
+// `baseline` is strictly better than `model`, in catalog order; a metric
+// missing from either map is skipped. Reports and the CLI say these plainly.
+std::vector<std::string> BaselineWinsOn(std::string_view task, const std::map<std::string, double>& model,
+                                        const std::map<std::string, double>& baseline);
+
+// One line for terminals: "baseline <method>: <headline metrics>", then
+// "; it beats the model on <metrics>" when it does.
+std::string BaselineLine(std::string_view task, std::string_view method, const std::map<std::string, double>& model,
+                         const std::map<std::string, double>& baseline);
+
 // Whether `name` may name a metric in transit: [a-z0-9_]{1,64}. Reports from
 // other processes are checked with it before they become series or rows.
 bool IsValidMetricName(std::string_view name);

@@ -16,6 +16,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "common/secret.h"
+#include "common/task_catalog.h"
 #include "common/status_macros.h"
 #include "common/trainer_exit.h"
 #include "coordinator/scheduler.h"
@@ -623,15 +624,24 @@ absl::Status JobManager::Report(const std::string& worker_id, const std::string&
                                                     job_id, " (generation ", generation, ")"));
   }
   if (rank != 0) return absl::OkStatus();  // rank 0 speaks for the job
-  if (event.type == EventType::kEvaluation) ATTUNE_RETURN_IF_ERROR(ValidateEvalMetrics(event.eval.metrics));
+  if (event.type == EventType::kEvaluation || event.type == EventType::kBaseline) {
+    ATTUNE_RETURN_IF_ERROR(ValidateEvalMetrics(event.eval.metrics));
+  }
+  if (event.type == EventType::kBaseline && !common::IsValidMetricName(event.message)) {
+    return absl::InvalidArgumentError("event.message: a baseline's method is [a-z0-9_]{1,64}");
+  }
   event.unix_ms = NowMs();
   event.generation = generation;
   event.state = job.state;
   switch (event.type) {
     case EventType::kProgress: job.progress = event.progress; break;
     case EventType::kEvaluation: job.last_eval = event.eval; break;
+    case EventType::kBaseline:
+      job.baseline = event.eval;
+      job.baseline_method = event.message;
+      break;
     case EventType::kCheckpoint: job.last_checkpoint_step = event.progress.step; break;
-    default: return absl::InvalidArgumentError("event.type: trainers report progress, evaluation or checkpoint");
+    default: return absl::InvalidArgumentError("event.type: trainers report progress, evaluation, checkpoint or baseline");
   }
   if (job.state == JobState::kScheduled) {
     job.state = JobState::kRunning;

@@ -56,6 +56,8 @@ std::string JobBody(const Job& j) {
             {"not_before_ms", j.not_before_ms},
             {"progress", ProgressJson(j.progress)},
             {"last_eval", EvalJson(j.last_eval)},
+            {"baseline", EvalJson(j.baseline)},
+            {"baseline_method", j.baseline_method},
             {"last_checkpoint_step", j.last_checkpoint_step},
             {"workers", j.workers},
             {"config",
@@ -87,6 +89,8 @@ Job JobFrom(const std::string& id, int64_t seq, const std::string& idem, int sta
   j.not_before_ms = b.value("not_before_ms", int64_t{0});
   j.progress = ProgressFrom(b.value("progress", json::object()));
   j.last_eval = EvalFrom(b.value("last_eval", json::object()));
+  j.baseline = EvalFrom(b.value("baseline", json::object()));
+  j.baseline_method = b.value("baseline_method", "");
   j.last_checkpoint_step = b.value("last_checkpoint_step", int64_t{-1});
   j.workers = b.value("workers", std::vector<std::string>{});
   const json& c = b.at("config");

@@ -57,11 +57,21 @@ struct Job {
   int64_t not_before_ms = 0;  // restart backoff
   ProgressInfo progress;
   EvalInfo last_eval;
+  EvalInfo baseline;  // TF-IDF + logistic regression on the validation set
+  std::string baseline_method;
   int64_t last_checkpoint_step = -1;
   std::vector<std::string> workers;  // per rank, current attempt
 };
 
-enum class EventType { kStateChanged = 1, kProgress = 2, kEvaluation = 3, kCheckpoint = 4, kWorkerLost = 5, kRestart = 6 };
+enum class EventType {
+  kStateChanged = 1,
+  kProgress = 2,
+  kEvaluation = 3,
+  kCheckpoint = 4,
+  kWorkerLost = 5,
+  kRestart = 6,
+  kBaseline = 7,  // eval: the baseline's metrics; message: its method
+};
 
 struct Event {
   int64_t index = 0;

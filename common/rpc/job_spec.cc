@@ -249,6 +249,7 @@ JobConfig JobConfigFromProto(const v1::JobSpec& s) {
   const auto& e = s.evaluation();
   c.eval_every_steps = e.every_steps();
   c.eval_batch_size = Or<int64_t>(e.batch_size(), c.eval_batch_size);
+  if (e.has_baseline()) c.eval_baseline = e.baseline();
   if (e.has_early_stopping()) {
     const TaskInfo* task = FindTask(c.task);  // unknown: refused by validation
     c.early_stopping_metric = Or<std::string>(e.early_stopping().metric(), task ? task->default_objective : "");

@@ -33,6 +33,8 @@ v1::Job ToProto(const Job& j) {
   out.set_updated_unix_ms(j.updated_ms);
   Fill(j.progress, out.mutable_progress());
   Fill(j.last_eval, out.mutable_last_eval());
+  if (!j.baseline.metrics.empty()) Fill(j.baseline, out.mutable_baseline());
+  out.set_baseline_method(j.baseline_method);
   out.set_last_checkpoint_step(j.last_checkpoint_step);
   for (const auto& w : j.workers) out.add_workers(w);
   return out;

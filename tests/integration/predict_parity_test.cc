@@ -2,6 +2,7 @@
 // gives the logits that script computed.
 
 #include <cmath>
+#include <filesystem>
 #include <sstream>
 #include <utility>
 #include <vector>
@@ -9,6 +10,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "common/safetensors.h"
 #include "tests/testing/process.h"
 
 namespace attune {
@@ -79,7 +81,14 @@ INSTANTIATE_TEST_SUITE_P(Checkpoints, PredictParityTest,
                          ::testing::Values(Variant{"f32", "--dtype F32"}, Variant{"f16", "--dtype F16"},
                                            Variant{"bf16", "--dtype BF16"},
                                            Variant{"legacy", "--legacy-names --extra-keys"},
-                                           Variant{"bare", "--bare"}),
+                                           Variant{"bare", "--bare"},
+                                           // pytorch_model.bin as torch.save writes it, and sharded checkpoints
+                                           Variant{"bin_zip_f32", "--format bin-zip"},
+                                           Variant{"bin_zip_f16", "--format bin-zip --dtype F16"},
+                                           Variant{"bin_legacy_f32", "--format bin-legacy"},
+                                           Variant{"bin_legacy_f16", "--format bin-legacy --dtype F16"},
+                                           Variant{"sharded_safetensors", "--format safetensors-sharded"},
+                                           Variant{"sharded_bin_bf16", "--format bin-sharded --dtype BF16"}),
                          [](const auto& info) { return info.param.name; });
 
 // The sequence head with HF's other problem types: the same logits, read as
@@ -182,4 +191,67 @@ TEST(PredictTest, CorruptModelIsRefused) {
 }
 
 }  // namespace
+// attune convert: a pytorch_model.bin (legacy layout, F16, strided views)
+// becomes model.safetensors with the same dtype, and the converted model
+// predicts the same logits as the original.
+TEST(ConvertTest, BinBecomesSafetensorsWithTheSameLogits) {
+  TempDir dir("convert_bin");
+  auto gen = RunCommand("/usr/bin/python3 " + Fixture("make_tiny_bert.py") + " " + (dir / "in") +
+                        " --format bin-legacy --dtype F16");
+  ASSERT_EQ(gen.exit_code, 0) << gen.output;
+  auto conv = RunCommand(Bin("attune") + " convert --model " + (dir / "in") + " --output " + (dir / "out"));
+  ASSERT_EQ(conv.exit_code, 0) << conv.output;
+  auto weights = common::ReadSafeTensors(dir / "out/model.safetensors");
+  ASSERT_TRUE(weights.ok()) << weights.status();
+  EXPECT_EQ(weights->tensors.at("bert.embeddings.word_embeddings.weight").dtype, "F16");
+  for (const char* f : {"config.json", "vocab.txt", "tokenizer_config.json"}) {
+    EXPECT_TRUE(std::filesystem::exists(dir / ("out/" + std::string(f)))) << f;
+  }
+  std::vector<std::vector<std::vector<double>>> logits;
+  for (const char* m : {"in", "out"}) {
+    auto p = RunCommand(Bin("attune") + " predict --model " + (dir / m) + " --input " + (dir / "in/input.jsonl") +
+                        " --output " + (dir / (std::string(m) + ".jsonl")));
+    ASSERT_EQ(p.exit_code, 0) << p.output;
+    logits.push_back(testing::LogitLines(testing::ReadText(dir / (std::string(m) + ".jsonl"))));
+  }
+  ASSERT_EQ(logits[0].size(), 5u);
+  ASSERT_EQ(logits[0].size(), logits[1].size());
+  for (size_t i = 0; i < logits[0].size(); ++i) {
+    for (size_t k = 0; k < logits[0][i].size(); ++k) EXPECT_NEAR(logits[0][i][k], logits[1][i][k], 1e-5);
+  }
+  EXPECT_NE(RunCommand(Bin("attune") + " convert --model " + (dir / "in") + " --output " + (dir / "in")).exit_code, 0);
+}
+
+// Another architecture's config.json is refused by name, not loaded as BERT.
+TEST(ConvertTest, AnotherModelTypeIsRefusedByName) {
+  TempDir dir("convert_gpt2");
+  auto gen = RunCommand("/usr/bin/python3 " + Fixture("make_tiny_bert.py") + " " + dir.path());
+  ASSERT_EQ(gen.exit_code, 0) << gen.output;
+  auto config = nlohmann::json::parse(testing::ReadText(dir / "config.json"));
+  config["model_type"] = "gpt2";
+  testing::WriteText(dir / "config.json", config.dump());
+  auto p = RunCommand(Bin("attune") + " predict --model " + dir.path() + " --input " + (dir / "input.jsonl"));
+  EXPECT_NE(p.exit_code, 0);
+  EXPECT_NE(p.output.find("model_type gpt2 is not supported"), std::string::npos) << p.output;
+}
+
+// NOTE: a checkpoint is data, never code. Pickles naming os.system, exec or
+// eval are refused, naming the global, and nothing they ask for happens.
+TEST(ConvertTest, HostilePicklesAreRefusedAndNothingRuns) {
+  TempDir dir("hostile_bin");
+  const std::string marker = dir / "PWNED";
+  auto gen = RunCommand("/usr/bin/python3 " + Fixture("hostile_torch_files.py") + " " + dir.path() + " " + marker);
+  ASSERT_EQ(gen.exit_code, 0) << gen.output;
+  for (const auto& [name, global] : std::vector<std::pair<std::string, std::string>>{
+           {"zip_system", "posix.system"}, {"legacy_system", "posix.system"}, {"zip_exec", "__builtin__.exec"},
+           {"nested_eval", "__builtin__.eval"}}) {
+    SCOPED_TRACE(name);
+    auto c = RunCommand(Bin("attune") + " convert --model " + (dir / name) + " --output " + (dir / (name + "_out")));
+    EXPECT_EQ(c.exit_code, 1) << c.output;
+    EXPECT_NE(c.output.find("refuses global " + global), std::string::npos) << c.output;
+    EXPECT_FALSE(std::filesystem::exists(dir / (name + "_out/model.safetensors")));
+  }
+  EXPECT_FALSE(std::filesystem::exists(marker));
+}
+
 }  // namespace attune

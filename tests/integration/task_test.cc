@@ -75,7 +75,11 @@ TEST(TaskTest, MultiLabelTrainsReportsAndPredicts) {
   EXPECT_EQ(final["count"], 40);
   ASSERT_EQ(final["per_label"].size(), 3u);
   EXPECT_EQ(final["per_label"][2]["label"], "medical");
-  EXPECT_GT(final["micro_f1"].get<double>(), report["baseline"]["metrics"]["micro_f1"].get<double>()) << report;
+  EXPECT_GT(final["micro_f1"].get<double>(), report["trivial_baseline"]["micro_f1"].get<double>()) << report;
+  EXPECT_EQ(report["trivial_baseline"]["method"], "label_frequency") << report;
+  // Multi-label data gets the one-vs-rest TF-IDF baseline too.
+  EXPECT_EQ(report["baseline"]["method"], "tfidf_logreg") << report;
+  EXPECT_TRUE(report["baseline"].contains("micro_f1")) << report;
   const std::string html = ReadText(dir / "out/eval_report.html");
   EXPECT_NE(html.find("Per label"), std::string::npos);
   EXPECT_NE(html.find("ROC curve (micro)"), std::string::npos);
@@ -131,7 +135,7 @@ TEST(TaskTest, RegressionTrainsReportsAndPredicts) {
   const auto& final = report["final"];
   EXPECT_EQ(final["loss"], final["mse"]);
   EXPECT_GT(final["pearson"].get<double>(), 0.5) << final;
-  EXPECT_LT(final["mse"].get<double>(), report["baseline"]["metrics"]["mse"].get<double>()) << report;
+  EXPECT_LT(final["mse"].get<double>(), report["baseline"]["mse"].get<double>()) << report;
 
   auto p = RunCommand(Bin("attune") + " predict --model " + (dir / "out/model") + " --input " + (dir / "valid.csv") +
                       " --max_length 32 --output " + (dir / "pred.jsonl"));
@@ -204,7 +208,7 @@ TEST(TaskTest, MaskedLmTrainsReportsPredictsAndSeedsAClassifier) {
   EXPECT_EQ(final["masked_tokens"], final["count"]);
   EXPECT_NEAR(final["perplexity"].get<double>(), std::exp(final["loss"].get<double>()), 1e-9);
   // The texts repeat a few topic words: context helps, so the model beats the unigram baseline.
-  EXPECT_LT(final["loss"].get<double>(), report["baseline"]["metrics"]["loss"].get<double>()) << report;
+  EXPECT_LT(final["loss"].get<double>(), report["baseline"]["loss"].get<double>()) << report;
   EXPECT_NE(ReadText(dir / "out/eval_report.html").find("masked tokens"), std::string::npos);
 
   auto ref = RunCommand("/usr/bin/python3 " + testing::Fixture("mlm_eval_reference.py") + " " + (dir / "out/model") +
@@ -279,7 +283,8 @@ TEST(TaskTest, TokenClassificationTrainsReportsAndPredicts) {
   ASSERT_EQ(final["per_type"].size(), 3u) << final;
   EXPECT_EQ(final["per_type"][0]["type"], "DISEASE");
   EXPECT_GT(final["f1"].get<double>(), 0.7) << final;
-  EXPECT_TRUE(report["baseline"]["metrics"].contains("f1")) << report["baseline"];
+  EXPECT_TRUE(report["baseline"].contains("f1")) << report["baseline"];
+  EXPECT_EQ(report["baseline"]["method"], "most_frequent_tag") << report["baseline"];
   EXPECT_NE(ReadText(dir / "out/eval_report.html").find("Per entity type"), std::string::npos);
 
   // The independent path: predict from {"tokens": [...]}, score with the Python seqeval semantics.

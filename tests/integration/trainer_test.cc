@@ -2,9 +2,11 @@
 // uninterrupted run, accumulation equals a bigger batch, freezing freezes,
 // merged LoRA equals unmerged, bad input fails clearly.
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <map>
 #include <random>
 #include <sstream>
 
@@ -301,6 +303,67 @@ TEST_F(MethodTest, AdapterTrainsAndExports) {
   EXPECT_EQ(MaxAbsDiff(out[q], base[q]), 0.0);
   auto p = RunCommand(Bin("attune") + " predict --model " + (dir_ / "ad/model") + " --input " + (dir_ / "base/input.jsonl"));
   EXPECT_EQ(p.exit_code, 0) << p.output;
+}
+
+// Every classification report carries the TF-IDF + logistic regression
+// baseline, fitted on the job's own split; its figures agree with
+// scikit-learn's on the same files, and a model that loses to it is told so.
+TEST(BaselineReportTest, ReportHoldsTheTfidfBaselineAsScikitLearnComputesIt) {
+  TempDir dir("baseline_report");
+  const std::string data = std::string(ATTUNE_SOURCE_DIR) + "/examples/data/fine_foods/";
+  auto spec = [&](const std::string& out, const std::string& evaluation) {
+    return "name: b\nmodel:\n  config: {hidden_size: 16, num_hidden_layers: 1, num_attention_heads: 2, "
+           "intermediate_size: 32, max_position_embeddings: 64}\n  vocab_size: 300\ndata: {train: " + data +
+           "train.csv, validation: " + data + "test.csv, text_column: review, label_column: score, max_length: 16}\n"
+           "hyperparameters: {max_steps: 1, batch_size: 4}\n" + evaluation + "output_dir: " + out + "\n";
+  };
+  auto r = Train(dir, "on", spec(dir / "on", ""));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("baseline tfidf_logreg: accuracy"), std::string::npos) << r.output;
+  auto report = nlohmann::json::parse(testing::ReadText(dir / "on/eval_report.json"));
+  const auto& b = report["baseline"];
+  ASSERT_EQ(b["method"], "tfidf_logreg") << report;
+
+  auto ref = RunCommand("/usr/bin/python3 " + Fixture("tfidf_reference.py") + " single " + data + "train.csv " + data +
+                            "test.csv review score 2>/dev/null",
+                        300);
+  ASSERT_EQ(ref.exit_code, 0) << ref.output;
+  auto sk = nlohmann::json::parse(ref.output);
+  EXPECT_EQ(b["details"]["c"].get<double>(), sk["c"].get<double>()) << b;
+  for (const char* k : {"accuracy", "f1", "roc_auc", "macro_f1"}) {
+    EXPECT_NEAR(b[k].get<double>(), sk[k].get<double>(), 0.01) << k << " " << b << " " << sk;
+  }
+  // One optimizer step cannot beat it: the report says so, in JSON and HTML.
+  const auto wins = b["beats_model_on"].get<std::vector<std::string>>();
+  EXPECT_NE(std::find(wins.begin(), wins.end(), "roc_auc"), wins.end()) << b;
+  EXPECT_NE(testing::ReadText(dir / "on/eval_report.html").find("This baseline beats the model on"), std::string::npos);
+  EXPECT_EQ(report["trivial_baseline"]["method"], "majority_class") << report;
+
+  // The export records the training length; tokenizer_config.json states the
+  // model's real limit (its 64 positions), and HF's special_tokens_map.json is there.
+  auto config = nlohmann::json::parse(testing::ReadText(dir / "on/model/config.json"));
+  EXPECT_EQ(config["attune_max_length"], 16) << config;
+  auto tok = nlohmann::json::parse(testing::ReadText(dir / "on/model/tokenizer_config.json"));
+  EXPECT_EQ(tok["model_max_length"], 64) << tok;
+  auto special = nlohmann::json::parse(testing::ReadText(dir / "on/model/special_tokens_map.json"));
+  EXPECT_EQ(special["mask_token"], "[MASK]");
+  // attune predict truncates as training did unless told otherwise.
+  std::map<std::string, std::string> out;
+  for (const std::string flag : {"", "--max_length 16", "--max_length 64"}) {
+    auto p = RunCommand(Bin("attune") + " predict --model " + (dir / "on/model") + " --input " + data +
+                        "test.csv --text_column review " + flag);
+    ASSERT_EQ(p.exit_code, 0) << p.output;
+    out[flag] = p.output;
+  }
+  EXPECT_EQ(out[""], out["--max_length 16"]);
+  EXPECT_NE(out[""], out["--max_length 64"]);
+
+  // evaluation.baseline: false skips it; the trivial baseline remains.
+  r = Train(dir, "off", spec(dir / "off", "evaluation: {baseline: false}\n"));
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(r.output.find("tfidf_logreg"), std::string::npos) << r.output;
+  report = nlohmann::json::parse(testing::ReadText(dir / "off/eval_report.json"));
+  EXPECT_EQ(report["baseline"]["method"], "majority_class") << report;
 }
 
 }  // namespace

@@ -225,8 +225,18 @@ TEST_F(ServiceTest, EveryTaskRunsThroughTheService) {
       EXPECT_NEAR(j["last_eval"]["values"][m.name].get<double>(), report["final"][m.name].get<double>(), 1e-12)
           << m.name;
     }
-    EXPECT_NE(Cli("get " + id).output.find(c.objective), std::string::npos);
+    const std::string got = Cli("get " + id).output;
+    EXPECT_NE(got.find(c.objective), std::string::npos);
     EXPECT_NE(Cli("list").output.find(c.objective + "="), std::string::npos);
+    // Classification: the TF-IDF baseline travels with the job, as the report has it.
+    if (c.task == "multi_label_classification") {
+      EXPECT_EQ(j["baseline_method"], "tfidf_logreg") << j;
+      EXPECT_NEAR(j["baseline"]["values"]["micro_f1"].get<double>(), report["baseline"]["micro_f1"].get<double>(), 1e-12);
+      EXPECT_NE(r.output.find("baseline tfidf_logreg: micro_f1"), std::string::npos) << r.output;
+      EXPECT_NE(got.find("baseline tfidf_logreg: micro_f1"), std::string::npos) << got;
+    } else {
+      EXPECT_EQ(j.value("baseline_method", ""), "") << j;  // no text baseline for these tasks
+    }
   }
 }
 

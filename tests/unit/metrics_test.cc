@@ -100,6 +100,9 @@ TEST(TrainerMetricsTest, ProgressEventsFeedCountersHistogramsAndGauges) {
   worker::agent::ExportTrainerEvent(
       **m, who, R"({"type":"eval","step":3,"metrics":{"accuracy":0.75,"f1":0.5,"roc_auc":0.8,"Bad-Name":1,"x":"y"}})");
   worker::agent::ExportTrainerEvent(**m, who, R"({"type":"checkpoint","step":3,"seconds":0.4,"unix_seconds":17e8})");
+  worker::agent::ExportTrainerEvent(
+      **m, who, R"({"type":"baseline","method":"tfidf_logreg","metrics":{"accuracy":0.8,"Bad-Name":1}})");
+  worker::agent::ExportTrainerEvent(**m, who, R"({"type":"baseline","method":"Bad Method","metrics":{"f1":0.1}})");
   worker::agent::ExportTrainerEvent(**m, who, "not json");            // ignored
   worker::agent::ExportTrainerEvent(**m, who, R"({"type":"other"})");  // ignored
   const std::string t = (*m)->Render();
@@ -117,6 +120,9 @@ TEST(TrainerMetricsTest, ProgressEventsFeedCountersHistogramsAndGauges) {
   EXPECT_THAT(t, HasSubstr("attune_eval_metric{job_id=\"job-7\",metric=\"roc_auc\",rank=\"1\"} 0.8"));
   EXPECT_THAT(t, HasSubstr("attune_eval_metric{job_id=\"job-7\",metric=\"accuracy\",rank=\"1\"} 0.75"));
   EXPECT_THAT(t, HasSubstr("attune_eval_step{" + l + "} 3"));
+  EXPECT_THAT(t, HasSubstr("attune_eval_baseline_metric{job_id=\"job-7\",method=\"tfidf_logreg\",metric=\"accuracy\","
+                           "rank=\"1\"} 0.8"));
+  EXPECT_THAT(t, Not(HasSubstr("Bad Method")));
   EXPECT_THAT(t, Not(HasSubstr("Bad-Name")));  // names outside [a-z0-9_] are not exported
   EXPECT_THAT(t, Not(HasSubstr("metric=\"x\"")));
   EXPECT_THAT(t, HasSubstr("attune_checkpoint_duration_seconds_count{" + l + "} 1"));

@@ -102,6 +102,23 @@ void ExportTrainerEvent(common::Metrics& m, const TrainerLabels& who, const std:
       }
     }
     m.SetGauge("attune_eval_step", "optimizer step of the last evaluation", l, Num(j, "step"));
+  } else if (type == "baseline") {
+    // The TF-IDF + logistic regression baseline's figures, beside attune_eval_metric.
+    auto it = j.find("metrics");
+    auto method = j.find("method");
+    if (it != j.end() && it->is_object() && method != j.end() && method->is_string() &&
+        common::IsValidMetricName(method->get<std::string>())) {
+      size_t exported = 0;
+      for (const auto& [name, v] : it->items()) {
+        if (!v.is_number() || !common::IsValidMetricName(name) || ++exported > kMaxEvalMetrics) continue;
+        common::Labels lm = l;
+        lm["metric"] = name;
+        lm["method"] = method->get<std::string>();
+        m.SetGauge("attune_eval_baseline_metric",
+                   "the classification baseline's metrics on the validation set, by name (method tfidf_logreg)", lm,
+                   v.get<double>());
+      }
+    }
   } else if (type == "nonfinite") {
     m.AddCounter("attune_train_nonfinite_total", "steps whose loss or gradient norm was NaN or infinite (training stops)",
                  l, 1);

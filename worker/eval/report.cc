@@ -164,9 +164,20 @@ std::string ReportJson(const ReportInput& in) {
   j["total_parameters"] = in.total_parameters;
   j["best_step"] = in.best_step;
   j["stop_reason"] = in.stop_reason;
-  j["baseline"] = {{"description", in.baseline_description}, {"metrics", in.baseline}};
-  if (in.task == "sequence_classification" && in.baseline.count("accuracy")) {
-    j["majority_baseline_accuracy"] = in.baseline.at("accuracy");
+  // "baseline": the strongest baseline computed (TF-IDF + logistic regression
+  // where fitted), its metrics at the top level beside "method";
+  // "trivial_baseline": the trivial predictor, always.
+  const auto figures = [&](const BaselineFigures& b) {
+    nlohmann::json f = {{"method", b.method}, {"description", b.description}};
+    for (const auto& [name, v] : b.metrics) f[name] = v;
+    if (!b.details.empty()) f["details"] = b.details;
+    f["beats_model_on"] = common::BaselineWinsOn(in.task, in.final_eval.metrics.Named(), b.metrics);
+    return f;
+  };
+  j["baseline"] = figures(in.reference ? *in.reference : in.trivial);
+  j["trivial_baseline"] = figures(in.trivial);
+  if (in.task == "sequence_classification" && in.trivial.metrics.count("accuracy")) {
+    j["majority_baseline_accuracy"] = in.trivial.metrics.at("accuracy");
   }
   j["final"] = MetricsJson(in.final_eval.metrics, in.label_names);
   j["final"]["step"] = in.final_eval.step;
@@ -257,26 +268,47 @@ std::string ReportHtml(const ReportInput& in) {
                         "reason: %s.</p>",
                         Escape(in.task), Escape(in.method), in.trainable_parameters, in.total_parameters,
                         in.final_eval.step, Escape(in.stop_reason));
-  if (!in.baseline.empty()) {
-    std::string figures;
-    for (const auto& [name, v] : in.baseline) absl::StrAppendFormat(&figures, "%s%s %.4f", figures.empty() ? "" : ", ", name, v);
-    absl::StrAppendFormat(&html, "<p>Baseline (%s): %s.</p>", Escape(in.baseline_description), Escape(figures));
+  std::vector<const BaselineFigures*> baselines;
+  if (in.reference) baselines.push_back(&*in.reference);
+  baselines.push_back(&in.trivial);
+  for (const BaselineFigures* b : baselines) {
+    absl::StrAppendFormat(&html, "<p>Baseline <b>%s</b>: %s.", Escape(b->method), Escape(b->description));
+    const auto wins = common::BaselineWinsOn(in.task, m.Named(), b->metrics);
+    if (!wins.empty()) {
+      std::string names;
+      for (const auto& w : wins) absl::StrAppend(&names, names.empty() ? "" : ", ", w);
+      absl::StrAppendFormat(&html, " <b class='verdict'>This baseline beats the model on %s.</b>", Escape(names));
+    }
+    html += "</p>";
   }
-  // The final evaluation beside the baseline's figures, metric by metric.
-  html += "<table><tr><th>metric</th><th>model</th><th>baseline</th></tr>";
+  if (in.reference && common::BaselineWinsOn(in.task, m.Named(), in.reference->metrics).empty()) {
+    html += "<p class='verdict'>The model beats the TF-IDF + logistic regression baseline on every headline metric.</p>";
+  } else if (in.reference) {
+    html += "<p class='verdict'>A bag-of-words model does better here: train longer, start from a pretrained "
+            "checkpoint (model.path), or use the baseline.</p>";
+  }
+  // The final evaluation beside the baselines' figures, metric by metric.
+  html += "<table><tr><th>metric</th><th>model</th>";
+  for (const BaselineFigures* b : baselines) absl::StrAppendFormat(&html, "<th>%s</th>", Escape(b->method));
+  html += "</tr>";
+  std::string empty_cells;
+  for (size_t i = 0; i < baselines.size(); ++i) empty_cells += "<td></td>";
   if (m.task == "token_classification") {
-    absl::StrAppendFormat(&html, "<tr><td style='text-align:left'>sentences</td><td>%d</td><td></td></tr>", m.examples);
-    absl::StrAppendFormat(&html, "<tr><td style='text-align:left'>words</td><td>%d</td><td></td></tr>", m.count);
+    absl::StrAppendFormat(&html, "<tr><td style='text-align:left'>sentences</td><td>%d</td>%s</tr>", m.examples, empty_cells);
+    absl::StrAppendFormat(&html, "<tr><td style='text-align:left'>words</td><td>%d</td>%s</tr>", m.count, empty_cells);
   } else if (m.task == "masked_lm") {
-    absl::StrAppendFormat(&html, "<tr><td style='text-align:left'>sequences</td><td>%d</td><td></td></tr>", m.examples);
-    absl::StrAppendFormat(&html, "<tr><td style='text-align:left'>masked tokens</td><td>%d</td><td></td></tr>", m.count);
+    absl::StrAppendFormat(&html, "<tr><td style='text-align:left'>sequences</td><td>%d</td>%s</tr>", m.examples, empty_cells);
+    absl::StrAppendFormat(&html, "<tr><td style='text-align:left'>masked tokens</td><td>%d</td>%s</tr>", m.count, empty_cells);
   } else {
-    absl::StrAppendFormat(&html, "<tr><td style='text-align:left'>examples</td><td>%d</td><td></td></tr>", m.count);
+    absl::StrAppendFormat(&html, "<tr><td style='text-align:left'>examples</td><td>%d</td>%s</tr>", m.count, empty_cells);
   }
   for (const auto& [name, v] : Ordered(m)) {
-    auto b = in.baseline.find(name);
-    absl::StrAppendFormat(&html, "<tr><td style='text-align:left'>%s</td><td>%.4f</td><td>%s</td></tr>", Escape(name),
-                          v, b == in.baseline.end() ? "" : absl::StrFormat("%.4f", b->second));
+    absl::StrAppendFormat(&html, "<tr><td style='text-align:left'>%s</td><td>%.4f</td>", Escape(name), v);
+    for (const BaselineFigures* b : baselines) {
+      auto f = b->metrics.find(name);
+      absl::StrAppendFormat(&html, "<td>%s</td>", f == b->metrics.end() ? "" : absl::StrFormat("%.4f", f->second));
+    }
+    html += "</tr>";
   }
   html += "</table>";
   if (m.task == "token_classification") {

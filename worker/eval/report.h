@@ -4,6 +4,7 @@
 // an offline HTML page with inline SVG charts for people.
 
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -17,6 +18,14 @@ struct EvalPoint {
   Metrics metrics;
 };
 
+// A baseline's figures on the same evaluation set.
+struct BaselineFigures {
+  std::string method;  // tfidf_logreg, majority_class, label_frequency, training_mean, unigram, most_frequent_tag
+  std::string description;
+  std::map<std::string, double> metrics;
+  std::map<std::string, double> details;
+};
+
 struct ReportInput {
   std::string job_name;
   std::string task = "sequence_classification";
@@ -28,9 +37,10 @@ struct ReportInput {
   EvalPoint final_eval;       // of the exported (best) model
   int64_t best_step = -1;
   std::string stop_reason;    // "completed", "early_stopping", "max_steps"
-  // A trivial predictor on the evaluation set, what the model must beat.
-  std::string baseline_description;
-  std::map<std::string, double> baseline;
+  // What the model must beat on the evaluation set: a trivial predictor, and
+  // for classification TF-IDF + logistic regression (`reference`, when fitted).
+  BaselineFigures trivial;
+  std::optional<BaselineFigures> reference;
 };
 
 std::string MetricsToJson(const Metrics& m, const std::vector<std::string>& label_names);

@@ -11,6 +11,7 @@
 #include "absl/strings/str_join.h"
 #include "common/files.h"
 #include "common/safetensors.h"
+#include "worker/model/hf_io.h"
 #include "worker/model/tensor_io.h"
 
 namespace attune::worker::model {
@@ -293,6 +294,12 @@ absl::Status LoadStateDict(BertClassifier& model, const std::string& path, std::
                            bool require_all) {
   auto file = common::ReadSafeTensors(path);
   if (!file.ok()) return file.status();
+  return LoadStateDict(model, *file, path, fresh, require_all);
+}
+
+absl::Status LoadStateDict(BertClassifier& model, const common::SafeTensorsFile& weights, const std::string& path,
+                           std::vector<std::string>* fresh, bool require_all) {
+  const common::SafeTensorsFile* file = &weights;
   // Normalise names: "bert." prefix, gamma/beta.
   std::map<std::string, const common::SafeTensor*> by_name;
   for (const auto& [raw, t] : file->tensors) {
@@ -433,7 +440,9 @@ absl::StatusOr<BertClassifier> LoadHfModel(const std::string& dir) {
   auto model = CreateModel(*config, method, 0);
   if (!model.ok()) return model.status();
   std::vector<std::string> fresh;
-  if (auto s = LoadStateDict(*model, dir + "/model.safetensors", &fresh); !s.ok()) return s;
+  auto weights = ReadHfWeights(dir);
+  if (!weights.ok()) return weights.status();
+  if (auto s = LoadStateDict(*model, weights->file, weights->source, &fresh); !s.ok()) return s;
   if (ac_text.ok()) {
     auto adapter = common::ReadSafeTensors(dir + "/adapter_model.safetensors");
     if (!adapter.ok()) return adapter.status();

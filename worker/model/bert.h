@@ -13,6 +13,7 @@
 #include <torch/torch.h>
 
 #include "absl/status/statusor.h"
+#include "common/safetensors.h"
 #include "worker/model/config.h"
 
 namespace attune::worker::model {
@@ -112,6 +113,9 @@ std::vector<std::pair<std::string, torch::Tensor>> NamedParameters(BertClassifie
 // the decoder is always tied to the word embeddings, so
 // cls.predictions.decoder.weight is not read.
 absl::Status LoadStateDict(BertClassifier& model, const std::string& safetensors_path,
+                           std::vector<std::string>* fresh, bool require_all = false);
+// The same from tensors already read (hf_io.h), `source` naming them in errors.
+absl::Status LoadStateDict(BertClassifier& model, const common::SafeTensorsFile& weights, const std::string& source,
                            std::vector<std::string>* fresh, bool require_all = false);
 
 // Writes config.json and model.safetensors (F32). With `merge_lora` the LoRA

@@ -9,6 +9,17 @@ namespace attune::worker::model {
 absl::StatusOr<BertConfig> BertConfig::FromJson(const std::string& text, const std::string& source) {
   auto j = nlohmann::json::parse(text, nullptr, false);
   if (j.is_discarded() || !j.is_object()) return absl::InvalidArgumentError(absl::StrCat(source, ": not a JSON object"));
+  // Other architectures share key names (hidden_size, ...) but not weights:
+  // loading them as BERT would be silently wrong.
+  if (j.contains("model_type")) {
+    if (!j["model_type"].is_string()) return absl::InvalidArgumentError(absl::StrCat(source, ": model_type must be a string"));
+    const std::string type = j["model_type"].get<std::string>();
+    if (type != "bert") {
+      return absl::InvalidArgumentError(absl::StrCat(source, ": model_type ", type,
+                                                     " is not supported; Attune runs BERT encoders (model_type bert: "
+                                                     "BERT, BioBERT, PubMedBERT, FinBERT, LegalBERT, SciBERT, ...)"));
+    }
+  }
   BertConfig c;
   auto get_int = [&](const char* k, int64_t* v) -> absl::Status {
     if (!j.contains(k) || j[k].is_null()) return absl::OkStatus();
@@ -26,7 +37,7 @@ absl::StatusOr<BertConfig> BertConfig::FromJson(const std::string& text, const s
            {"vocab_size", &c.vocab_size}, {"hidden_size", &c.hidden_size}, {"num_hidden_layers", &c.num_hidden_layers},
            {"num_attention_heads", &c.num_attention_heads}, {"intermediate_size", &c.intermediate_size},
            {"max_position_embeddings", &c.max_position_embeddings}, {"type_vocab_size", &c.type_vocab_size},
-           {"pad_token_id", &c.pad_token_id}}) {
+           {"pad_token_id", &c.pad_token_id}, {"attune_max_length", &c.train_max_length}}) {
     if (auto s = get_int(k, v); !s.ok()) return s;
   }
   for (auto [k, v] : std::vector<std::pair<const char*, double*>>{
@@ -111,6 +122,7 @@ std::string BertConfig::ToJson() const {
   j["max_position_embeddings"] = max_position_embeddings;
   j["type_vocab_size"] = type_vocab_size;
   j["pad_token_id"] = pad_token_id;
+  if (train_max_length > 0) j["attune_max_length"] = train_max_length;
   j["hidden_dropout_prob"] = hidden_dropout_prob;
   j["attention_probs_dropout_prob"] = attention_probs_dropout_prob;
   if (classifier_dropout >= 0) {

@@ -41,6 +41,9 @@ struct BertConfig {
   bool masked_lm() const { return architecture == "BertForMaskedLM"; }
   // BertForTokenClassification: a classifier at every token, no pooler.
   bool token_classification() const { return architecture == "BertForTokenClassification"; }
+  // The data.max_length the model was trained with (config.json
+  // "attune_max_length"; 0: unknown). attune predict truncates to it by default.
+  int64_t train_max_length = 0;
 
   // Reads an HF config.json text (unknown keys ignored; hidden_act must be gelu).
   static absl::StatusOr<BertConfig> FromJson(const std::string& json_text, const std::string& source);

@@ -33,6 +33,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/time/time.h"
 #include "common/checkpoint.h"
+#include "common/task_catalog.h"
 #include "common/trainer_exit.h"
 #include "common/files.h"
 #include "common/flags_compat.h"
@@ -125,6 +126,9 @@ class EventWriter : public attune::worker::train::TrainerObserver {
   }
   void OnEval(int64_t step, const attune::worker::eval::Metrics& m) override {
     Write({{"type", "eval"}, {"step", step}, {"metrics", m.Named()}});
+  }
+  void OnBaseline(const attune::worker::eval::BaselineFigures& b) override {
+    Write({{"type", "baseline"}, {"method", b.method}, {"metrics", b.metrics}});
   }
   void OnCheckpoint(int64_t step, const std::string& dir, double seconds) override {
     Write({{"type", "checkpoint"}, {"step", step}, {"dir", dir}, {"seconds", seconds}, {"unix_seconds", UnixNow()}});
@@ -442,10 +446,12 @@ int Train() {
     std::cout << absl::StrFormat("\ntrain samples/s: %.1f\n", result->train_samples_per_second);
   }
   std::cout << "\n" << attune::worker::eval::ReportTable(result->final_metrics, result->label_names);
-  std::string baseline;
-  for (const auto& [name, v] : result->baseline) absl::StrAppend(&baseline, baseline.empty() ? "" : ", ", name, " ", v);
-  std::cout << absl::StrCat("\nbaseline (", result->baseline_description, "): ", baseline,
-                            "\nstopped: ", result->stop_reason, " after ", result->steps, " steps",
+  const auto named = result->final_metrics.Named();
+  std::cout << "\n";
+  for (const auto* b : {result->reference_baseline ? &*result->reference_baseline : nullptr, &result->trivial_baseline}) {
+    if (b) std::cout << attune::common::BaselineLine(config->task, b->method, named, b->metrics) << "\n";
+  }
+  std::cout << absl::StrCat("stopped: ", result->stop_reason, " after ", result->steps, " steps",
                             "\nmodel:   ", result->model_dir,
                             "\nreports: ", config->output_dir, "/eval_report.json, ", config->output_dir,
                             "/eval_report.html, ", config->output_dir, "/data_report.json\n");

@@ -182,8 +182,9 @@ class MaskedLm : public TokenLevelTask {
       }
     }
     eval::Metrics m = eval::ComputeMaskedLmMetrics(static_cast<int64_t>(validation.size()), nll, masked, right);
-    return {"a unigram model of the training tokens (add-one smoothed), blind to context",
-            {{"loss", m.loss}, {"perplexity", m.perplexity}, {"accuracy", m.accuracy}}};
+    return {"unigram", "a unigram model of the training tokens (add-one smoothed), blind to context",
+            {{"loss", m.loss}, {"perplexity", m.perplexity}, {"accuracy", m.accuracy}},
+            {}};
   }
 
   nlohmann::json PredictLine(const std::vector<double>&, const std::vector<std::string>&) const override {

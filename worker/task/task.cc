@@ -6,6 +6,8 @@
 #include <torch/torch.h>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "worker/baseline/text_baseline.h"
 #include "worker/model/bert.h"
 #include "worker/text/tokenizer.h"
 
@@ -124,6 +126,23 @@ std::vector<double> RowOf(const torch::Tensor& t) {
 
 const common::TaskInfo& Info(const char* name) { return *common::FindTask(name); }
 
+std::vector<std::string> Texts(const std::vector<data::Example>& examples) {
+  std::vector<std::string> out;
+  out.reserve(examples.size());
+  for (const auto& e : examples) out.push_back(e.text_pair ? absl::StrCat(e.text, " ", *e.text_pair) : e.text);
+  return out;
+}
+
+Baseline FromText(const baseline::TextBaselineResult& r, std::map<std::string, double> metrics) {
+  return {"tfidf_logreg",
+          absl::StrFormat("TF-IDF of word 1-2-grams + logistic regression (C %g, chosen on the training data)", r.c),
+          std::move(metrics),
+          {{"c", r.c},
+           {"features", static_cast<double>(r.features)},
+           {"iterations", static_cast<double>(r.iterations)},
+           {"seconds", r.seconds}}};
+}
+
 class SequenceClassification : public Task {
  public:
   const common::TaskInfo& info() const override { return Info("sequence_classification"); }
@@ -171,8 +190,24 @@ class SequenceClassification : public Task {
     std::vector<int64_t> counts(static_cast<size_t>(outputs), 0);
     for (const auto& e : validation) ++counts[static_cast<size_t>(e.label)];
     const double best = static_cast<double>(*std::max_element(counts.begin(), counts.end()));
-    return {"majority class of the evaluation set",
-            {{"accuracy", validation.empty() ? 0.0 : best / static_cast<double>(validation.size())}}};
+    return {"majority_class", "majority class of the evaluation set",
+            {{"accuracy", validation.empty() ? 0.0 : best / static_cast<double>(validation.size())}}, {}};
+  }
+  absl::StatusOr<std::optional<Baseline>> TextBaseline(const std::vector<data::Example>& train,
+                                                       const std::vector<data::Example>& validation,
+                                                       int outputs) const override {
+    std::vector<int> y;
+    for (const auto& e : train) y.push_back(e.label);
+    auto r = baseline::FitTfidfLogReg(Texts(train), y, outputs, Texts(validation));
+    if (!r.ok()) return r.status();
+    eval::EvalInput in;
+    in.num_classes = outputs;
+    for (const auto& e : validation) in.labels.push_back(e.label);
+    in.probs = r->probs;
+    const eval::Metrics m = eval::ComputeMetrics(in);
+    std::map<std::string, double> named = m.Named();
+    named.erase("loss");
+    return std::optional<Baseline>(FromText(*r, std::move(named)));
   }
 
   nlohmann::json PredictLine(const std::vector<double>& logits, const std::vector<std::string>& names) const override {
@@ -251,11 +286,31 @@ class MultiLabelClassification : public Task {
       in.probs.push_back(fixed);
     }
     eval::Metrics m = eval::ComputeMultiLabelMetrics(in);
-    return {"each label predicted when most training examples carry it",
+    return {"label_frequency", "each label predicted when most training examples carry it",
             {{"subset_accuracy", m.subset_accuracy},
              {"hamming_loss", m.hamming_loss},
              {"micro_f1", m.micro_f1},
-             {"macro_f1", m.macro_f1}}};
+             {"macro_f1", m.macro_f1}},
+            {}};
+  }
+  absl::StatusOr<std::optional<Baseline>> TextBaseline(const std::vector<data::Example>& train,
+                                                       const std::vector<data::Example>& validation,
+                                                       int outputs) const override {
+    std::vector<std::vector<int>> y;
+    for (const auto& e : train) y.push_back(e.labels);
+    auto r = baseline::FitTfidfLogRegMultiLabel(Texts(train), y, outputs, Texts(validation));
+    if (!r.ok()) return r.status();
+    eval::MultiLabelInput in;
+    in.num_labels = outputs;
+    for (const auto& e : validation) {
+      std::vector<int> t(static_cast<size_t>(outputs), 0);
+      for (int c : e.labels) t[static_cast<size_t>(c)] = 1;
+      in.targets.push_back(std::move(t));
+    }
+    in.probs = r->probs;
+    std::map<std::string, double> named = eval::ComputeMultiLabelMetrics(in).Named();
+    named.erase("loss");
+    return std::optional<Baseline>(FromText(*r, std::move(named)));
   }
 
   nlohmann::json PredictLine(const std::vector<double>& logits, const std::vector<std::string>& names) const override {
@@ -317,7 +372,7 @@ class SequenceRegression : public Task {
       in.predictions.push_back(mean);
     }
     eval::Metrics m = eval::ComputeRegressionMetrics(in);
-    return {absl::StrCat("the training mean (", mean, ") for every example"), {{"mse", m.mse}, {"mae", m.mae}}};
+    return {"training_mean", absl::StrCat("the training mean (", mean, ") for every example"), {{"mse", m.mse}, {"mae", m.mae}}, {}};
   }
 
   nlohmann::json PredictLine(const std::vector<double>& logits, const std::vector<std::string>&) const override {

@@ -211,8 +211,9 @@ class TokenClassification : public TokenLevelTask {
       Count(truth, guess, rows.data() + i * static_cast<size_t>(RowWidth(0)));
     }
     eval::Metrics m = Compute(rows, 0, 0);
-    return {"each word tagged with its most frequent training tag, unseen words O (the CoNLL baseline)",
-            {{"precision", m.precision}, {"recall", m.recall}, {"f1", m.f1}, {"accuracy", m.accuracy}}};
+    return {"most_frequent_tag", "each word tagged with its most frequent training tag, unseen words O (the CoNLL baseline)",
+            {{"precision", m.precision}, {"recall", m.recall}, {"f1", m.f1}, {"accuracy", m.accuracy}},
+            {}};
   }
 
   nlohmann::json PredictLine(const std::vector<double>&, const std::vector<std::string>&) const override {

@@ -162,7 +162,7 @@ absl::StatusOr<Tokenizer> Tokenizer::FromDirectory(const std::string& dir) {
   return FromVocabFile(dir + "/vocab.txt", options);
 }
 
-absl::Status Tokenizer::Save(const std::string& dir) const {
+absl::Status Tokenizer::Save(const std::string& dir, int64_t model_max_length) const {
   std::string v;
   for (const auto& t : vocab_) absl::StrAppend(&v, t, "\n");
   absl::Status s = common::WriteFileAtomic(dir + "/vocab.txt", v);
@@ -171,8 +171,17 @@ absl::Status Tokenizer::Save(const std::string& dir) const {
                       {"strip_accents", options_.strip_accents},
                       {"tokenize_chinese_chars", options_.tokenize_chinese_chars},
                       {"tokenizer_class", "BertTokenizer"},
-                      {"model_max_length", 512}};
-  return common::WriteFileAtomic(dir + "/tokenizer_config.json", j.dump(2));
+                      {"model_max_length", model_max_length},
+                      {"unk_token", "[UNK]"},
+                      {"sep_token", "[SEP]"},
+                      {"pad_token", "[PAD]"},
+                      {"cls_token", "[CLS]"},
+                      {"mask_token", "[MASK]"}};
+  s = common::WriteFileAtomic(dir + "/tokenizer_config.json", j.dump(2));
+  if (!s.ok()) return s;
+  nlohmann::json special = {{"unk_token", "[UNK]"}, {"sep_token", "[SEP]"}, {"pad_token", "[PAD]"},
+                            {"cls_token", "[CLS]"}, {"mask_token", "[MASK]"}};
+  return common::WriteFileAtomic(dir + "/special_tokens_map.json", special.dump(2));
 }
 
 std::vector<std::string> Tokenizer::BasicTokenize(const std::string& text) const {
@@ -303,9 +312,11 @@ Encoding Tokenizer::Encode(const std::string& a, const std::string* b, int max_l
   if (b) ib = ConvertTokensToIds(Tokenize(*b));
   const size_t specials = b ? 3 : 2;
   const size_t budget = max_length > static_cast<int>(specials) ? static_cast<size_t>(max_length) - specials : 0;
-  // Longest-first truncation: drop from the longer sequence, one token at a time.
+  // Longest-first truncation: drop from the longer sequence, one token at a
+  // time, from the second on a tie (as HF's tokenizers and its slow
+  // truncate_sequences do: an odd budget leaves the first text the extra token).
   while (ia.size() + ib.size() > budget) {
-    if (ia.size() >= ib.size() && !ia.empty()) {
+    if (ia.size() > ib.size()) {
       ia.pop_back();
     } else if (!ib.empty()) {
       ib.pop_back();

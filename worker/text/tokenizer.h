@@ -50,7 +50,9 @@ class Tokenizer {
   const TokenizerOptions& options() const { return options_; }
   int64_t pad_id() const { return pad_id_; }
   // Writes vocab.txt and tokenizer_config.json into `dir`.
-  absl::Status Save(const std::string& dir) const;
+  // model_max_length: the longest input the model takes (its position
+  // embeddings, at most 512), for tokenizer_config.json.
+  absl::Status Save(const std::string& dir, int64_t model_max_length = 512) const;
 
  private:
   Tokenizer() = default;

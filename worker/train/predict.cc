@@ -121,14 +121,21 @@ absl::Status PredictTokens(model::BertClassifier& m, const text::Tokenizer& tok,
   return absl::OkStatus();
 }
 
+// --max_length, else the length the model was trained with (config.json
+// attune_max_length), else its position limit capped at 512.
+int MaxLength(const model::BertConfig& c, const PredictOptions& o) {
+  if (o.max_length > 0) return o.max_length;
+  const int64_t limit = std::min<int64_t>(512, c.max_position_embeddings);
+  return static_cast<int>(c.train_max_length > 0 ? std::min(c.train_max_length, limit) : limit);
+}
+
 absl::Status PredictImpl(const std::string& model_dir, const std::string& input, const PredictOptions& o,
                          std::ostream& out) {
   ConfigureThreads(o.threads);
   ATTUNE_ASSIGN_OR_RETURN(model::BertClassifier m, model::LoadHfModel(model_dir));
   ATTUNE_ASSIGN_OR_RETURN(text::Tokenizer tok, text::Tokenizer::FromDirectory(model_dir));
   if (m->config.token_classification()) {
-    const int max_len = o.max_length > 0 ? o.max_length
-                                         : static_cast<int>(std::min<int64_t>(512, m->config.max_position_embeddings));
+    const int max_len = MaxLength(m->config, o);
     return PredictTokens(m, tok, input, o, max_len, out);
   }
   // The model's HF problem_type decides the output: softmax and a label,
@@ -141,8 +148,7 @@ absl::Status PredictImpl(const std::string& model_dir, const std::string& input,
   ro.text_pair_column = o.text_pair_column;
   ro.require_text_pair = false;  // optional in prediction input
   ATTUNE_ASSIGN_OR_RETURN(auto records, data::ReadRecords(input, ro));
-  const int max_len = o.max_length > 0 ? o.max_length
-                                       : static_cast<int>(std::min<int64_t>(512, m->config.max_position_embeddings));
+  const int max_len = MaxLength(m->config, o);
   torch::NoGradGuard g;
   for (size_t start = 0; start < records.size(); start += static_cast<size_t>(o.batch_size)) {
     size_t end = std::min(records.size(), start + static_cast<size_t>(o.batch_size));

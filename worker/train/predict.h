@@ -12,7 +12,7 @@ namespace attune::worker::train {
 struct PredictOptions {
   std::string text_column = "text";
   std::string text_pair_column = "text_pair";
-  int max_length = 0;  // 0: the model's max_position_embeddings, capped at 512
+  int max_length = 0;  // 0: the length the model was trained with, else its max_position_embeddings capped at 512
   int batch_size = 32;
   int threads = 1;
   int top_k = 5;  // masked-LM models: candidates per [MASK]

@@ -27,6 +27,7 @@
 #include "worker/data/dataset.h"
 #include "worker/eval/report.h"
 #include "worker/model/bert.h"
+#include "worker/model/hf_io.h"
 #include "worker/model/tensor_io.h"
 #include "worker/comm/communicator.h"
 #include "worker/comm/reducer.h"
@@ -469,7 +470,10 @@ absl::StatusOr<TrainResult> Engine::Run() {
   ATTUNE_ASSIGN_OR_RETURN(model_, model::CreateModel(bc, method, static_cast<uint64_t>(c_.seed)));
   if (!c_.model_path.empty()) {
     std::vector<std::string> fresh;
-    ATTUNE_RETURN_IF_ERROR(model::LoadStateDict(model_, c_.model_path + "/model.safetensors", &fresh));
+    ATTUNE_ASSIGN_OR_RETURN(model::HfWeights weights, model::ReadHfWeights(c_.model_path));
+    LOG(INFO) << "job=" << c_.name << " rank=" << rank_ << " read " << weights.file.tensors.size() << " tensors from "
+              << weights.source << " (" << weights.format << ")";
+    ATTUNE_RETURN_IF_ERROR(model::LoadStateDict(model_, weights.file, weights.source, &fresh));
     for (const auto& f : fresh) LOG(INFO) << "job=" << c_.name << " freshly initialised (not in checkpoint): " << f;
   }
   torch::manual_seed(static_cast<uint64_t>(c_.seed) + 1);  // dropout stream, independent of initialisation
@@ -784,13 +788,26 @@ absl::StatusOr<TrainResult> Engine::Run() {
   result_.best_step = s.best_step;
   result_.stop_reason = stop_reason;
   result_.model_dir = c_.output_dir + "/model";
-  const task::Baseline baseline = task.ComputeBaseline(train, val, outputs);
-  result_.baseline = baseline.metrics;
-  result_.baseline_description = baseline.description;
+  result_.trivial_baseline = task.ComputeBaseline(train, val, outputs);
+  // The TF-IDF + logistic regression baseline (rank 0, a few seconds of one
+  // thread; the other ranks wait at the final barrier). A failure to fit it
+  // costs the report its baseline, never the job.
+  if (rank_ == 0 && c_.eval_baseline) {
+    absl::StatusOr<std::optional<task::Baseline>> b = task.TextBaseline(data.train, data.validation, outputs);
+    if (!b.ok()) {
+      LOG(WARNING) << "job=" << c_.name << " the TF-IDF baseline could not be fitted: " << b.status();
+    } else if (b->has_value()) {
+      result_.reference_baseline = **b;
+      LOG(INFO) << absl::StrFormat("job=%s baseline %s fitted in %.2f s (%d features)", c_.name, (*b)->method,
+                                   (*b)->details["seconds"], static_cast<int64_t>((*b)->details["features"]));
+      if (obs_) obs_->OnBaseline(**b);
+    }
+  }
   if (rank_ == 0) {
     ATTUNE_RETURN_IF_ERROR(common::CheckLease(c_.output_dir, o_.owner));
+    model_->config.train_max_length = c_.max_length;  // attune predict truncates as training did
     ATTUNE_RETURN_IF_ERROR(model::SaveHfModel(model_, result_.model_dir, c_.merge_lora));
-    ATTUNE_RETURN_IF_ERROR(tok.Save(result_.model_dir));
+    ATTUNE_RETURN_IF_ERROR(tok.Save(result_.model_dir, std::min<int64_t>(512, model_->config.max_position_embeddings)));
     eval::ReportInput rep;
     rep.job_name = c_.name;
     rep.method = c_.method;
@@ -803,8 +820,8 @@ absl::StatusOr<TrainResult> Engine::Run() {
     rep.best_step = s.best_step;
     rep.stop_reason = stop_reason;
     rep.task = task.name();
-    rep.baseline_description = baseline.description;
-    rep.baseline = baseline.metrics;
+    rep.trivial = result_.trivial_baseline;
+    rep.reference = result_.reference_baseline;
     ATTUNE_RETURN_IF_ERROR(common::WriteFileAtomic(c_.output_dir + "/eval_report.json", eval::ReportJson(rep)));
     ATTUNE_RETURN_IF_ERROR(common::WriteFileAtomic(c_.output_dir + "/eval_report.html", eval::ReportHtml(rep)));
   }

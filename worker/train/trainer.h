@@ -7,6 +7,7 @@
 #include <atomic>
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -14,6 +15,7 @@
 #include "common/checkpoint.h"
 #include "common/job_config.h"
 #include "worker/eval/metrics.h"
+#include "worker/eval/report.h"
 
 namespace attune::worker::comm {
 class Communicator;
@@ -47,6 +49,8 @@ class TrainerObserver {
   virtual void OnStep(const StepEvent&) {}
   virtual void OnEval(int64_t step, const eval::Metrics&) {}
   virtual void OnCheckpoint(int64_t step, const std::string& dir, double seconds) {}
+  // Rank 0: the TF-IDF + logistic regression baseline, once fitted.
+  virtual void OnBaseline(const eval::BaselineFigures&) {}
   // The loss or gradient norm of step `step` was NaN or infinite; training stops.
   virtual void OnNonFinite(int64_t step) {}
 };
@@ -84,9 +88,11 @@ struct TrainResult {
   std::string stop_reason;
   std::string model_dir;
   int64_t trainable_parameters = 0, total_parameters = 0;
-  // A trivial predictor on the evaluation set (the task's baseline).
-  std::map<std::string, double> baseline;
-  std::string baseline_description;
+  // Baselines on the evaluation set: the task's trivial predictor (every
+  // rank) and, for classification with evaluation.baseline on, TF-IDF +
+  // logistic regression (rank 0 only).
+  eval::BaselineFigures trivial_baseline;
+  std::optional<eval::BaselineFigures> reference_baseline;
   // Distributed runs: the reducer's figures.
   double allreduce_hidden_fraction = 0;
   double allreduce_seconds_per_step = 0;

@@ -83,6 +83,10 @@ TEST(TokenizerTest, PairsTruncationPaddingAndMasks) {
   EXPECT_EQ(e.input_ids, (std::vector<int64_t>{2, 5, 6, 7, 3, 10, 11, 3}));
   EXPECT_EQ(e.token_type_ids, (std::vector<int64_t>{0, 0, 0, 0, 0, 1, 1, 1}));
   EXPECT_EQ(e.attention_mask, (std::vector<int64_t>(8, 1)));
+  // Equal lengths, odd budget 5: HF's longest_first trims the second text first.
+  const std::string second = "e f g";
+  Encoding tie = t.Encode("a b c", &second, 8, false);
+  EXPECT_EQ(tie.input_ids, (std::vector<int64_t>{2, 5, 6, 7, 3, 9, 10, 3}));
   Encoding p = t.Encode("a", nullptr, 6, true);
   EXPECT_EQ(p.input_ids, (std::vector<int64_t>{2, 5, 3, 0, 0, 0}));
   EXPECT_EQ(p.attention_mask, (std::vector<int64_t>{1, 1, 1, 0, 0, 0}));

@@ -88,8 +88,9 @@ absl::Status GrpcCoordinatorClient::Report(const std::string& worker_id, const T
   p->set_samples_per_second(j.value("sps", 0.0));
   if (type == "progress") {
     e->set_type(v1::JobEvent::PROGRESS);
-  } else if (type == "eval") {
-    e->set_type(v1::JobEvent::EVALUATION);
+  } else if (type == "eval" || type == "baseline") {
+    e->set_type(type == "eval" ? v1::JobEvent::EVALUATION : v1::JobEvent::BASELINE);
+    if (type == "baseline" && j.contains("method") && j["method"].is_string()) e->set_message(j["method"].get<std::string>());
     auto* m = e->mutable_metrics();
     m->set_step(j.value("step", int64_t{0}));
     if (j.contains("metrics") && j["metrics"].is_object()) {
