@@ -18,8 +18,11 @@ absl::Status ValidateJobConfig(const JobConfig& c) {
   static const std::regex kName("[A-Za-z0-9._-]{1,128}");
   check(std::regex_match(c.name, kName), "name", "must match [A-Za-z0-9._-]{1,128}");
   check(c.name != "." && c.name != "..", "name", "must not be . or ..");
-  check(!c.model_path.empty() || c.has_model_config, "model", "needs path or config");
-  check(c.model_path.empty() || !c.has_model_config, "model", "give path or config, not both");
+  const int sources = !c.model_path.empty() + c.has_model_config + !c.model_from_job.empty();
+  check(sources > 0, "model", "needs path, config or from_job");
+  check(sources <= 1, "model", "give one of path, config and from_job");
+  check(c.model_from_job.empty() || std::regex_match(c.model_from_job, kName), "model.from_job",
+        "must be a job id or name ([A-Za-z0-9._-]{1,128})");
   if (c.has_model_config) {
     const auto& m = c.model_config;
     check(m.vocab_size >= 0, "model.config.vocab_size", "must be >= 0");

@@ -40,6 +40,7 @@ struct JobConfig {
   std::map<std::string, std::string> labels;
   // model
   std::string model_path;
+  std::string model_from_job;  // model.from_job: the coordinator sets model_path from it
   bool has_model_config = false;
   ModelConfigFields model_config;
   std::string vocab_path;

@@ -223,6 +223,77 @@ absl::Status JobManager::CheckPaths(const common::JobConfig& c) {
   return absl::InvalidArgumentError(absl::StrJoin(bad, "; "));
 }
 
+// NOTE [job chaining]: model.from_job names another job (its id, or a name
+// only one job has) at submit; a dependency that has already failed is
+// refused then. The dependent job waits QUEUED, its message saying on what,
+// until that job SUCCEEDED; then its spec gets model.path = <that job's
+// output_dir>/model (a path the data root already confines) and it is
+// scheduled as any other. If that job fails or is cancelled, so does this
+// one, with the reason. Chains of any length work; a cycle cannot be built,
+// since a job can only name one that exists before it.
+absl::StatusOr<std::string> JobManager::ResolveDependencyLocked(const std::string& ref) const {
+  std::string found;
+  if (jobs_.count(ref)) {
+    found = ref;
+  } else {
+    std::vector<std::string> named;
+    for (const auto& [id, j] : jobs_) {
+      if (j.config.name == ref) named.push_back(id);
+    }
+    if (named.size() > 1) {
+      return absl::InvalidArgumentError(absl::StrCat("model.from_job: name '", ref, "' is shared by jobs ",
+                                                     absl::StrJoin(named, ", "), "; give the id"));
+    }
+    if (named.empty()) return absl::InvalidArgumentError(absl::StrCat("model.from_job: no job '", ref, "'"));
+    found = named[0];
+  }
+  const Job& dep = jobs_.at(found);
+  if (dep.state == JobState::kFailed || dep.state == JobState::kCancelled) {
+    return absl::FailedPreconditionError(absl::StrCat("model.from_job: job ", found, " ended ", JobStateName(dep.state),
+                                                      dep.message.empty() ? "" : ": ", dep.message));
+  }
+  return found;
+}
+
+bool JobManager::DependencyMetLocked(Job& job) {
+  auto it = jobs_.find(job.depends_on);
+  if (it == jobs_.end()) {  // cannot happen: jobs are never deleted
+    SetStateLocked(job, JobState::kFailed, absl::StrCat("model.from_job: job ", job.depends_on, " is gone")).IgnoreError();
+    return false;
+  }
+  const Job& dep = it->second;
+  if (dep.state == JobState::kSucceeded) {
+    auto spec = nlohmann::json::parse(job.spec_json, nullptr, false);
+    if (spec.is_discarded() || !spec.is_object()) {
+      SetStateLocked(job, JobState::kFailed, "internal: the stored spec is not JSON").IgnoreError();
+      return false;
+    }
+    const std::string model = (std::filesystem::path(dep.config.output_dir) / "model").string();
+    auto& m = spec["model"];
+    m.erase("fromJob");
+    m.erase("from_job");
+    m["path"] = model;
+    job.spec_json = spec.dump();
+    job.config.model_path = model;
+    job.config.model_from_job.clear();
+    const std::string from = job.depends_on;
+    job.depends_on.clear();
+    SetStateLocked(job, job.state, absl::StrCat("model.from_job: job ", from, " succeeded; using ", model)).IgnoreError();
+    return true;
+  }
+  if (IsTerminal(dep.state)) {
+    SetStateLocked(job, JobState::kFailed,
+                   absl::StrCat("model.from_job: job ", dep.id, " ended ", JobStateName(dep.state),
+                                dep.message.empty() ? "" : ": ", dep.message))
+        .IgnoreError();
+    return false;
+  }
+  const std::string waiting = absl::StrCat("waiting for job ", dep.id, " (", JobStateName(dep.state),
+                                           ") to succeed: model.from_job");
+  if (job.message != waiting) SetStateLocked(job, job.state, waiting).IgnoreError();
+  return false;
+}
+
 absl::StatusOr<Job> JobManager::Submit(const common::JobConfig& config, const std::string& spec_json,
                                        const std::string& idempotency_key) {
   if (auto s = common::ValidateJobConfig(config); !s.ok()) return s;
@@ -231,6 +302,7 @@ absl::StatusOr<Job> JobManager::Submit(const common::JobConfig& config, const st
   // serialised by submit_mu_ (not mu_, which heartbeats need), so two
   // concurrent submits cannot both take a directory.
   std::lock_guard<std::mutex> submit_lock(submit_mu_);
+  std::string depends_on;
   {
     std::lock_guard<std::mutex> l(mu_);
     auto normal = [](const std::string& path) {
@@ -248,6 +320,11 @@ absl::StatusOr<Job> JobManager::Submit(const common::JobConfig& config, const st
         return other;  // a retry of that submit
       }
     }
+    if (!config.model_from_job.empty()) {
+      auto dep = ResolveDependencyLocked(config.model_from_job);
+      if (!dep.ok()) return dep.status();
+      depends_on = *dep;
+    }
     for (const auto& [id, other] : jobs_) {
       if (IsTerminal(other.state)) continue;
       if (normal(other.config.output_dir) == dir) {
@@ -264,6 +341,7 @@ absl::StatusOr<Job> JobManager::Submit(const common::JobConfig& config, const st
   job.idempotency_key = idempotency_key;
   job.config = config;
   job.spec_json = spec_json;
+  job.depends_on = depends_on;
   job.state = JobState::kQueued;
   job.created_ms = job.updated_ms = NowMs();
   std::vector<Event> events(2);
@@ -676,9 +754,10 @@ void JobManager::ScheduleLocked() {
   }
   std::vector<QueuedJob> queue;
   const int64_t now = NowMs();
-  for (const auto& [id, j] : jobs_) {
+  for (auto& [id, j] : jobs_) {
     if (j.state != JobState::kQueued && j.state != JobState::kRecovering) continue;
     if (j.not_before_ms > now) continue;
+    if (!j.depends_on.empty() && !DependencyMetLocked(j)) continue;
     queue.push_back({id, j.config.priority, j.seq, j.config.world_size, j.config.cpus_per_rank, j.config.gpus_per_rank});
   }
   if (queue.empty()) return;

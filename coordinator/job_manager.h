@@ -172,6 +172,11 @@ class JobManager {
   void FailAttemptLocked(Job& job, const std::string& reason, bool permanent, EventType type);
   void StopRanksLocked(const Job& job, int64_t generation, const std::string& reason);
   void ScheduleLocked();
+  // NOTE [job chaining] (model.from_job).
+  absl::StatusOr<std::string> ResolveDependencyLocked(const std::string& ref) const;
+  // Whether `job` may be scheduled now: its dependency SUCCEEDED (its spec is
+  // then rewritten to that job's model); a failed dependency fails it.
+  bool DependencyMetLocked(Job& job);
   std::vector<WorkerListing> WorkersLocked() const;
   void CheckJobLocked(Job& job);
 

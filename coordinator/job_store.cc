@@ -60,6 +60,7 @@ std::string JobBody(const Job& j) {
             {"baseline_method", j.baseline_method},
             {"last_checkpoint_step", j.last_checkpoint_step},
             {"workers", j.workers},
+            {"depends_on", j.depends_on},
             {"config",
              {{"name", c.name},
               {"labels", c.labels},
@@ -93,6 +94,7 @@ Job JobFrom(const std::string& id, int64_t seq, const std::string& idem, int sta
   j.baseline_method = b.value("baseline_method", "");
   j.last_checkpoint_step = b.value("last_checkpoint_step", int64_t{-1});
   j.workers = b.value("workers", std::vector<std::string>{});
+  j.depends_on = b.value("depends_on", "");
   const json& c = b.at("config");
   j.config.name = c.value("name", "");
   j.config.labels = c.value("labels", std::map<std::string, std::string>{});

@@ -61,6 +61,9 @@ struct Job {
   std::string baseline_method;
   int64_t last_checkpoint_step = -1;
   std::vector<std::string> workers;  // per rank, current attempt
+  // model.from_job, resolved to a job id at submit; cleared once that job has
+  // succeeded and spec_json names its model (NOTE [job chaining]).
+  std::string depends_on;
 };
 
 enum class EventType {

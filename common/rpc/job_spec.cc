@@ -185,6 +185,7 @@ JobConfig JobConfigFromProto(const v1::JobSpec& s) {
   c.name = s.name();
   c.labels.insert(s.labels().begin(), s.labels().end());
   c.model_path = s.model().path();
+  c.model_from_job = s.model().from_job();
   c.has_model_config = s.model().has_config();
   if (c.has_model_config) {
     const auto& m = s.model().config();

@@ -290,6 +290,15 @@ TEST_F(MethodTest, MergedLoraGivesTheSameLogitsAsAdapterFiles) {
   }
   EXPECT_EQ(lines, 5);
   ExpectHfLayout(dir_ / "merged/model", dir_ / "base/input.jsonl");
+  // The unmerged export as PEFT reads it (NOTE [PEFT layout]): the same logits.
+  auto ac = nlohmann::json::parse(testing::ReadText(dir_ / "kept/model/adapter_config.json"));
+  EXPECT_EQ(ac["target_modules"], (nlohmann::json{"attention.self.query", "attention.self.value"})) << ac;
+  EXPECT_EQ(ac["modules_to_save"], (nlohmann::json{"classifier", "pooler"})) << ac;
+  EXPECT_EQ(ac["base_model_name_or_path"], std::filesystem::absolute(dir_ / "kept/model").lexically_normal().string());
+  auto adapter = Weights(dir_ / "kept/model/adapter_model.safetensors");
+  EXPECT_TRUE(adapter.count("base_model.model.bert.encoder.layer.0.attention.self.query.lora_A.weight"));
+  EXPECT_TRUE(adapter.count("base_model.model.classifier.weight"));
+  ExpectHfLayout(dir_ / "kept/model", dir_ / "base/input.jsonl");
 }
 
 TEST_F(MethodTest, AdapterTrainsAndExports) {

@@ -240,6 +240,61 @@ TEST_F(ServiceTest, EveryTaskRunsThroughTheService) {
   }
 }
 
+// NOTE [job chaining]: pretraining and the fine-tuning that starts from its
+// model, submitted together; a dependency that fails takes its dependents with it.
+TEST_F(ServiceTest, AJobChainedToAnotherRunsOnItsModelOrFailsWithIt) {
+  StartCoordinator();
+  StartAgents(2);
+  const std::string data = "data: {train: " + (dir_ / "train.csv") + ", validation: " + (dir_ / "valid.csv") +
+                           ", max_length: 24}\n";
+  const std::string run = "hyperparameters: {max_steps: 8, batch_size: 4, learning_rate: 5.0e-3}\nworkers: {count: 2}\n";
+  testing::WriteText(dir_ / "pre.yaml",
+                     "name: pre\ntask: {type: masked_lm}\nmodel:\n  config: {hidden_size: 16, num_hidden_layers: 1, "
+                     "num_attention_heads: 2, intermediate_size: 32, max_position_embeddings: 64}\n  vocab_size: 100\n" +
+                         data + run + "output_dir: " + (dir_ / "out-pre") + "\n");
+  testing::WriteText(dir_ / "ft.yaml", "name: ft\nmodel: {from_job: pre}\n" + data + run + "output_dir: " +
+                                           (dir_ / "out-ft") + "\n");
+  const std::string pre = Submit(dir_ / "pre.yaml");
+  const std::string ft = Submit(dir_ / "ft.yaml");  // by name, while pre is still queued or running
+  auto waiting = GetJob(ft);
+  EXPECT_EQ(waiting["state"], "QUEUED") << waiting;
+  EXPECT_TRUE(WaitState(pre, "SUCCEEDED", 180)) << GetJob(pre).dump();
+  EXPECT_TRUE(WaitState(ft, "SUCCEEDED", 180)) << GetJob(ft).dump() << testing::ReadText(dir_ / "coordinator.log");
+  auto j = GetJob(ft);
+  EXPECT_EQ(j["spec"]["model"]["path"], dir_ / "out-pre/model") << j;
+  // The classifier really started from pre's model: its tokenizer is pre's.
+  EXPECT_EQ(testing::ReadText(dir_ / "out-ft/model/vocab.txt"), testing::ReadText(dir_ / "out-pre/model/vocab.txt"));
+  const std::string events = Cli("watch " + ft + " -o json").output;
+  EXPECT_NE(events.find("waiting for job " + pre), std::string::npos) << events;
+  EXPECT_NE(events.find("model.from_job: job " + pre + " succeeded"), std::string::npos) << events;
+
+  // A dependency that is cancelled fails its dependent, with the reason.
+  std::string big = Spec("big", 10, 0);
+  std::string text = testing::ReadText(big);
+  text.replace(text.find("workers: {count: 2}"), 19, "workers: {count: 3}");  // never schedulable here
+  testing::WriteText(big, text);
+  const std::string big_id = Submit(big);
+  testing::WriteText(dir_ / "dep.yaml", "name: dep\nmodel: {from_job: " + big_id + "}\n" + data + run +
+                                            "output_dir: " + (dir_ / "out-dep") + "\n");
+  const std::string dep = Submit(dir_ / "dep.yaml");
+  ASSERT_EQ(Cli("cancel " + big_id).exit_code, 0);
+  EXPECT_TRUE(WaitState(dep, "FAILED", 30)) << GetJob(dep).dump();
+  EXPECT_NE(GetJob(dep)["message"].get<std::string>().find("model.from_job: job " + big_id + " ended CANCELLED"),
+            std::string::npos)
+      << GetJob(dep).dump();
+  // Naming a job that already failed, or none, is refused at submit.
+  testing::WriteText(dir_ / "dep2.yaml", "name: dep2\nmodel: {from_job: " + big_id + "}\n" + data + run +
+                                             "output_dir: " + (dir_ / "out-dep2") + "\n");
+  auto r = Cli("submit -f " + (dir_ / "dep2.yaml"));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("ended CANCELLED"), std::string::npos) << r.output;
+  testing::WriteText(dir_ / "dep3.yaml", "name: dep3\nmodel: {from_job: nope}\n" + data + run + "output_dir: " +
+                                             (dir_ / "out-dep3") + "\n");
+  r = Cli("submit -f " + (dir_ / "dep3.yaml"));
+  EXPECT_NE(r.exit_code, 0);
+  EXPECT_NE(r.output.find("model.from_job: no job 'nope'"), std::string::npos) << r.output;
+}
+
 // NOTE [unschedulable]: a job the cluster can never hold waits with the
 // reason and does not block the jobs behind it.
 TEST_F(ServiceTest, AJobTheClusterCannotHoldWaitsWithTheReasonAndBlocksNothing) {

@@ -234,6 +234,12 @@ void Agent::Poll() {
 
 void Agent::Run(const std::atomic<bool>& stop) {
   absl::Duration backoff = absl::Milliseconds(200);
+  // Retries come often enough that a coordinator back from a restart is
+  // reached several times within the lease (NOTE [agent lease]).
+  const absl::Duration max_backoff =
+      options_.coordinator_lease > absl::ZeroDuration()
+          ? std::clamp(options_.coordinator_lease / 6, absl::Milliseconds(200), absl::Seconds(5))
+          : absl::Seconds(5);
   bool registered = false;
   absl::Time next_beat = absl::Now();
   absl::Time last_contact = absl::Now();  // the last heartbeat the coordinator answered
@@ -272,7 +278,7 @@ void Agent::Run(const std::atomic<bool>& stop) {
         } else {
           LOG_EVERY_N(WARNING, 10) << "agent: cannot register: " << s;
           next_beat = absl::Now() + backoff;
-          backoff = std::min(backoff * 2, absl::Seconds(5));
+          backoff = std::min(backoff * 2, max_backoff);
           std::this_thread::sleep_for(std::chrono::milliseconds(100));
           continue;
         }
@@ -293,7 +299,7 @@ void Agent::Run(const std::atomic<bool>& stop) {
         // session (another registration took the id) wants a new one.
         if (absl::IsPermissionDenied(reply.status())) registered = false;
         next_beat = absl::Now() + backoff;
-        backoff = std::min(backoff * 2, absl::Seconds(5));
+        backoff = std::min(backoff * 2, max_backoff);
       } else {
         backoff = absl::Milliseconds(200);
         last_contact = absl::Now();

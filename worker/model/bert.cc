@@ -1,7 +1,9 @@
 #include "worker/model/bert.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 #include <limits>
 
 #include <nlohmann/json.hpp>
@@ -21,6 +23,48 @@ void InitLinear(torch::Tensor& w, torch::Tensor& b, double std) {
   torch::NoGradGuard g;
   w.normal_(0, std);
   if (b.defined()) b.zero_();
+}
+
+const std::string kPeftPrefix = "base_model.model.";
+
+// Attune's LoRA targets as PEFT target_modules: suffixes of the HF module
+// names that match those modules and no others ("output" is each layer's
+// output.dense, which ".output.dense" alone would confuse with
+// attention.output.dense).
+std::vector<std::string> PeftTargetModules(const std::vector<std::string>& targets, int64_t layers) {
+  std::vector<std::string> out;
+  for (const auto& t : targets) {
+    if (t == "query" || t == "key" || t == "value") {
+      out.push_back("attention.self." + t);
+    } else if (t == "attention.output" || t == "intermediate") {
+      out.push_back(t + ".dense");
+    } else if (t == "output") {
+      for (int64_t i = 0; i < layers; ++i) out.push_back(absl::StrCat("encoder.layer.", i, ".output.dense"));
+    }
+  }
+  return out;
+}
+
+// The inverse, accepting Attune's own names too (older exports).
+absl::StatusOr<std::vector<std::string>> AttuneTargets(const std::vector<std::string>& modules) {
+  std::vector<std::string> out;
+  auto add = [&](const std::string& t) {
+    if (std::find(out.begin(), out.end(), t) == out.end()) out.push_back(t);
+  };
+  for (std::string m : modules) {
+    if (absl::StartsWith(m, "attention.self.")) m = m.substr(15);
+    if (m == "query" || m == "key" || m == "value" || m == "attention.output" || m == "intermediate" || m == "output") {
+      add(m);
+    } else if (m == "attention.output.dense" || m == "intermediate.dense") {
+      add(m.substr(0, m.size() - 6));
+    } else if (absl::StartsWith(m, "encoder.layer.") && absl::EndsWith(m, ".output.dense") &&
+               !absl::StrContains(m, "attention")) {
+      add("output");
+    } else {
+      return absl::InvalidArgumentError(absl::StrCat("target_modules entry '", m, "' is not a LoRA target Attune runs"));
+    }
+  }
+  return out;
 }
 
 bool Targets(const MethodConfig& m, const std::string& name) {
@@ -366,11 +410,9 @@ absl::Status SaveHfModel(BertClassifier& model, const std::string& dir, bool mer
   adapter.metadata["format"] = "pt";
   bool has_lora = false;
   std::map<std::string, torch::Tensor> merged;
-  if (merge_lora) {
-    for (auto& layer : model->layers) {
-      for (LoraLinear* l : {&layer->query, &layer->key, &layer->value, &layer->attn_out, &layer->inter, &layer->out}) {
-        if ((*l)->lora_A) has_lora = true;
-      }
+  for (auto& layer : model->layers) {
+    for (LoraLinear* l : {&layer->query, &layer->key, &layer->value, &layer->attn_out, &layer->inter, &layer->out}) {
+      if ((*l)->lora_A) has_lora = true;
     }
   }
   // Merging works on copies so that the live model keeps training unchanged.
@@ -378,9 +420,11 @@ absl::Status SaveHfModel(BertClassifier& model, const std::string& dir, bool mer
   std::map<std::string, torch::Tensor> by_name(params.begin(), params.end());
   for (const auto& [name, t] : params) {
     if (absl::StrContains(name, ".lora_")) {
-      if (!merge_lora) adapter.tensors[name] = FromTorch(t);
+      if (!merge_lora) adapter.tensors[kPeftPrefix + name] = FromTorch(t);
       continue;
     }
+    // The trained head travels in the adapter too, as PEFT's modules_to_save.
+    if (!merge_lora && has_lora && t.requires_grad()) adapter.tensors[kPeftPrefix + name] = FromTorch(t);
     torch::Tensor value = t;
     if (merge_lora && has_lora && absl::EndsWith(name, ".weight")) {
       std::string stem = name.substr(0, name.size() - 7);
@@ -397,14 +441,36 @@ absl::Status SaveHfModel(BertClassifier& model, const std::string& dir, bool mer
   if (auto s = common::WriteSafeTensors(dir + "/model.safetensors", base); !s.ok()) return s;
   if (!adapter.tensors.empty()) {
     if (auto s = common::WriteSafeTensors(dir + "/adapter_model.safetensors", adapter); !s.ok()) return s;
+    // NOTE [PEFT layout]: what PEFT's PeftModel.from_pretrained reads
+    // (peft/utils/save_and_load.py and tuners_utils.check_target_module_exists):
+    // tensor names under "base_model.model." without the adapter name;
+    // target_modules as module-name suffixes, each naming exactly the
+    // Linear modules that carry lora_A/lora_B; the trained head as
+    // modules_to_save. The base model is this directory's model.safetensors.
+    std::error_code ec;
+    const std::string base_path = std::filesystem::absolute(dir, ec).lexically_normal().string();
+    const auto& c = model->config;
     nlohmann::json ac = {{"peft_type", "LORA"},
-                         {"task_type", model->config.masked_lm()              ? nlohmann::json()
-                                       : model->config.token_classification() ? nlohmann::json("TOKEN_CLS")
-                                                                              : nlohmann::json("SEQ_CLS")},
+                         {"task_type", c.masked_lm()              ? nlohmann::json()
+                                       : c.token_classification() ? nlohmann::json("TOKEN_CLS")
+                                                                  : nlohmann::json("SEQ_CLS")},
+                         {"base_model_name_or_path", base_path},
                          {"r", model->method.lora_rank},
                          {"lora_alpha", model->method.lora_alpha},
                          {"lora_dropout", model->method.lora_dropout},
-                         {"target_modules", model->method.lora_targets}};
+                         {"target_modules", PeftTargetModules(model->method.lora_targets, c.num_hidden_layers)},
+                         {"modules_to_save", c.masked_lm()              ? std::vector<std::string>{"cls"}
+                                             : c.token_classification() ? std::vector<std::string>{"classifier"}
+                                                                        : std::vector<std::string>{"classifier", "pooler"}},
+                         {"bias", "none"},
+                         {"fan_in_fan_out", false},
+                         {"inference_mode", true},
+                         {"init_lora_weights", true},
+                         {"use_rslora", false},
+                         {"use_dora", false},
+                         {"layers_to_transform", nullptr},
+                         {"layers_pattern", nullptr},
+                         {"revision", nullptr}};
     if (auto s = common::WriteFileAtomic(dir + "/adapter_config.json", ac.dump(2)); !s.ok()) return s;
   }
   std::string cfg = model->config.ToJson();
@@ -434,7 +500,9 @@ absl::StatusOr<BertClassifier> LoadHfModel(const std::string& dir) {
     method.type = Method::kLora;
     method.lora_rank = ac.value("r", 8);
     method.lora_alpha = ac.value("lora_alpha", 16.0);
-    method.lora_targets = ac.value("target_modules", std::vector<std::string>{"query", "value"});
+    auto targets = AttuneTargets(ac.value("target_modules", std::vector<std::string>{"query", "value"}));
+    if (!targets.ok()) return absl::InvalidArgumentError(absl::StrCat(dir, "/adapter_config.json: ", targets.status().message()));
+    method.lora_targets = *targets;
   }
   if (config->labels.empty()) config->labels = {"LABEL_0", "LABEL_1"};
   auto model = CreateModel(*config, method, 0);
@@ -449,7 +517,9 @@ absl::StatusOr<BertClassifier> LoadHfModel(const std::string& dir) {
     std::map<std::string, torch::Tensor> params;
     for (auto& [n, t] : NamedParameters(*model)) params[n] = t;
     torch::NoGradGuard g;
-    for (const auto& [name, st] : adapter->tensors) {
+    for (const auto& [peft_name, st] : adapter->tensors) {
+      // PEFT's names (NOTE [PEFT layout]), or bare ones from older exports.
+      const std::string name = absl::StartsWith(peft_name, kPeftPrefix) ? peft_name.substr(kPeftPrefix.size()) : peft_name;
       auto it = params.find(name);
       if (it == params.end()) return absl::InvalidArgumentError(absl::StrCat("adapter tensor ", name, " has no place in the model"));
       auto t = ToTorch(st, name);

@@ -872,6 +872,11 @@ std::string ConfigureThreads(int threads) {
 
 absl::StatusOr<TrainResult> RunTraining(const common::JobConfig& config, const TrainerOptions& options,
                                         TrainerObserver* observer) {
+  if (config.model_path.empty() && !config.model_from_job.empty()) {
+    return absl::InvalidArgumentError(
+        "model.from_job: only the coordinator resolves another job's model; run by hand, give model.path "
+        "(that job's output_dir/model)");
+  }
   // NOTE [exceptions at the adapter]: libtorch reports failures by throwing
   // c10::Error; they stop here and become a Status.
   try {

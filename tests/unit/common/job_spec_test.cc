@@ -1,5 +1,9 @@
 #include "common/rpc/job_spec.h"
 
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
 #include <gtest/gtest.h>
 
 #include "common/testing/status_matchers.h"
@@ -36,6 +40,33 @@ JobConfig Parse(const std::string& text) {
   auto spec = ParseJobSpec(text, "spec.yaml");
   EXPECT_THAT(spec, IsOk());
   return JobConfigFromProto(*spec);
+}
+
+// Every bundled example is a valid spec, as shipped.
+TEST(JobSpecTest, EveryExampleIsValid) {
+  int seen = 0;
+  for (const auto& e : std::filesystem::directory_iterator(std::string(ATTUNE_SOURCE_DIR) + "/examples")) {
+    if (e.path().extension() != ".yaml") continue;
+    ++seen;
+    std::ifstream in(e.path());
+    std::stringstream text;
+    text << in.rdbuf();
+    auto spec = ParseJobSpec(text.str(), e.path().string());
+    ASSERT_TRUE(spec.ok()) << e.path() << ": " << spec.status();
+    EXPECT_THAT(ValidateJobConfig(JobConfigFromProto(*spec)), IsOk()) << e.path();
+  }
+  EXPECT_GE(seen, 6);
+}
+
+// model: exactly one of path, config and from_job.
+TEST(JobSpecTest, FromJobExcludesPathAndConfig) {
+  auto both = ParseJobSpec("name: x\nmodel: {path: /m, from_job: pre}\ndata: {train: t.csv}\noutput_dir: o\n", "s");
+  ASSERT_TRUE(both.ok()) << both.status();
+  EXPECT_THAT(ValidateJobConfig(JobConfigFromProto(*both)),
+              StatusIs(absl::StatusCode::kInvalidArgument, "model: give one of path, config and from_job"));
+  auto bad = ParseJobSpec("name: x\nmodel: {from_job: ../x}\ndata: {train: t.csv}\noutput_dir: o\n", "s");
+  ASSERT_TRUE(bad.ok()) << bad.status();
+  EXPECT_THAT(ValidateJobConfig(JobConfigFromProto(*bad)), StatusIs(absl::StatusCode::kInvalidArgument, "model.from_job"));
 }
 
 TEST(JobSpecTest, TheDocumentedSpecParses) {
