@@ -71,6 +71,7 @@ def main():
                  ("port", 0), ("allreduce_bytes", 0)):
         ap.add_argument("--" + k, type=int, default=v)
     ap.add_argument("--mlm", choices=["", "masked", "full"], default="")
+    ap.add_argument("--bf16", action="store_true", help="torch.autocast('cpu', bfloat16) around forward and loss")
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
@@ -110,22 +111,8 @@ def main():
     for step in range(total):
         t0 = time.perf_counter()
         opt.zero_grad()
-        if a.mlm:
-            # DataCollatorForLanguageModeling, without specials (the ids hold none).
-            chosen = torch.bernoulli(torch.full(ids.shape, 0.15)).bool()
-            target = torch.where(chosen, ids, torch.full_like(ids, -100))
-            inp = ids.clone()
-            to_mask = torch.bernoulli(torch.full(ids.shape, 0.8)).bool() & chosen
-            inp[to_mask] = 4
-            to_random = torch.bernoulli(torch.full(ids.shape, 0.5)).bool() & chosen & ~to_mask
-            inp[to_random] = torch.randint(a.vocab, ids.shape)[to_random]
-            x = m.encode(inp, types, mask)
-            if a.mlm == "masked":
-                loss = F.cross_entropy(m.mlm(x[chosen]), ids[chosen])
-            else:
-                loss = F.cross_entropy(m.mlm(x).view(-1, a.vocab), target.view(-1), ignore_index=-100)
-        else:
-            loss = F.cross_entropy(m(ids, types, mask), labels)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.bf16):
+            loss = forward_loss(a, m, ids, types, mask, labels)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0)
         opt.step()
@@ -137,6 +124,27 @@ def main():
         return
     print(json.dumps({"samples_per_second": a.batch * a.world / median,
                       "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+
+
+def forward_loss(a, m, ids, types, mask, labels):
+    """One step's loss: the classifier's, or MLM's at 15% of the tokens."""
+    if a.mlm:
+        # DataCollatorForLanguageModeling, without specials (the ids hold none).
+        chosen = torch.bernoulli(torch.full(ids.shape, 0.15)).bool()
+        target = torch.where(chosen, ids, torch.full_like(ids, -100))
+        inp = ids.clone()
+        to_mask = torch.bernoulli(torch.full(ids.shape, 0.8)).bool() & chosen
+        inp[to_mask] = 4
+        to_random = torch.bernoulli(torch.full(ids.shape, 0.5)).bool() & chosen & ~to_mask
+        inp[to_random] = torch.randint(a.vocab, ids.shape)[to_random]
+        x = m.encode(inp, types, mask)
+        if a.mlm == "masked":
+            loss = F.cross_entropy(m.mlm(x[chosen]), ids[chosen])
+        else:
+            loss = F.cross_entropy(m.mlm(x).view(-1, a.vocab), target.view(-1), ignore_index=-100)
+    else:
+        loss = F.cross_entropy(m(ids, types, mask), labels)
+    return loss
 
 
 if __name__ == "__main__":

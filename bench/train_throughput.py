@@ -8,7 +8,10 @@ With --task masked_lm: Attune's masked_lm job (group_texts blocks of seq
 tokens) against the peer's MLM step, both with the decoder at the masked
 positions only and HF-style at every position.
 
-usage: bench/train_throughput.py [--build build] [--steps 40] [--threads 1] [--repeat 2] [--task masked_lm]"""
+With --precision bf16 (or both): autocast mixed precision on both sides.
+
+usage: bench/train_throughput.py [--build build] [--steps 40] [--threads 1] [--repeat 2] [--task masked_lm]
+                                 [--precision fp32|bf16|both]"""
 import argparse
 import json
 import os
@@ -32,7 +35,8 @@ def run(cmd, env):
     return out, usage.ru_maxrss / 1024
 
 
-def write_workload(work, steps, H, L, heads, ffn, vocab, seq, batch, threads, ranks=1, name="bench", task=""):
+def write_workload(work, steps, H, L, heads, ffn, vocab, seq, batch, threads, ranks=1, name="bench", task="",
+                   precision="fp32"):
     """Random 200-word rows for `steps` steps of `batch` on each of `ranks`,
     and a spec training a BERT of that shape on them; returns the spec's path."""
     rng = random.Random(0)
@@ -54,7 +58,7 @@ model:
 data: {{train: {work}/train.csv, validation: {work}/valid.csv, max_length: {seq}}}
 method: {{type: full}}
 hyperparameters: {{epochs: 1, max_steps: {steps}, batch_size: {batch}, learning_rate: 1.0e-4, warmup_steps: 10,
-                  weight_decay: 0.01, max_grad_norm: 1.0, threads: {threads}}}
+                  weight_decay: 0.01, max_grad_norm: 1.0, threads: {threads}, precision: {precision}}}
 output_dir: {work}/out
 """)
     return spec
@@ -69,42 +73,52 @@ def main():
     ap.add_argument("--hidden", type=int, default=256)
     ap.add_argument("--layers", type=int, default=4)
     ap.add_argument("--task", default="", choices=["", "masked_lm"])
+    ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "both"])
     a = ap.parse_args()
     H, L, heads, ffn, vocab, seq, batch = a.hidden, a.layers, 4, a.hidden * 4, 8192, 128, 16
     env = dict(os.environ, OMP_NUM_THREADS=str(a.threads), OPENBLAS_NUM_THREADS=str(a.threads),
                OMP_WAIT_POLICY="PASSIVE")
     work = tempfile.mkdtemp(prefix="attune_bench_")
-    spec = write_workload(work, a.steps, H, L, heads, ffn, vocab, seq, batch, a.threads, task=a.task)
-    ours, peer, ours_rss, peer_rss, hf = [], [], [], [], []
-    peer_args = ["--mlm", "masked"] if a.task else []
-    for _ in range(a.repeat):
-        out, rss = run([os.path.join(a.build, "bin", "attune-worker"), "train", "--spec", spec, "--noresume"], env)
-        windows = [float(x) for x in re.findall(r"samples/s=([0-9.]+)", out)]
-        ours.append(statistics.median(windows[1:]) if len(windows) > 2 else windows[-1])
-        ours_rss.append(rss)
-        out, rss = run(["/usr/bin/python3", os.path.join(HERE, "peer_train.py"), "--steps", str(a.steps),
-                        "--hidden", str(H), "--layers", str(L), "--ffn", str(ffn), "--threads", str(a.threads)]
-                       + peer_args, env)
-        peer.append(json.loads(out.strip().splitlines()[-1])["samples_per_second"])
-        peer_rss.append(rss)
-        if a.task:
-            out, _ = run(["/usr/bin/python3", os.path.join(HERE, "peer_train.py"), "--steps", str(a.steps),
-                          "--hidden", str(H), "--layers", str(L), "--ffn", str(ffn), "--threads", str(a.threads),
-                          "--mlm", "full"], env)
-            hf.append(json.loads(out.strip().splitlines()[-1])["samples_per_second"])
-    o, p = statistics.median(ours), statistics.median(peer)
-    om, pm = statistics.median(ours_rss), statistics.median(peer_rss)
+    precisions = ["fp32", "bf16"] if a.precision == "both" else [a.precision]
     print(f"task: {a.task or 'sequence_classification'}; "
           f"model: hidden {H}, layers {L}, heads {heads}, ffn {ffn}, vocab {vocab}; seq {seq}, batch {batch}, "
-          f"threads {a.threads}; AdamW, warmup, clipping, dropout 0.1; {a.steps} steps x {a.repeat} runs")
-    print(f"{'':24}{'samples/s':>12}{'peak RSS MiB':>15}")
-    print(f"{'attune (libtorch C++)':24}{o:12.1f}{om:15.0f}")
-    print(f"{'PyTorch eager (python)':24}{p:12.1f}{pm:15.0f}")
-    print(f"{'ratio attune / peer':24}{o / p:12.2f}{om / pm:15.2f}")
-    if hf:
-        h = statistics.median(hf)
-        print(f"{'PyTorch, decoder at all':24}{h:12.1f}")
-        print(f"{'ratio attune / that':24}{o / h:12.2f}")
+          f"threads {a.threads}; AdamW, warmup, clipping, dropout 0.1; {a.steps} steps x {a.repeat} runs; "
+          f"bf16 = autocast, fp32 master weights (Attune: hyperparameters.precision; PyTorch: torch.autocast)")
+    print(f"{'':30}{'samples/s':>12}{'peak RSS MiB':>15}")
+    got = {}
+    for prec in precisions:
+        spec = write_workload(work, a.steps, H, L, heads, ffn, vocab, seq, batch, a.threads, task=a.task,
+                              precision=prec)
+        ours, peer, ours_rss, peer_rss, hf = [], [], [], [], []
+        peer_args = (["--mlm", "masked"] if a.task else []) + (["--bf16"] if prec == "bf16" else [])
+        for _ in range(a.repeat):
+            out, rss = run([os.path.join(a.build, "bin", "attune-worker"), "train", "--spec", spec, "--noresume"], env)
+            windows = [float(x) for x in re.findall(r"samples/s=([0-9.]+)", out)]
+            ours.append(statistics.median(windows[1:]) if len(windows) > 2 else windows[-1])
+            ours_rss.append(rss)
+            out, rss = run(["/usr/bin/python3", os.path.join(HERE, "peer_train.py"), "--steps", str(a.steps),
+                            "--hidden", str(H), "--layers", str(L), "--ffn", str(ffn), "--threads", str(a.threads)]
+                           + peer_args, env)
+            peer.append(json.loads(out.strip().splitlines()[-1])["samples_per_second"])
+            peer_rss.append(rss)
+            if a.task:
+                out, _ = run(["/usr/bin/python3", os.path.join(HERE, "peer_train.py"), "--steps", str(a.steps),
+                              "--hidden", str(H), "--layers", str(L), "--ffn", str(ffn), "--threads", str(a.threads),
+                              "--mlm", "full"] + peer_args[2:], env)
+                hf.append(json.loads(out.strip().splitlines()[-1])["samples_per_second"])
+        o, p = statistics.median(ours), statistics.median(peer)
+        om, pm = statistics.median(ours_rss), statistics.median(peer_rss)
+        got[prec] = (o, p)
+        print(f"{'attune (libtorch C++) ' + prec:30}{o:12.1f}{om:15.0f}")
+        print(f"{'PyTorch eager (python) ' + prec:30}{p:12.1f}{pm:15.0f}")
+        print(f"{'ratio attune / peer, ' + prec:30}{o / p:12.2f}{om / pm:15.2f}")
+        if hf:
+            h = statistics.median(hf)
+            print(f"{'PyTorch, decoder at all ' + prec:30}{h:12.1f}")
+            print(f"{'ratio attune / that':30}{o / h:12.2f}")
+    if len(got) == 2:
+        print(f"{'attune bf16 / attune fp32':30}{got['bf16'][0] / got['fp32'][0]:12.2f}")
+        print(f"{'PyTorch bf16 / PyTorch fp32':30}{got['bf16'][1] / got['fp32'][1]:12.2f}")
     subprocess.run(["rm", "-rf", work])
 
 

@@ -101,6 +101,7 @@ absl::Status ValidateJobConfig(const JobConfig& c) {
   check(finite(c.adam_beta2) && c.adam_beta2 >= 0 && c.adam_beta2 < 1, "hyperparameters.adam_beta2", "must be in [0, 1)");
   check(finite(c.adam_epsilon) && c.adam_epsilon > 0, "hyperparameters.adam_epsilon", "must be > 0");
   check(c.threads > 0 && c.threads <= 256, "hyperparameters.threads", "must be in (0, 256]");
+  check(c.precision == "fp32" || c.precision == "bf16", "hyperparameters.precision", "must be fp32 or bf16");
   check(c.eval_every_steps >= 0, "evaluation.every_steps", "must be >= 0");
   check(c.eval_batch_size > 0, "evaluation.batch_size", "must be > 0");
   const TaskInfo* task = FindTask(c.task);

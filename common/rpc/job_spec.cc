@@ -247,6 +247,7 @@ JobConfig JobConfigFromProto(const v1::JobSpec& s) {
   if (h.has_adam_beta2()) c.adam_beta2 = h.adam_beta2();
   if (h.has_adam_epsilon()) c.adam_epsilon = h.adam_epsilon();
   c.threads = Or<int64_t>(h.threads(), c.threads);
+  c.precision = Or<std::string>(h.precision(), c.precision);
   const auto& e = s.evaluation();
   c.eval_every_steps = e.every_steps();
   c.eval_batch_size = Or<int64_t>(e.batch_size(), c.eval_batch_size);

@@ -88,7 +88,11 @@ INSTANTIATE_TEST_SUITE_P(Checkpoints, PredictParityTest,
                                            Variant{"bin_legacy_f32", "--format bin-legacy"},
                                            Variant{"bin_legacy_f16", "--format bin-legacy --dtype F16"},
                                            Variant{"sharded_safetensors", "--format safetensors-sharded"},
-                                           Variant{"sharded_bin_bf16", "--format bin-sharded --dtype BF16"}),
+                                           Variant{"sharded_bin_bf16", "--format bin-sharded --dtype BF16"},
+                                           // tokenizer.json alone, and cased models (do_lower_case false)
+                                           Variant{"tokenizer_json", "--tokenizer-json"},
+                                           Variant{"cased", "--cased"},
+                                           Variant{"cased_tokenizer_json", "--tokenizer-json --cased"}),
                          [](const auto& info) { return info.param.name; });
 
 // The sequence head with HF's other problem types: the same logits, read as

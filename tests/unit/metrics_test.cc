@@ -96,7 +96,7 @@ TEST(TrainerMetricsTest, ProgressEventsFeedCountersHistogramsAndGauges) {
       R"("reduce_total_seconds":0.052,"reduce_total_exposed_seconds":0.03,"collective_ts":1700000000.5})");
   worker::agent::ExportTrainerEvent(**m, who,
       R"({"type":"progress","step":3,"total":10,"epoch":0.3,"loss":0.6,"lr":0.001,"sps":31,"tps":910,)"
-      R"("steps":1,"samples":8,"tokens":200,"step_seconds":[0.2],"phases":{"data":0.5}})");
+      R"("steps":1,"samples":8,"tokens":200,"step_seconds":[0.2],"phases":{"data":0.5},"precision":"bf16"})");
   worker::agent::ExportTrainerEvent(
       **m, who, R"({"type":"eval","step":3,"metrics":{"accuracy":0.75,"f1":0.5,"roc_auc":0.8,"Bad-Name":1,"x":"y"}})");
   worker::agent::ExportTrainerEvent(**m, who, R"({"type":"checkpoint","step":3,"seconds":0.4,"unix_seconds":17e8})");
@@ -113,6 +113,7 @@ TEST(TrainerMetricsTest, ProgressEventsFeedCountersHistogramsAndGauges) {
   EXPECT_THAT(t, HasSubstr("attune_train_step_duration_seconds_count{" + l + "} 3"));
   EXPECT_THAT(t, HasSubstr("attune_train_step_duration_seconds_bucket{" + l + ",le=\"0.025\"} 1"));
   EXPECT_THAT(t, HasSubstr("attune_train_loss{" + l + "} 0.6"));
+  EXPECT_THAT(t, HasSubstr("attune_train_info{job_id=\"job-7\",precision=\"bf16\",rank=\"1\"} 1"));
   EXPECT_THAT(t, HasSubstr("attune_train_phase_seconds_total{job_id=\"job-7\",phase=\"data\",rank=\"1\"} 0.51"));
   EXPECT_THAT(t, HasSubstr("attune_allreduce_duration_seconds_count{backend=\"gloo\"," + l + "} 2"));
   EXPECT_THAT(t, HasSubstr("attune_allreduce_bytes_total{backend=\"gloo\"," + l + "} 2000"));

@@ -38,6 +38,13 @@ void ExportTrainerEvent(common::Metrics& m, const TrainerLabels& who, const std:
   lb["backend"] = who.backend.empty() ? "gloo" : who.backend;
   const std::string type = j.value("type", "");
   if (type == "progress") {
+    // The run's numerics (NOTE [mixed precision]), one series per rank.
+    auto prec = j.find("precision");
+    if (prec != j.end() && prec->is_string() && (*prec == "fp32" || *prec == "bf16")) {
+      common::Labels li = l;
+      li["precision"] = prec->get<std::string>();
+      m.SetGauge("attune_train_info", "always 1; the precision label gives the run's numerics (fp32 or bf16)", li, 1);
+    }
     m.SetGauge("attune_train_loss", "training loss of the last optimizer step (mean over the global batch)", l,
                Num(j, "loss"));
     m.SetGauge("attune_train_learning_rate", "learning rate of the last optimizer step", l, Num(j, "lr"));

@@ -160,6 +160,7 @@ std::string ReportJson(const ReportInput& in) {
   j["job"] = in.job_name;
   j["task"] = in.task;
   j["method"] = in.method;
+  j["precision"] = in.precision;
   j["trainable_parameters"] = in.trainable_parameters;
   j["total_parameters"] = in.total_parameters;
   j["best_step"] = in.best_step;
@@ -264,9 +265,9 @@ std::string ReportHtml(const ReportInput& in) {
       "td,th{border:1px solid #ccc;padding:4px 10px;text-align:right}.charts{display:flex;flex-wrap:wrap;gap:16px}"
       "</style></head><body><h1>Evaluation report: ", Escape(in.job_name), "</h1>");
   absl::StrAppendFormat(&html,
-                        "<p>Task <b>%s</b>; method <b>%s</b>; %d of %d parameters trained; exported step %d; stop "
-                        "reason: %s.</p>",
-                        Escape(in.task), Escape(in.method), in.trainable_parameters, in.total_parameters,
+                        "<p>Task <b>%s</b>; method <b>%s</b>; precision <b>%s</b>; %d of %d parameters trained; "
+                        "exported step %d; stop reason: %s.</p>",
+                        Escape(in.task), Escape(in.method), Escape(in.precision), in.trainable_parameters, in.total_parameters,
                         in.final_eval.step, Escape(in.stop_reason));
   std::vector<const BaselineFigures*> baselines;
   if (in.reference) baselines.push_back(&*in.reference);

@@ -30,6 +30,7 @@ struct ReportInput {
   std::string job_name;
   std::string task = "sequence_classification";
   std::string method;
+  std::string precision = "fp32";  // hyperparameters.precision
   std::vector<std::string> label_names;
   int64_t trainable_parameters = 0, total_parameters = 0;
   std::vector<std::pair<int64_t, double>> train_loss;  // (step, loss)

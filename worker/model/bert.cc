@@ -215,7 +215,7 @@ torch::Tensor BertClassifierImpl::forward(const torch::Tensor& input_ids, const 
 torch::Tensor BertClassifierImpl::MaskedLmLogits(const torch::Tensor& hidden, const torch::Tensor& positions) {
   TORCH_CHECK(mlm_dense, "a ", config.architecture, " model has no masked-LM head");
   torch::Tensor h = hidden.reshape({-1, hidden.size(-1)}).index_select(0, positions);
-  h = mlm_ln(torch::gelu(mlm_dense(h)));
+  h = mlm_ln(torch::gelu(mlm_dense(h)).to(torch::kFloat));  // fp32 LayerNorm under autocast
   return torch::addmm(mlm_bias, h, word->weight.t());
 }
 

@@ -98,7 +98,7 @@ namespace {
 // agent's counters and histograms count every step.
 class EventWriter : public attune::worker::train::TrainerObserver {
  public:
-  explicit EventWriter(int fd) : fd_(fd) {}
+  EventWriter(int fd, std::string precision) : fd_(fd), precision_(std::move(precision)) {}
   ~EventWriter() override { Flush(); }
 
   void OnStep(const attune::worker::train::StepEvent& e) override {
@@ -150,6 +150,7 @@ class EventWriter : public attune::worker::train::TrainerObserver {
     nlohmann::json j = {{"type", "progress"}, {"step", e.step}, {"total", e.total_steps}, {"epoch", e.epoch},
                         {"loss", e.loss}, {"lr", e.learning_rate}, {"sps", e.samples_per_second},
                         {"tps", e.tokens_per_second}, {"steps", steps_}, {"samples", samples_}, {"tokens", tokens_},
+                        {"precision", precision_},
                         {"step_seconds", step_seconds_},
                         {"phases", {{"data", phases_[0]}, {"forward", phases_[1]}, {"backward", phases_[2]},
                                     {"allreduce", phases_[3]}, {"optimizer", phases_[4]}}}};
@@ -181,6 +182,7 @@ class EventWriter : public attune::worker::train::TrainerObserver {
   }
   std::mutex write_mu_;
   int fd_;
+  std::string precision_;
   std::chrono::steady_clock::time_point last_{};
   attune::worker::train::StepEvent last_event_;
   int64_t steps_ = 0, samples_ = 0, tokens_ = 0, reduce_bytes_ = 0;
@@ -409,7 +411,9 @@ int Train() {
   options.eval_only = absl::GetFlag(FLAGS_eval_only);
   options.abort_after_step = absl::GetFlag(FLAGS_abort_after_step);
   std::unique_ptr<EventWriter> events;
-  if (absl::GetFlag(FLAGS_events_fd) >= 0) events = std::make_unique<EventWriter>(absl::GetFlag(FLAGS_events_fd));
+  if (absl::GetFlag(FLAGS_events_fd) >= 0) {
+    events = std::make_unique<EventWriter>(absl::GetFlag(FLAGS_events_fd), config->precision);
+  }
   // SIGTERM (Kubernetes, the agent stopping a task): finish the step, checkpoint, exit 143.
   options.stop_requested = &g_stop;
   signal(SIGTERM, OnSignal);

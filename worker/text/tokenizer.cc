@@ -1,6 +1,7 @@
 #include "worker/text/tokenizer.h"
 
 #include <algorithm>
+#include <filesystem>
 #include <fstream>
 #include <map>
 #include <set>
@@ -144,7 +145,52 @@ absl::StatusOr<Tokenizer> Tokenizer::FromVocabFile(const std::string& vocab_path
   return Create(std::move(vocab), options);
 }
 
+absl::StatusOr<Tokenizer> Tokenizer::FromTokenizerJson(const std::string& path) {
+  auto bytes = common::ReadFile(path, int64_t{256} << 20);
+  if (!bytes.ok()) return bytes.status();
+  auto j = nlohmann::json::parse(*bytes, nullptr, false);
+  auto bad = [&](const std::string& why) { return absl::InvalidArgumentError(absl::StrCat(path, ": ", why)); };
+  if (j.is_discarded() || !j.is_object()) return bad("not a JSON object");
+  if (!j.contains("model") || !j["model"].is_object()) return bad("no model");
+  const auto& m = j["model"];
+  const std::string type = m.value("type", "");
+  if (type != "WordPiece") {
+    return bad(absl::StrCat("model type '", type, "' is not supported; Attune reads BERT's WordPiece tokenizers"));
+  }
+  if (m.value("continuing_subword_prefix", "##") != "##") return bad("continuing_subword_prefix must be ##");
+  if (!m.contains("vocab") || !m["vocab"].is_object() || m["vocab"].empty()) return bad("model.vocab is not a token -> id map");
+  const size_t n = m["vocab"].size();
+  std::vector<std::string> vocab(n);
+  std::vector<bool> seen(n, false);
+  for (const auto& [token, id] : m["vocab"].items()) {
+    if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<uint64_t>() >= n || seen[id.get<size_t>()]) {
+      return bad(absl::StrCat("model.vocab: ids must be 0..", n - 1, ", each once ('", token, "')"));
+    }
+    seen[id.get<size_t>()] = true;
+    vocab[id.get<size_t>()] = token;
+  }
+  TokenizerOptions options;
+  if (j.contains("normalizer") && !j["normalizer"].is_null()) {
+    const auto& nz = j["normalizer"];
+    if (!nz.is_object() || nz.value("type", "") != "BertNormalizer") {
+      return bad(absl::StrCat("normalizer '", nz.is_object() ? nz.value("type", "") : std::string("?"),
+                              "' is not BertNormalizer; give a vocab.txt and tokenizer_config.json instead"));
+    }
+    if (nz.contains("lowercase") && nz["lowercase"].is_boolean()) options.do_lower_case = nz["lowercase"];
+    options.strip_accents = options.do_lower_case;
+    if (nz.contains("strip_accents") && nz["strip_accents"].is_boolean()) options.strip_accents = nz["strip_accents"];
+    if (nz.contains("handle_chinese_chars") && nz["handle_chinese_chars"].is_boolean()) {
+      options.tokenize_chinese_chars = nz["handle_chinese_chars"];
+    }
+  }
+  return Create(std::move(vocab), options);
+}
+
 absl::StatusOr<Tokenizer> Tokenizer::FromDirectory(const std::string& dir) {
+  std::error_code ec;
+  if (!std::filesystem::exists(dir + "/vocab.txt", ec) && std::filesystem::exists(dir + "/tokenizer.json", ec)) {
+    return FromTokenizerJson(dir + "/tokenizer.json");
+  }
   TokenizerOptions options;
   auto cfg = common::ReadFile(dir + "/tokenizer_config.json", 1 << 20);
   if (cfg.ok()) {

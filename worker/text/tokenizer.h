@@ -31,8 +31,13 @@ class Tokenizer {
   // `vocab` lists tokens in id order. Must contain [UNK], [CLS], [SEP], [PAD].
   static absl::StatusOr<Tokenizer> Create(std::vector<std::string> vocab, TokenizerOptions options);
   // Loads vocab.txt from `dir`, and do_lower_case / strip_accents /
-  // tokenize_chinese_chars from tokenizer_config.json when present.
+  // tokenize_chinese_chars from tokenizer_config.json when present. Without
+  // vocab.txt, reads an HF fast tokenizer's tokenizer.json: its WordPiece
+  // vocabulary and its BertNormalizer's lowercase / strip_accents /
+  // handle_chinese_chars (strip_accents null follows lowercase, as in HF).
+  // Another model or normalizer type is refused by name.
   static absl::StatusOr<Tokenizer> FromDirectory(const std::string& dir);
+  static absl::StatusOr<Tokenizer> FromTokenizerJson(const std::string& path);
   static absl::StatusOr<Tokenizer> FromVocabFile(const std::string& vocab_path, TokenizerOptions options);
 
   // BasicTokenizer: clean, split CJK, lower-case and strip accents, split punctuation.

@@ -12,7 +12,7 @@ namespace attune::worker::train {
 
 absl::StatusOr<eval::Metrics> Evaluate(model::BertClassifierImpl& m, const task::Task& task, int outputs,
                                        const std::vector<task::Encoded>& data, int64_t batch_size, int64_t pad_id,
-                                       comm::Communicator* comm) {
+                                       comm::Communicator* comm, Precision precision) {
   torch::NoGradGuard g;
   m.eval();
   const int rank = comm ? comm->rank() : 0, world = comm ? comm->world_size() : 1;
@@ -30,7 +30,12 @@ absl::StatusOr<eval::Metrics> Evaluate(model::BertClassifierImpl& m, const task:
     ctx.pad_id = pad_id;
     ctx.train = false;
     task::Batch b = task.Collate(data, idx, ctx, outputs);
-    torch::Tensor logits = task.Forward(m, b).to(torch::kFloat64);
+    torch::Tensor logits;
+    {
+      AutocastScope autocast(precision);
+      logits = task.Forward(m, b);
+    }
+    logits = logits.to(torch::kFloat64);
     loss_sum += task.SummedLoss(logits, b.targets).item<double>();
     task.AppendRows(logits, b, &rows);
   }

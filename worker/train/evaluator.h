@@ -8,6 +8,7 @@
 #include "absl/status/statusor.h"
 #include "worker/eval/metrics.h"
 #include "worker/task/task.h"
+#include "worker/train/precision.h"
 
 namespace attune::worker::comm {
 class Communicator;
@@ -25,8 +26,9 @@ namespace attune::worker::train {
 // back in dataset order, and the loss sums are reduced, so that every rank
 // computes identical metrics.
 // The model is left in training mode.
+// With kBf16 the forward pass runs under autocast (NOTE [mixed precision]).
 absl::StatusOr<eval::Metrics> Evaluate(model::BertClassifierImpl& m, const task::Task& task, int outputs,
                                        const std::vector<task::Encoded>& data, int64_t batch_size, int64_t pad_id,
-                                       comm::Communicator* comm);
+                                       comm::Communicator* comm, Precision precision = Precision::kFp32);
 
 }  // namespace attune::worker::train

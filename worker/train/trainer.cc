@@ -34,6 +34,7 @@
 #include "worker/text/tokenizer.h"
 #include "worker/task/task.h"
 #include "worker/train/evaluator.h"
+#include "worker/train/precision.h"
 #include "worker/train/loop_state.h"
 #include "worker/train/schedule.h"
 
@@ -426,6 +427,11 @@ absl::Status Engine::ResumeFrom(const std::string& dir, LoopState* s) {
 
 absl::StatusOr<TrainResult> Engine::Run() {
   LOG(INFO) << "job=" << c_.name << " rank=" << rank_ << " " << ConfigureThreads(static_cast<int>(c_.threads));
+  ATTUNE_ASSIGN_OR_RETURN(const Precision precision, ParsePrecision(c_.precision));
+  LOG(INFO) << "job=" << c_.name << " rank=" << rank_ << " precision=" << PrecisionName(precision)
+            << (precision == Precision::kBf16 ? " (autocast bf16 matmuls; fp32 weights, LayerNorm, softmax, loss, "
+                                                "gradients and allreduce)"
+                                              : "");
   ATTUNE_RETURN_IF_ERROR(common::MakeDirs(c_.output_dir));
   ckpt_root_ = c_.output_dir + "/checkpoints";
   best_path_ = c_.output_dir + "/best/model.safetensors";
@@ -559,7 +565,7 @@ absl::StatusOr<TrainResult> Engine::Run() {
 
   std::optional<eval::Metrics> latest;  // full metrics of this run's last evaluation, at s.last_eval_step
   auto run_eval = [&](double epoch) -> absl::Status {
-    ATTUNE_ASSIGN_OR_RETURN(eval::Metrics m, Evaluate(*model_, task, outputs, val, c_.eval_batch_size, tok.pad_id(), comm_));
+    ATTUNE_ASSIGN_OR_RETURN(eval::Metrics m, Evaluate(*model_, task, outputs, val, c_.eval_batch_size, tok.pad_id(), comm_, precision));
     latest = m;
     s.evals.push_back({s.step, epoch, m});
     s.last_eval_step = s.step;
@@ -649,8 +655,13 @@ absl::StatusOr<TrainResult> Engine::Run() {
         ev.samples += static_cast<int64_t>(micro[k].size());
         if (reducer_) reducer_->PrepareForBackward(/*sync=*/k + 1 == micro.size());
         lap(&ev.data_seconds);
-        torch::Tensor logits = task.Forward(*model_, b);
-        torch::Tensor loss = task.SummedLoss(logits, b.targets);
+        torch::Tensor loss;
+        {
+          // NOTE [mixed precision]: forward under autocast, the loss on fp32
+          // logits, backward outside it.
+          AutocastScope autocast(precision);
+          loss = task.SummedLoss(task.Forward(*model_, b).to(torch::kFloat), b.targets);
+        }
         loss_sum += loss.item<double>();
         lap(&ev.forward_seconds);
         (loss / units).backward();
@@ -778,7 +789,7 @@ absl::StatusOr<TrainResult> Engine::Run() {
   if (reuse_latest) {
     final_metrics = *latest;
   } else {
-    ATTUNE_ASSIGN_OR_RETURN(final_metrics, Evaluate(*model_, task, outputs, val, c_.eval_batch_size, tok.pad_id(), comm_));
+    ATTUNE_ASSIGN_OR_RETURN(final_metrics, Evaluate(*model_, task, outputs, val, c_.eval_batch_size, tok.pad_id(), comm_, precision));
   }
   result_.final_metrics = final_metrics;
   // The exported model's evaluation is the job's last word.
@@ -820,6 +831,7 @@ absl::StatusOr<TrainResult> Engine::Run() {
     rep.best_step = s.best_step;
     rep.stop_reason = stop_reason;
     rep.task = task.name();
+    rep.precision = PrecisionName(precision);
     rep.trivial = result_.trivial_baseline;
     rep.reference = result_.reference_baseline;
     ATTUNE_RETURN_IF_ERROR(common::WriteFileAtomic(c_.output_dir + "/eval_report.json", eval::ReportJson(rep)));

@@ -94,6 +94,40 @@ TEST(TokenizerTest, PairsTruncationPaddingAndMasks) {
   EXPECT_EQ(u.input_ids.size(), 4u);
 }
 
+// An HF fast tokenizer's file: WordPiece with BertNormalizer is read; another
+// model or normalizer is refused by name rather than tokenised wrongly.
+TEST(TokenizerTest, TokenizerJsonIsReadAndOtherKindsAreRefused) {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::temp_directory_path() / ("attune_tokjson_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  auto write = [&](const nlohmann::json& j) { std::ofstream(dir / "tokenizer.json") << j.dump(); };
+  nlohmann::json vocab = {{"[PAD]", 0}, {"[UNK]", 1}, {"[CLS]", 2}, {"[SEP]", 3}, {"[MASK]", 4}, {"Aspirin", 5},
+                          {"aspirin", 6}};
+  nlohmann::json j = {{"normalizer", {{"type", "BertNormalizer"}, {"lowercase", false}, {"strip_accents", nullptr}}},
+                      {"model", {{"type", "WordPiece"}, {"continuing_subword_prefix", "##"}, {"vocab", vocab}}}};
+  write(j);
+  auto cased = Tokenizer::FromDirectory(dir.string());
+  ASSERT_TRUE(cased.ok()) << cased.status();
+  EXPECT_EQ(cased->Tokenize("Aspirin aspirin"), (Tokens{"Aspirin", "aspirin"}));
+  j["normalizer"]["lowercase"] = true;
+  write(j);
+  auto lower = Tokenizer::FromDirectory(dir.string());
+  ASSERT_TRUE(lower.ok()) << lower.status();
+  EXPECT_EQ(lower->Tokenize("Aspirin"), (Tokens{"aspirin"}));
+  j["model"]["type"] = "BPE";
+  write(j);
+  EXPECT_THAT(Tokenizer::FromDirectory(dir.string()), StatusIs(absl::StatusCode::kInvalidArgument, "model type 'BPE'"));
+  j["model"]["type"] = "WordPiece";
+  j["normalizer"] = {{"type", "Sequence"}};
+  write(j);
+  EXPECT_THAT(Tokenizer::FromDirectory(dir.string()), StatusIs(absl::StatusCode::kInvalidArgument, "'Sequence' is not BertNormalizer"));
+  j["normalizer"] = nullptr;
+  j["model"]["vocab"]["dup"] = 6;
+  write(j);
+  EXPECT_THAT(Tokenizer::FromDirectory(dir.string()), StatusIs(absl::StatusCode::kInvalidArgument, "each once"));
+  fs::remove_all(dir);
+}
+
 TEST(TokenizerTest, VocabularyNeedsSpecialTokens) {
   EXPECT_THAT(Tokenizer::Create({"a", "b"}, {}), StatusIs(absl::StatusCode::kInvalidArgument, "[UNK]"));
 }

@@ -13,6 +13,7 @@
 #include "worker/text/tokenizer.h"
 #include "worker/train/evaluator.h"
 #include "worker/train/loop_state.h"
+#include "worker/train/precision.h"
 
 namespace attune::worker::train {
 namespace {
@@ -128,6 +129,74 @@ TEST(FakeGroupTest, AMissingRankTimesOut) {
   auto r0 = group.Rank(0);
   auto s = r0->Barrier();
   EXPECT_TRUE(absl::IsDeadlineExceeded(s)) << s;
+}
+
+// NOTE [mixed precision]: which parts run in which dtype under bf16 autocast.
+model::BertClassifier TinyModel(const std::string& architecture) {
+  model::BertConfig bc;
+  bc.vocab_size = 50;
+  bc.hidden_size = 16;
+  bc.num_hidden_layers = 2;
+  bc.num_attention_heads = 2;
+  bc.intermediate_size = 32;
+  bc.max_position_embeddings = 32;
+  bc.labels = {"a", "b"};
+  bc.architecture = architecture;
+  auto m = model::CreateModel(bc, model::MethodConfig(), 5);
+  EXPECT_TRUE(m.ok()) << m.status();
+  return *m;
+}
+
+TEST(PrecisionTest, Bf16RunsTheMatmulsInBf16AndKeepsWeightsLayerNormLossAndGradientsFp32) {
+  model::BertClassifier m = TinyModel("BertForSequenceClassification");
+  torch::Tensor ids = torch::randint(5, 50, {3, 7}, torch::kInt64);
+  torch::Tensor types = torch::zeros({3, 7}, torch::kInt64), mask = torch::ones({3, 7}, torch::kInt64);
+  mask[2][6] = 0;
+  torch::Tensor loss;
+  {
+    AutocastScope autocast(Precision::kBf16);
+    EXPECT_EQ(torch::matmul(torch::ones({2, 2}), torch::ones({2, 2})).scalar_type(), torch::kBFloat16);
+    // The encoder's output is the last LayerNorm's: fp32.
+    EXPECT_EQ(m->Encode(ids, types, mask).scalar_type(), torch::kFloat);
+    torch::Tensor logits = m->forward(ids, types, mask);
+    EXPECT_EQ(logits.scalar_type(), torch::kBFloat16);  // the classifier is a matmul
+    loss = torch::nn::functional::cross_entropy(logits.to(torch::kFloat), torch::tensor({0, 1, 1}));
+  }
+  EXPECT_EQ(loss.scalar_type(), torch::kFloat);
+  // Outside the scope autocast is off again.
+  EXPECT_EQ(torch::matmul(torch::ones({2, 2}), torch::ones({2, 2})).scalar_type(), torch::kFloat);
+  loss.backward();
+  for (const auto& [name, p] : model::NamedParameters(m)) {
+    EXPECT_EQ(p.scalar_type(), torch::kFloat) << name;
+    if (p.grad().defined()) {
+      EXPECT_EQ(p.grad().scalar_type(), torch::kFloat) << name;
+    }
+  }
+  EXPECT_TRUE(m->classifier->weight.grad().defined());
+
+  // The masked-LM head's LayerNorm sees fp32 although its dense layer ran in bf16.
+  model::BertClassifier mlm = TinyModel("BertForMaskedLM");
+  torch::NoGradGuard g;
+  AutocastScope autocast(Precision::kBf16);
+  torch::Tensor hidden = mlm->Encode(ids, types, mask);
+  torch::Tensor pos = torch::tensor({0, 4});
+  torch::Tensor h = torch::gelu(mlm->mlm_dense(hidden.reshape({-1, 16}).index_select(0, pos)));
+  ASSERT_EQ(h.scalar_type(), torch::kBFloat16);
+  torch::Tensor want = torch::addmm(mlm->mlm_bias, mlm->mlm_ln(h.to(torch::kFloat)), mlm->word->weight.t());
+  torch::Tensor got = mlm->MaskedLmLogits(hidden, pos);
+  EXPECT_EQ(got.scalar_type(), torch::kBFloat16);
+  EXPECT_TRUE(torch::equal(got, want));
+}
+
+TEST(PrecisionTest, Fp32IsUntouchedAndOtherNamesAreRefused) {
+  {
+    AutocastScope autocast(Precision::kFp32);
+    EXPECT_EQ(torch::matmul(torch::ones({2, 2}), torch::ones({2, 2})).scalar_type(), torch::kFloat);
+  }
+  EXPECT_EQ(*ParsePrecision(""), Precision::kFp32);
+  EXPECT_EQ(*ParsePrecision("bf16"), Precision::kBf16);
+  EXPECT_FALSE(ParsePrecision("fp16").ok());
+  EXPECT_NE(std::string(ParsePrecision("fp16").status().message()).find("hyperparameters.precision"), std::string::npos);
 }
 
 }  // namespace
