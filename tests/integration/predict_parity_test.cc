@@ -194,6 +194,37 @@ TEST(PredictTest, CorruptModelIsRefused) {
   EXPECT_NE(pred.output.find("corrupt safetensors"), std::string::npos) << pred.output;
 }
 
+// A record without text costs that record, not the file: line k of the output
+// is record k, in CSV (a quoted empty field) and JSONL (empty, null or absent).
+TEST(PredictTest, ARecordWithoutTextGetsAnErrorLineInItsPlace) {
+  TempDir dir("missing_text");
+  ASSERT_EQ(RunCommand("/usr/bin/python3 " + Fixture("make_tiny_bert.py") + " " + dir.path()).exit_code, 0);
+  testing::WriteText(dir / "in.csv", "text\nthe patient was given aspirin\n\"\"\nbank rates rose\n");
+  testing::WriteText(dir / "in.jsonl", "{\"text\": \"a\"}\n{\"text\": \"\"}\n{\"other\": 1}\n{\"text\": null}\n{\"text\": \"b\"}\n");
+  for (const auto& [file, errors] : std::vector<std::pair<std::string, std::vector<int>>>{{"in.csv", {3}},
+                                                                                       {"in.jsonl", {2, 3, 4}}}) {
+    SCOPED_TRACE(file);
+    auto pred = RunCommand(Bin("attune") + " predict --model " + dir.path() + " --input " + (dir / file) +
+                           " --output " + (dir / "out.jsonl") + " --batch_size 2");
+    ASSERT_EQ(pred.exit_code, 0) << pred.output;
+    std::istringstream lines(testing::ReadText(dir / "out.jsonl"));
+    std::string line;
+    std::vector<nlohmann::json> got;
+    while (std::getline(lines, line)) got.push_back(nlohmann::json::parse(line));
+    ASSERT_EQ(got.size(), file == "in.csv" ? 3u : 5u);
+    std::vector<int> error_lines;
+    for (const auto& g : got) {
+      if (g.contains("error")) {
+        EXPECT_EQ(g["error"], "missing text");
+        error_lines.push_back(g["line"].get<int>());
+      } else {
+        EXPECT_TRUE(g.contains("logits")) << g;
+      }
+    }
+    EXPECT_EQ(error_lines, errors);
+  }
+}
+
 }  // namespace
 // attune convert: a pytorch_model.bin (legacy layout, F16, strided views)
 // becomes model.safetensors with the same dtype, and the converted model

@@ -100,10 +100,13 @@ absl::StatusOr<std::vector<Record>> ReadCsv(std::FILE* f, const std::string& pat
     }
   }
 
+  bool row_quoted = false;  // the row held a quoted field
   auto end_row = [&]() -> absl::Status {
     fields.push_back(std::move(field));
     field.clear();
-    bool blank = fields.size() == 1 && fields[0].empty();
+    // A blank line is skipped; a quoted empty field ("") is a row whose value is missing.
+    bool blank = fields.size() == 1 && fields[0].empty() && !row_quoted;
+    row_quoted = false;
     if (!blank) {
       if (!have_header) {
         header = fields;
@@ -148,6 +151,7 @@ absl::StatusOr<std::vector<Record>> ReadCsv(std::FILE* f, const std::string& pat
   bool at_field_start = true;
   while (src.Get(&c)) {
     if (at_field_start && c == '"') {
+      row_quoted = true;
       // Quoted field: runs to the matching quote, may hold delimiters,
       // newlines and doubled quotes.
       int64_t quote_line = line;

@@ -150,18 +150,19 @@ absl::Status PredictImpl(const std::string& model_dir, const std::string& input,
   ATTUNE_ASSIGN_OR_RETURN(auto records, data::ReadRecords(input, ro));
   const int max_len = MaxLength(m->config, o);
   torch::NoGradGuard g;
-  for (size_t start = 0; start < records.size(); start += static_cast<size_t>(o.batch_size)) {
-    size_t end = std::min(records.size(), start + static_cast<size_t>(o.batch_size));
+  // Records are predicted in batches of valid ones; a record without text gets
+  // its own error line in its place, so line k of the output is record k.
+  std::vector<size_t> pending;
+  auto flush = [&]() -> absl::Status {
+    if (pending.empty()) return absl::OkStatus();
     std::vector<text::Encoding> enc;
     size_t longest = 0;
-    for (size_t i = start; i < end; ++i) {
-      if (!records[i].text) {
-        return absl::InvalidArgumentError(absl::StrCat(input, ":", records[i].line, ": missing text"));
-      }
+    for (size_t i : pending) {
       const std::string* pair = records[i].text_pair ? &*records[i].text_pair : nullptr;
       enc.push_back(tok.Encode(*records[i].text, pair, max_len, false));
       longest = std::max(longest, enc.back().input_ids.size());
     }
+    pending.clear();
     const auto b = static_cast<int64_t>(enc.size()), t = static_cast<int64_t>(longest);
     torch::Tensor ids = torch::full({b, t}, tok.pad_id(), torch::kInt64), types = torch::zeros({b, t}, torch::kInt64),
                   mask = torch::zeros({b, t}, torch::kInt64);
@@ -172,16 +173,24 @@ absl::Status PredictImpl(const std::string& model_dir, const std::string& input,
       types[i].slice(0, 0, n).copy_(torch::tensor(e.token_type_ids, torch::kInt64));
       mask[i].slice(0, 0, n).fill_(1);
     }
-    if (m->config.masked_lm()) {
-      ATTUNE_RETURN_IF_ERROR(FillMasks(m, tok, ids, types, mask, o.top_k, out));
-      continue;
-    }
+    if (m->config.masked_lm()) return FillMasks(m, tok, ids, types, mask, o.top_k, out);
     torch::Tensor logits = m(ids, types, mask).to(torch::kFloat64).contiguous();
     for (int64_t i = 0; i < b; ++i) {
       std::vector<double> l(logits[i].data_ptr<double>(), logits[i].data_ptr<double>() + logits.size(1));
       out << task->PredictLine(l, m->config.labels).dump() << "\n";
     }
+    return absl::OkStatus();
+  };
+  for (size_t i = 0; i < records.size(); ++i) {
+    if (!records[i].text) {
+      ATTUNE_RETURN_IF_ERROR(flush());
+      out << nlohmann::json{{"error", "missing text"}, {"line", records[i].line}}.dump() << "\n";
+      continue;
+    }
+    pending.push_back(i);
+    if (pending.size() >= static_cast<size_t>(o.batch_size)) ATTUNE_RETURN_IF_ERROR(flush());
   }
+  ATTUNE_RETURN_IF_ERROR(flush());
   out.flush();
   if (!out) return absl::UnavailableError("cannot write predictions");
   return absl::OkStatus();
