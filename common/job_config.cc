@@ -9,19 +9,23 @@
 
 namespace attune::common {
 
+bool IsValidName(const std::string& name) {
+  static const std::regex kName("[A-Za-z0-9._-]{1,128}");
+  return std::regex_match(name, kName);
+}
+
 absl::Status ValidateJobConfig(const JobConfig& c) {
   std::vector<std::string> bad;
   auto check = [&](bool ok, const char* field, const std::string& why) {
     if (!ok) bad.push_back(absl::StrCat(field, ": ", why));
   };
   auto finite = [](double v) { return std::isfinite(v); };
-  static const std::regex kName("[A-Za-z0-9._-]{1,128}");
-  check(std::regex_match(c.name, kName), "name", "must match [A-Za-z0-9._-]{1,128}");
+  check(IsValidName(c.name), "name", "must match [A-Za-z0-9._-]{1,128}");
   check(c.name != "." && c.name != "..", "name", "must not be . or ..");
   const int sources = !c.model_path.empty() + c.has_model_config + !c.model_from_job.empty();
   check(sources > 0, "model", "needs path, config or from_job");
   check(sources <= 1, "model", "give one of path, config and from_job");
-  check(c.model_from_job.empty() || std::regex_match(c.model_from_job, kName), "model.from_job",
+  check(c.model_from_job.empty() || IsValidName(c.model_from_job), "model.from_job",
         "must be a job id or name ([A-Za-z0-9._-]{1,128})");
   if (c.has_model_config) {
     const auto& m = c.model_config;
@@ -142,7 +146,7 @@ absl::Status ValidateJobConfig(const JobConfig& c) {
   check(c.max_restarts >= 0 && c.max_restarts <= 100, "max_restarts", "must be in [0, 100]");
   check(!c.output_dir.empty(), "output_dir", "is required");
   for (const auto& [k, v] : c.labels) {
-    check(std::regex_match(k, kName), "labels", absl::StrCat("key '", k, "' must match [A-Za-z0-9._-]{1,128}"));
+    check(IsValidName(k), "labels", absl::StrCat("key '", k, "' must match [A-Za-z0-9._-]{1,128}"));
   }
   if (bad.empty()) return absl::OkStatus();
   return absl::InvalidArgumentError(absl::StrJoin(bad, "; "));

@@ -101,4 +101,8 @@ struct JobConfig {
 // separated by "; ". Paths are not resolved here.
 absl::Status ValidateJobConfig(const JobConfig& c);
 
+// A job or label name, or a job id: [A-Za-z0-9._-]{1,128}. Where it names a
+// directory, callers refuse . and .. too.
+bool IsValidName(const std::string& name);
+
 }  // namespace attune::common

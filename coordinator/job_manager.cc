@@ -231,6 +231,13 @@ absl::Status JobManager::CheckPaths(const common::JobConfig& c) {
 // scheduled as any other. If that job fails or is cancelled, so does this
 // one, with the reason. Chains of any length work; a cycle cannot be built,
 // since a job can only name one that exists before it.
+namespace {
+std::string DependencyEnded(const Job& dep) {
+  return absl::StrCat("model.from_job: job ", dep.id, " ended ", JobStateName(dep.state),
+                      dep.message.empty() ? "" : ": ", dep.message);
+}
+}  // namespace
+
 absl::StatusOr<std::string> JobManager::ResolveDependencyLocked(const std::string& ref) const {
   std::string found;
   if (jobs_.count(ref)) {
@@ -249,8 +256,7 @@ absl::StatusOr<std::string> JobManager::ResolveDependencyLocked(const std::strin
   }
   const Job& dep = jobs_.at(found);
   if (dep.state == JobState::kFailed || dep.state == JobState::kCancelled) {
-    return absl::FailedPreconditionError(absl::StrCat("model.from_job: job ", found, " ended ", JobStateName(dep.state),
-                                                      dep.message.empty() ? "" : ": ", dep.message));
+    return absl::FailedPreconditionError(DependencyEnded(dep));
   }
   return found;
 }
@@ -282,10 +288,7 @@ bool JobManager::DependencyMetLocked(Job& job) {
     return true;
   }
   if (IsTerminal(dep.state)) {
-    SetStateLocked(job, JobState::kFailed,
-                   absl::StrCat("model.from_job: job ", dep.id, " ended ", JobStateName(dep.state),
-                                dep.message.empty() ? "" : ": ", dep.message))
-        .IgnoreError();
+    SetStateLocked(job, JobState::kFailed, DependencyEnded(dep)).IgnoreError();
     return false;
   }
   const std::string waiting = absl::StrCat("waiting for job ", dep.id, " (", JobStateName(dep.state),

@@ -1,7 +1,5 @@
 #include "worker/agent/agent.h"
 
-#include <regex>
-
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -17,6 +15,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/files.h"
+#include "common/job_config.h"
 #include "common/process_stats.h"
 #include "worker/agent/trainer_metrics.h"
 
@@ -109,8 +108,7 @@ absl::Status Agent::Start(const AgentTask& t) {
   // Whatever the coordinator sends is checked before it names a file or an
   // argument: a job id is a name, not a path ("../../x"), and the numbers
   // are in range.
-  static const std::regex kJobId("[A-Za-z0-9._-]{1,128}");
-  if (!std::regex_match(t.job_id, kJobId) || t.job_id == "." || t.job_id == "..") {
+  if (!common::IsValidName(t.job_id) || t.job_id == "." || t.job_id == "..") {
     return absl::InvalidArgumentError("assignment refused: the job id is not [A-Za-z0-9._-]{1,128}");
   }
   if (t.generation < 0 || t.world_size < 1 || t.world_size > 1024 || t.rank < 0 || t.rank >= t.world_size) {

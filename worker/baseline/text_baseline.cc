@@ -21,25 +21,33 @@ struct Fitted {
   std::vector<std::vector<double>> probs;
   int iterations = 0;
   bool converged = true;
+};
+
+// TF-IDF rows of a split: the vectorizer fitted on its training texts.
+struct Features {
+  SparseRows train, score;
   size_t features = 0;
 };
 
-// Fits on (train, targets) with C and scores `score`. One model for a
-// single-label problem, one per label for multi-label.
-absl::StatusOr<Fitted> FitAndScore(const std::vector<std::string>& train, const Targets& targets, int classes,
-                                   bool multi_label, double c, const std::vector<std::string>& score) {
+Features Vectorize(const std::vector<std::string>& train, const std::vector<std::string>& score) {
   TfidfVectorizer vec;
   vec.Fit(train);
-  const SparseRows xt = vec.Transform(train), xs = vec.Transform(score);
+  return {vec.Transform(train), vec.Transform(score), vec.features()};
+}
+
+// Fits on (x.train, targets) with C and scores x.score. One model for a
+// single-label problem, one per label for multi-label.
+absl::StatusOr<Fitted> FitAndScore(const Features& x, const Targets& targets, int classes, bool multi_label,
+                                   double c) {
+  const SparseRows &xt = x.train, &xs = x.score;
   Fitted out;
-  out.features = vec.features();
   LogRegOptions o;
   o.c = c;
   if (!multi_label) {
     std::vector<int> y(targets.size());
     for (size_t i = 0; i < y.size(); ++i) y[i] = targets[i][0];
     LogisticRegression lr;
-    if (absl::Status s = lr.Fit(xt, y, classes, vec.features(), o); !s.ok()) return s;
+    if (absl::Status s = lr.Fit(xt, y, classes, x.features, o); !s.ok()) return s;
     out.probs = lr.PredictProba(xs);
     out.iterations = lr.iterations();
     out.converged = lr.converged();
@@ -58,7 +66,7 @@ absl::StatusOr<Fitted> FitAndScore(const std::vector<std::string>& train, const 
       continue;
     }
     LogisticRegression lr;
-    if (absl::Status s = lr.Fit(xt, y, 2, vec.features(), o); !s.ok()) return s;
+    if (absl::Status s = lr.Fit(xt, y, 2, x.features, o); !s.ok()) return s;
     auto p = lr.PredictProba(xs);
     for (size_t r = 0; r < p.size(); ++r) out.probs[r][static_cast<size_t>(label)] = p[r][1];
     out.iterations = std::max(out.iterations, lr.iterations());
@@ -108,9 +116,10 @@ absl::StatusOr<TextBaselineResult> Run(const std::vector<std::string>& train, co
     (i % 5 == 4 ? held_targets : fit_targets).push_back(targets[i]);
   }
   if (held_texts.size() >= 2) {
+    const Features held = Vectorize(fit_texts, held_texts);  // the same for every C
     std::pair<double, double> best{-1, 0};
     for (double c : kCandidates) {
-      absl::StatusOr<Fitted> f = FitAndScore(fit_texts, fit_targets, classes, multi_label, c, held_texts);
+      absl::StatusOr<Fitted> f = FitAndScore(held, fit_targets, classes, multi_label, c);
       if (!f.ok()) return f.status();
       const auto q = Quality(f->probs, held_targets, multi_label);
       if (q.first > best.first || (q.first == best.first && q.second < best.second)) {
@@ -119,10 +128,11 @@ absl::StatusOr<TextBaselineResult> Run(const std::vector<std::string>& train, co
       }
     }
   }
-  absl::StatusOr<Fitted> f = FitAndScore(train, targets, classes, multi_label, out.c, validation);
+  const Features all = Vectorize(train, validation);
+  absl::StatusOr<Fitted> f = FitAndScore(all, targets, classes, multi_label, out.c);
   if (!f.ok()) return f.status();
   out.probs = std::move(f->probs);
-  out.features = f->features;
+  out.features = all.features;
   out.iterations = f->iterations;
   out.converged = f->converged;
   out.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

@@ -8,6 +8,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_join.h"
 #include "common/task_catalog.h"
 
 namespace attune::worker::eval {
@@ -168,11 +169,12 @@ std::string ReportJson(const ReportInput& in) {
   // "baseline": the strongest baseline computed (TF-IDF + logistic regression
   // where fitted), its metrics at the top level beside "method";
   // "trivial_baseline": the trivial predictor, always.
+  const auto final_named = in.final_eval.metrics.Named();
   const auto figures = [&](const BaselineFigures& b) {
     nlohmann::json f = {{"method", b.method}, {"description", b.description}};
     for (const auto& [name, v] : b.metrics) f[name] = v;
     if (!b.details.empty()) f["details"] = b.details;
-    f["beats_model_on"] = common::BaselineWinsOn(in.task, in.final_eval.metrics.Named(), b.metrics);
+    f["beats_model_on"] = common::BaselineWinsOn(in.task, final_named, b.metrics);
     return f;
   };
   j["baseline"] = figures(in.reference ? *in.reference : in.trivial);
@@ -272,21 +274,24 @@ std::string ReportHtml(const ReportInput& in) {
   std::vector<const BaselineFigures*> baselines;
   if (in.reference) baselines.push_back(&*in.reference);
   baselines.push_back(&in.trivial);
+  const auto named = m.Named();
+  bool reference_wins = false;
   for (const BaselineFigures* b : baselines) {
     absl::StrAppendFormat(&html, "<p>Baseline <b>%s</b>: %s.", Escape(b->method), Escape(b->description));
-    const auto wins = common::BaselineWinsOn(in.task, m.Named(), b->metrics);
+    const auto wins = common::BaselineWinsOn(in.task, named, b->metrics);
     if (!wins.empty()) {
-      std::string names;
-      for (const auto& w : wins) absl::StrAppend(&names, names.empty() ? "" : ", ", w);
-      absl::StrAppendFormat(&html, " <b class='verdict'>This baseline beats the model on %s.</b>", Escape(names));
+      absl::StrAppendFormat(&html, " <b class='verdict'>This baseline beats the model on %s.</b>",
+                            Escape(absl::StrJoin(wins, ", ")));
+      if (b != &in.trivial) reference_wins = true;
     }
     html += "</p>";
   }
-  if (in.reference && common::BaselineWinsOn(in.task, m.Named(), in.reference->metrics).empty()) {
-    html += "<p class='verdict'>The model beats the TF-IDF + logistic regression baseline on every headline metric.</p>";
-  } else if (in.reference) {
-    html += "<p class='verdict'>A bag-of-words model does better here: train longer, start from a pretrained "
-            "checkpoint (model.path), or use the baseline.</p>";
+  if (in.reference) {
+    html += reference_wins
+                ? "<p class='verdict'>A bag-of-words model does better here: train longer, start from a pretrained "
+                  "checkpoint (model.path), or use the baseline.</p>"
+                : "<p class='verdict'>The model beats the TF-IDF + logistic regression baseline on every headline "
+                  "metric.</p>";
   }
   // The final evaluation beside the baselines' figures, metric by metric.
   html += "<table><tr><th>metric</th><th>model</th>";

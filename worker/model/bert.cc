@@ -343,16 +343,15 @@ absl::Status LoadStateDict(BertClassifier& model, const std::string& path, std::
 
 absl::Status LoadStateDict(BertClassifier& model, const common::SafeTensorsFile& weights, const std::string& path,
                            std::vector<std::string>* fresh, bool require_all) {
-  const common::SafeTensorsFile* file = &weights;
   // Normalise names: "bert." prefix, gamma/beta.
   std::map<std::string, const common::SafeTensor*> by_name;
-  for (const auto& [raw, t] : file->tensors) {
+  for (const auto& [raw, t] : weights.tensors) {
     std::string name = raw;
     if (absl::EndsWith(name, "position_ids")) continue;
     if (absl::StartsWith(name, "cls.")) {
       // Only the masked-LM head's own tensors; the decoder is tied (see bert.h).
       if (name == "cls.predictions.decoder.bias") {
-        if (!file->tensors.count("cls.predictions.bias")) by_name["cls.predictions.bias"] = &t;
+        if (!weights.tensors.count("cls.predictions.bias")) by_name["cls.predictions.bias"] = &t;
         continue;
       }
       if (!absl::StartsWith(name, "cls.predictions.") || name == "cls.predictions.decoder.weight") continue;

@@ -37,19 +37,22 @@ absl::StatusOr<common::SafeTensorsFile> ReadTorchZip(const std::string& path) {
     auto [pkl, pkl_size] = zip.getRecord("data.pkl");
     auto dict = common::ParseStateDictPickle(std::string_view(static_cast<const char*>(pkl.get()), pkl_size), path);
     if (!dict.ok()) return dict.status();
-    std::map<std::string, std::string> storages;
+    // The storages are gathered from the reader's buffers: no copy of the whole model.
+    std::map<std::string, std::pair<at::DataPtr, size_t>> storages;
     for (const auto& [key, s] : dict->storages) {
       const std::string record = "data/" + key;
       if (!zip.hasRecord(record)) return absl::InvalidArgumentError(absl::StrCat(path, ": storage ", key, " is missing"));
-      auto [ptr, n] = zip.getRecord(record);
+      auto record_data = zip.getRecord(record);
+      const size_t n = std::get<1>(record_data);
       if (static_cast<uint64_t>(n) < static_cast<uint64_t>(s.numel) * static_cast<uint64_t>(common::DtypeSize(s.dtype))) {
         return absl::InvalidArgumentError(absl::StrCat(path, ": storage ", key, " is shorter than declared"));
       }
-      storages[key].assign(static_cast<const char*>(ptr.get()), n);
+      storages.emplace(key, std::make_pair(std::move(std::get<0>(record_data)), n));
     }
     common::SafeTensorsFile out;
     for (const auto& [name, t] : dict->tensors) {
-      auto st = common::Materialize(t, storages.at(t.storage_key), path + ": " + name);
+      const auto& [ptr, n] = storages.at(t.storage_key);
+      auto st = common::Materialize(t, std::string_view(static_cast<const char*>(ptr.get()), n), path + ": " + name);
       if (!st.ok()) return st.status();
       out.tensors[name] = std::move(*st);
     }

@@ -213,20 +213,16 @@ absl::Status Tokenizer::Save(const std::string& dir, int64_t model_max_length) c
   for (const auto& t : vocab_) absl::StrAppend(&v, t, "\n");
   absl::Status s = common::WriteFileAtomic(dir + "/vocab.txt", v);
   if (!s.ok()) return s;
+  const nlohmann::json special = {{"unk_token", "[UNK]"}, {"sep_token", "[SEP]"}, {"pad_token", "[PAD]"},
+                                  {"cls_token", "[CLS]"}, {"mask_token", "[MASK]"}};
   nlohmann::json j = {{"do_lower_case", options_.do_lower_case},
                       {"strip_accents", options_.strip_accents},
                       {"tokenize_chinese_chars", options_.tokenize_chinese_chars},
                       {"tokenizer_class", "BertTokenizer"},
-                      {"model_max_length", model_max_length},
-                      {"unk_token", "[UNK]"},
-                      {"sep_token", "[SEP]"},
-                      {"pad_token", "[PAD]"},
-                      {"cls_token", "[CLS]"},
-                      {"mask_token", "[MASK]"}};
+                      {"model_max_length", model_max_length}};
+  j.update(special);  // tokenizer_config.json names the special tokens too
   s = common::WriteFileAtomic(dir + "/tokenizer_config.json", j.dump(2));
   if (!s.ok()) return s;
-  nlohmann::json special = {{"unk_token", "[UNK]"}, {"sep_token", "[SEP]"}, {"pad_token", "[PAD]"},
-                            {"cls_token", "[CLS]"}, {"mask_token", "[MASK]"}};
   return common::WriteFileAtomic(dir + "/special_tokens_map.json", special.dump(2));
 }
 

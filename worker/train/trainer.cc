@@ -799,10 +799,11 @@ absl::StatusOr<TrainResult> Engine::Run() {
   result_.best_step = s.best_step;
   result_.stop_reason = stop_reason;
   result_.model_dir = c_.output_dir + "/model";
-  result_.trivial_baseline = task.ComputeBaseline(train, val, outputs);
-  // The TF-IDF + logistic regression baseline (rank 0, a few seconds of one
-  // thread; the other ranks wait at the final barrier). A failure to fit it
-  // costs the report its baseline, never the job.
+  // The baselines are rank 0's, which reports them. TF-IDF + logistic
+  // regression costs a few seconds of one thread (the other ranks wait at the
+  // final barrier); a failure to fit it costs the report its baseline, never
+  // the job.
+  if (rank_ == 0) result_.trivial_baseline = task.ComputeBaseline(train, val, outputs);
   if (rank_ == 0 && c_.eval_baseline) {
     absl::StatusOr<std::optional<task::Baseline>> b = task.TextBaseline(data.train, data.validation, outputs);
     if (!b.ok()) {

@@ -88,9 +88,9 @@ struct TrainResult {
   std::string stop_reason;
   std::string model_dir;
   int64_t trainable_parameters = 0, total_parameters = 0;
-  // Baselines on the evaluation set: the task's trivial predictor (every
-  // rank) and, for classification with evaluation.baseline on, TF-IDF +
-  // logistic regression (rank 0 only).
+  // Baselines on the evaluation set (rank 0 only): the task's trivial
+  // predictor and, for classification with evaluation.baseline on, TF-IDF +
+  // logistic regression.
   eval::BaselineFigures trivial_baseline;
   std::optional<eval::BaselineFigures> reference_baseline;
   // Distributed runs: the reducer's figures.
