@@ -270,6 +270,22 @@ TEST(ConvertTest, AnotherModelTypeIsRefusedByName) {
   EXPECT_NE(p.output.find("model_type gpt2 is not supported"), std::string::npos) << p.output;
 }
 
+// A shard index may only name files in the model's own directory.
+TEST(ConvertTest, AShardOutsideTheModelDirectoryIsRefused) {
+  TempDir dir("shard_escape");
+  auto gen = RunCommand("/usr/bin/python3 " + Fixture("make_tiny_bert.py") + " " + dir.path() +
+                        " --format safetensors-sharded");
+  ASSERT_EQ(gen.exit_code, 0) << gen.output;
+  auto index = nlohmann::json::parse(testing::ReadText(dir / "model.safetensors.index.json"));
+  const std::string first = index["weight_map"].begin().key();
+  index["weight_map"][first] = "../model-00001-of-00002.safetensors";
+  testing::WriteText(dir / "model.safetensors.index.json", index.dump());
+  auto c = RunCommand(Bin("attune") + " convert --model " + dir.path() + " --output " + (dir / "out"));
+  EXPECT_EQ(c.exit_code, 1) << c.output;
+  EXPECT_NE(c.output.find("is not a plain file name in the model directory"), std::string::npos) << c.output;
+  EXPECT_FALSE(std::filesystem::exists(dir / "out/model.safetensors"));
+}
+
 // NOTE: a checkpoint is data, never code. Pickles naming os.system, exec or
 // eval are refused, naming the global, and nothing they ask for happens.
 TEST(ConvertTest, HostilePicklesAreRefusedAndNothingRuns) {
