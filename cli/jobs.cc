@@ -64,16 +64,6 @@ std::string Headline(const v1::Metrics& m, const std::string& task, const char* 
   return out.empty() ? "-" : out;
 }
 
-int Fail(const grpc::Status& s) {
-  static const char* kNames[] = {"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
-                                 "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
-                                 "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS",
-                                 "UNAUTHENTICATED"};
-  const int code = static_cast<int>(s.error_code());
-  std::cerr << "attune: " << (code >= 0 && code <= 16 ? kNames[code] : "UNKNOWN") << ": " << s.error_message() << "\n";
-  return code == 0 ? 1 : code;
-}
-
 std::string ToJson(const google::protobuf::Message& m) {
   google::protobuf::util::JsonPrintOptions o;
   o.preserve_proto_field_names = true;
@@ -103,14 +93,32 @@ void EmitYaml(const nlohmann::json& j, YAML::Emitter& e) {
   }
 }
 
-void Print(const google::protobuf::Message& m, const std::string& format) {
+}  // namespace
+
+void PrintDocument(const nlohmann::json& j, const std::string& format) {
   if (format == "yaml") {
     YAML::Emitter e;
-    EmitYaml(nlohmann::json::parse(ToJson(m)), e);
+    EmitYaml(j, e);
     std::cout << e.c_str() << "\n";
   } else {
-    std::cout << ToJson(m) << "\n";
+    std::cout << j.dump(2) << "\n";
   }
+}
+
+int Fail(const grpc::Status& s) {
+  static const char* kNames[] = {"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
+                                 "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
+                                 "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS",
+                                 "UNAUTHENTICATED"};
+  const int code = static_cast<int>(s.error_code());
+  std::cerr << "attune: " << (code >= 0 && code <= 16 ? kNames[code] : "UNKNOWN") << ": " << s.error_message() << "\n";
+  return code == 0 ? 1 : code;
+}
+
+namespace {
+
+void Print(const google::protobuf::Message& m, const std::string& format) {
+  PrintDocument(nlohmann::json::parse(ToJson(m)), format);
 }
 
 void PrintJobTable(const std::vector<v1::Job>& jobs) {
@@ -155,22 +163,37 @@ std::string Absolute(const std::string& p, const fs::path& base) {
 
 }  // namespace
 
-Client::Client(const ClientOptions& o) : o_(o) {
+std::shared_ptr<grpc::Channel> MakeChannel(const ClientOptions& o) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(16 << 20);
   // `watch` streams can sit idle between events: keep them alive through L4 proxies.
   args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 10000);
   args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 5000);
-  channel_ = grpc::CreateCustomChannel(
-      o.coordinator, o.credentials ? o.credentials : grpc::InsecureChannelCredentials(), args);
+  return grpc::CreateCustomChannel(o.coordinator, o.credentials ? o.credentials : grpc::InsecureChannelCredentials(),
+                                   args);
+}
+
+void PrepareContext(const ClientOptions& o, grpc::ClientContext* ctx, bool stream) {
+  if (!o.token.empty()) ctx->AddMetadata("authorization", "Bearer " + o.token);
+  if (!stream) ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(o.timeout_s));
+}
+
+void AbsolutizePaths(v1::JobSpec* spec) {
+  const fs::path base = fs::current_path();
+  spec->mutable_model()->set_path(Absolute(spec->model().path(), base));
+  spec->mutable_model()->set_vocab(Absolute(spec->model().vocab(), base));
+  spec->mutable_data()->set_train(Absolute(spec->data().train(), base));
+  spec->mutable_data()->set_validation(Absolute(spec->data().validation(), base));
+  spec->set_output_dir(Absolute(spec->output_dir(), base));
+}
+
+Client::Client(const ClientOptions& o) : o_(o) {
+  channel_ = MakeChannel(o);
   stub_ = JobService::NewStub(channel_);
 }
 Client::~Client() = default;
 
-void Client::Prepare(grpc::ClientContext* ctx, bool stream) const {
-  if (!o_.token.empty()) ctx->AddMetadata("authorization", "Bearer " + o_.token);
-  if (!stream) ctx->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(o_.timeout_s));
-}
+void Client::Prepare(grpc::ClientContext* ctx, bool stream) const { PrepareContext(o_, ctx, stream); }
 
 int Client::Submit(const std::string& file, bool watch, const std::string& key) {
   auto text = common::ReadFile(file, 1 << 20);
@@ -184,12 +207,7 @@ int Client::Submit(const std::string& file, bool watch, const std::string& key) 
     return 3;
   }
   // Relative paths in the spec are relative to this command's directory.
-  const fs::path base = fs::current_path();
-  spec->mutable_model()->set_path(Absolute(spec->model().path(), base));
-  spec->mutable_model()->set_vocab(Absolute(spec->model().vocab(), base));
-  spec->mutable_data()->set_train(Absolute(spec->data().train(), base));
-  spec->mutable_data()->set_validation(Absolute(spec->data().validation(), base));
-  spec->set_output_dir(Absolute(spec->output_dir(), base));
+  AbsolutizePaths(&*spec);
   v1::SubmitJobRequest req;
   *req.mutable_spec() = *spec;
   std::string idem = key;

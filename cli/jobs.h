@@ -6,6 +6,7 @@
 #include <string>
 
 #include <grpcpp/grpcpp.h>
+#include <nlohmann/json.hpp>
 
 #include "attune/v1/coordinator.grpc.pb.h"
 
@@ -18,6 +19,17 @@ struct ClientOptions {
   std::string token;  // sent as "authorization: Bearer <token>" when set
   std::shared_ptr<grpc::ChannelCredentials> credentials;  // default: insecure
 };
+
+// Prints "attune: CODE: message" and returns the exit code for a failed call
+// (the gRPC status code).
+int Fail(const grpc::Status& s);
+// Prints `j` as indented JSON, or as YAML when `format` is "yaml".
+void PrintDocument(const nlohmann::json& j, const std::string& format);
+// Relative paths of a spec are relative to the current directory.
+void AbsolutizePaths(v1::JobSpec* spec);
+std::shared_ptr<grpc::Channel> MakeChannel(const ClientOptions& o);
+// A call's token and deadline (none for streams).
+void PrepareContext(const ClientOptions& o, grpc::ClientContext* ctx, bool stream);
 
 // Each command returns the process exit code: 0, or the gRPC status code.
 class Client {

@@ -3,6 +3,7 @@
 //   attune submit -f SPEC [--watch]      attune get JOB      attune list [--state S] [--selector k=v]
 //   attune cancel JOB                    attune watch JOB    attune logs JOB [--rank R] [--tail N]
 //   attune workers
+//   attune sweep submit -f SWEEP [--watch] | sweep get SWEEP | sweep list | sweep cancel SWEEP
 //   attune predict --model DIR --input FILE.{jsonl,csv} [--output FILE]
 //   attune convert --model DIR --output DIR   (pytorch_model.bin, shards -> model.safetensors)
 // Job commands take --coordinator HOST:PORT (or $ATTUNE_COORDINATOR) and -o table|json|yaml.
@@ -19,6 +20,7 @@
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
 #include "cli/jobs.h"
+#include "cli/sweeps.h"
 #include "common/files.h"
 #include "common/flags_compat.h"
 #include "common/rpc/tls.h"
@@ -55,6 +57,7 @@ namespace {
 constexpr char kUsage[] =
     "usage: attune submit -f SPEC [--watch] | get JOB | list [--state S] | cancel JOB | watch JOB |\n"
     "       logs JOB [--rank R] | workers | predict --model DIR --input FILE [--output FILE] |\n"
+    "       sweep submit -f SWEEP [--watch] | sweep get SWEEP | sweep list | sweep cancel SWEEP |\n"
     "       convert --model DIR --output DIR\n"
     "       [--coordinator HOST:PORT] [-o table|json|yaml]";
 
@@ -177,6 +180,28 @@ int main(int argc, char** argv) {
     return need_job() ? attune::cli::Client(co).Logs(job, absl::GetFlag(FLAGS_rank), absl::GetFlag(FLAGS_tail)) : 2;
   }
   if (command == "workers") return attune::cli::Client(co).Workers();
+  if (command == "sweep") {
+    const std::string sub = positional.size() > 1 ? positional[1] : "";
+    const std::string id = positional.size() > 2 ? positional[2] : "";
+    attune::cli::SweepClient sweeps(co);
+    if (sub == "submit") {
+      if (absl::GetFlag(FLAGS_f).empty()) {
+        std::cerr << "attune sweep submit: -f SWEEP is required\n";
+        return 2;
+      }
+      return sweeps.Submit(absl::GetFlag(FLAGS_f), absl::GetFlag(FLAGS_watch), absl::GetFlag(FLAGS_idempotency_key));
+    }
+    if (sub == "list") return sweeps.List();
+    if (sub == "get" || sub == "cancel" || sub == "watch") {
+      if (id.empty()) {
+        std::cerr << "attune sweep " << sub << ": a sweep id is required\n" << kUsage << "\n";
+        return 2;
+      }
+      return sub == "get" ? sweeps.Get(id) : sub == "cancel" ? sweeps.Cancel(id) : sweeps.Watch(id);
+    }
+    std::cerr << "attune sweep: unknown subcommand '" << sub << "' (submit, get, list, cancel, watch)\n" << kUsage << "\n";
+    return 2;
+  }
   if (command == "convert") return Convert();
   if (command == "predict") {
     VLOG(1) << allocator;

@@ -146,7 +146,12 @@ absl::Status ValidateJobConfig(const JobConfig& c) {
   check(c.max_restarts >= 0 && c.max_restarts <= 100, "max_restarts", "must be in [0, 100]");
   check(!c.output_dir.empty(), "output_dir", "is required");
   for (const auto& [k, v] : c.labels) {
-    check(IsValidName(k), "labels", absl::StrCat("key '", k, "' must match [A-Za-z0-9._-]{1,128}"));
+    // Like Kubernetes: an optional prefix, "attune.dev/sweep".
+    const size_t slash = k.find('/');
+    const bool ok = slash == std::string::npos
+                        ? IsValidName(k)
+                        : IsValidName(k.substr(0, slash)) && IsValidName(k.substr(slash + 1));
+    check(ok, "labels", absl::StrCat("key '", k, "' must match [prefix/]name with each part [A-Za-z0-9._-]{1,128}"));
   }
   if (bad.empty()) return absl::OkStatus();
   return absl::InvalidArgumentError(absl::StrJoin(bad, "; "));

@@ -369,6 +369,14 @@ absl::StatusOr<Job> JobManager::Submit(const common::JobConfig& config, const st
   return *stored;
 }
 
+absl::Status JobManager::Check(const common::JobConfig& config) {
+  if (auto s = common::ValidateJobConfig(config); !s.ok()) return s;
+  if (auto s = CheckPaths(config); !s.ok()) return s;
+  if (config.model_from_job.empty()) return absl::OkStatus();
+  std::lock_guard<std::mutex> l(mu_);
+  return ResolveDependencyLocked(config.model_from_job).status();
+}
+
 absl::StatusOr<Job> JobManager::Get(const std::string& id) {
   std::lock_guard<std::mutex> l(mu_);
   auto it = jobs_.find(id);

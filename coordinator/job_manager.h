@@ -105,6 +105,9 @@ class JobManager {
 
   absl::StatusOr<Job> Submit(const common::JobConfig& config, const std::string& spec_json,
                              const std::string& idempotency_key);
+  // The checks Submit makes of a spec (fields, paths, model.from_job),
+  // without submitting it.
+  absl::Status Check(const common::JobConfig& config);
   absl::StatusOr<Job> Get(const std::string& id);
   absl::StatusOr<std::pair<std::vector<Job>, std::string>> List(const ListFilter& filter);
   absl::StatusOr<Job> Cancel(const std::string& id);

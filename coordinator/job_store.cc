@@ -198,6 +198,8 @@ absl::StatusOr<std::unique_ptr<JobStore>> JobStore::Open(const std::string& path
                           "idem TEXT UNIQUE, state INTEGER NOT NULL, body TEXT NOT NULL)",
                           "CREATE TABLE IF NOT EXISTS events (job_id TEXT NOT NULL, idx INTEGER NOT NULL, "
                           "body TEXT NOT NULL, PRIMARY KEY (job_id, idx))",
+                          "CREATE TABLE IF NOT EXISTS sweeps (id TEXT PRIMARY KEY, seq INTEGER NOT NULL, "
+                          "body TEXT NOT NULL)",
 }) {
     if (auto s = store->Exec(sql); !s.ok()) return s;
   }
@@ -326,6 +328,22 @@ absl::StatusOr<Event> JobStore::AppendEvent(const Job& job, Event event, bool sy
     return s;
   }
   return event;
+}
+
+absl::Status JobStore::PutSweep(const std::string& id, int64_t seq, const std::string& body) {
+  std::lock_guard<std::mutex> l(mu_);
+  Stmt u(db_, "INSERT INTO sweeps (id, seq, body) VALUES (?, ?, ?) ON CONFLICT(id) DO UPDATE SET body = excluded.body");
+  u.Bind(1, id).Bind(2, seq).Bind(3, body);
+  if (sqlite3_step(u.get()) != SQLITE_DONE) return SqlError(db_, "store sweep");
+  return absl::OkStatus();
+}
+
+std::vector<JobStore::SweepRow> JobStore::Sweeps() {
+  std::lock_guard<std::mutex> l(mu_);
+  std::vector<SweepRow> out;
+  Stmt q(db_, "SELECT id, seq, body FROM sweeps ORDER BY seq");
+  while (sqlite3_step(q.get()) == SQLITE_ROW) out.push_back({q.Text(0), q.Int(1), q.Text(2)});
+  return out;
 }
 
 int JobStore::SynchronousMode() {

@@ -40,6 +40,15 @@ class JobStore {
   // after it, on a power failure; the next synced commit makes it durable too.
   absl::StatusOr<Event> AppendEvent(const Job& job, Event event, bool sync = true);
   std::vector<Event> Events(const std::string& job_id, int64_t from_index);
+  // Sweeps (coordinator/sweep), each one JSON row written whole in one
+  // synced transaction.
+  absl::Status PutSweep(const std::string& id, int64_t seq, const std::string& body);
+  struct SweepRow {
+    std::string id;
+    int64_t seq = 0;
+    std::string body;
+  };
+  std::vector<SweepRow> Sweeps();
   // PRAGMA synchronous of the connection (2 = FULL), for tests.
   int SynchronousMode();
 

@@ -87,7 +87,14 @@ void CheckFields(const nlohmann::json& j, const pb::Descriptor* d, const std::st
     const nlohmann::json& v = it.value();
     if (v.is_null()) continue;
     if (f->is_map()) {
-      if (!v.is_object()) errors->push_back(absl::StrCat(p, ": must be a mapping"));
+      if (!v.is_object()) {
+        errors->push_back(absl::StrCat(p, ": must be a mapping"));
+      } else if (f->message_type()->map_value()->type() == pb::FieldDescriptor::TYPE_MESSAGE &&
+                 f->message_type()->map_value()->message_type()->file()->package() == "attune.v1") {
+        for (auto e = v.begin(); e != v.end(); ++e) {
+          CheckFields(e.value(), f->message_type()->map_value()->message_type(), absl::StrCat(p, ".", e.key()), errors);
+        }
+      }
       continue;
     }
     if (f->is_repeated()) {
@@ -145,9 +152,8 @@ T Or(T v, T def) {
   return v == T{} ? def : v;
 }
 
-}  // namespace
 
-absl::StatusOr<v1::JobSpec> ParseJobSpec(const std::string& text, const std::string& source) {
+absl::Status ParseYamlInto(const std::string& text, const std::string& source, pb::Message* out) {
   YAML::Node root;
   try {
     root = YAML::Load(text);
@@ -159,19 +165,32 @@ absl::StatusOr<v1::JobSpec> ParseJobSpec(const std::string& text, const std::str
   if (!j.ok()) return absl::InvalidArgumentError(absl::StrCat(source, ": ", j.status().message()));
   DropNulls(*j);
   std::vector<std::string> errors;
-  CheckFields(*j, v1::JobSpec::descriptor(), "", &errors);
+  CheckFields(*j, out->GetDescriptor(), "", &errors);
   if (!errors.empty()) {
     std::string msg = source + ": ";
     for (size_t i = 0; i < errors.size(); ++i) absl::StrAppend(&msg, i ? "; " : "", errors[i]);
     return absl::InvalidArgumentError(msg);
   }
-  v1::JobSpec spec;
   pb::util::JsonParseOptions opts;
   opts.ignore_unknown_fields = false;
-  auto st = pb::util::JsonStringToMessage(j->dump(), &spec, opts);
+  auto st = pb::util::JsonStringToMessage(j->dump(), out, opts);
   if (!st.ok()) {
     return absl::InvalidArgumentError(absl::StrCat(source, ": ", std::string(st.message())));
   }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<v1::JobSpec> ParseJobSpec(const std::string& text, const std::string& source) {
+  v1::JobSpec spec;
+  if (auto s = ParseYamlInto(text, source, &spec); !s.ok()) return s;
+  return spec;
+}
+
+absl::StatusOr<v1::SweepSpec> ParseSweepSpec(const std::string& text, const std::string& source) {
+  v1::SweepSpec spec;
+  if (auto s = ParseYamlInto(text, source, &spec); !s.ok()) return s;
   return spec;
 }
 

@@ -8,6 +8,7 @@
 
 #include "absl/status/statusor.h"
 #include "attune/v1/job.pb.h"
+#include "attune/v1/sweep.pb.h"
 #include "common/job_config.h"
 
 namespace attune::common {
@@ -15,6 +16,10 @@ namespace attune::common {
 // Parses YAML (a superset of JSON) into a JobSpec. Unknown keys, wrong types
 // and malformed text are kInvalidArgument naming the field path.
 absl::StatusOr<v1::JobSpec> ParseJobSpec(const std::string& text, const std::string& source);
+
+// The same for a sweep file (attune.v1.SweepSpec); the parameters' values are
+// checked field by field too.
+absl::StatusOr<v1::SweepSpec> ParseSweepSpec(const std::string& text, const std::string& source);
 
 // Applies defaults; does not validate.
 JobConfig JobConfigFromProto(const v1::JobSpec& spec);

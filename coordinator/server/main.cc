@@ -27,6 +27,9 @@
 #include "coordinator/job_manager.h"
 #include "coordinator/job_store.h"
 #include "coordinator/rpc/services.h"
+#include "coordinator/rpc/sweep_service.h"
+#include "coordinator/sweep/sweep_manager.h"
+#include "coordinator/sweep/trial_jobs.h"
 
 ABSL_FLAG(std::string, listen, "127.0.0.1:50051", "address to serve gRPC on");
 ABSL_FLAG(std::string, state, "attune-state.db", "SQLite state file (WAL)");
@@ -99,6 +102,43 @@ void ExportClusterStats(const attune::coordinator::JobManager::ClusterStats& st,
   }
 }
 
+// attune_sweep_*: each sweep's trials by state, its best objective so far,
+// its trials stopped early, and each trial's latest objective.
+void ExportSweepStats(const std::vector<attune::coordinator::sweep::SweepRecord>& sweeps, attune::common::Metrics& m) {
+  using attune::coordinator::JobState;
+  for (const auto& s : sweeps) {
+    std::map<std::string, int> by_state = {{"pending", 0}, {"running", 0}, {"succeeded", 0},
+                                           {"failed", 0},  {"cancelled", 0}, {"stopped_early", 0}};
+    int stopped = 0;
+    for (const auto& t : s.trials) {
+      stopped += t.stopped_early;
+      std::string state = t.stopped_early && t.terminal          ? "stopped_early"
+                          : t.state == JobState::kSucceeded     ? "succeeded"
+                          : t.state == JobState::kFailed        ? "failed"
+                          : t.state == JobState::kCancelled     ? "cancelled"
+                          : t.state == JobState::kRunning || t.state == JobState::kRecovering ||
+                                  t.state == JobState::kScheduled || t.state == JobState::kCancelling
+                              ? "running"
+                              : "pending";
+      ++by_state[state];
+      double v = 0;
+      if (attune::coordinator::sweep::TrialObjective(t, &v)) {
+        m.SetGauge("attune_sweep_trial_objective", "a trial's objective: its exported model's, else its last evaluation's",
+                   {{"sweep_id", s.id}, {"trial", std::to_string(t.index)}}, v);
+      }
+    }
+    for (const auto& [state, n] : by_state) {
+      m.SetGauge("attune_sweep_trials", "a sweep's trials by state", {{"sweep_id", s.id}, {"state", state}}, n);
+    }
+    m.SetGauge("attune_sweep_trials_stopped_early", "a sweep's trials stopped early (ASHA or median)",
+               {{"sweep_id", s.id}}, stopped);
+    if (s.best_trial >= 0) {
+      m.SetGauge("attune_sweep_best_objective", "the best completed trial's objective", {{"sweep_id", s.id}},
+                 s.best_objective);
+    }
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -129,6 +169,12 @@ int main(int argc, char** argv) {
     std::cerr << "attune-coordinator: " << s << "\n";
     return 1;
   }
+  attune::coordinator::sweep::JobManagerTrialJobs trial_jobs(manager, attune::coordinator::rpc::MakeSpecCompiler());
+  attune::coordinator::sweep::SweepManager sweeps(**store, trial_jobs);
+  if (auto s = sweeps.Recover(); !s.ok()) {
+    std::cerr << "attune-coordinator: " << s << "\n";
+    return 1;
+  }
   auto auth = attune::coordinator::rpc::TokenAuthorizer::FromFiles({{"submit", absl::GetFlag(FLAGS_submit_token_file)},
                                                                    {"worker", absl::GetFlag(FLAGS_worker_token_file)},
                                                                    {"admin", absl::GetFlag(FLAGS_admin_token_file)}});
@@ -147,6 +193,7 @@ int main(int argc, char** argv) {
   }
   attune::coordinator::rpc::JobServiceImpl jobs(manager, *auth, *metrics);
   attune::coordinator::rpc::WorkerServiceImpl workers(manager, *auth, *metrics);
+  attune::coordinator::rpc::SweepServiceImpl sweep_service(sweeps, *auth, *metrics);
 
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
@@ -168,6 +215,7 @@ int main(int argc, char** argv) {
   builder.SetMaxSendMessageSize(limit);
   builder.RegisterService(&jobs);
   builder.RegisterService(&workers);
+  builder.RegisterService(&sweep_service);
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || port == 0) {
     std::cerr << "attune-coordinator: cannot listen on " << absl::GetFlag(FLAGS_listen) << "\n";
@@ -203,8 +251,10 @@ int main(int argc, char** argv) {
   std::set<std::string> workers_exported;
   while (!g_stop.load()) {
     manager.Tick();
+    sweeps.Tick();  // after the job manager's tick, without its lock
     if (++ticks % 5 == 0) {
       ExportClusterStats(manager.TakeStats(), *metrics, &restarts_seen, &workers_exported);
+      ExportSweepStats(sweeps.List(), *metrics);
       attune::common::ExportOwnProcessStats(*metrics, &cpu_reported);
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(200));

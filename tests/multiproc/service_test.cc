@@ -954,3 +954,185 @@ TEST_F(ServiceTest, MutualTlsRefusesClientsWithoutCertificatesAndProbesUseThePla
 
 }  // namespace
 }  // namespace attune
+
+namespace attune {
+namespace {
+
+// A sweep file over the fixture's data: `trials` trials of a tiny model,
+// learning rate log-uniform in [1e-5, 1e-2] and method full or lora.
+std::string SweepFile(const testing::TempDir& dir, const std::string& name, int trials, int max_steps,
+                      const std::string& early_stopping) {
+  std::string s = "name: " + name +
+                  "\nspec:\n  name: " + name +
+                  "\n  model:\n    config: {hidden_size: 16, num_hidden_layers: 1, num_attention_heads: 2, "
+                  "intermediate_size: 32, max_position_embeddings: 64}\n    vocab_size: 100\n"
+                  "  data: {train: " + (dir / "train.csv") + ", validation: " + (dir / "valid.csv") +
+                  ", max_length: 24}\n  method: {type: full}\n"
+                  "  hyperparameters: {epochs: 100, max_steps: " + std::to_string(max_steps) +
+                  ", batch_size: 4, learning_rate: 1.0e-3}\n"
+                  "  evaluation: {every_steps: 20, baseline: false}\n  checkpoint: {every_steps: 20}\n"
+                  "  workers: {count: 1}\n  output_dir: " + (dir / ("sweep-" + name)) +
+                  "\nparameters:\n  hyperparameters.learning_rate: {log_uniform: [1.0e-5, 1.0e-2]}\n"
+                  "  method.type: {choice: [full, lora]}\n"
+                  "objective: {metric: roc_auc, goal: max}\nalgorithm: {type: random, seed: 3}\n"
+                  "max_trials: " + std::to_string(trials) + "\nparallel_trials: 2\nearly_stopping: " + early_stopping + "\n";
+  const std::string path = dir / (name + ".sweep.yaml");
+  testing::WriteText(path, s);
+  return path;
+}
+
+class SweepServiceTest : public ServiceTest {
+ protected:
+  nlohmann::json GetSweep(const std::string& id) {
+    auto r = Cli("sweep get " + id + " -o json");
+    if (r.exit_code != 0) return nlohmann::json::object();
+    return nlohmann::json::parse(r.output, nullptr, false);
+  }
+  bool WaitSweep(const std::string& id, const std::string& state, int limit_s) {
+    auto until = std::chrono::steady_clock::now() + std::chrono::seconds(limit_s);
+    while (std::chrono::steady_clock::now() < until) {
+      if (GetSweep(id).value("state", "") == state) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(300));
+    }
+    return false;
+  }
+};
+
+TEST_F(SweepServiceTest, AnAshaSweepThroughTheCliStopsWeakTrialsAndExportsTheBest) {
+  const int cport = FreePort();
+  StartCoordinator("--metrics-listen 127.0.0.1:" + std::to_string(cport));
+  StartAgents(2);
+  const std::string file =
+      SweepFile(dir_, "lr-and-method", 6, 100000, "{type: asha, grace_steps: 20, reduction_factor: 3, max_steps: 1000}");
+  auto r = Cli("sweep submit -f " + file + " --watch", 600);
+  ASSERT_EQ(r.exit_code, 0) << r.output << testing::ReadText(dir_ / "coordinator.log");
+  const std::string id = r.output.substr(0, r.output.find('\n'));
+  ASSERT_EQ(id.rfind("s-", 0), 0u) << r.output;
+  nlohmann::json s = GetSweep(id);
+  ASSERT_EQ(s["state"], "SUCCEEDED") << s.dump(2);
+  ASSERT_EQ(s["trials"].size(), 6u);
+  // ASHA stopped at least one trial at a rung; it was cancelled cleanly and
+  // kept its last committed checkpoint.
+  int stopped = 0;
+  for (const auto& t : s["trials"]) {
+    if (!t["stopped_early"].get<bool>()) continue;
+    ++stopped;
+    EXPECT_EQ(t["state"], "STOPPED_EARLY") << t.dump();
+    EXPECT_NE(t["stopped_reason"].get<std::string>().find("asha: roc_auc"), std::string::npos) << t.dump();
+    EXPECT_LT(t["steps"].get<int64_t>(), 1000) << t.dump();
+    EXPECT_EQ(GetJob(t["job_id"])["state"], "CANCELLED");
+    const std::string ckpt = dir_ / ("sweep-lr-and-method/trial-" + std::to_string(t["trial"].get<int>()) + "/checkpoints");
+    EXPECT_TRUE(std::filesystem::exists(ckpt) && !std::filesystem::is_empty(ckpt)) << ckpt;
+  }
+  EXPECT_GE(stopped, 1) << s.dump(2);
+  // The best trial has the best objective among the completed ones.
+  int best = -1;
+  double best_value = -1;
+  for (const auto& t : s["trials"]) {
+    if (t["state"] != "SUCCEEDED") continue;
+    EXPECT_EQ(t["steps"].get<int64_t>(), 1000) << t.dump();  // ASHA's max_steps
+    if (t["objective"].get<double>() > best_value) {
+      best_value = t["objective"].get<double>();
+      best = t["trial"].get<int>();
+    }
+  }
+  ASSERT_GE(best, 0);
+  EXPECT_EQ(s["best"]["trial"], best);
+  EXPECT_DOUBLE_EQ(s["best"]["objective"].get<double>(), best_value);
+  // ...and equals that trial job's own last evaluation (the exported model's).
+  auto best_job = GetJob(s["best"]["job_id"]);
+  EXPECT_DOUBLE_EQ(best_job["last_eval"]["values"]["roc_auc"].get<double>(), best_value);
+  // best/model predicts.
+  const std::string out = dir_ / "sweep-lr-and-method";
+  auto pred = RunCommand(Bin("attune") + " predict --model " + out + "/best/model --input " + (dir_ / "valid.csv") +
+                         " --output " + (dir_ / "pred.jsonl"));
+  ASSERT_EQ(pred.exit_code, 0) << pred.output;
+  EXPECT_EQ(RunCommand("wc -l < " + (dir_ / "pred.jsonl")).output, "80\n");
+  auto report = nlohmann::json::parse(testing::ReadText(out + "/sweep_report.json"));
+  EXPECT_EQ(report["best"]["trial"], best);
+  EXPECT_NE(testing::ReadText(out + "/sweep_report.html").find("<table id='trials'>"), std::string::npos);
+  // The parameters are the seed's, computed independently.
+  auto ref = RunCommand("/usr/bin/python3 " + testing::Fixture("sweep_reference.py") +
+                        " 3 6 '{\"hyperparameters.learning_rate\": {\"log_uniform\": [1e-5, 1e-2]}, "
+                        "\"method.type\": {\"choice\": [\"full\", \"lora\"]}}'");
+  ASSERT_EQ(ref.exit_code, 0) << ref.output;
+  std::istringstream lines(ref.output);
+  for (int i = 0; i < 6; ++i) {
+    std::string line;
+    std::getline(lines, line);
+    auto want = nlohmann::json::parse(line);
+    const auto& got = s["trials"][i]["parameters"];
+    EXPECT_EQ(got["method.type"], want["method.type"]) << i;
+    EXPECT_NEAR(got["hyperparameters.learning_rate"].get<double>(), want["hyperparameters.learning_rate"].get<double>(),
+                1e-12 * want["hyperparameters.learning_rate"].get<double>())
+        << i;
+    // Each trial is an ordinary job with the trial's values in its spec.
+    auto job = GetJob(s["trials"][i]["job_id"]);
+    EXPECT_EQ(job["spec"]["labels"]["attune.dev/sweep"], id);
+    EXPECT_EQ(job["spec"]["labels"]["attune.dev/trial"], std::to_string(i));
+    EXPECT_EQ(job["spec"]["method"]["type"], want["method.type"]);
+  }
+  auto listed = nlohmann::json::parse(Cli("list --selector attune.dev/sweep=" + id + " -o json").output);
+  EXPECT_EQ(listed["jobs"].size(), 6u);
+  // Users cannot forge a trial.
+  std::string forged = testing::ReadText(Spec("forged", 10, 0));
+  testing::WriteText(dir_ / "forged.yaml", forged + "labels: {attune.dev/sweep: " + id + "}\n");
+  auto refused = Cli("submit -f " + (dir_ / "forged.yaml"));
+  EXPECT_EQ(refused.exit_code, 3) << refused.output;
+  EXPECT_NE(refused.output.find("labels.attune.dev/sweep: the attune.dev/ prefix is reserved"), std::string::npos)
+      << refused.output;
+  // The coordinator's series.
+  std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+  auto metrics = RunCommand("/usr/bin/python3 -c \"import urllib.request,sys; sys.stdout.write(urllib.request.urlopen("
+                            "'http://127.0.0.1:" + std::to_string(cport) + "/metrics').read().decode())\"");
+  EXPECT_NE(metrics.output.find("attune_sweep_trials{state=\"stopped_early\",sweep_id=\"" + id + "\"} " +
+                                std::to_string(stopped)),
+            std::string::npos)
+      << metrics.output;
+  EXPECT_NE(metrics.output.find("attune_sweep_best_objective{sweep_id=\"" + id + "\"}"), std::string::npos);
+  // A bad parameter path or value is refused at submit, naming it.
+  std::string bad = testing::ReadText(file);
+  bad.replace(bad.find("method.type: {choice: [full, lora]}"), 35, "method.typo: {choice: [full, lora]}");
+  testing::WriteText(dir_ / "bad.sweep.yaml", bad);
+  auto b = Cli("sweep submit -f " + (dir_ / "bad.sweep.yaml"));
+  EXPECT_EQ(b.exit_code, 3) << b.output;
+  EXPECT_NE(b.output.find("parameters.method.typo = \"full\""), std::string::npos) << b.output;
+  EXPECT_NE(b.output.find("method.typo: unknown field"), std::string::npos) << b.output;
+}
+
+TEST_F(SweepServiceTest, ACoordinatorKilledMidSweepFinishesItWithExactlyMaxTrials) {
+  StartCoordinator();
+  StartAgents(2);
+  const std::string file = SweepFile(dir_, "survive", 5, 200, "{type: none}");
+  auto r = Cli("sweep submit -f " + file);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const std::string id = r.output.substr(0, r.output.find('\n'));
+  // Kill it while trials run and more wait to be started.
+  auto until = std::chrono::steady_clock::now() + std::chrono::seconds(120);
+  while (std::chrono::steady_clock::now() < until) {
+    auto s = GetSweep(id);
+    int running = 0;
+    for (const auto& t : s.value("trials", nlohmann::json::array())) running += t["state"] == "RUNNING";
+    if (running > 0 && s["trials"].size() >= 2u && s["trials"].size() < 5u) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  KillAndReap(coordinator_);
+  StartCoordinator();
+  ASSERT_TRUE(WaitSweep(id, "SUCCEEDED", 300)) << GetSweep(id).dump(2) << testing::ReadText(dir_ / "coordinator.log");
+  auto s = GetSweep(id);
+  ASSERT_EQ(s["trials"].size(), 5u);
+  std::set<std::string> jobs;
+  for (size_t i = 0; i < 5; ++i) {
+    EXPECT_EQ(s["trials"][i]["trial"], i);
+    EXPECT_EQ(s["trials"][i]["state"], "SUCCEEDED") << s["trials"][i].dump();
+    jobs.insert(s["trials"][i]["job_id"].get<std::string>());
+  }
+  EXPECT_EQ(jobs.size(), 5u);
+  // None lost, none duplicated: exactly max_trials jobs carry the sweep's label.
+  auto listed = nlohmann::json::parse(Cli("list --selector attune.dev/sweep=" + id + " -o json").output);
+  EXPECT_EQ(listed["jobs"].size(), 5u);
+  EXPECT_EQ(nlohmann::json::parse(Cli("sweep list -o json").output)["sweeps"].size(), 1u);
+}
+
+}  // namespace
+}  // namespace attune

@@ -42,20 +42,29 @@ JobConfig Parse(const std::string& text) {
   return JobConfigFromProto(*spec);
 }
 
-// Every bundled example is a valid spec, as shipped.
+// Every bundled example is a valid spec, as shipped; a sweep file's base spec too.
 TEST(JobSpecTest, EveryExampleIsValid) {
-  int seen = 0;
+  int seen = 0, sweeps = 0;
   for (const auto& e : std::filesystem::directory_iterator(std::string(ATTUNE_SOURCE_DIR) + "/examples")) {
     if (e.path().extension() != ".yaml") continue;
     ++seen;
     std::ifstream in(e.path());
     std::stringstream text;
     text << in.rdbuf();
+    if (e.path().filename().string().rfind("sweep_", 0) == 0) {
+      auto sweep = ParseSweepSpec(text.str(), e.path().string());
+      ASSERT_TRUE(sweep.ok()) << e.path() << ": " << sweep.status();
+      EXPECT_THAT(ValidateJobConfig(JobConfigFromProto(sweep->spec())), IsOk()) << e.path();
+      EXPECT_FALSE(sweep->parameters().empty()) << e.path();
+      ++sweeps;
+      continue;
+    }
     auto spec = ParseJobSpec(text.str(), e.path().string());
     ASSERT_TRUE(spec.ok()) << e.path() << ": " << spec.status();
     EXPECT_THAT(ValidateJobConfig(JobConfigFromProto(*spec)), IsOk()) << e.path();
   }
   EXPECT_GE(seen, 6);
+  EXPECT_GE(sweeps, 1);
 }
 
 // model: exactly one of path, config and from_job.
