@@ -49,10 +49,13 @@ def main():
     ap.add_argument("--build", default=os.path.join(ROOT, "build"))
     ap.add_argument("--trials", type=int, default=8)
     a = ap.parse_args()
-    work = tempfile.mkdtemp(prefix="attune_sweep_bench_")
+    os.makedirs(os.path.join(ROOT, "runs"), exist_ok=True)  # inside the data root
+    work = tempfile.mkdtemp(prefix="sweep-bench-", dir=os.path.join(ROOT, "runs"))
     with open(os.path.join(ROOT, "examples", "sweep_fine_foods.yaml")) as f:
         example = f.read()
     example = re.sub(r"max_trials: \d+", f"max_trials: {a.trials}", example)
+    max_steps = int(re.search(r"early_stopping: \{type: asha.*max_steps: (\d+)", example).group(1))
+    seed = int(re.search(r"algorithm: \{type: random, seed: (\d+)", example).group(1))
     asha = os.path.join(work, "asha.yaml")
     full = os.path.join(work, "full.yaml")
     with open(asha, "w") as f:
@@ -60,7 +63,7 @@ def main():
     with open(full, "w") as f:
         f.write(re.sub(r"early_stopping: \{type: asha[^}]*\}", "early_stopping: {type: none}",
                        example.replace("output_dir: runs/sweep-fine-foods", f"output_dir: {work}/full"))
-                .replace("seed: 42, threads: 1}", "seed: 42, threads: 1, max_steps: 450}"))
+                .replace("seed: 42, threads: 1}", f"seed: 42, threads: 1, max_steps: {max_steps}}}"))
     env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
     addr = f"127.0.0.1:{free_port()}"
     procs = [subprocess.Popen([os.path.join(a.build, "bin", "attune-coordinator"), "--listen", addr, "--state",
@@ -83,7 +86,7 @@ def main():
         for name, path in (("asha", asha), ("random, no early stopping", full)):
             start = time.time()
             results[name] = (run_sweep(cli, addr, path), time.time() - start)
-        print(f"examples/sweep_fine_foods.yaml: {a.trials} trials (seed 3), 2 at a time, at most 450 steps each")
+        print(f"examples/sweep_fine_foods.yaml: {a.trials} trials (seed {seed}), 2 at a time, at most {max_steps} steps each")
         print(f"{'search':<28} {'best roc_auc':>12} {'best trial':>10} {'trial-steps':>11} {'stopped':>7} {'wall s':>7}")
         for name, (s, wall) in results.items():
             stopped = sum(t["stopped_early"] for t in s["trials"])
@@ -96,6 +99,10 @@ def main():
         base = report.get("baseline", {})
         if "roc_auc" in base:
             print(f"baseline {base['method']} on the same split: roc_auc {base['roc_auc']:.4f}")
+        print("per trial (ASHA): " + ", ".join(
+            f"{t['trial']}: {t['parameters']['method.type']} lr {t['parameters']['hyperparameters.learning_rate']:.2g} "
+            f"-> {t['objective']:.4f} at step {t['steps']}" + (" (stopped)" if t["stopped_early"] else "")
+            for t in sa["trials"]))
         print("per trial (full search): " + ", ".join(
             f"{t['trial']}: {t['parameters']['method.type']} lr {t['parameters']['hyperparameters.learning_rate']:.2g} "
             f"-> {t['objective']:.4f}" for t in sf["trials"]))

@@ -360,21 +360,41 @@ int Client::Watch(const std::string& id) {
   return job.state() == v1::SUCCEEDED ? 0 : 1;
 }
 
-int Client::Logs(const std::string& id, int rank, int tail) {
+int Client::Logs(const std::string& id, int rank, int tail, bool follow) {
   v1::GetJobLogsRequest req;
   req.set_job_id(id);
   req.set_rank(rank);
   req.set_tail(tail);
-  v1::GetJobLogsResponse resp;
-  grpc::ClientContext ctx;
-  Prepare(&ctx, false);
-  if (auto s = stub_->GetJobLogs(&ctx, req, &resp); !s.ok()) return Fail(s);
-  if (o_.output != "table") {
-    Print(resp, o_.output);
-    return 0;
+  for (;;) {
+    v1::GetJobLogsResponse resp;
+    grpc::ClientContext ctx;
+    Prepare(&ctx, false);
+    if (auto s = stub_->GetJobLogs(&ctx, req, &resp); !s.ok()) return Fail(s);
+    if (o_.output != "table") {
+      if (!follow) {
+        Print(resp, o_.output);
+        return 0;
+      }
+      for (const auto& l : resp.lines()) std::cout << nlohmann::json::parse(ToJson(l)).dump() << "\n";
+    } else {
+      for (const auto& l : resp.lines()) std::cout << "[rank " << l.rank() << "] " << l.line() << "\n";
+    }
+    std::cout.flush();
+    if (!follow) return 0;
+    if (resp.lines_size() > 0) req.set_after_seq(resp.lines(resp.lines_size() - 1).seq());
+    req.set_tail(0);
+    if (resp.lines_size() == 0) {
+      // No new line: done once the job has ended (its last lines came with its end).
+      v1::GetJobRequest g;
+      g.set_job_id(id);
+      v1::Job job;
+      grpc::ClientContext gctx;
+      Prepare(&gctx, false);
+      if (auto s = stub_->GetJob(&gctx, g, &job); !s.ok()) return Fail(s);
+      if (job.state() == v1::SUCCEEDED || job.state() == v1::FAILED || job.state() == v1::CANCELLED) return 0;
+      std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    }
   }
-  for (const auto& l : resp.lines()) std::cout << "[rank " << l.rank() << "] " << l.line() << "\n";
-  return 0;
 }
 
 int Client::Workers() {

@@ -42,7 +42,8 @@ class Client {
   int Cancel(const std::string& id);
   // Follows the job to its end; 0 when it SUCCEEDED, 1 otherwise.
   int Watch(const std::string& id);
-  int Logs(const std::string& id, int rank, int tail);
+  // With `follow`, prints new lines as they come until the job has ended.
+  int Logs(const std::string& id, int rank, int tail, bool follow = false);
   int Workers();
 
  private:

@@ -46,6 +46,7 @@ ABSL_FLAG(std::string, state, "", "list: only jobs in this state");
 ABSL_FLAG(std::string, selector, "", "list: only jobs with this label (key=value)");
 ABSL_FLAG(int, rank, -1, "logs: one rank (default: all)");
 ABSL_FLAG(int, tail, 200, "logs: lines per rank");
+ABSL_FLAG(bool, follow, false, "logs: keep printing new lines until the job ends");
 ABSL_FLAG(int, timeout_s, 10, "deadline of each call, seconds");
 ABSL_FLAG(std::string, tls_ca, "", "PEM CA of the coordinator's certificate: connect with TLS");
 ABSL_FLAG(std::string, tls_cert, "", "PEM client certificate (mutual TLS)");
@@ -56,7 +57,7 @@ namespace {
 
 constexpr char kUsage[] =
     "usage: attune submit -f SPEC [--watch] | get JOB | list [--state S] | cancel JOB | watch JOB |\n"
-    "       logs JOB [--rank R] | workers | predict --model DIR --input FILE [--output FILE] |\n"
+    "       logs JOB [--rank R] [--follow] | workers | predict --model DIR --input FILE [--output FILE] |\n"
     "       sweep submit -f SWEEP [--watch] | sweep get SWEEP | sweep list | sweep cancel SWEEP |\n"
     "       convert --model DIR --output DIR\n"
     "       [--coordinator HOST:PORT] [-o table|json|yaml]";
@@ -177,7 +178,9 @@ int main(int argc, char** argv) {
   if (command == "cancel") return need_job() ? attune::cli::Client(co).Cancel(job) : 2;
   if (command == "watch") return need_job() ? attune::cli::Client(co).Watch(job) : 2;
   if (command == "logs") {
-    return need_job() ? attune::cli::Client(co).Logs(job, absl::GetFlag(FLAGS_rank), absl::GetFlag(FLAGS_tail)) : 2;
+    return need_job() ? attune::cli::Client(co).Logs(job, absl::GetFlag(FLAGS_rank), absl::GetFlag(FLAGS_tail),
+                                                     absl::GetFlag(FLAGS_follow))
+                      : 2;
   }
   if (command == "workers") return attune::cli::Client(co).Workers();
   if (command == "sweep") {

@@ -474,14 +474,17 @@ absl::StatusOr<std::vector<Event>> JobManager::WaitEvents(const std::string& id,
   return store_.Events(id, from);
 }
 
-std::vector<std::pair<int, std::string>> JobManager::Logs(const std::string& id, int rank, int tail) {
+std::vector<JobManager::LogLine> JobManager::Logs(const std::string& id, int rank, int tail, int64_t after_seq) {
   std::lock_guard<std::mutex> l(mu_);
-  std::vector<std::pair<int, std::string>> out;
+  std::vector<LogLine> out;
   for (const auto& [key, lines] : logs_) {
     if (key.first != id || (rank >= 0 && key.second != rank)) continue;
-    size_t start = tail > 0 && lines.size() > static_cast<size_t>(tail) ? lines.size() - static_cast<size_t>(tail) : 0;
-    for (size_t i = start; i < lines.size(); ++i) out.emplace_back(key.second, lines[i]);
+    size_t start = 0;
+    while (start < lines.size() && lines[start].first <= after_seq) ++start;
+    if (tail > 0 && lines.size() - start > static_cast<size_t>(tail)) start = lines.size() - static_cast<size_t>(tail);
+    for (size_t i = start; i < lines.size(); ++i) out.push_back({key.second, lines[i].first, lines[i].second});
   }
+  std::sort(out.begin(), out.end(), [](const LogLine& a, const LogLine& b) { return a.seq < b.seq; });
   return out;
 }
 
@@ -604,7 +607,9 @@ HeartbeatOut JobManager::Heartbeat(const std::string& worker_id, const std::vect
     }
     for (const auto& line : t.log_lines) {
       auto& buf = logs_[{t.job_id, t.rank}];
-      buf.push_back(line);
+      int64_t& seq = log_seq_[t.job_id];
+      seq = std::max(seq + 1, NowMs() * 1000);  // NOTE: grows across coordinator restarts
+      buf.emplace_back(seq, line);
       while (buf.size() > options_.log_lines_per_rank) buf.pop_front();
     }
     RankState& rs = lit->second.ranks[static_cast<size_t>(t.rank)];

@@ -113,7 +113,13 @@ class JobManager {
   absl::StatusOr<Job> Cancel(const std::string& id);
   // Events from `from_index`; waits up to `wait` for one when there is none.
   absl::StatusOr<std::vector<Event>> WaitEvents(const std::string& id, int64_t from_index, absl::Duration wait);
-  std::vector<std::pair<int, std::string>> Logs(const std::string& id, int rank, int tail);
+  struct LogLine {
+    int rank = 0;
+    int64_t seq = 0;  // increasing per job; starts at the first line's unix ms x 1000, so it grows across restarts
+    std::string line;
+  };
+  // The last `tail` lines per rank (all ranks when rank < 0) after `after_seq`, in seq order.
+  std::vector<LogLine> Logs(const std::string& id, int rank, int tail, int64_t after_seq = 0);
 
   // In-process registration, trusted (tests, benches): no session.
   void Register(const WorkerInfo& w);
@@ -191,7 +197,8 @@ class JobManager {
   std::map<std::string, Job> jobs_;  // every job, mirror of the store
   std::map<std::string, WorkerState> workers_;
   std::map<std::string, Live> live_;  // current attempt's ranks, per job
-  std::map<std::pair<std::string, int>, std::deque<std::string>> logs_;
+  std::map<std::pair<std::string, int>, std::deque<std::pair<int64_t, std::string>>> logs_;
+  std::map<std::string, int64_t> log_seq_;  // the last seq given, per job
   absl::Time started_ = absl::Now();
   std::vector<double> scheduling_seconds_;  // drained by TakeStats
   std::map<std::string, int64_t> refused_reports_;  // drained by TakeStats

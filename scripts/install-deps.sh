@@ -32,7 +32,10 @@ runtime=(
 )
 # Tests: reference peers (Debian's PyTorch, scikit-learn), certificates, a
 # real Prometheus (promtool too), and the linters of deploy/.
-testing=(python3-torch python3-numpy python3-sklearn python3-yaml python3-grpcio openssl prometheus yamllint curl)
+# The Python client's tests: pytest, grpcio and protobuf for protoc's Python
+# output, matplotlib for docs/python.md's walk-through.
+testing=(python3-torch python3-numpy python3-sklearn python3-yaml python3-grpcio python3-protobuf python3-pytest
+         python3-matplotlib openssl prometheus yamllint curl)
 
 case "$mode" in
   build) packages=("${build[@]}") ;;

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Prints the PromQL of every panel of the given Grafana dashboards, one per
 line, with Grafana's variables replaced by values Prometheus accepts
-($__rate_interval -> 1m, $job_id and $rank -> .*). With --rules FILE it
+($__rate_interval -> 1m, $job_id, $rank and $sweep_id -> .*). With --rules FILE it
 writes them as recording rules instead, so that `promtool check rules`
 parses every expression."""
 import json
@@ -18,7 +18,7 @@ def queries(path):
             walk(p.get("panels", []))
             for t in p.get("targets", []):
                 expr = t.get("expr", "")
-                for var, value in (("$__rate_interval", "1m"), ("$job_id", ".*"), ("$rank", ".*")):
+                for var, value in (("$__rate_interval", "1m"), ("$job_id", ".*"), ("$rank", ".*"), ("$sweep_id", ".*")):
                     expr = expr.replace(var, value)
                 if expr:
                     out.append((p.get("title", ""), " ".join(expr.split())))

@@ -12,6 +12,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DS = {"type": "prometheus", "uid": "${datasource}"}
 SEL = 'job_id=~"$job_id", rank=~"$rank"'
 JOB = 'job_id=~"$job_id"'
+SWEEP = 'sweep_id=~"$sweep_id"'
 
 def panel(title, exprs, unit="short", kind="timeseries", w=12, h=8, desc="", stack=False, maxv=None, legend=None):
     targets = []
@@ -151,6 +152,16 @@ cluster = [
           unit="reqps", w=8, desc="Non-OK codes of attune_coordinator_grpc_requests_total."),
     panel("gRPC latency p99", [("histogram_quantile(0.99, sum by (le, method) (rate(attune_coordinator_grpc_request_seconds_bucket[$__rate_interval])))", "{{method}}")],
           unit="s", w=8, desc="attune_coordinator_grpc_request_seconds."),
+    row("Sweeps"),
+    panel("Trial objective", [(f'attune_sweep_trial_objective{{{SWEEP}}}', "{{sweep_id}} trial {{trial}}")], w=12,
+          desc="attune_sweep_trial_objective: each trial's objective (its last evaluation's, then its exported model's) "
+               "over time; sweep_report.html plots it over steps."),
+    panel("Best objective so far", [(f'attune_sweep_best_objective{{{SWEEP}}}', "{{sweep_id}}")], w=6,
+          desc="attune_sweep_best_objective: the best completed trial's objective."),
+    panel("Stopped early", [(f'attune_sweep_trials_stopped_early{{{SWEEP}}}', "{{sweep_id}}")], kind="stat", w=6,
+          desc="attune_sweep_trials_stopped_early: trials stopped by ASHA or the median rule."),
+    panel("Trials by state", [(f'attune_sweep_trials{{{SWEEP}}}', "{{sweep_id}} {{state}}")], w=24, stack=True,
+          desc="attune_sweep_trials: pending, running, succeeded, failed, cancelled, stopped_early."),
     row("Processes"),
     panel("CPU by process (cores)", [('rate(process_cpu_seconds_total{job=~"attune-.*"}[$__rate_interval])', "{{job}} {{instance}}")],
           w=8, desc="rate(process_cpu_seconds_total) of the coordinator and each agent."),
@@ -166,8 +177,9 @@ d1 = dashboard("attune-training", "Attune / Training job", ["attune", "training"
                [dsvar(), qvar("job_id", "label_values(attune_train_steps_total, job_id)", "Job"),
                 qvar("rank", 'label_values(attune_train_steps_total{job_id=~"$job_id"}, rank)', "Rank")],
                "One fine-tuning job: loss and evaluation, throughput, step and allreduce times, overlap, stragglers, checkpoints.")
-d2 = dashboard("attune-cluster", "Attune / Cluster", ["attune", "cluster"], cluster, [dsvar()],
-               "The coordinator: jobs by state, queue, scheduling, workers, API latency and errors.")
+d2 = dashboard("attune-cluster", "Attune / Cluster", ["attune", "cluster"], cluster,
+               [dsvar(), qvar("sweep_id", "label_values(attune_sweep_trials, sweep_id)", "Sweep")],
+               "The coordinator: jobs by state, queue, scheduling, workers, sweeps, API latency and errors.")
 
 def main():
     stale = []

@@ -103,11 +103,32 @@ grpc::Status JobServiceImpl::GetJobLogs(grpc::ServerContext* ctx, const v1::GetJ
   CallRecorder rec(metrics_, "GetJobLogs");
   if (auto a = auth_.Check(ctx, Api::kJobs); !a.ok()) return rec(a);
   if (auto job = manager_.Get(req->job_id()); !job.ok()) return rec(ToGrpc(job.status()));
-  for (const auto& [rank, line] : manager_.Logs(req->job_id(), req->rank(), req->tail())) {
+  for (const auto& line : manager_.Logs(req->job_id(), req->rank(), req->tail(), req->after_seq())) {
     auto* l = out->add_lines();
-    l->set_rank(rank);
-    l->set_line(line);
+    l->set_rank(line.rank);
+    l->set_line(line.line);
+    l->set_seq(line.seq);
   }
+  return rec(grpc::Status::OK);
+}
+
+grpc::Status JobServiceImpl::ListJobEvents(grpc::ServerContext* ctx, const v1::ListJobEventsRequest* req,
+                                           v1::ListJobEventsResponse* out) {
+  CallRecorder rec(metrics_, "ListJobEvents");
+  if (auto a = auth_.Check(ctx, Api::kJobs); !a.ok()) return rec(a);
+  if (req->page_size() < 0 || req->from_index() < 0) {
+    return rec(grpc::Status(grpc::INVALID_ARGUMENT, "page_size and from_index: must be >= 0"));
+  }
+  const int page = req->page_size() == 0 ? 1000 : std::min(req->page_size(), 10000);
+  auto events = manager_.WaitEvents(req->job_id(), req->from_index(), absl::ZeroDuration());
+  if (!events.ok()) return rec(ToGrpc(events.status()));
+  int64_t next = req->from_index();
+  for (const Event& e : *events) {
+    if (out->events_size() == page) break;
+    *out->add_events() = ToProto(e);
+    next = e.index + 1;
+  }
+  out->set_next_index(next);
   return rec(grpc::Status::OK);
 }
 

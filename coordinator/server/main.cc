@@ -170,7 +170,7 @@ int main(int argc, char** argv) {
     return 1;
   }
   attune::coordinator::sweep::JobManagerTrialJobs trial_jobs(manager, attune::coordinator::rpc::MakeSpecCompiler());
-  attune::coordinator::sweep::SweepManager sweeps(**store, trial_jobs);
+  attune::coordinator::sweep::SweepManager sweeps(**store, trial_jobs, {mo.data_root});
   if (auto s = sweeps.Recover(); !s.ok()) {
     std::cerr << "attune-coordinator: " << s << "\n";
     return 1;

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <filesystem>
 #include <cstdio>
 #include <random>
 
@@ -53,6 +54,19 @@ std::vector<std::string> ProbeValues(const ParamDomain& p) {
 }
 
 bool Better(double a, double b, bool maximize) { return maximize ? a > b : a < b; }
+
+// Whether `dir` resolves (symlinks followed) inside `root`; true without a root.
+bool InsideRoot(const std::string& dir, const std::string& root) {
+  if (root.empty()) return true;
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const fs::path d = fs::weakly_canonical(dir, ec);
+  if (ec) return false;
+  const fs::path r = fs::weakly_canonical(root, ec);
+  if (ec) return false;
+  auto rel = d.lexically_relative(r);
+  return !rel.empty() && *rel.begin() != "..";
+}
 
 }  // namespace
 
@@ -145,6 +159,16 @@ absl::StatusOr<SweepRecord> SweepManager::Submit(SweepConfig config, const std::
   if (!spec.ok()) return spec.status();
   if (auto st = jobs_.Validate(*spec); !st.ok()) {
     return absl::Status(st.code(), absl::StrCat("parameters (together): ", st.message()));
+  }
+  {
+    // Another sweep's trials there would make every trial refuse to start
+    // (a job does not resume another job's checkpoints).
+    std::error_code ec;
+    if (std::filesystem::exists(config.output_dir + "/trial-0", ec)) {
+      return absl::FailedPreconditionError(absl::StrCat("spec.output_dir: ", config.output_dir,
+                                                        " already holds a sweep's trials (trial-0/); choose a new "
+                                                        "directory or remove that one"));
+    }
   }
   s.state = SweepState::kRunning;
   s.created_ms = s.updated_ms = NowMs();
@@ -304,7 +328,12 @@ bool SweepManager::Advance(SweepRecord& s) {
   // A trial stored without its job (a coordinator killed between steps 3's
   // two stores) is submitted again with its key: the same job comes back.
   for (auto& t : s.trials) {
-    if (!t.terminal && t.job_id.empty()) {
+    if (!t.terminal && t.job_id.empty() && s.cancel_requested) {
+      t.terminal = true;
+      t.state = JobState::kCancelled;
+      t.message = "the sweep was cancelled before this trial was submitted";
+      changed = true;
+    } else if (!t.terminal && t.job_id.empty()) {
       auto spec = TrialSpec(s, t.index, t.params);
       auto id = spec.ok() ? jobs_.Submit(*spec, TrialKey(s.id, t.index)) : spec.status();
       if (id.ok()) {
@@ -371,14 +400,15 @@ bool SweepManager::Advance(SweepRecord& s) {
 }
 
 void SweepManager::Finish(SweepRecord& s) {
-  const bool have_dir = common::MakeDirs(s.config.output_dir).ok();
+  const bool inside = InsideRoot(s.config.output_dir, options_.data_root);
+  const bool have_dir = inside && common::MakeDirs(s.config.output_dir).ok();
   if (s.best_trial >= 0) {
     s.state = s.cancel_requested ? SweepState::kCancelled : SweepState::kSucceeded;
     s.message = absl::StrFormat("best trial %d: %s %.4f", s.best_trial, s.config.objective, s.best_objective);
     // <output_dir>/best -> trial-<n>, replaced atomically.
     const std::string link = s.config.output_dir + "/best", tmp = link + ".tmp";
     ::unlink(tmp.c_str());
-    if (::symlink(absl::StrCat("trial-", s.best_trial).c_str(), tmp.c_str()) != 0 ||
+    if (!have_dir || ::symlink(absl::StrCat("trial-", s.best_trial).c_str(), tmp.c_str()) != 0 ||
         std::rename(tmp.c_str(), link.c_str()) != 0) {
       absl::StrAppend(&s.message, "; ", link, " could not be written");
       ::unlink(tmp.c_str());
@@ -394,6 +424,7 @@ void SweepManager::Finish(SweepRecord& s) {
       absl::StrAppend(&s.message, "; ", path, " could not be written");
     }
   }
+  if (!inside) absl::StrAppend(&s.message, " (", s.config.output_dir, " no longer resolves inside the data root)");
   LOG(INFO) << "sweep=" << s.id << " " << SweepStateName(s.state) << ": " << s.message;
 }
 

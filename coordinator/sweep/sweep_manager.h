@@ -34,9 +34,17 @@
 
 namespace attune::coordinator::sweep {
 
+struct SweepOptions {
+  // When set, the sweep's own writes (best, sweep_report.*) go only to an
+  // output_dir that resolves inside it when they are made (it may have been
+  // swapped for a symlink since submit).
+  std::string data_root;
+};
+
 class SweepManager {
  public:
-  SweepManager(JobStore& store, TrialJobs& jobs) : store_(store), jobs_(jobs) {}
+  SweepManager(JobStore& store, TrialJobs& jobs, SweepOptions options = {})
+      : store_(store), jobs_(jobs), options_(std::move(options)) {}
 
   // Loads stored sweeps; live ones continue on the next Tick().
   absl::Status Recover();
@@ -65,6 +73,7 @@ class SweepManager {
 
   JobStore& store_;
   TrialJobs& jobs_;
+  const SweepOptions options_;
   std::mutex submit_mu_;  // serialises Submit's id assignment and idempotency check
   std::mutex mu_;
   std::condition_variable cv_;

@@ -379,6 +379,26 @@ TEST_F(ServiceTest, SubmitAndWatchToSucceededWithMetrics) {
   EXPECT_EQ(nlohmann::json::parse(a.output)["id"], nlohmann::json::parse(b.output)["id"]);
 }
 
+TEST_F(ServiceTest, LogsFollowPrintsLinesAsTheyComeUntilTheJobEnds) {
+  StartCoordinator();
+  StartAgents(2);
+  const std::string id = Submit(Spec("follow", 300, 0));
+  // Started while the job is queued or running; returns when it has ended.
+  auto r = Cli("logs " + id + " --follow --rank 0", 240);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_EQ(GetJob(id).value("state", ""), "SUCCEEDED");
+  int lines = 0;
+  std::istringstream in(r.output);
+  for (std::string line; std::getline(in, line);) {
+    EXPECT_EQ(line.rfind("[rank 0] ", 0), 0u) << line;
+    ++lines;
+  }
+  EXPECT_GT(lines, 3) << r.output;
+  // Each line once: following asks only for lines after the last one seen.
+  auto all = Cli("logs " + id + " --rank 0 --tail 1000");
+  EXPECT_EQ(r.output, all.output);
+}
+
 TEST_F(ServiceTest, InvalidSpecIsRejectedAndNothingIsStored) {
   StartCoordinator();
   auto r = Cli("submit -f " + Spec("bad", 30, 0) + " -o json");
@@ -1090,6 +1110,39 @@ TEST_F(SweepServiceTest, AnAshaSweepThroughTheCliStopsWeakTrialsAndExportsTheBes
             std::string::npos)
       << metrics.output;
   EXPECT_NE(metrics.output.find("attune_sweep_best_objective{sweep_id=\"" + id + "\"}"), std::string::npos);
+  // The dashboard's Sweeps row, against a real Prometheus scraping this coordinator.
+  const int pport = FreePort();
+  testing::WriteText(dir_ / "prometheus.yml", "global: {scrape_interval: 1s}\nscrape_configs:\n  - job_name: attune-coordinator\n"
+                                              "    static_configs: [{targets: ['127.0.0.1:" + std::to_string(cport) + "']}]\n");
+  pid_t prom = Spawn("prometheus --config.file=" + (dir_ / "prometheus.yml") + " --storage.tsdb.path=" + (dir_ / "tsdb") +
+                         " --web.listen-address=127.0.0.1:" + std::to_string(pport),
+                     dir_ / "prometheus.log");
+  struct Reaper {
+    pid_t pid;
+    ~Reaper() { KillAndReap(pid); }
+  } reap{prom};
+  const std::string url = "http://127.0.0.1:" + std::to_string(pport);
+  bool scraped = false;
+  for (int i = 0; i < 60 && !scraped; ++i) {
+    std::this_thread::sleep_for(std::chrono::seconds(1));
+    scraped = RunCommand("promtool query instant " + url + " 'attune_sweep_best_objective'", 20).output.find("=>") !=
+              std::string::npos;
+  }
+  ASSERT_TRUE(scraped) << testing::ReadText(dir_ / "prometheus.log");
+  auto run = RunCommand("/usr/bin/python3 " + testing::Fixture("query_prometheus.py") + " " + url + " --dashboards " +
+                            ATTUNE_SOURCE_DIR + "/deploy/grafana/cluster.json",
+                        120);
+  ASSERT_EQ(run.exit_code, 0) << run.output;
+  std::set<std::string> sweep_panels;
+  std::istringstream panel_lines(run.output);
+  for (std::string line; std::getline(panel_lines, line);) {
+    auto j = nlohmann::json::parse(line);
+    if (j["expr"].get<std::string>().find("attune_sweep_") == std::string::npos) continue;
+    EXPECT_EQ(j["status"], "success") << line;
+    EXPECT_GT(j["series"].get<int>(), 0) << line;
+    sweep_panels.insert(j["name"].get<std::string>());
+  }
+  EXPECT_EQ(sweep_panels, (std::set<std::string>{"Trial objective", "Best objective so far", "Stopped early", "Trials by state"}));
   // A bad parameter path or value is refused at submit, naming it.
   std::string bad = testing::ReadText(file);
   bad.replace(bad.find("method.type: {choice: [full, lora]}"), 35, "method.typo: {choice: [full, lora]}");

@@ -296,7 +296,17 @@ TEST_F(StoreTest, ReportsCountOnlyFromTheWorkerAssignedTheRank) {
   for (int i = 0; i < 100; ++i) m.Heartbeat("rogue", {{"j-made-up-" + std::to_string(i), 1, 0, true, 0, {"x"}, ""}});
   auto logs = m.Logs(job->id, 0, 10);
   ASSERT_EQ(logs.size(), 1u);
-  EXPECT_EQ(logs[0].second, "w1 says hello");
+  EXPECT_EQ(logs[0].line, "w1 says hello");
+  // Following: only lines after a seq; seqs grow.
+  m.Heartbeat("w1", {{job->id, gen, 0, true, 0, {"second", "third"}, ""}});
+  auto after = m.Logs(job->id, -1, 0, logs[0].seq);
+  ASSERT_EQ(after.size(), 2u);
+  EXPECT_EQ(after[0].line, "second");
+  EXPECT_EQ(after[1].line, "third");
+  EXPECT_LT(logs[0].seq, after[0].seq);
+  EXPECT_LT(after[0].seq, after[1].seq);
+  EXPECT_TRUE(m.Logs(job->id, -1, 0, after[1].seq).empty());
+  EXPECT_EQ(m.Logs(job->id, 0, 1).size(), 1u);  // tail still applies
   EXPECT_TRUE(m.Logs("j-made-up-1", 0, 10).empty());
   auto stats = m.TakeStats();
   EXPECT_EQ(stats.refused_reports["not_assigned"], 4);

@@ -8,12 +8,15 @@
 // Writes the output directory that the spec names: model/,
 // eval_report.{json,html} and data_report.json (rank 0).
 
+#include <fcntl.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <iostream>
@@ -98,7 +101,16 @@ namespace {
 // agent's counters and histograms count every step.
 class EventWriter : public attune::worker::train::TrainerObserver {
  public:
-  EventWriter(int fd, std::string precision) : fd_(fd), precision_(std::move(precision)) {}
+  // NOTE [a hung agent]: the events pipe is made non-blocking. A write waits
+  // at most 2 s for an agent that stopped reading (a hung or stopped node);
+  // then, until the pipe drains, lines are dropped (whole lines, never part
+  // of one). So neither the training loop nor the lease watchdog, which sends
+  // the heartbeat from its own thread, ever blocks on the pipe: a fenced
+  // trainer still sees the newer lease and stops itself.
+  EventWriter(int fd, std::string precision) : fd_(fd), precision_(std::move(precision)) {
+    const int flags = ::fcntl(fd_, F_GETFL);
+    if (flags >= 0) ::fcntl(fd_, F_SETFL, flags | O_NONBLOCK);
+  }
   ~EventWriter() override { Flush(); }
 
   void OnStep(const attune::worker::train::StepEvent& e) override {
@@ -137,7 +149,10 @@ class EventWriter : public attune::worker::train::TrainerObserver {
   void OnNonFinite(int64_t step) override { Write({{"type", "nonfinite"}, {"step", step}}); }
   // The trainer's heartbeat to its agent (NOTE [progress watchdog]): sent by a
   // thread of its own, so it stops only when the whole process does.
-  void Alive() { Write({{"type", "alive"}}); }
+  void Alive() {
+    std::unique_lock<std::mutex> l(write_mu_, std::try_to_lock);
+    if (l.owns_lock()) WriteLocked("{\"type\":\"alive\"}\n", std::chrono::milliseconds(0));
+  }
   // Why the training failed, for the job's message (the agent relays it).
   void OnFailure(const absl::Status& s) {
     Write({{"type", "error"}, {"code", absl::StatusCodeToString(s.code())}, {"message", std::string(s.message())}});
@@ -175,12 +190,36 @@ class EventWriter : public attune::worker::train::TrainerObserver {
     return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
   }
   void Write(const nlohmann::json& j) {
-    std::string line = j.dump() + "\n";
     std::lock_guard<std::mutex> l(write_mu_);  // whole lines: the alive thread writes too
-    ssize_t ignored = ::write(fd_, line.data(), line.size());
-    (void)ignored;
+    WriteLocked(j.dump() + "\n", stalled_ ? std::chrono::milliseconds(0) : std::chrono::milliseconds(2000));
+  }
+  // Queues `line` behind what is pending (up to 4 MiB; beyond, it is dropped)
+  // and writes what the pipe takes, waiting at most `wait` for room.
+  void WriteLocked(const std::string& line, std::chrono::milliseconds wait) {
+    if (pending_.size() + line.size() <= (4u << 20)) pending_ += line;
+    const auto until = std::chrono::steady_clock::now() + wait;
+    while (!pending_.empty()) {
+      const ssize_t n = ::write(fd_, pending_.data(), pending_.size());
+      if (n > 0) {
+        pending_.erase(0, static_cast<size_t>(n));
+        continue;
+      }
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && errno == EAGAIN) {
+        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(until - std::chrono::steady_clock::now());
+        if (left.count() <= 0) break;
+        pollfd p{fd_, POLLOUT, 0};
+        ::poll(&p, 1, static_cast<int>(left.count()));
+        continue;
+      }
+      pending_.clear();  // the agent is gone (EPIPE): nothing will read it
+      break;
+    }
+    stalled_ = !pending_.empty();
   }
   std::mutex write_mu_;
+  std::string pending_;  // bytes not yet taken by the pipe; always whole lines but for a written prefix
+  bool stalled_ = false;
   int fd_;
   std::string precision_;
   std::chrono::steady_clock::time_point last_{};

@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/files.h"
 #include "common/testing/status_matchers.h"
+#include "coordinator/job_manager.h"
 #include "coordinator/job_store.h"
 #include "coordinator/sweep/planner.h"
 #include "coordinator/sweep/report.h"
@@ -502,6 +503,123 @@ TEST_F(SweepManagerTest, CancelStopsLiveTrialsAndStartsNoMore) {
   EXPECT_EQ(jobs.jobs.size(), 2u);
   EXPECT_EQ(m.Get(s->id)->state, SweepState::kCancelled);
   EXPECT_THAT(m.Cancel(s->id).status(), StatusIs(absl::StatusCode::kFailedPrecondition, "already"));
+}
+
+TEST_F(SweepManagerTest, ReportsAreNotWrittenThroughAnOutputDirSwappedOutOfTheDataRoot) {
+  auto store = JobStore::Open((dir_ / "state.db").string());
+  FakeTrialJobs jobs;
+  fs::create_directories(dir_ / "root");
+  fs::create_directories(dir_ / "elsewhere");
+  SweepManager m(**store, jobs, {(dir_ / "root").string()});
+  SweepConfig c = Asha();
+  c.output_dir = (dir_ / "root/out").string();
+  c.max_trials = 1;
+  auto s = m.Submit(c, "{}", "");
+  ASSERT_THAT(s.status(), IsOk());
+  m.Tick();
+  // After submit, out becomes a symlink to a directory outside the root.
+  fs::create_symlink(dir_ / "elsewhere", dir_ / "root/out");
+  jobs.Eval("job-0", 40, 0.9);
+  jobs.Succeed("job-0");
+  m.Tick();
+  m.Tick();
+  auto got = m.Get(s->id);
+  ASSERT_EQ(got->state, SweepState::kSucceeded);
+  EXPECT_NE(got->message.find("no longer resolves inside the data root"), std::string::npos) << got->message;
+  EXPECT_TRUE(fs::is_empty(dir_ / "elsewhere"));
+  // And a directory that holds another sweep's trials is refused at submit.
+  fs::create_directories(dir_ / "root/used/trial-0");
+  c.output_dir = (dir_ / "root/used").string();
+  EXPECT_THAT(m.Submit(c, "{}", "").status(), StatusIs(absl::StatusCode::kFailedPrecondition, "already holds a sweep's trials"));
+}
+
+// A spec compiler for the real JobManager without protobuf: the few fields
+// this test sets (the real one is the rpc layer's, exercised end to end by
+// the service tests).
+absl::StatusOr<common::JobConfig> CompileForTest(const std::string& spec_json, std::string* canonical) {
+  json j = json::parse(spec_json);
+  common::JobConfig c;
+  c.name = j["name"];
+  c.output_dir = j["output_dir"];
+  c.train_path = j["data"]["train"];
+  c.validation_split = 0.5;
+  c.has_model_config = true;
+  c.priority = j.value("priority", 0);
+  const json labels = j.value("labels", json::object());
+  for (const auto& [k, v] : labels.items()) c.labels[k] = v.get<std::string>();
+  *canonical = j.dump();
+  return c;
+}
+
+// NOTE [fair sharing]: a sweep holds at most parallel_trials live trials, and
+// its trials queue like any job: a higher-priority job goes first, and a job
+// submitted while a trial runs goes before the sweep's next trial.
+TEST_F(SweepManagerTest, ASweepHoldsAtMostItsParallelTrialsAndOtherJobsAreNotStarved) {
+  auto store = JobStore::Open((dir_ / "state.db").string());
+  ASSERT_THAT(store.status(), IsOk());
+  common::WriteFileAtomic((dir_ / "train.csv").string(), "text,label\na,x\nb,y\n").IgnoreError();
+  JobManager jobs(**store, ManagerOptions());
+  jobs.Register({"w1", "127.0.0.1", 1, 0, 1234, {}});
+  JobManagerTrialJobs trial_jobs(jobs, CompileForTest);
+  SweepManager sweeps(**store, trial_jobs);
+  SweepConfig c = Config();
+  c.base_spec_json = json{{"name", "base"}, {"output_dir", (dir_ / "out").string()},
+                          {"data", {{"train", (dir_ / "train.csv").string()}}}}.dump();
+  c.output_dir = (dir_ / "out").string();
+  c.max_trials = 3;
+  auto s = sweeps.Submit(c, "{}", "");
+  ASSERT_THAT(s.status(), IsOk());
+  auto live_trials = [&] {
+    int n = 0;
+    auto all = jobs.List({});
+    for (const auto& j : all->first) n += j.config.labels.count("attune.dev/sweep") && !IsTerminal(j.state);
+    return n;
+  };
+  auto finish = [&](const std::string& id) {
+    auto j = jobs.Get(id);
+    jobs.Heartbeat("w1", {{id, j->generation, 0, true, 0, {}, ""}});
+    jobs.Heartbeat("w1", {{id, j->generation, 0, false, 0, {}, ""}});
+    ASSERT_EQ(jobs.Get(id)->state, JobState::kSucceeded);
+  };
+  sweeps.Tick();
+  jobs.Tick();
+  EXPECT_EQ(live_trials(), 2);
+  const std::string t0 = sweeps.Get(s->id)->trials[0].job_id, t1 = sweeps.Get(s->id)->trials[1].job_id;
+  EXPECT_EQ(jobs.Get(t0)->state, JobState::kScheduled);  // the one worker holds trial 0
+  EXPECT_EQ(jobs.Get(t1)->state, JobState::kQueued);
+  // A higher-priority job submitted now goes before the queued trial.
+  std::string canonical;
+  common::JobConfig urgent = *CompileForTest(c.base_spec_json, &canonical);
+  urgent.name = "urgent";
+  urgent.output_dir = (dir_ / "urgent").string();
+  urgent.priority = 5;
+  auto u = jobs.Submit(urgent, "{}", "");
+  ASSERT_THAT(u.status(), IsOk());
+  finish(t0);
+  sweeps.Tick();  // trial 0 ended: trial 2 is submitted, still 2 live
+  EXPECT_EQ(live_trials(), 2);
+  jobs.Tick();
+  EXPECT_EQ(jobs.Get(u->id)->state, JobState::kScheduled);
+  EXPECT_EQ(jobs.Get(t1)->state, JobState::kQueued);
+  // An ordinary job of the sweep's priority, submitted after trial 2, waits
+  // behind trials 1 and 2 in submission order; one submitted before trial 2
+  // would have gone first.
+  common::JobConfig later = urgent;
+  later.name = "later";
+  later.output_dir = (dir_ / "later").string();
+  later.priority = 0;
+  auto l = jobs.Submit(later, "{}", "");
+  finish(u->id);
+  jobs.Tick();
+  EXPECT_EQ(jobs.Get(t1)->state, JobState::kScheduled);
+  finish(t1);
+  sweeps.Tick();
+  jobs.Tick();
+  const std::string t2 = sweeps.Get(s->id)->trials[2].job_id;
+  EXPECT_EQ(jobs.Get(t2)->state, JobState::kScheduled);
+  EXPECT_EQ(jobs.Get(l->id)->state, JobState::kQueued);
+  EXPECT_LE(live_trials(), 2);
+  EXPECT_EQ(sweeps.Get(s->id)->trials.size(), 3u);
 }
 
 }  // namespace

@@ -1,0 +1,122 @@
+"""attune_client against a real coordinator and agents (conftest.py)."""
+import time
+
+import pytest
+
+import attune_client
+from attune_client import Client
+
+
+def test_submit_wait_and_read_a_job(client, service):
+    job = client.submit(service.spec("py-ok", labels={"team": "py"}))
+    assert job.state == "QUEUED" and job.id.startswith("j-")
+    done = client.wait(job.id, timeout=180)
+    assert done.state == "SUCCEEDED"
+    assert done.model_dir == service.root + "/out-py-ok/model"
+    # The history: one row per evaluation, ready for pandas; the last is the exported model's.
+    hist = done.eval_history
+    assert len(hist) >= 3
+    assert [r["step"] for r in hist[:3]] == [10, 20, 30]
+    assert set(hist[0]) >= {"step", "loss", "accuracy", "f1", "roc_auc"}
+    assert {k: v for k, v in hist[-1].items() if k != "step"} == done.last_eval
+    assert done.step == 30
+    # Events, listing, labels, workers.
+    types = [e.type for e in client.events(job.id)]
+    assert types[0] == "STATE_CHANGED" and "EVALUATION" in types and "PROGRESS" in types
+    assert [j.id for j in client.list(selector="team=py")] == [job.id]
+    assert job.id in [j.id for j in client.list(state="SUCCEEDED")]
+    workers = client.workers()
+    assert sorted(w.id for w in workers) == ["w0", "w1"] and all(w.cpus == 1 for w in workers)
+    lines = list(client.logs(job.id))
+    assert lines and all(line.startswith("[rank 0] ") for line in lines)
+    # The same key returns the same job.
+    a = client.submit(service.spec("py-idem"), idempotency_key="k-1")
+    assert client.submit(service.spec("py-idem"), idempotency_key="k-1").id == a.id
+    client.wait(a.id, timeout=180)
+
+
+def test_a_bad_spec_raises_invalid_spec_naming_the_fields(client, service):
+    bad = service.spec("py-bad")
+    bad["hyperparameters"]["batch_size"] = 0
+    bad["method"]["type"] = "bogus"
+    with pytest.raises(attune_client.InvalidSpec) as e:
+        client.submit(bad)
+    assert "hyperparameters.batch_size" in e.value.fields
+    assert "method.type" in e.value.fields
+    typo = service.spec("py-typo")
+    typo["hyperparameters"]["batch_sise"] = 4
+    with pytest.raises(attune_client.InvalidSpec, match="batch_sise"):
+        client.submit(typo)
+    assert not [j for j in client.list() if j.name in ("py-bad", "py-typo")]  # nothing stored
+
+
+def test_a_wrong_token_raises_unauthenticated(service):
+    with Client(service.address, token="not-the-token") as c:
+        with pytest.raises(attune_client.Unauthenticated):
+            c.list()
+    with Client(service.address, token="") as c:
+        with pytest.raises(attune_client.Unauthenticated):
+            c.workers()
+
+
+def test_wait_on_a_failing_job_raises_with_its_cause(client, service):
+    # Labels the data does not have: every row is dropped and the trainer refuses to train.
+    spec = service.spec("py-fails")
+    spec["data"]["labels"] = ["x", "y"]
+    job = client.submit(spec)
+    with pytest.raises(attune_client.JobFailed) as e:
+        client.wait(job.id, timeout=180)
+    assert e.value.job.state == "FAILED"
+    assert "rank 0 exited with code 65" in e.value.job.message
+    assert e.value.job.message in str(e.value)
+
+
+def test_cancel_not_found_and_follow_logs(client, service):
+    job = client.submit(service.spec("py-long", steps=1000000))
+    for event in client.watch(job.id, timeout=120):
+        if event.type == "STATE_CHANGED" and event.state == "RUNNING":
+            break
+    deadline = time.monotonic() + 60
+    while not list(client.logs(job.id)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert client.cancel(job.id).state == "CANCELLING"
+    # Following the logs ends when the job does.
+    lines = list(client.logs(job.id, rank=0, follow=True))
+    assert client.get(job.id).state == "CANCELLED"
+    assert any("stopping on request" in line for line in lines), lines  # its last words came through
+    with pytest.raises(attune_client.FailedPrecondition, match="already CANCELLED"):
+        client.cancel(job.id)
+    with pytest.raises(attune_client.NotFound):
+        client.get("j-000999-none")
+    with pytest.raises(attune_client.DeadlineExceeded):
+        list(client.watch(client.submit(service.spec("py-slow", steps=1000000)).id, timeout=1))
+    client.cancel([j for j in client.list(state="RUNNING") + client.list(state="QUEUED")
+                   + client.list(state="SCHEDULED") if j.name == "py-slow"][0].id)
+
+
+def test_a_wrong_address_fails_within_the_timeout_naming_it():
+    start = time.monotonic()
+    with Client("127.0.0.1:1", timeout=3) as c:
+        with pytest.raises(attune_client.Unavailable, match="127.0.0.1:1"):
+            c.list()
+    assert time.monotonic() - start < 10
+
+
+def test_sweep_calls(client, service):
+    sweep = client.submit_sweep({
+        "name": "py-sweep", "spec": service.spec("py-sweep", steps=20),
+        "parameters": {"hyperparameters.learning_rate": {"choice": [1e-3, 5e-3]}},
+        "objective": {"metric": "roc_auc"}, "algorithm": {"type": "grid"}, "parallel_trials": 2})
+    assert sweep.state == "RUNNING" and sweep.objective == "roc_auc" and sweep.goal == "max"
+    done = client.wait_sweep(sweep.id, timeout=300)
+    assert done.state == "SUCCEEDED", done.message
+    assert [t.parameters["hyperparameters.learning_rate"] for t in done.trials] == [1e-3, 5e-3]
+    assert all(t.state == "SUCCEEDED" and t.curve for t in done.trials)
+    best = max(done.trials, key=lambda t: t.objective)
+    assert done.best["trial"] == best.trial and done.best["objective"] == best.objective
+    assert sweep.id in [s.id for s in client.list_sweeps()]
+    assert client.get_sweep(sweep.id).best == done.best
+    with pytest.raises(attune_client.InvalidSpec, match="parameters.method.typo"):
+        client.submit_sweep({"name": "py-bad-sweep", "spec": service.spec("py-bad-sweep"),
+                             "parameters": {"method.typo": {"choice": ["full"]}}, "objective": {"metric": "roc_auc"},
+                             "algorithm": {"type": "grid"}})
