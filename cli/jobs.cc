@@ -105,13 +105,17 @@ void PrintDocument(const nlohmann::json& j, const std::string& format) {
   }
 }
 
-int Fail(const grpc::Status& s) {
+int Fail(const grpc::Status& s, const std::string& address) {
   static const char* kNames[] = {"OK", "CANCELLED", "UNKNOWN", "INVALID_ARGUMENT", "DEADLINE_EXCEEDED", "NOT_FOUND",
                                  "ALREADY_EXISTS", "PERMISSION_DENIED", "RESOURCE_EXHAUSTED", "FAILED_PRECONDITION",
                                  "ABORTED", "OUT_OF_RANGE", "UNIMPLEMENTED", "INTERNAL", "UNAVAILABLE", "DATA_LOSS",
                                  "UNAUTHENTICATED"};
   const int code = static_cast<int>(s.error_code());
   std::cerr << "attune: " << (code >= 0 && code <= 16 ? kNames[code] : "UNKNOWN") << ": " << s.error_message() << "\n";
+  if (s.error_code() == grpc::StatusCode::UNAVAILABLE && !address.empty()) {
+    std::cerr << "attune: cannot reach the coordinator at " << address
+              << " (set --coordinator HOST:PORT or $ATTUNE_COORDINATOR)\n";
+  }
   return code == 0 ? 1 : code;
 }
 
@@ -195,13 +199,13 @@ Client::~Client() = default;
 
 void Client::Prepare(grpc::ClientContext* ctx, bool stream) const { PrepareContext(o_, ctx, stream); }
 
-int Client::Submit(const std::string& file, bool watch, const std::string& key) {
+int Client::Submit(const std::string& file, bool watch, const std::string& key, const std::vector<std::string>& sets) {
   auto text = common::ReadFile(file, 1 << 20);
   if (!text.ok()) {
     std::cerr << "attune: " << text.status() << "\n";
     return 2;
   }
-  auto spec = common::ParseJobSpec(*text, file);
+  auto spec = common::ParseJobSpec(*text, file, sets);
   if (!spec.ok()) {
     std::cerr << "attune: " << spec.status() << "\n";
     return 3;
@@ -218,14 +222,18 @@ int Client::Submit(const std::string& file, bool watch, const std::string& key) 
   req.set_idempotency_key(idem);
   v1::Job job;
   grpc::Status s;
-  for (int attempt = 0; attempt < 5; ++attempt) {  // retried only when unavailable, with the same key
+  // Retried only when unavailable, with the same key, within --timeout_s in all.
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(o_.timeout_s);
+  for (int attempt = 0; attempt < 5; ++attempt) {
     grpc::ClientContext ctx;
     Prepare(&ctx, false);
     s = stub_->SubmitJob(&ctx, req, &job);
     if (s.error_code() != grpc::StatusCode::UNAVAILABLE) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(500 << attempt));
+    const auto pause = std::chrono::milliseconds(500 << attempt);
+    if (std::chrono::steady_clock::now() + pause >= give_up) break;
+    std::this_thread::sleep_for(pause);
   }
-  if (!s.ok()) return Fail(s);
+  if (!s.ok()) return Fail(s, o_.coordinator);
   if (o_.output == "table") {
     std::cout << job.id() << "\n";
   } else {
@@ -240,7 +248,7 @@ int Client::Get(const std::string& id) {
   v1::Job job;
   grpc::ClientContext ctx;
   Prepare(&ctx, false);
-  if (auto s = stub_->GetJob(&ctx, req, &job); !s.ok()) return Fail(s);
+  if (auto s = stub_->GetJob(&ctx, req, &job); !s.ok()) return Fail(s, o_.coordinator);
   if (o_.output == "table") {
     PrintJobTable({job});
     PrintEvalTable(job);
@@ -266,7 +274,7 @@ int Client::List(const std::string& state, const std::string& selector) {
     v1::ListJobsResponse resp;
     grpc::ClientContext ctx;
     Prepare(&ctx, false);
-    if (auto s = stub_->ListJobs(&ctx, req, &resp); !s.ok()) return Fail(s);
+    if (auto s = stub_->ListJobs(&ctx, req, &resp); !s.ok()) return Fail(s, o_.coordinator);
     for (const auto& j : resp.jobs()) all.push_back(j);
     req.set_page_token(resp.next_page_token());
   } while (!req.page_token().empty());
@@ -286,7 +294,7 @@ int Client::Cancel(const std::string& id) {
   v1::Job job;
   grpc::ClientContext ctx;
   Prepare(&ctx, false);
-  if (auto s = stub_->CancelJob(&ctx, req, &job); !s.ok()) return Fail(s);
+  if (auto s = stub_->CancelJob(&ctx, req, &job); !s.ok()) return Fail(s, o_.coordinator);
   if (o_.output == "table") {
     std::cout << job.id() << " " << StateName(job.state()) << "\n";
   } else {
@@ -347,7 +355,7 @@ int Client::Watch(const std::string& id) {
     }
     grpc::Status s = reader->Finish();
     if (s.ok()) break;
-    if (s.error_code() != grpc::StatusCode::UNAVAILABLE) return Fail(s);
+    if (s.error_code() != grpc::StatusCode::UNAVAILABLE) return Fail(s, o_.coordinator);
     std::this_thread::sleep_for(std::chrono::seconds(1));  // coordinator restarting: resume from the last index
   }
   v1::GetJobRequest req;
@@ -355,7 +363,7 @@ int Client::Watch(const std::string& id) {
   v1::Job job;
   grpc::ClientContext ctx;
   Prepare(&ctx, false);
-  if (auto s = stub_->GetJob(&ctx, req, &job); !s.ok()) return Fail(s);
+  if (auto s = stub_->GetJob(&ctx, req, &job); !s.ok()) return Fail(s, o_.coordinator);
   if (o_.output == "table") PrintEvalTable(job);
   return job.state() == v1::SUCCEEDED ? 0 : 1;
 }
@@ -369,7 +377,7 @@ int Client::Logs(const std::string& id, int rank, int tail, bool follow) {
     v1::GetJobLogsResponse resp;
     grpc::ClientContext ctx;
     Prepare(&ctx, false);
-    if (auto s = stub_->GetJobLogs(&ctx, req, &resp); !s.ok()) return Fail(s);
+    if (auto s = stub_->GetJobLogs(&ctx, req, &resp); !s.ok()) return Fail(s, o_.coordinator);
     if (o_.output != "table") {
       if (!follow) {
         Print(resp, o_.output);
@@ -390,7 +398,7 @@ int Client::Logs(const std::string& id, int rank, int tail, bool follow) {
       v1::Job job;
       grpc::ClientContext gctx;
       Prepare(&gctx, false);
-      if (auto s = stub_->GetJob(&gctx, g, &job); !s.ok()) return Fail(s);
+      if (auto s = stub_->GetJob(&gctx, g, &job); !s.ok()) return Fail(s, o_.coordinator);
       if (job.state() == v1::SUCCEEDED || job.state() == v1::FAILED || job.state() == v1::CANCELLED) return 0;
       std::this_thread::sleep_for(std::chrono::milliseconds(500));
     }
@@ -402,7 +410,7 @@ int Client::Workers() {
   v1::ListWorkersResponse resp;
   grpc::ClientContext ctx;
   Prepare(&ctx, false);
-  if (auto s = stub_->ListWorkers(&ctx, req, &resp); !s.ok()) return Fail(s);
+  if (auto s = stub_->ListWorkers(&ctx, req, &resp); !s.ok()) return Fail(s, o_.coordinator);
   if (o_.output != "table") {
     Print(resp, o_.output);
     return 0;

@@ -4,6 +4,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include <grpcpp/grpcpp.h>
 #include <nlohmann/json.hpp>
@@ -15,14 +16,15 @@ namespace attune::cli {
 struct ClientOptions {
   std::string coordinator;
   std::string output = "table";  // table | json | yaml
-  int timeout_s = 10;
+  int timeout_s = 5;
   std::string token;  // sent as "authorization: Bearer <token>" when set
   std::shared_ptr<grpc::ChannelCredentials> credentials;  // default: insecure
 };
 
 // Prints "attune: CODE: message" and returns the exit code for a failed call
 // (the gRPC status code).
-int Fail(const grpc::Status& s);
+// With `address`, an UNAVAILABLE call also names the coordinator it tried.
+int Fail(const grpc::Status& s, const std::string& address = "");
 // Prints `j` as indented JSON, or as YAML when `format` is "yaml".
 void PrintDocument(const nlohmann::json& j, const std::string& format);
 // Relative paths of a spec are relative to the current directory.
@@ -36,7 +38,9 @@ class Client {
  public:
   explicit Client(const ClientOptions& o);
   ~Client();
-  int Submit(const std::string& file, bool watch, const std::string& idempotency_key);
+  // `sets`: "PATH=VALUE" overrides applied to the spec before it is checked.
+  int Submit(const std::string& file, bool watch, const std::string& idempotency_key,
+             const std::vector<std::string>& sets = {});
   int Get(const std::string& id);
   int List(const std::string& state, const std::string& label_selector);
   int Cancel(const std::string& id);

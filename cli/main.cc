@@ -1,6 +1,6 @@
 // attune: the command-line client.
 //
-//   attune submit -f SPEC [--watch]      attune get JOB      attune list [--state S] [--selector k=v]
+//   attune submit -f SPEC [--set PATH=VALUE ...] [--watch]      attune get JOB      attune list [--state S] [--selector k=v]
 //   attune cancel JOB                    attune watch JOB    attune logs JOB [--rank R] [--tail N]
 //   attune workers
 //   attune sweep submit -f SWEEP [--watch] | sweep get SWEEP | sweep list | sweep cancel SWEEP
@@ -23,6 +23,7 @@
 #include "cli/sweeps.h"
 #include "common/files.h"
 #include "common/flags_compat.h"
+#include "common/spec_path.h"
 #include "common/rpc/tls.h"
 #include "worker/model/hf_io.h"
 #include "worker/train/predict.h"
@@ -47,7 +48,7 @@ ABSL_FLAG(std::string, selector, "", "list: only jobs with this label (key=value
 ABSL_FLAG(int, rank, -1, "logs: one rank (default: all)");
 ABSL_FLAG(int, tail, 200, "logs: lines per rank");
 ABSL_FLAG(bool, follow, false, "logs: keep printing new lines until the job ends");
-ABSL_FLAG(int, timeout_s, 10, "deadline of each call, seconds");
+ABSL_FLAG(int, timeout_s, 5, "deadline of each call, seconds (submit retries an unreachable coordinator within it)");
 ABSL_FLAG(std::string, tls_ca, "", "PEM CA of the coordinator's certificate: connect with TLS");
 ABSL_FLAG(std::string, tls_cert, "", "PEM client certificate (mutual TLS)");
 ABSL_FLAG(std::string, tls_key, "", "PEM private key for --tls-cert");
@@ -56,7 +57,7 @@ ABSL_FLAG(std::string, token_file, "", "file holding the bearer token (default: 
 namespace {
 
 constexpr char kUsage[] =
-    "usage: attune submit -f SPEC [--watch] | get JOB | list [--state S] | cancel JOB | watch JOB |\n"
+    "usage: attune submit -f SPEC [--set PATH=VALUE ...] [--watch] | get JOB | list [--state S] | cancel JOB | watch JOB |\n"
     "       logs JOB [--rank R] [--follow] | workers | predict --model DIR --input FILE [--output FILE] |\n"
     "       sweep submit -f SWEEP [--watch] | sweep get SWEEP | sweep list | sweep cancel SWEEP |\n"
     "       convert --model DIR --output DIR\n"
@@ -128,6 +129,7 @@ int main(int argc, char** argv) {
   std::string command = argv[1];
   std::vector<char*> rest = {argv[0]};
   for (int i = 2; i < argc; ++i) rest.push_back(argv[i]);
+  const std::vector<std::string> sets = attune::common::TakeSetFlags(&rest);  // repeatable: not an absl flag
   std::vector<std::string> storage;
   auto args = attune::common::DashesToUnderscores(static_cast<int>(rest.size()), rest.data(), &storage);
   std::vector<char*> positional = absl::ParseCommandLine(static_cast<int>(args.size()), args.data());
@@ -171,7 +173,7 @@ int main(int argc, char** argv) {
       return 2;
     }
     return attune::cli::Client(co).Submit(absl::GetFlag(FLAGS_f), absl::GetFlag(FLAGS_watch),
-                                          absl::GetFlag(FLAGS_idempotency_key));
+                                          absl::GetFlag(FLAGS_idempotency_key), sets);
   }
   if (command == "get") return need_job() ? attune::cli::Client(co).Get(job) : 2;
   if (command == "list") return attune::cli::Client(co).List(absl::GetFlag(FLAGS_state), absl::GetFlag(FLAGS_selector));

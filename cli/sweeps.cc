@@ -117,14 +117,18 @@ int SweepClient::Submit(const std::string& file, bool watch, const std::string& 
   req.set_idempotency_key(idem);
   v1::Sweep sweep;
   grpc::Status s;
-  for (int attempt = 0; attempt < 5; ++attempt) {  // retried only when unavailable, with the same key
+  // Retried only when unavailable, with the same key, within --timeout_s in all.
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(o_.timeout_s);
+  for (int attempt = 0; attempt < 5; ++attempt) {
     grpc::ClientContext ctx;
     PrepareContext(o_, &ctx, false);
     s = stub_->SubmitSweep(&ctx, req, &sweep);
     if (s.error_code() != grpc::StatusCode::UNAVAILABLE) break;
-    std::this_thread::sleep_for(std::chrono::milliseconds(500 << attempt));
+    const auto pause = std::chrono::milliseconds(500 << attempt);
+    if (std::chrono::steady_clock::now() + pause >= give_up) break;
+    std::this_thread::sleep_for(pause);
   }
-  if (!s.ok()) return Fail(s);
+  if (!s.ok()) return Fail(s, o_.coordinator);
   std::cout << sweep.id() << std::endl;
   if (o_.output != "table") PrintDocument(SweepDocument(sweep), o_.output);
   return watch ? Watch(sweep.id()) : 0;
@@ -136,7 +140,7 @@ int SweepClient::Get(const std::string& id) {
   v1::Sweep sweep;
   grpc::ClientContext ctx;
   PrepareContext(o_, &ctx, false);
-  if (auto s = stub_->GetSweep(&ctx, req, &sweep); !s.ok()) return Fail(s);
+  if (auto s = stub_->GetSweep(&ctx, req, &sweep); !s.ok()) return Fail(s, o_.coordinator);
   if (o_.output == "table") {
     PrintTable(sweep);
   } else {
@@ -149,7 +153,7 @@ int SweepClient::List() {
   v1::ListSweepsResponse resp;
   grpc::ClientContext ctx;
   PrepareContext(o_, &ctx, false);
-  if (auto s = stub_->ListSweeps(&ctx, v1::ListSweepsRequest(), &resp); !s.ok()) return Fail(s);
+  if (auto s = stub_->ListSweeps(&ctx, v1::ListSweepsRequest(), &resp); !s.ok()) return Fail(s, o_.coordinator);
   if (o_.output != "table") {
     nlohmann::json all = nlohmann::json::array();
     for (const auto& s : resp.sweeps()) all.push_back(SweepDocument(s));
@@ -172,7 +176,7 @@ int SweepClient::Cancel(const std::string& id) {
   v1::Sweep sweep;
   grpc::ClientContext ctx;
   PrepareContext(o_, &ctx, false);
-  if (auto s = stub_->CancelSweep(&ctx, req, &sweep); !s.ok()) return Fail(s);
+  if (auto s = stub_->CancelSweep(&ctx, req, &sweep); !s.ok()) return Fail(s, o_.coordinator);
   if (o_.output == "table") {
     std::cout << sweep.id() << " " << v1::SweepState_Name(sweep.state()).substr(6) << "\n";
   } else {
@@ -212,7 +216,7 @@ int SweepClient::Watch(const std::string& id) {
     }
     grpc::Status st = reader->Finish();
     if (st.ok()) break;
-    if (st.error_code() != grpc::StatusCode::UNAVAILABLE) return Fail(st);
+    if (st.error_code() != grpc::StatusCode::UNAVAILABLE) return Fail(st, o_.coordinator);
     std::this_thread::sleep_for(std::chrono::seconds(1));  // coordinator restarting
   }
   if (o_.output == "table") PrintTable(last);

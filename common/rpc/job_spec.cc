@@ -1,5 +1,6 @@
 #include "common/rpc/job_spec.h"
 
+#include <map>
 #include <regex>
 
 #include <google/protobuf/util/json_util.h>
@@ -8,6 +9,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/files.h"
+#include "common/spec_path.h"
 #include "common/task_catalog.h"
 
 namespace attune::common {
@@ -153,7 +155,8 @@ T Or(T v, T def) {
 }
 
 
-absl::Status ParseYamlInto(const std::string& text, const std::string& source, pb::Message* out) {
+absl::Status ParseYamlInto(const std::string& text, const std::string& source, pb::Message* out,
+                           const std::vector<std::string>& overrides = {}) {
   YAML::Node root;
   try {
     root = YAML::Load(text);
@@ -163,6 +166,27 @@ absl::Status ParseYamlInto(const std::string& text, const std::string& source, p
   }
   auto j = YamlToJson(root, "");
   if (!j.ok()) return absl::InvalidArgumentError(absl::StrCat(source, ": ", j.status().message()));
+  if (!overrides.empty()) {
+    std::map<std::string, std::string> sets;
+    for (const std::string& o : overrides) {
+      const size_t eq = o.find('=');
+      if (eq == std::string::npos || eq == 0) {
+        return absl::InvalidArgumentError(absl::StrCat("--set ", o, ": expected PATH=VALUE"));
+      }
+      YAML::Node v;
+      try {
+        v = YAML::Load(o.substr(eq + 1));
+      } catch (const YAML::Exception& e) {
+        return absl::InvalidArgumentError(absl::StrCat("--set ", o, ": malformed value: ", e.msg));
+      }
+      auto value = YamlToJson(v, o.substr(0, eq));
+      if (!value.ok()) return absl::InvalidArgumentError(absl::StrCat("--set ", o, ": ", value.status().message()));
+      sets[o.substr(0, eq)] = value->dump();
+    }
+    auto applied = SetSpecPaths(j->dump(), sets);
+    if (!applied.ok()) return absl::InvalidArgumentError(absl::StrCat("--set ", applied.status().message()));
+    *j = nlohmann::json::parse(*applied);
+  }
   DropNulls(*j);
   std::vector<std::string> errors;
   CheckFields(*j, out->GetDescriptor(), "", &errors);
@@ -182,9 +206,10 @@ absl::Status ParseYamlInto(const std::string& text, const std::string& source, p
 
 }  // namespace
 
-absl::StatusOr<v1::JobSpec> ParseJobSpec(const std::string& text, const std::string& source) {
+absl::StatusOr<v1::JobSpec> ParseJobSpec(const std::string& text, const std::string& source,
+                                         const std::vector<std::string>& overrides) {
   v1::JobSpec spec;
-  if (auto s = ParseYamlInto(text, source, &spec); !s.ok()) return s;
+  if (auto s = ParseYamlInto(text, source, &spec, overrides); !s.ok()) return s;
   return spec;
 }
 
@@ -292,10 +317,10 @@ JobConfig JobConfigFromProto(const v1::JobSpec& s) {
   return c;
 }
 
-absl::StatusOr<JobConfig> LoadJobConfig(const std::string& path) {
+absl::StatusOr<JobConfig> LoadJobConfig(const std::string& path, const std::vector<std::string>& overrides) {
   auto text = ReadFile(path, 1 << 20);
   if (!text.ok()) return text.status();
-  auto spec = ParseJobSpec(*text, path);
+  auto spec = ParseJobSpec(*text, path, overrides);
   if (!spec.ok()) return spec.status();
   JobConfig c = JobConfigFromProto(*spec);
   if (auto s = ValidateJobConfig(c); !s.ok()) {

@@ -5,6 +5,7 @@
 // proto onto the domain struct.
 
 #include <string>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "attune/v1/job.pb.h"
@@ -15,7 +16,10 @@ namespace attune::common {
 
 // Parses YAML (a superset of JSON) into a JobSpec. Unknown keys, wrong types
 // and malformed text are kInvalidArgument naming the field path.
-absl::StatusOr<v1::JobSpec> ParseJobSpec(const std::string& text, const std::string& source);
+// `overrides` are "PATH=VALUE" texts (`--set`): each VALUE is read as a YAML
+// scalar and set at PATH before the checks, so a bad path is refused naming it.
+absl::StatusOr<v1::JobSpec> ParseJobSpec(const std::string& text, const std::string& source,
+                                         const std::vector<std::string>& overrides = {});
 
 // The same for a sweep file (attune.v1.SweepSpec); the parameters' values are
 // checked field by field too.
@@ -25,6 +29,6 @@ absl::StatusOr<v1::SweepSpec> ParseSweepSpec(const std::string& text, const std:
 JobConfig JobConfigFromProto(const v1::JobSpec& spec);
 
 // Reads, parses, converts and validates a spec file.
-absl::StatusOr<JobConfig> LoadJobConfig(const std::string& path);
+absl::StatusOr<JobConfig> LoadJobConfig(const std::string& path, const std::vector<std::string>& overrides = {});
 
 }  // namespace attune::common

@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <regex>
 
 #include <nlohmann/json.hpp>
 
@@ -10,6 +9,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "common/job_config.h"
+#include "common/spec_path.h"
 #include "common/task_catalog.h"
 
 namespace attune::coordinator::sweep {
@@ -130,10 +130,9 @@ absl::Status ValidateSweepConfig(const SweepConfig& c) {
   check(!c.output_dir.empty(), "spec.output_dir", "required: trials write to <output_dir>/trial-<n>");
   check(!c.params.empty(), "parameters", "name at least one spec path to search over");
   check(c.params.size() <= 32, "parameters", "at most 32");
-  static const std::regex kPath("[a-z_][a-z0-9_]*(\\.[a-z_][a-z0-9_]*){0,7}");
   for (const auto& p : c.params) {
     const std::string f = absl::StrCat("parameters.", p.path);
-    if (!std::regex_match(p.path, kPath)) {
+    if (!common::IsSpecPath(p.path)) {
       check(false, f, "not a spec path (snake_case fields joined by '.', like hyperparameters.learning_rate)");
       continue;
     }

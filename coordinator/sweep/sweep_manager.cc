@@ -13,8 +13,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "absl/strings/str_split.h"
 #include "common/files.h"
+#include "common/spec_path.h"
 #include "coordinator/sweep/planner.h"
 #include "coordinator/sweep/report.h"
 
@@ -72,23 +72,11 @@ bool InsideRoot(const std::string& dir, const std::string& root) {
 
 absl::StatusOr<std::string> SweepManager::TrialSpec(const SweepRecord& s, int64_t index,
                                                     const std::map<std::string, std::string>& params) {
-  json spec = json::parse(s.config.base_spec_json, nullptr, false);
-  if (!spec.is_object()) return absl::InternalError("the sweep's base spec is not a JSON object");
-  for (const auto& [path, literal] : params) {
-    json value = json::parse(literal, nullptr, false);
-    if (value.is_discarded()) return absl::InvalidArgumentError(absl::StrCat("parameters.", path, ": bad value ", literal));
-    std::vector<std::string> parts = absl::StrSplit(path, '.');
-    json* at = &spec;
-    for (size_t i = 0; i + 1 < parts.size(); ++i) {
-      json& next = (*at)[parts[i]];
-      if (next.is_null()) next = json::object();
-      if (!next.is_object()) {
-        return absl::InvalidArgumentError(absl::StrCat("parameters.", path, ": ", parts[i], " is not a mapping"));
-      }
-      at = &next;
-    }
-    (*at)[parts.back()] = value;
+  auto with_params = common::SetSpecPaths(s.config.base_spec_json, params);
+  if (!with_params.ok()) {
+    return absl::InvalidArgumentError(absl::StrCat("parameters.", with_params.status().message()));
   }
+  json spec = json::parse(*with_params);
   spec["name"] = absl::StrCat(s.config.name.substr(0, 100), "-t", index);
   spec["output_dir"] = absl::StrCat(s.config.output_dir, "/trial-", index);
   spec["labels"][kSweepLabel] = s.id;

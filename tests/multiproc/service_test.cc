@@ -399,6 +399,23 @@ TEST_F(ServiceTest, LogsFollowPrintsLinesAsTheyComeUntilTheJobEnds) {
   EXPECT_EQ(r.output, all.output);
 }
 
+TEST_F(ServiceTest, SetOverridesReachTheJobsSpecAndABadPathIsRefused) {
+  StartCoordinator();
+  const std::string spec = Spec("overridden", 30, 0);
+  auto r = Cli("submit -f " + spec + " --set hyperparameters.learning_rate=3e-4 --set method.type=lora "
+               "--set method.lora.rank=4 -o json");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  auto job = GetJob(nlohmann::json::parse(r.output)["id"]);
+  EXPECT_DOUBLE_EQ(job["spec"]["hyperparameters"]["learning_rate"].get<double>(), 3e-4);
+  EXPECT_EQ(job["spec"]["method"]["type"], "lora");
+  EXPECT_EQ(Int(job["spec"]["method"]["lora"], "rank"), 4);
+  auto bad = Cli("submit -f " + spec + " --set method.typ=lora");
+  EXPECT_EQ(bad.exit_code, 3) << bad.output;
+  EXPECT_NE(bad.output.find("method.typ: unknown field"), std::string::npos) << bad.output;
+  EXPECT_EQ(nlohmann::json::parse(Cli("list -o json").output)["jobs"].size(), 1u);
+  Cli("cancel " + job["id"].get<std::string>());
+}
+
 TEST_F(ServiceTest, InvalidSpecIsRejectedAndNothingIsStored) {
   StartCoordinator();
   auto r = Cli("submit -f " + Spec("bad", 30, 0) + " -o json");

@@ -40,6 +40,7 @@
 #include "common/trainer_exit.h"
 #include "common/files.h"
 #include "common/flags_compat.h"
+#include "common/spec_path.h"
 #include "common/rpc/tls.h"
 #include "common/prometheus/prometheus_metrics.h"
 #include "worker/agent/agent.h"
@@ -232,6 +233,7 @@ class EventWriter : public attune::worker::train::TrainerObserver {
 
 int FreePort();
 std::atomic<bool> g_stop{false};
+std::vector<std::string> g_sets;  // --set PATH=VALUE overrides of the spec
 void OnSignal(int) { g_stop.store(true); }
 
 int RunAgent(const char* self) {
@@ -303,7 +305,7 @@ int RunAgent(const char* self) {
 }
 
 constexpr char kUsage[] =
-    "usage: attune-worker train --spec FILE [--output_dir DIR] [--threads N] [--noresume]\n"
+    "usage: attune-worker train --spec FILE [--set PATH=VALUE ...] [--output_dir DIR] [--threads N] [--noresume]\n"
     "       [--nproc N | --rank R --world_size N --rendezvous HOST:PORT] [--backend gloo|nccl]\n"
     "usage: attune-worker agent --coordinator HOST:PORT [--worker-id ID] [--cpus N] [--metrics-listen HOST:PORT]";
 
@@ -393,7 +395,7 @@ int Launch(int argc, char** argv, int nproc) {
 
 int Train() {
   using attune::common::LoadJobConfig;
-  auto config = LoadJobConfig(absl::GetFlag(FLAGS_spec));
+  auto config = LoadJobConfig(absl::GetFlag(FLAGS_spec), g_sets);
   if (!config.ok()) {
     std::cerr << "attune-worker: " << config.status() << "\n";
     return 2;
@@ -524,6 +526,7 @@ int main(int argc, char** argv) {
   std::string command = argv[1];
   std::vector<char*> rest = {argv[0]};
   for (int i = 2; i < argc; ++i) rest.push_back(argv[i]);
+  g_sets = attune::common::TakeSetFlags(&rest);  // --set PATH=VALUE, repeatable
   std::vector<std::string> storage;
   auto args = attune::common::DashesToUnderscores(static_cast<int>(rest.size()), rest.data(), &storage);
   absl::ParseCommandLine(static_cast<int>(args.size()), args.data());

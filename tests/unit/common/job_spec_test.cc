@@ -141,6 +141,30 @@ TEST(JobSpecTest, EarlyStoppingMetricComesFromTheTaskCatalog) {
   EXPECT_THAT(ValidateJobConfig(bad), StatusIs(absl::StatusCode::kInvalidArgument, "roc_auc"));
 }
 
+TEST(JobSpecTest, SetOverridesApplyByPathAsYamlScalarsBeforeTheChecks) {
+  const std::string text = "name: x\nmodel: {config: {hidden_size: 16}}\ndata: {train: t.csv}\noutput_dir: o\n";
+  auto spec = ParseJobSpec(text, "s.yaml", {"hyperparameters.learning_rate=3e-4", "method.type=lora",
+                                            "method.lora.rank=4", "evaluation.baseline=false", "name=y"});
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  const JobConfig c = JobConfigFromProto(*spec);
+  EXPECT_DOUBLE_EQ(c.learning_rate, 3e-4);
+  EXPECT_EQ(c.method, "lora");
+  EXPECT_EQ(c.lora_rank, 4);
+  EXPECT_FALSE(c.eval_baseline);
+  EXPECT_EQ(c.name, "y");
+  EXPECT_EQ(c.model_config.hidden_size, 16);  // the rest of the file stands
+  EXPECT_THAT(ParseJobSpec(text, "s.yaml", {"hyperparameters.learnin_rate=1"}).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, "hyperparameters.learnin_rate: unknown field"));
+  EXPECT_THAT(ParseJobSpec(text, "s.yaml", {"hyperparameters.batch_size=lots"}).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, "hyperparameters.batch_size: must be an integer"));
+  EXPECT_THAT(ParseJobSpec(text, "s.yaml", {"name.first=z"}).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, "--set name.first: name is not a mapping"));
+  EXPECT_THAT(ParseJobSpec(text, "s.yaml", {"Method.Type=lora"}).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, "not a spec path"));
+  EXPECT_THAT(ParseJobSpec(text, "s.yaml", {"=lora"}).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, "expected PATH=VALUE"));
+}
+
 TEST(JobSpecTest, UnknownFieldIsNamedWithItsPath) {
   EXPECT_THAT(ParseJobSpec("name: x\nhyperparameters: {batch_sise: 4}\n", "s.yaml"),
               StatusIs(absl::StatusCode::kInvalidArgument, "hyperparameters.batch_sise: unknown field"));
