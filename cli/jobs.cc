@@ -7,8 +7,10 @@
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
 #include <map>
+#include <memory>
 #include <random>
 #include <thread>
 
@@ -403,6 +405,69 @@ int Client::Logs(const std::string& id, int rank, int tail, bool follow) {
       std::this_thread::sleep_for(std::chrono::milliseconds(500));
     }
   }
+}
+
+int Client::Download(const std::string& id, const std::string& what, const std::string& to) {
+  v1::GetArtifactRequest req;
+  req.set_job_id(id);
+  req.set_what(what);
+  grpc::ClientContext ctx;
+  Prepare(&ctx, true);
+  auto reader = stub_->GetArtifact(&ctx, req);
+  const fs::path dest = to.empty() ? fs::path(id) : fs::path(to);
+  std::ofstream out;
+  std::string current;
+  std::unique_ptr<common::Sha256Stream> sha;
+  int64_t written = 0, total = 0;
+  int files = 0;
+  auto fail = [&](const std::string& why) {
+    ctx.TryCancel();
+    out.close();
+    if (!current.empty()) fs::remove(dest / current);
+    std::cerr << "attune download: " << why << "\n";
+    return 1;
+  };
+  v1::ArtifactChunk c;
+  while (reader->Read(&c)) {
+    if (c.path() != current) {
+      if (!current.empty()) return fail(current + ": ended without its checksum");
+      // The path comes from the server: relative, and never out of `dest`.
+      const fs::path rel(c.path());
+      bool safe = !c.path().empty() && rel.is_relative();
+      for (const auto& part : rel) safe = safe && part != ".." && part != ".";
+      if (!safe) return fail("the coordinator sent an unsafe path '" + c.path() + "'; refused");
+      current = c.path();
+      std::error_code ec;
+      fs::create_directories((dest / rel).parent_path(), ec);
+      out.open(dest / rel, std::ios::binary | std::ios::trunc);
+      if (!out) return fail("cannot write " + (dest / rel).string());
+      sha = std::make_unique<common::Sha256Stream>();
+      written = 0;
+    }
+    if (c.offset() != written) return fail(current + ": chunks out of order");
+    out.write(c.data().data(), static_cast<std::streamsize>(c.data().size()));
+    sha->Update(c.data());
+    written += static_cast<int64_t>(c.data().size());
+    if (c.last()) {
+      out.close();
+      if (!out) return fail("cannot write " + (dest / current).string());
+      if (sha->HexDigest() != c.sha256() || written != c.size()) {
+        return fail(current + ": SHA-256 or size mismatch; the file was removed");
+      }
+      ++files;
+      total += written;
+      current.clear();
+    }
+  }
+  const grpc::Status s = reader->Finish();
+  if (!s.ok()) {
+    out.close();
+    if (!current.empty()) fs::remove(dest / current);
+    return Fail(s, o_.coordinator);
+  }
+  if (!current.empty()) return fail(current + ": the stream ended mid-file");
+  std::cout << "wrote " << files << " files (" << total << " bytes, SHA-256 checked) to " << dest.string() << "\n";
+  return 0;
 }
 
 int Client::Workers() {

@@ -49,6 +49,9 @@ class Client {
   // With `follow`, prints new lines as they come until the job has ended.
   int Logs(const std::string& id, int rank, int tail, bool follow = false);
   int Workers();
+  // A SUCCEEDED job's model, reports or all into `to` (default ./JOB), each
+  // file's SHA-256 checked against the coordinator's.
+  int Download(const std::string& id, const std::string& what, const std::string& to);
 
  private:
   void Prepare(grpc::ClientContext* ctx, bool stream) const;

@@ -2,12 +2,14 @@
 //
 //   attune submit -f SPEC [--set PATH=VALUE ...] [--watch]      attune get JOB      attune list [--state S] [--selector k=v]
 //   attune cancel JOB                    attune watch JOB    attune logs JOB [--rank R] [--tail N]
-//   attune workers
+//   attune workers                       attune download JOB [--what model|reports|all] [--to DIR]
 //   attune sweep submit -f SWEEP [--watch] | sweep get SWEEP | sweep list | sweep cancel SWEEP
 //   attune predict --model DIR --input FILE.{jsonl,csv} [--output FILE]
 //   attune convert --model DIR --output DIR   (pytorch_model.bin, shards -> model.safetensors)
 // Job commands take --coordinator HOST:PORT (or $ATTUNE_COORDINATOR) and -o table|json|yaml.
 
+#include <algorithm>
+#include <chrono>
 #include <cstdlib>
 #include <fstream>
 #include <iostream>
@@ -19,6 +21,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/str_format.h"
 #include "cli/jobs.h"
 #include "cli/sweeps.h"
 #include "common/files.h"
@@ -46,6 +49,8 @@ ABSL_FLAG(std::string, idempotency_key, "", "submit: a retry with the same key r
 ABSL_FLAG(std::string, state, "", "list: only jobs in this state");
 ABSL_FLAG(std::string, selector, "", "list: only jobs with this label (key=value)");
 ABSL_FLAG(int, rank, -1, "logs: one rank (default: all)");
+ABSL_FLAG(std::string, what, "model", "download: model, reports or all");
+ABSL_FLAG(std::string, to, "", "download: the directory to write into (default: ./JOB)");
 ABSL_FLAG(int, tail, 200, "logs: lines per rank");
 ABSL_FLAG(bool, follow, false, "logs: keep printing new lines until the job ends");
 ABSL_FLAG(int, timeout_s, 5, "deadline of each call, seconds (submit retries an unreachable coordinator within it)");
@@ -57,11 +62,35 @@ ABSL_FLAG(std::string, token_file, "", "file holding the bearer token (default: 
 namespace {
 
 constexpr char kUsage[] =
-    "usage: attune submit -f SPEC [--set PATH=VALUE ...] [--watch] | get JOB | list [--state S] | cancel JOB | watch JOB |\n"
-    "       logs JOB [--rank R] [--follow] | workers | predict --model DIR --input FILE [--output FILE] |\n"
+    "usage: attune submit -f SPEC [--set PATH=VALUE ...] [--watch] | get JOB | list [--state S] | cancel JOB |\n"
+    "       watch JOB | logs JOB [--rank R] [--follow] | workers | download JOB [--what model|reports|all] [--to DIR] |\n"
+    "       predict --model DIR --input FILE [--output FILE] |\n"
     "       sweep submit -f SWEEP [--watch] | sweep get SWEEP | sweep list | sweep cancel SWEEP |\n"
     "       convert --model DIR --output DIR\n"
     "       [--coordinator HOST:PORT] [-o table|json|yaml]";
+
+// Forwards to another stream buffer, counting the lines written.
+class LineCounter : public std::streambuf {
+ public:
+  explicit LineCounter(std::streambuf* to) : to_(to) {}
+  int64_t lines() const { return lines_; }
+
+ protected:
+  int overflow(int c) override {
+    if (c == traits_type::eof()) return traits_type::not_eof(c);
+    if (c == '\n') ++lines_;
+    return to_->sputc(static_cast<char>(c));
+  }
+  std::streamsize xsputn(const char* s, std::streamsize n) override {
+    for (std::streamsize i = 0; i < n; ++i) lines_ += s[i] == '\n';
+    return to_->sputn(s, n);
+  }
+  int sync() override { return to_->pubsync(); }
+
+ private:
+  std::streambuf* to_;
+  int64_t lines_ = 0;
+};
 
 int Predict() {
   if (absl::GetFlag(FLAGS_model).empty() || absl::GetFlag(FLAGS_input).empty()) {
@@ -80,20 +109,29 @@ int Predict() {
     return 2;
   }
   absl::Status s;
-  if (absl::GetFlag(FLAGS_output).empty()) {
-    s = attune::worker::train::Predict(absl::GetFlag(FLAGS_model), absl::GetFlag(FLAGS_input), o, std::cout);
-  } else {
-    std::ofstream out(absl::GetFlag(FLAGS_output));
-    if (!out) {
+  const auto start = std::chrono::steady_clock::now();
+  std::ofstream file;
+  if (!absl::GetFlag(FLAGS_output).empty()) {
+    file.open(absl::GetFlag(FLAGS_output));
+    if (!file) {
       std::cerr << "attune predict: cannot write " << absl::GetFlag(FLAGS_output) << "\n";
       return 1;
     }
-    s = attune::worker::train::Predict(absl::GetFlag(FLAGS_model), absl::GetFlag(FLAGS_input), o, out);
   }
+  LineCounter counted(absl::GetFlag(FLAGS_output).empty() ? std::cout.rdbuf() : file.rdbuf());
+  std::ostream out(&counted);
+  s = attune::worker::train::Predict(absl::GetFlag(FLAGS_model), absl::GetFlag(FLAGS_input), o, out);
+  out.flush();
   if (!s.ok()) {
     std::cerr << "attune predict: " << s << "\n";
     return 1;
   }
+  // Throughput, when the JSON lines go to a file (on standard output they
+  // are the data, and tools read stdout and stderr together).
+  if (absl::GetFlag(FLAGS_output).empty()) return 0;
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  std::cerr << absl::StrFormat("attune predict: %d records in %.2f s (%.1f records/s, %d thread(s))\n",
+                               counted.lines(), secs, counted.lines() / std::max(secs, 1e-9), o.threads);
   return 0;
 }
 
@@ -185,6 +223,9 @@ int main(int argc, char** argv) {
                       : 2;
   }
   if (command == "workers") return attune::cli::Client(co).Workers();
+  if (command == "download") {
+    return need_job() ? attune::cli::Client(co).Download(job, absl::GetFlag(FLAGS_what), absl::GetFlag(FLAGS_to)) : 2;
+  }
   if (command == "sweep") {
     const std::string sub = positional.size() > 1 ? positional[1] : "";
     const std::string id = positional.size() > 2 ? positional[2] : "";

@@ -34,4 +34,18 @@ absl::Status MakeDirs(const std::string& dir);
 std::string Sha256Hex(std::string_view bytes);
 absl::StatusOr<std::string> Sha256OfFile(const std::string& path);
 
+// SHA-256 over bytes fed in pieces (a file streamed in chunks). Not copyable.
+class Sha256Stream {
+ public:
+  Sha256Stream();
+  ~Sha256Stream();
+  Sha256Stream(const Sha256Stream&) = delete;
+  Sha256Stream& operator=(const Sha256Stream&) = delete;
+  void Update(std::string_view bytes);
+  std::string HexDigest();  // once, at the end
+
+ private:
+  void* ctx_;
+};
+
 }  // namespace attune::common

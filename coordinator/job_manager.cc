@@ -462,6 +462,76 @@ absl::StatusOr<Job> JobManager::Cancel(const std::string& id) {
   return j;
 }
 
+absl::StatusOr<std::vector<JobManager::ArtifactFile>> JobManager::Artifacts(const std::string& id,
+                                                                             const std::string& what) {
+  std::string output_dir;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    auto it = jobs_.find(id);
+    if (it == jobs_.end()) return absl::NotFoundError(absl::StrCat("job ", id, " not found"));
+    if (it->second.state != JobState::kSucceeded) {
+      return absl::FailedPreconditionError(absl::StrCat("job ", id, " is ", JobStateName(it->second.state),
+                                                        "; a job's model and reports are there once it SUCCEEDED"));
+    }
+    output_dir = it->second.config.output_dir;
+  }
+  if (what != "model" && what != "reports" && what != "all") {
+    return absl::InvalidArgumentError(absl::StrCat("what: '", what, "' is not model, reports or all"));
+  }
+  // NOTE [artifacts]: every path is resolved now, when it is read, not when
+  // the job was submitted: a directory swapped for a symlink since then must
+  // not lead out of the job's output_dir or the data root.
+  std::error_code ec;
+  const fs::path root = fs::canonical(output_dir, ec);
+  if (ec) return absl::NotFoundError(absl::StrCat("output_dir ", output_dir, ": ", ec.message()));
+  auto inside = [](const fs::path& p, const fs::path& dir) {
+    auto rel = p.lexically_relative(dir);
+    return !rel.empty() && *rel.begin() != "..";
+  };
+  if (!options_.data_root.empty()) {
+    const fs::path data_root = fs::canonical(options_.data_root, ec);
+    if (ec || !(root == data_root || inside(root, data_root))) {
+      return absl::PermissionDeniedError(absl::StrCat("output_dir ", output_dir, " resolves outside the data root"));
+    }
+  }
+  std::vector<ArtifactFile> out;
+  auto add = [&](const fs::path& p) -> absl::Status {
+    const std::string rel = p.lexically_relative(output_dir).string();
+    if (fs::is_symlink(fs::symlink_status(p, ec))) {
+      return absl::PermissionDeniedError(absl::StrCat(rel, ": a symbolic link; artifacts are regular files only"));
+    }
+    const fs::path real = fs::canonical(p, ec);
+    if (ec || !inside(real, root)) return absl::PermissionDeniedError(absl::StrCat(rel, ": resolves outside the job's output_dir"));
+    if (fs::is_regular_file(fs::symlink_status(real, ec))) out.push_back({rel, real.string()});
+    return absl::OkStatus();
+  };
+  if (what == "model" || what == "all") {
+    const fs::path model = fs::path(output_dir) / "model";
+    if (fs::is_symlink(fs::symlink_status(model, ec))) {
+      return absl::PermissionDeniedError("model: a symbolic link; artifacts are regular files only");
+    }
+    std::vector<fs::path> files;
+    for (auto it = fs::recursive_directory_iterator(model, ec); !ec && it != fs::recursive_directory_iterator();
+         it.increment(ec)) {
+      files.push_back(it->path());
+    }
+    if (ec) return absl::NotFoundError(absl::StrCat("model: ", ec.message()));
+    std::sort(files.begin(), files.end());
+    for (const auto& f : files) {
+      if (fs::is_directory(fs::symlink_status(f, ec))) continue;
+      if (auto s = add(f); !s.ok()) return s;
+    }
+  }
+  if (what == "reports" || what == "all") {
+    for (const char* name : {"eval_report.json", "eval_report.html", "data_report.json"}) {
+      const fs::path f = fs::path(output_dir) / name;
+      if (!fs::exists(fs::symlink_status(f, ec))) continue;
+      if (auto s = add(f); !s.ok()) return s;
+    }
+  }
+  return out;
+}
+
 absl::StatusOr<std::vector<Event>> JobManager::WaitEvents(const std::string& id, int64_t from, absl::Duration wait) {
   std::unique_lock<std::mutex> l(mu_);
   if (!jobs_.count(id)) return absl::NotFoundError(absl::StrCat("job ", id, " not found"));

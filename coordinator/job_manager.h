@@ -111,6 +111,15 @@ class JobManager {
   absl::StatusOr<Job> Get(const std::string& id);
   absl::StatusOr<std::pair<std::vector<Job>, std::string>> List(const ListFilter& filter);
   absl::StatusOr<Job> Cancel(const std::string& id);
+  struct ArtifactFile {
+    std::string relative;  // to output_dir
+    std::string path;      // its canonical path, checked inside output_dir and the data root
+  };
+  // The files of a SUCCEEDED job's "model", "reports" or "all". NotFound,
+  // FailedPrecondition (not SUCCEEDED), InvalidArgument (`what`), and
+  // PermissionDenied naming a symlink or a path that resolves outside the
+  // job's output_dir or the data root.
+  absl::StatusOr<std::vector<ArtifactFile>> Artifacts(const std::string& id, const std::string& what);
   // Events from `from_index`; waits up to `wait` for one when there is none.
   absl::StatusOr<std::vector<Event>> WaitEvents(const std::string& id, int64_t from_index, absl::Duration wait);
   struct LogLine {

@@ -1,8 +1,15 @@
 #include "coordinator/rpc/services.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+
 #include <google/protobuf/util/json_util.h>
 
 #include "absl/strings/str_split.h"
+#include "common/files.h"
 #include "common/rpc/grpc_status.h"
 #include "common/rpc/job_spec.h"
 #include "coordinator/rpc/call_recorder.h"
@@ -108,6 +115,60 @@ grpc::Status JobServiceImpl::GetJobLogs(grpc::ServerContext* ctx, const v1::GetJ
     l->set_rank(line.rank);
     l->set_line(line.line);
     l->set_seq(line.seq);
+  }
+  return rec(grpc::Status::OK);
+}
+
+grpc::Status JobServiceImpl::GetArtifact(grpc::ServerContext* ctx, const v1::GetArtifactRequest* req,
+                                         grpc::ServerWriter<v1::ArtifactChunk>* writer) {
+  CallRecorder rec(metrics_, "GetArtifact");
+  if (auto a = auth_.Check(ctx, Api::kJobs); !a.ok()) return rec(a);
+  auto files = manager_.Artifacts(req->job_id(), req->what().empty() ? "model" : req->what());
+  if (!files.ok()) return rec(ToGrpc(files.status()));
+  std::string buf(1 << 20, '\0');
+  for (const auto& f : *files) {
+    // O_NOFOLLOW and the same inode as the path checked: a file swapped for
+    // a symlink after the check is not followed.
+    const int fd = ::open(f.path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    struct stat opened {}, checked {};
+    if (fd < 0 || ::fstat(fd, &opened) != 0 || ::lstat(f.path.c_str(), &checked) != 0 || !S_ISREG(opened.st_mode) ||
+        opened.st_ino != checked.st_ino || opened.st_dev != checked.st_dev) {
+      if (fd >= 0) ::close(fd);
+      return rec(grpc::Status(grpc::PERMISSION_DENIED, absl::StrCat(f.relative, ": changed while it was read; refused")));
+    }
+    common::Sha256Stream sha;
+    int64_t offset = 0;
+    for (;;) {
+      if (ctx->IsCancelled()) {
+        ::close(fd);
+        return rec(grpc::Status(grpc::CANCELLED, "download cancelled"));
+      }
+      const ssize_t n = ::read(fd, buf.data(), buf.size());
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) {
+        ::close(fd);
+        return rec(grpc::Status(grpc::INTERNAL, absl::StrCat(f.relative, ": read failed")));
+      }
+      v1::ArtifactChunk chunk;
+      chunk.set_path(f.relative);
+      chunk.set_offset(offset);
+      if (n > 0) {
+        chunk.set_data(buf.data(), static_cast<size_t>(n));
+        sha.Update(std::string_view(buf.data(), static_cast<size_t>(n)));
+        offset += n;
+      }
+      if (n == 0) {
+        chunk.set_last(true);
+        chunk.set_sha256(sha.HexDigest());
+        chunk.set_size(offset);
+      }
+      if (!writer->Write(chunk)) {
+        ::close(fd);
+        return rec(grpc::Status(grpc::CANCELLED, "the client went away"));
+      }
+      if (n == 0) break;
+    }
+    ::close(fd);
   }
   return rec(grpc::Status::OK);
 }

@@ -23,6 +23,8 @@ class JobServiceImpl final : public v1::JobService::Service {
   // streams, waking at least every second to notice cancellation.
   grpc::Status WatchJob(grpc::ServerContext*, const v1::WatchJobRequest*, grpc::ServerWriter<v1::JobEvent>*) override;
   grpc::Status GetJobLogs(grpc::ServerContext*, const v1::GetJobLogsRequest*, v1::GetJobLogsResponse*) override;
+  grpc::Status GetArtifact(grpc::ServerContext*, const v1::GetArtifactRequest*,
+                           grpc::ServerWriter<v1::ArtifactChunk>*) override;
   grpc::Status ListJobEvents(grpc::ServerContext*, const v1::ListJobEventsRequest*, v1::ListJobEventsResponse*) override;
   grpc::Status ListWorkers(grpc::ServerContext*, const v1::ListWorkersRequest*, v1::ListWorkersResponse*) override;
 

@@ -416,6 +416,52 @@ TEST_F(ServiceTest, SetOverridesReachTheJobsSpecAndABadPathIsRefused) {
   Cli("cancel " + job["id"].get<std::string>());
 }
 
+TEST_F(ServiceTest, ADownloadEqualsTheFilesOnDiskAndALinkOutOfTheJobIsRefused) {
+  StartCoordinator();
+  StartAgents(2);
+  auto r = Cli("submit -f " + Spec("dl", 30, 0) + " --watch", 180);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const std::string id = r.output.substr(0, r.output.find('\n'));
+  auto d = Cli("download " + id + " --what all --to " + (dir_ / "dl"));
+  ASSERT_EQ(d.exit_code, 0) << d.output;
+  EXPECT_NE(d.output.find("SHA-256 checked"), std::string::npos) << d.output;
+  int compared = 0;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(dir_ / "out-dl")) {
+    if (!e.is_regular_file()) continue;
+    const std::string rel = std::filesystem::relative(e.path(), dir_ / "out-dl").string();
+    const bool wanted = rel.rfind("model/", 0) == 0 || rel == "eval_report.json" || rel == "eval_report.html" ||
+                        rel == "data_report.json";
+    EXPECT_EQ(std::filesystem::exists(dir_ / ("dl/" + rel)), wanted) << rel;
+    if (!wanted) continue;
+    EXPECT_EQ(testing::ReadText(dir_ / ("dl/" + rel)), testing::ReadText(e.path().string())) << rel;
+    ++compared;
+  }
+  EXPECT_GE(compared, 6);
+  // A link planted in the model directory is refused, naming it; nothing is followed out of the job.
+  std::filesystem::create_symlink("/etc/hostname", dir_ / "out-dl/model/leak.txt");
+  auto leak = Cli("download " + id + " --to " + (dir_ / "dl2"));
+  EXPECT_EQ(leak.exit_code, 7) << leak.output;  // PERMISSION_DENIED
+  EXPECT_NE(leak.output.find("model/leak.txt: a symbolic link"), std::string::npos) << leak.output;
+  EXPECT_FALSE(std::filesystem::exists(dir_ / "dl2/model/leak.txt"));
+  std::filesystem::remove(dir_ / "out-dl/model/leak.txt");
+  // The output_dir itself swapped, after the job, for a link out of the data root.
+  testing::TempDir elsewhere("dl_elsewhere");
+  std::filesystem::rename(dir_ / "out-dl", elsewhere / "moved");
+  std::filesystem::create_directory_symlink(elsewhere / "moved", dir_ / "out-dl");
+  auto swapped = Cli("download " + id + " --to " + (dir_ / "dl3"));
+  EXPECT_EQ(swapped.exit_code, 7) << swapped.output;
+  EXPECT_NE(swapped.output.find("resolves outside the data root"), std::string::npos) << swapped.output;
+  EXPECT_FALSE(std::filesystem::exists(dir_ / "dl3"));
+  EXPECT_EQ(Cli("download j-000999-none").exit_code, 5);  // NOT_FOUND
+  std::string spec = testing::ReadText(Spec("waits", 30, 0));
+  spec.replace(spec.find("workers: {count: 2}"), 19, "workers: {count: 3}");
+  testing::WriteText(dir_ / "waits3.yaml", spec);
+  const std::string queued = Submit(dir_ / "waits3.yaml");
+  auto early = Cli("download " + queued);
+  EXPECT_EQ(early.exit_code, 9) << early.output;  // FAILED_PRECONDITION: not SUCCEEDED
+  EXPECT_NE(early.output.find("is QUEUED"), std::string::npos) << early.output;
+}
+
 TEST_F(ServiceTest, InvalidSpecIsRejectedAndNothingIsStored) {
   StartCoordinator();
   auto r = Cli("submit -f " + Spec("bad", 30, 0) + " -o json");
@@ -1085,6 +1131,7 @@ TEST_F(SweepServiceTest, AnAshaSweepThroughTheCliStopsWeakTrialsAndExportsTheBes
                          " --output " + (dir_ / "pred.jsonl"));
   ASSERT_EQ(pred.exit_code, 0) << pred.output;
   EXPECT_EQ(RunCommand("wc -l < " + (dir_ / "pred.jsonl")).output, "80\n");
+  EXPECT_NE(pred.output.find("attune predict: 80 records in"), std::string::npos) << pred.output;  // throughput
   auto report = nlohmann::json::parse(testing::ReadText(out + "/sweep_report.json"));
   EXPECT_EQ(report["best"]["trial"], best);
   EXPECT_NE(testing::ReadText(out + "/sweep_report.html").find("<table id='trials'>"), std::string::npos);

@@ -1,4 +1,5 @@
 """attune_client against a real coordinator and agents (conftest.py)."""
+import os
 import time
 
 import pytest
@@ -29,6 +30,14 @@ def test_submit_wait_and_read_a_job(client, service):
     assert sorted(w.id for w in workers) == ["w0", "w1"] and all(w.cpus == 1 for w in workers)
     lines = list(client.logs(job.id))
     assert lines and all(line.startswith("[rank 0] ") for line in lines)
+    # Its model and reports over the API, byte for byte.
+    got = client.download(job.id, os.path.join(service.root, "dl"), what="all")
+    model_files = sorted(os.listdir(os.path.join(service.root, "out-py-ok", "model")))
+    assert sorted(os.path.basename(p) for p in got if "/model/" in p) == model_files
+    for p in got:
+        rel = os.path.relpath(p, os.path.join(service.root, "dl"))
+        assert open(p, "rb").read() == open(os.path.join(service.root, "out-py-ok", rel), "rb").read(), rel
+    assert {os.path.basename(p) for p in got} >= {"eval_report.json", "data_report.json", "config.json"}
     # The same key returns the same job.
     a = client.submit(service.spec("py-idem"), idempotency_key="k-1")
     assert client.submit(service.spec("py-idem"), idempotency_key="k-1").id == a.id

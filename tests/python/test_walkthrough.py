@@ -52,6 +52,10 @@ def test_the_docs_walkthrough_runs_and_its_numbers_are_true():
     assert re.search(r"submitted j-\d+-\w+ QUEUED", out), out
     assert re.search(r"step 200: loss [0-9.]+  roc_auc [0-9.]+", out), out
     assert os.path.getsize(os.path.join(out_dir, "roc_auc.png")) > 1000
+    assert re.search(r"\n\d+ files downloaded", out), out
+    for name in os.listdir(os.path.join(out_dir, "model")):
+        assert open(os.path.join(out_dir, "downloaded", "model", name), "rb").read() == \
+            open(os.path.join(out_dir, "model", name), "rb").read(), name
     # What it printed is what the job reported...
     exported = eval(re.search(r"exported model: (\{.*\})", out).group(1))
     report = json.load(open(os.path.join(out_dir, "eval_report.json")))

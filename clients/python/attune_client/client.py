@@ -1,8 +1,9 @@
 """Client: the coordinator's job and sweep APIs over gRPC."""
+import hashlib
 import json
 import os
 import time
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Dict, Iterator, List, Optional, Union
 
 import grpc
@@ -232,6 +233,46 @@ class Client:
                 if self.get(job_id, history=False).done:
                     return
                 time.sleep(poll)
+
+    def download(self, job_id: str, dest: Optional[str] = None, what: str = "model") -> List[str]:
+        """Writes a SUCCEEDED job's "model", "reports" or "all" under `dest` (default ./JOB_ID), checking each
+        file's SHA-256 against the coordinator's, and returns the paths written."""
+        dest = dest or job_id
+        written: List[str] = []
+        current, f, h, n, target = None, None, None, 0, None
+        try:
+            for c in self._jobs.GetArtifact(coordinator_pb2.GetArtifactRequest(job_id=job_id, what=what),
+                                            metadata=self._metadata()):
+                if c.path != current:
+                    if current is not None:
+                        raise AttuneError(f"{current}: ended without its checksum")
+                    rel = PurePosixPath(c.path)
+                    if not c.path or rel.is_absolute() or any(p in ("..", ".") for p in rel.parts):
+                        raise AttuneError(f"the coordinator sent an unsafe path {c.path!r}; refused")
+                    current, target = c.path, os.path.join(dest, *rel.parts)
+                    os.makedirs(os.path.dirname(target), exist_ok=True)
+                    f, h, n = open(target, "wb"), hashlib.sha256(), 0
+                if c.offset != n:
+                    raise AttuneError(f"{current}: chunks out of order")
+                f.write(c.data)
+                h.update(c.data)
+                n += len(c.data)
+                if c.last:
+                    f.close()
+                    f = None
+                    if h.hexdigest() != c.sha256 or n != c.size:
+                        os.remove(target)
+                        raise AttuneError(f"{current}: SHA-256 or size mismatch; the file was removed")
+                    written.append(target)
+                    current = None
+        except grpc.RpcError as e:
+            raise from_rpc_error(e, self.address) from None
+        finally:
+            if f is not None:
+                f.close()
+        if current is not None:
+            raise AttuneError(f"{current}: the stream ended mid-file")
+        return written
 
     def workers(self) -> List[Worker]:
         resp = self._call(self._jobs.ListWorkers, coordinator_pb2.ListWorkersRequest())
