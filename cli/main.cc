@@ -92,6 +92,18 @@ class LineCounter : public std::streambuf {
   int64_t lines_ = 0;
 };
 
+constexpr char kExamples[] =
+    "examples:\n"
+    "  attune submit -f examples/fine_foods.yaml --watch\n"
+    "  attune submit -f examples/fine_foods.yaml --set hyperparameters.learning_rate=3e-4 --set method.type=lora\n"
+    "  attune list --state RUNNING --selector domain=reviews -o json\n"
+    "  attune logs JOB --rank 0 --follow\n"
+    "  attune download JOB --what all --to fine-foods\n"
+    "  attune predict --model runs/fine-foods/model --input examples/data/fine_foods/test.csv --text_column review\n"
+    "  attune sweep submit -f examples/sweep_fine_foods.yaml --watch\n"
+    "exit codes: 0 ok, 1 a watched job failed, 2 usage, else the gRPC code (3 invalid spec, 5 not found,\n"
+    "  14 coordinator unreachable, 16 unauthenticated); docs/errors.md\n";
+
 int Predict() {
   if (absl::GetFlag(FLAGS_model).empty() || absl::GetFlag(FLAGS_input).empty()) {
     std::cerr << "attune predict: --model and --input are required\n" << kUsage << "\n";
@@ -161,7 +173,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   if (attune::common::WantsHelp(argc, argv)) {
-    std::cout << kUsage << "\n" << attune::common::FlagsHelp();
+    std::cout << kUsage << "\n" << kExamples << attune::common::FlagsHelp();
     return 0;
   }
   std::string command = argv[1];

@@ -147,6 +147,10 @@ int main(int argc, char** argv) {
   absl::SetProgramUsageMessage("attune-coordinator --listen HOST:PORT --state FILE [--data-root DIR]");
   if (attune::common::WantsHelp(argc, argv)) {
     std::cout << "usage: attune-coordinator --listen HOST:PORT --state FILE [--data-root DIR]\n"
+              << "examples:\n"
+                 "  attune-coordinator --listen 127.0.0.1:50051 --state attune.db --data-root \"$PWD\"\n"
+                 "  attune-coordinator --listen 0.0.0.0:50051 --state /var/lib/attune/state.db --data-root /data \\\n"
+                 "      --submit-token-file submit.tokens --worker-token-file worker.tokens --metrics-listen 0.0.0.0:9464\n"
               << attune::common::FlagsHelp();
     return 0;
   }

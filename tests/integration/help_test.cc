@@ -26,6 +26,8 @@ TEST(HelpTest, EveryBinaryListsItsFlags) {
     EXPECT_NE(r.output.find(c.usage), std::string::npos) << c.command << "\n" << r.output;
     EXPECT_NE(r.output.find(c.flag + " (default: "), std::string::npos) << c.command << "\n" << r.output;
     EXPECT_EQ(r.output.find("--flagfile"), std::string::npos) << "absl's own flags are not listed";
+    EXPECT_NE(r.output.find("examples:\n  " + c.command.substr(0, c.command.find(' ')) + " "), std::string::npos)
+        << c.command << "\n" << r.output;
   }
 }
 

@@ -520,7 +520,12 @@ int main(int argc, char** argv) {
     return 2;
   }
   if (attune::common::WantsHelp(argc, argv)) {
-    std::cout << kUsage << "\n" << attune::common::FlagsHelp();
+    std::cout << kUsage << "\n"
+              << "examples:\n"
+                 "  attune-worker train --spec examples/fine_foods.yaml --nproc 2\n"
+                 "  attune-worker train --spec examples/fine_foods.yaml --set hyperparameters.max_steps=100\n"
+                 "  attune-worker agent --coordinator 127.0.0.1:50051 --cpus 1 --metrics-listen 127.0.0.1:9465\n"
+              << attune::common::FlagsHelp();
     return 0;
   }
   std::string command = argv[1];
