@@ -21,13 +21,19 @@ std::string ValueText(const google::protobuf::Value& v) {
   return out;
 }
 
+// "RUNNING", "SUCCEEDED", ...: the enum's name without its SWEEP_ prefix.
+std::string StateText(v1::SweepState state) {
+  std::string name = v1::SweepState_Name(state);
+  return name.rfind("SWEEP_", 0) == 0 ? name.substr(6) : name;
+}
+
 std::string TrialState(const v1::Trial& t) {
   if (t.stopped_early() && t.state() == v1::CANCELLED) return "STOPPED_EARLY";
   return v1::JobState_Name(t.state());
 }
 
 void PrintTable(const v1::Sweep& s) {
-  std::printf("sweep %s %s %s%s%s\n", s.id().c_str(), s.spec().name().c_str(), v1::SweepState_Name(s.state()).c_str() + 6,
+  std::printf("sweep %s %s %s%s%s\n", s.id().c_str(), s.spec().name().c_str(), StateText(s.state()).c_str(),
               s.message().empty() ? "" : ": ", s.message().c_str());
   std::vector<std::string> paths;
   for (const auto& [p, _] : s.spec().parameters()) paths.push_back(p);
@@ -81,11 +87,9 @@ nlohmann::json SweepDocument(const v1::Sweep& s) {
     best = {{"trial", s.best().trial()}, {"objective", s.best().objective()}, {"model_dir", s.best().model_dir()},
             {"job_id", s.best().job_id()}};
   }
-  std::string state = v1::SweepState_Name(s.state());
-  if (state.rfind("SWEEP_", 0) == 0) state = state.substr(6);
   return {{"id", s.id()},
           {"name", s.spec().name()},
-          {"state", state},
+          {"state", StateText(s.state())},
           {"message", s.message()},
           {"objective", {{"metric", s.spec().objective().metric()}, {"goal", s.spec().objective().goal()}}},
           {"trial_steps", s.trial_steps()},
@@ -163,7 +167,7 @@ int SweepClient::List() {
   std::printf("%-20s %-24s %-11s %7s %10s  %s\n", "ID", "NAME", "STATE", "TRIALS", "BEST", "OBJECTIVE");
   for (const auto& s : resp.sweeps()) {
     std::printf("%-20s %-24s %-11s %7d %10s  %s\n", s.id().c_str(), s.spec().name().substr(0, 24).c_str(),
-                v1::SweepState_Name(s.state()).c_str() + 6, s.trials_size(),
+                StateText(s.state()).c_str(), s.trials_size(),
                 s.has_best() ? absl::StrFormat("%.4f", s.best().objective()).c_str() : "-",
                 s.spec().objective().metric().c_str());
   }
@@ -178,7 +182,7 @@ int SweepClient::Cancel(const std::string& id) {
   PrepareContext(o_, &ctx, false);
   if (auto s = stub_->CancelSweep(&ctx, req, &sweep); !s.ok()) return Fail(s, o_.coordinator);
   if (o_.output == "table") {
-    std::cout << sweep.id() << " " << v1::SweepState_Name(sweep.state()).substr(6) << "\n";
+    std::cout << sweep.id() << " " << StateText(sweep.state()) << "\n";
   } else {
     PrintDocument(SweepDocument(sweep), o_.output);
   }

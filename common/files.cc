@@ -121,6 +121,27 @@ absl::Status FsyncDirectory(const std::string& dir) {
   return absl::OkStatus();
 }
 
+std::string ResolvePath(const std::string& p) {
+  namespace fs = std::filesystem;
+  fs::path path = fs::absolute(p).lexically_normal();
+  fs::path existing = path, rest;
+  while (!existing.empty() && !fs::exists(existing)) {
+    rest = existing.filename() / rest;
+    existing = existing.parent_path();
+  }
+  std::error_code ec;
+  fs::path canon = fs::canonical(existing, ec);
+  if (ec) canon = existing;
+  std::string out = (rest.empty() ? canon : canon / rest).lexically_normal().string();
+  while (out.size() > 1 && out.back() == '/') out.pop_back();
+  return out;
+}
+
+bool ResolvesInside(const std::string& p, const std::string& root) {
+  const std::string r = ResolvePath(root), resolved = ResolvePath(p);
+  return resolved == r || resolved.rfind(r == "/" ? r : r + "/", 0) == 0;
+}
+
 absl::Status MakeDirs(const std::string& dir) {
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
@@ -177,18 +198,13 @@ std::string Sha256Stream::HexDigest() {
 absl::StatusOr<std::string> Sha256OfFile(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) return absl::NotFoundError(absl::StrCat("cannot open ", path));
-  EVP_MD_CTX* ctx = EVP_MD_CTX_new();
-  EVP_DigestInit_ex(ctx, EVP_sha256(), nullptr);
+  Sha256Stream sha;
   std::vector<char> buf(1 << 20);
   while (in) {
     in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
-    if (in.gcount() > 0) EVP_DigestUpdate(ctx, buf.data(), static_cast<size_t>(in.gcount()));
+    if (in.gcount() > 0) sha.Update(std::string_view(buf.data(), static_cast<size_t>(in.gcount())));
   }
-  unsigned char md[EVP_MAX_MD_SIZE];
-  unsigned len = 0;
-  EVP_DigestFinal_ex(ctx, md, &len);
-  EVP_MD_CTX_free(ctx);
-  return HexOf(md, len);
+  return sha.HexDigest();
 }
 
 }  // namespace attune::common

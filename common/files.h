@@ -28,6 +28,13 @@ absl::Status WriteFileSynced(const std::string& path, std::string_view data);
 absl::StatusOr<std::string> ReadTokenFile(const std::string& path);
 
 absl::Status FsyncDirectory(const std::string& dir);
+
+// `p` made absolute with its longest existing prefix resolved (symlinks
+// followed) and the rest appended: where it leads now, existing or not.
+std::string ResolvePath(const std::string& p);
+// Whether `p` resolves (as ResolvePath) to `root` or beneath it, now: the data
+// root confinement, checked again wherever a path is used.
+bool ResolvesInside(const std::string& p, const std::string& root);
 absl::Status MakeDirs(const std::string& dir);
 
 // Lower-case hex SHA-256 of bytes or of a file's contents (streamed).

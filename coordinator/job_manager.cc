@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
+#include "common/files.h"
 #include "common/secret.h"
 #include "common/task_catalog.h"
 #include "common/status_macros.h"
@@ -32,22 +33,6 @@ bool IsLive(JobState s) {
   return s == JobState::kScheduled || s == JobState::kRunning || s == JobState::kCancelling;
 }
 
-// Resolves the longest existing prefix of `p` (following symlinks) and
-// appends the rest, so a symlink inside the root that points out is caught.
-std::string Resolve(const std::string& p) {
-  fs::path path = fs::absolute(p).lexically_normal();
-  fs::path existing = path, rest;
-  while (!existing.empty() && !fs::exists(existing)) {
-    rest = existing.filename() / rest;
-    existing = existing.parent_path();
-  }
-  std::error_code ec;
-  fs::path canon = fs::canonical(existing, ec);
-  if (ec) canon = existing;
-  std::string out = (rest.empty() ? canon : canon / rest).lexically_normal().string();
-  while (out.size() > 1 && out.back() == '/') out.pop_back();
-  return out;
-}
 
 }  // namespace
 
@@ -202,10 +187,9 @@ absl::Status JobManager::CheckPaths(const common::JobConfig& c) {
       }
     }
     if (options_.data_root.empty()) return;
-    std::string root = Resolve(options_.data_root);
-    std::string resolved = Resolve(p);
-    if (resolved != root && !absl::StartsWith(resolved, root + "/")) {
-      bad.push_back(absl::StrCat(field, ": '", p, "' resolves outside the data root ", root));
+    if (!common::ResolvesInside(p, options_.data_root)) {
+      bad.push_back(absl::StrCat(field, ": '", p, "' resolves outside the data root ",
+                                 common::ResolvePath(options_.data_root)));
     }
   };
   check("model.path", c.model_path);
@@ -482,17 +466,9 @@ absl::StatusOr<std::vector<JobManager::ArtifactFile>> JobManager::Artifacts(cons
   // the job was submitted: a directory swapped for a symlink since then must
   // not lead out of the job's output_dir or the data root.
   std::error_code ec;
-  const fs::path root = fs::canonical(output_dir, ec);
-  if (ec) return absl::NotFoundError(absl::StrCat("output_dir ", output_dir, ": ", ec.message()));
-  auto inside = [](const fs::path& p, const fs::path& dir) {
-    auto rel = p.lexically_relative(dir);
-    return !rel.empty() && *rel.begin() != "..";
-  };
-  if (!options_.data_root.empty()) {
-    const fs::path data_root = fs::canonical(options_.data_root, ec);
-    if (ec || !(root == data_root || inside(root, data_root))) {
-      return absl::PermissionDeniedError(absl::StrCat("output_dir ", output_dir, " resolves outside the data root"));
-    }
+  if (!fs::is_directory(output_dir, ec)) return absl::NotFoundError(absl::StrCat("output_dir ", output_dir, ": not found"));
+  if (!options_.data_root.empty() && !common::ResolvesInside(output_dir, options_.data_root)) {
+    return absl::PermissionDeniedError(absl::StrCat("output_dir ", output_dir, " resolves outside the data root"));
   }
   std::vector<ArtifactFile> out;
   auto add = [&](const fs::path& p) -> absl::Status {
@@ -500,9 +476,11 @@ absl::StatusOr<std::vector<JobManager::ArtifactFile>> JobManager::Artifacts(cons
     if (fs::is_symlink(fs::symlink_status(p, ec))) {
       return absl::PermissionDeniedError(absl::StrCat(rel, ": a symbolic link; artifacts are regular files only"));
     }
-    const fs::path real = fs::canonical(p, ec);
-    if (ec || !inside(real, root)) return absl::PermissionDeniedError(absl::StrCat(rel, ": resolves outside the job's output_dir"));
-    if (fs::is_regular_file(fs::symlink_status(real, ec))) out.push_back({rel, real.string()});
+    if (!common::ResolvesInside(p.string(), output_dir)) {
+      return absl::PermissionDeniedError(absl::StrCat(rel, ": resolves outside the job's output_dir"));
+    }
+    const std::string real = common::ResolvePath(p.string());
+    if (fs::is_regular_file(fs::symlink_status(real, ec))) out.push_back({rel, real});
     return absl::OkStatus();
   };
   if (what == "model" || what == "all") {
@@ -537,7 +515,7 @@ absl::StatusOr<std::vector<Event>> JobManager::WaitEvents(const std::string& id,
   if (!jobs_.count(id)) return absl::NotFoundError(absl::StrCat("job ", id, " not found"));
   l.unlock();
   auto events = store_.Events(id, from);
-  if (!events.empty()) return events;
+  if (!events.empty() || wait <= absl::ZeroDuration()) return events;
   l.lock();
   cv_.wait_for(l, absl::ToChronoMilliseconds(wait));
   l.unlock();

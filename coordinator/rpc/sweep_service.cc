@@ -8,7 +8,6 @@
 #include "common/rpc/job_spec.h"
 #include "common/task_catalog.h"
 #include "coordinator/rpc/call_recorder.h"
-#include "coordinator/rpc/convert.h"
 
 namespace attune::coordinator::rpc {
 

@@ -55,18 +55,6 @@ std::vector<std::string> ProbeValues(const ParamDomain& p) {
 
 bool Better(double a, double b, bool maximize) { return maximize ? a > b : a < b; }
 
-// Whether `dir` resolves (symlinks followed) inside `root`; true without a root.
-bool InsideRoot(const std::string& dir, const std::string& root) {
-  if (root.empty()) return true;
-  namespace fs = std::filesystem;
-  std::error_code ec;
-  const fs::path d = fs::weakly_canonical(dir, ec);
-  if (ec) return false;
-  const fs::path r = fs::weakly_canonical(root, ec);
-  if (ec) return false;
-  auto rel = d.lexically_relative(r);
-  return !rel.empty() && *rel.begin() != "..";
-}
 
 }  // namespace
 
@@ -388,7 +376,7 @@ bool SweepManager::Advance(SweepRecord& s) {
 }
 
 void SweepManager::Finish(SweepRecord& s) {
-  const bool inside = InsideRoot(s.config.output_dir, options_.data_root);
+  const bool inside = options_.data_root.empty() || common::ResolvesInside(s.config.output_dir, options_.data_root);
   const bool have_dir = inside && common::MakeDirs(s.config.output_dir).ok();
   if (s.best_trial >= 0) {
     s.state = s.cancel_requested ? SweepState::kCancelled : SweepState::kSucceeded;

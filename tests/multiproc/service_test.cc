@@ -51,6 +51,12 @@ void KillAndReap(pid_t pid) {
   ::waitpid(pid, &st, 0);
 }
 
+// Kills and reaps a process when the test leaves its scope.
+struct Reaper {
+  pid_t pid;
+  ~Reaper() { KillAndReap(pid); }
+};
+
 class ServiceTest : public ::testing::Test {
  protected:
   ServiceTest() : dir_("svc_" + std::string(::testing::UnitTest::GetInstance()->current_test_info()->name())) {
@@ -928,10 +934,7 @@ TEST_F(ServiceTest, RealPrometheusScrapesTheJobAndAnswersEveryDashboardAndRuleQu
   pid_t prom = Spawn("prometheus --config.file=" + (dir_ / "prometheus.yml") + " --storage.tsdb.path=" +
                          (dir_ / "tsdb") + " --web.listen-address=127.0.0.1:" + std::to_string(pport),
                      dir_ / "prometheus.log");
-  struct Reaper {
-    pid_t pid;
-    ~Reaper() { KillAndReap(pid); }
-  } reap{prom};
+  Reaper reap{prom};
   const std::string url = "http://127.0.0.1:" + std::to_string(pport);
   // A job long enough to be scraped while it trains; cancelled at the end.
   std::string spec = Spec("scraped", 1000000, 0, 50);
@@ -1181,10 +1184,7 @@ TEST_F(SweepServiceTest, AnAshaSweepThroughTheCliStopsWeakTrialsAndExportsTheBes
   pid_t prom = Spawn("prometheus --config.file=" + (dir_ / "prometheus.yml") + " --storage.tsdb.path=" + (dir_ / "tsdb") +
                          " --web.listen-address=127.0.0.1:" + std::to_string(pport),
                      dir_ / "prometheus.log");
-  struct Reaper {
-    pid_t pid;
-    ~Reaper() { KillAndReap(pid); }
-  } reap{prom};
+  Reaper reap{prom};
   const std::string url = "http://127.0.0.1:" + std::to_string(pport);
   bool scraped = false;
   for (int i = 0; i < 60 && !scraped; ++i) {

@@ -22,7 +22,10 @@ def free_port():
 
 
 class Service:
-    def __init__(self, root):
+    """A coordinator and two agents. `data_root`: the coordinator's (default `root`); `tokens`: require
+    a submit token (self.token) and a worker token."""
+
+    def __init__(self, root, data_root=None, tokens=True):
         self.root = root
         self.token = "submit-" + os.urandom(6).hex()
         self.address = f"127.0.0.1:{free_port()}"
@@ -40,16 +43,17 @@ class Service:
                 (tr if i < 320 else va).write(f"the food was {w} number {i},{'pos' if i % 2 else 'neg'}\n")
         self.procs = []
         env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
+        coordinator_tokens = ["--submit-token-file", os.path.join(root, "submit.tokens"),
+                              "--worker-token-file", os.path.join(root, "worker.tokens")] if tokens else []
+        agent_tokens = ["--token-file", os.path.join(root, "worker.tokens")] if tokens else []
         self.procs.append(subprocess.Popen(
             [os.path.join(BIN, "attune-coordinator"), "--listen", self.address, "--state", os.path.join(root, "state.db"),
-             "--data-root", root, "--heartbeat-timeout-s", "3", "--submit-token-file", os.path.join(root, "submit.tokens"),
-             "--worker-token-file", os.path.join(root, "worker.tokens")],
+             "--data-root", data_root or root, "--heartbeat-timeout-s", "3", *coordinator_tokens],
             stdout=open(os.path.join(root, "coordinator.log"), "w"), stderr=subprocess.STDOUT, env=env))
         for w in (0, 1):
             self.procs.append(subprocess.Popen(
                 [os.path.join(BIN, "attune-worker"), "agent", "--coordinator", self.address, "--worker-id", f"w{w}",
-                 "--cpus", "1", "--work-dir", os.path.join(root, f"agent-{w}"), "--token-file",
-                 os.path.join(root, "worker.tokens")],
+                 "--cpus", "1", "--work-dir", os.path.join(root, f"agent-{w}"), *agent_tokens],
                 stdout=open(os.path.join(root, f"agent-{w}.log"), "w"), stderr=subprocess.STDOUT, env=env))
 
     def spec(self, name, steps=30, **extra):

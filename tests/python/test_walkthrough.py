@@ -11,7 +11,7 @@ import subprocess
 import sys
 import tempfile
 
-from conftest import BIN, free_port
+from conftest import Service
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
@@ -23,19 +23,9 @@ def test_the_docs_walkthrough_runs_and_its_numbers_are_true():
     out_dir = os.path.join(ROOT, "runs", "python-walkthrough")
     shutil.rmtree(out_dir, ignore_errors=True)
     with tempfile.TemporaryDirectory(prefix="attune_walkthrough_") as tmp:
-        address = f"127.0.0.1:{free_port()}"
-        env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", ATTUNE_COORDINATOR=address)
+        svc = Service(tmp, data_root=ROOT, tokens=False)
+        env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE", ATTUNE_COORDINATOR=svc.address)
         env.pop("ATTUNE_TOKEN", None)
-        procs = [subprocess.Popen([os.path.join(BIN, "attune-coordinator"), "--listen", address, "--state",
-                                   os.path.join(tmp, "state.db"), "--data-root", ROOT],
-                                  stdout=open(os.path.join(tmp, "coordinator.log"), "w"), stderr=subprocess.STDOUT,
-                                  env=env)]
-        for w in (1, 2):
-            procs.append(subprocess.Popen([os.path.join(BIN, "attune-worker"), "agent", "--coordinator", address,
-                                           "--worker-id", f"w{w}", "--cpus", "1", "--work-dir",
-                                           os.path.join(tmp, f"agent-{w}")],
-                                          stdout=open(os.path.join(tmp, f"agent-{w}.log"), "w"),
-                                          stderr=subprocess.STDOUT, env=env))
         try:
             script = os.path.join(tmp, "walkthrough.py")
             with open(script, "w") as f:
@@ -45,10 +35,7 @@ def test_the_docs_walkthrough_runs_and_its_numbers_are_true():
             out = run.stdout.decode()
             assert run.returncode == 0, out[-4000:] + open(os.path.join(tmp, "coordinator.log")).read()[-3000:]
         finally:
-            for p in procs:
-                p.terminate()
-            for p in procs:
-                p.wait(10)
+            svc.stop()
     assert re.search(r"submitted j-\d+-\w+ QUEUED", out), out
     assert re.search(r"step 200: loss [0-9.]+  roc_auc [0-9.]+", out), out
     assert os.path.getsize(os.path.join(out_dir, "roc_auc.png")) > 1000

@@ -12,7 +12,7 @@ from google.protobuf import json_format
 
 from ._proto import coordinator_pb2, coordinator_pb2_grpc, job_pb2, sweep_pb2, sweep_pb2_grpc
 from .errors import AttuneError, InvalidSpec, JobFailed, from_rpc_error
-from .types import TERMINAL, Event, Job, Sweep, Trial, Worker
+from .types import Event, Job, Sweep, Trial, Worker
 
 Spec = Union[Dict[str, Any], str, Path]
 

@@ -93,4 +93,4 @@ class Sweep:
 
     @property
     def done(self) -> bool:
-        return self.state in ("SUCCEEDED", "FAILED", "CANCELLED")
+        return self.state in TERMINAL
