@@ -8,7 +8,13 @@
 //   attune convert --model DIR --output DIR   (pytorch_model.bin, shards -> model.safetensors)
 // Job commands take --coordinator HOST:PORT (or $ATTUNE_COORDINATOR) and -o table|json|yaml.
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <tuple>
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
@@ -21,6 +27,7 @@
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
 #include "absl/flags/usage.h"
+#include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "cli/jobs.h"
 #include "cli/sweeps.h"
@@ -116,17 +123,32 @@ int Predict() {
   o.max_length = absl::GetFlag(FLAGS_max_length);
   o.threads = absl::GetFlag(FLAGS_threads);
   o.top_k = absl::GetFlag(FLAGS_top_k);
-  if (o.top_k <= 0) {
-    std::cerr << "attune predict: --top_k must be > 0\n";
+  for (const auto& [flag, value, low, high] : {std::tuple<const char*, int64_t, int64_t, int64_t>{
+                                                   "--top_k", o.top_k, 1, 1000},
+                                               {"--batch_size", o.batch_size, 1, 65536},
+                                               {"--max_length", o.max_length, 0, 8192},
+                                               {"--threads", o.threads, 1, 256}}) {
+    if (value < low || value > high) {
+      std::cerr << "attune predict: " << flag << " must be in [" << low << ", " << high << "], not " << value << "\n";
+      return 2;
+    }
+  }
+  const std::string output = absl::GetFlag(FLAGS_output);
+  if (!output.empty() &&
+      attune::common::ResolvePath(output) == attune::common::ResolvePath(absl::GetFlag(FLAGS_input))) {
+    std::cerr << "attune predict: --output is the --input file; it would be overwritten\n";
     return 2;
   }
   absl::Status s;
   const auto start = std::chrono::steady_clock::now();
+  // Predictions go to a temporary file beside --output and replace it only
+  // when complete: a failure never leaves a truncated file behind.
+  const std::string partial = absl::StrCat(output, ".partial-", getpid());
   std::ofstream file;
-  if (!absl::GetFlag(FLAGS_output).empty()) {
-    file.open(absl::GetFlag(FLAGS_output));
+  if (!output.empty()) {
+    file.open(partial);
     if (!file) {
-      std::cerr << "attune predict: cannot write " << absl::GetFlag(FLAGS_output) << "\n";
+      std::cerr << "attune predict: cannot write " << partial << "\n";
       return 1;
     }
   }
@@ -134,6 +156,13 @@ int Predict() {
   std::ostream out(&counted);
   s = attune::worker::train::Predict(absl::GetFlag(FLAGS_model), absl::GetFlag(FLAGS_input), o, out);
   out.flush();
+  if (!output.empty()) {
+    file.close();
+    if (s.ok() && (file.fail() || std::rename(partial.c_str(), output.c_str()) != 0)) {
+      s = absl::InternalError(absl::StrCat("cannot write ", output, ": ", std::strerror(errno)));
+    }
+    if (!s.ok()) std::remove(partial.c_str());
+  }
   if (!s.ok()) {
     std::cerr << "attune predict: " << s << "\n";
     return 1;
@@ -183,6 +212,11 @@ int main(int argc, char** argv) {
   std::vector<std::string> storage;
   auto args = attune::common::DashesToUnderscores(static_cast<int>(rest.size()), rest.data(), &storage);
   std::vector<char*> positional = absl::ParseCommandLine(static_cast<int>(args.size()), args.data());
+  if (std::string bad = attune::common::CheckFlagRanges({{"rank", -1, 1023}, {"tail", 0, 1'000'000}, {"timeout_s", 1, 86400}});
+      !bad.empty()) {
+    std::cerr << "attune: " << bad << "\n";
+    return 2;
+  }
   attune::cli::ClientOptions co;
   co.coordinator = absl::GetFlag(FLAGS_coordinator);
   if (co.coordinator.empty() && std::getenv("ATTUNE_COORDINATOR")) co.coordinator = std::getenv("ATTUNE_COORDINATOR");

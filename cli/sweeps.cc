@@ -89,6 +89,7 @@ nlohmann::json SweepDocument(const v1::Sweep& s) {
   }
   return {{"id", s.id()},
           {"name", s.spec().name()},
+          {"owner", s.owner()},
           {"state", StateText(s.state())},
           {"message", s.message()},
           {"objective", {{"metric", s.spec().objective().metric()}, {"goal", s.spec().objective().goal()}}},
@@ -133,8 +134,13 @@ int SweepClient::Submit(const std::string& file, bool watch, const std::string& 
     std::this_thread::sleep_for(pause);
   }
   if (!s.ok()) return Fail(s, o_.coordinator);
-  std::cout << sweep.id() << std::endl;
-  if (o_.output != "table") PrintDocument(SweepDocument(sweep), o_.output);
+  // As `attune submit`: the id alone for a table, or the whole document
+  // (only it, so that it parses).
+  if (o_.output == "table") {
+    std::cout << sweep.id() << std::endl;
+  } else {
+    PrintDocument(SweepDocument(sweep), o_.output);
+  }
   return watch ? Watch(sweep.id()) : 0;
 }
 

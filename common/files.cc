@@ -105,6 +105,8 @@ absl::StatusOr<std::string> ReadTokenFile(const std::string& path) {
     size_t b = line.find_first_not_of(" \t\r"), e = line.find_last_not_of(" \t\r");
     if (b == std::string::npos || line[b] == '#') continue;
     line = line.substr(b, e - b + 1);
+    // "NAME TOKEN", as in the coordinator's token files: the token is the last word.
+    if (const size_t space = line.find_last_of(" \t"); space != std::string::npos) line = line.substr(space + 1);
     for (char c : line) {
       if (c < 0x21 || c > 0x7e) return absl::InvalidArgumentError(absl::StrCat(path, ": the token holds a character that cannot be sent"));
     }

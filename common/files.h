@@ -23,7 +23,7 @@ absl::Status WriteFileAtomic(const std::string& path, std::string_view data);
 absl::Status WriteFileSynced(const std::string& path, std::string_view data);
 
 // The first line of `path` that is neither empty nor a '#' comment, trimmed:
-// a bearer token. kInvalidArgument when there is none or it holds characters
+// a bearer token (of a "NAME TOKEN" line, the TOKEN). kInvalidArgument when there is none or it holds characters
 // that cannot travel in a header.
 absl::StatusOr<std::string> ReadTokenFile(const std::string& path);
 

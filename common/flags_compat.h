@@ -5,12 +5,15 @@
 // --help with the binary's own flags.
 
 #include <algorithm>
+#include <cstdint>
+#include <initializer_list>
 #include <string>
 #include <vector>
 
 #include "absl/flags/commandlineflag.h"
 #include "absl/flags/reflection.h"
 #include "absl/strings/match.h"
+#include "absl/strings/numbers.h"
 
 namespace attune::common {
 
@@ -58,6 +61,30 @@ inline std::string FlagsHelp() {
     out += "  --" + std::string(f->Name()) + " (default: " + f->DefaultValue() + ")\n      " + f->Help() + "\n";
   }
   return out;
+}
+
+// An inclusive range an integer flag must lie in.
+struct FlagRange {
+  const char* name;
+  int64_t low, high;
+};
+
+// "--name must be in [low, high], not v" for the first integer flag outside
+// its range; empty when all are in range. A binary checks its flags with it
+// right after parsing, so that no value overflows or starves it later
+// (--threads 100000, --max_message_mb 4096).
+inline std::string CheckFlagRanges(std::initializer_list<FlagRange> ranges) {
+  for (const FlagRange& r : ranges) {
+    const absl::CommandLineFlag* flag = absl::FindCommandLineFlag(r.name);
+    if (flag == nullptr) return std::string("unknown flag --") + r.name + " in a range check";
+    const std::string text = flag->CurrentValue();
+    int64_t v = 0;
+    if (!absl::SimpleAtoi(text, &v) || v < r.low || v > r.high) {
+      return "--" + std::string(r.name) + " must be in [" + std::to_string(r.low) + ", " + std::to_string(r.high) +
+             "], not " + text;
+    }
+  }
+  return "";
 }
 
 }  // namespace attune::common

@@ -1,17 +1,17 @@
 #include "common/job_config.h"
 
 #include <cmath>
-#include <regex>
+#include <set>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/task_catalog.h"
+#include "common/text.h"
 
 namespace attune::common {
 
 bool IsValidName(const std::string& name) {
-  static const std::regex kName("[A-Za-z0-9._-]{1,128}");
-  return std::regex_match(name, kName);
+  return IsWordOf(name, "._-", 1, 128);
 }
 
 absl::Status ValidateJobConfig(const JobConfig& c) {
@@ -29,14 +29,24 @@ absl::Status ValidateJobConfig(const JobConfig& c) {
         "must be a job id or name ([A-Za-z0-9._-]{1,128})");
   if (c.has_model_config) {
     const auto& m = c.model_config;
-    check(m.vocab_size >= 0, "model.config.vocab_size", "must be >= 0");
+    check(m.vocab_size >= 0 && m.vocab_size <= 1'000'000, "model.config.vocab_size", "must be in [0, 1000000]");
     check(m.hidden_size > 0 && m.hidden_size <= 8192, "model.config.hidden_size", "must be in (0, 8192]");
     check(m.num_hidden_layers > 0 && m.num_hidden_layers <= 128, "model.config.num_hidden_layers", "must be in (0, 128]");
     check(m.num_attention_heads > 0 && m.hidden_size % std::max<int64_t>(m.num_attention_heads, 1) == 0,
           "model.config.num_attention_heads", "must be > 0 and divide hidden_size");
-    check(m.intermediate_size > 0, "model.config.intermediate_size", "must be > 0");
-    check(m.max_position_embeddings > 0, "model.config.max_position_embeddings", "must be > 0");
-    check(m.type_vocab_size > 0, "model.config.type_vocab_size", "must be > 0");
+    check(m.intermediate_size > 0 && m.intermediate_size <= 65536, "model.config.intermediate_size",
+          "must be in (0, 65536]");
+    check(m.max_position_embeddings > 0 && m.max_position_embeddings <= 8192, "model.config.max_position_embeddings",
+          "must be in (0, 8192]");
+    check(m.type_vocab_size > 0 && m.type_vocab_size <= 16, "model.config.type_vocab_size", "must be in (0, 16]");
+    // Each bound above is generous alone; together they could still ask for a
+    // model no rank can hold, which would fail late as a retried error.
+    const double h = static_cast<double>(m.hidden_size);
+    const double params = (std::max<double>(m.vocab_size, c.built_vocab_size) + m.max_position_embeddings) * h +
+                          m.num_hidden_layers * (4 * h * h + 2 * h * m.intermediate_size);
+    check(params <= kMaxModelParameters, "model.config",
+          absl::StrCat("describes about ", static_cast<int64_t>(params / 1e6), " million parameters; at most ",
+                       static_cast<int64_t>(kMaxModelParameters / 1e6), " million"));
     check(finite(m.hidden_dropout_prob) && m.hidden_dropout_prob >= 0 && m.hidden_dropout_prob < 1,
           "model.config.hidden_dropout_prob", "must be in [0, 1)");
     check(finite(m.attention_probs_dropout_prob) && m.attention_probs_dropout_prob >= 0 &&
@@ -52,6 +62,35 @@ absl::Status ValidateJobConfig(const JobConfig& c) {
   }
   check(c.built_vocab_size >= 16 && c.built_vocab_size <= 1'000'000, "model.vocab_size", "must be in [16, 1000000]");
   check(!c.train_path.empty(), "data.train", "is required");
+  auto bounded = [&](const std::string& v, size_t max, const char* field) {
+    check(v.size() <= max, field, absl::StrCat("longer than ", max, " bytes"));
+  };
+  bounded(c.model_path, kMaxPathBytes, "model.path");
+  bounded(c.vocab_path, kMaxPathBytes, "model.vocab");
+  bounded(c.train_path, kMaxPathBytes, "data.train");
+  bounded(c.validation_path, kMaxPathBytes, "data.validation");
+  bounded(c.output_dir, kMaxPathBytes, "output_dir");
+  bounded(c.checkpoint_resume_from, kMaxPathBytes, "checkpoint.resume_from");
+  bounded(c.text_column, kMaxNameBytes, "data.text_column");
+  bounded(c.text_pair_column, kMaxNameBytes, "data.text_pair_column");
+  bounded(c.label_column, kMaxNameBytes, "data.label_column");
+  bounded(c.task, kMaxNameBytes, "task.type");
+  check(c.label_names.size() <= kMaxLabelNames, "data.labels", absl::StrCat("more than ", kMaxLabelNames, " labels"));
+  {
+    std::set<std::string> seen;
+    for (const auto& l : c.label_names) {
+      // A repeated name would give two ids one name: id2label and label2id
+      // would disagree in the exported config.
+      if (l.empty() || l.size() > kMaxNameBytes) {
+        check(false, "data.labels", absl::StrCat("each label must be 1 to ", kMaxNameBytes, " bytes"));
+        break;
+      }
+      if (!seen.insert(l).second) {
+        check(false, "data.labels", absl::StrCat("'", l, "' is listed twice"));
+        break;
+      }
+    }
+  }
   check(c.validation_path.empty() || c.validation_split == 0, "data.validation_split",
         "give validation or validation_split, not both");
   check(finite(c.validation_split) && c.validation_split >= 0 && c.validation_split < 1, "data.validation_split",
@@ -84,11 +123,13 @@ absl::Status ValidateJobConfig(const JobConfig& c) {
   }
   if (c.method == "adapter") check(c.adapter_size > 0 && c.adapter_size <= 8192, "method.adapter.size", "must be in (0, 8192]");
   check(c.epochs > 0 && c.epochs <= 10000, "hyperparameters.epochs", "must be in (0, 10000]");
-  check(c.max_steps >= 0, "hyperparameters.max_steps", "must be >= 0");
+  check(c.max_steps >= 0 && c.max_steps <= kMaxSteps, "hyperparameters.max_steps",
+        absl::StrCat("must be in [0, ", kMaxSteps, "]"));
   check(c.batch_size > 0 && c.batch_size <= 65536, "hyperparameters.batch_size", "must be > 0 and <= 65536");
   check(finite(c.learning_rate) && c.learning_rate > 0 && c.learning_rate < 1, "hyperparameters.learning_rate",
         "must be in (0, 1)");
-  check(c.warmup_steps >= 0, "hyperparameters.warmup_steps", "must be >= 0");
+  check(c.warmup_steps >= 0 && c.warmup_steps <= kMaxSteps, "hyperparameters.warmup_steps",
+        absl::StrCat("must be in [0, ", kMaxSteps, "]"));
   check(finite(c.warmup_ratio) && c.warmup_ratio >= 0 && c.warmup_ratio < 1, "hyperparameters.warmup_ratio",
         "must be in [0, 1)");
   check(c.warmup_steps == 0 || c.warmup_ratio == 0, "hyperparameters.warmup_ratio",
@@ -106,8 +147,9 @@ absl::Status ValidateJobConfig(const JobConfig& c) {
   check(finite(c.adam_epsilon) && c.adam_epsilon > 0, "hyperparameters.adam_epsilon", "must be > 0");
   check(c.threads > 0 && c.threads <= 256, "hyperparameters.threads", "must be in (0, 256]");
   check(c.precision == "fp32" || c.precision == "bf16", "hyperparameters.precision", "must be fp32 or bf16");
-  check(c.eval_every_steps >= 0, "evaluation.every_steps", "must be >= 0");
-  check(c.eval_batch_size > 0, "evaluation.batch_size", "must be > 0");
+  check(c.eval_every_steps >= 0 && c.eval_every_steps <= kMaxSteps, "evaluation.every_steps",
+        absl::StrCat("must be in [0, ", kMaxSteps, "]"));
+  check(c.eval_batch_size > 0 && c.eval_batch_size <= 65536, "evaluation.batch_size", "must be in (0, 65536]");
   const TaskInfo* task = FindTask(c.task);
   if (task == nullptr) {
     std::vector<std::string> known;
@@ -131,27 +173,34 @@ absl::Status ValidateJobConfig(const JobConfig& c) {
           absl::StrCat("'", c.early_stopping_metric, "' is not a metric of ", task->name, " (", MetricNames(*task), ")"));
     check(c.early_stopping_mode.empty() || c.early_stopping_mode == "max" || c.early_stopping_mode == "min",
           "evaluation.early_stopping.mode", "must be max or min");
-    check(c.early_stopping_patience > 0, "evaluation.early_stopping.patience", "must be > 0");
+    check(c.early_stopping_patience > 0 && c.early_stopping_patience <= 1'000'000, "evaluation.early_stopping.patience",
+          "must be in (0, 1000000]");
     check(finite(c.early_stopping_min_delta) && c.early_stopping_min_delta >= 0, "evaluation.early_stopping.min_delta",
           "must be >= 0");
   }
-  check(c.checkpoint_every_steps >= 0, "checkpoint.every_steps", "must be >= 0");
-  check(c.checkpoint_keep_last > 0, "checkpoint.keep_last", "must be > 0");
+  check(c.checkpoint_every_steps >= 0 && c.checkpoint_every_steps <= kMaxSteps, "checkpoint.every_steps",
+        absl::StrCat("must be in [0, ", kMaxSteps, "]"));
+  check(c.checkpoint_keep_last > 0 && c.checkpoint_keep_last <= 1000, "checkpoint.keep_last", "must be in (0, 1000]");
   check(c.checkpoint_resume_from.empty() || !c.checkpoint_overwrite, "checkpoint.overwrite",
         "cannot be combined with checkpoint.resume_from");
   check(c.world_size > 0 && c.world_size <= 1024, "workers.count", "must be in (0, 1024]");
   check(c.backend == "gloo" || c.backend == "nccl", "workers.backend", "must be gloo or nccl");
-  check(c.cpus_per_rank > 0, "workers.cpus_per_rank", "must be > 0");
-  check(c.gpus_per_rank >= 0, "workers.gpus_per_rank", "must be >= 0");
+  check(c.cpus_per_rank > 0 && c.cpus_per_rank <= 1024, "workers.cpus_per_rank", "must be in (0, 1024]");
+  check(c.gpus_per_rank >= 0 && c.gpus_per_rank <= 64, "workers.gpus_per_rank", "must be in [0, 64]");
   check(c.max_restarts >= 0 && c.max_restarts <= 100, "max_restarts", "must be in [0, 100]");
   check(!c.output_dir.empty(), "output_dir", "is required");
+  check(c.labels.size() <= kMaxJobLabels, "labels", absl::StrCat("more than ", kMaxJobLabels, " labels"));
   for (const auto& [k, v] : c.labels) {
+    // Values are what selectors match ("domain=reviews"): the same characters
+    // as names, and possibly empty.
+    check(v.empty() || IsValidName(v), "labels",
+          absl::StrCat("value of '", k.substr(0, 128), "' must match [A-Za-z0-9._-]{0,128}"));
     // Like Kubernetes: an optional prefix, "attune.dev/sweep".
     const size_t slash = k.find('/');
     const bool ok = slash == std::string::npos
                         ? IsValidName(k)
                         : IsValidName(k.substr(0, slash)) && IsValidName(k.substr(slash + 1));
-    check(ok, "labels", absl::StrCat("key '", k, "' must match [prefix/]name with each part [A-Za-z0-9._-]{1,128}"));
+    check(ok, "labels", absl::StrCat("key '", k.substr(0, 128), "' must match [prefix/]name with each part [A-Za-z0-9._-]{1,128}"));
   }
   if (bad.empty()) return absl::OkStatus();
   return absl::InvalidArgumentError(absl::StrJoin(bad, "; "));

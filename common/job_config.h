@@ -94,12 +94,27 @@ struct JobConfig {
   int64_t cpus_per_rank = 1, gpus_per_rank = 0;
   int64_t priority = 0, max_restarts = 0;
   std::string output_dir;
+  // Set by the trainer under a data root (NOTE [open-time confinement]): the
+  // staged path it reads -> the path the spec gave, for reports.
+  std::map<std::string, std::string> staged_inputs;
+  const std::string& ShownPath(const std::string& path) const {
+    auto it = staged_inputs.find(path);
+    return it == staged_inputs.end() ? path : it->second;
+  }
 };
 
 // Checks every field and returns kInvalidArgument listing each bad one as
 // "path: reason" (for example "hyperparameters.batch_size: must be > 0"),
 // separated by "; ". Paths are not resolved here.
 absl::Status ValidateJobConfig(const JobConfig& c);
+
+// Caps on what a spec may ask for, enforced at submit and in the trainer.
+inline constexpr size_t kMaxPathBytes = 4096;
+inline constexpr size_t kMaxNameBytes = 256;    // columns, label names, task
+inline constexpr size_t kMaxLabelNames = 10000; // data.labels
+inline constexpr size_t kMaxJobLabels = 64;     // the job's own labels
+inline constexpr int64_t kMaxSteps = 1'000'000'000;
+inline constexpr double kMaxModelParameters = 2e9;
 
 // A job or label name, or a job id: [A-Za-z0-9._-]{1,128}. Where it names a
 // directory, callers refuse . and .. too.

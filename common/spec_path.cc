@@ -1,7 +1,7 @@
 #include "common/spec_path.h"
 
 #include <cstring>
-#include <regex>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -11,8 +11,17 @@
 namespace attune::common {
 
 bool IsSpecPath(const std::string& path) {
-  static const std::regex kPath("[a-z_][a-z0-9_]*(\\.[a-z_][a-z0-9_]*){0,7}");
-  return std::regex_match(path, kPath);
+  // [a-z_][a-z0-9_]* joined by '.', at most 8 parts.
+  if (path.size() > 256) return false;
+  const std::vector<absl::string_view> parts = absl::StrSplit(path, '.');
+  if (parts.size() > 8) return false;
+  for (absl::string_view part : parts) {
+    if (part.empty() || (part[0] >= '0' && part[0] <= '9')) return false;
+    for (char c : part) {
+      if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_')) return false;
+    }
+  }
+  return true;
 }
 
 absl::StatusOr<std::string> SetSpecPaths(const std::string& spec_json,

@@ -41,7 +41,9 @@ JobManager::JobManager(JobStore& store, ManagerOptions options) : store_(store),
 absl::Status JobManager::Recover() {
   std::lock_guard<std::mutex> l(mu_);
   started_ = absl::Now();
-  for (Job& j : store_.List()) {
+  auto stored = store_.List();
+  if (!stored.ok()) return stored.status();
+  for (Job& j : *stored) {
     if (j.state == JobState::kValidating) j.state = JobState::kQueued;  // validated before it was stored
     if (IsLive(j.state)) {
       Live live;
@@ -130,9 +132,12 @@ void CheckDataFile(const char* field, const std::string& path, const std::vector
     ReadLineBounded(in, 1 << 20, &line);
     const std::vector<std::string> header = HeaderColumns(line, ext == ".tsv" ? '\t' : ',');
     for (const auto& col : columns) {
-      if (std::find(header.begin(), header.end(), col) == header.end()) {
+      const auto n = std::count(header.begin(), header.end(), col);
+      if (n == 0) {
         bad->push_back(absl::StrCat(field, ": ", path, " has no column named '", col, "' (columns: ",
                                     absl::StrJoin(header, ", "), ")"));
+      } else if (n > 1) {
+        bad->push_back(absl::StrCat(field, ": ", path, " has ", n, " columns named '", col, "'"));
       }
     }
   } else if (ext == ".jsonl" || ext == ".json" || ext == ".ndjson") {
@@ -222,14 +227,18 @@ std::string DependencyEnded(const Job& dep) {
 }
 }  // namespace
 
-absl::StatusOr<std::string> JobManager::ResolveDependencyLocked(const std::string& ref) const {
+absl::StatusOr<std::string> JobManager::ResolveDependencyLocked(const std::string& ref, const Submitter& who) const {
   std::string found;
-  if (jobs_.count(ref)) {
+  if (auto it = jobs_.find(ref); it != jobs_.end()) {
+    // Another owner's model is not this submitter's to build on.
+    if (!who.Owns(it->second.owner)) {
+      return absl::PermissionDeniedError(absl::StrCat("model.from_job: job ", ref, " belongs to another submitter"));
+    }
     found = ref;
   } else {
     std::vector<std::string> named;
     for (const auto& [id, j] : jobs_) {
-      if (j.config.name == ref) named.push_back(id);
+      if (j.config.name == ref && who.Owns(j.owner)) named.push_back(id);
     }
     if (named.size() > 1) {
       return absl::InvalidArgumentError(absl::StrCat("model.from_job: name '", ref, "' is shared by jobs ",
@@ -282,8 +291,17 @@ bool JobManager::DependencyMetLocked(Job& job) {
 }
 
 absl::StatusOr<Job> JobManager::Submit(const common::JobConfig& config, const std::string& spec_json,
-                                       const std::string& idempotency_key) {
+                                       const std::string& key, const Submitter& who) {
+  // Keys are per owner; names cannot hold '/', so scoped keys never collide.
+  const std::string idempotency_key = key.empty() || who.name.empty() ? key : absl::StrCat(who.name, "/", key);
   if (auto s = common::ValidateJobConfig(config); !s.ok()) return s;
+  if (key.size() > kMaxIdempotencyKeyBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("idempotency_key: longer than ", kMaxIdempotencyKeyBytes, " bytes"));
+  }
+  if (spec_json.size() > kMaxSpecJsonBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("spec: ", spec_json.size(), " bytes as JSON; at most ", kMaxSpecJsonBytes));
+  }
   if (auto s = CheckPaths(config); !s.ok()) return s;
   // NOTE [one live job per output_dir]: the checks below and the creation are
   // serialised by submit_mu_ (not mu_, which heartbeats need), so two
@@ -301,14 +319,14 @@ absl::StatusOr<Job> JobManager::Submit(const common::JobConfig& config, const st
     for (const auto& [id, other] : jobs_) {
       if (!idempotency_key.empty() && other.idempotency_key == idempotency_key) {
         if (other.spec_json != spec_json) {
-          return absl::AlreadyExistsError(absl::StrCat("idempotency key '", idempotency_key, "' was used by job ", id,
+          return absl::AlreadyExistsError(absl::StrCat("idempotency key '", key, "' was used by job ", id,
                                                        " with another spec"));
         }
         return other;  // a retry of that submit
       }
     }
     if (!config.model_from_job.empty()) {
-      auto dep = ResolveDependencyLocked(config.model_from_job);
+      auto dep = ResolveDependencyLocked(config.model_from_job, who);
       if (!dep.ok()) return dep.status();
       depends_on = *dep;
     }
@@ -326,6 +344,7 @@ absl::StatusOr<Job> JobManager::Submit(const common::JobConfig& config, const st
   // heartbeats are not queued behind the fsync.
   Job job;
   job.idempotency_key = idempotency_key;
+  job.owner = who.name;
   job.config = config;
   job.spec_json = spec_json;
   job.depends_on = depends_on;
@@ -353,12 +372,12 @@ absl::StatusOr<Job> JobManager::Submit(const common::JobConfig& config, const st
   return *stored;
 }
 
-absl::Status JobManager::Check(const common::JobConfig& config) {
+absl::Status JobManager::Check(const common::JobConfig& config, const Submitter& who) {
   if (auto s = common::ValidateJobConfig(config); !s.ok()) return s;
   if (auto s = CheckPaths(config); !s.ok()) return s;
   if (config.model_from_job.empty()) return absl::OkStatus();
   std::lock_guard<std::mutex> l(mu_);
-  return ResolveDependencyLocked(config.model_from_job).status();
+  return ResolveDependencyLocked(config.model_from_job, who).status();
 }
 
 absl::StatusOr<Job> JobManager::Get(const std::string& id) {
@@ -383,12 +402,13 @@ absl::StatusOr<std::pair<std::vector<Job>, std::string>> JobManager::List(const 
   for (const Job* j : all) {
     if (j->seq <= after) continue;
     if (f.state && j->state != *f.state) continue;
+    if (!f.viewer.Owns(j->owner)) continue;
     if (!f.label_key.empty()) {
       auto it = j->config.labels.find(f.label_key);
       if (it == j->config.labels.end() || it->second != f.label_value) continue;
     }
     if (static_cast<int>(out.size()) == page) {
-      next = std::to_string(out.back().seq);
+      next = PageTokenAfter(out.back());
       break;
     }
     out.push_back(*j);
@@ -564,6 +584,11 @@ absl::StatusOr<std::string> JobManager::RegisterSession(const WorkerInfo& w, con
         absl::FormatDuration(absl::Trunc(absl::Now() - it->second.last_seen, absl::Milliseconds(1))),
         " ago): another agent cannot take its id; retry once it has been silent for the heartbeat timeout"));
   }
+  if (it == workers_.end() && workers_.size() >= options_.max_workers) {
+    ++refused_reports_["too_many_workers"];
+    return absl::ResourceExhaustedError(absl::StrCat("the coordinator holds ", workers_.size(),
+                                                     " workers, its limit (--max-workers); a new id is refused"));
+  }
   RegisterLocked(w);
   WorkerState& ws = workers_[w.id];
   if (!same) {
@@ -571,6 +596,11 @@ absl::StatusOr<std::string> JobManager::RegisterSession(const WorkerInfo& w, con
     ws.session = absl::StrFormat("%08x%08x%08x%08x", device(), device(), device(), device());
   }
   return ws.session;
+}
+
+void JobManager::CountRefused(const std::string& reason) {
+  std::lock_guard<std::mutex> l(mu_);
+  ++refused_reports_[reason];
 }
 
 absl::Status JobManager::CheckSession(const std::string& worker_id, const std::string& session) {

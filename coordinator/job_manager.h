@@ -42,6 +42,9 @@ struct ManagerOptions {
   absl::Duration max_restart_backoff = absl::Seconds(30);
   std::string data_root;  // when set, every path of a spec must resolve inside it
   size_t log_lines_per_rank = 1000;
+  // Registered workers (alive or lost) the coordinator holds at most: a
+  // registration of a new id beyond it is RESOURCE_EXHAUSTED.
+  size_t max_workers = 10000;
 };
 
 struct WorkerInfo {
@@ -87,7 +90,20 @@ struct HeartbeatOut {
   std::vector<StopOut> stop;
 };
 
+// What one submit may make the coordinator store and serve back in listings.
+inline constexpr size_t kMaxIdempotencyKeyBytes = 256;
+inline constexpr size_t kMaxSpecJsonBytes = 256 * 1024;
+
+// Who submits or asks: the owner recorded on a job, and whether the caller
+// may use every owner's jobs (an admin; everyone when authentication is off).
+struct Submitter {
+  std::string name;
+  bool admin = true;
+  bool Owns(const std::string& owner) const { return admin || owner == name; }
+};
+
 struct ListFilter {
+  Submitter viewer;  // lists only the jobs this viewer owns (all for an admin)
   std::optional<JobState> state;
   std::string label_key, label_value;
   int page_size = 100;
@@ -103,13 +119,19 @@ class JobManager {
   // timeout count as lost.
   absl::Status Recover();
 
+  // Records `who.name` as the job's owner. An idempotency key is the
+  // owner's: another owner's equal key is another job. model.from_job must
+  // name a job `who` owns.
   absl::StatusOr<Job> Submit(const common::JobConfig& config, const std::string& spec_json,
-                             const std::string& idempotency_key);
+                             const std::string& idempotency_key, const Submitter& who = {});
   // The checks Submit makes of a spec (fields, paths, model.from_job),
   // without submitting it.
-  absl::Status Check(const common::JobConfig& config);
+  absl::Status Check(const common::JobConfig& config, const Submitter& who = {});
   absl::StatusOr<Job> Get(const std::string& id);
   absl::StatusOr<std::pair<std::vector<Job>, std::string>> List(const ListFilter& filter);
+  // The page token that continues a listing after `job` (for a caller that
+  // ends a page early, as one that bounds its reply's size).
+  static std::string PageTokenAfter(const Job& job) { return std::to_string(job.seq); }
   absl::StatusOr<Job> Cancel(const std::string& id);
   struct ArtifactFile {
     std::string relative;  // to output_dir
@@ -140,6 +162,9 @@ class JobManager {
   // OK when `session` is `worker_id`'s current one, or the worker is unknown
   // (the coordinator restarted: the reply asks it to register); otherwise
   // kPermissionDenied, counted as a refused report.
+  // Counts a worker call refused before it reached the manager (exported as
+  // attune_coordinator_refused_reports_total{reason}).
+  void CountRefused(const std::string& reason);
   absl::Status CheckSession(const std::string& worker_id, const std::string& session);
   HeartbeatOut Heartbeat(const std::string& worker_id, const std::vector<TaskReport>& tasks);
   // Progress, evaluation and checkpoint events from a trainer (rank 0's
@@ -191,7 +216,7 @@ class JobManager {
   void StopRanksLocked(const Job& job, int64_t generation, const std::string& reason);
   void ScheduleLocked();
   // NOTE [job chaining] (model.from_job).
-  absl::StatusOr<std::string> ResolveDependencyLocked(const std::string& ref) const;
+  absl::StatusOr<std::string> ResolveDependencyLocked(const std::string& ref, const Submitter& who) const;
   // Whether `job` may be scheduled now: its dependency SUCCEEDED (its spec is
   // then rewritten to that job's model); a failed dependency fails it.
   bool DependencyMetLocked(Job& job);

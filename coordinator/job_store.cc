@@ -4,130 +4,16 @@
 #include <sys/file.h>
 #include <unistd.h>
 
+#include <glog/logging.h>
 #include <nlohmann/json.hpp>
 #include <sqlite3.h>
 
 #include "absl/strings/str_cat.h"
+#include "common/job_config.h"
+#include "coordinator/job_row.h"
 
 namespace attune::coordinator {
 namespace {
-
-using nlohmann::json;
-
-json ProgressJson(const ProgressInfo& p) {
-  return {{"step", p.step}, {"total", p.total_steps}, {"epoch", p.epoch}, {"loss", p.loss},
-          {"lr", p.learning_rate}, {"sps", p.samples_per_second}};
-}
-ProgressInfo ProgressFrom(const json& j) {
-  ProgressInfo p;
-  p.step = j.value("step", int64_t{0});
-  p.total_steps = j.value("total", int64_t{0});
-  p.epoch = j.value("epoch", 0.0);
-  p.loss = j.value("loss", 0.0);
-  p.learning_rate = j.value("lr", 0.0);
-  p.samples_per_second = j.value("sps", 0.0);
-  return p;
-}
-json EvalJson(const EvalInfo& e) { return {{"step", e.step}, {"metrics", e.metrics}}; }
-EvalInfo EvalFrom(const json& j) {
-  EvalInfo e;
-  e.step = j.value("step", int64_t{-1});
-  if (j.contains("metrics") && j["metrics"].is_object()) {
-    for (const auto& [name, v] : j["metrics"].items()) {
-      if (v.is_number()) e.metrics[name] = v.get<double>();
-    }
-  } else {
-    // A row written before metrics became a map: its six fixed fields.
-    for (const char* name : {"loss", "accuracy", "f1", "roc_auc", "precision", "recall"}) {
-      if (j.contains(name) && j[name].is_number()) e.metrics[name] = j[name].get<double>();
-    }
-  }
-  return e;
-}
-
-std::string JobBody(const Job& j) {
-  const auto& c = j.config;
-  json b = {{"spec_json", j.spec_json},
-            {"message", j.message},
-            {"generation", j.generation},
-            {"restarts", j.restarts},
-            {"created_ms", j.created_ms},
-            {"updated_ms", j.updated_ms},
-            {"not_before_ms", j.not_before_ms},
-            {"progress", ProgressJson(j.progress)},
-            {"last_eval", EvalJson(j.last_eval)},
-            {"baseline", EvalJson(j.baseline)},
-            {"baseline_method", j.baseline_method},
-            {"last_checkpoint_step", j.last_checkpoint_step},
-            {"workers", j.workers},
-            {"depends_on", j.depends_on},
-            {"config",
-             {{"name", c.name},
-              {"labels", c.labels},
-              {"world_size", c.world_size},
-              {"cpus_per_rank", c.cpus_per_rank},
-              {"gpus_per_rank", c.gpus_per_rank},
-              {"priority", c.priority},
-              {"max_restarts", c.max_restarts},
-              {"backend", c.backend},
-              {"output_dir", c.output_dir}}}};
-  return b.dump();
-}
-
-Job JobFrom(const std::string& id, int64_t seq, const std::string& idem, int state, const std::string& body) {
-  Job j;
-  j.id = id;
-  j.seq = seq;
-  j.idempotency_key = idem;
-  j.state = static_cast<JobState>(state);
-  json b = json::parse(body);
-  j.spec_json = b.value("spec_json", "");
-  j.message = b.value("message", "");
-  j.generation = b.value("generation", int64_t{0});
-  j.restarts = b.value("restarts", int64_t{0});
-  j.created_ms = b.value("created_ms", int64_t{0});
-  j.updated_ms = b.value("updated_ms", int64_t{0});
-  j.not_before_ms = b.value("not_before_ms", int64_t{0});
-  j.progress = ProgressFrom(b.value("progress", json::object()));
-  j.last_eval = EvalFrom(b.value("last_eval", json::object()));
-  j.baseline = EvalFrom(b.value("baseline", json::object()));
-  j.baseline_method = b.value("baseline_method", "");
-  j.last_checkpoint_step = b.value("last_checkpoint_step", int64_t{-1});
-  j.workers = b.value("workers", std::vector<std::string>{});
-  j.depends_on = b.value("depends_on", "");
-  const json& c = b.at("config");
-  j.config.name = c.value("name", "");
-  j.config.labels = c.value("labels", std::map<std::string, std::string>{});
-  j.config.world_size = c.value("world_size", int64_t{1});
-  j.config.cpus_per_rank = c.value("cpus_per_rank", int64_t{1});
-  j.config.gpus_per_rank = c.value("gpus_per_rank", int64_t{0});
-  j.config.priority = c.value("priority", int64_t{0});
-  j.config.max_restarts = c.value("max_restarts", int64_t{0});
-  j.config.backend = c.value("backend", "gloo");
-  j.config.output_dir = c.value("output_dir", "");
-  return j;
-}
-
-std::string EventBody(const Event& e) {
-  return json{{"unix_ms", e.unix_ms}, {"type", static_cast<int>(e.type)}, {"state", static_cast<int>(e.state)},
-              {"message", e.message}, {"progress", ProgressJson(e.progress)}, {"eval", EvalJson(e.eval)},
-              {"generation", e.generation}}
-      .dump();
-}
-
-Event EventFrom(int64_t index, const std::string& body) {
-  json b = json::parse(body);
-  Event e;
-  e.index = index;
-  e.unix_ms = b.value("unix_ms", int64_t{0});
-  e.type = static_cast<EventType>(b.value("type", 1));
-  e.state = static_cast<JobState>(b.value("state", 1));
-  e.message = b.value("message", "");
-  e.progress = ProgressFrom(b.value("progress", json::object()));
-  e.eval = EvalFrom(b.value("eval", json::object()));
-  e.generation = b.value("generation", int64_t{0});
-  return e;
-}
 
 // RAII prepared statement.
 class Stmt {
@@ -184,7 +70,7 @@ absl::StatusOr<std::unique_ptr<JobStore>> JobStore::Open(const std::string& path
     ::close(fd);
     return absl::UnavailableError(absl::StrCat("cannot open state file ", path, ": ", msg));
   }
-  std::unique_ptr<JobStore> store(new JobStore(db, fd));
+  std::unique_ptr<JobStore> store(new JobStore(db, fd, path));
   // A corrupt or foreign file fails here and is left untouched.
   {
     Stmt check(db, "PRAGMA quick_check");
@@ -233,7 +119,7 @@ absl::StatusOr<Job> JobStore::Create(Job job, std::vector<Event> events, const s
     Stmt q(db_, "SELECT id, seq, idem, state, body FROM jobs WHERE idem = ?");
     q.Bind(1, job.idempotency_key);
     if (sqlite3_step(q.get()) == SQLITE_ROW) {
-      Job existing = JobFrom(q.Text(0), q.Int(1), q.Text(2), static_cast<int>(q.Int(3)), q.Text(4));
+      auto existing = JobFrom(q.Text(0), q.Int(1), q.Text(2), q.Int(3), q.Text(4));
       Exec("ROLLBACK").IgnoreError();
       *created = false;
       return existing;
@@ -281,15 +167,21 @@ absl::StatusOr<Job> JobStore::Get(const std::string& id) {
   Stmt q(db_, "SELECT id, seq, idem, state, body FROM jobs WHERE id = ?");
   q.Bind(1, id);
   if (sqlite3_step(q.get()) != SQLITE_ROW) return absl::NotFoundError(absl::StrCat("job ", id, " not found"));
-  return JobFrom(q.Text(0), q.Int(1), q.Text(2), static_cast<int>(q.Int(3)), q.Text(4));
+  return JobFrom(q.Text(0), q.Int(1), q.Text(2), q.Int(3), q.Text(4));
 }
 
-std::vector<Job> JobStore::List() {
+absl::StatusOr<std::vector<Job>> JobStore::List() {
   std::lock_guard<std::mutex> l(mu_);
   std::vector<Job> out;
   Stmt q(db_, "SELECT id, seq, idem, state, body FROM jobs ORDER BY seq");
   while (sqlite3_step(q.get()) == SQLITE_ROW) {
-    out.push_back(JobFrom(q.Text(0), q.Int(1), q.Text(2), static_cast<int>(q.Int(3)), q.Text(4)));
+    auto job = JobFrom(q.Text(0), q.Int(1), q.Text(2), q.Int(3), q.Text(4));
+    if (!job.ok()) {
+      return absl::DataLossError(absl::StrCat("state file ", path_, ": jobs row id '", q.Text(0).substr(0, 128),
+                                              "': ", job.status().message(),
+                                              " (the file is left as it is; repair or remove the row)"));
+    }
+    out.push_back(std::move(*job));
   }
   return out;
 }
@@ -357,7 +249,16 @@ std::vector<Event> JobStore::Events(const std::string& job_id, int64_t from_inde
   std::vector<Event> out;
   Stmt q(db_, "SELECT idx, body FROM events WHERE job_id = ? AND idx >= ? ORDER BY idx");
   q.Bind(1, job_id).Bind(2, from_index);
-  while (sqlite3_step(q.get()) == SQLITE_ROW) out.push_back(EventFrom(q.Int(0), q.Text(1)));
+  while (sqlite3_step(q.get()) == SQLITE_ROW) {
+    // One unreadable event is skipped (and said), not the job's whole history.
+    auto e = EventFrom(q.Int(0), q.Text(1));
+    if (e.ok()) {
+      out.push_back(std::move(*e));
+    } else {
+      LOG(WARNING) << "state file " << path_ << ": event " << q.Int(0) << " of job " << job_id
+                   << " is unreadable and skipped: " << e.status().message();
+    }
+  }
   return out;
 }
 

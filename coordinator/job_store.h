@@ -32,7 +32,9 @@ class JobStore {
   absl::StatusOr<Job> Create(Job job, std::vector<Event> events, const std::string& id_suffix, bool* created);
   absl::Status Update(const Job& job);
   absl::StatusOr<Job> Get(const std::string& id);
-  std::vector<Job> List();
+  // Every stored job; kDataLoss naming the first row that cannot be read
+  // (the file is not changed).
+  absl::StatusOr<std::vector<Job>> List();
   // Appends an event (its index is assigned) and updates the job in one
   // transaction. `sync`: fsync before returning (synchronous=FULL). Without it
   // (synchronous=NORMAL, for frequent progress and evaluation reports) the
@@ -53,13 +55,14 @@ class JobStore {
   int SynchronousMode();
 
  private:
-  JobStore(sqlite3* db, int lock_fd) : db_(db), lock_fd_(lock_fd) {}
+  JobStore(sqlite3* db, int lock_fd, std::string path) : db_(db), lock_fd_(lock_fd), path_(std::move(path)) {}
   absl::Status Exec(const std::string& sql);
   absl::Status UpdateLocked(const Job& job);
 
   std::mutex mu_;
   sqlite3* db_;
   int lock_fd_;
+  const std::string path_;
 };
 
 }  // namespace attune::coordinator

@@ -46,7 +46,8 @@ absl::Status ValidateEvalMetrics(const std::map<std::string, double>& metrics);
 struct Job {
   std::string id;
   int64_t seq = 0;  // submission order
-  std::string idempotency_key;
+  std::string idempotency_key;  // scoped to the owner ("owner/key")
+  std::string owner;            // the submitting identity; empty when authentication is off
   common::JobConfig config;
   std::string spec_json;  // the spec as submitted (proto3 JSON), handed to agents
   JobState state = JobState::kValidating;

@@ -29,7 +29,7 @@ build/bin/attune-coordinator --listen "$addr" --state "$run/state.db" --data-roo
   --metrics-listen "${metrics[0]}" > "$run/coordinator.log" 2>&1 &
 pids+=($!)
 for w in 1 2; do
-  build/bin/attune-worker agent --coordinator "$addr" --worker-id "worker-$w" --cpus 1 \
+  build/bin/attune-worker agent --coordinator "$addr" --worker-id "worker-$w" --cpus 1 --data-root "$PWD" \
     --work-dir "$run/agent-$w" --metrics-listen "${metrics[$w]}" > "$run/agent-$w.log" 2>&1 &
   pids+=($!)
 done

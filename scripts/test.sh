@@ -4,5 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 bash scripts/build.sh
+# The fuzz targets: a clang project of their own (tests/fuzz), run by ctest's `fuzz` test.
+bash scripts/fuzz.sh --build-only
 cd build
 ctest --output-on-failure --timeout 600 -j2 "$@"

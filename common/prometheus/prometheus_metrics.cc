@@ -7,6 +7,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstring>
@@ -15,6 +16,7 @@
 #include <mutex>
 #include <sstream>
 #include <thread>
+#include <vector>
 
 #include <prometheus/counter.h>
 #include <prometheus/gauge.h>
@@ -24,39 +26,17 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "common/http_route.h"
 
 namespace attune::common {
 namespace {
 
-constexpr int kPollMs = 200;             // how often the server checks for shutdown
-constexpr auto kRequestTimeout = std::chrono::seconds(2);  // a silent client delays scrapes at most this long
+constexpr int kPollMs = 200;  // how often the server checks for shutdown
+// A connection has this long from accept to its last byte sent; a client that
+// says nothing (or reads nothing) holds one slot that long and delays no one.
+constexpr auto kConnectionDeadline = std::chrono::seconds(5);
 constexpr size_t kMaxRequestBytes = 16 * 1024;
-
-// Reads the request head (up to the blank line) within the timeout.
-bool ReadRequestHead(int fd, std::string* head) {
-  const auto deadline = std::chrono::steady_clock::now() + kRequestTimeout;
-  char buf[2048];
-  while (head->find("\r\n\r\n") == std::string::npos && head->find("\n\n") == std::string::npos) {
-    if (head->size() > kMaxRequestBytes) return false;
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
-    if (left.count() <= 0) return false;
-    pollfd p{fd, POLLIN, 0};
-    if (::poll(&p, 1, static_cast<int>(left.count())) <= 0) return false;
-    ssize_t n = ::recv(fd, buf, sizeof buf, 0);
-    if (n <= 0) return false;
-    head->append(buf, static_cast<size_t>(n));
-  }
-  return true;
-}
-
-void SendAll(int fd, const std::string& s) {
-  size_t off = 0;
-  while (off < s.size()) {
-    ssize_t n = ::send(fd, s.data() + off, s.size() - off, MSG_NOSIGNAL);
-    if (n <= 0) return;
-    off += static_cast<size_t>(n);
-  }
-}
+constexpr size_t kMaxConnections = 128;  // beyond this, new connections wait in the backlog
 
 std::string Response(int code, const char* reason, const char* type, const std::string& body, bool head_only) {
   std::string r = absl::StrCat("HTTP/1.1 ", code, " ", reason, "\r\nContent-Type: ", type,
@@ -107,35 +87,90 @@ struct PrometheusMetrics::Impl {
     return out.str();
   }
 
-  void Handle(int fd) const {
-    std::string head;
-    if (!ReadRequestHead(fd, &head)) return;
-    const size_t eol = head.find_first_of("\r\n");
-    std::istringstream line(head.substr(0, eol));
-    std::string method, target;
-    line >> method >> target;
-    const bool head_only = method == "HEAD";
-    const std::string path = target.substr(0, target.find('?'));
-    if (method != "GET" && !head_only) {
-      SendAll(fd, Response(405, "Method Not Allowed", "text/plain", "only GET and HEAD\n", false));
-    } else if (path == "/metrics") {
-      SendAll(fd, Response(200, "OK", "text/plain; version=0.0.4; charset=utf-8", Render(), head_only));
-    } else if (path == "/" || path == "/healthz") {
-      SendAll(fd, Response(200, "OK", "text/plain", "ok: metrics at /metrics\n", head_only));
-    } else {
-      SendAll(fd, Response(404, "Not Found", "text/plain", "not found: try /metrics\n", head_only));
+  // The whole response to a complete request head.
+  std::string Answer(const std::string& head) const {
+    const HttpRequest r = RouteHttpRequest(head);
+    switch (r.route) {
+      case HttpRoute::kMethodNotAllowed:
+        return Response(405, "Method Not Allowed", "text/plain", "only GET and HEAD\n", false);
+      case HttpRoute::kMetrics:
+        return Response(200, "OK", "text/plain; version=0.0.4; charset=utf-8", Render(), r.head_only);
+      case HttpRoute::kHealth:
+        return Response(200, "OK", "text/plain", "ok: metrics at /metrics\n", r.head_only);
+      case HttpRoute::kNotFound:
+        break;
     }
+    return Response(404, "Not Found", "text/plain", "not found: try /metrics\n", r.head_only);
   }
 
+  struct Conn {
+    int fd;
+    std::chrono::steady_clock::time_point deadline;
+    std::string in, out;
+    size_t sent = 0;
+    bool answered = false;
+  };
+
+  // NOTE [metrics server]: one thread serves every connection with poll and
+  // non-blocking sockets, so idle or slow clients (15 idle sockets delayed
+  // each scrape by 30 s when connections were served one at a time) cost a
+  // slot each, never the others' time.
   void Loop() {
+    std::vector<Conn> conns;
+    std::vector<pollfd> fds;
+    char buf[4096];
     while (!stop.load()) {
-      pollfd p{listen_fd, POLLIN, 0};
-      if (::poll(&p, 1, kPollMs) <= 0) continue;
-      int fd = ::accept(listen_fd, nullptr, nullptr);
-      if (fd < 0) continue;
-      Handle(fd);  // scrapes are rare and small: one at a time
-      ::close(fd);
+      const auto now = std::chrono::steady_clock::now();
+      int wait_ms = kPollMs;
+      fds.clear();
+      fds.push_back({listen_fd, static_cast<short>(conns.size() < kMaxConnections ? POLLIN : 0), 0});
+      for (const Conn& c : conns) {
+        fds.push_back({c.fd, static_cast<short>(c.answered ? POLLOUT : POLLIN), 0});
+        const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(c.deadline - now).count();
+        wait_ms = static_cast<int>(std::max<int64_t>(0, std::min<int64_t>(wait_ms, left + 1)));
+      }
+      if (::poll(fds.data(), fds.size(), wait_ms) < 0 && errno != EINTR) continue;
+      std::vector<bool> done(conns.size(), false);
+      for (size_t i = 0; i < conns.size(); ++i) {
+        Conn& c = conns[i];
+        const short ev = fds[i + 1].revents;
+        if (ev & (POLLERR | POLLNVAL)) {
+          done[i] = true;
+        } else if (!c.answered && (ev & (POLLIN | POLLHUP))) {
+          const ssize_t n = ::recv(c.fd, buf, sizeof buf, 0);
+          if (n <= 0) {
+            done[i] = n == 0 || (errno != EAGAIN && errno != EINTR);
+            continue;
+          }
+          c.in.append(buf, static_cast<size_t>(n));
+          if (c.in.size() > kMaxRequestBytes) {
+            done[i] = true;
+          } else if (HttpHeadComplete(c.in)) {
+            c.out = Answer(c.in);
+            c.answered = true;
+          }
+        } else if (c.answered && (ev & (POLLOUT | POLLHUP))) {
+          const ssize_t n = ::send(c.fd, c.out.data() + c.sent, c.out.size() - c.sent, MSG_NOSIGNAL);
+          if (n > 0) c.sent += static_cast<size_t>(n);
+          if ((n < 0 && errno != EAGAIN && errno != EINTR) || c.sent == c.out.size()) done[i] = true;
+        }
+      }
+      const auto after = std::chrono::steady_clock::now();
+      for (size_t i = conns.size(); i-- > 0;) {
+        if (done[i] || after >= conns[i].deadline) {
+          ::close(conns[i].fd);
+          conns.erase(conns.begin() + static_cast<std::ptrdiff_t>(i));
+        }
+      }
+      if (fds[0].revents & POLLIN) {
+        while (conns.size() < kMaxConnections) {
+          const int fd = ::accept4(listen_fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+          if (fd < 0) break;
+          conns.push_back(Conn{fd, std::chrono::steady_clock::now() + kConnectionDeadline, {}, {}});
+        }
+      }
     }
+    for (const Conn& c : conns) ::close(c.fd);
   }
 };
 
@@ -168,7 +203,7 @@ absl::StatusOr<std::unique_ptr<PrometheusMetrics>> PrometheusMetrics::Serve(cons
   auto impl = std::make_unique<Impl>();
   std::string err = "no address";
   for (addrinfo* a = res; a; a = a->ai_next) {
-    int fd = ::socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, a->ai_protocol);
+    int fd = ::socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, a->ai_protocol);
     if (fd < 0) continue;
     int one = 1;
     ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);

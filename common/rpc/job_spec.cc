@@ -1,7 +1,6 @@
 #include "common/rpc/job_spec.h"
 
 #include <map>
-#include <regex>
 
 #include <google/protobuf/util/json_util.h>
 #include <nlohmann/json.hpp>
@@ -11,13 +10,35 @@
 #include "common/files.h"
 #include "common/spec_path.h"
 #include "common/task_catalog.h"
+#include "common/text.h"
 
 namespace attune::common {
 namespace {
 
 namespace pb = google::protobuf;
 
-absl::StatusOr<nlohmann::json> YamlToJson(const YAML::Node& n, const std::string& path) {
+// Bounds on what a spec may expand to. Aliases are expanded when converted,
+// so a 1 KB file of nested aliases ("billion laughs") could otherwise become
+// gigabytes; nesting is bounded so that recursion cannot exhaust the stack.
+constexpr size_t kMaxSpecBytes = size_t{1} << 20;
+constexpr int64_t kMaxSpecValues = 200'000;
+constexpr int kMaxSpecDepth = 64;
+
+struct Budget {
+  int64_t values_left = kMaxSpecValues;
+};
+
+absl::StatusOr<nlohmann::json> YamlToJson(const YAML::Node& n, const std::string& path, Budget& budget,
+                                          int depth = 0) {
+  const std::string where = path.empty() ? "spec" : path;
+  if (--budget.values_left < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("spec: more than ", kMaxSpecValues, " values (after expanding aliases)"));
+  }
+  if (depth > kMaxSpecDepth) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(where.substr(0, 64), where.size() > 64 ? "..." : "", ": nested deeper than ", kMaxSpecDepth, " levels"));
+  }
   switch (n.Type()) {
     case YAML::NodeType::Null:
     case YAML::NodeType::Undefined:
@@ -25,38 +46,48 @@ absl::StatusOr<nlohmann::json> YamlToJson(const YAML::Node& n, const std::string
     case YAML::NodeType::Sequence: {
       nlohmann::json a = nlohmann::json::array();
       for (size_t i = 0; i < n.size(); ++i) {
-        auto v = YamlToJson(n[i], absl::StrCat(path, "[", i, "]"));
+        auto v = YamlToJson(n[i], absl::StrCat(path, "[", i, "]"), budget, depth + 1);
         if (!v.ok()) return v.status();
-        a.push_back(*v);
+        a.push_back(std::move(*v));
       }
       return a;
     }
     case YAML::NodeType::Map: {
       nlohmann::json o = nlohmann::json::object();
       for (auto it = n.begin(); it != n.end(); ++it) {
-        std::string key = it->first.as<std::string>();
-        auto v = YamlToJson(it->second, path.empty() ? key : absl::StrCat(path, ".", key));
+        if (!it->first.IsScalar()) return absl::InvalidArgumentError(absl::StrCat(where, ": a key must be a plain text"));
+        const std::string& key = it->first.Scalar();
+        if (!IsValidUtf8(key)) return absl::InvalidArgumentError(absl::StrCat(where, ": a key is not valid UTF-8"));
+        const std::string p = path.empty() ? key : absl::StrCat(path, ".", key);
+        // As Kubernetes' strict decoding: the second value would silently win.
+        if (o.contains(key)) return absl::InvalidArgumentError(absl::StrCat(p, ": duplicate key"));
+        auto v = YamlToJson(it->second, p, budget, depth + 1);
         if (!v.ok()) return v.status();
-        o[key] = *v;
+        o[key] = std::move(*v);
       }
       return o;
     }
     case YAML::NodeType::Scalar: {
       const std::string& s = n.Scalar();
+      if (!IsValidUtf8(s)) return absl::InvalidArgumentError(absl::StrCat(where, ": not valid UTF-8"));
       if (n.Tag() == "!") return nlohmann::json(s);  // quoted: always a string
-      static const std::regex kInt("[-+]?[0-9]+");
-      static const std::regex kFloat("[-+]?([0-9]+\\.?[0-9]*|\\.[0-9]+)([eE][-+]?[0-9]+)?");
       if (s == "~" || s == "null" || s == "Null" || s == "NULL") return nlohmann::json(nullptr);
       if (s == "true" || s == "True" || s == "TRUE") return nlohmann::json(true);
       if (s == "false" || s == "False" || s == "FALSE") return nlohmann::json(false);
-      if (std::regex_match(s, kInt)) {
-        try {
-          return nlohmann::json(std::stoll(s));
-        } catch (...) {
-          return absl::InvalidArgumentError(absl::StrCat(path, ": integer out of range"));
-        }
+      if (LooksLikeInteger(s)) {
+        auto v = ParseInt64(s);
+        if (!v) return absl::InvalidArgumentError(absl::StrCat(where, ": integer out of range"));
+        return nlohmann::json(*v);
       }
-      if (std::regex_match(s, kFloat)) return nlohmann::json(std::stod(s));
+      if (LooksLikeFloat(s)) {
+        auto v = ParseFiniteDouble(s);
+        if (!v) {
+          return absl::InvalidArgumentError(
+              absl::StrCat(where, ": number out of range (", s.size() > 32 ? s.substr(0, 32) + "..." : s,
+                           " is not a finite double of normal size)"));
+        }
+        return nlohmann::json(*v);
+      }
       // YAML's special floats travel as the strings proto3 JSON uses for them.
       if (s == ".nan" || s == ".NaN" || s == ".NAN") return nlohmann::json("NaN");
       if (s == ".inf" || s == ".Inf" || s == "+.inf") return nlohmann::json("Infinity");
@@ -66,6 +97,28 @@ absl::StatusOr<nlohmann::json> YamlToJson(const YAML::Node& n, const std::string
   }
   return nlohmann::json(nullptr);
 }
+
+// YAML text to JSON, every failure a Status: yaml-cpp reports some problems
+// (bad conversions, deep nesting) by exceptions, which must not escape.
+// `source` names the text in every error ("spec.yaml", "--set a=b").
+absl::StatusOr<nlohmann::json> LoadYaml(const std::string& text, const std::string& source, const std::string& path) {
+  try {
+    const YAML::Node root = YAML::Load(text);
+    Budget budget;
+    auto j = YamlToJson(root, path, budget);
+    if (!j.ok()) return absl::InvalidArgumentError(absl::StrCat(source, ": ", j.status().message()));
+    return j;
+  } catch (const YAML::Exception& e) {
+    if (e.mark.is_null()) return absl::InvalidArgumentError(absl::StrCat(source, ": malformed YAML: ", e.msg));
+    return absl::InvalidArgumentError(
+        absl::StrCat(source, ":", e.mark.line + 1, ":", e.mark.column + 1, ": malformed YAML: ", e.msg));
+  } catch (const std::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat(source, ": malformed YAML: ", e.what()));
+  }
+}
+
+// proto3 JSON writes 64-bit integers as strings: "-123".
+bool IsIntegerText(const std::string& s) { return s.size() <= 20 && LooksLikeInteger(s) && s[0] != '+'; }
 
 // Names every key that is not a field of `d` (proto or JSON name), and every
 // value of the wrong kind, with its path, so a typo is never silently ignored.
@@ -120,7 +173,7 @@ void CheckFields(const nlohmann::json& j, const pb::Descriptor* d, const std::st
       case pb::FieldDescriptor::CPPTYPE_UINT64:
         // proto3 JSON writes 64-bit integers as strings.
         if (!v.is_number_integer() &&
-            !(v.is_string() && std::regex_match(v.get<std::string>(), std::regex("-?[0-9]{1,19}")))) {
+            !(v.is_string() && IsIntegerText(v.get<std::string>()))) {
           errors->push_back(absl::StrCat(p, ": must be an integer"));
         }
         break;
@@ -157,15 +210,11 @@ T Or(T v, T def) {
 
 absl::Status ParseYamlInto(const std::string& text, const std::string& source, pb::Message* out,
                            const std::vector<std::string>& overrides = {}) {
-  YAML::Node root;
-  try {
-    root = YAML::Load(text);
-  } catch (const YAML::Exception& e) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(source, ":", e.mark.line + 1, ":", e.mark.column + 1, ": malformed YAML: ", e.msg));
+  if (text.size() > kMaxSpecBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(source, ": larger than ", kMaxSpecBytes >> 20, " MiB"));
   }
-  auto j = YamlToJson(root, "");
-  if (!j.ok()) return absl::InvalidArgumentError(absl::StrCat(source, ": ", j.status().message()));
+  auto j = LoadYaml(text, source, "");
+  if (!j.ok()) return j.status();
   if (!overrides.empty()) {
     std::map<std::string, std::string> sets;
     for (const std::string& o : overrides) {
@@ -173,14 +222,8 @@ absl::Status ParseYamlInto(const std::string& text, const std::string& source, p
       if (eq == std::string::npos || eq == 0) {
         return absl::InvalidArgumentError(absl::StrCat("--set ", o, ": expected PATH=VALUE"));
       }
-      YAML::Node v;
-      try {
-        v = YAML::Load(o.substr(eq + 1));
-      } catch (const YAML::Exception& e) {
-        return absl::InvalidArgumentError(absl::StrCat("--set ", o, ": malformed value: ", e.msg));
-      }
-      auto value = YamlToJson(v, o.substr(0, eq));
-      if (!value.ok()) return absl::InvalidArgumentError(absl::StrCat("--set ", o, ": ", value.status().message()));
+      auto value = LoadYaml(o.substr(eq + 1), absl::StrCat("--set ", o), o.substr(0, eq));
+      if (!value.ok()) return value.status();
       sets[o.substr(0, eq)] = value->dump();
     }
     auto applied = SetSpecPaths(j->dump(), sets);

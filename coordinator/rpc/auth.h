@@ -1,10 +1,13 @@
 #pragma once
 
-// Bearer-token authentication per role. Tokens come from files (one per
-// line); a call carries "authorization: Bearer <token>". Roles: `submit`
-// (the job API), `worker` (the agent API), `admin` (both). With no token
-// files configured every call is allowed. Tokens are never logged.
-// Thread-safe after construction.
+// Bearer-token authentication per role. Tokens come from files, one per
+// line, each either "TOKEN" or "NAME TOKEN"; a call carries
+// "authorization: Bearer <token>". Roles: `submit` (the job API), `worker`
+// (the agent API), `admin` (both, and every submitter's jobs). NAME is the
+// caller's identity, recorded as the owner of what it submits; a token
+// without one is known as "token-" and the first 8 hex digits of its
+// SHA-256. With no token files configured every call is allowed, as an admin.
+// Tokens are never logged. Thread-safe after construction.
 
 #include <map>
 #include <string>
@@ -19,6 +22,15 @@ namespace attune::coordinator::rpc {
 // kAdmin: what only an admin may do (set a job's priority).
 enum class Api { kJobs, kWorkers, kAdmin };
 
+// Who made a call: the identity its token names, and whether it may act on
+// everyone's jobs.
+struct Caller {
+  std::string name;    // empty when authentication is off
+  bool admin = false;  // an admin token, or authentication off
+  // Whether this caller may see and act on a job or sweep owned by `owner`.
+  bool Owns(const std::string& owner) const { return admin || owner == name; }
+};
+
 class TokenAuthorizer {
  public:
   TokenAuthorizer() = default;
@@ -26,11 +38,14 @@ class TokenAuthorizer {
   static absl::StatusOr<TokenAuthorizer> FromFiles(const std::map<std::string, std::string>& files);
   bool enabled() const { return !tokens_.empty(); }
   // OK; UNAUTHENTICATED without a known token; PERMISSION_DENIED when the
-  // token's role may not use `api`.
-  grpc::Status Check(const grpc::ServerContext* ctx, Api api) const;
+  // token's role may not use `api`. On OK, `caller` (if given) says who it is.
+  grpc::Status Check(const grpc::ServerContext* ctx, Api api, Caller* caller = nullptr) const;
 
  private:
-  std::vector<std::pair<std::string, std::string>> tokens_;  // (token, role)
+  struct Known {
+    std::string token, role, name;
+  };
+  std::vector<Known> tokens_;
 };
 
 }  // namespace attune::coordinator::rpc

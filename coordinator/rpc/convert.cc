@@ -37,6 +37,7 @@ v1::Job ToProto(const Job& j) {
   out.set_baseline_method(j.baseline_method);
   out.set_last_checkpoint_step(j.last_checkpoint_step);
   for (const auto& w : j.workers) out.add_workers(w);
+  out.set_owner(j.owner);
   return out;
 }
 

@@ -20,9 +20,24 @@ namespace attune::coordinator::rpc {
 using common::ToGrpc;
 
 
+grpc::Status JobServiceImpl::Authorize(grpc::ServerContext* ctx, const std::string& job_id, Caller* caller) const {
+  Caller who;
+  if (auto a = auth_.Check(ctx, Api::kJobs, &who); !a.ok()) return a;
+  if (caller != nullptr) *caller = who;
+  if (job_id.empty()) return grpc::Status::OK;
+  auto job = manager_.Get(job_id);
+  if (!job.ok()) return ToGrpc(job.status());
+  if (!who.Owns(job->owner)) {
+    return grpc::Status(grpc::PERMISSION_DENIED, absl::StrCat("job ", job_id, " belongs to another submitter; only its "
+                                                              "owner or an admin may see or change it"));
+  }
+  return grpc::Status::OK;
+}
+
 grpc::Status JobServiceImpl::SubmitJob(grpc::ServerContext* ctx, const v1::SubmitJobRequest* req, v1::Job* out) {
   CallRecorder rec(metrics_, "SubmitJob");
-  if (auto a = auth_.Check(ctx, Api::kJobs); !a.ok()) return rec(a);
+  Caller who;
+  if (auto a = Authorize(ctx, "", &who); !a.ok()) return rec(a);
   common::JobConfig config = common::JobConfigFromProto(req->spec());
   for (const auto& [k, v] : config.labels) {
     if (k.rfind("attune.dev/", 0) == 0) {
@@ -41,7 +56,7 @@ grpc::Status JobServiceImpl::SubmitJob(grpc::ServerContext* ctx, const v1::Submi
   o.preserve_proto_field_names = true;
   std::string json;
   (void)google::protobuf::util::MessageToJsonString(req->spec(), &json, o);
-  auto job = manager_.Submit(config, json, req->idempotency_key());
+  auto job = manager_.Submit(config, json, req->idempotency_key(), Submitter{who.name, who.admin});
   if (!job.ok()) return rec(ToGrpc(job.status()));
   *out = ToProto(*job);
   return rec(grpc::Status::OK);
@@ -49,7 +64,7 @@ grpc::Status JobServiceImpl::SubmitJob(grpc::ServerContext* ctx, const v1::Submi
 
 grpc::Status JobServiceImpl::GetJob(grpc::ServerContext* ctx, const v1::GetJobRequest* req, v1::Job* out) {
   CallRecorder rec(metrics_, "GetJob");
-  if (auto a = auth_.Check(ctx, Api::kJobs); !a.ok()) return rec(a);
+  if (auto a = Authorize(ctx, req->job_id()); !a.ok()) return rec(a);
   auto job = manager_.Get(req->job_id());
   if (!job.ok()) return rec(ToGrpc(job.status()));
   *out = ToProto(*job);
@@ -59,8 +74,10 @@ grpc::Status JobServiceImpl::GetJob(grpc::ServerContext* ctx, const v1::GetJobRe
 grpc::Status JobServiceImpl::ListJobs(grpc::ServerContext* ctx, const v1::ListJobsRequest* req,
                                       v1::ListJobsResponse* out) {
   CallRecorder rec(metrics_, "ListJobs");
-  if (auto a = auth_.Check(ctx, Api::kJobs); !a.ok()) return rec(a);
+  Caller who;
+  if (auto a = Authorize(ctx, "", &who); !a.ok()) return rec(a);
   ListFilter f;
+  f.viewer = Submitter{who.name, who.admin};
   if (req->state() != v1::JOB_STATE_UNSPECIFIED) f.state = static_cast<JobState>(req->state());
   if (!req->label_selector().empty()) {
     std::vector<std::string> kv = absl::StrSplit(req->label_selector(), absl::MaxSplits('=', 1));
@@ -73,14 +90,26 @@ grpc::Status JobServiceImpl::ListJobs(grpc::ServerContext* ctx, const v1::ListJo
   f.page_token = req->page_token();
   auto page = manager_.List(f);
   if (!page.ok()) return rec(ToGrpc(page.status()));
-  for (const auto& j : page->first) *out->add_jobs() = ToProto(j);
+  // A page ends early rather than outgrow what a default client accepts
+  // (4 MiB): a few large specs must not make listing fail for everyone.
+  constexpr size_t kMaxReplyBytes = size_t{3} << 20;
   out->set_next_page_token(page->second);
+  size_t bytes = 0;
+  for (size_t i = 0; i < page->first.size(); ++i) {
+    v1::Job job = ToProto(page->first[i]);
+    bytes += job.ByteSizeLong() + 8;
+    if (i > 0 && bytes > kMaxReplyBytes) {
+      out->set_next_page_token(JobManager::PageTokenAfter(page->first[i - 1]));
+      break;
+    }
+    *out->add_jobs() = std::move(job);
+  }
   return rec(grpc::Status::OK);
 }
 
 grpc::Status JobServiceImpl::CancelJob(grpc::ServerContext* ctx, const v1::CancelJobRequest* req, v1::Job* out) {
   CallRecorder rec(metrics_, "CancelJob");
-  if (auto a = auth_.Check(ctx, Api::kJobs); !a.ok()) return rec(a);
+  if (auto a = Authorize(ctx, req->job_id()); !a.ok()) return rec(a);
   auto job = manager_.Cancel(req->job_id());
   if (!job.ok()) return rec(ToGrpc(job.status()));
   *out = ToProto(*job);
@@ -89,7 +118,7 @@ grpc::Status JobServiceImpl::CancelJob(grpc::ServerContext* ctx, const v1::Cance
 
 grpc::Status JobServiceImpl::WatchJob(grpc::ServerContext* ctx, const v1::WatchJobRequest* req,
                                       grpc::ServerWriter<v1::JobEvent>* writer) {
-  if (auto a = auth_.Check(ctx, Api::kJobs); !a.ok()) return a;
+  if (auto a = Authorize(ctx, req->job_id()); !a.ok()) return a;
   int64_t next = std::max<int64_t>(0, req->from_index());
   while (!ctx->IsCancelled()) {
     auto events = manager_.WaitEvents(req->job_id(), next, absl::Seconds(1));
@@ -108,8 +137,7 @@ grpc::Status JobServiceImpl::WatchJob(grpc::ServerContext* ctx, const v1::WatchJ
 grpc::Status JobServiceImpl::GetJobLogs(grpc::ServerContext* ctx, const v1::GetJobLogsRequest* req,
                                         v1::GetJobLogsResponse* out) {
   CallRecorder rec(metrics_, "GetJobLogs");
-  if (auto a = auth_.Check(ctx, Api::kJobs); !a.ok()) return rec(a);
-  if (auto job = manager_.Get(req->job_id()); !job.ok()) return rec(ToGrpc(job.status()));
+  if (auto a = Authorize(ctx, req->job_id()); !a.ok()) return rec(a);
   for (const auto& line : manager_.Logs(req->job_id(), req->rank(), req->tail(), req->after_seq())) {
     auto* l = out->add_lines();
     l->set_rank(line.rank);
@@ -122,7 +150,7 @@ grpc::Status JobServiceImpl::GetJobLogs(grpc::ServerContext* ctx, const v1::GetJ
 grpc::Status JobServiceImpl::GetArtifact(grpc::ServerContext* ctx, const v1::GetArtifactRequest* req,
                                          grpc::ServerWriter<v1::ArtifactChunk>* writer) {
   CallRecorder rec(metrics_, "GetArtifact");
-  if (auto a = auth_.Check(ctx, Api::kJobs); !a.ok()) return rec(a);
+  if (auto a = Authorize(ctx, req->job_id()); !a.ok()) return rec(a);
   auto files = manager_.Artifacts(req->job_id(), req->what().empty() ? "model" : req->what());
   if (!files.ok()) return rec(ToGrpc(files.status()));
   std::string buf(1 << 20, '\0');
@@ -176,7 +204,7 @@ grpc::Status JobServiceImpl::GetArtifact(grpc::ServerContext* ctx, const v1::Get
 grpc::Status JobServiceImpl::ListJobEvents(grpc::ServerContext* ctx, const v1::ListJobEventsRequest* req,
                                            v1::ListJobEventsResponse* out) {
   CallRecorder rec(metrics_, "ListJobEvents");
-  if (auto a = auth_.Check(ctx, Api::kJobs); !a.ok()) return rec(a);
+  if (auto a = Authorize(ctx, req->job_id()); !a.ok()) return rec(a);
   if (req->page_size() < 0 || req->from_index() < 0) {
     return rec(grpc::Status(grpc::INVALID_ARGUMENT, "page_size and from_index: must be >= 0"));
   }
@@ -217,8 +245,26 @@ grpc::Status WorkerServiceImpl::Register(grpc::ServerContext* ctx, const v1::Reg
                                          v1::RegisterResponse* out) {
   CallRecorder rec(metrics_, "Register");
   if (auto a = auth_.Check(ctx, Api::kWorkers); !a.ok()) return rec(a);
-  if (req->worker_id().empty()) return rec(grpc::Status(grpc::INVALID_ARGUMENT, "worker_id: must not be empty"));
-  if (req->cpus() <= 0) return rec(grpc::Status(grpc::INVALID_ARGUMENT, "cpus: must be > 0"));
+  if (!registrations_.TryAcquire()) {
+    manager_.CountRefused("registration_rate");
+    return rec(grpc::Status(grpc::RESOURCE_EXHAUSTED, "too many registrations at once; retry in a second"));
+  }
+  // Everything a worker registers is kept and shown: bounded like a spec.
+  if (!common::IsValidName(req->worker_id())) {
+    return rec(grpc::Status(grpc::INVALID_ARGUMENT, "worker_id: must match [A-Za-z0-9._-]{1,128}"));
+  }
+  if (req->cpus() <= 0 || req->cpus() > 4096) return rec(grpc::Status(grpc::INVALID_ARGUMENT, "cpus: must be in (0, 4096]"));
+  if (req->gpus() < 0 || req->gpus() > 64) return rec(grpc::Status(grpc::INVALID_ARGUMENT, "gpus: must be in [0, 64]"));
+  if (req->host().size() > 253) return rec(grpc::Status(grpc::INVALID_ARGUMENT, "host: longer than 253 bytes"));
+  if (req->rendezvous_port() < 0 || req->rendezvous_port() > 65535) {
+    return rec(grpc::Status(grpc::INVALID_ARGUMENT, "rendezvous_port: must be in [0, 65535]"));
+  }
+  if (req->labels_size() > 64) return rec(grpc::Status(grpc::INVALID_ARGUMENT, "labels: more than 64"));
+  for (const auto& [k, v] : req->labels()) {
+    if (k.size() > 256 || v.size() > 256) {
+      return rec(grpc::Status(grpc::INVALID_ARGUMENT, "labels: keys and values are at most 256 bytes"));
+    }
+  }
   WorkerInfo w;
   w.id = req->worker_id();
   w.host = req->host().empty() ? "127.0.0.1" : req->host();

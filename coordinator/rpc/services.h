@@ -8,6 +8,7 @@
 #include "coordinator/job_manager.h"
 #include "common/metrics.h"
 #include "coordinator/rpc/auth.h"
+#include "coordinator/rpc/rate_limiter.h"
 
 namespace attune::coordinator::rpc {
 
@@ -29,6 +30,10 @@ class JobServiceImpl final : public v1::JobService::Service {
   grpc::Status ListWorkers(grpc::ServerContext*, const v1::ListWorkersRequest*, v1::ListWorkersResponse*) override;
 
  private:
+  // The auth check of a job API call, then (for a call on one job) that the
+  // caller owns `job_id` or is an admin: NOT_FOUND or PERMISSION_DENIED.
+  grpc::Status Authorize(grpc::ServerContext* ctx, const std::string& job_id, Caller* caller = nullptr) const;
+
   JobManager& manager_;
   const TokenAuthorizer& auth_;
   common::Metrics& metrics_;
@@ -36,8 +41,12 @@ class JobServiceImpl final : public v1::JobService::Service {
 
 class WorkerServiceImpl final : public v1::WorkerService::Service {
  public:
-  WorkerServiceImpl(JobManager& manager, const TokenAuthorizer& auth, common::Metrics& metrics)
-      : manager_(manager), auth_(auth), metrics_(metrics) {}
+  // `registrations_per_s`: the rate of Register calls served (a burst of 5 s
+  // worth at once); beyond it RESOURCE_EXHAUSTED, which agents retry.
+  WorkerServiceImpl(JobManager& manager, const TokenAuthorizer& auth, common::Metrics& metrics,
+                    double registrations_per_s = 100)
+      : manager_(manager), auth_(auth), metrics_(metrics),
+        registrations_(registrations_per_s, std::max(1.0, 5 * registrations_per_s)) {}
   grpc::Status Register(grpc::ServerContext*, const v1::RegisterRequest*, v1::RegisterResponse*) override;
   grpc::Status Heartbeat(grpc::ServerContext*, const v1::HeartbeatRequest*, v1::HeartbeatResponse*) override;
   grpc::Status ReportProgress(grpc::ServerContext*, const v1::ProgressReport*, v1::ProgressAck*) override;
@@ -46,6 +55,7 @@ class WorkerServiceImpl final : public v1::WorkerService::Service {
   JobManager& manager_;
   const TokenAuthorizer& auth_;
   common::Metrics& metrics_;
+  RateLimiter registrations_;
 };
 
 }  // namespace attune::coordinator::rpc

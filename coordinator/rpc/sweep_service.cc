@@ -125,6 +125,7 @@ v1::Sweep ToProto(const sweep::SweepRecord& s) {
   (void)pb::util::JsonStringToMessage(s.spec_json, out.mutable_spec());
   out.set_state(static_cast<v1::SweepState>(s.state));
   out.set_message(s.message);
+  out.set_owner(s.owner);
   int64_t steps = 0;
   for (const auto& t : s.trials) {
     auto* o = out.add_trials();
@@ -175,9 +176,24 @@ sweep::SpecCompiler MakeSpecCompiler() {
   };
 }
 
+grpc::Status SweepServiceImpl::Authorize(grpc::ServerContext* ctx, const std::string& sweep_id, Caller* caller) const {
+  Caller who;
+  if (auto a = auth_.Check(ctx, Api::kJobs, &who); !a.ok()) return a;
+  if (caller != nullptr) *caller = who;
+  if (sweep_id.empty()) return grpc::Status::OK;
+  auto s = manager_.Get(sweep_id);
+  if (!s.ok()) return ToGrpc(s.status());
+  if (!who.Owns(s->owner)) {
+    return grpc::Status(grpc::PERMISSION_DENIED, absl::StrCat("sweep ", sweep_id, " belongs to another submitter; only "
+                                                              "its owner or an admin may see or change it"));
+  }
+  return grpc::Status::OK;
+}
+
 grpc::Status SweepServiceImpl::SubmitSweep(grpc::ServerContext* ctx, const v1::SubmitSweepRequest* req, v1::Sweep* out) {
   CallRecorder rec(metrics_, "SubmitSweep");
-  if (auto a = auth_.Check(ctx, Api::kJobs); !a.ok()) return rec(a);
+  Caller who;
+  if (auto a = Authorize(ctx, "", &who); !a.ok()) return rec(a);
   if (req->spec().spec().priority() != 0) {
     if (auto a = auth_.Check(ctx, Api::kAdmin); !a.ok()) {
       return rec(grpc::Status(a.error_code(), absl::StrCat("spec.priority: ", a.error_message())));
@@ -193,7 +209,7 @@ grpc::Status SweepServiceImpl::SubmitSweep(grpc::ServerContext* ctx, const v1::S
   resolved.mutable_algorithm()->set_type(config->algorithm);
   resolved.mutable_algorithm()->set_seed(config->seed);
   resolved.set_parallel_trials(config->parallel_trials);
-  auto s = manager_.Submit(*config, Json(resolved), req->idempotency_key());
+  auto s = manager_.Submit(*config, Json(resolved), req->idempotency_key(), Submitter{who.name, who.admin});
   if (!s.ok()) return rec(ToGrpc(s.status()));
   *out = ToProto(*s);
   return rec(grpc::Status::OK);
@@ -201,7 +217,7 @@ grpc::Status SweepServiceImpl::SubmitSweep(grpc::ServerContext* ctx, const v1::S
 
 grpc::Status SweepServiceImpl::GetSweep(grpc::ServerContext* ctx, const v1::GetSweepRequest* req, v1::Sweep* out) {
   CallRecorder rec(metrics_, "GetSweep");
-  if (auto a = auth_.Check(ctx, Api::kJobs); !a.ok()) return rec(a);
+  if (auto a = Authorize(ctx, req->sweep_id()); !a.ok()) return rec(a);
   auto s = manager_.Get(req->sweep_id());
   if (!s.ok()) return rec(ToGrpc(s.status()));
   *out = ToProto(*s);
@@ -211,14 +227,17 @@ grpc::Status SweepServiceImpl::GetSweep(grpc::ServerContext* ctx, const v1::GetS
 grpc::Status SweepServiceImpl::ListSweeps(grpc::ServerContext* ctx, const v1::ListSweepsRequest*,
                                           v1::ListSweepsResponse* out) {
   CallRecorder rec(metrics_, "ListSweeps");
-  if (auto a = auth_.Check(ctx, Api::kJobs); !a.ok()) return rec(a);
-  for (const auto& s : manager_.List()) *out->add_sweeps() = ToProto(s);
+  Caller who;
+  if (auto a = Authorize(ctx, "", &who); !a.ok()) return rec(a);
+  for (const auto& s : manager_.List()) {
+    if (who.Owns(s.owner)) *out->add_sweeps() = ToProto(s);
+  }
   return rec(grpc::Status::OK);
 }
 
 grpc::Status SweepServiceImpl::CancelSweep(grpc::ServerContext* ctx, const v1::CancelSweepRequest* req, v1::Sweep* out) {
   CallRecorder rec(metrics_, "CancelSweep");
-  if (auto a = auth_.Check(ctx, Api::kJobs); !a.ok()) return rec(a);
+  if (auto a = Authorize(ctx, req->sweep_id()); !a.ok()) return rec(a);
   auto s = manager_.Cancel(req->sweep_id());
   if (!s.ok()) return rec(ToGrpc(s.status()));
   *out = ToProto(*s);
@@ -227,7 +246,7 @@ grpc::Status SweepServiceImpl::CancelSweep(grpc::ServerContext* ctx, const v1::C
 
 grpc::Status SweepServiceImpl::WatchSweep(grpc::ServerContext* ctx, const v1::WatchSweepRequest* req,
                                           grpc::ServerWriter<v1::Sweep>* writer) {
-  if (auto a = auth_.Check(ctx, Api::kJobs); !a.ok()) return a;
+  if (auto a = Authorize(ctx, req->sweep_id()); !a.ok()) return a;
   int64_t seen = -1;
   while (!ctx->IsCancelled()) {
     auto s = manager_.WaitChange(req->sweep_id(), seen, absl::Seconds(1));

@@ -34,6 +34,10 @@ class SweepServiceImpl final : public v1::SweepService::Service {
   grpc::Status WatchSweep(grpc::ServerContext*, const v1::WatchSweepRequest*, grpc::ServerWriter<v1::Sweep>*) override;
 
  private:
+  // The auth check of a sweep call, then (for a call on one sweep) that the
+  // caller owns it or is an admin.
+  grpc::Status Authorize(grpc::ServerContext* ctx, const std::string& sweep_id, Caller* caller = nullptr) const;
+
   sweep::SweepManager& manager_;
   const TokenAuthorizer& auth_;
   common::Metrics& metrics_;

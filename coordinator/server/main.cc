@@ -5,7 +5,11 @@
 
 #include <signal.h>
 
+#include <algorithm>
+#include <cstdlib>
 #include <atomic>
+#include <memory>
+#include <vector>
 #include <chrono>
 #include <iostream>
 #include <set>
@@ -15,6 +19,8 @@
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
 #include <grpcpp/grpcpp.h>
+#include <grpcpp/impl/server_builder_option.h>
+#include <grpcpp/impl/server_builder_plugin.h>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
@@ -46,6 +52,10 @@ ABSL_FLAG(std::string, tls_client_ca, "", "PEM CA: require client certificates s
 ABSL_FLAG(std::string, health_listen, "",
           "also serve only grpc.health.v1 in plaintext here (for Kubernetes probes when --listen uses TLS)");
 ABSL_FLAG(int, max_message_mb, 16, "gRPC send and receive message size limit");
+ABSL_FLAG(int, max_workers, 10000, "registered workers held at most; a new worker id beyond it is refused");
+ABSL_FLAG(int, registrations_per_s, 100, "Register calls served per second (a burst of 5 s worth); more are asked to retry");
+ABSL_FLAG(bool, grpc_reflection, false,
+          "serve gRPC server reflection (for grpcurl); it answers without a token, so it is off unless asked for");
 
 namespace {
 std::atomic<bool> g_stop{false};
@@ -92,7 +102,8 @@ void ExportClusterStats(const attune::coordinator::JobManager::ClusterStats& st,
   for (const auto& [reason, n] : st.refused_reports) {
     m.AddCounter("attune_coordinator_refused_reports_total",
                  "worker calls refused: reports for a job that does not exist or a rank not assigned to that worker, "
-                 "registrations taking a live worker's id, calls without the worker's session",
+                 "registrations taking a live worker's id or over the rate or worker limit, calls without the worker's "
+                 "session",
                  {{"reason", reason}}, static_cast<double>(n));
   }
   for (double secs : st.scheduling_seconds) {
@@ -141,6 +152,19 @@ void ExportSweepStats(const std::vector<attune::coordinator::sweep::SweepRecord>
 
 }  // namespace
 
+// Linking gRPC's reflection library registers its plugin with every server
+// builder (a static initialiser); this option takes it out again, so that
+// reflection, which answers without a token, is served only when asked for.
+class WithoutReflection final : public grpc::ServerBuilderOption {
+ public:
+  void UpdateArguments(grpc::ChannelArguments*) override {}
+  void UpdatePlugins(std::vector<std::unique_ptr<grpc::ServerBuilderPlugin>>* plugins) override {
+    plugins->erase(std::remove_if(plugins->begin(), plugins->end(),
+                                  [](const auto& p) { return p->name() == "proto_server_reflection"; }),
+                   plugins->end());
+  }
+};
+
 int main(int argc, char** argv) {
   FLAGS_logtostderr = true;
   google::InitGoogleLogging(argv[0]);
@@ -157,6 +181,13 @@ int main(int argc, char** argv) {
   std::vector<std::string> storage;
   auto args = attune::common::DashesToUnderscores(argc, argv, &storage);
   absl::ParseCommandLine(static_cast<int>(args.size()), args.data());
+  if (std::string bad = attune::common::CheckFlagRanges(
+          {{"heartbeat_timeout_s", 1, 3600}, {"restart_backoff_ms", 0, 3'600'000}, {"max_message_mb", 1, 1024},
+           {"max_workers", 1, 1'000'000}, {"registrations_per_s", 1, 100'000}});
+      !bad.empty()) {
+    std::cerr << "attune-coordinator: " << bad << "\n";
+    return 2;
+  }
 
   // Composition root: members in dependency order (store, manager, services, server).
   auto store = attune::coordinator::JobStore::Open(absl::GetFlag(FLAGS_state));
@@ -168,6 +199,7 @@ int main(int argc, char** argv) {
   mo.heartbeat_timeout = absl::Seconds(absl::GetFlag(FLAGS_heartbeat_timeout_s));
   mo.restart_backoff = absl::Milliseconds(absl::GetFlag(FLAGS_restart_backoff_ms));
   mo.data_root = absl::GetFlag(FLAGS_data_root);
+  mo.max_workers = static_cast<size_t>(absl::GetFlag(FLAGS_max_workers));
   attune::coordinator::JobManager manager(**store, mo);
   if (auto s = manager.Recover(); !s.ok()) {
     std::cerr << "attune-coordinator: " << s << "\n";
@@ -196,7 +228,7 @@ int main(int argc, char** argv) {
     LOG(INFO) << "metrics at http://" << absl::GetFlag(FLAGS_metrics_listen) << "/metrics";
   }
   attune::coordinator::rpc::JobServiceImpl jobs(manager, *auth, *metrics);
-  attune::coordinator::rpc::WorkerServiceImpl workers(manager, *auth, *metrics);
+  attune::coordinator::rpc::WorkerServiceImpl workers(manager, *auth, *metrics, absl::GetFlag(FLAGS_registrations_per_s));
   attune::coordinator::rpc::SweepServiceImpl sweep_service(sweeps, *auth, *metrics);
 
   grpc::EnableDefaultHealthCheckService(true);
@@ -208,6 +240,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   grpc::ServerBuilder builder;
+  if (!absl::GetFlag(FLAGS_grpc_reflection)) builder.SetOption(std::make_unique<WithoutReflection>());
   int port = 0;
   builder.AddListeningPort(absl::GetFlag(FLAGS_listen), *creds, &port);
   const int limit = absl::GetFlag(FLAGS_max_message_mb) << 20;
@@ -233,15 +266,28 @@ int main(int argc, char** argv) {
   // The kubelet probes in plaintext without tokens: a second server that
   // carries nothing but the default health service.
   std::unique_ptr<grpc::Server> health_server;
+  // The default health service runs on its own completion queue, but gRPC
+  // builds a server only if something polls one: with no sync service here,
+  // this queue (never given work) and its thread do.
+  std::unique_ptr<grpc::ServerCompletionQueue> health_cq;
+  std::thread health_poller;
   if (!absl::GetFlag(FLAGS_health_listen).empty()) {
     grpc::ServerBuilder hb;
+    if (!absl::GetFlag(FLAGS_grpc_reflection)) hb.SetOption(std::make_unique<WithoutReflection>());
     int hport = 0;
     hb.AddListeningPort(absl::GetFlag(FLAGS_health_listen), grpc::InsecureServerCredentials(), &hport);
+    health_cq = hb.AddCompletionQueue(/*is_frequently_polled=*/true);
     health_server = hb.BuildAndStart();
     if (!health_server || hport == 0) {
       std::cerr << "attune-coordinator: cannot listen on " << absl::GetFlag(FLAGS_health_listen) << "\n";
-      return 1;
+      std::_Exit(1);
     }
+    health_poller = std::thread([cq = health_cq.get()] {
+      void* tag;
+      bool ok;
+      while (cq->Next(&tag, &ok)) {
+      }
+    });
     LOG(INFO) << "health checks (plaintext) on port " << hport;
   }
   std::cout << "listening on port " << port << std::endl;
@@ -269,5 +315,7 @@ int main(int argc, char** argv) {
   if (health_server) health_server->GetHealthCheckService()->Shutdown();
   server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
   if (health_server) health_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
+  if (health_cq) health_cq->Shutdown();
+  if (health_poller.joinable()) health_poller.join();
   return 0;
 }

@@ -87,7 +87,7 @@ absl::Status SweepManager::Recover() {
 }
 
 absl::StatusOr<SweepRecord> SweepManager::Submit(SweepConfig config, const std::string& spec_json,
-                                                 const std::string& key) {
+                                                 const std::string& key, const Submitter& who) {
   std::sort(config.params.begin(), config.params.end(),
             [](const ParamDomain& a, const ParamDomain& b) { return a.path < b.path; });
   for (size_t i = 1; i < config.params.size(); ++i) {
@@ -101,10 +101,12 @@ absl::StatusOr<SweepRecord> SweepManager::Submit(SweepConfig config, const std::
   s.config = config;
   s.spec_json = spec_json;
   s.idempotency_key = key;
+  s.owner = who.name;
+  s.owner_admin = who.admin;
   {
     std::lock_guard<std::mutex> l(mu_);
     for (const auto& [id, other] : sweeps_) {
-      if (!key.empty() && other.idempotency_key == key) return other;
+      if (!key.empty() && other.idempotency_key == key && other.owner == who.name) return other;
       if (!IsTerminal(other.state) && other.config.output_dir == config.output_dir) {
         return absl::FailedPreconditionError(absl::StrCat("spec.output_dir: ", config.output_dir,
                                                           " is in use by sweep ", id, " (", SweepStateName(other.state),
@@ -126,14 +128,14 @@ absl::StatusOr<SweepRecord> SweepManager::Submit(SweepConfig config, const std::
     for (const std::string& v : values) {
       auto spec = TrialSpec(s, 0, {{p.path, v}});
       if (!spec.ok()) return spec.status();
-      if (auto st = jobs_.Validate(*spec); !st.ok()) {
+      if (auto st = jobs_.Validate(*spec, who); !st.ok()) {
         return absl::Status(st.code(), absl::StrCat("parameters.", p.path, " = ", v, ": ", st.message()));
       }
     }
   }
   auto spec = TrialSpec(s, 0, together);
   if (!spec.ok()) return spec.status();
-  if (auto st = jobs_.Validate(*spec); !st.ok()) {
+  if (auto st = jobs_.Validate(*spec, who); !st.ok()) {
     return absl::Status(st.code(), absl::StrCat("parameters (together): ", st.message()));
   }
   {
@@ -311,7 +313,7 @@ bool SweepManager::Advance(SweepRecord& s) {
       changed = true;
     } else if (!t.terminal && t.job_id.empty()) {
       auto spec = TrialSpec(s, t.index, t.params);
-      auto id = spec.ok() ? jobs_.Submit(*spec, TrialKey(s.id, t.index)) : spec.status();
+      auto id = spec.ok() ? jobs_.Submit(*spec, TrialKey(s.id, t.index), Submitter{s.owner, s.owner_admin}) : spec.status();
       if (id.ok()) {
         t.job_id = *id;
       } else {
@@ -354,7 +356,7 @@ bool SweepManager::Advance(SweepRecord& s) {
     }
     TrialRecord& stored = s.trials.back();
     auto spec = TrialSpec(s, index, stored.params);
-    auto id = spec.ok() ? jobs_.Submit(*spec, TrialKey(s.id, index)) : spec.status();
+    auto id = spec.ok() ? jobs_.Submit(*spec, TrialKey(s.id, index), Submitter{s.owner, s.owner_admin}) : spec.status();
     if (id.ok()) {
       stored.job_id = *id;
       LOG(INFO) << "sweep=" << s.id << " trial " << index << " is job " << *id;

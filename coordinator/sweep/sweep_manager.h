@@ -51,8 +51,9 @@ class SweepManager {
   // Validates the config and probes the trial specs (each parameter's ends
   // and choices) through TrialJobs::Validate, so a bad path or value is
   // refused here, naming it. Idempotent per key.
+  // `who` owns the sweep and its trials; a key is per owner.
   absl::StatusOr<SweepRecord> Submit(SweepConfig config, const std::string& spec_json,
-                                     const std::string& idempotency_key);
+                                     const std::string& idempotency_key, const Submitter& who = {});
   absl::StatusOr<SweepRecord> Get(const std::string& id);
   std::vector<SweepRecord> List();
   absl::StatusOr<SweepRecord> Cancel(const std::string& id);

@@ -2,20 +2,21 @@
 
 namespace attune::coordinator::sweep {
 
-absl::StatusOr<std::string> JobManagerTrialJobs::Submit(const std::string& spec_json, const std::string& key) {
+absl::StatusOr<std::string> JobManagerTrialJobs::Submit(const std::string& spec_json, const std::string& key,
+                                                        const Submitter& who) {
   std::string canonical;
   auto config = compile_(spec_json, &canonical);
   if (!config.ok()) return config.status();
-  auto job = jobs_.Submit(*config, canonical, key);
+  auto job = jobs_.Submit(*config, canonical, key, who);
   if (!job.ok()) return job.status();
   return job->id;
 }
 
-absl::Status JobManagerTrialJobs::Validate(const std::string& spec_json) {
+absl::Status JobManagerTrialJobs::Validate(const std::string& spec_json, const Submitter& who) {
   std::string canonical;
   auto config = compile_(spec_json, &canonical);
   if (!config.ok()) return config.status();
-  return jobs_.Check(*config);
+  return jobs_.Check(*config, who);
 }
 
 std::vector<Event> JobManagerTrialJobs::Events(const std::string& job_id, int64_t from_index) {

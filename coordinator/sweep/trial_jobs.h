@@ -19,9 +19,11 @@ class TrialJobs {
   virtual ~TrialJobs() = default;
   // Validates `spec_json` like any submitted spec and submits it; a retry
   // with the same key returns the same job.
-  virtual absl::StatusOr<std::string> Submit(const std::string& spec_json, const std::string& idempotency_key) = 0;
+  // The job is `who`'s, as if `who` had submitted it.
+  virtual absl::StatusOr<std::string> Submit(const std::string& spec_json, const std::string& idempotency_key,
+                                             const Submitter& who) = 0;
   // The same checks without submitting (a sweep's probes at submit).
-  virtual absl::Status Validate(const std::string& spec_json) = 0;
+  virtual absl::Status Validate(const std::string& spec_json, const Submitter& who) = 0;
   virtual absl::StatusOr<Job> Get(const std::string& job_id) = 0;
   virtual std::vector<Event> Events(const std::string& job_id, int64_t from_index) = 0;
   virtual absl::Status Cancel(const std::string& job_id) = 0;
@@ -37,8 +39,9 @@ using SpecCompiler =
 class JobManagerTrialJobs final : public TrialJobs {
  public:
   JobManagerTrialJobs(JobManager& jobs, SpecCompiler compile) : jobs_(jobs), compile_(std::move(compile)) {}
-  absl::StatusOr<std::string> Submit(const std::string& spec_json, const std::string& idempotency_key) override;
-  absl::Status Validate(const std::string& spec_json) override;
+  absl::StatusOr<std::string> Submit(const std::string& spec_json, const std::string& idempotency_key,
+                                     const Submitter& who) override;
+  absl::Status Validate(const std::string& spec_json, const Submitter& who) override;
   absl::StatusOr<Job> Get(const std::string& job_id) override { return jobs_.Get(job_id); }
   std::vector<Event> Events(const std::string& job_id, int64_t from_index) override;
   absl::Status Cancel(const std::string& job_id) override;

@@ -62,6 +62,8 @@ std::string SweepToJson(const SweepRecord& s) {
             {"best_trial", s.best_trial},
             {"best_objective", s.best_objective},
             {"created_ms", s.created_ms},
+            {"owner", s.owner},
+            {"owner_admin", s.owner_admin},
             {"updated_ms", s.updated_ms},
             {"version", s.version},
             {"cancel_requested", s.cancel_requested}};
@@ -127,6 +129,8 @@ absl::StatusOr<SweepRecord> SweepFromJson(const std::string& text) {
     s.best_trial = j.value("best_trial", int64_t{-1});
     s.best_objective = j.value("best_objective", 0.0);
     s.created_ms = j.value("created_ms", int64_t{0});
+    s.owner = j.value("owner", "");
+    s.owner_admin = j.value("owner_admin", s.owner.empty());
     s.updated_ms = j.value("updated_ms", int64_t{0});
     s.version = j.value("version", int64_t{0});
     s.cancel_requested = j.value("cancel_requested", false);

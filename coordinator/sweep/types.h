@@ -77,6 +77,8 @@ struct SweepRecord {
   std::string id;
   int64_t seq = 0;
   std::string idempotency_key;
+  std::string owner;         // the submitting identity; its trials are its jobs
+  bool owner_admin = false;  // whether it submitted as an admin (trials may build on anyone's jobs)
   SweepConfig config;
   std::string spec_json;  // the SweepSpec as submitted (proto3 JSON), for display
   SweepState state = SweepState::kRunning;

@@ -1,6 +1,10 @@
 // Every binary answers --help with its usage and its own flags, and exits 0.
 
+#include <unistd.h>
+
 #include <chrono>
+#include <filesystem>
+#include <fstream>
 
 #include <gtest/gtest.h>
 
@@ -53,6 +57,60 @@ TEST(CliExitCodeTest, UsageErrorsBadSpecsAndAnUnreachableCoordinator) {
     EXPECT_NE(r.output.find("cannot reach the coordinator at 127.0.0.1:1"), std::string::npos) << r.output;
     EXPECT_LT(secs, 8) << command;
   }
+}
+
+// Flag values that overflowed or starved a process before (--max_message_mb
+// 4096 became 0, --threads 100000 started 29,000 threads) are refused at start,
+// naming the flag, with exit code 2.
+TEST(FlagRangeTest, OutOfRangeFlagsAreRefusedNamingTheFlag) {
+  const std::string spec = std::string(ATTUNE_SOURCE_DIR) + "/examples/fine_foods.yaml";
+  struct Case {
+    std::string command, message;
+  };
+  for (const Case& c :
+       {Case{"attune-coordinator --max-message-mb 4096", "--max_message_mb must be in [1, 1024], not 4096"},
+        Case{"attune-coordinator --heartbeat_timeout_s 0", "--heartbeat_timeout_s must be in [1, 3600]"},
+        Case{"attune-worker train --spec " + spec + " --threads 100000", "--threads must be in [0, 256], not 100000"},
+        Case{"attune-worker train --spec " + spec + " --threads -1", "--threads must be in [0, 256]"},
+        Case{"attune-worker train --spec " + spec + " --world_size 0", "--world_size must be in [1, 1024]"},
+        Case{"attune-worker train --spec " + spec + " --nproc -1", "--nproc must be in [0, 64]"},
+        Case{"attune-worker train --spec " + spec + " --bucket_cap_mb -5", "--bucket_cap_mb must be in [1, 1024]"},
+        Case{"attune-worker train --spec " + spec + " --world_size 2 --rank 2", "--rank must be < --world_size"},
+        Case{"attune-worker agent --cpus -3", "--cpus must be in [0, 4096]"},
+        Case{"attune predict --model m --input i --batch_size 0", "--batch_size must be in [1, 65536], not 0"},
+        Case{"attune predict --model m --input i --threads 100000", "--threads must be in [1, 256]"},
+        Case{"attune list --timeout_s 0", "--timeout_s must be in [1, 86400]"}}) {
+    auto r = RunCommand(Bin(c.command.substr(0, c.command.find(' '))) + c.command.substr(c.command.find(' ')), 30);
+    EXPECT_EQ(r.exit_code, 2) << c.command << "\n" << r.output;
+    EXPECT_NE(r.output.find(c.message), std::string::npos) << c.command << "\n" << r.output;
+  }
+}
+
+// `attune predict --input X --output X` truncated X to 0 bytes; a failed
+// predict left a partial output behind.
+TEST(PredictOutputTest, TheInputIsNeverOverwrittenAndAFailureLeavesNoFile) {
+  const std::string dir = ::testing::TempDir() + "/predict_output_" + std::to_string(::getpid());
+  ASSERT_EQ(RunCommand("mkdir -p " + dir + "/sub").exit_code, 0);
+  const std::string input = dir + "/in.csv";
+  { std::ofstream(input) << "text\ngood food\n"; }
+  for (const std::string& same : {input, dir + "/sub/../in.csv"}) {
+    auto r = RunCommand(Bin("attune") + " predict --model " + dir + " --input " + input + " --output " + same);
+    EXPECT_EQ(r.exit_code, 2) << r.output;
+    EXPECT_NE(r.output.find("--output is the --input file"), std::string::npos) << r.output;
+  }
+  ASSERT_EQ(RunCommand("ln -s " + input + " " + dir + "/link.csv").exit_code, 0);
+  EXPECT_EQ(RunCommand(Bin("attune") + " predict --model " + dir + " --input " + input + " --output " + dir +
+                       "/link.csv").exit_code,
+            2);
+  EXPECT_EQ(std::filesystem::file_size(input), 15u);
+  // No model in `dir`: predict fails, and neither the output nor a partial file is left.
+  auto r = RunCommand(Bin("attune") + " predict --model " + dir + " --input " + input + " --output " + dir + "/out.jsonl");
+  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_FALSE(std::filesystem::exists(dir + "/out.jsonl"));
+  for (const auto& e : std::filesystem::directory_iterator(dir)) {
+    EXPECT_EQ(e.path().filename().string().find("out.jsonl"), std::string::npos) << e.path();
+  }
+  std::filesystem::remove_all(dir);
 }
 
 }  // namespace

@@ -16,6 +16,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "absl/strings/str_split.h"
 #include "common/task_catalog.h"
 #include "tests/testing/process.h"
 #include "tests/testing/task_data.h"
@@ -87,10 +88,10 @@ class ServiceTest : public ::testing::Test {
                          dir_ / "coordinator.log");
     WaitForPort();
   }
-  void StartCoordinatorWithTokens() {
+  void StartCoordinatorWithTokens(const std::string& extra = "") {
     coordinator_ = Spawn(Bin("attune-coordinator") + " --listen " + addr_ + " --state " + (dir_ / "state.db") +
                              " --data-root " + dir_.path() + " --submit-token-file " + (dir_ / "submit.tokens") +
-                             " --worker-token-file " + (dir_ / "worker.tokens"),
+                             " --worker-token-file " + (dir_ / "worker.tokens") + " " + extra,
                          dir_ / "coordinator.log");
     for (int i = 0; i < 100; ++i) {
       if (RunCommand(Bin("attune") + " list --timeout_s 1 --coordinator " + addr_ + " --token_file " +
@@ -490,6 +491,39 @@ TEST_F(ServiceTest, InvalidSpecIsRejectedAndNothingIsStored) {
   EXPECT_EQ(Cli("get j-404").exit_code, 5);  // NOT_FOUND
 }
 
+// Two jobs with a 9 MB label value each made `attune list` fail for every
+// user ("Sent message larger than max"). Specs are capped at submit, and a
+// listing page ends before it outgrows a default client's 4 MiB.
+TEST_F(ServiceTest, ListingLargeSpecsPagesWithinTheMessageLimit) {
+  StartCoordinator("--max-message-mb 4");  // what a default gRPC client accepts
+  // A spec whose data.labels lists `n` names of 200 bytes.
+  auto with_labels = [&](const std::string& name, int n) {
+    std::string names;
+    for (int i = 0; i < n; ++i) {
+      const std::string l = "label" + std::to_string(i);
+      names += (i ? ", " : "") + l + std::string(200 - l.size(), 'x');
+    }
+    std::string text = testing::ReadText(Spec(name, 30, 0));
+    text.replace(text.find(", max_length: 24}"), 17, ", max_length: 24,\n  labels: [" + names + "]}");
+    testing::WriteText(dir_ / (name + ".yaml"), text);
+    return dir_ / (name + ".yaml");
+  };
+  auto big = Cli("submit -f " + with_labels("huge", 1500));
+  EXPECT_EQ(big.exit_code, 3) << big.output.substr(0, 500);
+  EXPECT_NE(big.output.find("bytes as JSON; at most 262144"), std::string::npos) << big.output.substr(0, 500);
+  std::set<std::string> ids;
+  for (int i = 0; i < 24; ++i) ids.insert(Submit(with_labels("big" + std::to_string(i), 1000)));
+  ASSERT_EQ(ids.size(), 24u);
+  // 24 specs of about 200 KB: 4.8 MB in all, more than one reply may carry.
+  auto list = Cli("list -o json");
+  ASSERT_EQ(list.exit_code, 0) << list.output.substr(0, 500);
+  auto j = nlohmann::json::parse(list.output, nullptr, false);
+  ASSERT_TRUE(j.is_object()) << list.output.substr(0, 500);
+  std::set<std::string> listed;
+  for (const auto& job : j["jobs"]) listed.insert(job.value("id", ""));
+  EXPECT_EQ(listed, ids);
+}
+
 TEST_F(ServiceTest, CancelStopsEveryTrainer) {
   StartCoordinator();
   StartAgents(2);
@@ -824,6 +858,84 @@ TEST_F(ServiceTest, TokensAreRequiredWhenConfigured) {
   // Tokens never reach the logs.
   EXPECT_EQ(testing::ReadText(dir_ / "coordinator.log").find("s3cr3t"), std::string::npos);
   EXPECT_EQ(testing::ReadText(dir_ / "coordinator.log").find("w0rker"), std::string::npos);
+}
+
+// Jobs and sweeps belong to the identity that submitted them (the name in the
+// token file): another submitter can neither see nor touch them, an admin can.
+TEST_F(ServiceTest, SubmittersSeeAndChangeOnlyTheirOwnJobsAndSweeps) {
+  testing::WriteText(dir_ / "submit.tokens", "alice tok-alice\nbob tok-bob\n");
+  testing::WriteText(dir_ / "admin.tokens", "ops tok-ops\n");
+  testing::WriteText(dir_ / "worker.tokens", "tok-worker\n");
+  for (const char* who : {"alice", "bob", "ops"}) testing::WriteText(dir_ / (std::string(who) + ".token"), std::string("tok-") + who + "\n");
+  StartCoordinatorWithTokens("--admin-token-file " + (dir_ / "admin.tokens"));
+  auto as = [&](const std::string& who, const std::string& args) {
+    return Cli(args + " --token_file " + (dir_ / (who + ".token")));
+  };
+  auto alice_sub = as("alice", "submit -f " + Spec("mine", 10, 0) + " --idempotency_key k1 -o json");
+  ASSERT_EQ(alice_sub.exit_code, 0) << alice_sub.output;
+  const auto alice_job = nlohmann::json::parse(alice_sub.output, nullptr, false);
+  ASSERT_TRUE(alice_job.is_object()) << alice_sub.output;
+  const std::string a = alice_job.value("id", "");
+  EXPECT_EQ(alice_job.value("owner", ""), "alice");
+  // The same idempotency key from bob is bob's own job, not a retry of alice's.
+  auto bob_sub = as("bob", "submit -f " + Spec("theirs", 10, 0) + " --idempotency_key k1 -o json");
+  ASSERT_EQ(bob_sub.exit_code, 0) << bob_sub.output;
+  const auto bob_job = nlohmann::json::parse(bob_sub.output, nullptr, false);
+  ASSERT_TRUE(bob_job.is_object()) << bob_sub.output;
+  const std::string b = bob_job.value("id", "");
+  EXPECT_NE(a, b);
+  // Every call bob makes on alice's job is refused (7, PERMISSION_DENIED).
+  for (const std::string& call : {"get " + a, "cancel " + a, "logs " + a, "watch " + a, "download " + a + " --to " +
+                                  (dir_ / "stolen")}) {
+    auto r = as("bob", call);
+    EXPECT_EQ(r.exit_code, 7) << call << "\n" << r.output;
+    EXPECT_NE(r.output.find("belongs to another submitter"), std::string::npos) << call << "\n" << r.output;
+  }
+  EXPECT_FALSE(std::filesystem::exists(dir_ / "stolen"));
+  // Nor can bob build on alice's model.
+  testing::WriteText(dir_ / "chain.yaml",
+                     "name: chain\nmodel: {from_job: " + a + "}\ndata: {train: " + (dir_ / "train.csv") +
+                         ", validation: " + (dir_ / "valid.csv") + "}\noutput_dir: " + (dir_ / "out-chain") + "\n");
+  auto chain = as("bob", "submit -f " + (dir_ / "chain.yaml"));
+  EXPECT_EQ(chain.exit_code, 7) << chain.output;
+  EXPECT_NE(chain.output.find("model.from_job: job " + a + " belongs to another submitter"), std::string::npos)
+      << chain.output;
+  auto ids = [&](const std::string& who) {
+    std::set<std::string> out;
+    auto r = as(who, "list -o json");
+    EXPECT_EQ(r.exit_code, 0) << r.output;
+    auto j = nlohmann::json::parse(r.output, nullptr, false);
+    if (j.is_object() && j.contains("jobs")) {
+      for (const auto& job : j["jobs"]) out.insert(job.value("id", ""));
+    }
+    return out;
+  };
+  EXPECT_EQ(ids("bob"), std::set<std::string>{b});
+  EXPECT_EQ(ids("alice"), std::set<std::string>{a});
+  EXPECT_EQ(ids("ops"), (std::set<std::string>{a, b}));
+  // A sweep is its submitter's too, with every trial.
+  std::string base = testing::ReadText(Spec("swept", 10, 0));
+  std::string sweep = "name: owned-sweep\nspec:\n";
+  for (absl::string_view line : absl::StrSplit(base, '\n')) {
+    if (!line.empty()) sweep += "  " + std::string(line) + "\n";
+  }
+  sweep += "parameters:\n  hyperparameters.learning_rate: {choice: [1.0e-3, 2.0e-3]}\nobjective: {metric: accuracy}\n"
+           "max_trials: 2\n";
+  testing::WriteText(dir_ / "owned.sweep.yaml", sweep);
+  auto sw = as("alice", "sweep submit -f " + (dir_ / "owned.sweep.yaml") + " -o json");
+  ASSERT_EQ(sw.exit_code, 0) << sw.output;
+  const auto sweep_json = nlohmann::json::parse(sw.output, nullptr, false);
+  ASSERT_TRUE(sweep_json.is_object()) << sw.output;
+  const std::string sweep_id = sweep_json.value("id", "");
+  auto bob_get = as("bob", "sweep get " + sweep_id);
+  EXPECT_EQ(bob_get.exit_code, 7) << bob_get.output;
+  EXPECT_EQ(as("bob", "sweep cancel " + sweep_id).exit_code, 7);
+  EXPECT_EQ(as("bob", "sweep list -o json").output.find(sweep_id), std::string::npos);
+  EXPECT_NE(as("ops", "sweep list -o json").output.find(sweep_id), std::string::npos);
+  // Its trials are alice's jobs: she lists them, bob does not.
+  for (int i = 0; i < 50 && ids("alice").size() < 2; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  EXPECT_GE(ids("alice").size(), 2u);
+  EXPECT_EQ(ids("bob"), std::set<std::string>{b});
 }
 
 TEST_F(ServiceTest, MetricsEndpointsServeCoordinatorAndPerRankTrainingSeries) {

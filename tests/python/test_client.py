@@ -129,3 +129,86 @@ def test_sweep_calls(client, service):
         client.submit_sweep({"name": "py-bad-sweep", "spec": service.spec("py-bad-sweep"),
                              "parameters": {"method.typo": {"choice": ["full"]}}, "objective": {"metric": "roc_auc"},
                              "algorithm": {"type": "grid"}})
+
+
+def _reflection_list(address):
+    """Asks a server's gRPC reflection service (v1 and v1alpha) to list its services, as grpcurl does; raw
+    bytes, so that the test needs no reflection package: field 7 (list_services) = ""."""
+    import grpc
+    with grpc.insecure_channel(address) as ch:
+        for version in ("v1", "v1alpha"):
+            call = ch.stream_stream(f"/grpc.reflection.{version}.ServerReflection/ServerReflectionInfo",
+                                    request_serializer=lambda b: b, response_deserializer=lambda b: b)
+            try:
+                return list(call(iter([b"\x3a\x00"]), timeout=5))
+            except grpc.RpcError as e:
+                if e.code() != grpc.StatusCode.UNIMPLEMENTED:
+                    raise
+    return None
+
+
+def test_reflection_answers_only_when_turned_on(service, tmp_path):
+    # Reflection answers without a token, so a coordinator serves it only with --grpc-reflection.
+    assert _reflection_list(service.address) is None
+    from conftest import BIN, free_port
+    import subprocess
+    address = f"127.0.0.1:{free_port()}"
+    proc = subprocess.Popen([os.path.join(BIN, "attune-coordinator"), "--listen", address, "--state",
+                             str(tmp_path / "state.db"), "--grpc-reflection"],
+                            stdout=open(tmp_path / "coordinator.log", "w"), stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                replies = _reflection_list(address)
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        assert replies and any(b"attune.v1.JobService" in r for r in replies)
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def test_registrations_are_bounded_and_checked(tmp_path):
+    # A worker token can register agents; a flood of made-up ids is slowed down (RESOURCE_EXHAUSTED, which
+    # agents retry), a malformed one is refused naming the field, and the coordinator keeps serving.
+    import grpc
+    from conftest import BIN, free_port
+    import subprocess
+    from attune_client._proto import coordinator_pb2, coordinator_pb2_grpc
+    (tmp_path / "worker.tokens").write_text("tok-worker\n")
+    (tmp_path / "submit.tokens").write_text("alice tok-alice\n")
+    address = f"127.0.0.1:{free_port()}"
+    proc = subprocess.Popen([os.path.join(BIN, "attune-coordinator"), "--listen", address, "--state",
+                             str(tmp_path / "state.db"), "--worker-token-file", str(tmp_path / "worker.tokens"),
+                             "--submit-token-file", str(tmp_path / "submit.tokens"), "--registrations-per-s", "5"],
+                            stdout=open(tmp_path / "coordinator.log", "w"), stderr=subprocess.STDOUT)
+    try:
+        channel = grpc.insecure_channel(address)
+        grpc.channel_ready_future(channel).result(timeout=30)
+        stub = coordinator_pb2_grpc.WorkerServiceStub(channel)
+        md = [("authorization", "Bearer tok-worker")]
+        with pytest.raises(grpc.RpcError) as bad:
+            stub.Register(coordinator_pb2.RegisterRequest(worker_id="../../x", cpus=1), metadata=md, timeout=5)
+        assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "worker_id" in bad.value.details()
+        with pytest.raises(grpc.RpcError) as big:
+            stub.Register(coordinator_pb2.RegisterRequest(worker_id="w", cpus=1, host="h" * 300), metadata=md, timeout=5)
+        assert big.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "host" in big.value.details()
+        codes = []
+        for i in range(200):
+            try:
+                stub.Register(coordinator_pb2.RegisterRequest(worker_id=f"flood-{i}", cpus=1), metadata=md, timeout=5)
+                codes.append("OK")
+            except grpc.RpcError as e:
+                codes.append(e.code().name)
+        assert set(codes) == {"OK", "RESOURCE_EXHAUSTED"}
+        assert codes.count("OK") < 100  # a burst of 25 and 5/s, not all 200
+        with Client(address, token="tok-alice", timeout=5) as c:
+            assert len(c.workers()) == codes.count("OK")
+        channel.close()
+    finally:
+        proc.terminate()
+        proc.wait(10)

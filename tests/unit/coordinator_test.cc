@@ -5,10 +5,13 @@
 #include <thread>
 
 #include <gtest/gtest.h>
+#include <sqlite3.h>
 
+#include "common/files.h"
 #include "common/testing/status_matchers.h"
 #include "coordinator/job_manager.h"
 #include "coordinator/job_store.h"
+#include "coordinator/rpc/rate_limiter.h"
 #include "coordinator/scheduler.h"
 
 namespace attune::coordinator {
@@ -192,6 +195,101 @@ TEST_F(StoreTest, CorruptFileIsNeverReinitialised) {
   { std::ofstream(path_) << std::string(8192, 'x'); }
   EXPECT_THAT(JobStore::Open(path_), StatusIs(absl::StatusCode::kDataLoss, "refusing to start"));
   EXPECT_EQ(fs::file_size(path_), 8192u);
+}
+
+// Rewrites rows behind the store's back, as an operator's edit or a disk
+// fault would.
+void RawExec(const std::string& path, const std::string& sql) {
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  char* err = nullptr;
+  EXPECT_EQ(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, &err), SQLITE_OK) << (err ? err : "");
+  sqlite3_free(err);
+  sqlite3_close(db);
+}
+
+TEST_F(StoreTest, ALogicallyBadRowIsNamedAndTheFileLeftAsItIs) {
+  std::string id;
+  {
+    auto store = JobStore::Open(path_);
+    ASSERT_THAT(store, IsOk());
+    JobManager m(**store, {});
+    auto job = m.Submit(Config(), "{}", "");
+    ASSERT_THAT(job, IsOk());
+    id = job->id;
+  }
+  for (const std::string& bad :
+       {std::string("body = 'garbage{'"),
+        std::string("body = json_set(body, '$.config.world_size', 100000000000)"),
+        std::string("body = json_set(body, '$.config.name', '../x')"), std::string("state = 42")}) {
+    SCOPED_TRACE(bad);
+    RawExec(path_, "UPDATE jobs SET " + bad + " WHERE id = '" + id + "'");
+    const auto before = common::Sha256OfFile(path_);
+    {
+      auto store = JobStore::Open(path_);
+      ASSERT_THAT(store, IsOk());
+      JobManager m(**store, {});
+      EXPECT_THAT(m.Recover(), StatusIs(absl::StatusCode::kDataLoss, "jobs row id '" + id + "'"));
+    }
+    EXPECT_EQ(common::Sha256OfFile(path_).value(), before.value());
+    // Repaired, it loads again.
+    RawExec(path_, "DELETE FROM jobs WHERE id = '" + id + "'");
+    auto store = JobStore::Open(path_);
+    JobManager m(**store, {});
+    EXPECT_THAT(m.Recover(), IsOk());
+    auto job = m.Submit(Config(), "{}", "");
+    ASSERT_THAT(job, IsOk());
+    id = job->id;
+  }
+}
+
+TEST_F(StoreTest, AnUnreadableEventIsSkippedNotTheHistory) {
+  auto store = JobStore::Open(path_);
+  ASSERT_THAT(store, IsOk());
+  JobManager m(**store, {});
+  auto job = m.Submit(Config(), "{}", "");
+  ASSERT_THAT(job, IsOk());
+  RawExec(path_, "UPDATE events SET body = '{{' WHERE job_id = '" + job->id + "' AND idx = 0");
+  auto events = m.WaitEvents(job->id, 0, absl::ZeroDuration());
+  ASSERT_THAT(events, IsOk());
+  ASSERT_EQ(events->size(), 1u);
+  EXPECT_EQ((*events)[0].index, 1);
+}
+
+TEST_F(StoreTest, AnOversizedIdempotencyKeyOrSpecIsRefused) {
+  auto store = JobStore::Open(path_);
+  JobManager m(**store, {});
+  EXPECT_THAT(m.Submit(Config(), "{}", std::string(300, 'k')),
+              StatusIs(absl::StatusCode::kInvalidArgument, "idempotency_key: longer than 256 bytes"));
+  EXPECT_THAT(m.Submit(Config(), std::string(300 * 1024, ' '), ""),
+              StatusIs(absl::StatusCode::kInvalidArgument, "spec: 307200 bytes as JSON"));
+}
+
+TEST(RateLimiterTest, ABurstThenTheRate) {
+  absl::Time now = absl::FromUnixSeconds(1000);
+  rpc::RateLimiter limiter(2, 3, [&now] { return now; });
+  for (int i = 0; i < 3; ++i) EXPECT_TRUE(limiter.TryAcquire()) << i;
+  EXPECT_FALSE(limiter.TryAcquire());
+  now += absl::Milliseconds(500);  // one token back at 2/s
+  EXPECT_TRUE(limiter.TryAcquire());
+  EXPECT_FALSE(limiter.TryAcquire());
+  now += absl::Hours(1);  // never more than the burst
+  for (int i = 0; i < 3; ++i) EXPECT_TRUE(limiter.TryAcquire()) << i;
+  EXPECT_FALSE(limiter.TryAcquire());
+}
+
+TEST_F(StoreTest, NewWorkerIdsBeyondTheLimitAreRefusedKnownOnesStillRegister) {
+  auto store = JobStore::Open(path_);
+  ManagerOptions o;
+  o.max_workers = 2;
+  JobManager m(**store, o);
+  auto s1 = m.RegisterSession({"w1", "127.0.0.1", 1, 0, 0, {}}, "");
+  ASSERT_THAT(s1, IsOk());
+  ASSERT_THAT(m.RegisterSession({"w2", "127.0.0.1", 1, 0, 0, {}}, ""), IsOk());
+  EXPECT_THAT(m.RegisterSession({"w3", "127.0.0.1", 1, 0, 0, {}}, ""),
+              StatusIs(absl::StatusCode::kResourceExhausted, "its limit (--max-workers)"));
+  EXPECT_THAT(m.RegisterSession({"w1", "127.0.0.1", 1, 0, 0, {}}, *s1), IsOk());  // its own id again
+  EXPECT_EQ(m.TakeStats().refused_reports["too_many_workers"], 1);
 }
 
 TEST_F(StoreTest, LostWorkersAreForgottenAfterTheRetentionAndMayRegisterAgain) {

@@ -4,6 +4,9 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+
+#include <cerrno>
+#include <vector>
 #include <unistd.h>
 
 #include <cstdlib>
@@ -61,16 +64,34 @@ TEST(PrometheusMetricsTest, ServesTextExpositionOverHttp) {
   EXPECT_THAT(r, HasSubstr("attune_test_duration_seconds_bucket{le=\"1\"} 1"));
   EXPECT_THAT(Get((*m)->port(), "/nope"), HasSubstr("404 Not Found"));
   EXPECT_THAT(HttpRequest((*m)->port(), "POST /metrics HTTP/1.1\r\n\r\n"), HasSubstr("405"));
-  // A client that connects and says nothing does not block the next scrape
-  // for longer than the request timeout.
-  int idle = ::socket(AF_INET, SOCK_STREAM, 0);
+}
+
+// 15 idle sockets delayed every scrape by 30 s when connections were served
+// one at a time. Now a scrape is answered while they are all still open
+// (the server has not yet given up on the first of them).
+TEST(PrometheusMetricsTest, IdleAndHalfSentConnectionsDelayNoScrape) {
+  auto m = common::PrometheusMetrics::Serve("127.0.0.1:0");
+  ASSERT_TRUE(m.ok()) << m.status();
+  (*m)->SetGauge("attune_test_value", "a test gauge", {}, 1);
   sockaddr_in a{};
   a.sin_family = AF_INET;
   a.sin_port = htons(static_cast<uint16_t>((*m)->port()));
   a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(::connect(idle, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
-  EXPECT_THAT(Get((*m)->port(), "/metrics"), HasSubstr("attune_test_value"));
-  ::close(idle);
+  std::vector<int> idle;
+  for (int i = 0; i < 15; ++i) {
+    const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+    ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+    if (i % 3 == 0) ::send(fd, "GET /metr", 9, 0);  // a head that never ends
+    idle.push_back(fd);
+  }
+  for (int k = 0; k < 3; ++k) EXPECT_THAT(Get((*m)->port(), "/metrics"), HasSubstr("attune_test_value 1"));
+  char c;
+  for (int fd : idle) {
+    // -1/EAGAIN: still open, nothing to read. 0 would mean the server closed it.
+    EXPECT_EQ(::recv(fd, &c, 1, MSG_DONTWAIT), -1);
+    EXPECT_EQ(errno, EAGAIN);
+    ::close(fd);
+  }
 }
 
 TEST(PrometheusMetricsTest, BadAddressesAreRefusedClearly) {

@@ -75,6 +75,9 @@ struct AgentOptions {
   RegistrationInfo info;
   std::string trainer_binary;  // this binary
   std::string work_dir;        // spec files of assignments
+  // When set, passed to every trainer (--data_root): it opens each input
+  // beneath this directory, at the moment it opens it (common/confine.h).
+  std::string data_root;
   absl::Duration heartbeat_interval = absl::Seconds(1);
   absl::Duration stop_grace = absl::Seconds(10);
   // NOTE [progress watchdog]: a trainer that has started stepping and then

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "common/text.h"
 
 namespace attune::worker::data {
 
@@ -126,7 +127,7 @@ struct CleanResult {
 CleanResult Clean(const std::vector<Record>& records, const CleaningPolicy& policy,
                   const std::optional<LabelMap>& labels, const std::string& source);
 
-bool IsValidUtf8(const std::string& s);
+using common::IsValidUtf8;
 std::string NormalizeWhitespace(const std::string& s);
 
 // Seeded stratified split: for each label, a `fraction` of its examples (at

@@ -3,6 +3,7 @@
 #include <filesystem>
 #include <fstream>
 #include <memory>
+#include <set>
 
 #include <nlohmann/json.hpp>
 
@@ -64,7 +65,12 @@ struct Columns {
 absl::StatusOr<Columns> FindColumns(const std::vector<std::string>& header, const ReaderOptions& o,
                                     const std::string& path) {
   Columns c;
+  std::set<std::string> seen;
   for (size_t i = 0; i < header.size(); ++i) {
+    // Which of two same-named columns is the text would be a guess.
+    if (!header[i].empty() && !seen.insert(header[i]).second) {
+      return Malformed(path, 1, absl::StrCat("column '", header[i].substr(0, 128), "' appears twice in the header"));
+    }
     if (header[i] == o.text_column) c.text = static_cast<int>(i);
     if (!o.text_pair_column.empty() && header[i] == o.text_pair_column) c.pair = static_cast<int>(i);
     if (header[i] == o.label_column) c.label = static_cast<int>(i);

@@ -19,6 +19,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <filesystem>
 #include <iostream>
 #include <mutex>
 #include <thread>
@@ -39,6 +40,7 @@
 #include "common/task_catalog.h"
 #include "common/trainer_exit.h"
 #include "common/files.h"
+#include "common/confine.h"
 #include "common/flags_compat.h"
 #include "common/spec_path.h"
 #include "common/rpc/tls.h"
@@ -74,6 +76,9 @@ ABSL_FLAG(std::string, tls_key, "", "agent: PEM private key for --tls-cert");
 ABSL_FLAG(int, stop_grace_s, 10,
           "agent: after SIGTERM, how long a trainer may take to finish its step and checkpoint before SIGKILL");
 ABSL_FLAG(std::string, work_dir, "", "agent: where assignment specs are written (default: a temp dir)");
+ABSL_FLAG(std::string, data_root, "",
+          "open every input (data files, vocab, model files) beneath this directory, when it is opened: a link out "
+          "of it, a FIFO or a device is refused; the agent passes it to its trainers");
 ABSL_FLAG(int, coordinator_lease_s, 7,
           "agent: stop the trainers after this long without an answered heartbeat (0: never); keep it below the "
           "coordinator's --heartbeat-timeout-s (10)");
@@ -259,6 +264,7 @@ int RunAgent(const char* self) {
   o.trainer_binary = n > 0 ? std::string(exe, static_cast<size_t>(n)) : self;
   o.work_dir = absl::GetFlag(FLAGS_work_dir).empty() ? absl::StrCat("/tmp/attune-agent-", o.info.worker_id)
                                                      : absl::GetFlag(FLAGS_work_dir);
+  o.data_root = absl::GetFlag(FLAGS_data_root);
   grpc::ChannelArguments args;
   args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 10000);
   args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 5000);
@@ -393,6 +399,40 @@ int Launch(int argc, char** argv, int nproc) {
   return first_failure;
 }
 
+// Stages every input of `c` beneath `root` and points `c` at the staged
+// paths; checks that output_dir is a directory beneath the root (not the
+// root itself, not through a dangling link).
+absl::Status ConfineToDataRoot(const std::string& root, attune::common::StagedInputs& staged,
+                               attune::common::JobConfig* c) {
+  namespace fs = std::filesystem;
+  for (auto [field, path] : {std::pair<const char*, std::string*>{"data.train", &c->train_path},
+                             {"data.validation", &c->validation_path},
+                             {"model.vocab", &c->vocab_path},
+                             {"model.path", &c->model_path}}) {
+    if (path->empty()) continue;
+    auto at = staged.Stage(root, *path, field);
+    if (!at.ok()) return at.status();
+    c->staged_inputs[*at] = *path;
+    *path = *at;
+  }
+  std::error_code ec;
+  const fs::path out = fs::absolute(c->output_dir).lexically_normal();
+  if (fs::is_symlink(fs::symlink_status(out, ec)) && !fs::exists(out, ec)) {
+    return absl::PermissionDeniedError(absl::StrCat("output_dir: ", c->output_dir, " is a dangling symbolic link"));
+  }
+  if (attune::common::ResolvePath(out.string()) == attune::common::ResolvePath(root)) {
+    return absl::PermissionDeniedError(absl::StrCat("output_dir: ", c->output_dir, " is the data root itself"));
+  }
+  // The nearest existing ancestor (or the directory) must open beneath the root.
+  fs::path probe = out;
+  while (!fs::exists(fs::symlink_status(probe, ec)) && probe.has_parent_path() && probe != probe.parent_path()) {
+    probe = probe.parent_path();
+  }
+  auto dir = attune::common::OpenBeneath(root, probe.string(), attune::common::FileKind::kDirectory);
+  if (!dir.ok()) return absl::Status(dir.status().code(), absl::StrCat("output_dir: ", dir.status().message()));
+  return absl::OkStatus();
+}
+
 int Train() {
   using attune::common::LoadJobConfig;
   auto config = LoadJobConfig(absl::GetFlag(FLAGS_spec), g_sets);
@@ -402,6 +442,23 @@ int Train() {
   }
   if (!absl::GetFlag(FLAGS_output_dir).empty()) config->output_dir = absl::GetFlag(FLAGS_output_dir);
   if (absl::GetFlag(FLAGS_threads) > 0) config->threads = absl::GetFlag(FLAGS_threads);
+  // NOTE [open-time confinement]: with a data root, every input is opened
+  // beneath it now, and read through those descriptors (StagedInputs); the
+  // check at submit alone left a window for a link swapped in later.
+  std::unique_ptr<attune::common::StagedInputs> staged;
+  if (const std::string root = absl::GetFlag(FLAGS_data_root); !root.empty()) {
+    char tmpl[] = "/tmp/attune-inputs-XXXXXX";
+    if (::mkdtemp(tmpl) == nullptr) {
+      std::cerr << "attune-worker: cannot create a staging directory in /tmp\n";
+      return attune::common::kExitTransient;
+    }
+    staged = std::make_unique<attune::common::StagedInputs>(tmpl);
+    if (auto s = ConfineToDataRoot(root, *staged, &*config); !s.ok()) {
+      std::cerr << "attune-worker: " << s << "\n";
+      if (absl::GetFlag(FLAGS_events_fd) >= 0) EventWriter(absl::GetFlag(FLAGS_events_fd), config->precision).OnFailure(s);
+      return attune::common::ExitCodeForStatus(s);
+    }
+  }
   const int world = absl::GetFlag(FLAGS_world_size), rank = absl::GetFlag(FLAGS_rank);
   std::unique_ptr<attune::worker::comm::Communicator> communicator;
   attune::worker::train::TrainerOptions options;
@@ -482,10 +539,16 @@ int Train() {
   if (lease_watch.joinable()) lease_watch.join();
   if (events) events->Flush();
   if (!result.ok()) {
-    LOG(ERROR) << "job=" << config->name << " failed: " << result.status();
-    std::cerr << "attune-worker: " << result.status() << "\n";
-    if (events && !absl::IsCancelled(result.status())) events->OnFailure(result.status());
-    return attune::common::ExitCodeForStatus(result.status());
+    absl::Status failed = result.status();
+    if (staged) {  // name the user's paths, not the staged ones
+      absl::Status named(failed.code(), staged->Unstage(std::string(failed.message())));
+      failed.ForEachPayload([&named](absl::string_view url, const absl::Cord& payload) { named.SetPayload(url, payload); });
+      failed = named;
+    }
+    LOG(ERROR) << "job=" << config->name << " failed: " << failed;
+    std::cerr << "attune-worker: " << failed << "\n";
+    if (events && !absl::IsCancelled(failed)) events->OnFailure(failed);
+    return attune::common::ExitCodeForStatus(failed);
   }
   if (rank != 0) return 0;
   if (world > 1) {
@@ -535,6 +598,19 @@ int main(int argc, char** argv) {
   std::vector<std::string> storage;
   auto args = attune::common::DashesToUnderscores(static_cast<int>(rest.size()), rest.data(), &storage);
   absl::ParseCommandLine(static_cast<int>(args.size()), args.data());
+  if (std::string bad = attune::common::CheckFlagRanges(
+          {{"threads", 0, 256}, {"world_size", 1, 1024}, {"rank", 0, 1023}, {"nproc", 0, 64},
+           {"bucket_cap_mb", 1, 1024}, {"collective_timeout_s", 1, 86400}, {"cpus", 0, 4096}, {"gpus", 0, 64},
+           {"rendezvous_port", 0, 65535}, {"stop_grace_s", 0, 3600}, {"coordinator_lease_s", 1, 3600},
+           {"progress_timeout_s", 1, 86400}, {"events_fd", -1, 1 << 20}, {"abort_after_step", 0, INT64_MAX}});
+      !bad.empty()) {
+    std::cerr << "attune-worker: " << bad << "\n";
+    return 2;
+  }
+  if (absl::GetFlag(FLAGS_rank) >= absl::GetFlag(FLAGS_world_size)) {
+    std::cerr << "attune-worker: --rank must be < --world_size\n";
+    return 2;
+  }
   if (command == "agent") return RunAgent(argv[0]);
   if (command == "train") {
     LOG(INFO) << attune::worker::train::ConfigureAllocatorForTraining();

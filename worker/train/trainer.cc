@@ -70,8 +70,8 @@ absl::StatusOr<PreparedData> PrepareData(const common::JobConfig& c, const task:
   if (!c.label_names.empty()) explicit_labels = data::LabelMap(c.label_names);
 
   ATTUNE_ASSIGN_OR_RETURN(auto train_records, data::ReadRecords(c.train_path, ro));
-  data::CleanResult train = data::Clean(train_records, policy, explicit_labels, c.train_path);
-  ATTUNE_RETURN_IF_ERROR(task.CheckLabels(train.labels, c.train_path));
+  data::CleanResult train = data::Clean(train_records, policy, explicit_labels, c.ShownPath(c.train_path));
+  ATTUNE_RETURN_IF_ERROR(task.CheckLabels(train.labels, c.ShownPath(c.train_path)));
   PreparedData out;
   out.labels = train.labels;
   nlohmann::json report;
@@ -79,7 +79,7 @@ absl::StatusOr<PreparedData> PrepareData(const common::JobConfig& c, const task:
   report["train"] = nlohmann::json::parse(train.report.ToJson());
   if (!c.validation_path.empty()) {
     ATTUNE_ASSIGN_OR_RETURN(auto val_records, data::ReadRecords(c.validation_path, ro));
-    data::CleanResult val = data::Clean(val_records, policy, train.labels, c.validation_path);
+    data::CleanResult val = data::Clean(val_records, policy, train.labels, c.ShownPath(c.validation_path));
     out.train = std::move(train.examples);
     out.validation = std::move(val.examples);
     report["validation"] = nlohmann::json::parse(val.report.ToJson());
@@ -91,7 +91,7 @@ absl::StatusOr<PreparedData> PrepareData(const common::JobConfig& c, const task:
                                       task.label_kind() == data::LabelKind::kClass ? "stratified" : "random",
                                       c.validation_split, c.seed);
   }
-  if (out.train.empty()) return absl::InvalidArgumentError(absl::StrCat(c.train_path, ": no training rows left after cleaning"));
+  if (out.train.empty()) return absl::InvalidArgumentError(absl::StrCat(c.ShownPath(c.train_path), ": no training rows left after cleaning"));
   if (out.validation.empty()) return absl::InvalidArgumentError("data.validation: no validation rows left after cleaning");
   report["labels"] = out.labels.labels();
   report["train_examples"] = out.train.size();

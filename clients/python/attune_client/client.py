@@ -61,7 +61,7 @@ def _job(p, history=None) -> Job:
                last_eval_step=p.last_eval.step, baseline=dict(p.baseline.values),
                baseline_method=p.baseline_method, created_unix_ms=p.created_unix_ms,
                updated_unix_ms=p.updated_unix_ms, spec=spec, labels=dict(p.spec.labels),
-               output_dir=p.spec.output_dir, eval_history=history or [])
+               output_dir=p.spec.output_dir, owner=p.owner, eval_history=history or [])
 
 
 def _event(e) -> Event:

@@ -25,6 +25,8 @@ class Job:
     spec: Dict[str, Any]
     labels: Dict[str, str]
     output_dir: str
+    # The identity that submitted it (its token's name); "" without tokens.
+    owner: str = ""
     # Every evaluation, one row per event ({"step": ..., "loss": ..., "accuracy": ...}),
     # ready for pandas.DataFrame(job.eval_history); filled by Client.get / wait.
     eval_history: List[Dict[str, float]] = field(default_factory=list)

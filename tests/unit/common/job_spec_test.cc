@@ -190,9 +190,14 @@ struct BadCase {
 class InvalidSpecTest : public ::testing::TestWithParam<BadCase> {};
 
 TEST_P(InvalidSpecTest, NamesTheField) {
-  std::string base =
-      "name: ok\nmodel: {path: m}\ndata: {train: t.csv, validation: v.csv}\noutput_dir: o\n";
-  JobConfig c = Parse(base + GetParam().yaml_line + "\n");
+  // A case's top-level key replaces the base's (a repeated key is an error).
+  const std::string& line = GetParam().yaml_line;
+  const std::string key = line.substr(0, line.find(':') + 1);
+  std::string spec;
+  for (const char* base : {"name: ok", "model: {path: m}", "data: {train: t.csv, validation: v.csv}", "output_dir: o"}) {
+    if (std::string(base).rfind(key, 0) != 0) spec += std::string(base) + "\n";
+  }
+  JobConfig c = Parse(spec + line + "\n");
   EXPECT_THAT(ValidateJobConfig(c), StatusIs(absl::StatusCode::kInvalidArgument, GetParam().expected));
 }
 
@@ -219,7 +224,31 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"data: {train: t.csv, validation: v.csv, validation_split: 0.2}", "data.validation_split"},
         BadCase{"data: {train: t.csv}", "data.validation: is required"},
         BadCase{"max_restarts: -3", "max_restarts"},
-        BadCase{"checkpoint: {every_steps: -5}", "checkpoint.every_steps"}));
+        BadCase{"checkpoint: {every_steps: -5}", "checkpoint.every_steps"},
+        // Sizes an attacker (or a typo) could ask for; each failed late, and was retried, before.
+        BadCase{"model: {config: {vocab_size: 100000000000}}", "model.config.vocab_size"},
+        BadCase{"model: {config: {intermediate_size: 1000000000000}}", "model.config.intermediate_size"},
+        BadCase{"model: {config: {hidden_size: 8192, num_hidden_layers: 128, num_attention_heads: 64}}",
+                "million parameters"},
+        BadCase{"data: {train: t.csv, validation: v.csv, labels: [a, b, a]}", "data.labels: 'a' is listed twice"},
+        BadCase{"data: {train: t.csv, validation: v.csv, labels: [a, '']}", "data.labels: each label"},
+        BadCase{"labels: {team: '" + std::string(300, 'x') + "'}", "labels: value of 'team'"},
+        BadCase{"labels: {team: 'a,b=c'}", "labels: value of 'team'"},
+        BadCase{"data: {train: '" + std::string(5000, 'p') + "', validation: v.csv}", "data.train: longer than 4096"},
+        BadCase{"data: {train: t.csv, validation: v.csv, text_column: '" + std::string(300, 'c') + "'}",
+                "data.text_column: longer than 256"},
+        BadCase{"hyperparameters: {max_steps: 100000000000}", "hyperparameters.max_steps"},
+        BadCase{"evaluation: {batch_size: 10000000}", "evaluation.batch_size"},
+        BadCase{"checkpoint: {keep_last: 100000}", "checkpoint.keep_last"},
+        BadCase{"workers: {cpus_per_rank: 100000}", "workers.cpus_per_rank"}));
+
+TEST(JobSpecTest, TooManyLabelNamesAreRefused) {
+  std::string labels;
+  for (size_t i = 0; i <= kMaxLabelNames; ++i) labels += (i ? ", l" : "l") + std::to_string(i);
+  JobConfig c = Parse("name: ok\nmodel: {path: m}\ndata: {train: t.csv, validation: v.csv, labels: [" + labels +
+                      "]}\noutput_dir: o\n");
+  EXPECT_THAT(ValidateJobConfig(c), StatusIs(absl::StatusCode::kInvalidArgument, "data.labels: more than 10000"));
+}
 
 TEST(JobSpecTest, EveryBadFieldIsListed) {
   JobConfig c = Parse("name: ../x\nhyperparameters: {batch_size: 0, learning_rate: 2}\n");

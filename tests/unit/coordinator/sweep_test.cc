@@ -281,8 +281,9 @@ TEST(PlanStartsTest, AtMostParallelTrialsLiveAndMaxTrialsInAll) {
 // TrialJobs in memory: jobs by id, one per idempotency key.
 class FakeTrialJobs : public TrialJobs {
  public:
-  absl::StatusOr<std::string> Submit(const std::string& spec_json, const std::string& key) override {
-    if (auto s = Validate(spec_json); !s.ok()) return s;
+  absl::StatusOr<std::string> Submit(const std::string& spec_json, const std::string& key,
+                                     const Submitter& who) override {
+    if (auto s = Validate(spec_json, who); !s.ok()) return s;
     if (by_key.count(key)) return by_key[key];
     const std::string id = absl::StrCat("job-", jobs.size());
     Job j;
@@ -294,7 +295,7 @@ class FakeTrialJobs : public TrialJobs {
     ++submits;
     return id;
   }
-  absl::Status Validate(const std::string& spec_json) override {
+  absl::Status Validate(const std::string& spec_json, const Submitter&) override {
     json j = json::parse(spec_json);
     if (j["hyperparameters"].value("learning_rate", 0.0) > 0.5) {
       return absl::InvalidArgumentError("hyperparameters.learning_rate: must be <= 0.5");
@@ -437,7 +438,7 @@ TEST_F(SweepManagerTest, ARestartLosesAndDuplicatesNoTrial) {
     s.trials.push_back(pending);
     ASSERT_THAT((*store)->PutSweep(s.id, s.seq, SweepToJson(s)), IsOk());
     // ...and it had in fact submitted it before dying.
-    jobs.Submit(*SweepManager::TrialSpec(s, 2, pending.params), absl::StrCat("sweep:", id, ":trial:2")).IgnoreError();
+    jobs.Submit(*SweepManager::TrialSpec(s, 2, pending.params), absl::StrCat("sweep:", id, ":trial:2"), {}).IgnoreError();
   }
   auto store = JobStore::Open((dir_ / "state.db").string());
   SweepManager m(**store, jobs);

@@ -116,6 +116,16 @@ TEST_F(DataTest, ConllAndJsonlTokenLists) {
               StatusIs(absl::StatusCode::kInvalidArgument, "field 'words' must be an array"));
 }
 
+TEST_F(DataTest, CsvDuplicateHeaderNamesAreRefused) {
+  // Which "text" is the text would be a guess; pandas would rename one.
+  EXPECT_THAT(ReadRecords(File("dup.csv", "text,label,text\na,pos,b\n"), {}),
+              StatusIs(absl::StatusCode::kInvalidArgument, "dup.csv:1: column 'text' appears twice in the header"));
+  EXPECT_THAT(ReadRecords(File("dup.tsv", "id\ttext\tlabel\tid\n1\ta\tpos\t2\n"), {}),
+              StatusIs(absl::StatusCode::kInvalidArgument, "column 'id' appears twice"));
+  // Unnamed columns (a pandas index) are not names, and may repeat.
+  EXPECT_THAT(ReadRecords(File("unnamed.csv", ",text,,label\n0,a,x,pos\n"), {}), IsOk());
+}
+
 TEST_F(DataTest, CsvUnbalancedQuoteNamesFileAndLine) {
   std::string path = File("b.csv", "text,label\nok,1\n\"never closed,1\nmore,0\n");
   EXPECT_THAT(ReadRecords(path, {}), StatusIs(absl::StatusCode::kInvalidArgument, "b.csv:3: unterminated quoted field"));

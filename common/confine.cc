@@ -1,0 +1,209 @@
+#include "common/confine.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <linux/openat2.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_replace.h"
+#include "common/files.h"
+
+namespace attune::common {
+namespace fs = std::filesystem;
+namespace {
+
+std::string Normal(const std::string& p) {
+  std::string n = fs::absolute(fs::path(p)).lexically_normal().string();
+  while (n.size() > 1 && n.back() == '/') n.pop_back();
+  return n;
+}
+
+// `path` relative to `root` when it lies lexically beneath it (".": the root).
+bool RelativeTo(const std::string& root, const std::string& path, std::string* rel) {
+  if (path == root) {
+    *rel = ".";
+    return true;
+  }
+  const std::string prefix = root == "/" ? "/" : root + "/";
+  if (path.compare(0, prefix.size(), prefix) != 0) return false;
+  *rel = path.substr(prefix.size());
+  return true;
+}
+
+long Openat2(int dirfd, const char* path, int flags, uint64_t resolve) {
+  open_how how{};
+  how.flags = static_cast<uint64_t>(flags);
+  how.resolve = resolve;
+  return ::syscall(SYS_openat2, dirfd, path, &how, sizeof how);
+}
+
+// Without openat2: each component opened with O_NOFOLLOW from the root down;
+// any symbolic link is refused (ELOOP).
+int WalkNoFollow(int rootfd, const std::string& rel, int flags) {
+  int cur = ::fcntl(rootfd, F_DUPFD_CLOEXEC, 0);
+  if (rel == ".") {
+    const int fd = ::openat(cur, ".", flags);
+    ::close(cur);
+    return fd;
+  }
+  fs::path parts(rel);
+  auto it = parts.begin();
+  while (it != parts.end()) {
+    const std::string name = it->string();
+    ++it;
+    const bool last = it == parts.end();
+    const int next = ::openat(cur, name.c_str(),
+                              last ? flags | O_NOFOLLOW : O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    const int saved = errno;
+    ::close(cur);
+    if (next < 0) {
+      errno = saved;
+      return -1;
+    }
+    cur = next;
+  }
+  return cur;
+}
+
+}  // namespace
+
+ScopedFd& ScopedFd::operator=(ScopedFd&& o) noexcept {
+  if (this != &o) {
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = o.release();
+  }
+  return *this;
+}
+
+ScopedFd::~ScopedFd() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+bool HaveOpenat2() {
+  static const bool have = [] {
+    const long fd = Openat2(AT_FDCWD, "/", O_PATH | O_CLOEXEC, 0);
+    if (fd >= 0) ::close(static_cast<int>(fd));
+    return fd >= 0;
+  }();
+  return have;
+}
+
+absl::StatusOr<ScopedFd> OpenBeneath(const std::string& root, const std::string& path, FileKind kind) {
+  const std::string want = Normal(path);
+  // The root as given, or where it leads (an operator's symlinked mount).
+  std::string base = Normal(root), rel;
+  if (!RelativeTo(base, want, &rel)) {
+    base = ResolvePath(root);
+    if (!RelativeTo(base, want, &rel)) {
+      return absl::PermissionDeniedError(absl::StrCat(path, " is not beneath the data root ", root));
+    }
+  }
+  ScopedFd rootfd(::open(base.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
+  if (rootfd.get() < 0) return absl::UnavailableError(absl::StrCat("cannot open the data root ", root, ": ", std::strerror(errno)));
+  // O_NONBLOCK: opening a FIFO does not wait for a writer; it is refused below.
+  const int flags = O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK | (kind == FileKind::kDirectory ? O_DIRECTORY : 0);
+  int fd;
+  if (HaveOpenat2()) {
+    fd = static_cast<int>(Openat2(rootfd.get(), rel.c_str(), flags, RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS));
+  } else {
+    fd = WalkNoFollow(rootfd.get(), rel, flags);
+  }
+  if (fd < 0) {
+    const int e = errno;
+    if (e == ENOENT) return absl::NotFoundError(absl::StrCat(path, " does not exist"));
+    if (e == EXDEV || e == ELOOP) {
+      return absl::PermissionDeniedError(absl::StrCat(
+          path, HaveOpenat2() ? " leads outside the data root " + root + " (through a symbolic link or ..)"
+                              : " goes through a symbolic link (refused beneath the data root " + root + ")"));
+    }
+    if (e == ENOTDIR) return absl::PermissionDeniedError(absl::StrCat(path, " is not a directory"));
+    return absl::PermissionDeniedError(absl::StrCat("cannot open ", path, ": ", std::strerror(e)));
+  }
+  ScopedFd out(fd);
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) return absl::InternalError(absl::StrCat("cannot stat ", path));
+  const bool ok = S_ISREG(st.st_mode) || (kind == FileKind::kDirectory && S_ISDIR(st.st_mode)) ||
+                  (kind == FileKind::kAny && S_ISDIR(st.st_mode));
+  if (!ok) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        path, S_ISDIR(st.st_mode) ? " is a directory, not a file" : " is not a regular file (a FIFO, socket or device)"));
+  }
+  ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+  return out;
+}
+
+StagedInputs::~StagedInputs() {
+  if (created_) {
+    std::error_code ec;
+    fs::remove_all(dir_, ec);
+  }
+}
+
+absl::Status StagedInputs::Link(const std::string& original, ScopedFd fd) {
+  const std::string at = dir_ + original;
+  if (auto s = MakeDirs(fs::path(at).parent_path().string()); !s.ok()) return s;
+  const std::string target = absl::StrCat("/proc/self/fd/", fd.get());
+  if (::symlink(target.c_str(), at.c_str()) != 0 && errno != EEXIST) {
+    return absl::InternalError(absl::StrCat("cannot stage ", original, ": ", std::strerror(errno)));
+  }
+  fds_.push_back(std::move(fd));
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::string> StagedInputs::Stage(const std::string& root, const std::string& path,
+                                                const std::string& field) {
+  if (!created_) {
+    if (auto s = MakeDirs(dir_); !s.ok()) return s;
+    ::chmod(dir_.c_str(), 0700);
+    created_ = true;
+  }
+  const std::string original = Normal(path);
+  auto fd = OpenBeneath(root, path, FileKind::kAny);
+  if (!fd.ok()) return absl::Status(fd.status().code(), absl::StrCat(field, ": ", fd.status().message()));
+  struct stat st {};
+  ::fstat(fd->get(), &st);
+  if (S_ISREG(st.st_mode)) {
+    if (auto s = Link(original, std::move(*fd)); !s.ok()) return s;
+    return dir_ + original;
+  }
+  // A directory (a model, a folder of .txt files): each regular file in it,
+  // opened beneath the root by its own name. A link inside that leads out is
+  // refused (vocab.txt -> /etc/shadow); FIFOs and devices are skipped.
+  if (auto s = MakeDirs(dir_ + original); !s.ok()) return s;
+  DIR* d = ::fdopendir(fd->release());
+  if (d == nullptr) return absl::InternalError(absl::StrCat(field, ": cannot list ", path));
+  absl::Status status;
+  while (dirent* e = ::readdir(d)) {
+    const std::string name = e->d_name;
+    if (name == "." || name == "..") continue;
+    auto entry = OpenBeneath(root, original + "/" + name, FileKind::kAny);
+    if (!entry.ok()) {
+      if (absl::IsPermissionDenied(entry.status()) &&
+          std::string(entry.status().message()).find("not a regular file") != std::string::npos) {
+        continue;
+      }
+      status = absl::Status(entry.status().code(), absl::StrCat(field, ": ", entry.status().message()));
+      break;
+    }
+    struct stat est {};
+    ::fstat(entry->get(), &est);
+    if (!S_ISREG(est.st_mode)) continue;  // subdirectories are not read
+    if (status = Link(original + "/" + name, std::move(*entry)); !status.ok()) break;
+  }
+  ::closedir(d);
+  if (!status.ok()) return status;
+  return dir_ + original;
+}
+
+std::string StagedInputs::Unstage(const std::string& text) const {
+  return created_ ? absl::StrReplaceAll(text, {{dir_, ""}}) : text;
+}
+
+}  // namespace attune::common

@@ -1,0 +1,84 @@
+#!/usr/bin/env bash
+# Builds the clang sanitizer project (tests/fuzz: libFuzzer targets and the
+# torch-free unit tests, under ASan + UBSan) into build/fuzz and runs it:
+#   fuzz.sh --build-only     configure and build, nothing else (scripts/test.sh)
+#   fuzz.sh --unit-tests     the sanitized unit tests
+#   fuzz.sh [--seconds N]    every seed-corpus file once (the regression run),
+#                            then N seconds of fuzzing per target (default 20)
+#   fuzz.sh --seconds 0      the regression run only
+# New inputs go to a scratch directory, not into tests/fuzz/corpus; a crash is
+# written to build/fuzz/crashes/ and fails the run. Prints the executions per
+# target and in all.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+seconds=20
+build_only=0
+unit_tests=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --seconds) seconds="$2"; shift ;;
+    --build-only) build_only=1 ;;
+    --unit-tests) unit_tests=1 ;;
+    *) echo "fuzz.sh: unknown option $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+case "$seconds" in ''|*[!0-9]*) echo "fuzz.sh: --seconds wants a whole number" >&2; exit 2 ;; esac
+
+out=build/fuzz
+export CCACHE_BASEDIR="$PWD" CCACHE_NOHASHDIR=1
+if ! command -v clang++-14 >/dev/null; then
+  echo "fuzz.sh: clang++-14 is missing (scripts/install-deps.sh installs it)" >&2
+  exit 1
+fi
+generator=()
+if command -v ninja >/dev/null; then generator=(-G Ninja); fi
+if [ ! -f "$out/CMakeCache.txt" ]; then
+  cmake -S tests/fuzz -B "$out" "${generator[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++-14 >/dev/null
+fi
+cmake --build "$out" -j "$(nproc)"
+[ "$build_only" = 1 ] && exit 0
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1
+if [ "$unit_tests" = 1 ]; then
+  for t in "$out"/sanitized_*_test; do
+    echo "== $t"
+    "$t" --gtest_brief=1
+  done
+  exit 0
+fi
+
+targets=(job_spec data_reader safetensors torch_pickle tokenizer http_request state_row)
+mkdir -p "$out/crashes"
+scratch=$(mktemp -d)
+trap 'rm -rf "$scratch"' EXIT
+total=0
+failed=0
+for t in "${targets[@]}"; do
+  corpus=tests/fuzz/corpus/$t
+  bin=$out/fuzz_$t
+  # Every corpus file once: the crashes found before stay fixed.
+  if ! "$bin" -runs=0 "$corpus" >"$scratch/$t.regression.log" 2>&1; then
+    echo "fuzz.sh: $t: a corpus file fails:" >&2
+    tail -40 "$scratch/$t.regression.log" >&2
+    failed=1
+    continue
+  fi
+  files=$(find "$corpus" -type f | wc -l)
+  if [ "$seconds" -eq 0 ]; then
+    echo "fuzz $t: $files corpus files pass"
+    continue
+  fi
+  mkdir -p "$scratch/$t"
+  if "$bin" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -max_len=65536 -print_final_stats=1 \
+      -artifact_prefix="$out/crashes/$t-" "$scratch/$t" "$corpus" >"$scratch/$t.log" 2>&1; then
+    execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$scratch/$t.log" | tail -1)
+    echo "fuzz $t: $files corpus files pass; ${execs:-0} executions in ${seconds} s, no crash"
+    total=$((total + ${execs:-0}))
+  else
+    echo "fuzz.sh: $t: crashed; the input is in $out/crashes/:" >&2
+    tail -60 "$scratch/$t.log" >&2
+    failed=1
+  fi
+done
+echo "fuzz: $total executions in all"
+exit $failed

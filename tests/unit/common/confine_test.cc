@@ -1,0 +1,106 @@
+// Open-time confinement beneath a data root: links out of it, `..`, FIFOs,
+// and a path swapped for a link after it was staged.
+
+#include "common/confine.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
+
+#include <gtest/gtest.h>
+
+#include "common/testing/status_matchers.h"
+#include "tests/testing/process.h"
+
+namespace attune::common {
+namespace {
+
+namespace fs = std::filesystem;
+using ::attune::testing::IsOk;
+using ::attune::testing::StatusIs;
+
+class ConfineTest : public ::testing::Test {
+ protected:
+  ConfineTest() {
+    base_ = fs::temp_directory_path() / ("attune_confine_" + std::to_string(::getpid()) + "_" +
+                                         ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(base_);
+    fs::create_directories(base_ / "root/models/m");
+    fs::create_directories(base_ / "outside");
+    Write(base_ / "root/train.csv", "text,label\ngood,pos\n");
+    Write(base_ / "outside/secret.txt", "the secret\n");
+    root_ = (base_ / "root").string();
+  }
+  ~ConfineTest() override { fs::remove_all(base_); }
+  static void Write(const fs::path& p, const std::string& s) { ::attune::testing::WriteText(p.string(), s); }
+  static std::string Read(const std::string& p) { return ::attune::testing::ReadText(p); }
+  fs::path base_;
+  std::string root_;
+};
+
+TEST_F(ConfineTest, AFileBeneathOpensAndLinksOutOfTheRootDoNot) {
+  EXPECT_THAT(OpenBeneath(root_, root_ + "/train.csv", FileKind::kRegular), IsOk());
+  fs::create_symlink(base_ / "outside/secret.txt", base_ / "root/passwd.tsv");
+  EXPECT_THAT(OpenBeneath(root_, root_ + "/passwd.tsv", FileKind::kRegular),
+              StatusIs(absl::StatusCode::kPermissionDenied, "passwd.tsv"));
+  fs::create_symlink("../outside", base_ / "root/escape");
+  EXPECT_THAT(OpenBeneath(root_, root_ + "/escape/secret.txt", FileKind::kRegular),
+              StatusIs(absl::StatusCode::kPermissionDenied, "escape/secret.txt"));
+  EXPECT_THAT(OpenBeneath(root_, root_ + "/../outside/secret.txt", FileKind::kRegular),
+              StatusIs(absl::StatusCode::kPermissionDenied, "is not beneath the data root"));
+  EXPECT_THAT(OpenBeneath(root_, root_ + "/missing.csv", FileKind::kRegular), StatusIs(absl::StatusCode::kNotFound, ""));
+  // A relative link that stays inside is followed where openat2 confines it;
+  // without openat2 every link is refused.
+  fs::create_symlink("train.csv", base_ / "root/alias.csv");
+  if (HaveOpenat2()) {
+    EXPECT_THAT(OpenBeneath(root_, root_ + "/alias.csv", FileKind::kRegular), IsOk());
+  } else {
+    EXPECT_THAT(OpenBeneath(root_, root_ + "/alias.csv", FileKind::kRegular),
+                StatusIs(absl::StatusCode::kPermissionDenied, ""));
+  }
+}
+
+TEST_F(ConfineTest, AFifoIsRefusedNotWaitedOn) {
+  // Opening a FIFO for reading blocks until a writer comes: data.train = a
+  // FIFO hung the trainer's open() forever.
+  ASSERT_EQ(::mkfifo((root_ + "/train.fifo").c_str(), 0600), 0);
+  EXPECT_THAT(OpenBeneath(root_, root_ + "/train.fifo", FileKind::kRegular),
+              StatusIs(absl::StatusCode::kPermissionDenied, "not a regular file"));
+  EXPECT_THAT(OpenBeneath(root_, root_ + "/models", FileKind::kRegular),
+              StatusIs(absl::StatusCode::kPermissionDenied, "is a directory"));
+}
+
+TEST_F(ConfineTest, AStagedFileKeepsItsContentWhenThePathIsSwappedForALink) {
+  StagedInputs staged((base_ / "staging").string());
+  auto at = staged.Stage(root_, root_ + "/train.csv", "data.train");
+  ASSERT_THAT(at, IsOk());
+  EXPECT_EQ(fs::path(*at).filename(), "train.csv");  // the name and extension stay
+  // The attack: after the check, the file is replaced by a link to a secret.
+  fs::remove(base_ / "root/train.csv");
+  fs::create_symlink(base_ / "outside/secret.txt", base_ / "root/train.csv");
+  EXPECT_EQ(Read(*at), "text,label\ngood,pos\n");
+  EXPECT_EQ(staged.Unstage("bad row in " + *at + ":2"), "bad row in " + root_ + "/train.csv:2");
+}
+
+TEST_F(ConfineTest, AModelDirectoryIsStagedFileByFileAndALinkOutIsRefused) {
+  Write(base_ / "root/models/m/config.json", "{}");
+  Write(base_ / "root/models/m/vocab.txt", "[PAD]\n");
+  fs::create_directories(base_ / "root/models/m/sub");
+  {
+    StagedInputs staged((base_ / "staging").string());
+    auto at = staged.Stage(root_, root_ + "/models/m", "model.path");
+    ASSERT_THAT(at, IsOk());
+    EXPECT_EQ(Read(*at + "/vocab.txt"), "[PAD]\n");
+    EXPECT_EQ(Read(*at + "/config.json"), "{}");
+  }
+  EXPECT_FALSE(fs::exists(base_ / "staging"));  // removed with its owner
+  fs::remove(base_ / "root/models/m/vocab.txt");
+  fs::create_symlink(base_ / "outside/secret.txt", base_ / "root/models/m/vocab.txt");
+  StagedInputs staged((base_ / "staging").string());
+  EXPECT_THAT(staged.Stage(root_, root_ + "/models/m", "model.path"),
+              StatusIs(absl::StatusCode::kPermissionDenied, "model.path: " + root_ + "/models/m/vocab.txt"));
+}
+
+}  // namespace
+}  // namespace attune::common
