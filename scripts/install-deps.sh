@@ -35,8 +35,9 @@ runtime=(
 # The Python client's tests: pytest, grpcio and protobuf for protoc's Python
 # output, matplotlib for docs/python.md's walk-through.
 # The fuzz targets (tests/fuzz): clang with libFuzzer and the sanitizers.
+# Headless Chromium draws the HTML report in ReportRenderTest.
 testing=(python3-torch python3-numpy python3-sklearn python3-yaml python3-grpcio python3-protobuf python3-pytest
-         python3-matplotlib openssl prometheus yamllint curl clang-14 libclang-rt-14-dev)
+         python3-matplotlib openssl prometheus yamllint curl clang-14 libclang-rt-14-dev chromium)
 
 case "$mode" in
   build) packages=("${build[@]}") ;;

@@ -74,80 +74,227 @@ std::string Escape(const std::string& s) {
   return o;
 }
 
-// A line chart of one or more series in a W x H SVG.
-std::string LineChart(const std::string& title,
-                      const std::vector<std::pair<std::string, std::vector<std::pair<double, double>>>>& series,
-                      bool unit_square) {
-  const double W = 420, H = 260, L = 50, R = 10, T = 25, B = 35;
+// One curve of a chart.
+struct Series {
+  std::string name;
+  std::vector<std::pair<double, double>> points;
+  double opacity = 1;  // a raw curve under its smoothed one is faint
+  int color = -1;      // index into the palette; -1: the next one
+};
+
+struct Chart {
+  std::string title, x_title, y_title;
+  std::vector<Series> series;
+  bool unit_square = false;                // both axes [0, 1], with the diagonal
+  std::optional<double> marker_x;          // a vertical line (the best step)
+  std::string marker_label, note;          // the marker's text; a note in the plot (the AUC)
+};
+
+// A line chart in an SVG: axis titles under and beside the axes, the legend
+// in a band below the plot (never over a curve), and an optional marker.
+std::string LineChart(const Chart& c) {
+  static const char* kColors[] = {"#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e"};
+  const double W = 440, L = 58, R = 12, T = 26, plot_h = 200;
+  const double x_axis = T + plot_h;
+  const double legend_top = x_axis + 50;  // below the x axis title
+  // Legend entries flow left to right, wrapping, 14 px per row.
+  std::vector<std::pair<double, double>> legend_at;
+  double lx = L, ly = legend_top;
+  for (const auto& s : c.series) {
+    const double w = 22 + 6.5 * static_cast<double>(s.name.size()) + 14;
+    if (lx + w > W - R && lx > L) {
+      lx = L;
+      ly += 15;
+    }
+    legend_at.emplace_back(lx, ly);
+    lx += w;
+  }
+  const double H = (c.series.empty() ? legend_top : ly + 12) + 4;
   double x0 = 1e300, x1 = -1e300, y0 = 1e300, y1 = -1e300;
-  for (const auto& [_, pts] : series) {
-    for (auto [x, y] : pts) {
+  for (const auto& s : c.series) {
+    for (auto [x, y] : s.points) {
       x0 = std::min(x0, x); x1 = std::max(x1, x);
       y0 = std::min(y0, y); y1 = std::max(y1, y);
     }
   }
-  if (unit_square) { x0 = 0; x1 = 1; y0 = 0; y1 = 1; }
-  if (x0 > x1) { x0 = 0; x1 = 1; y0 = 0; y1 = 1; }
+  if (c.unit_square || x0 > x1) { x0 = 0; x1 = 1; y0 = 0; y1 = 1; }
   if (x1 == x0) x1 = x0 + 1;
   if (y1 == y0) y1 = y0 + 1;
   auto sx = [&](double x) { return L + (x - x0) / (x1 - x0) * (W - L - R); };
-  auto sy = [&](double y) { return H - B - (y - y0) / (y1 - y0) * (H - T - B); };
-  static const char* kColors[] = {"#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e"};
+  auto sy = [&](double y) { return x_axis - (y - y0) / (y1 - y0) * plot_h; };
   std::string svg = absl::StrFormat(
-      "<svg xmlns='http://www.w3.org/2000/svg' width='%g' height='%g' role='img'><title>%s</title>"
+      "<svg xmlns='http://www.w3.org/2000/svg' class='chart' width='%g' height='%g' role='img'><title>%s</title>"
       "<text x='%g' y='16' font-size='13' font-weight='bold'>%s</text>"
+      "<rect class='plot-area' x='%g' y='%g' width='%g' height='%g' fill='none' stroke='none'/>"
       "<line x1='%g' y1='%g' x2='%g' y2='%g' stroke='#333'/><line x1='%g' y1='%g' x2='%g' y2='%g' stroke='#333'/>"
-      "<text x='%g' y='%g' font-size='10'>%.3g</text><text x='%g' y='%g' font-size='10'>%.3g</text>"
-      "<text x='2' y='%g' font-size='10'>%.3g</text><text x='2' y='%g' font-size='10'>%.3g</text>",
-      W, H, Escape(title), L, Escape(title), L, H - B, W - R, H - B, L, T, L, H - B, L, H - B + 14, x0,
-      W - R - 30, H - B + 14, x1, H - B, y0, T + 8, y1);
-  if (unit_square) {
+      "<text x='%g' y='%g' font-size='10'>%.3g</text><text x='%g' y='%g' font-size='10' text-anchor='end'>%.3g</text>"
+      "<text x='%g' y='%g' font-size='10' text-anchor='end'>%.3g</text>"
+      "<text x='%g' y='%g' font-size='10' text-anchor='end'>%.3g</text>",
+      W, H, Escape(c.title), L, Escape(c.title), L, T, W - L - R, plot_h, L, x_axis, W - R, x_axis, L, T, L, x_axis,
+      L, x_axis + 13, x0, W - R, x_axis + 13, x1, L - 4, x_axis, y0, L - 4, T + 8, y1);
+  // Axis titles.
+  svg += absl::StrFormat("<text class='axis-title' x='%g' y='%g' font-size='11' text-anchor='middle'>%s</text>",
+                         (L + W - R) / 2, x_axis + 28, Escape(c.x_title));
+  svg += absl::StrFormat(
+      "<text class='axis-title' x='%g' y='%g' font-size='11' text-anchor='middle' transform='rotate(-90 %g %g)'>%s</text>",
+      14.0, T + plot_h / 2, 14.0, T + plot_h / 2, Escape(c.y_title));
+  if (c.unit_square) {
     svg += absl::StrFormat("<line x1='%g' y1='%g' x2='%g' y2='%g' stroke='#bbb' stroke-dasharray='4'/>", sx(0), sy(0),
                            sx(1), sy(1));
   }
-  int ci = 0;
-  double legend_y = T + 4;
-  for (const auto& [name, pts] : series) {
-    const char* color = kColors[ci++ % 5];
+  if (c.marker_x && *c.marker_x >= x0 && *c.marker_x <= x1) {
+    const double mx = sx(*c.marker_x);
+    svg += absl::StrFormat(
+        "<line class='marker' x1='%g' y1='%g' x2='%g' y2='%g' stroke='#555' stroke-dasharray='3,3'/>"
+        "<text class='marker-label' x='%g' y='%g' font-size='10' fill='#555' text-anchor='%s'>%s</text>",
+        mx, T, mx, x_axis, mx > W / 2 ? mx - 3 : mx + 3, T + 10, mx > W / 2 ? "end" : "start", Escape(c.marker_label));
+  }
+  if (!c.note.empty()) {
+    svg += absl::StrFormat("<text class='note' x='%g' y='%g' font-size='12' font-weight='bold' text-anchor='end'>%s</text>",
+                           W - R - 6, x_axis - 8, Escape(c.note));
+  }
+  int next_color = 0;
+  for (size_t i = 0; i < c.series.size(); ++i) {
+    const Series& s = c.series[i];
+    const char* color = kColors[(s.color >= 0 ? s.color : next_color++) % 5];
     std::string path;
-    for (auto [x, y] : pts) absl::StrAppendFormat(&path, "%s%.2f,%.2f", path.empty() ? "M" : " L", sx(x), sy(y));
+    for (auto [x, y] : s.points) absl::StrAppendFormat(&path, "%s%.2f,%.2f", path.empty() ? "M" : " L", sx(x), sy(y));
     if (!path.empty()) {
-      svg += absl::StrFormat("<path d='%s' fill='none' stroke='%s' stroke-width='1.8'/>", path, color);
+      svg += absl::StrFormat("<path d='%s' fill='none' stroke='%s' stroke-width='1.8' stroke-opacity='%g'/>", path,
+                             color, s.opacity);
     }
-    svg += absl::StrFormat("<text x='%g' y='%g' font-size='11' fill='%s'>%s</text>", W - 140, legend_y + 10, color,
-                           Escape(name));
-    legend_y += 14;
+    const auto [gx, gy] = legend_at[i];
+    svg += absl::StrFormat(
+        "<line x1='%g' y1='%g' x2='%g' y2='%g' stroke='%s' stroke-width='2' stroke-opacity='%g'/>"
+        "<text class='legend' x='%g' y='%g' font-size='11'>%s</text>",
+        gx, gy - 4, gx + 18, gy - 4, color, s.opacity, gx + 22, gy, Escape(s.name));
   }
   svg += "</svg>";
   return svg;
 }
 
+// An exponential moving average (as TensorBoard's smoothing), weight `w`,
+// debiased at the start so that the first points are not pulled to zero.
+std::vector<std::pair<double, double>> Smoothed(const std::vector<std::pair<double, double>>& pts, double w) {
+  std::vector<std::pair<double, double>> out;
+  double avg = 0, norm = 0;
+  for (auto [x, y] : pts) {
+    avg = w * avg + (1 - w) * y;
+    norm = w * norm + (1 - w);
+    out.emplace_back(x, avg / norm);
+  }
+  return out;
+}
+
 std::string ConfusionSvg(const Metrics& m, const std::vector<std::string>& names) {
   const size_t k = m.confusion.size();
-  const double cell = k <= 4 ? 70 : std::max(24.0, 280.0 / static_cast<double>(k)), L = 110, T = 40;
+  auto label = [&names](size_t i) { return i < names.size() ? names[i] : std::to_string(i); };
+  auto shown = [&label](size_t i) {
+    const std::string n = label(i);
+    return n.size() > 16 ? n.substr(0, 15) + "\u2026" : n;
+  };
+  size_t longest = 4;
+  for (size_t i = 0; i < k; ++i) longest = std::max(longest, std::min<size_t>(label(i).size(), 16));
+  // Row labels to the left, column labels above and vertical: their room
+  // grows with the longest name, so none overlaps a cell or another.
+  const double cell = k <= 4 ? 64 : std::max(26.0, 300.0 / static_cast<double>(k));
+  const double L = 28 + 6.5 * static_cast<double>(longest), T = 28 + 6.5 * static_cast<double>(longest);
   int64_t mx = 1;
   for (const auto& row : m.confusion) for (int64_t v : row) mx = std::max(mx, v);
+  const double size = cell * static_cast<double>(k);
   std::string svg = absl::StrFormat(
-      "<svg xmlns='http://www.w3.org/2000/svg' width='%g' height='%g' role='img'><title>Confusion matrix</title>"
-      "<text x='%g' y='14' font-size='12'>predicted &#8594;</text><text x='2' y='%g' font-size='12'>true &#8595;</text>",
-      L + cell * static_cast<double>(k) + 10, T + cell * static_cast<double>(k) + 10, L, T - 6);
+      "<svg xmlns='http://www.w3.org/2000/svg' class='confusion' width='%g' height='%g' role='img'>"
+      "<title>Confusion matrix</title>"
+      "<text class='axis-title' x='%g' y='14' font-size='12' text-anchor='middle'>predicted</text>"
+      "<text class='axis-title' x='12' y='%g' font-size='12' text-anchor='middle' transform='rotate(-90 12 %g)'>true</text>",
+      L + size + 10, T + size + 10, L + size / 2, T + size / 2, T + size / 2);
   for (size_t i = 0; i < k; ++i) {
-    std::string name = i < names.size() ? names[i] : std::to_string(i);
-    svg += absl::StrFormat("<text x='4' y='%g' font-size='11'>%s</text>", T + cell * (static_cast<double>(i) + 0.55),
-                           Escape(name.substr(0, 14)));
-    svg += absl::StrFormat("<text x='%g' y='%g' font-size='11'>%s</text>", L + cell * static_cast<double>(i) + 4,
-                           T - 20, Escape(name.substr(0, 10)));
+    const double row_y = T + cell * (static_cast<double>(i) + 0.5) + 4;
+    const double col_x = L + cell * (static_cast<double>(i) + 0.5);
+    svg += absl::StrFormat("<text class='row-label' x='%g' y='%g' font-size='11' text-anchor='end'><title>%s</title>%s</text>",
+                           L - 6, row_y, Escape(label(i)), Escape(shown(i)));
+    svg += absl::StrFormat(
+        "<text class='col-label' x='%g' y='%g' font-size='11' transform='rotate(-90 %g %g)'><title>%s</title>%s</text>",
+        col_x + 4, T - 6, col_x + 4, T - 6, Escape(label(i)), Escape(shown(i)));
     for (size_t j = 0; j < k; ++j) {
       double a = static_cast<double>(m.confusion[i][j]) / static_cast<double>(mx);
       svg += absl::StrFormat(
           "<rect x='%g' y='%g' width='%g' height='%g' fill='rgb(%d,%d,255)' stroke='#fff'/>"
-          "<text x='%g' y='%g' font-size='12' text-anchor='middle' fill='%s'>%d</text>",
+          "<text x='%g' y='%g' font-size='%d' text-anchor='middle' fill='%s'>%d</text>",
           L + cell * static_cast<double>(j), T + cell * static_cast<double>(i), cell, cell,
           static_cast<int>(255 - 200 * a), static_cast<int>(255 - 160 * a), L + cell * (static_cast<double>(j) + 0.5),
-          T + cell * (static_cast<double>(i) + 0.55), a > 0.6 ? "#fff" : "#000", m.confusion[i][j]);
+          T + cell * (static_cast<double>(i) + 0.5) + 4, cell < 40 ? 9 : 12, a > 0.6 ? "#fff" : "#000",
+          m.confusion[i][j]);
     }
   }
   return svg + "</svg>";
+}
+
+// Precision, recall, F1 and support of each class, from the confusion matrix
+// (rows: true, columns: predicted).
+std::string PerClassTable(const Metrics& m, const std::vector<std::string>& names) {
+  std::string html =
+      "<h2>Per class</h2><table class='per-class'><tr><th>class</th><th>precision</th><th>recall</th><th>f1</th>"
+      "<th>support</th></tr>";
+  const size_t k = m.confusion.size();
+  for (size_t c = 0; c < k; ++c) {
+    int64_t tp = m.confusion[c][c], predicted = 0, support = 0;
+    for (size_t r = 0; r < k; ++r) predicted += m.confusion[r][c];
+    for (int64_t v : m.confusion[c]) support += v;
+    const double p = predicted ? static_cast<double>(tp) / static_cast<double>(predicted) : 0;
+    const double r = support ? static_cast<double>(tp) / static_cast<double>(support) : 0;
+    const double f1 = p + r > 0 ? 2 * p * r / (p + r) : 0;
+    absl::StrAppendFormat(&html,
+                          "<tr><td style='text-align:left'>%s</td><td>%.4f</td><td>%.4f</td><td>%.4f</td><td>%d</td></tr>",
+                          Escape(c < names.size() ? names[c] : std::to_string(c)), p, r, f1, support);
+  }
+  return html + "</table>";
+}
+
+// Rows read, kept and dropped (by reason) per split, from data_report.json.
+std::string DataSection(const std::string& report_json) {
+  const nlohmann::json j = nlohmann::json::parse(report_json, nullptr, false);
+  if (!j.is_object()) return "";
+  std::string html = "<h2>Data</h2><table class='data'><tr><th>split</th><th>file</th><th>rows read</th>"
+                     "<th>rows kept</th><th>dropped</th></tr>";
+  for (const char* split : {"train", "validation"}) {
+    if (!j.contains(split) || !j[split].is_object()) continue;
+    const auto& r = j[split];
+    std::vector<std::string> drops;
+    if (r.contains("dropped") && r["dropped"].is_object()) {
+      for (const auto& [reason, n] : r["dropped"].items()) {
+        if (n.is_number_integer()) drops.push_back(absl::StrCat(reason, ": ", n.get<int64_t>()));
+      }
+    }
+    absl::StrAppendFormat(&html,
+                          "<tr><td style='text-align:left'>%s</td><td style='text-align:left'>%s</td><td>%d</td>"
+                          "<td>%d</td><td style='text-align:left'>%s</td></tr>",
+                          split, Escape(r.value("source", "")), r.value("rows_read", int64_t{0}),
+                          r.value("rows_kept", int64_t{0}), Escape(drops.empty() ? "none" : absl::StrJoin(drops, ", ")));
+  }
+  html += "</table>";
+  absl::StrAppendFormat(&html, "<p>Split: %s; %d training and %d validation examples.</p>",
+                        Escape(j.value("split", "")), j.value("train_examples", int64_t{0}),
+                        j.value("validation_examples", int64_t{0}));
+  return html;
+}
+
+// What ran: ranks, precision, the files' SHA-256 and the spec as given.
+std::string RunSection(const ReportInput& in) {
+  std::string html = absl::StrFormat(
+      "<h2>Run</h2><table class='run'><tr><td style='text-align:left'>ranks (world size)</td><td>%d</td></tr>"
+      "<tr><td style='text-align:left'>precision</td><td>%s</td></tr>",
+      in.world_size, Escape(in.precision));
+  for (const auto& [name, hex] : in.sha256) {
+    absl::StrAppendFormat(&html, "<tr><td style='text-align:left'>SHA-256 of %s</td><td><code>%s</code></td></tr>",
+                          Escape(name), Escape(hex));
+  }
+  html += "</table>";
+  if (!in.spec_text.empty()) {
+    absl::StrAppendFormat(&html, "<details><summary>The spec</summary><pre class='spec'>%s</pre></details>",
+                          Escape(in.spec_text));
+  }
+  return html;
 }
 
 }  // namespace
@@ -339,14 +486,37 @@ std::string ReportHtml(const ReportInput& in) {
     }
     html += "</table>";
   }
-  html += "<div class='charts'>";
-  html += LineChart("Loss", {{"train loss", loss}, {"eval loss", eval_loss}}, false);
-  html += LineChart("Evaluation metrics", curves, false);
+  if (m.task == "sequence_classification" && !m.confusion.empty()) html += PerClassTable(m, in.label_names);
+  html += "<h2>Curves</h2><div class='charts'>";
+  const std::optional<double> best =
+      in.best_step >= 0 ? std::optional<double>(static_cast<double>(in.best_step)) : std::nullopt;
+  const std::string best_label = absl::StrCat("best step ", in.best_step);
+  Chart loss_chart{"Loss", "optimizer step", "loss", {}, false, best, best_label, ""};
+  // The raw per-step loss is noisy: faint, under its moving average.
+  loss_chart.series.push_back({"train loss", loss, 0.25, 0});
+  loss_chart.series.push_back({"train loss (smoothed)", Smoothed(loss, 0.9), 1, 0});
+  loss_chart.series.push_back({"eval loss", eval_loss, 1, 1});
+  html += LineChart(loss_chart);
+  Chart metric_chart{"Evaluation metrics", "optimizer step", "value", {}, false, best, best_label, ""};
+  for (const auto& [name, pts] : curves) metric_chart.series.push_back({name, pts, 1, -1});
+  html += LineChart(metric_chart);
   if (!roc.empty()) {
-    html += LineChart(m.task == "multi_label_classification" ? "ROC curve (micro)" : "ROC curve", {{"ROC", roc}}, true);
+    const auto auc = named.find(m.task == "multi_label_classification" ? "micro_roc_auc" : "roc_auc");
+    Chart roc_chart{m.task == "multi_label_classification" ? "ROC curve (micro)" : "ROC curve",
+                    "false positive rate",
+                    "true positive rate",
+                    {{"ROC", roc, 1, 0}},
+                    true,
+                    std::nullopt,
+                    "",
+                    auc == named.end() ? "" : absl::StrFormat("AUC = %.4f", auc->second)};
+    html += LineChart(roc_chart);
   }
   if (m.task == "sequence_classification") html += ConfusionSvg(m, in.label_names);
-  html += "</div></body></html>\n";
+  html += "</div>";
+  html += DataSection(in.data_report_json);
+  html += RunSection(in);
+  html += "</body></html>\n";
   return html;
 }
 

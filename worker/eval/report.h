@@ -42,6 +42,13 @@ struct ReportInput {
   // for classification TF-IDF + logistic regression (`reference`, when fitted).
   BaselineFigures trivial;
   std::optional<BaselineFigures> reference;
+  // The run, for the record: ranks, the spec as given, SHA-256 of the data
+  // files and of the exported weights (name -> hex), and the data report
+  // (data_report.json: rows read and kept, drops by reason, per split).
+  int64_t world_size = 1;
+  std::string spec_text;
+  std::map<std::string, std::string> sha256;
+  std::string data_report_json;
 };
 
 std::string MetricsToJson(const Metrics& m, const std::vector<std::string>& label_names);

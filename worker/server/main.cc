@@ -505,6 +505,7 @@ int Train() {
     }
   }
   options.resume = absl::GetFlag(FLAGS_resume);
+  if (auto text = attune::common::ReadFile(absl::GetFlag(FLAGS_spec), 1 << 20); text.ok()) options.spec_text = *text;
   if (!absl::GetFlag(FLAGS_job_id).empty()) options.owner = {absl::GetFlag(FLAGS_job_id), absl::GetFlag(FLAGS_generation)};
   options.eval_only = absl::GetFlag(FLAGS_eval_only);
   options.abort_after_step = absl::GetFlag(FLAGS_abort_after_step);

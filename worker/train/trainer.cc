@@ -53,6 +53,7 @@ using task::MixBits;
 struct PreparedData {
   std::vector<data::Example> train, validation;
   data::LabelMap labels;
+  std::string report_json;  // data_report.json
 };
 
 absl::StatusOr<PreparedData> PrepareData(const common::JobConfig& c, const task::Task& task, bool write_report) {
@@ -96,9 +97,10 @@ absl::StatusOr<PreparedData> PrepareData(const common::JobConfig& c, const task:
   report["labels"] = out.labels.labels();
   report["train_examples"] = out.train.size();
   report["validation_examples"] = out.validation.size();
+  out.report_json = report.dump(2);
   if (write_report) {
     ATTUNE_RETURN_IF_ERROR(common::MakeDirs(c.output_dir));
-    ATTUNE_RETURN_IF_ERROR(common::WriteFileAtomic(c.output_dir + "/data_report.json", report.dump(2)));
+    ATTUNE_RETURN_IF_ERROR(common::WriteFileAtomic(c.output_dir + "/data_report.json", out.report_json));
   }
   return out;
 }
@@ -835,6 +837,16 @@ absl::StatusOr<TrainResult> Engine::Run() {
     rep.precision = PrecisionName(precision);
     rep.trivial = result_.trivial_baseline;
     rep.reference = result_.reference_baseline;
+    rep.world_size = world_;
+    rep.spec_text = o_.spec_text;
+    rep.data_report_json = data.report_json;
+    for (const std::string* path : {&c_.train_path, &c_.validation_path}) {
+      if (path->empty()) continue;
+      if (auto sha = common::Sha256OfFile(*path); sha.ok()) rep.sha256[c_.ShownPath(*path)] = *sha;
+    }
+    if (auto sha = common::Sha256OfFile(result_.model_dir + "/model.safetensors"); sha.ok()) {
+      rep.sha256["the exported model.safetensors"] = *sha;
+    }
     ATTUNE_RETURN_IF_ERROR(common::WriteFileAtomic(c_.output_dir + "/eval_report.json", eval::ReportJson(rep)));
     ATTUNE_RETURN_IF_ERROR(common::WriteFileAtomic(c_.output_dir + "/eval_report.html", eval::ReportHtml(rep)));
   }

@@ -77,6 +77,8 @@ struct TrainerOptions {
   // lease] in common/checkpoint.h) and stops, fenced, when a newer attempt
   // takes it.
   common::Owner owner;
+  // The spec as given (its text), recorded in the HTML report.
+  std::string spec_text;
 };
 
 struct TrainResult {
