@@ -50,7 +50,7 @@ absl::Status JobManager::Recover() {
       live.ranks.resize(static_cast<size_t>(j.config.world_size));
       // Agents may take their reconnect backoff (at most 5 s) plus a heartbeat
       // to come back: give re-adoption that much on top of the usual grace.
-      live.since = started_ + absl::Seconds(10);
+      live.since = started_ + options_.readoption_grace;
       live_[j.id] = live;
     }
     jobs_[j.id] = std::move(j);
@@ -937,10 +937,24 @@ void JobManager::Tick() {
     bool all_reported = true;
     for (const auto& r : lit->second.ranks) all_reported &= r.reported;
     if (!all_reported && now - lit->second.since > options_.heartbeat_timeout * 2) {
+      bool none_reported = true;
+      for (const auto& r : lit->second.ranks) none_reported &= !r.reported;
       if (job.state == JobState::kCancelling) {
         live_.erase(lit);
         ++job.generation;
         SetStateLocked(job, JobState::kCancelled, "cancelled").IgnoreError();
+      } else if (job.state == JobState::kScheduled && none_reported) {
+        // NOTE [lost assignments]: placed, but no worker ever said it started
+        // (the assignment went down with a coordinator restart): nothing ran,
+        // so the job is queued again without spending a restart. The new
+        // generation fences a trainer that starts late after all.
+        const int64_t old = job.generation;
+        ++job.generation;
+        StopRanksLocked(job, old, "assignment lost");
+        live_.erase(lit);
+        SetStateLocked(job, JobState::kQueued,
+                       "its assignment was lost (no worker reported it after a coordinator restart); queued again")
+            .IgnoreError();
       } else {
         FailAttemptLocked(job, "ranks were not reported by any worker in time", false, EventType::kWorkerLost);
       }

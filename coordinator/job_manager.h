@@ -45,6 +45,10 @@ struct ManagerOptions {
   // Registered workers (alive or lost) the coordinator holds at most: a
   // registration of a new id beyond it is RESOURCE_EXHAUSTED.
   size_t max_workers = 10000;
+  // After a restart, live attempts get this long (plus twice the heartbeat
+  // timeout) for their agents to report them: the agents' reconnect backoff
+  // (at most 5 s) and a heartbeat.
+  absl::Duration readoption_grace = absl::Seconds(10);
 };
 
 struct WorkerInfo {

@@ -1,5 +1,7 @@
 #include "coordinator/rpc/auth.h"
 
+#include <grpc/grpc_security_constants.h>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
@@ -47,9 +49,49 @@ absl::StatusOr<TokenAuthorizer> TokenAuthorizer::FromFiles(const std::map<std::s
   return a;
 }
 
+namespace {
+
+// The client certificate's CN and DNS names, as gRPC's TLS layer verified them.
+std::vector<std::string> CertificateNames(const grpc::ServerContext* ctx, std::string* common_name) {
+  std::vector<std::string> names;
+  const auto auth = ctx->auth_context();
+  if (!auth) return names;
+  for (const auto& v : auth->FindPropertyValues(GRPC_X509_CN_PROPERTY_NAME)) {
+    names.emplace_back(v.data(), v.size());
+    if (common_name->empty()) *common_name = names.back();
+  }
+  for (const auto& v : auth->FindPropertyValues(GRPC_X509_SAN_PROPERTY_NAME)) names.emplace_back(v.data(), v.size());
+  return names;
+}
+
+}  // namespace
+
+grpc::Status CheckWorkerId(const Caller& caller, const std::string& worker_id) {
+  if (caller.certificate_names.empty()) return grpc::Status::OK;
+  for (const auto& n : caller.certificate_names) {
+    if (n == worker_id) return grpc::Status::OK;
+  }
+  return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
+                      absl::StrCat("worker_id ", worker_id, " is not named by the client certificate (CN ",
+                                   caller.certificate_names.front(), ")"));
+}
+
 grpc::Status TokenAuthorizer::Check(const grpc::ServerContext* ctx, Api api, Caller* caller) const {
-  if (!enabled()) {
-    if (caller != nullptr) *caller = Caller{"", true};
+  Caller certified;
+  if (certificate_identities_) {
+    std::string cn;
+    certified.certificate_names = CertificateNames(ctx, &cn);
+    if (cn.empty() || !common::IsValidName(cn)) {
+      return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
+                          "a client certificate whose common name is an identity ([A-Za-z0-9._-]{1,128}) is required");
+    }
+    certified.name = cn;
+  }
+  if (tokens_.empty()) {
+    if (caller != nullptr) {
+      *caller = certified;
+      caller->admin = true;  // no token files: every role
+    }
     return grpc::Status::OK;
   }
   const auto& md = ctx->client_metadata();
@@ -63,7 +105,11 @@ grpc::Status TokenAuthorizer::Check(const grpc::ServerContext* ctx, Api api, Cal
   for (const auto& [known, role, name] : tokens_) {
     if (!common::SameSecret(token, known)) continue;
     if (role == "admin" || (role == "submit" && api == Api::kJobs) || (role == "worker" && api == Api::kWorkers)) {
-      if (caller != nullptr) *caller = Caller{name, role == "admin"};
+      if (caller != nullptr) {
+        *caller = certified;
+        if (caller->name.empty()) caller->name = name;  // the certificate's name wins
+        caller->admin = role == "admin";
+      }
       return grpc::Status::OK;
     }
     return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,

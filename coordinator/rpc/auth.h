@@ -22,11 +22,19 @@ namespace attune::coordinator::rpc {
 // kAdmin: what only an admin may do (set a job's priority).
 enum class Api { kJobs, kWorkers, kAdmin };
 
+struct Caller;
+// OK when `worker_id` is one of the caller's certificate names, or when
+// certificate identities are off (no names); else PERMISSION_DENIED.
+grpc::Status CheckWorkerId(const Caller& caller, const std::string& worker_id);
+
 // Who made a call: the identity its token names, and whether it may act on
 // everyone's jobs.
 struct Caller {
   std::string name;    // empty when authentication is off
   bool admin = false;  // an admin token, or authentication off
+  // With certificate identities: the client certificate's common name and
+  // DNS names, the identities a worker id must be one of.
+  std::vector<std::string> certificate_names;
   // Whether this caller may see and act on a job or sweep owned by `owner`.
   bool Owns(const std::string& owner) const { return admin || owner == name; }
 };
@@ -36,12 +44,21 @@ class TokenAuthorizer {
   TokenAuthorizer() = default;
   // role -> token file; a missing or empty file is an error.
   static absl::StatusOr<TokenAuthorizer> FromFiles(const std::map<std::string, std::string>& files);
-  bool enabled() const { return !tokens_.empty(); }
+  bool enabled() const { return !tokens_.empty() || certificate_identities_; }
+  // NOTE [certificate identities]: under mutual TLS, a caller is also who its
+  // client certificate names (CN, or a DNS subjectAltName): its jobs' owner
+  // is the certificate's CN, and a worker may only speak for a worker id its
+  // certificate names (CheckWorkerId). A call without a client certificate
+  // name is UNAUTHENTICATED. Roles still come from tokens (all roles when no
+  // token files are set).
+  void set_certificate_identities(bool on) { certificate_identities_ = on; }
+  bool certificate_identities() const { return certificate_identities_; }
   // OK; UNAUTHENTICATED without a known token; PERMISSION_DENIED when the
   // token's role may not use `api`. On OK, `caller` (if given) says who it is.
   grpc::Status Check(const grpc::ServerContext* ctx, Api api, Caller* caller = nullptr) const;
 
  private:
+  bool certificate_identities_ = false;
   struct Known {
     std::string token, role, name;
   };

@@ -244,7 +244,12 @@ grpc::Status JobServiceImpl::ListWorkers(grpc::ServerContext* ctx, const v1::Lis
 grpc::Status WorkerServiceImpl::Register(grpc::ServerContext* ctx, const v1::RegisterRequest* req,
                                          v1::RegisterResponse* out) {
   CallRecorder rec(metrics_, "Register");
-  if (auto a = auth_.Check(ctx, Api::kWorkers); !a.ok()) return rec(a);
+  Caller who;
+  if (auto a = auth_.Check(ctx, Api::kWorkers, &who); !a.ok()) return rec(a);
+  if (auto a = CheckWorkerId(who, req->worker_id()); !a.ok()) {
+    manager_.CountRefused("certificate_mismatch");
+    return rec(a);
+  }
   if (!registrations_.TryAcquire()) {
     manager_.CountRefused("registration_rate");
     return rec(grpc::Status(grpc::RESOURCE_EXHAUSTED, "too many registrations at once; retry in a second"));
@@ -282,7 +287,12 @@ grpc::Status WorkerServiceImpl::Register(grpc::ServerContext* ctx, const v1::Reg
 grpc::Status WorkerServiceImpl::Heartbeat(grpc::ServerContext* ctx, const v1::HeartbeatRequest* req,
                                           v1::HeartbeatResponse* out) {
   CallRecorder rec(metrics_, "Heartbeat");
-  if (auto a = auth_.Check(ctx, Api::kWorkers); !a.ok()) return rec(a);
+  Caller who;
+  if (auto a = auth_.Check(ctx, Api::kWorkers, &who); !a.ok()) return rec(a);
+  if (auto a = CheckWorkerId(who, req->worker_id()); !a.ok()) {
+    manager_.CountRefused("certificate_mismatch");
+    return rec(a);
+  }
   if (auto s = manager_.CheckSession(req->worker_id(), req->session()); !s.ok()) return rec(ToGrpc(s));
   std::vector<TaskReport> tasks;
   for (const auto& t : req->tasks()) {
@@ -320,7 +330,12 @@ grpc::Status WorkerServiceImpl::Heartbeat(grpc::ServerContext* ctx, const v1::He
 grpc::Status WorkerServiceImpl::ReportProgress(grpc::ServerContext* ctx, const v1::ProgressReport* req,
                                                v1::ProgressAck*) {
   CallRecorder rec(metrics_, "ReportProgress");
-  if (auto a = auth_.Check(ctx, Api::kWorkers); !a.ok()) return rec(a);
+  Caller who;
+  if (auto a = auth_.Check(ctx, Api::kWorkers, &who); !a.ok()) return rec(a);
+  if (auto a = CheckWorkerId(who, req->worker_id()); !a.ok()) {
+    manager_.CountRefused("certificate_mismatch");
+    return rec(a);
+  }
   if (auto s = manager_.CheckSession(req->worker_id(), req->session()); !s.ok()) return rec(ToGrpc(s));
   absl::Status st = manager_.Report(req->worker_id(), req->job_id(), req->generation(), req->rank(),
                                     FromProto(req->event()));

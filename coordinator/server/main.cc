@@ -54,6 +54,9 @@ ABSL_FLAG(std::string, health_listen, "",
 ABSL_FLAG(int, max_message_mb, 16, "gRPC send and receive message size limit");
 ABSL_FLAG(int, max_workers, 10000, "registered workers held at most; a new worker id beyond it is refused");
 ABSL_FLAG(int, registrations_per_s, 100, "Register calls served per second (a burst of 5 s worth); more are asked to retry");
+ABSL_FLAG(bool, certificate_identities, false,
+          "with --tls-client-ca: a caller is who its client certificate names; a worker may only use a worker id "
+          "its certificate names, and a job's owner is the certificate's CN");
 ABSL_FLAG(bool, grpc_reflection, false,
           "serve gRPC server reflection (for grpcurl); it answers without a token, so it is off unless asked for");
 
@@ -217,6 +220,13 @@ int main(int argc, char** argv) {
   if (!auth.ok()) {
     std::cerr << "attune-coordinator: " << auth.status() << "\n";
     return 1;
+  }
+  if (absl::GetFlag(FLAGS_certificate_identities)) {
+    if (absl::GetFlag(FLAGS_tls_client_ca).empty()) {
+      std::cerr << "attune-coordinator: --certificate-identities needs --tls-client-ca (mutual TLS)\n";
+      return 2;
+    }
+    auth->set_certificate_identities(true);
   }
   auto served = attune::common::PrometheusMetrics::ServeIfSet(absl::GetFlag(FLAGS_metrics_listen));
   if (!served.ok()) {

@@ -150,6 +150,14 @@ class ServiceTest : public ::testing::Test {
     testing::WriteText(path, s);
     return path;
   }
+  // Spec() with one rank.
+  std::string OneRankSpec(const std::string& name, int steps) {
+    const std::string spec = Spec(name, steps, 0);
+    std::string text = testing::ReadText(spec);
+    text.replace(text.find("workers: {count: 2}"), 19, "workers: {count: 1}");
+    testing::WriteText(spec, text);
+    return spec;
+  }
   testing::CommandResult Cli(const std::string& args, int timeout_s = 120) {
     return RunCommand(Bin("attune") + " " + args + " --coordinator " + addr_, timeout_s);
   }
@@ -843,12 +851,9 @@ TEST_F(ServiceTest, TokensAreRequiredWhenConfigured) {
   agents_.push_back(Spawn(Bin("attune-worker") + " agent --coordinator " + addr_ + " --worker-id w1 --cpus 1 " +
                               "--token-file " + (dir_ / "worker.tokens"),
                           dir_ / "agent-w1.log"));
-  std::string spec = Spec("tok", 10, 0);
-  std::string text = testing::ReadText(spec);
-  text.replace(text.find("workers: {count: 2}"), 19, "workers: {count: 1}");
-  testing::WriteText(spec, text);
+  const std::string spec = OneRankSpec("tok", 10);
   // Priority is an admin's decision: a submit token may not set it.
-  testing::WriteText(dir_ / "urgent.yaml", text + "priority: 5\n");
+  testing::WriteText(dir_ / "urgent.yaml", testing::ReadText(spec) + "priority: 5\n");
   auto urgent = Cli("submit -f " + (dir_ / "urgent.yaml") + " --token_file " + (dir_ / "submit.tokens"));
   EXPECT_EQ(urgent.exit_code, 7) << urgent.output;  // PERMISSION_DENIED
   EXPECT_NE(urgent.output.find("priority: only an admin may do this"), std::string::npos) << urgent.output;
@@ -1108,19 +1113,27 @@ TEST_F(ServiceTest, RealPrometheusScrapesTheJobAndAnswersEveryDashboardAndRuleQu
   EXPECT_TRUE(WaitState(id, "CANCELLED", 30));
 }
 
+// A CA, a server certificate for 127.0.0.1 and a client certificate
+// <name>.pem / <name>.key with CN=<name> for each of `clients`, in the test's directory.
+void MakeCertificates(const testing::TempDir& dir, const std::vector<std::string>& clients) {
+  std::string script = "set -e\ncd " + dir.path() + "\n"
+                       "openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=attune-ca\n"
+                       "openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj /CN=localhost\n"
+                       "printf 'subjectAltName=IP:127.0.0.1,DNS:localhost' > san.ext\n"
+                       "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem "
+                       "-days 2 -extfile san.ext\n";
+  for (const auto& c : clients) {
+    script += "openssl req -newkey rsa:2048 -nodes -keyout " + c + ".key -out " + c + ".csr -subj /CN=" + c + "\n" +
+              "openssl x509 -req -in " + c + ".csr -CA ca.pem -CAkey ca.key -CAcreateserial -out " + c + ".pem -days 2\n";
+  }
+  testing::WriteText(dir / "certs.sh", script);
+  auto gen = RunCommand("sh " + (dir / "certs.sh"));
+  ASSERT_EQ(gen.exit_code, 0) << gen.output;
+}
+
 TEST_F(ServiceTest, MutualTlsRefusesClientsWithoutCertificatesAndProbesUseThePlaintextHealthPort) {
   const std::string d = dir_.path();
-  testing::WriteText(dir_ / "certs.sh",
-                     "set -e\ncd " + d + "\n"
-                     "openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.pem -days 2 -subj /CN=attune-ca\n"
-                     "openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr -subj /CN=localhost\n"
-                     "printf 'subjectAltName=IP:127.0.0.1,DNS:localhost' > san.ext\n"
-                     "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem "
-                     "-days 2 -extfile san.ext\n"
-                     "openssl req -newkey rsa:2048 -nodes -keyout client.key -out client.csr -subj /CN=client\n"
-                     "openssl x509 -req -in client.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out client.pem -days 2\n");
-  auto gen = RunCommand("sh " + (dir_ / "certs.sh"));
-  ASSERT_EQ(gen.exit_code, 0) << gen.output;
+  MakeCertificates(dir_, {"client"});
   const int health_port = FreePort();
   coordinator_ = Spawn(Bin("attune-coordinator") + " --listen " + addr_ + " --state " + (dir_ / "state.db") +
                            " --tls-cert " + d + "/server.pem --tls-key " + d + "/server.key --tls-client-ca " + d +
@@ -1142,12 +1155,59 @@ TEST_F(ServiceTest, MutualTlsRefusesClientsWithoutCertificatesAndProbesUseThePla
   EXPECT_EQ(Cli("list --timeout_s 2 --tls-ca " + d + "/ca.pem").exit_code, 14);  // TLS without a client certificate
   agents_.push_back(Spawn(Bin("attune-worker") + " agent --coordinator " + addr_ + " --worker-id w0 --cpus 1" + client,
                           dir_ / "agent-w0.log"));
-  std::string spec = Spec("tls", 10, 0);
-  std::string text = testing::ReadText(spec);
-  text.replace(text.find("workers: {count: 2}"), 19, "workers: {count: 1}");
-  testing::WriteText(spec, text);
+  const std::string spec = OneRankSpec("tls", 10);
   auto run = Cli("submit -f " + spec + " --watch" + client, 120);
   EXPECT_EQ(run.exit_code, 0) << run.output << testing::ReadText(dir_ / "agent-w0.log");
+}
+
+// NOTE [certificate identities]: a worker may only use an id its client
+// certificate names, and two users sharing a team token are still two owners.
+TEST_F(ServiceTest, CertificateIdentitiesBindWorkerIdsAndOwners) {
+  const std::string d = dir_.path();
+  MakeCertificates(dir_, {"w0", "alice", "bob"});
+  testing::WriteText(dir_ / "submit.tokens", "team tok-team\n");
+  testing::WriteText(dir_ / "worker.tokens", "agents tok-worker\n");
+  coordinator_ = Spawn(Bin("attune-coordinator") + " --listen " + addr_ + " --state " + (dir_ / "state.db") +
+                           " --data-root " + d + " --tls-cert " + d + "/server.pem --tls-key " + d +
+                           "/server.key --tls-client-ca " + d + "/ca.pem --certificate-identities" +
+                           " --submit-token-file " + (dir_ / "submit.tokens") + " --worker-token-file " +
+                           (dir_ / "worker.tokens"),
+                       dir_ / "coordinator.log");
+  auto as = [&](const std::string& who) {
+    return " --tls-ca " + d + "/ca.pem --tls-cert " + d + "/" + who + ".pem --tls-key " + d + "/" + who +
+           ".key --token_file " + (dir_ / "submit.tokens");
+  };
+  bool up = false;
+  for (int i = 0; i < 100 && !up; ++i) {
+    up = Cli("list --timeout_s 1" + as("alice")).exit_code == 0;
+    if (!up) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_TRUE(up) << testing::ReadText(dir_ / "coordinator.log");
+  const std::string w0_cert = " --tls-ca " + d + "/ca.pem --tls-cert " + d + "/w0.pem --tls-key " + d +
+                              "/w0.key --token-file " + (dir_ / "worker.tokens");
+  // w0's certificate, claiming to be w1: refused, and never listed.
+  agents_.push_back(Spawn(Bin("attune-worker") + " agent --coordinator " + addr_ + " --worker-id w1 --cpus 1" + w0_cert,
+                          dir_ / "agent-w1.log"));
+  agents_.push_back(Spawn(Bin("attune-worker") + " agent --coordinator " + addr_ + " --worker-id w0 --cpus 1" + w0_cert,
+                          dir_ / "agent-w0.log"));
+  const std::string spec = OneRankSpec("certified", 10);
+  auto run = Cli("submit -f " + spec + " --watch -o json" + as("alice"), 120);
+  EXPECT_EQ(run.exit_code, 0) << run.output << testing::ReadText(dir_ / "agent-w0.log");
+  auto listed = Cli("list -o json" + as("alice"));
+  auto jobs = nlohmann::json::parse(listed.output, nullptr, false);
+  ASSERT_TRUE(jobs.is_object() && jobs.contains("jobs") && jobs["jobs"].size() == 1) << listed.output;
+  const std::string id = jobs["jobs"][0].value("id", "");
+  EXPECT_EQ(jobs["jobs"][0].value("owner", ""), "alice");
+  EXPECT_EQ(jobs["jobs"][0].value("state", ""), "SUCCEEDED");
+  // bob holds the same team token, but is not alice.
+  auto stolen = Cli("get " + id + as("bob"));
+  EXPECT_EQ(stolen.exit_code, 7) << stolen.output;
+  EXPECT_NE(stolen.output.find("belongs to another submitter"), std::string::npos) << stolen.output;
+  auto workers = Cli("workers -o json" + as("alice"));
+  EXPECT_NE(workers.output.find("\"w0\""), std::string::npos) << workers.output;
+  EXPECT_EQ(workers.output.find("\"w1\""), std::string::npos) << workers.output;
+  EXPECT_NE(testing::ReadText(dir_ / "agent-w1.log").find("is not named by the client certificate"), std::string::npos)
+      << testing::ReadText(dir_ / "agent-w1.log");
 }
 
 }  // namespace

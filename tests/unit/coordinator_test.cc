@@ -462,6 +462,42 @@ TEST_F(StoreTest, CancellingAScheduledJobIsImmediateAndFencesATrainerThatStarted
   EXPECT_EQ(reply.stop[0].job_id, job->id);
 }
 
+// NOTE [lost assignments]: a job placed just before the coordinator died,
+// whose trainers no worker ever reported, is queued again, not failed: with
+// max_restarts 0 a sweep trial used to end FAILED "restart budget exhausted".
+TEST_F(StoreTest, AnAssignmentLostWithARestartIsQueuedAgainWithoutSpendingARestart) {
+  std::string id;
+  {
+    auto store = JobStore::Open(path_);
+    JobManager m(**store, Options(absl::Milliseconds(100)));
+    auto job = SubmitAndPlace(m, 0, 2);
+    ASSERT_THAT(job, IsOk());
+    ASSERT_EQ(m.Get(job->id)->state, JobState::kScheduled);
+    id = job->id;
+  }  // the coordinator dies before any agent heard of the assignment
+  auto store = JobStore::Open(path_);
+  ManagerOptions o = Options(absl::Milliseconds(100));
+  o.readoption_grace = absl::ZeroDuration();
+  JobManager m(**store, o);
+  ASSERT_THAT(m.Recover(), IsOk());
+  const int64_t gen = m.Get(id)->generation;
+  for (int i = 1; i <= 2; ++i) m.Register({"w" + std::to_string(i), "127.0.0.1", 1, 0, 1233 + i, {}});
+  std::this_thread::sleep_for(std::chrono::milliseconds(250));
+  for (int i = 1; i <= 2; ++i) m.Heartbeat("w" + std::to_string(i), {});  // alive, running nothing
+  m.Tick();
+  auto job = m.Get(id);
+  ASSERT_THAT(job, IsOk());
+  EXPECT_NE(job->state, JobState::kFailed) << job->message;
+  EXPECT_EQ(job->restarts, 0);
+  EXPECT_GT(job->generation, gen);
+  auto events = m.WaitEvents(id, 0, absl::ZeroDuration());
+  bool requeued = false;
+  for (const auto& e : *events) requeued |= e.state == JobState::kQueued && e.message.find("assignment was lost") != std::string::npos;
+  EXPECT_TRUE(requeued);
+  m.Tick();
+  EXPECT_EQ(m.Get(id)->state, JobState::kScheduled);  // placed again on the live workers
+}
+
 TEST_F(StoreTest, OneFaultCostsOneRestartTheNextAttemptAvoidsASuspectWorker) {
   auto store = JobStore::Open(path_);
   JobManager m(**store, Options(absl::Seconds(1)));
