@@ -131,6 +131,25 @@ def test_sweep_calls(client, service):
                              "algorithm": {"type": "grid"}})
 
 
+class _Coordinator:
+    """A coordinator of its own (no agents) with extra flags, for tests that must not disturb the shared one."""
+
+    def __init__(self, tmp_path, *flags):
+        from conftest import BIN, free_port
+        import subprocess
+        self.address = f"127.0.0.1:{free_port()}"
+        self.proc = subprocess.Popen([os.path.join(BIN, "attune-coordinator"), "--listen", self.address, "--state",
+                                      str(tmp_path / "state.db"), *flags],
+                                     stdout=open(tmp_path / "coordinator.log", "w"), stderr=subprocess.STDOUT)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.proc.terminate()
+        self.proc.wait(10)
+
+
 def _reflection_list(address):
     """Asks a server's gRPC reflection service (v1 and v1alpha) to list its services, as grpcurl does; raw
     bytes, so that the test needs no reflection package: field 7 (list_services) = ""."""
@@ -150,43 +169,29 @@ def _reflection_list(address):
 def test_reflection_answers_only_when_turned_on(service, tmp_path):
     # Reflection answers without a token, so a coordinator serves it only with --grpc-reflection.
     assert _reflection_list(service.address) is None
-    from conftest import BIN, free_port
-    import subprocess
-    address = f"127.0.0.1:{free_port()}"
-    proc = subprocess.Popen([os.path.join(BIN, "attune-coordinator"), "--listen", address, "--state",
-                             str(tmp_path / "state.db"), "--grpc-reflection"],
-                            stdout=open(tmp_path / "coordinator.log", "w"), stderr=subprocess.STDOUT)
-    try:
+    with _Coordinator(tmp_path, "--grpc-reflection") as coordinator:
         deadline = time.monotonic() + 30
         while True:
             try:
-                replies = _reflection_list(address)
+                replies = _reflection_list(coordinator.address)
                 break
             except Exception:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.2)
         assert replies and any(b"attune.v1.JobService" in r for r in replies)
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 def test_registrations_are_bounded_and_checked(tmp_path):
     # A worker token can register agents; a flood of made-up ids is slowed down (RESOURCE_EXHAUSTED, which
     # agents retry), a malformed one is refused naming the field, and the coordinator keeps serving.
     import grpc
-    from conftest import BIN, free_port
-    import subprocess
     from attune_client._proto import coordinator_pb2, coordinator_pb2_grpc
     (tmp_path / "worker.tokens").write_text("tok-worker\n")
     (tmp_path / "submit.tokens").write_text("alice tok-alice\n")
-    address = f"127.0.0.1:{free_port()}"
-    proc = subprocess.Popen([os.path.join(BIN, "attune-coordinator"), "--listen", address, "--state",
-                             str(tmp_path / "state.db"), "--worker-token-file", str(tmp_path / "worker.tokens"),
-                             "--submit-token-file", str(tmp_path / "submit.tokens"), "--registrations-per-s", "5"],
-                            stdout=open(tmp_path / "coordinator.log", "w"), stderr=subprocess.STDOUT)
-    try:
+    with _Coordinator(tmp_path, "--worker-token-file", str(tmp_path / "worker.tokens"), "--submit-token-file",
+                      str(tmp_path / "submit.tokens"), "--registrations-per-s", "5") as coordinator:
+        address = coordinator.address
         channel = grpc.insecure_channel(address)
         grpc.channel_ready_future(channel).result(timeout=30)
         stub = coordinator_pb2_grpc.WorkerServiceStub(channel)
@@ -209,6 +214,36 @@ def test_registrations_are_bounded_and_checked(tmp_path):
         with Client(address, token="tok-alice", timeout=5) as c:
             assert len(c.workers()) == codes.count("OK")
         channel.close()
-    finally:
-        proc.terminate()
-        proc.wait(10)
+
+
+def test_a_submitter_sees_and_touches_only_its_own_jobs(tmp_path, service):
+    # Token-file lines "NAME TOKEN": the name is the owner of what it submits.
+    (tmp_path / "submit.tokens").write_text("alice tok-alice\nbob tok-bob\n")
+    (tmp_path / "admin.tokens").write_text("ops tok-ops\n")
+    with _Coordinator(tmp_path, "--submit-token-file", str(tmp_path / "submit.tokens"), "--admin-token-file",
+                      str(tmp_path / "admin.tokens")) as coordinator:
+        alice = Client(coordinator.address, token="tok-alice", timeout=5)
+        bob = Client(coordinator.address, token="tok-bob", timeout=5)
+        ops = Client(coordinator.address, token="tok-ops", timeout=5)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                alice.list()
+                break
+            except attune_client.AttuneError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        job = alice.submit(service.spec("owned", output_dir=str(tmp_path / "out-owned")))
+        assert job.owner == "alice" and alice.get(job.id).owner == "alice"
+        for call in (lambda: bob.get(job.id), lambda: bob.cancel(job.id),
+                     lambda: bob.download(job.id, str(tmp_path / "stolen")), lambda: list(bob.logs(job.id))):
+            with pytest.raises(attune_client.PermissionDenied, match="belongs to another submitter"):
+                call()
+        assert not (tmp_path / "stolen").exists()
+        assert [j.id for j in bob.list()] == []
+        assert [j.id for j in alice.list()] == [job.id]
+        assert [j.id for j in ops.list()] == [job.id]  # an admin sees everyone's
+        assert ops.cancel(job.id).id == job.id
+        for c in (alice, bob, ops):
+            c.close()
