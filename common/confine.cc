@@ -183,18 +183,21 @@ absl::StatusOr<std::string> StagedInputs::Stage(const std::string& root, const s
   while (dirent* e = ::readdir(d)) {
     const std::string name = e->d_name;
     if (name == "." || name == "..") continue;
+    // Only files and links are opened: FIFOs, sockets, devices and
+    // subdirectories are never read from a model directory.
+    struct stat lst {};
+    if (::fstatat(::dirfd(d), name.c_str(), &lst, AT_SYMLINK_NOFOLLOW) != 0 ||
+        !(S_ISREG(lst.st_mode) || S_ISLNK(lst.st_mode))) {
+      continue;
+    }
     auto entry = OpenBeneath(root, original + "/" + name, FileKind::kAny);
     if (!entry.ok()) {
-      if (absl::IsPermissionDenied(entry.status()) &&
-          std::string(entry.status().message()).find("not a regular file") != std::string::npos) {
-        continue;
-      }
       status = absl::Status(entry.status().code(), absl::StrCat(field, ": ", entry.status().message()));
       break;
     }
     struct stat est {};
     ::fstat(entry->get(), &est);
-    if (!S_ISREG(est.st_mode)) continue;  // subdirectories are not read
+    if (!S_ISREG(est.st_mode)) continue;  // a link to a directory
     if (status = Link(original + "/" + name, std::move(*entry)); !status.ok()) break;
   }
   ::closedir(d);

@@ -76,6 +76,12 @@ grpc::Status CheckWorkerId(const Caller& caller, const std::string& worker_id) {
                                    caller.certificate_names.front(), ")"));
 }
 
+grpc::Status CheckOwned(const Caller& caller, const std::string& owner, const std::string& what) {
+  if (caller.Owns(owner)) return grpc::Status::OK;
+  return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
+                      absl::StrCat(what, " belongs to another submitter; only its owner or an admin may see or change it"));
+}
+
 grpc::Status TokenAuthorizer::Check(const grpc::ServerContext* ctx, Api api, Caller* caller) const {
   Caller certified;
   if (certificate_identities_) {

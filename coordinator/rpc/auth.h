@@ -26,6 +26,9 @@ struct Caller;
 // OK when `worker_id` is one of the caller's certificate names, or when
 // certificate identities are off (no names); else PERMISSION_DENIED.
 grpc::Status CheckWorkerId(const Caller& caller, const std::string& worker_id);
+// OK when the caller may act on what `owner` owns (its own, or an admin);
+// else PERMISSION_DENIED naming `what` ("job j-1", "sweep s-1").
+grpc::Status CheckOwned(const Caller& caller, const std::string& owner, const std::string& what);
 
 // Who made a call: the identity its token names, and whether it may act on
 // everyone's jobs.

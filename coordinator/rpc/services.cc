@@ -27,11 +27,7 @@ grpc::Status JobServiceImpl::Authorize(grpc::ServerContext* ctx, const std::stri
   if (job_id.empty()) return grpc::Status::OK;
   auto job = manager_.Get(job_id);
   if (!job.ok()) return ToGrpc(job.status());
-  if (!who.Owns(job->owner)) {
-    return grpc::Status(grpc::PERMISSION_DENIED, absl::StrCat("job ", job_id, " belongs to another submitter; only its "
-                                                              "owner or an admin may see or change it"));
-  }
-  return grpc::Status::OK;
+  return CheckOwned(who, job->owner, "job " + job_id);
 }
 
 grpc::Status JobServiceImpl::SubmitJob(grpc::ServerContext* ctx, const v1::SubmitJobRequest* req, v1::Job* out) {

@@ -183,11 +183,7 @@ grpc::Status SweepServiceImpl::Authorize(grpc::ServerContext* ctx, const std::st
   if (sweep_id.empty()) return grpc::Status::OK;
   auto s = manager_.Get(sweep_id);
   if (!s.ok()) return ToGrpc(s.status());
-  if (!who.Owns(s->owner)) {
-    return grpc::Status(grpc::PERMISSION_DENIED, absl::StrCat("sweep ", sweep_id, " belongs to another submitter; only "
-                                                              "its owner or an admin may see or change it"));
-  }
-  return grpc::Status::OK;
+  return CheckOwned(who, s->owner, "sweep " + sweep_id);
 }
 
 grpc::Status SweepServiceImpl::SubmitSweep(grpc::ServerContext* ctx, const v1::SubmitSweepRequest* req, v1::Sweep* out) {
