@@ -60,6 +60,15 @@ absl::Status ValidateJobConfig(const JobConfig& c) {
     check(finite(m.initializer_range) && m.initializer_range > 0, "model.config.initializer_range", "must be > 0");
     check(m.max_position_embeddings >= c.max_length, "data.max_length", "must be <= model.config.max_position_embeddings");
   }
+  if (!c.init_embeddings.empty()) {
+    bool known = false;
+    for (const char* t : kWordVectorTables) known |= c.init_embeddings == t;
+    std::vector<std::string> names(std::begin(kWordVectorTables), std::end(kWordVectorTables));
+    check(known, "model.init_embeddings",
+          absl::StrCat("unknown word vectors '", c.init_embeddings, "' (known: ", absl::StrJoin(names, ", "), ")"));
+    check(c.has_model_config, "model.init_embeddings",
+          "only for a model trained from scratch (model.config): a pretrained model has its own embeddings");
+  }
   check(c.built_vocab_size >= 16 && c.built_vocab_size <= 1'000'000, "model.vocab_size", "must be in [16, 1000000]");
   check(!c.train_path.empty(), "data.train", "is required");
   auto bounded = [&](const std::string& v, size_t max, const char* field) {

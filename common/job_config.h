@@ -46,6 +46,7 @@ struct JobConfig {
   std::string vocab_path;
   int64_t built_vocab_size = 8192;
   bool do_lower_case = true;
+  std::string init_embeddings;  // model.init_embeddings: a name of kWordVectorTables, or empty
   // data
   std::string train_path, validation_path;
   double validation_split = 0;
@@ -115,6 +116,10 @@ inline constexpr size_t kMaxLabelNames = 10000; // data.labels
 inline constexpr size_t kMaxJobLabels = 64;     // the job's own labels
 inline constexpr int64_t kMaxSteps = 1'000'000'000;
 inline constexpr double kMaxModelParameters = 2e9;
+
+// model.init_embeddings: the word-vector tables a from-scratch model's token
+// embeddings may start from (installed by scripts/fetch-embeddings.sh).
+inline constexpr const char* kWordVectorTables[] = {"glove-6b-100d"};
 
 // A job or label name, or a job id: [A-Za-z0-9._-]{1,128}. Where it names a
 // directory, callers refuse . and .. too.

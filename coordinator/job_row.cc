@@ -1,32 +1,19 @@
 #include "coordinator/job_row.h"
 
-#include <cmath>
 #include <stdexcept>
 
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
 #include "common/job_config.h"
+#include "common/json_fields.h"
 
 namespace attune::coordinator {
 namespace {
 
 using nlohmann::json;
 
-// An integer field: a JSON number that is integral and fits in int64, else
-// an exception (JobFrom and EventFrom turn it into kDataLoss). nlohmann's
-// value<int64_t>() casts a double such as 1e300 to int64, which is undefined
-// behaviour (found by fuzz_state_row).
-int64_t Int(const json& o, const char* key, int64_t def) {
-  auto it = o.find(key);
-  if (it == o.end() || it->is_null()) return def;
-  if (it->is_number_integer()) return it->get<int64_t>();
-  if (it->is_number_float()) {
-    const double v = it->get<double>();
-    if (std::isfinite(v) && v == std::trunc(v) && v >= -9.2e18 && v <= 9.2e18) return static_cast<int64_t>(v);
-  }
-  throw std::out_of_range(std::string(key) + " is not an integer");
-}
+using common::JsonInt;
 
 json ProgressJson(const ProgressInfo& p) {
   return {{"step", p.step}, {"total", p.total_steps}, {"epoch", p.epoch}, {"loss", p.loss},
@@ -34,8 +21,8 @@ json ProgressJson(const ProgressInfo& p) {
 }
 ProgressInfo ProgressFrom(const json& j) {
   ProgressInfo p;
-  p.step = Int(j, "step", 0);
-  p.total_steps = Int(j, "total", 0);
+  p.step = JsonInt(j, "step", 0);
+  p.total_steps = JsonInt(j, "total", 0);
   p.epoch = j.value("epoch", 0.0);
   p.loss = j.value("loss", 0.0);
   p.learning_rate = j.value("lr", 0.0);
@@ -45,7 +32,7 @@ ProgressInfo ProgressFrom(const json& j) {
 json EvalJson(const EvalInfo& e) { return {{"step", e.step}, {"metrics", e.metrics}}; }
 EvalInfo EvalFrom(const json& j) {
   EvalInfo e;
-  e.step = Int(j, "step", -1);
+  e.step = JsonInt(j, "step", -1);
   if (j.contains("metrics") && j["metrics"].is_object()) {
     for (const auto& [name, v] : j["metrics"].items()) {
       if (v.is_number()) e.metrics[name] = v.get<double>();
@@ -106,27 +93,27 @@ absl::StatusOr<Job> JobFrom(const std::string& id, int64_t seq, const std::strin
   const json b = json::parse(body);
   j.spec_json = b.value("spec_json", "");
   j.message = b.value("message", "");
-  j.generation = Int(b, "generation", 0);
-  j.restarts = Int(b, "restarts", 0);
-  j.created_ms = Int(b, "created_ms", 0);
-  j.updated_ms = Int(b, "updated_ms", 0);
-  j.not_before_ms = Int(b, "not_before_ms", 0);
+  j.generation = JsonInt(b, "generation", 0);
+  j.restarts = JsonInt(b, "restarts", 0);
+  j.created_ms = JsonInt(b, "created_ms", 0);
+  j.updated_ms = JsonInt(b, "updated_ms", 0);
+  j.not_before_ms = JsonInt(b, "not_before_ms", 0);
   j.progress = ProgressFrom(b.value("progress", json::object()));
   j.last_eval = EvalFrom(b.value("last_eval", json::object()));
   j.baseline = EvalFrom(b.value("baseline", json::object()));
   j.baseline_method = b.value("baseline_method", "");
-  j.last_checkpoint_step = Int(b, "last_checkpoint_step", -1);
+  j.last_checkpoint_step = JsonInt(b, "last_checkpoint_step", -1);
   j.workers = b.value("workers", std::vector<std::string>{});
   j.depends_on = b.value("depends_on", "");
   j.owner = b.value("owner", "");
   const json& c = b.at("config");
   j.config.name = c.value("name", "");
   j.config.labels = c.value("labels", std::map<std::string, std::string>{});
-  j.config.world_size = Int(c, "world_size", 1);
-  j.config.cpus_per_rank = Int(c, "cpus_per_rank", 1);
-  j.config.gpus_per_rank = Int(c, "gpus_per_rank", 0);
-  j.config.priority = Int(c, "priority", 0);
-  j.config.max_restarts = Int(c, "max_restarts", 0);
+  j.config.world_size = JsonInt(c, "world_size", 1);
+  j.config.cpus_per_rank = JsonInt(c, "cpus_per_rank", 1);
+  j.config.gpus_per_rank = JsonInt(c, "gpus_per_rank", 0);
+  j.config.priority = JsonInt(c, "priority", 0);
+  j.config.max_restarts = JsonInt(c, "max_restarts", 0);
   j.config.backend = c.value("backend", "gloo");
   j.config.output_dir = c.value("output_dir", "");
   if (!common::IsValidName(j.config.name)) return absl::DataLossError("config.name is not a job name");
@@ -156,13 +143,13 @@ absl::StatusOr<Event> EventFrom(int64_t index, const std::string& body) try {
   const json b = json::parse(body);
   Event e;
   e.index = index;
-  e.unix_ms = Int(b, "unix_ms", 0);
-  e.type = static_cast<EventType>(Int(b, "type", 1));
-  e.state = static_cast<JobState>(Int(b, "state", 1));
+  e.unix_ms = JsonInt(b, "unix_ms", 0);
+  e.type = static_cast<EventType>(JsonInt(b, "type", 1));
+  e.state = static_cast<JobState>(JsonInt(b, "state", 1));
   e.message = b.value("message", "");
   e.progress = ProgressFrom(b.value("progress", json::object()));
   e.eval = EvalFrom(b.value("eval", json::object()));
-  e.generation = Int(b, "generation", 0);
+  e.generation = JsonInt(b, "generation", 0);
   return e;
 } catch (const std::exception& e) {
   return absl::DataLossError(e.what());

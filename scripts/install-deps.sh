@@ -83,3 +83,11 @@ if [ "$mode" = all ]; then
     fi
   fi
 fi
+
+# GloVe vectors for model.init_embeddings (scripts/fetch-embeddings.sh):
+# tests and the bench use them.
+if [ "$mode" = all ]; then
+  if ! bash scripts/fetch-embeddings.sh; then
+    echo "install-deps: WARNING: the GloVe vectors are not installed: model.init_embeddings will be refused" >&2
+  fi
+fi

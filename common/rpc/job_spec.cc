@@ -294,6 +294,7 @@ JobConfig JobConfigFromProto(const v1::JobSpec& s) {
   c.vocab_path = s.model().vocab();
   c.built_vocab_size = Or<int64_t>(s.model().vocab_size(), c.built_vocab_size);
   if (s.model().has_do_lower_case()) c.do_lower_case = s.model().do_lower_case();
+  c.init_embeddings = s.model().init_embeddings();
   const auto& d = s.data();
   c.train_path = d.train();
   c.validation_path = d.validation();

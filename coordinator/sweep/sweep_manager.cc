@@ -78,8 +78,18 @@ absl::StatusOr<std::string> SweepManager::TrialSpec(const SweepRecord& s, int64_
 absl::Status SweepManager::Recover() {
   std::lock_guard<std::mutex> l(mu_);
   for (const auto& row : store_.Sweeps()) {
+    // A row the coordinator cannot trust stops it, naming the row, rather
+    // than running a sweep from it (NOTE as for jobs rows in job_store.cc).
     auto s = SweepFromJson(row.body);
-    if (!s.ok()) return s.status();
+    absl::Status st = s.ok() ? ValidateSweepConfig(s->config) : s.status();
+    if (st.ok() && s->id != row.id) st = absl::DataLossError(absl::StrCat("its body names sweep '", s->id, "'"));
+    if (st.ok() && static_cast<int64_t>(s->trials.size()) > TrialCount(s->config)) {
+      st = absl::DataLossError(absl::StrCat(s->trials.size(), " trials, more than its ", TrialCount(s->config)));
+    }
+    if (!st.ok()) {
+      return absl::DataLossError(absl::StrCat("state file: sweeps row id '", row.id.substr(0, 128), "': ",
+                                              st.message(), " (the file is left as it is; repair or remove the row)"));
+    }
     sweeps_[s->id] = *s;
   }
   LOG(INFO) << "recovered " << sweeps_.size() << " sweeps";

@@ -3,10 +3,15 @@
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
+#include "common/json_fields.h"
 
 namespace attune::coordinator::sweep {
 namespace {
 
+using common::JsonEnumAt;
+using common::JsonInt;
+using common::JsonIntAt;
+using common::JsonToInt;
 using nlohmann::json;
 
 json CurveJson(const std::map<int64_t, double>& m) {
@@ -18,9 +23,8 @@ std::map<int64_t, double> CurveFrom(const json& a) {
   std::map<int64_t, double> m;
   if (!a.is_array()) return m;
   for (const auto& p : a) {
-    if (p.is_array() && p.size() == 2 && p[0].is_number_integer() && p[1].is_number()) {
-      m[p[0].get<int64_t>()] = p[1].get<double>();
-    }
+    int64_t step = 0;
+    if (p.is_array() && p.size() == 2 && JsonToInt(p[0], &step) && p[1].is_number()) m[step] = p[1].get<double>();
   }
   return m;
 }
@@ -76,7 +80,7 @@ absl::StatusOr<SweepRecord> SweepFromJson(const std::string& text) {
   try {
     SweepRecord s;
     s.id = j.at("id").get<std::string>();
-    s.seq = j.at("seq").get<int64_t>();
+    s.seq = JsonIntAt(j, "seq");
     s.idempotency_key = j.value("idem", "");
     s.spec_json = j.value("spec_json", "");
     const json& c = j.at("config");
@@ -87,7 +91,7 @@ absl::StatusOr<SweepRecord> SweepFromJson(const std::string& text) {
     for (const auto& p : c.at("params")) {
       ParamDomain d;
       d.path = p.at("path").get<std::string>();
-      d.kind = static_cast<ParamDomain::Kind>(p.at("kind").get<int>());
+      d.kind = JsonEnumAt<ParamDomain::Kind>(p, "kind", 0, static_cast<int>(ParamDomain::Kind::kLogUniform));
       d.choices = p.at("choices").get<std::vector<std::string>>();
       d.low = p.at("low").get<double>();
       d.high = p.at("high").get<double>();
@@ -96,46 +100,60 @@ absl::StatusOr<SweepRecord> SweepFromJson(const std::string& text) {
     s.config.objective = c.at("objective").get<std::string>();
     s.config.maximize = c.at("maximize").get<bool>();
     s.config.algorithm = c.at("algorithm").get<std::string>();
-    s.config.seed = c.at("seed").get<int64_t>();
-    s.config.max_trials = c.at("max_trials").get<int64_t>();
-    s.config.parallel_trials = c.at("parallel_trials").get<int64_t>();
+    s.config.seed = JsonIntAt(c, "seed");
+    s.config.max_trials = JsonIntAt(c, "max_trials");
+    s.config.parallel_trials = JsonIntAt(c, "parallel_trials");
     const json& e = c.at("early_stopping");
     auto& es = s.config.early_stopping;
-    es.type = static_cast<EarlyStopConfig::Type>(e.at("type").get<int>());
-    es.grace_steps = e.at("grace_steps").get<int64_t>();
-    es.reduction_factor = e.at("reduction_factor").get<int64_t>();
-    es.max_steps = e.at("max_steps").get<int64_t>();
-    es.min_trials = e.at("min_trials").get<int64_t>();
-    es.start_step = e.at("start_step").get<int64_t>();
-    s.state = static_cast<SweepState>(j.at("state").get<int>());
+    es.type = JsonEnumAt<EarlyStopConfig::Type>(e, "type", 0, static_cast<int>(EarlyStopConfig::Type::kAsha));
+    es.grace_steps = JsonIntAt(e, "grace_steps");
+    es.reduction_factor = JsonIntAt(e, "reduction_factor");
+    es.max_steps = JsonIntAt(e, "max_steps");
+    es.min_trials = JsonIntAt(e, "min_trials");
+    es.start_step = JsonIntAt(e, "start_step");
+    s.state = JsonEnumAt<SweepState>(j, "state", static_cast<int>(SweepState::kRunning),
+                                     static_cast<int>(SweepState::kCancelled));
     s.message = j.value("message", "");
     for (const auto& t : j.at("trials")) {
       TrialRecord r;
-      r.index = t.at("index").get<int64_t>();
+      r.index = JsonIntAt(t, "index");
       r.params = t.at("params").get<std::map<std::string, std::string>>();
       r.job_id = t.value("job_id", "");
-      r.state = static_cast<JobState>(t.at("state").get<int>());
+      r.state = JsonEnumAt<JobState>(t, "state", static_cast<int>(JobState::kValidating),
+                                     static_cast<int>(JobState::kCancelled));
       r.terminal = t.at("terminal").get<bool>();
       r.curve = CurveFrom(t.at("curve"));
       r.has_final = t.at("has_final").get<bool>();
       r.final_objective = t.at("final").get<double>();
-      r.steps = t.at("steps").get<int64_t>();
+      r.steps = JsonIntAt(t, "steps");
       r.stopped_early = t.at("stopped_early").get<bool>();
       r.stopped_reason = t.value("stopped_reason", "");
       r.message = t.value("message", "");
       r.rungs = CurveFrom(t.at("rungs"));
       s.trials.push_back(std::move(r));
     }
-    s.best_trial = j.value("best_trial", int64_t{-1});
+    s.best_trial = JsonInt(j, "best_trial", -1);
     s.best_objective = j.value("best_objective", 0.0);
-    s.created_ms = j.value("created_ms", int64_t{0});
+    s.created_ms = JsonInt(j, "created_ms", 0);
     s.owner = j.value("owner", "");
     s.owner_admin = j.value("owner_admin", s.owner.empty());
-    s.updated_ms = j.value("updated_ms", int64_t{0});
-    s.version = j.value("version", int64_t{0});
+    s.updated_ms = JsonInt(j, "updated_ms", 0);
+    s.version = JsonInt(j, "version", 0);
     s.cancel_requested = j.value("cancel_requested", false);
+    // What the rest of the coordinator indexes by: trial i at position i, the
+    // best trial one of them.
+    for (size_t i = 0; i < s.trials.size(); ++i) {
+      if (s.trials[i].index != static_cast<int64_t>(i)) {
+        return absl::DataLossError(absl::StrCat("trial at position ", i, " has index ", s.trials[i].index));
+      }
+      if (s.trials[i].steps < 0) return absl::DataLossError(absl::StrCat("trial ", i, " has negative steps"));
+    }
+    if (s.best_trial < -1 || s.best_trial >= static_cast<int64_t>(s.trials.size())) {
+      return absl::DataLossError(absl::StrCat("best_trial ", s.best_trial, " is not one of its ", s.trials.size(),
+                                              " trials"));
+    }
     return s;
-  } catch (const json::exception& e) {
+  } catch (const std::exception& e) {  // json::exception, or std::out_of_range from common/json_fields.h
     return absl::DataLossError(absl::StrCat("a stored sweep is malformed: ", e.what()));
   }
 }

@@ -1,8 +1,10 @@
 // The coordinator's state-file rows: a job body (with a state number from
-// the first byte) and an event body.
+// the first byte), an event body and a sweep body, each decoded and, when
+// accepted, encoded again.
 #include <string>
 
 #include "coordinator/job_row.h"
+#include "coordinator/sweep/types.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;
@@ -11,5 +13,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (job.ok()) (void)attune::coordinator::JobBody(*job);
   auto event = attune::coordinator::EventFrom(0, body);
   if (event.ok()) (void)attune::coordinator::EventBody(*event);
+  auto sweep = attune::coordinator::sweep::SweepFromJson(body);
+  if (sweep.ok()) (void)attune::coordinator::sweep::SweepToJson(*sweep);
   return 0;
 }

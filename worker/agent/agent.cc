@@ -137,6 +137,7 @@ absl::Status Agent::Start(const AgentTask& t) {
                                    absl::StrCat("--generation=", t.generation)};
   if (t.world_size > 1) args.push_back("--rendezvous=" + t.rendezvous);
   if (!options_.data_root.empty()) args.push_back("--data_root=" + options_.data_root);
+  if (!options_.embeddings_dir.empty()) args.push_back("--embeddings_dir=" + options_.embeddings_dir);
   if (!t.backend.empty()) args.push_back("--backend=" + t.backend);
   pid_t pid = ::fork();
   if (pid == 0) {

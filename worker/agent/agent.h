@@ -78,6 +78,9 @@ struct AgentOptions {
   // When set, passed to every trainer (--data_root): it opens each input
   // beneath this directory, at the moment it opens it (common/confine.h).
   std::string data_root;
+  // When set, passed to every trainer (--embeddings_dir): where the
+  // model.init_embeddings tables are installed.
+  std::string embeddings_dir;
   absl::Duration heartbeat_interval = absl::Seconds(1);
   absl::Duration stop_grace = absl::Seconds(10);
   // NOTE [progress watchdog]: a trainer that has started stepping and then

@@ -285,6 +285,10 @@ std::string RunSection(const ReportInput& in) {
       "<h2>Run</h2><table class='run'><tr><td style='text-align:left'>ranks (world size)</td><td>%d</td></tr>"
       "<tr><td style='text-align:left'>precision</td><td>%s</td></tr>",
       in.world_size, Escape(in.precision));
+  if (in.init_embeddings) {
+    absl::StrAppendFormat(&html, "<tr><td style='text-align:left'>token embeddings from</td><td>%s</td></tr>",
+                          Escape(model::CoverageLine(*in.init_embeddings)));
+  }
   for (const auto& [name, hex] : in.sha256) {
     absl::StrAppendFormat(&html, "<tr><td style='text-align:left'>SHA-256 of %s</td><td><code>%s</code></td></tr>",
                           Escape(name), Escape(hex));
@@ -338,6 +342,14 @@ std::string ReportJson(const ReportInput& in) {
     h["step"] = e.step;
     h["epoch"] = e.epoch;
     j["history"].push_back(h);
+  }
+  if (const auto& c = in.init_embeddings) {
+    j["init_embeddings"] = {{"name", c->name},
+                            {"vocab_size", c->vocab_size},
+                            {"covered", c->covered()},
+                            {"whole_words", {{"covered", c->whole_words_covered}, {"total", c->whole_words}}},
+                            {"pieces", {{"covered", c->pieces_covered}, {"total", c->pieces}}},
+                            {"special", c->special}};
   }
   j["train_loss"] = nlohmann::json::array();
   for (auto [s, l] : in.train_loss) j["train_loss"].push_back({{"step", s}, {"loss", l}});

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "worker/eval/metrics.h"
+#include "worker/model/word_vectors.h"
 
 namespace attune::worker::eval {
 
@@ -49,6 +50,8 @@ struct ReportInput {
   std::string spec_text;
   std::map<std::string, std::string> sha256;
   std::string data_report_json;
+  // model.init_embeddings: the word vectors' coverage of the vocabulary.
+  std::optional<model::WordVectorCoverage> init_embeddings;
 };
 
 std::string MetricsToJson(const Metrics& m, const std::vector<std::string>& label_names);

@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <limits>
 
+#include <ATen/CPUGeneratorImpl.h>
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/match.h"
@@ -323,6 +324,37 @@ absl::StatusOr<BertClassifier> CreateModel(const BertConfig& config, const Metho
     t.set_requires_grad(train);
   }
   return model;
+}
+
+absl::Status InitWordEmbeddings(BertClassifier& model, const WordVectors& vectors, const VocabularyMatch& match,
+                                uint64_t seed) {
+  const int64_t n = static_cast<int64_t>(match.token_ids.size());
+  const int64_t d = vectors.dimensions, h = model->config.hidden_size, v = model->word->weight.size(0);
+  if (n == 0) return absl::OkStatus();
+  for (int64_t id : match.token_ids) {
+    if (id < 0 || id >= v) return absl::InternalError(absl::StrCat("token id ", id, " outside the embeddings"));
+  }
+  torch::NoGradGuard g;
+  auto table = torch::from_blob(const_cast<float*>(vectors.values.data()),
+                                {static_cast<int64_t>(vectors.words.size()), d}, torch::kFloat32);
+  auto rows = torch::tensor(match.vector_rows, torch::kLong);
+  // Double precision for the centring, projection and scale: the result is
+  // then the same on every rank and build, whatever the BLAS.
+  torch::Tensor x = table.index_select(0, rows).to(torch::kFloat64);
+  x = x - x.mean(0, /*keepdim=*/true);
+  // A fixed projection from `seed` alone (its own generator: the model's
+  // random stream is not touched). QR of a Gaussian matrix gives orthonormal
+  // columns; transposed when the target is wider than the vectors.
+  auto gen = at::detail::createCPUGenerator(seed ^ 0x676c6f7665ULL);
+  torch::Tensor gauss = at::randn({std::max(d, h), std::min(d, h)}, gen, torch::kFloat64);
+  torch::Tensor q = std::get<0>(torch::linalg_qr(gauss, "reduced"));  // [max, min], orthonormal columns
+  torch::Tensor projection = h >= d ? q.t() : q;                       // [d, h]
+  torch::Tensor e = x.matmul(projection);
+  const double sd = e.std().item<double>();
+  if (!(sd > 0)) return absl::OkStatus();  // a single covered token: nothing to scale against
+  e = e * (model->config.initializer_range / sd);
+  model->word->weight.index_copy_(0, torch::tensor(match.token_ids, torch::kLong), e.to(torch::kFloat32));
+  return absl::OkStatus();
 }
 
 ParameterCounts CountParameters(BertClassifier& model) {

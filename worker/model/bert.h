@@ -15,6 +15,7 @@
 #include "absl/status/statusor.h"
 #include "common/safetensors.h"
 #include "worker/model/config.h"
+#include "worker/model/word_vectors.h"
 
 namespace attune::worker::model {
 
@@ -91,6 +92,18 @@ TORCH_MODULE(BertClassifier);
 // method does not train. The head (pooler and classifier, or cls.predictions)
 // is always trained.
 absl::StatusOr<BertClassifier> CreateModel(const BertConfig& config, const MethodConfig& method, uint64_t seed);
+
+// model.init_embeddings: the word-embedding rows of the tokens `match` covers
+// become their words' vectors, centred (over the covered rows), projected to
+// the hidden size by a fixed matrix with orthonormal rows (or columns, when
+// the hidden size is below the vectors' dimensions) drawn from `seed`, and
+// rescaled to config.initializer_range as their std: the rest of the model
+// sees the scale it was initialised for (raw GloVe scales hurt). With hidden
+// >= dimensions the projection keeps inner products, so cosines between
+// covered rows are those of the centred vectors. Other rows keep their random
+// initialisation.
+absl::Status InitWordEmbeddings(BertClassifier& model, const WordVectors& vectors, const VocabularyMatch& match,
+                                uint64_t seed);
 
 struct ParameterCounts {
   int64_t trainable = 0, total = 0;

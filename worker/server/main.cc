@@ -19,6 +19,7 @@
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <iostream>
 #include <mutex>
@@ -79,6 +80,9 @@ ABSL_FLAG(std::string, work_dir, "", "agent: where assignment specs are written 
 ABSL_FLAG(std::string, data_root, "",
           "open every input (data files, vocab, model files) beneath this directory, when it is opened: a link out "
           "of it, a FIFO or a device is refused; the agent passes it to its trainers");
+ABSL_FLAG(std::string, embeddings_dir, "",
+          "where model.init_embeddings tables are installed (default: $ATTUNE_EMBEDDINGS_DIR, else "
+          "/usr/local/share/attune/embeddings); the agent passes it to its trainers");
 ABSL_FLAG(int, coordinator_lease_s, 7,
           "agent: stop the trainers after this long without an answered heartbeat (0: never); keep it below the "
           "coordinator's --heartbeat-timeout-s (10)");
@@ -265,6 +269,7 @@ int RunAgent(const char* self) {
   o.work_dir = absl::GetFlag(FLAGS_work_dir).empty() ? absl::StrCat("/tmp/attune-agent-", o.info.worker_id)
                                                      : absl::GetFlag(FLAGS_work_dir);
   o.data_root = absl::GetFlag(FLAGS_data_root);
+  o.embeddings_dir = absl::GetFlag(FLAGS_embeddings_dir);
   grpc::ChannelArguments args;
   args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 10000);
   args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 5000);
@@ -505,6 +510,11 @@ int Train() {
     }
   }
   options.resume = absl::GetFlag(FLAGS_resume);
+  if (!absl::GetFlag(FLAGS_embeddings_dir).empty()) {
+    options.embeddings_dir = absl::GetFlag(FLAGS_embeddings_dir);
+  } else if (const char* env = std::getenv("ATTUNE_EMBEDDINGS_DIR"); env != nullptr && *env != '\0') {
+    options.embeddings_dir = env;
+  }
   if (auto text = attune::common::ReadFile(absl::GetFlag(FLAGS_spec), 1 << 20); text.ok()) options.spec_text = *text;
   if (!absl::GetFlag(FLAGS_job_id).empty()) options.owner = {absl::GetFlag(FLAGS_job_id), absl::GetFlag(FLAGS_generation)};
   options.eval_only = absl::GetFlag(FLAGS_eval_only);

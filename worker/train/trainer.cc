@@ -484,6 +484,18 @@ absl::StatusOr<TrainResult> Engine::Run() {
     ATTUNE_RETURN_IF_ERROR(model::LoadStateDict(model_, weights.file, weights.source, &fresh));
     for (const auto& f : fresh) LOG(INFO) << "job=" << c_.name << " freshly initialised (not in checkpoint): " << f;
   }
+  if (!c_.init_embeddings.empty()) {
+    // Every rank reads and projects the same table (and fails the same way
+    // when it is missing); rank 0's result is broadcast below regardless.
+    const auto t0 = Clock::now();
+    ATTUNE_ASSIGN_OR_RETURN(model::WordVectors vectors, model::ReadWordVectors(o_.embeddings_dir, c_.init_embeddings));
+    const model::VocabularyMatch match = model::MatchVocabulary(tok.vocab(), vectors);
+    ATTUNE_RETURN_IF_ERROR(model::InitWordEmbeddings(model_, vectors, match, static_cast<uint64_t>(c_.seed)));
+    result_.init_embeddings = match.coverage;
+    LOG(INFO) << absl::StrFormat("job=%s rank=%d token embeddings from %s in %.2f s", c_.name, rank_,
+                                 model::CoverageLine(match.coverage),
+                                 std::chrono::duration<double>(Clock::now() - t0).count());
+  }
   torch::manual_seed(static_cast<uint64_t>(c_.seed) + 1);  // dropout stream, independent of initialisation
   model_->train();
   auto counts = model::CountParameters(model_);
@@ -840,6 +852,7 @@ absl::StatusOr<TrainResult> Engine::Run() {
     rep.world_size = world_;
     rep.spec_text = o_.spec_text;
     rep.data_report_json = data.report_json;
+    rep.init_embeddings = result_.init_embeddings;
     for (const std::string* path : {&c_.train_path, &c_.validation_path}) {
       if (path->empty()) continue;
       if (auto sha = common::Sha256OfFile(*path); sha.ok()) rep.sha256[c_.ShownPath(*path)] = *sha;

@@ -16,6 +16,7 @@
 #include "common/job_config.h"
 #include "worker/eval/metrics.h"
 #include "worker/eval/report.h"
+#include "worker/model/word_vectors.h"
 
 namespace attune::worker::comm {
 class Communicator;
@@ -79,6 +80,8 @@ struct TrainerOptions {
   common::Owner owner;
   // The spec as given (its text), recorded in the HTML report.
   std::string spec_text;
+  // Where model.init_embeddings tables are installed (<dir>/<name>/).
+  std::string embeddings_dir = "/usr/local/share/attune/embeddings";
 };
 
 struct TrainResult {
@@ -100,6 +103,8 @@ struct TrainResult {
   double allreduce_seconds_per_step = 0;
   int64_t allreduce_bytes_per_step = 0;
   double train_samples_per_second = 0;  // global, over the whole run
+  // model.init_embeddings: how much of the vocabulary the vectors covered.
+  std::optional<model::WordVectorCoverage> init_embeddings;
 };
 
 // Runs one training to the end. Errors: kInvalidArgument (bad data, spec or

@@ -78,6 +78,28 @@ TEST(JobSpecTest, FromJobExcludesPathAndConfig) {
   EXPECT_THAT(ValidateJobConfig(JobConfigFromProto(*bad)), StatusIs(absl::StatusCode::kInvalidArgument, "model.from_job"));
 }
 
+// model.init_embeddings: a known table's name, for a model trained from scratch.
+TEST(JobSpecTest, InitEmbeddingsIsAKnownTableForAFromScratchModel) {
+  auto ok = ParseJobSpec(
+      "name: x\nmodel: {config: {hidden_size: 64}, init_embeddings: glove-6b-100d}\n"
+      "data: {train: t.csv, validation: v.csv}\noutput_dir: o\n", "s");
+  ASSERT_TRUE(ok.ok()) << ok.status();
+  EXPECT_EQ(JobConfigFromProto(*ok).init_embeddings, "glove-6b-100d");
+  EXPECT_THAT(ValidateJobConfig(JobConfigFromProto(*ok)), IsOk());
+  auto unknown = ParseJobSpec(
+      "name: x\nmodel: {config: {}, init_embeddings: ../../etc/glove}\ndata: {train: t.csv}\noutput_dir: o\n", "s");
+  ASSERT_TRUE(unknown.ok()) << unknown.status();
+  EXPECT_THAT(ValidateJobConfig(JobConfigFromProto(*unknown)),
+              StatusIs(absl::StatusCode::kInvalidArgument,
+                       "model.init_embeddings: unknown word vectors '../../etc/glove' (known: glove-6b-100d)"));
+  auto pretrained =
+      ParseJobSpec("name: x\nmodel: {path: /m, init_embeddings: glove-6b-100d}\ndata: {train: t.csv}\noutput_dir: o\n",
+                   "s");
+  ASSERT_TRUE(pretrained.ok()) << pretrained.status();
+  EXPECT_THAT(ValidateJobConfig(JobConfigFromProto(*pretrained)),
+              StatusIs(absl::StatusCode::kInvalidArgument, "model.init_embeddings: only for a model trained from scratch"));
+}
+
 TEST(JobSpecTest, TheDocumentedSpecParses) {
   JobConfig c = Parse(kSpec);
   EXPECT_THAT(ValidateJobConfig(c), IsOk());

@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <filesystem>
+#include <functional>
 #include <set>
 
 #include <gtest/gtest.h>
@@ -459,6 +460,48 @@ TEST_F(SweepManagerTest, ARestartLosesAndDuplicatesNoTrial) {
   std::set<std::string> ids;
   for (const auto& t : s->trials) ids.insert(t.job_id);
   EXPECT_EQ(ids.size(), 4u);
+}
+
+// A sweeps row is input from outside the coordinator (an operator's edit, a
+// disk fault): a field it cannot trust stops the recovery, naming the row and
+// the field, instead of being indexed or cast blindly.
+TEST_F(SweepManagerTest, ASweepsRowItCannotTrustIsNamedAtRecovery) {
+  FakeTrialJobs jobs;
+  std::string id;
+  SweepRecord good;
+  {
+    auto store = JobStore::Open((dir_ / "state.db").string());
+    SweepManager m(**store, jobs);
+    id = m.Submit(Asha(), "{}", "")->id;
+    m.Tick();
+    good = *m.Get(id);
+  }
+  ASSERT_EQ(good.trials.size(), 2u);
+  const json row = json::parse(SweepToJson(good));
+  auto recover_with = [&](const std::function<void(json&)>& edit) {
+    json j = row;
+    edit(j);
+    auto store = JobStore::Open((dir_ / "state.db").string());
+    EXPECT_THAT((*store)->PutSweep(id, good.seq, j.dump()), IsOk());
+    SweepManager m(**store, jobs);
+    return m.Recover();
+  };
+  EXPECT_THAT(recover_with([](json&) {}), IsOk());
+  const std::string named = "sweeps row id '" + id + "': ";
+  EXPECT_THAT(recover_with([](json& j) { j["best_trial"] = 7; }),
+              StatusIs(absl::StatusCode::kDataLoss, named + "best_trial 7 is not one of its 2 trials"));
+  EXPECT_THAT(recover_with([](json& j) { j["config"]["max_trials"] = 1e300; }),
+              StatusIs(absl::StatusCode::kDataLoss, "max_trials is not an integer"));
+  EXPECT_THAT(recover_with([](json& j) { j["state"] = 42; }),
+              StatusIs(absl::StatusCode::kDataLoss, "state 42 is out of range"));
+  EXPECT_THAT(recover_with([](json& j) { j["trials"][1]["index"] = 0; }),
+              StatusIs(absl::StatusCode::kDataLoss, "trial at position 1 has index 0"));
+  EXPECT_THAT(recover_with([](json& j) { j["config"]["parallel_trials"] = 0; }),
+              StatusIs(absl::StatusCode::kDataLoss, "parallel_trials: must be 1 to 256"));
+  EXPECT_THAT(recover_with([](json& j) { j["id"] = "other"; }),
+              StatusIs(absl::StatusCode::kDataLoss, "its body names sweep 'other'"));
+  EXPECT_THAT(recover_with([](json& j) { j["config"]["early_stopping"]["type"] = -1; }),
+              StatusIs(absl::StatusCode::kDataLoss, "type -1 is out of range"));
 }
 
 TEST_F(SweepManagerTest, BadValuesAreRefusedAtSubmitAndFailedTrialsDoNotFailTheSweep) {
