@@ -5,35 +5,31 @@
 
 #include <chrono>
 #include <cmath>
-#include <filesystem>
-#include <fstream>
 #include <map>
 #include <optional>
-#include <sstream>
 
 #include <glog/logging.h>
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "absl/strings/str_join.h"
 #include "common/checkpoint.h"
 #include "common/files.h"
-#include "common/safetensors.h"
 #include "common/status_macros.h"
 #include "common/task_catalog.h"
 #include "worker/data/dataset.h"
 #include "worker/eval/report.h"
 #include "worker/model/bert.h"
 #include "worker/model/hf_io.h"
-#include "worker/model/tensor_io.h"
 #include "worker/comm/communicator.h"
 #include "worker/comm/reducer.h"
 #include "worker/text/tokenizer.h"
 #include "worker/task/task.h"
+#include "worker/train/checkpointer.h"
 #include "worker/train/evaluator.h"
+#include "worker/train/exporter.h"
+#include "worker/train/optimizer.h"
 #include "worker/train/precision.h"
 #include "worker/train/loop_state.h"
 #include "worker/train/schedule.h"
@@ -41,7 +37,6 @@
 namespace attune::worker::train {
 namespace {
 
-namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
 using task::Encoded;
@@ -181,60 +176,6 @@ std::string Headline(const task::Task& task, const eval::Metrics& m) {
   return out;
 }
 
-absl::Status LoadParams(model::BertClassifier& m, const std::string& path) {
-  std::vector<std::string> fresh;
-  return model::LoadStateDict(m, path, &fresh, /*require_all=*/true);
-}
-
-// NOTE [best weights in memory]: with early stopping, every rank keeps its own
-// copy of the best evaluation's weights. Ranks hold identical weights after
-// every optimizer step, so each rank's copy is the same model, and the final
-// evaluation and export never read a file that another rank may still be
-// writing (or that a rank on another node cannot see). Checkpoints carry the
-// copy as best.safetensors, so a resumed run restores it on every rank from
-// the checksummed checkpoint.
-using ParamSnapshot = std::vector<std::pair<std::string, torch::Tensor>>;
-
-ParamSnapshot SnapshotParams(model::BertClassifier& m) {
-  torch::NoGradGuard no_grad;
-  ParamSnapshot out;
-  for (auto& [name, t] : model::NamedParameters(m)) out.emplace_back(name, t.detach().clone());
-  return out;
-}
-
-absl::Status RestoreParams(model::BertClassifier& m, const ParamSnapshot& snap) {
-  torch::NoGradGuard no_grad;
-  auto params = model::NamedParameters(m);
-  if (params.size() != snap.size()) {
-    return absl::InternalError(absl::StrCat("best-weights snapshot holds ", snap.size(), " tensors, the model ",
-                                            params.size()));
-  }
-  for (size_t i = 0; i < params.size(); ++i) params[i].second.copy_(snap[i].second);
-  return absl::OkStatus();
-}
-
-// Writes named tensors (a snapshot, or a model's live parameters) as safetensors.
-absl::Status SaveTensors(const ParamSnapshot& tensors, const std::string& path) {
-  common::SafeTensorsFile f;
-  for (const auto& [name, t] : tensors) f.tensors[name] = model::FromTorch(t);
-  return common::WriteSafeTensors(path, f);
-}
-
-std::string RngState() {
-  auto gen = at::detail::getDefaultCPUGenerator();
-  std::lock_guard<std::mutex> lock(gen.mutex());
-  torch::Tensor st = gen.get_state();
-  return std::string(static_cast<const char*>(st.data_ptr()), static_cast<size_t>(st.nbytes()));
-}
-
-void SetRngState(const std::string& bytes) {
-  auto gen = at::detail::getDefaultCPUGenerator();
-  std::lock_guard<std::mutex> lock(gen.mutex());
-  torch::Tensor st = torch::empty({static_cast<int64_t>(bytes.size())}, torch::kUInt8);
-  std::memcpy(st.data_ptr(), bytes.data(), bytes.size());
-  gen.set_state(st);
-}
-
 class Engine {
  public:
   Engine(const common::JobConfig& c, const TrainerOptions& o, TrainerObserver* obs)
@@ -250,9 +191,6 @@ class Engine {
  private:
   absl::Status WriteCheckpoint(const LoopState& s);
   bool StopRequested() const { return o_.stop_requested != nullptr && o_.stop_requested->load(); }
-  absl::Status TryResume(LoopState* s);
-  absl::Status ResumeFrom(const std::string& dir, LoopState* s);
-  void SetLearningRate(double lr);
 
   common::JobConfig c_;  // a copy: label order may be taken from the checkpoint
   const TrainerOptions& o_;
@@ -263,167 +201,19 @@ class Engine {
   std::unique_ptr<comm::Reducer> reducer_;
   std::unique_ptr<torch::optim::AdamW> opt_;
   std::unique_ptr<data::EpochSampler> sampler_;
-  std::string ckpt_root_, best_path_;
+  std::unique_ptr<Checkpointer> checkpointer_;
   ParamSnapshot best_;  // the best evaluation's weights, on every rank (early stopping)
   std::unique_ptr<task::Task> task_;
-  std::vector<std::string> labels_;  // the head's outputs (id2label), recorded in checkpoints
-  std::string vocab_fingerprint_;    // FNV-1a of the vocabulary, recorded in checkpoints
   TrainResult result_;
 };
 
-void Engine::SetLearningRate(double lr) {
-  for (auto& g : opt_->param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
-}
-
 absl::Status Engine::WriteCheckpoint(const LoopState& s) {
   auto t0 = Clock::now();
-  ATTUNE_ASSIGN_OR_RETURN(std::string tmp, common::BeginCheckpoint(ckpt_root_, s.step));
-  std::vector<std::string> files = {"model.safetensors", "optimizer.pt", "rng.bin", "trainer_state.json"};
-  auto write = [&]() -> absl::Status {
-    ATTUNE_RETURN_IF_ERROR(SaveTensors(model::NamedParameters(model_), tmp + "/model.safetensors"));
-    // Serialised in memory, then written by us: libtorch's file writer
-    // throws from a destructor (terminating the process) when the disk fills.
-    std::ostringstream optimizer;
-    try {
-      torch::serialize::OutputArchive ar;
-      opt_->save(ar);
-      ar.save_to(optimizer);
-    } catch (const c10::Error& e) {
-      return absl::InternalError(absl::StrCat("cannot serialise the optimizer state: ", e.what_without_backtrace()));
-    }
-    ATTUNE_RETURN_IF_ERROR(common::WriteFileSynced(tmp + "/optimizer.pt", optimizer.str()));
-    ATTUNE_RETURN_IF_ERROR(common::WriteFileSynced(tmp + "/rng.bin", RngState()));
-    ATTUNE_RETURN_IF_ERROR(common::WriteFileSynced(tmp + "/trainer_state.json", LoopStateToJson(s).dump()));
-    if (s.best_step >= 0 && s.best_step != s.step) {
-      // The best weights are not this step's: the checkpoint carries them (see
-      // NOTE [best weights in memory]).
-      ATTUNE_RETURN_IF_ERROR(SaveTensors(best_, tmp + "/best.safetensors"));
-      files.push_back("best.safetensors");
-    }
-    return absl::OkStatus();
-  };
-  // A newer attempt of this job may have taken the directory (NOTE [generation lease]).
-  absl::Status written = common::CheckLease(c_.output_dir, o_.owner);
-  if (written.ok()) written = write();
-  absl::StatusOr<common::CheckpointInfo> info =
-      written.ok() ? common::CommitCheckpoint(ckpt_root_, tmp, s.step, files, static_cast<int>(c_.checkpoint_keep_last),
-                                              o_.owner)
-                   : absl::StatusOr<common::CheckpointInfo>(written);
-  if (!info.ok()) {
-    // A checkpoint that could not be written (a full disk, say) leaves nothing behind.
-    std::error_code ec;
-    fs::remove_all(tmp, ec);
-    return info.status();
-  }
-  LOG(INFO) << "job=" << c_.name << " rank=" << rank_ << " step=" << s.step << " checkpoint committed: " << info->dir
-            << absl::StrFormat(" (%.2f s)", std::chrono::duration<double>(Clock::now() - t0).count());
-  if (obs_) obs_->OnCheckpoint(s.step, info->dir, std::chrono::duration<double>(Clock::now() - t0).count());
-  return absl::OkStatus();
-}
-
-// NOTE [resume]: the newest committed checkpoint whose manifest verifies and
-// lists every file a resume loads is tried first; one whose files still fail
-// to load (a truncated optimizer.pt hashed into its manifest before commit,
-// say) falls back to the previous one. A checkpoint trained with another
-// label map or vocabulary is refused with both named: resuming it would
-// silently scramble the classes.
-absl::Status Engine::TryResume(LoopState* s) {
-  static const std::vector<std::string> kLoaded = {"model.safetensors", "optimizer.pt", "rng.bin",
-                                                   "trainer_state.json"};
-  std::vector<std::string> skipped;
-  std::vector<common::CheckpointInfo> candidates = common::VerifiedCheckpoints(ckpt_root_, &skipped, kLoaded);
-  for (const auto& why : skipped) LOG(WARNING) << "skipping checkpoint: " << why;
-  if (!o_.owner.empty()) {
-    // NOTE [owned outputs]: a job resumes its own checkpoints; another job's
-    // are used only when the spec says so.
-    auto same_dir = [](const std::string& a, const std::string& b) {
-      std::error_code e1, e2;
-      return fs::weakly_canonical(a, e1) == fs::weakly_canonical(b, e2) && !e1 && !e2;
-    };
-    const bool other =
-        !candidates.empty() && common::CheckpointOwner(candidates.front().dir).job_id != o_.owner.job_id;
-    if (other && c_.checkpoint_overwrite) {
-      LOG(WARNING) << "job=" << c_.name << " checkpoint.overwrite: discarding the checkpoints of job "
-                   << common::CheckpointOwner(candidates.front().dir).job_id << " in " << ckpt_root_;
-      std::error_code ec;
-      for (const auto& e : fs::directory_iterator(ckpt_root_, ec)) fs::remove_all(e.path(), ec);
-      fs::remove_all(c_.output_dir + "/best", ec);
-      candidates.clear();
-    } else if (other && !(!c_.checkpoint_resume_from.empty() && same_dir(c_.checkpoint_resume_from, c_.output_dir))) {
-      const std::string holder = common::CheckpointOwner(candidates.front().dir).job_id;
-      return absl::FailedPreconditionError(absl::StrCat(
-          "output_dir: ", c_.output_dir, " holds the checkpoints of ", holder.empty() ? "another run" : "job " + holder,
-          " (newest: step ", candidates.front().step, "); set checkpoint.resume_from: ", c_.output_dir,
-          " to continue from them, or checkpoint.overwrite: true to discard them"));
-    } else if (candidates.empty() && !c_.checkpoint_resume_from.empty()) {
-      // A new job starting from another job's checkpoints (its own come later).
-      candidates = common::VerifiedCheckpoints(c_.checkpoint_resume_from + "/checkpoints", &skipped, kLoaded);
-      if (candidates.empty()) {
-        return absl::NotFoundError(absl::StrCat("checkpoint.resume_from: no committed checkpoint in ",
-                                                c_.checkpoint_resume_from, "/checkpoints"));
-      }
-    }
-  }
-  std::vector<std::string> failed;
-  for (const auto& c : candidates) {
-    absl::Status st = ResumeFrom(c.dir, s);
-    if (st.ok()) return absl::OkStatus();
-    if (!absl::IsDataLoss(st)) return st;  // the run's fault, not the files'
-    LOG(WARNING) << "job=" << c_.name << " cannot resume from " << c.dir << ": " << st.message()
-                 << "; trying an older checkpoint";
-    failed.push_back(std::string(st.message()));
-  }
-  if (!failed.empty()) {
-    return absl::DataLossError(absl::StrCat("no committed checkpoint could be loaded: ", absl::StrJoin(failed, "; ")));
-  }
-  return absl::OkStatus();  // nothing to resume
-}
-
-absl::Status Engine::ResumeFrom(const std::string& dir, LoopState* s) {
-  // The manifest has verified every byte before anything reaches torch::load.
-  ATTUNE_ASSIGN_OR_RETURN(std::string state, common::ReadFile(dir + "/trainer_state.json"));
-  ATTUNE_ASSIGN_OR_RETURN(LoopState loaded, LoopStateFromJson(state, dir + "/trainer_state.json"));
-  if (!loaded.labels.empty() && loaded.labels != labels_) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        dir, " was trained with labels [", absl::StrJoin(loaded.labels, ", "), "]; this run's are [",
-        absl::StrJoin(labels_, ", "), "]: set data.labels to the checkpoint's order, or start a new output_dir"));
-  }
-  if (!loaded.vocab_fingerprint.empty() && loaded.vocab_fingerprint != vocab_fingerprint_) {
-    return absl::FailedPreconditionError(absl::StrCat(dir, " was trained with another vocabulary (fingerprint ",
-                                                      loaded.vocab_fingerprint, "; this run's ", vocab_fingerprint_,
-                                                      "): its token ids would mean other tokens"));
-  }
-  ATTUNE_RETURN_IF_ERROR(LoadParams(model_, dir + "/model.safetensors"));
-  try {
-    torch::serialize::InputArchive ar;
-    ar.load_from(dir + "/optimizer.pt");
-    opt_->load(ar);
-  } catch (const c10::Error& e) {
-    return absl::DataLossError(absl::StrCat(dir, "/optimizer.pt: ", e.what_without_backtrace()));
-  }
-  ATTUNE_ASSIGN_OR_RETURN(std::string rng, common::ReadFile(dir + "/rng.bin"));
-  *s = std::move(loaded);
-  if (s->best_step == s->step) {
-    best_ = SnapshotParams(model_);
-  } else if (s->best_step >= 0) {
-    const std::string best = dir + "/best.safetensors";
-    std::string from = best;
-    if (!fs::exists(best)) {
-      // A checkpoint of an earlier release: its best weights are only in best/.
-      if (!fs::exists(best_path_)) {
-        return absl::DataLossError(absl::StrCat(dir, " records its best evaluation at step ", s->best_step,
-                                                " but holds no best.safetensors, and ", best_path_, " is missing"));
-      }
-      LOG(WARNING) << dir << " holds no best.safetensors; taking the best weights from " << best_path_;
-      from = best_path_;
-    }
-    ATTUNE_RETURN_IF_ERROR(LoadParams(model_, from));
-    best_ = SnapshotParams(model_);
-    ATTUNE_RETURN_IF_ERROR(LoadParams(model_, dir + "/model.safetensors"));
-  }
-  SetRngState(rng);
-  result_.resumed_from_step = s->step;
-  LOG(INFO) << "job=" << c_.name << " rank=" << rank_ << " resumed from " << dir << " at step " << s->step;
+  ATTUNE_ASSIGN_OR_RETURN(std::string dir, checkpointer_->Write(s, model_, *opt_, best_));
+  const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
+  LOG(INFO) << "job=" << c_.name << " rank=" << rank_ << " step=" << s.step << " checkpoint committed: " << dir
+            << absl::StrFormat(" (%.2f s)", secs);
+  if (obs_) obs_->OnCheckpoint(s.step, dir, secs);
   return absl::OkStatus();
 }
 
@@ -435,9 +225,16 @@ absl::StatusOr<TrainResult> Engine::Run() {
                                                 "gradients and allreduce)"
                                               : "");
   ATTUNE_RETURN_IF_ERROR(common::MakeDirs(c_.output_dir));
-  ckpt_root_ = c_.output_dir + "/checkpoints";
-  best_path_ = c_.output_dir + "/best/model.safetensors";
-  ATTUNE_RETURN_IF_ERROR(common::MakeDirs(ckpt_root_));
+  CheckpointerOptions co;
+  co.output_dir = c_.output_dir;
+  co.keep_last = static_cast<int>(c_.checkpoint_keep_last);
+  co.owner = o_.owner;
+  co.resume_from = c_.checkpoint_resume_from;
+  co.overwrite = c_.checkpoint_overwrite;
+  co.job_name = c_.name;
+  co.rank = rank_;
+  checkpointer_ = std::make_unique<Checkpointer>(co);
+  ATTUNE_RETURN_IF_ERROR(checkpointer_->Prepare());
   if (rank_ == 0) ATTUNE_RETURN_IF_ERROR(common::TakeLease(c_.output_dir, o_.owner));
 
   task_ = task::MakeTask(c_.task);
@@ -504,24 +301,9 @@ absl::StatusOr<TrainResult> Engine::Run() {
   LOG(INFO) << absl::StrFormat("job=%s method=%s parameters: %d trainable of %d total (%.2f%%)", c_.name, c_.method,
                                counts.trainable, counts.total, 100.0 * counts.trainable / std::max<int64_t>(1, counts.total));
 
-  // AdamW with decoupled weight decay; no decay on biases and LayerNorm weights.
-  std::vector<torch::Tensor> decay, no_decay;
-  for (auto& [name, t] : model::NamedParameters(model_)) {
-    if (!t.requires_grad()) continue;
-    (absl::EndsWith(name, ".bias") || absl::StrContains(name, "LayerNorm") ? no_decay : decay).push_back(t);
-  }
-  auto adam = [&](double wd) {
-    return std::make_unique<torch::optim::AdamWOptions>(torch::optim::AdamWOptions(c_.learning_rate)
-                                                            .betas({c_.adam_beta1, c_.adam_beta2})
-                                                            .eps(c_.adam_epsilon)
-                                                            .weight_decay(wd));
-  };
-  std::vector<torch::optim::OptimizerParamGroup> groups;
-  groups.emplace_back(decay, adam(c_.weight_decay));
-  groups.emplace_back(no_decay, adam(0.0));
-  opt_ = std::make_unique<torch::optim::AdamW>(groups, torch::optim::AdamWOptions(c_.learning_rate));
-  std::vector<torch::Tensor> trainable = decay;
-  trainable.insert(trainable.end(), no_decay.begin(), no_decay.end());
+  OptimizerSetup optimizer = MakeAdamW(model_, c_);
+  opt_ = std::move(optimizer.optimizer);
+  const std::vector<torch::Tensor>& trainable = optimizer.trainable;
 
   sampler_ = std::make_unique<data::EpochSampler>(static_cast<int64_t>(train.size()), c_.batch_size, rank_,
                                                   world_, static_cast<uint64_t>(c_.seed));
@@ -544,17 +326,15 @@ absl::StatusOr<TrainResult> Engine::Run() {
                               ? -1
                               : tok.ConvertTokensToIds({"[MASK]"})[0];
 
-  labels_ = bc.labels;
-  uint64_t fnv = 1469598103934665603ULL;  // FNV-1a over the vocabulary, one token per line
-  for (const auto& t : tok.vocab()) {
-    for (unsigned char ch : t + "\n") fnv = (fnv ^ ch) * 1099511628211ULL;
-  }
-  vocab_fingerprint_ = absl::StrFormat("%016x", fnv);
+  const WeightsMeaning meaning{bc.labels, VocabularyFingerprint(tok.vocab())};
   LoopState s;
   s.sampler = sampler_->state();
-  if (o_.resume) ATTUNE_RETURN_IF_ERROR(TryResume(&s));
-  s.labels = labels_;
-  s.vocab_fingerprint = vocab_fingerprint_;
+  if (o_.resume) {
+    ATTUNE_ASSIGN_OR_RETURN(const bool resumed, checkpointer_->Resume(meaning, model_, *opt_, &s, &best_));
+    if (resumed) result_.resumed_from_step = s.step;
+  }
+  s.labels = meaning.labels;
+  s.vocab_fingerprint = meaning.vocab_fingerprint;
   if (comm_ && world_ > 1) {
     // Every rank starts identical: rank 0's weights (fresh or resumed) win.
     std::vector<torch::Tensor> all, in_order;
@@ -593,7 +373,7 @@ absl::StatusOr<TrainResult> Engine::Run() {
         best_ = SnapshotParams(model_);
         if (rank_ == 0) {
           ATTUNE_RETURN_IF_ERROR(common::MakeDirs(c_.output_dir + "/best"));
-          ATTUNE_RETURN_IF_ERROR(SaveTensors(model::NamedParameters(model_), best_path_));
+          ATTUNE_RETURN_IF_ERROR(SaveTensors(model::NamedParameters(model_), checkpointer_->best_path()));
         }
       }
       s.es_has_best = stopper.has_best();
@@ -715,7 +495,7 @@ absl::StatusOr<TrainResult> Engine::Run() {
         }
       }
       const double lr = c_.learning_rate * LearningRateFactor(c_.lr_scheduler, s.step, warmup, total);
-      SetLearningRate(lr);
+      SetLearningRate(*opt_, lr);
       opt_->step();
       lap(&ev.optimizer_seconds);
       ++s.step;
@@ -830,10 +610,6 @@ absl::StatusOr<TrainResult> Engine::Run() {
     }
   }
   if (rank_ == 0) {
-    ATTUNE_RETURN_IF_ERROR(common::CheckLease(c_.output_dir, o_.owner));
-    model_->config.train_max_length = c_.max_length;  // attune predict truncates as training did
-    ATTUNE_RETURN_IF_ERROR(model::SaveHfModel(model_, result_.model_dir, c_.merge_lora));
-    ATTUNE_RETURN_IF_ERROR(tok.Save(result_.model_dir, std::min<int64_t>(512, model_->config.max_position_embeddings)));
     eval::ReportInput rep;
     rep.job_name = c_.name;
     rep.method = c_.method;
@@ -853,15 +629,7 @@ absl::StatusOr<TrainResult> Engine::Run() {
     rep.spec_text = o_.spec_text;
     rep.data_report_json = data.report_json;
     rep.init_embeddings = result_.init_embeddings;
-    for (const std::string* path : {&c_.train_path, &c_.validation_path}) {
-      if (path->empty()) continue;
-      if (auto sha = common::Sha256OfFile(*path); sha.ok()) rep.sha256[c_.ShownPath(*path)] = *sha;
-    }
-    if (auto sha = common::Sha256OfFile(result_.model_dir + "/model.safetensors"); sha.ok()) {
-      rep.sha256["the exported model.safetensors"] = *sha;
-    }
-    ATTUNE_RETURN_IF_ERROR(common::WriteFileAtomic(c_.output_dir + "/eval_report.json", eval::ReportJson(rep)));
-    ATTUNE_RETURN_IF_ERROR(common::WriteFileAtomic(c_.output_dir + "/eval_report.html", eval::ReportHtml(rep)));
+    ATTUNE_RETURN_IF_ERROR(ExportRun(model_, tok, c_, o_.owner, result_.model_dir, std::move(rep)));
   }
   const double run_secs = std::chrono::duration<double>(Clock::now() - run_start).count();
   if (s.step > start_step) result_.train_samples_per_second = samples_seen / std::max(run_secs, 1e-9);

@@ -1,0 +1,34 @@
+#include "worker/train/optimizer.h"
+
+#include "absl/strings/match.h"
+
+namespace attune::worker::train {
+
+OptimizerSetup MakeAdamW(model::BertClassifier& model, const common::JobConfig& c) {
+  std::vector<torch::Tensor> decay, no_decay;
+  for (auto& [name, t] : model::NamedParameters(model)) {
+    if (!t.requires_grad()) continue;
+    (absl::EndsWith(name, ".bias") || absl::StrContains(name, "LayerNorm") ? no_decay : decay).push_back(t);
+  }
+  auto adam = [&](double wd) {
+    return std::make_unique<torch::optim::AdamWOptions>(torch::optim::AdamWOptions(c.learning_rate)
+                                                            .betas({c.adam_beta1, c.adam_beta2})
+                                                            .eps(c.adam_epsilon)
+                                                            .weight_decay(wd));
+  };
+  std::vector<torch::optim::OptimizerParamGroup> groups;
+  groups.emplace_back(decay, adam(c.weight_decay));
+  groups.emplace_back(no_decay, adam(0.0));
+  OptimizerSetup out;
+  out.optimizer = std::make_unique<torch::optim::AdamW>(groups, torch::optim::AdamWOptions(c.learning_rate));
+  out.decayed = decay.size();
+  out.trainable = std::move(decay);
+  out.trainable.insert(out.trainable.end(), no_decay.begin(), no_decay.end());
+  return out;
+}
+
+void SetLearningRate(torch::optim::AdamW& opt, double lr) {
+  for (auto& g : opt.param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
+}
+
+}  // namespace attune::worker::train
