@@ -849,7 +849,9 @@ void JobManager::ScheduleLocked() {
   std::vector<QueuedJob> queue;
   const int64_t now = NowMs();
   for (auto& [id, j] : jobs_) {
-    if (j.state != JobState::kQueued && j.state != JobState::kRecovering) continue;
+    if (j.state != JobState::kQueued && j.state != JobState::kUnschedulable && j.state != JobState::kRecovering) {
+      continue;
+    }
     if (j.not_before_ms > now) continue;
     if (!j.depends_on.empty() && !DependencyMetLocked(j)) continue;
     queue.push_back({id, j.config.priority, j.seq, j.config.world_size, j.config.cpus_per_rank, j.config.gpus_per_rank});
@@ -857,18 +859,24 @@ void JobManager::ScheduleLocked() {
   if (queue.empty()) return;
   std::vector<Held> held;
   const std::vector<Placement> placements = Schedule(cluster, queue, &held);
-  // NOTE [unschedulable]: a job the registered workers could never hold stays
-  // queued with the reason as its message (more workers may register), and
-  // blocks nothing; the message changes when that is no longer so.
+  // NOTE [unschedulable]: a QUEUED job the registered workers could never
+  // hold goes UNSCHEDULABLE with the reason as its message, and blocks
+  // nothing; more workers may register, so it is not failed, and it is QUEUED
+  // again (then placed) as soon as they can hold it. A RECOVERING job keeps
+  // its state (and its restart accounting) with the reason as its message.
   std::set<std::string> held_ids;
   for (const Held& h : held) {
     held_ids.insert(h.job_id);
     Job& job = jobs_[h.job_id];
-    if (job.message != h.reason) SetStateLocked(job, job.state, h.reason).IgnoreError();
+    const JobState to = job.state == JobState::kRecovering ? job.state : JobState::kUnschedulable;
+    if (job.state != to || job.message != h.reason) SetStateLocked(job, to, h.reason).IgnoreError();
   }
   for (const QueuedJob& q : queue) {
     Job& job = jobs_[q.id];
-    if (!held_ids.count(q.id) && absl::StartsWith(job.message, "unschedulable:")) {
+    if (held_ids.count(q.id)) continue;
+    if (job.state == JobState::kUnschedulable) {
+      SetStateLocked(job, JobState::kQueued, "the cluster can hold it now; waiting for free workers").IgnoreError();
+    } else if (absl::StartsWith(job.message, "unschedulable:")) {
       SetStateLocked(job, job.state, "the cluster can hold it now; waiting for free workers").IgnoreError();
     }
   }

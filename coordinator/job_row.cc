@@ -86,7 +86,7 @@ absl::StatusOr<Job> JobFrom(const std::string& id, int64_t seq, const std::strin
   j.id = id;
   j.seq = seq;
   j.idempotency_key = idem;
-  if (state < static_cast<int>(JobState::kValidating) || state > static_cast<int>(JobState::kCancelled)) {
+  if (state < static_cast<int>(JobState::kValidating) || state > static_cast<int>(JobState::kUnschedulable)) {
     return absl::DataLossError(absl::StrCat("state ", state, " is not a job state"));
   }
   j.state = static_cast<JobState>(state);

@@ -36,6 +36,7 @@ const char* JobStateName(JobState s) {
     case JobState::kSucceeded: return "SUCCEEDED";
     case JobState::kFailed: return "FAILED";
     case JobState::kCancelled: return "CANCELLED";
+    case JobState::kUnschedulable: return "UNSCHEDULABLE";
   }
   return "UNKNOWN";
 }

@@ -25,6 +25,7 @@ enum class JobState {
   kSucceeded = 7,
   kFailed = 8,
   kCancelled = 9,
+  kUnschedulable = 10,  // NOTE [unschedulable] in job_manager.cc
 };
 const char* JobStateName(JobState s);
 bool IsTerminal(JobState s);

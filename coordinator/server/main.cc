@@ -71,9 +71,9 @@ namespace {
 void ExportClusterStats(const attune::coordinator::JobManager::ClusterStats& st, attune::common::Metrics& m,
                         int64_t* restarts_seen, std::set<std::string>* workers_exported) {
   static const char* kStates[] = {"VALIDATING", "QUEUED",    "SCHEDULED", "RUNNING",  "RECOVERING",
-                                  "CANCELLING", "SUCCEEDED", "FAILED",    "CANCELLED"};
+                                  "CANCELLING", "SUCCEEDED", "FAILED",    "CANCELLED", "UNSCHEDULABLE"};
   int waiting = 0;
-  for (int i = 1; i <= 9; ++i) {
+  for (int i = 1; i <= 10; ++i) {
     const auto state = static_cast<attune::coordinator::JobState>(i);
     auto it = st.jobs.find(state);
     const int n = it == st.jobs.end() ? 0 : it->second;

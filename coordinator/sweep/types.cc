@@ -120,7 +120,7 @@ absl::StatusOr<SweepRecord> SweepFromJson(const std::string& text) {
       r.params = t.at("params").get<std::map<std::string, std::string>>();
       r.job_id = t.value("job_id", "");
       r.state = JsonEnumAt<JobState>(t, "state", static_cast<int>(JobState::kValidating),
-                                     static_cast<int>(JobState::kCancelled));
+                                     static_cast<int>(JobState::kUnschedulable));
       r.terminal = t.at("terminal").get<bool>();
       r.curve = CurveFrom(t.at("curve"));
       r.has_final = t.at("has_final").get<bool>();

@@ -310,8 +310,9 @@ TEST_F(ServiceTest, AJobChainedToAnotherRunsOnItsModelOrFailsWithIt) {
   EXPECT_NE(r.output.find("model.from_job: no job 'nope'"), std::string::npos) << r.output;
 }
 
-// NOTE [unschedulable]: a job the cluster can never hold waits with the
-// reason and does not block the jobs behind it.
+// NOTE [unschedulable]: a job the cluster can never hold waits UNSCHEDULABLE
+// with the reason, does not block the jobs behind it, is listed by that state,
+// and runs once a worker that makes it placeable registers.
 TEST_F(ServiceTest, AJobTheClusterCannotHoldWaitsWithTheReasonAndBlocksNothing) {
   StartCoordinator();
   StartAgents(2);
@@ -325,7 +326,10 @@ TEST_F(ServiceTest, AJobTheClusterCannotHoldWaitsWithTheReasonAndBlocksNothing) 
   auto small = Cli("submit -f " + Spec("small", 10, 0) + " --watch", 120);
   EXPECT_EQ(small.exit_code, 0) << small.output << testing::ReadText(dir_ / "coordinator.log");
   auto j = GetJob(big_id);
-  EXPECT_EQ(j["state"], "QUEUED") << j;
+  EXPECT_EQ(j["state"], "UNSCHEDULABLE") << j;
+  auto listed = Cli("list --state UNSCHEDULABLE");
+  EXPECT_NE(listed.output.find(big_id), std::string::npos) << listed.output;
+  EXPECT_EQ(listed.output.find("small"), std::string::npos) << listed.output;
   EXPECT_NE(j["message"].get<std::string>().find("unschedulable: needs 3 ranks of 1 CPUs and 0 GPUs each; the 2 "
                                                   "registered workers hold at most 2 such ranks"),
             std::string::npos)

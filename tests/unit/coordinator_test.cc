@@ -462,6 +462,45 @@ TEST_F(StoreTest, CancellingAScheduledJobIsImmediateAndFencesATrainerThatStarted
   EXPECT_EQ(reply.stop[0].job_id, job->id);
 }
 
+// NOTE [unschedulable]: QUEUED -> UNSCHEDULABLE (with the reason) while the
+// registered workers cannot hold the job, kept across a coordinator restart,
+// QUEUED and placed once they can; cancelling it is immediate.
+TEST_F(StoreTest, AJobNoWorkerCanHoldIsUnschedulableUntilOneCan) {
+  std::string id, other;
+  {
+    auto store = JobStore::Open(path_);
+    JobManager m(**store, Options());
+    auto job = SubmitAndPlace(m, 0, 1);  // 2 ranks, 1 worker
+    ASSERT_THAT(job, IsOk());
+    id = job->id;
+    auto j = m.Get(id);
+    EXPECT_EQ(j->state, JobState::kUnschedulable);
+    EXPECT_NE(j->message.find("unschedulable: needs 2 ranks"), std::string::npos) << j->message;
+    common::JobConfig c = Config();
+    c.name = "other";
+    c.output_dir = "/o2";
+    auto second = m.Submit(c, "{}", "");
+    ASSERT_THAT(second, IsOk());
+    other = second->id;
+    m.Tick();
+    EXPECT_EQ(m.Get(other)->state, JobState::kUnschedulable);
+  }
+  auto store = JobStore::Open(path_);
+  JobManager m(**store, Options());
+  ASSERT_THAT(m.Recover(), IsOk());
+  EXPECT_EQ(m.Get(id)->state, JobState::kUnschedulable);
+  auto cancelled = m.Cancel(other);
+  ASSERT_THAT(cancelled, IsOk());
+  EXPECT_EQ(m.Get(other)->state, JobState::kCancelled);
+  for (int i = 1; i <= 2; ++i) m.Register({"w" + std::to_string(i), "127.0.0.1", 1, 0, 1233 + i, {}});
+  m.Tick();
+  EXPECT_EQ(m.Get(id)->state, JobState::kScheduled) << m.Get(id)->message;
+  auto events = m.WaitEvents(id, 0, absl::ZeroDuration());
+  bool requeued = false;
+  for (const auto& e : *events) requeued |= e.state == JobState::kQueued && e.message.find("can hold it now") != std::string::npos;
+  EXPECT_TRUE(requeued);
+}
+
 // NOTE [lost assignments]: a job placed just before the coordinator died,
 // whose trainers no worker ever reported, is queued again, not failed: with
 // max_restarts 0 a sweep trial used to end FAILED "restart budget exhausted".
