@@ -1,8 +1,10 @@
 #pragma once
 
-// BERT encoder with a sequence-classification head or a masked-LM head in
-// libtorch, with Hugging Face parameter names, plus LoRA and bottleneck
-// adapters. Thread-compatible.
+// A BERT model in libtorch with Hugging Face parameter names: embeddings and
+// encoder layers (encoder.h, with peft.h's LoRA and adapters), and the head
+// the architecture names, each in a file of its own (sequence_head.cc,
+// token_head.cc, mlm_head.cc). hf_checkpoint.cc maps parameters to HF names
+// and reads and writes HF model directories. Thread-compatible.
 
 #include <cstdint>
 #include <map>
@@ -15,48 +17,11 @@
 #include "absl/status/statusor.h"
 #include "common/safetensors.h"
 #include "worker/model/config.h"
+#include "worker/model/encoder.h"
+#include "worker/model/peft.h"
 #include "worker/model/word_vectors.h"
 
 namespace attune::worker::model {
-
-// nn.Linear with an optional LoRA branch: y = x W^T + b + (alpha/r) B(A(dropout(x))).
-struct LoraLinearImpl : torch::nn::Module {
-  LoraLinearImpl(int64_t in, int64_t out);
-  void EnableLora(int64_t rank, double alpha, double dropout);
-  torch::Tensor forward(const torch::Tensor& x);
-  // W += scale * B A, then drops the branch. Idempotent.
-  void MergeLora();
-  bool has_lora() const { return !lora_A.is_empty(); }
-
-  torch::Tensor weight, bias;
-  torch::nn::Linear lora_A{nullptr}, lora_B{nullptr};
-  torch::nn::Dropout lora_dropout{nullptr};
-  double scale = 0;
-};
-TORCH_MODULE(LoraLinear);
-
-// Houlsby bottleneck: x + up(gelu(down(x))), with `up` zero-initialised.
-struct BottleneckAdapterImpl : torch::nn::Module {
-  BottleneckAdapterImpl(int64_t hidden, int64_t size);
-  torch::Tensor forward(const torch::Tensor& x);
-  torch::nn::Linear down{nullptr}, up{nullptr};
-};
-TORCH_MODULE(BottleneckAdapter);
-
-struct BertLayerImpl : torch::nn::Module {
-  explicit BertLayerImpl(const BertConfig& c);
-  // Adds LoRA branches or bottleneck adapters as `m` asks.
-  void AddMethod(const MethodConfig& m);
-  torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& mask_bias);
-  int64_t heads, head_dim;
-  // attention.self.{query,key,value}, attention.output.{dense,LayerNorm},
-  // intermediate.dense, output.{dense,LayerNorm}
-  LoraLinear query{nullptr}, key{nullptr}, value{nullptr}, attn_out{nullptr}, inter{nullptr}, out{nullptr};
-  torch::nn::LayerNorm attn_ln{nullptr}, out_ln{nullptr};
-  torch::nn::Dropout attn_drop{nullptr}, hidden_drop{nullptr};
-  BottleneckAdapter attn_adapter{nullptr}, ffn_adapter{nullptr};
-};
-TORCH_MODULE(BertLayer);
 
 // The encoder with the head that config.architecture names.
 struct BertClassifierImpl : torch::nn::Module {
