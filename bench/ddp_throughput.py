@@ -5,7 +5,11 @@ thread each, same model, per-rank batch, sequence length and data shapes, in
 one invocation. Also the fraction of allreduce time hidden behind backward
 and the reducer's bus bandwidth against a raw Gloo allreduce of the same bytes.
 
-usage: bench/ddp_throughput.py [--build build] [--steps 30]"""
+With --precision bf16: autocast mixed precision on both sides (Attune's
+hyperparameters.precision: bf16; torch.autocast in the peer), gradients and
+their allreduce in fp32 on both.
+
+usage: bench/ddp_throughput.py [--build build] [--steps 30] [--precision fp32|bf16]"""
 import argparse
 import json
 import os
@@ -54,11 +58,13 @@ def main():
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--hidden", type=int, default=256)
     ap.add_argument("--layers", type=int, default=4)
+    ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     a = ap.parse_args()
     H, L, heads, ffn, vocab, seq, batch = a.hidden, a.layers, 4, a.hidden * 4, 8192, 128, 16
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE")
     work = tempfile.mkdtemp(prefix="attune_ddp_")
-    spec = write_workload(work, a.steps, H, L, heads, ffn, vocab, seq, batch, 1, ranks=2, name="ddp-bench")
+    spec = write_workload(work, a.steps, H, L, heads, ffn, vocab, seq, batch, 1, ranks=2, name="ddp-bench",
+                          precision=a.precision)
     worker = os.path.join(a.build, "bin", "attune-worker")
 
     def ours(nproc, *flags):
@@ -72,6 +78,8 @@ def main():
         return res
 
     pargs = ["--steps", str(a.steps), "--hidden", str(H), "--layers", str(L), "--ffn", str(ffn)]
+    if a.precision == "bf16":
+        pargs.append("--bf16")
     o1, o2 = ours(1), ours(2, "--overlap=on")
     o2_sync = ours(2, "--overlap=off")
     p1, p2 = peer(pargs, 1, env), peer(pargs, 2, env)
@@ -85,7 +93,7 @@ def main():
     red = json.loads(rb[0].communicate()[0].decode().strip().splitlines()[-1])
     rb[1].wait()
     print(f"model: hidden {H}, layers {L}, heads {heads}, ffn {ffn}, vocab {vocab}; seq {seq}, per-rank batch {batch}; "
-          f"1 thread per rank; Gloo on loopback; {a.steps} steps")
+          f"1 thread per rank; Gloo on loopback; {a.steps} steps; precision {a.precision}")
     print(f"{'':34}{'1 rank':>10}{'2 ranks':>10}{'scaling':>10}")
     print(f"{'attune samples/s':34}{o1['samples_per_second']:10.1f}{o2['samples_per_second']:10.1f}"
           f"{o2['samples_per_second'] / (2 * o1['samples_per_second']):10.2f}")
