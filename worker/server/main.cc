@@ -88,6 +88,8 @@ ABSL_FLAG(int, coordinator_lease_s, 7,
           "coordinator's --heartbeat-timeout-s (10)");
 ABSL_FLAG(int, progress_timeout_s, 300,
           "agent: kill a stepping trainer that sends no step and no heartbeat for max(this, 20 x its median step time)");
+ABSL_FLAG(std::string, device, "",
+          "cpu, cuda or cuda:N (default: a GPU when the spec's workers.gpus_per_rank > 0, else the CPU)");
 ABSL_FLAG(bool, eval_only, false, "evaluate the spec's model on its validation data without training");
 ABSL_FLAG(int, rank, 0, "this process's rank");
 ABSL_FLAG(std::string, job_id, "", "agent-launched trainers: the job this attempt belongs to (for the output lease)");
@@ -518,6 +520,7 @@ int Train() {
   if (auto text = attune::common::ReadFile(absl::GetFlag(FLAGS_spec), 1 << 20); text.ok()) options.spec_text = *text;
   if (!absl::GetFlag(FLAGS_job_id).empty()) options.owner = {absl::GetFlag(FLAGS_job_id), absl::GetFlag(FLAGS_generation)};
   options.eval_only = absl::GetFlag(FLAGS_eval_only);
+  options.device = absl::GetFlag(FLAGS_device);
   options.abort_after_step = absl::GetFlag(FLAGS_abort_after_step);
   std::unique_ptr<EventWriter> events;
   if (absl::GetFlag(FLAGS_events_fd) >= 0) {

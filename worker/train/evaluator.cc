@@ -7,12 +7,13 @@
 #include "common/status_macros.h"
 #include "worker/comm/communicator.h"
 #include "worker/model/bert.h"
+#include "worker/train/device.h"
 
 namespace attune::worker::train {
 
 absl::StatusOr<eval::Metrics> Evaluate(model::BertClassifierImpl& m, const task::Task& task, int outputs,
                                        const std::vector<task::Encoded>& data, int64_t batch_size, int64_t pad_id,
-                                       comm::Communicator* comm, Precision precision) {
+                                       comm::Communicator* comm, Precision precision, const c10::Device& device) {
   torch::NoGradGuard g;
   m.eval();
   const int rank = comm ? comm->rank() : 0, world = comm ? comm->world_size() : 1;
@@ -33,9 +34,9 @@ absl::StatusOr<eval::Metrics> Evaluate(model::BertClassifierImpl& m, const task:
     torch::Tensor logits;
     {
       AutocastScope autocast(precision);
-      logits = task.Forward(m, b);
+      logits = task.Forward(m, OnDevice(b, device));
     }
-    logits = logits.to(torch::kFloat64);
+    logits = logits.to(torch::kCPU).to(torch::kFloat64);
     loss_sum += task.SummedLoss(logits, b.targets).item<double>();
     task.AppendRows(logits, b, &rows);
   }

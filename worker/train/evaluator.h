@@ -5,6 +5,8 @@
 #include <cstdint>
 #include <vector>
 
+#include <c10/core/Device.h>
+
 #include "absl/status/statusor.h"
 #include "worker/eval/metrics.h"
 #include "worker/task/task.h"
@@ -27,8 +29,11 @@ namespace attune::worker::train {
 // computes identical metrics.
 // The model is left in training mode.
 // With kBf16 the forward pass runs under autocast (NOTE [mixed precision]).
+// The forward pass runs on `device` (the model's); rows, loss sums and the
+// reductions are on the CPU.
 absl::StatusOr<eval::Metrics> Evaluate(model::BertClassifierImpl& m, const task::Task& task, int outputs,
                                        const std::vector<task::Encoded>& data, int64_t batch_size, int64_t pad_id,
-                                       comm::Communicator* comm, Precision precision = Precision::kFp32);
+                                       comm::Communicator* comm, Precision precision = Precision::kFp32,
+                                       const c10::Device& device = c10::Device(c10::kCPU));
 
 }  // namespace attune::worker::train

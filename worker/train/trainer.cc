@@ -27,6 +27,7 @@
 #include "worker/text/tokenizer.h"
 #include "worker/task/task.h"
 #include "worker/train/checkpointer.h"
+#include "worker/train/device.h"
 #include "worker/train/evaluator.h"
 #include "worker/train/exporter.h"
 #include "worker/train/optimizer.h"
@@ -202,6 +203,7 @@ class Engine {
   std::unique_ptr<torch::optim::AdamW> opt_;
   std::unique_ptr<data::EpochSampler> sampler_;
   std::unique_ptr<Checkpointer> checkpointer_;
+  torch::Device device_{torch::kCPU};
   ParamSnapshot best_;  // the best evaluation's weights, on every rank (early stopping)
   std::unique_ptr<task::Task> task_;
   TrainResult result_;
@@ -224,6 +226,8 @@ absl::StatusOr<TrainResult> Engine::Run() {
             << (precision == Precision::kBf16 ? " (autocast bf16 matmuls; fp32 weights, LayerNorm, softmax, loss, "
                                                 "gradients and allreduce)"
                                               : "");
+  ATTUNE_ASSIGN_OR_RETURN(device_, ResolveDevice(o_.device, c_, rank_));
+  LOG(INFO) << "job=" << c_.name << " rank=" << rank_ << " device=" << device_.str();
   ATTUNE_RETURN_IF_ERROR(common::MakeDirs(c_.output_dir));
   CheckpointerOptions co;
   co.output_dir = c_.output_dir;
@@ -293,6 +297,7 @@ absl::StatusOr<TrainResult> Engine::Run() {
                                  model::CoverageLine(match.coverage),
                                  std::chrono::duration<double>(Clock::now() - t0).count());
   }
+  model_->to(device_);  // before the optimizer takes the parameters
   torch::manual_seed(static_cast<uint64_t>(c_.seed) + 1);  // dropout stream, independent of initialisation
   model_->train();
   auto counts = model::CountParameters(model_);
@@ -359,7 +364,7 @@ absl::StatusOr<TrainResult> Engine::Run() {
 
   std::optional<eval::Metrics> latest;  // full metrics of this run's last evaluation, at s.last_eval_step
   auto run_eval = [&](double epoch) -> absl::Status {
-    ATTUNE_ASSIGN_OR_RETURN(eval::Metrics m, Evaluate(*model_, task, outputs, val, c_.eval_batch_size, tok.pad_id(), comm_, precision));
+    ATTUNE_ASSIGN_OR_RETURN(eval::Metrics m, Evaluate(*model_, task, outputs, val, c_.eval_batch_size, tok.pad_id(), comm_, precision, device_));
     latest = m;
     s.evals.push_back({s.step, epoch, m});
     s.last_eval_step = s.step;
@@ -445,7 +450,7 @@ absl::StatusOr<TrainResult> Engine::Run() {
       units = std::max(units, 1.0);
       for (size_t k = 0; k < micro.size(); ++k) {
         if (!batches[k]) continue;
-        const Batch& b = *batches[k];
+        const Batch b = OnDevice(*batches[k], device_);
         ev.samples += static_cast<int64_t>(micro[k].size());
         if (reducer_) reducer_->PrepareForBackward(/*sync=*/k + 1 == micro.size());
         lap(&ev.data_seconds);
@@ -583,7 +588,7 @@ absl::StatusOr<TrainResult> Engine::Run() {
   if (reuse_latest) {
     final_metrics = *latest;
   } else {
-    ATTUNE_ASSIGN_OR_RETURN(final_metrics, Evaluate(*model_, task, outputs, val, c_.eval_batch_size, tok.pad_id(), comm_, precision));
+    ATTUNE_ASSIGN_OR_RETURN(final_metrics, Evaluate(*model_, task, outputs, val, c_.eval_batch_size, tok.pad_id(), comm_, precision, device_));
   }
   result_.final_metrics = final_metrics;
   // The exported model's evaluation is the job's last word.

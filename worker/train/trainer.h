@@ -80,6 +80,9 @@ struct TrainerOptions {
   common::Owner owner;
   // The spec as given (its text), recorded in the HTML report.
   std::string spec_text;
+  // Where this rank computes: "cpu", "cuda" or "cuda:N"; empty: a GPU when
+  // the spec asks for workers.gpus_per_rank > 0, else the CPU (device.h).
+  std::string device;
   // Where model.init_embeddings tables are installed (<dir>/<name>/).
   std::string embeddings_dir = "/usr/local/share/attune/embeddings";
 };

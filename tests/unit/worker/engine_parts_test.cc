@@ -18,6 +18,7 @@
 #include "worker/model/bert.h"
 #include "worker/text/tokenizer.h"
 #include "worker/train/checkpointer.h"
+#include "worker/train/device.h"
 #include "worker/train/exporter.h"
 #include "worker/train/optimizer.h"
 
@@ -230,6 +231,39 @@ TEST_F(EnginePartsTest, TheExportIsAModelDirectoryAndReportsThatAgree) {
   const std::string html = *common::ReadFile(dir_.path() + "/eval_report.html");
   EXPECT_NE(html.find(*common::Sha256OfFile(dir_.path() + "/model/model.safetensors")), std::string::npos);
   EXPECT_NE(html.find(*common::Sha256OfFile(c.train_path)), std::string::npos);
+}
+
+// Device placement: the CPU unless the spec or the flag asks for a GPU; a GPU
+// this build or machine cannot give is a clear refusal (a CUDA build with a
+// visible GPU gets the rank's device instead).
+TEST_F(EnginePartsTest, TheDeviceIsTheCpuUnlessAGpuIsAskedForAndAMissingGpuIsNamed) {
+  common::JobConfig c = Spec();
+  auto cpu = ResolveDevice("", c, 0);
+  ASSERT_TRUE(cpu.ok()) << cpu.status();
+  EXPECT_TRUE(cpu->is_cpu());
+  EXPECT_TRUE(ResolveDevice("cpu", c, 1)->is_cpu());
+  EXPECT_THAT(ResolveDevice("tpu", c, 0).status(), StatusIs(absl::StatusCode::kInvalidArgument, "'tpu' is not cpu"));
+  EXPECT_THAT(ResolveDevice("cuda:-1", c, 0).status(), StatusIs(absl::StatusCode::kInvalidArgument, "cuda:N"));
+  c.gpus_per_rank = 1;
+  auto gpu = ResolveDevice("", c, 1);
+  if (torch::cuda::is_available()) {
+    ASSERT_TRUE(gpu.ok()) << gpu.status();
+    EXPECT_TRUE(gpu->is_cuda());
+    EXPECT_EQ(gpu->index(), 1 % static_cast<int>(torch::cuda::device_count()));
+  } else {
+    EXPECT_THAT(gpu.status(), StatusIs(absl::StatusCode::kFailedPrecondition,
+                                       "workers.gpus_per_rank: 1 asks for a GPU, but no CUDA device is usable here"));
+    EXPECT_THAT(ResolveDevice("cuda:0", Spec(), 0).status(),
+                StatusIs(absl::StatusCode::kFailedPrecondition, "--device cuda:0 asks for a GPU"));
+  }
+  // On the CPU a batch is used as it is (no copies).
+  task::Batch b;
+  b.ids = torch::ones({2, 3}, torch::kLong);
+  b.targets = torch::zeros({2}, torch::kLong);
+  task::Batch placed = OnDevice(b, torch::Device(torch::kCPU));
+  EXPECT_TRUE(placed.ids.is_same(b.ids));
+  EXPECT_TRUE(placed.targets.is_same(b.targets));
+  EXPECT_FALSE(placed.positions.defined());
 }
 
 }  // namespace
