@@ -478,7 +478,10 @@ TEST_F(ServiceTest, ADownloadEqualsTheFilesOnDiskAndALinkOutOfTheJobIsRefused) {
   const std::string queued = Submit(dir_ / "waits3.yaml");
   auto early = Cli("download " + queued);
   EXPECT_EQ(early.exit_code, 9) << early.output;  // FAILED_PRECONDITION: not SUCCEEDED
-  EXPECT_NE(early.output.find("is QUEUED"), std::string::npos) << early.output;
+  // QUEUED, or UNSCHEDULABLE once the scheduler has seen that 2 workers cannot hold 3 ranks.
+  EXPECT_TRUE(early.output.find("is QUEUED") != std::string::npos ||
+              early.output.find("is UNSCHEDULABLE") != std::string::npos)
+      << early.output;
 }
 
 TEST_F(ServiceTest, InvalidSpecIsRejectedAndNothingIsStored) {
@@ -1112,7 +1115,7 @@ TEST_F(ServiceTest, RealPrometheusScrapesTheJobAndAnswersEveryDashboardAndRuleQu
                           "g=json.load(urllib.request.urlopen('" + url + "/api/v1/rules'))['data']['groups']; "
                           "print(sum(len(x['rules']) for x in g), [r['name'] for x in g for r in x['rules'] "
                           "if r.get('health') != 'ok'])\"");
-  EXPECT_NE(rules.output.find("13 []"), std::string::npos) << rules.output;
+  EXPECT_NE(rules.output.find("14 []"), std::string::npos) << rules.output;
   EXPECT_EQ(Cli("cancel " + id).exit_code, 0);
   EXPECT_TRUE(WaitState(id, "CANCELLED", 30));
 }
