@@ -61,10 +61,8 @@ absl::Status ValidateJobConfig(const JobConfig& c) {
     check(m.max_position_embeddings >= c.max_length, "data.max_length", "must be <= model.config.max_position_embeddings");
   }
   if (!c.init_embeddings.empty()) {
-    bool known = false;
-    for (const char* t : kWordVectorTables) known |= c.init_embeddings == t;
     std::vector<std::string> names(std::begin(kWordVectorTables), std::end(kWordVectorTables));
-    check(known, "model.init_embeddings",
+    check(IsWordVectorTable(c.init_embeddings), "model.init_embeddings",
           absl::StrCat("unknown word vectors '", c.init_embeddings, "' (known: ", absl::StrJoin(names, ", "), ")"));
     check(c.has_model_config, "model.init_embeddings",
           "only for a model trained from scratch (model.config): a pretrained model has its own embeddings");

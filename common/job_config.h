@@ -120,6 +120,12 @@ inline constexpr double kMaxModelParameters = 2e9;
 // model.init_embeddings: the word-vector tables a from-scratch model's token
 // embeddings may start from (installed by scripts/fetch-embeddings.sh).
 inline constexpr const char* kWordVectorTables[] = {"glove-6b-100d"};
+inline bool IsWordVectorTable(const std::string& name) {
+  for (const char* t : kWordVectorTables) {
+    if (name == t) return true;
+  }
+  return false;
+}
 
 // A job or label name, or a job id: [A-Za-z0-9._-]{1,128}. Where it names a
 // directory, callers refuse . and .. too.

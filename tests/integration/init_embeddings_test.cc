@@ -29,6 +29,11 @@ struct Coverage {
   int64_t special = 0, whole = 0, whole_covered = 0, pieces = 0, pieces_covered = 0;
 };
 
+std::string Lower(std::string s) {
+  for (auto& ch : s) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
+  return s;
+}
+
 // Counted from the files alone: vocab.txt as exported, words.txt as installed.
 Coverage Count(const std::string& vocab_txt, const std::string& words_txt) {
   std::set<std::string> words;
@@ -41,14 +46,10 @@ Coverage Count(const std::string& vocab_txt, const std::string& words_txt) {
       ++c.special;
     } else if (t.rfind("##", 0) == 0) {
       ++c.pieces;
-      std::string lower = t.substr(2);
-      for (auto& ch : lower) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
-      c.pieces_covered += words.count(t.substr(2)) || words.count(lower);
+      c.pieces_covered += words.count(t.substr(2)) || words.count(Lower(t.substr(2)));
     } else {
       ++c.whole;
-      std::string lower = t;
-      for (auto& ch : lower) ch = static_cast<char>(std::tolower(static_cast<unsigned char>(ch)));
-      c.whole_covered += words.count(t) || words.count(lower);
+      c.whole_covered += words.count(t) || words.count(Lower(t));
     }
   }
   return c;

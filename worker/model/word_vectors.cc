@@ -42,9 +42,7 @@ bool IsSpecial(const std::string& token) {
 }  // namespace
 
 absl::StatusOr<WordVectors> ReadWordVectors(const std::string& dir, const std::string& name) {
-  bool known = false;
-  for (const char* t : common::kWordVectorTables) known |= name == t;
-  if (!known) {
+  if (!common::IsWordVectorTable(name)) {
     return absl::InvalidArgumentError(absl::StrCat("model.init_embeddings: unknown word vectors '", name, "'"));
   }
   const std::string root = absl::StrCat(dir, "/", name);

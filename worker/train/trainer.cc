@@ -285,9 +285,9 @@ absl::StatusOr<TrainResult> Engine::Run() {
     ATTUNE_RETURN_IF_ERROR(model::LoadStateDict(model_, weights.file, weights.source, &fresh));
     for (const auto& f : fresh) LOG(INFO) << "job=" << c_.name << " freshly initialised (not in checkpoint): " << f;
   }
-  if (!c_.init_embeddings.empty()) {
-    // Every rank reads and projects the same table (and fails the same way
-    // when it is missing); rank 0's result is broadcast below regardless.
+  if (!c_.init_embeddings.empty() && rank_ == 0) {
+    // Rank 0 alone reads and projects the table (137 MB, hashed): its weights
+    // are broadcast to every rank below, and it writes the report.
     const auto t0 = Clock::now();
     ATTUNE_ASSIGN_OR_RETURN(model::WordVectors vectors, model::ReadWordVectors(o_.embeddings_dir, c_.init_embeddings));
     const model::VocabularyMatch match = model::MatchVocabulary(tok.vocab(), vectors);
