@@ -47,7 +47,7 @@ if [ "$unit_tests" = 1 ]; then
   exit 0
 fi
 
-targets=(job_spec data_reader safetensors torch_pickle tokenizer http_request state_row)
+targets=(job_spec data_reader safetensors torch_pickle tokenizer http_request state_row kv_store)
 mkdir -p "$out/crashes"
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT

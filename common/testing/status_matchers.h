@@ -30,4 +30,13 @@ MATCHER_P2(StatusIs, code, message_substring, "") {
   return s.code() == code && std::string(s.message()).find(message_substring) != std::string::npos;
 }
 
+// A StatusOr that is OK and whose value matches `inner`.
+MATCHER_P(IsOkAndHolds, inner, "") {
+  if (!arg.ok()) {
+    *result_listener << "status: " << arg.status();
+    return false;
+  }
+  return ::testing::ExplainMatchResult(inner, *arg, result_listener);
+}
+
 }  // namespace attune::testing

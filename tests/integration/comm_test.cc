@@ -1,13 +1,17 @@
 // Ranks as threads over real Gloo TCP on loopback (c10d CollectiveTest
 // style): collectives, variable-size gathers and the reducer.
 
+#include <unistd.h>
+
 #include <thread>
 
 #include <gtest/gtest.h>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #include <torch/torch.h>
 
 #include "common/testing/status_matchers.h"
 #include "worker/comm/communicator.h"
+#include "worker/comm/kv_store.h"
 #include "tests/testing/process.h"
 #include "worker/comm/reducer.h"
 
@@ -132,6 +136,82 @@ TEST(CommErrorsTest, BadOptionsAndMissingPeers) {
   EXPECT_THAT(CreateGlooCommunicator(o), StatusIs(absl::StatusCode::kDeadlineExceeded, "1 of 2 ranks arrived"));
   EXPECT_THAT(CreateCommunicator("mpi", o), StatusIs(absl::StatusCode::kInvalidArgument, "workers.backend"));
   EXPECT_THAT(CreateNcclCommunicator(o), StatusIs(absl::StatusCode::kFailedPrecondition, ""));
+}
+
+bool Answers(const std::string& ip, int port) {
+  int fd = attune::testing::ConnectTcp(ip, port);
+  if (fd >= 0) close(fd);
+  return fd >= 0;
+}
+
+// The same operations on c10d's TCPStore (the reference) and on our store
+// give the same answers; c10d's answers on 127.0.0.2 too, ours does not.
+TEST(RendezvousStoreTest, AnswersAsTcpStoreDoesButOnlyOnItsHost) {
+  c10d::TCPStoreOptions so;
+  so.port = static_cast<uint16_t>(attune::testing::FreePort());
+  so.isServer = true;
+  so.numWorkers = 1;
+  so.waitWorkers = false;
+  so.timeout = std::chrono::seconds(5);
+  c10d::TCPStore reference("127.0.0.1", so);
+  auto server = KvServer::Start("127.0.0.1", attune::testing::FreePort());
+  ASSERT_THAT(server, IsOk());
+  auto ours = KvClient::Connect("127.0.0.1", (*server)->port(), absl::Seconds(5));
+  ASSERT_THAT(ours, IsOk());
+  auto bytes = [](const std::vector<uint8_t>& v) { return std::string(v.begin(), v.end()); };
+  auto vec = [](const std::string& s) { return std::vector<uint8_t>(s.begin(), s.end()); };
+
+  reference.set("a", vec("one"));
+  ASSERT_THAT((*ours)->Set("a", "one"), IsOk());
+  EXPECT_EQ(*(*ours)->WaitGet("a", absl::Seconds(1)), bytes(reference.get("a")));
+  for (int64_t d : {3, -10, 0, 42}) EXPECT_EQ(*(*ours)->Add("n", d), reference.add("n", d));
+  EXPECT_EQ(*(*ours)->WaitGet("n", absl::Seconds(1)), bytes(reference.get("n"))) << "add stores decimal text";
+  const std::vector<std::tuple<std::string, std::string, std::string>> cas = {
+      {"c", "", "x"}, {"c", "x", "y"}, {"c", "x", "z"}, {"d", "q", "r"}};
+  for (const auto& [k, expected, desired] : cas) {
+    EXPECT_EQ(*(*ours)->CompareSet(k, expected, desired), bytes(reference.compareSet(k, vec(expected), vec(desired))))
+        << k << " " << expected << " -> " << desired;
+  }
+  EXPECT_EQ(*(*ours)->Check({"a", "c"}), reference.check({"a", "c"}));
+  EXPECT_EQ(*(*ours)->Check({"a", "d"}), reference.check({"a", "d"}));
+  EXPECT_EQ(*(*ours)->Delete("a"), reference.deleteKey("a"));
+  EXPECT_EQ(*(*ours)->Delete("a"), reference.deleteKey("a"));
+
+  EXPECT_TRUE(Answers("127.0.0.2", so.port)) << "c10d's TCPStore listens on every interface";
+  EXPECT_FALSE(Answers("127.0.0.2", (*server)->port()));
+}
+
+// A Gloo group's rank 0 serves the rendezvous on master_host alone.
+TEST(RendezvousStoreTest, GlooRankZerosStoreListensOnMasterHostOnly) {
+  const int port = attune::testing::FreePort();
+  std::vector<std::thread> threads;
+  std::atomic<int> ready{0};
+  std::atomic<bool> done{false};
+  for (int r = 0; r < 2; ++r) {
+    threads.emplace_back([&, r] {
+      CommunicatorOptions o;
+      o.rank = r;
+      o.world_size = 2;
+      o.master_port = port;
+      o.timeout = absl::Seconds(20);
+      auto c = CreateGlooCommunicator(o);
+      ASSERT_THAT(c, IsOk());
+      ++ready;
+      while (!done.load()) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      EXPECT_THAT((*c)->Barrier(), IsOk());
+    });
+  }
+  while (ready.load() < 2) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  EXPECT_TRUE(Answers("127.0.0.1", port));
+  EXPECT_FALSE(Answers("127.0.0.2", port));
+  done = true;
+  for (auto& t : threads) t.join();
+
+  CommunicatorOptions wild;
+  wild.master_host = "0.0.0.0";
+  wild.master_port = attune::testing::FreePort();
+  wild.timeout = absl::Seconds(2);
+  EXPECT_THAT(CreateGlooCommunicator(wild), StatusIs(absl::StatusCode::kUnavailable, "every interface"));
 }
 
 TEST(CommErrorsTest, AbortFailsLaterOperationsAtOnce) {

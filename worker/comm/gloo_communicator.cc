@@ -3,12 +3,13 @@
 
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
-#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+#include <torch/csrc/distributed/c10d/Store.hpp>
 #include <glog/logging.h>
 #include <torch/torch.h>
 
 #include "absl/strings/str_cat.h"
 #include "worker/comm/communicator.h"
+#include "worker/comm/kv_store.h"
 
 namespace attune::worker::comm {
 namespace {
@@ -33,6 +34,49 @@ absl::Status FromException(const std::exception& e, const std::string& op, int r
   }
   return absl::AbortedError(msg);
 }
+
+// The c10d::Store that ProcessGroupGloo exchanges its addresses through, over
+// our KvStore (bound to rank 0's host) instead of c10d's TCPStore (which
+// listens on every interface in libtorch 1.13). c10d expects exceptions; its
+// callers here catch them (FromException).
+class RendezvousStore : public c10d::Store {
+ public:
+  RendezvousStore(std::unique_ptr<KvClient> client, std::chrono::milliseconds timeout)
+      : c10d::Store(timeout), client_(std::move(client)) {}
+
+  void set(const std::string& key, const std::vector<uint8_t>& value) override {
+    Ok(client_->Set(key, std::string(value.begin(), value.end())));
+  }
+  std::vector<uint8_t> compareSet(const std::string& key, const std::vector<uint8_t>& current,
+                                  const std::vector<uint8_t>& desired) override {
+    return Bytes(Ok(client_->CompareSet(key, std::string(current.begin(), current.end()),
+                                        std::string(desired.begin(), desired.end()))));
+  }
+  std::vector<uint8_t> get(const std::string& key) override {
+    return Bytes(Ok(client_->WaitGet(key, absl::FromChrono(timeout_))));
+  }
+  int64_t add(const std::string& key, int64_t value) override { return Ok(client_->Add(key, value)); }
+  bool deleteKey(const std::string& key) override { return Ok(client_->Delete(key)); }
+  bool check(const std::vector<std::string>& keys) override { return Ok(client_->Check(keys)); }
+  int64_t getNumKeys() override { return Ok(client_->NumKeys()); }
+  void wait(const std::vector<std::string>& keys) override { wait(keys, timeout_); }
+  void wait(const std::vector<std::string>& keys, const std::chrono::milliseconds& timeout) override {
+    Ok(client_->Wait(keys, absl::FromChrono(timeout)));
+  }
+
+ private:
+  static void Ok(const absl::Status& s) {
+    if (!s.ok()) throw std::runtime_error(std::string(s.message()));
+  }
+  template <typename T>
+  static T Ok(absl::StatusOr<T> s) {
+    if (!s.ok()) throw std::runtime_error(std::string(s.status().message()));
+    return *std::move(s);
+  }
+  static std::vector<uint8_t> Bytes(const std::string& s) { return std::vector<uint8_t>(s.begin(), s.end()); }
+
+  std::unique_ptr<KvClient> client_;
+};
 
 class GlooWork : public Work {
  public:
@@ -60,9 +104,9 @@ class GlooWork : public Work {
 
 class GlooCommunicator : public Communicator {
  public:
-  GlooCommunicator(const CommunicatorOptions& o, c10::intrusive_ptr<c10d::Store> store,
-                   c10::intrusive_ptr<c10d::ProcessGroupGloo> pg)
-      : o_(o), store_(std::move(store)), pg_(std::move(pg)) {}
+  GlooCommunicator(const CommunicatorOptions& o, std::unique_ptr<KvServer> server,
+                   c10::intrusive_ptr<c10d::Store> store, c10::intrusive_ptr<c10d::ProcessGroupGloo> pg)
+      : o_(o), server_(std::move(server)), store_(std::move(store)), pg_(std::move(pg)) {}
 
   int rank() const override { return o_.rank; }
   int world_size() const override { return o_.world_size; }
@@ -117,6 +161,7 @@ class GlooCommunicator : public Communicator {
   }
 
   CommunicatorOptions o_;
+  std::unique_ptr<KvServer> server_;  // rank 0 only; outlives the group and the store
   c10::intrusive_ptr<c10d::Store> store_;
   c10::intrusive_ptr<c10d::ProcessGroupGloo> pg_;
   std::atomic<bool> aborted_{false};
@@ -132,23 +177,26 @@ absl::StatusOr<std::unique_ptr<Communicator>> CreateGlooCommunicator(const Commu
     return absl::InvalidArgumentError(absl::StrCat("rendezvous port ", o.master_port, " is not a valid port"));
   }
   // Rendezvous, in steps:
-  //   1. rank 0 serves a TCPStore at master_host:master_port; the others connect (retrying until the timeout);
+  //   1. rank 0 serves the store (KvServer) on master_host:master_port, that address only; every rank connects
+  //      (retrying until the timeout, as rank 0 may not be up yet);
   //   2. every rank adds one to "attune/arrived" and polls it until all have arrived, bounded by the timeout,
   //      so a missing rank is reported with how many arrived;
   //   3. ProcessGroupGloo exchanges addresses through the store (prefixed by the job) and connects the mesh.
-  c10::intrusive_ptr<c10d::Store> store;
-  try {
-    c10d::TCPStoreOptions so;
-    so.port = static_cast<uint16_t>(o.master_port);
-    so.isServer = o.rank == 0;
-    so.numWorkers = o.world_size;
-    so.waitWorkers = false;
-    so.timeout = Ms(o.timeout);
-    store = c10::make_intrusive<c10d::TCPStore>(o.master_host, so);
-  } catch (const std::exception& e) {
-    return absl::UnavailableError(absl::StrCat("job=", o.job, " rank=", o.rank, " cannot reach the rendezvous store at ",
-                                               o.master_host, ":", o.master_port, ": ", What(e)));
+  std::unique_ptr<KvServer> server;
+  if (o.rank == 0) {
+    auto started = KvServer::Start(o.master_host, o.master_port);
+    if (!started.ok()) {
+      return absl::UnavailableError(absl::StrCat("job=", o.job, " rank=0 cannot serve the rendezvous store at ",
+                                                 o.master_host, ":", o.master_port, ": ", started.status().message()));
+    }
+    server = *std::move(started);
   }
+  auto client = KvClient::Connect(o.master_host, o.master_port, o.timeout);
+  if (!client.ok()) {
+    return absl::UnavailableError(absl::StrCat("job=", o.job, " rank=", o.rank, " cannot reach the rendezvous store at ",
+                                               o.master_host, ":", o.master_port, ": ", client.status().message()));
+  }
+  c10::intrusive_ptr<c10d::Store> store = c10::make_intrusive<RendezvousStore>(*std::move(client), Ms(o.timeout));
   const auto deadline = absl::Now() + o.timeout;
   try {
     store->add("attune/arrived", 1);
@@ -172,7 +220,7 @@ absl::StatusOr<std::unique_ptr<Communicator>> CreateGlooCommunicator(const Commu
     auto pg = c10::make_intrusive<c10d::ProcessGroupGloo>(prefixed, o.rank, o.world_size, opts);
     LOG(INFO) << "job=" << o.job << " rank=" << o.rank << " gloo group of " << o.world_size << " ready (timeout "
               << absl::FormatDuration(o.timeout) << ")";
-    return std::unique_ptr<Communicator>(new GlooCommunicator(o, store, pg));
+    return std::unique_ptr<Communicator>(new GlooCommunicator(o, std::move(server), store, pg));
   } catch (const std::exception& e) {
     return FromException(e, "rendezvous", o.rank, o.job);
   }
