@@ -1,8 +1,15 @@
 #include "coordinator/rpc/auth.h"
 
 #include <grpc/grpc_security_constants.h>
+#include <openssl/objects.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
+
+#include <algorithm>
+#include <memory>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "common/files.h"
@@ -64,7 +71,44 @@ std::vector<std::string> CertificateNames(const grpc::ServerContext* ctx, std::s
   return names;
 }
 
+bool Allows(const std::string& role, Api api) {
+  return role == "admin" || (role == "submit" && api == Api::kJobs) || (role == "worker" && api == Api::kWorkers);
+}
+
+grpc::Status Denied(const std::string& role, Api api) {
+  return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
+                      api == Api::kAdmin ? absl::StrCat("only an admin may do this; this caller's role is ", role)
+                                         : absl::StrCat("role ", role, " may not call this API"));
+}
+
 }  // namespace
+
+absl::StatusOr<std::vector<std::string>> CertificateRoles(const std::string& pem) {
+  std::unique_ptr<BIO, decltype(&BIO_free)> bio(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())), BIO_free);
+  if (!bio) return absl::InternalError("cannot read the client certificate");
+  std::unique_ptr<X509, decltype(&X509_free)> cert(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr), X509_free);
+  if (!cert) return absl::InvalidArgumentError("the client certificate does not parse");
+  const X509_NAME* subject = X509_get_subject_name(cert.get());
+  std::vector<std::string> roles;
+  for (int i = X509_NAME_get_index_by_NID(subject, NID_organizationName, -1); i >= 0;
+       i = X509_NAME_get_index_by_NID(subject, NID_organizationName, i)) {
+    const ASN1_STRING* data = X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subject, i));
+    unsigned char* utf8 = nullptr;
+    const int n = ASN1_STRING_to_UTF8(&utf8, data);
+    if (n < 0) return absl::InvalidArgumentError("the client certificate's organization is not text");
+    const std::string org(reinterpret_cast<const char*>(utf8), static_cast<size_t>(n));
+    OPENSSL_free(utf8);
+    if (org.rfind("attune:", 0) != 0) continue;
+    const std::string role = org.substr(7);
+    if (role != "submit" && role != "worker" && role != "admin") {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "the client certificate names an unknown role '", org.substr(0, 64),
+          "' (O=attune:submit, attune:worker or attune:admin)"));
+    }
+    if (std::find(roles.begin(), roles.end(), role) == roles.end()) roles.push_back(role);
+  }
+  return roles;
+}
 
 grpc::Status CheckWorkerId(const Caller& caller, const std::string& worker_id) {
   if (caller.certificate_names.empty()) return grpc::Status::OK;
@@ -93,6 +137,31 @@ grpc::Status TokenAuthorizer::Check(const grpc::ServerContext* ctx, Api api, Cal
     }
     certified.name = cn;
   }
+  if (certificate_roles_) {
+    const auto auth = ctx->auth_context();
+    std::string pem;
+    if (auth) {
+      for (const auto& v : auth->FindPropertyValues(GRPC_X509_PEM_CERT_PROPERTY_NAME)) pem.assign(v.data(), v.size());
+    }
+    auto roles = CertificateRoles(pem);
+    if (!roles.ok()) return grpc::Status(grpc::StatusCode::PERMISSION_DENIED, std::string(roles.status().message()));
+    if (!roles->empty()) {
+      const bool admin = std::find(roles->begin(), roles->end(), "admin") != roles->end();
+      for (const auto& role : *roles) {
+        if (!Allows(role, api)) continue;
+        if (caller != nullptr) {
+          *caller = certified;
+          caller->admin = admin;
+        }
+        return grpc::Status::OK;
+      }
+      return Denied(absl::StrJoin(*roles, "+"), api);
+    }
+    if (tokens_.empty()) {
+      return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
+                          "the client certificate names no role (O=attune:submit, attune:worker or attune:admin)");
+    }
+  }
   if (tokens_.empty()) {
     if (caller != nullptr) {
       *caller = certified;
@@ -110,7 +179,7 @@ grpc::Status TokenAuthorizer::Check(const grpc::ServerContext* ctx, Api api, Cal
   const std::string token = value.substr(7);
   for (const auto& [known, role, name] : tokens_) {
     if (!common::SameSecret(token, known)) continue;
-    if (role == "admin" || (role == "submit" && api == Api::kJobs) || (role == "worker" && api == Api::kWorkers)) {
+    if (Allows(role, api)) {
       if (caller != nullptr) {
         *caller = certified;
         if (caller->name.empty()) caller->name = name;  // the certificate's name wins
@@ -118,9 +187,7 @@ grpc::Status TokenAuthorizer::Check(const grpc::ServerContext* ctx, Api api, Cal
       }
       return grpc::Status::OK;
     }
-    return grpc::Status(grpc::StatusCode::PERMISSION_DENIED,
-                        api == Api::kAdmin ? absl::StrCat("only an admin may do this; this token's role is ", role)
-                                           : absl::StrCat("role ", role, " may not call this API"));
+    return Denied(role, api);
   }
   return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "unknown bearer token");
 }

@@ -57,6 +57,9 @@ ABSL_FLAG(int, registrations_per_s, 100, "Register calls served per second (a bu
 ABSL_FLAG(bool, certificate_identities, false,
           "with --tls-client-ca: a caller is who its client certificate names; a worker may only use a worker id "
           "its certificate names, and a job's owner is the certificate's CN");
+ABSL_FLAG(bool, certificate_roles, false,
+          "with --certificate-identities: a client certificate whose subject has O=attune:submit, attune:worker or "
+          "attune:admin has that role without a token; one naming no role falls back to the bearer token");
 ABSL_FLAG(bool, grpc_reflection, false,
           "serve gRPC server reflection (for grpcurl); it answers without a token, so it is off unless asked for");
 
@@ -227,6 +230,13 @@ int main(int argc, char** argv) {
       return 2;
     }
     auth->set_certificate_identities(true);
+  }
+  if (absl::GetFlag(FLAGS_certificate_roles)) {
+    if (!absl::GetFlag(FLAGS_certificate_identities)) {
+      std::cerr << "attune-coordinator: --certificate-roles needs --certificate-identities (and so mutual TLS)\n";
+      return 2;
+    }
+    auth->set_certificate_roles(true);
   }
   auto served = attune::common::PrometheusMetrics::ServeIfSet(absl::GetFlag(FLAGS_metrics_listen));
   if (!served.ok()) {

@@ -1129,9 +1129,13 @@ void MakeCertificates(const testing::TempDir& dir, const std::vector<std::string
                        "printf 'subjectAltName=IP:127.0.0.1,DNS:localhost' > san.ext\n"
                        "openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out server.pem "
                        "-days 2 -extfile san.ext\n";
-  for (const auto& c : clients) {
-    script += "openssl req -newkey rsa:2048 -nodes -keyout " + c + ".key -out " + c + ".csr -subj /CN=" + c + "\n" +
-              "openssl x509 -req -in " + c + ".csr -CA ca.pem -CAkey ca.key -CAcreateserial -out " + c + ".pem -days 2\n";
+  // "name" or "name/O=..." (more subject entries after the CN).
+  for (const auto& entry : clients) {
+    const std::string c = entry.substr(0, entry.find('/'));
+    const std::string more = entry.find('/') == std::string::npos ? "" : entry.substr(entry.find('/'));
+    script += "openssl req -newkey rsa:2048 -nodes -keyout " + c + ".key -out " + c + ".csr -subj '/CN=" + c + more +
+              "'\n" + "openssl x509 -req -in " + c + ".csr -CA ca.pem -CAkey ca.key -CAcreateserial -out " + c +
+              ".pem -days 2\n";
   }
   testing::WriteText(dir / "certs.sh", script);
   auto gen = RunCommand("sh " + (dir / "certs.sh"));
@@ -1215,6 +1219,55 @@ TEST_F(ServiceTest, CertificateIdentitiesBindWorkerIdsAndOwners) {
   EXPECT_EQ(workers.output.find("\"w1\""), std::string::npos) << workers.output;
   EXPECT_NE(testing::ReadText(dir_ / "agent-w1.log").find("is not named by the client certificate"), std::string::npos)
       << testing::ReadText(dir_ / "agent-w1.log");
+}
+
+// NOTE [certificate roles]: the certificate's O=attune:ROLE is the role, no
+// token needed; a certificate naming no role, or an unknown one, is refused.
+TEST_F(ServiceTest, CertificateRolesAuthorizeWithoutTokens) {
+  const std::string d = dir_.path();
+  MakeCertificates(dir_, {"w0/O=attune:worker", "alice/O=attune:submit", "ops/O=Example Corp/O=attune:admin", "plain",
+                          "bogus/O=attune:root"});
+  coordinator_ = Spawn(Bin("attune-coordinator") + " --listen " + addr_ + " --state " + (dir_ / "state.db") +
+                           " --data-root " + d + " --tls-cert " + d + "/server.pem --tls-key " + d +
+                           "/server.key --tls-client-ca " + d + "/ca.pem --certificate-identities --certificate-roles",
+                       dir_ / "coordinator.log");
+  auto as = [&](const std::string& who) {
+    return " --tls-ca " + d + "/ca.pem --tls-cert " + d + "/" + who + ".pem --tls-key " + d + "/" + who + ".key";
+  };
+  bool up = false;
+  for (int i = 0; i < 100 && !up; ++i) {
+    up = Cli("list --timeout_s 1" + as("alice")).exit_code == 0;
+    if (!up) std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_TRUE(up) << testing::ReadText(dir_ / "coordinator.log");
+  // alice's certificate says submit: it may not register as a worker.
+  agents_.push_back(Spawn(Bin("attune-worker") + " agent --coordinator " + addr_ + " --worker-id alice --cpus 1" +
+                              as("alice"),
+                          dir_ / "agent-alice.log"));
+  agents_.push_back(Spawn(Bin("attune-worker") + " agent --coordinator " + addr_ + " --worker-id w0 --cpus 1" + as("w0"),
+                          dir_ / "agent-w0.log"));
+  auto run = Cli("submit -f " + OneRankSpec("by-role", 10) + " --watch -o json" + as("alice"), 120);
+  EXPECT_EQ(run.exit_code, 0) << run.output << testing::ReadText(dir_ / "agent-w0.log");
+  // The admin sees alice's job; the worker's certificate may not use the job API.
+  auto listed = Cli("list -o json" + as("ops"));
+  auto jobs = nlohmann::json::parse(listed.output, nullptr, false);
+  ASSERT_TRUE(jobs.is_object() && jobs.contains("jobs") && jobs["jobs"].size() == 1) << listed.output;
+  EXPECT_EQ(jobs["jobs"][0].value("owner", ""), "alice");
+  EXPECT_EQ(jobs["jobs"][0].value("state", ""), "SUCCEEDED");
+  auto as_worker = Cli("list" + as("w0"));
+  EXPECT_EQ(as_worker.exit_code, 7) << as_worker.output;
+  EXPECT_NE(as_worker.output.find("role worker may not call this API"), std::string::npos) << as_worker.output;
+  auto no_role = Cli("list" + as("plain"));
+  EXPECT_EQ(no_role.exit_code, 7) << no_role.output;
+  EXPECT_NE(no_role.output.find("names no role"), std::string::npos) << no_role.output;
+  auto bogus = Cli("list" + as("bogus"));
+  EXPECT_EQ(bogus.exit_code, 7) << bogus.output;
+  EXPECT_NE(bogus.output.find("unknown role 'attune:root'"), std::string::npos) << bogus.output;
+  auto workers = Cli("workers -o json" + as("ops"));
+  EXPECT_NE(workers.output.find("\"w0\""), std::string::npos) << workers.output;
+  EXPECT_EQ(workers.output.find("\"alice\""), std::string::npos) << workers.output;
+  EXPECT_NE(testing::ReadText(dir_ / "agent-alice.log").find("role submit may not call this API"), std::string::npos)
+      << testing::ReadText(dir_ / "agent-alice.log");
 }
 
 }  // namespace
