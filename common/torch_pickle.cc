@@ -63,6 +63,18 @@ constexpr size_t kMaxDepth = 1 << 16;  // stack entries and marks
 class Machine {
  public:
   Machine(std::string_view bytes, std::string source) : b_(bytes), source_(std::move(source)) {}
+  // A pickle may build a value that holds itself (a list appended to itself
+  // through the memo): shared_ptr cycles. Every value is made here and its
+  // links cut when the machine ends, so a cycle cannot leak (fuzz_torch_pickle
+  // found it). The values a Run returns are valid while the machine lives.
+  ~Machine() {
+    for (auto& v : all_) {
+      v->items.clear();
+      v->entries.clear();
+    }
+  }
+  Machine(const Machine&) = delete;
+  Machine& operator=(const Machine&) = delete;
 
   // Runs from `at` to STOP; the pickle's value, and `at` past it.
   absl::StatusOr<Ref> Run(size_t* at) {
@@ -83,6 +95,10 @@ class Machine {
   }
 
  private:
+  Ref New(Value::Kind k) {
+    all_.push_back(Make(k));
+    return all_.back();
+  }
   absl::Status Err(const std::string& why) const { return Bad(source_, absl::StrCat(why, " (pickle offset ", pos_, ")")); }
 
   absl::StatusOr<std::string_view> Take(size_t n) {
@@ -143,19 +159,19 @@ class Machine {
   absl::Status String(Value::Kind kind, size_t n) {
     auto raw = Take(n);
     if (!raw.ok()) return raw.status();
-    Ref v = Make(kind);
+    Ref v = New(kind);
     v->s = std::string(*raw);
     return Push(v);
   }
   absl::Status Int(int64_t i) {
-    Ref v = Make(Value::kInt);
+    Ref v = New(Value::kInt);
     v->i = i;
     return Push(v);
   }
   absl::Status Global(std::string module, std::string name) {
     const std::string g = module + "." + name;
     if (!Allowed(g)) return Err(absl::StrCat("refuses global ", g, ": only a state_dict's tensors are read"));
-    Ref v = Make(Value::kGlobal);
+    Ref v = New(Value::kGlobal);
     v->s = g;
     return Push(v);
   }
@@ -189,14 +205,14 @@ class Machine {
     if (fn->kind != Value::kGlobal || args->kind != Value::kTuple) return Err("REDUCE of a non-callable");
     if (fn->s == "collections.OrderedDict") {
       if (!args->items.empty()) return Err("OrderedDict with arguments");
-      return Make(Value::kDict);
+      return New(Value::kDict);
     }
     if (fn->s == "torch._utils._rebuild_tensor_v2") {
       const auto& a = args->items;
       if (a.size() < 4 || a.size() > 7) return Err("_rebuild_tensor_v2 with a wrong number of arguments");
       if (a[0]->kind != Value::kStorage) return Err("_rebuild_tensor_v2 of a non-storage");
       if (a[1]->kind != Value::kInt || a[1]->i < 0) return Err("_rebuild_tensor_v2 with a bad storage offset");
-      Ref t = Make(Value::kTensor);
+      Ref t = New(Value::kTensor);
       t->tensor.storage_key = a[0]->s;
       t->tensor.dtype = a[0]->storage.dtype;
       t->tensor.offset = a[1]->i;
@@ -228,7 +244,7 @@ class Machine {
     }
     if (a[4]->kind != Value::kInt || a[4]->i < 0) return Err("bad storage size");
     if (a.size() > 5 && a[5]->kind != Value::kNone) return Err("storage views (legacy view metadata) are not supported");
-    Ref s = Make(Value::kStorage);
+    Ref s = New(Value::kStorage);
     s->s = a[2]->s;
     s->storage = {*StorageDtype(a[1]->s), a[4]->i};
     auto [it, inserted] = storages_.emplace(s->s, s->storage);
@@ -242,9 +258,9 @@ class Machine {
     switch (op) {
       case 0x80: return Take(1).status();  // PROTO
       case 0x95: return Take(8).status();  // FRAME
-      case '}': return Push(Make(Value::kDict));
-      case ']': return Push(Make(Value::kList));
-      case ')': return Push(Make(Value::kTuple));
+      case '}': return Push(New(Value::kDict));
+      case ']': return Push(New(Value::kList));
+      case ')': return Push(New(Value::kTuple));
       case '(':
         if (marks_.size() >= kMaxDepth) return Err("too many MARKs");
         marks_.push_back(stack_.size());
@@ -252,13 +268,13 @@ class Machine {
       case 't': case 'l': {  // TUPLE, LIST
         auto items = PopMark();
         if (!items.ok()) return items.status();
-        Ref v = Make(op == 't' ? Value::kTuple : Value::kList);
+        Ref v = New(op == 't' ? Value::kTuple : Value::kList);
         v->items = std::move(*items);
         return Push(v);
       }
       case 0x85: case 0x86: case 0x87: {  // TUPLE1..3
         const size_t n = op - 0x84u;
-        Ref v = Make(Value::kTuple);
+        Ref v = New(Value::kTuple);
         v->items.resize(n);
         for (size_t k = n; k-- > 0;) {
           auto e = Pop();
@@ -270,7 +286,7 @@ class Machine {
       case 'd': {  // DICT
         auto items = PopMark();
         if (!items.ok()) return items.status();
-        Ref v = Make(Value::kDict);
+        Ref v = New(Value::kDict);
         if (auto s = SetItems(v, *items); !s.ok()) return s;
         return Push(v);
       }
@@ -322,7 +338,7 @@ class Machine {
         auto raw = Take(*n);
         if (!raw.ok()) return raw.status();
         if (*n > 8) {  // only the legacy magic number is this long
-          Ref big = Make(Value::kBigInt);
+          Ref big = New(Value::kBigInt);
           big->s = std::string(*raw);
           return Push(big);
         }
@@ -336,7 +352,7 @@ class Machine {
         if (!raw.ok()) return raw.status();
         uint64_t bits = 0;
         for (char c : *raw) bits = (bits << 8) | static_cast<unsigned char>(c);
-        Ref v = Make(Value::kFloat);
+        Ref v = New(Value::kFloat);
         std::memcpy(&v->f, &bits, 8);
         return Push(v);
       }
@@ -347,9 +363,9 @@ class Machine {
       case 'T': { auto n = Le(4); return n.ok() ? String(Value::kString, *n) : n.status(); }     // BINSTRING
       case 'C': { auto n = Le(1); return n.ok() ? String(Value::kBytes, *n) : n.status(); }      // SHORT_BINBYTES
       case 'B': { auto n = Le(4); return n.ok() ? String(Value::kBytes, *n) : n.status(); }      // BINBYTES
-      case 'N': return Push(Make(Value::kNone));
+      case 'N': return Push(New(Value::kNone));
       case 0x88: case 0x89: {  // NEWTRUE, NEWFALSE
-        Ref v = Make(Value::kBool);
+        Ref v = New(Value::kBool);
         v->i = op == 0x88;
         return Push(v);
       }
@@ -404,6 +420,7 @@ class Machine {
  private:
   std::string_view b_;
   std::string source_;
+  std::vector<Ref> all_;  // every value made, for ~Machine
   size_t pos_ = 0;
   std::vector<Ref> stack_;
   std::vector<size_t> marks_;

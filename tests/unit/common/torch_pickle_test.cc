@@ -84,6 +84,16 @@ TEST(TorchPickleTest, RefusesOtherOpcodesAndShapes) {
   EXPECT_THAT(ParseStateDictPickle("\x80\x02h\x05.", "o").status().message(), HasSubstr("never stored"));
 }
 
+// l = []; l.append(l); and a dict that holds itself: refused (not a state
+// dict) and, under the sanitizer build's leak checker, freed (the reference
+// cycles leaked before; fuzz_torch_pickle found it).
+TEST(TorchPickleTest, AValueThatHoldsItselfIsRefusedAndFreed) {
+  const std::string list_in_itself("\x80\x02]q\x00h\x00" "a.", 9);  // "\x00" "a": not \x00a
+  EXPECT_THAT(ParseStateDictPickle(list_in_itself, "self.pkl").status().message(), HasSubstr("not a state_dict"));
+  const std::string dict_in_itself("\x80\x02}q\x00X\x01\x00\x00\x00kh\x00s.", 15);
+  EXPECT_THAT(ParseStateDictPickle(dict_in_itself, "self.pkl").status().message(), HasSubstr("k: a dict, not a tensor"));
+}
+
 TEST(TorchPickleTest, RefusesAViewBeyondItsStorage) {
   // (2, 4) with strides (1, 2) from offset 1 reaches element 8 of 7.
   auto d = ParseStateDictPickle(StateDict(Global("collections", "OrderedDict"), 7, 4), "t");
