@@ -6,5 +6,7 @@ bash scripts/install-deps.sh
 bash scripts/build.sh
 # The fuzz targets: a clang project of their own (tests/fuzz), run by ctest's `fuzz` test.
 bash scripts/fuzz.sh --build-only
+# The sanitizer build of the services and trainer (build-asan), run by ctest's `sanitized_services`.
+bash scripts/sanitize.sh --build-only
 cd build
 ctest --output-on-failure --timeout 600 -j2 "$@"
