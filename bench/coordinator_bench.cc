@@ -186,7 +186,7 @@ int main(int argc, char** argv) {
 
   // 1. Submit-to-first-step with one real agent.
   pid_t agent = Spawn({bin + "/attune-worker", "agent", "--coordinator", addr, "--worker-id", "real", "--cpus", "1",
-                       "--work-dir", dir + "/agent"},
+                       "--work-dir", dir + "/agent", "--unconfined"},
                       dir + "/agent.log");
   std::this_thread::sleep_for(std::chrono::milliseconds(1500));
   {

@@ -71,7 +71,7 @@ def main():
                               stdout=open(os.path.join(work, "coordinator.log"), "w"), stderr=subprocess.STDOUT, env=env)]
     for w in (1, 2):
         procs.append(subprocess.Popen([os.path.join(a.build, "bin", "attune-worker"), "agent", "--coordinator", addr,
-                                       "--worker-id", f"w{w}", "--cpus", "1", "--work-dir",
+                                       "--worker-id", f"w{w}", "--cpus", "1", "--data-root", ROOT, "--work-dir",
                                        os.path.join(work, f"agent-{w}")],
                                       stdout=open(os.path.join(work, f"agent-{w}.log"), "w"),
                                       stderr=subprocess.STDOUT, env=env))

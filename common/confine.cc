@@ -95,7 +95,42 @@ bool HaveOpenat2() {
   return have;
 }
 
+namespace {
+
+// The checks every opened input gets: a regular file, or a directory where
+// `kind` allows one; blocking mode restored.
+absl::StatusOr<ScopedFd> CheckKind(ScopedFd out, const std::string& path, FileKind kind) {
+  const int fd = out.get();
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) return absl::InternalError(absl::StrCat("cannot stat ", path));
+  const bool ok = S_ISREG(st.st_mode) || (kind == FileKind::kDirectory && S_ISDIR(st.st_mode)) ||
+                  (kind == FileKind::kAny && S_ISDIR(st.st_mode));
+  if (!ok) {
+    return absl::PermissionDeniedError(absl::StrCat(
+        path, S_ISDIR(st.st_mode) ? " is a directory, not a file" : " is not a regular file (a FIFO, socket or device)"));
+  }
+  ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+  return out;
+}
+
+int InputFlags(FileKind kind) {
+  // O_NONBLOCK: opening a FIFO does not wait for a writer; it is refused after.
+  return O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK | (kind == FileKind::kDirectory ? O_DIRECTORY : 0);
+}
+
+}  // namespace
+
 absl::StatusOr<ScopedFd> OpenBeneath(const std::string& root, const std::string& path, FileKind kind) {
+  if (root.empty()) {
+    ScopedFd fd(::open(path.c_str(), InputFlags(kind)));
+    if (fd.get() < 0) {
+      const int e = errno;
+      if (e == ENOENT) return absl::NotFoundError(absl::StrCat(path, " does not exist"));
+      if (e == ENOTDIR) return absl::PermissionDeniedError(absl::StrCat(path, " is not a directory"));
+      return absl::PermissionDeniedError(absl::StrCat("cannot open ", path, ": ", std::strerror(e)));
+    }
+    return CheckKind(std::move(fd), path, kind);
+  }
   const std::string want = Normal(path);
   // The root as given, or where it leads (an operator's symlinked mount).
   std::string base = Normal(root), rel;
@@ -107,8 +142,7 @@ absl::StatusOr<ScopedFd> OpenBeneath(const std::string& root, const std::string&
   }
   ScopedFd rootfd(::open(base.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC));
   if (rootfd.get() < 0) return absl::UnavailableError(absl::StrCat("cannot open the data root ", root, ": ", std::strerror(errno)));
-  // O_NONBLOCK: opening a FIFO does not wait for a writer; it is refused below.
-  const int flags = O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK | (kind == FileKind::kDirectory ? O_DIRECTORY : 0);
+  const int flags = InputFlags(kind);
   int fd;
   if (HaveOpenat2()) {
     fd = static_cast<int>(Openat2(rootfd.get(), rel.c_str(), flags, RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS));
@@ -126,24 +160,25 @@ absl::StatusOr<ScopedFd> OpenBeneath(const std::string& root, const std::string&
     if (e == ENOTDIR) return absl::PermissionDeniedError(absl::StrCat(path, " is not a directory"));
     return absl::PermissionDeniedError(absl::StrCat("cannot open ", path, ": ", std::strerror(e)));
   }
-  ScopedFd out(fd);
-  struct stat st {};
-  if (::fstat(fd, &st) != 0) return absl::InternalError(absl::StrCat("cannot stat ", path));
-  const bool ok = S_ISREG(st.st_mode) || (kind == FileKind::kDirectory && S_ISDIR(st.st_mode)) ||
-                  (kind == FileKind::kAny && S_ISDIR(st.st_mode));
-  if (!ok) {
-    return absl::PermissionDeniedError(absl::StrCat(
-        path, S_ISDIR(st.st_mode) ? " is a directory, not a file" : " is not a regular file (a FIFO, socket or device)"));
-  }
-  ::fcntl(fd, F_SETFL, ::fcntl(fd, F_GETFL) & ~O_NONBLOCK);
-  return out;
+  return CheckKind(ScopedFd(fd), path, kind);
 }
 
 StagedInputs::~StagedInputs() {
   if (created_) {
     std::error_code ec;
     fs::remove_all(dir_, ec);
+    fs::remove_all(dir_ + ".pinned", ec);
   }
+}
+
+absl::Status StagedInputs::Create() {
+  if (created_) return absl::OkStatus();
+  for (const std::string& d : {dir_, dir_ + ".pinned"}) {
+    if (auto s = MakeDirs(d); !s.ok()) return s;
+    ::chmod(d.c_str(), 0700);
+  }
+  created_ = true;
+  return absl::OkStatus();
 }
 
 absl::Status StagedInputs::Link(const std::string& original, ScopedFd fd) {
@@ -159,11 +194,7 @@ absl::Status StagedInputs::Link(const std::string& original, ScopedFd fd) {
 
 absl::StatusOr<std::string> StagedInputs::Stage(const std::string& root, const std::string& path,
                                                 const std::string& field) {
-  if (!created_) {
-    if (auto s = MakeDirs(dir_); !s.ok()) return s;
-    ::chmod(dir_.c_str(), 0700);
-    created_ = true;
-  }
+  if (auto s = Create(); !s.ok()) return s;
   const std::string original = Normal(path);
   auto fd = OpenBeneath(root, path, FileKind::kAny);
   if (!fd.ok()) return absl::Status(fd.status().code(), absl::StrCat(field, ": ", fd.status().message()));
@@ -205,8 +236,103 @@ absl::StatusOr<std::string> StagedInputs::Stage(const std::string& root, const s
   return dir_ + original;
 }
 
+namespace {
+
+// The first symbolic link in the tree beneath directory `fd` ("" if none),
+// as a path relative to it; at most `depth` levels and 100,000 entries.
+std::string FirstLinkInside(int fd, const std::string& prefix, int depth, int* budget) {
+  const int dup = ::openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dup < 0) return "";
+  DIR* d = ::fdopendir(dup);
+  if (d == nullptr) {
+    ::close(dup);
+    return "";
+  }
+  std::string found;
+  while (dirent* e = ::readdir(d)) {
+    const std::string name = e->d_name;
+    if (name == "." || name == ".." || --*budget < 0) continue;
+    struct stat st {};
+    if (::fstatat(::dirfd(d), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
+    if (S_ISLNK(st.st_mode)) {
+      found = prefix + name;
+      break;
+    }
+    if (S_ISDIR(st.st_mode) && depth > 0) {
+      ScopedFd sub(::openat(::dirfd(d), name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+      if (sub.get() < 0) continue;
+      found = FirstLinkInside(sub.get(), prefix + name + "/", depth - 1, budget);
+      if (!found.empty()) break;
+    }
+  }
+  ::closedir(d);
+  return found;
+}
+
+}  // namespace
+
+absl::StatusOr<std::string> StagedInputs::PinDirectory(const std::string& root, const std::string& path,
+                                                       const std::string& field, bool create, bool no_links_inside) {
+  if (auto s = Create(); !s.ok()) return s;
+  const std::string original = Normal(path);
+  std::error_code ec;
+  if (fs::is_symlink(fs::symlink_status(original, ec)) && !fs::exists(original, ec)) {
+    return absl::PermissionDeniedError(absl::StrCat(field, ": ", path, " is a dangling symbolic link"));
+  }
+  if (!root.empty() && (original == Normal(root) || ResolvePath(original) == ResolvePath(root))) {
+    return absl::PermissionDeniedError(absl::StrCat(field, ": ", path, " is the data root itself"));
+  }
+  // The nearest existing ancestor, opened (beneath the root), then each
+  // missing component made and opened from its parent's descriptor.
+  fs::path existing(original);
+  std::vector<std::string> missing;
+  while (!fs::exists(fs::symlink_status(existing, ec)) && existing.has_parent_path() &&
+         existing != existing.parent_path()) {
+    if (!create) return absl::NotFoundError(absl::StrCat(field, ": ", path, " does not exist"));
+    missing.insert(missing.begin(), existing.filename().string());
+    existing = existing.parent_path();
+  }
+  auto dir = OpenBeneath(root, existing.string(), FileKind::kDirectory);
+  if (!dir.ok()) {
+    return absl::Status(dir.status().code(),
+                        absl::StrCat(field, ": ", missing.empty() ? "" : "cannot create directory " + path + ": ",
+                                     dir.status().message()));
+  }
+  ScopedFd cur = std::move(*dir);
+  for (const auto& name : missing) {
+    if (::mkdirat(cur.get(), name.c_str(), 0755) != 0 && errno != EEXIST) {
+      return absl::PermissionDeniedError(absl::StrCat(field, ": cannot create ", path, ": ", std::strerror(errno)));
+    }
+    ScopedFd next(::openat(cur.get(), name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (next.get() < 0) {
+      return absl::PermissionDeniedError(
+          absl::StrCat(field, ": ", path, " changed while it was created (", std::strerror(errno), ")"));
+    }
+    cur = std::move(next);
+  }
+  if (no_links_inside) {
+    int budget = 100000;
+    if (const std::string link = FirstLinkInside(cur.get(), "", 16, &budget); !link.empty()) {
+      return absl::PermissionDeniedError(absl::StrCat(field, ": ", path, "/", link,
+                                                      " is a symbolic link; outputs are never written through links"));
+    }
+  }
+  const std::string at = absl::StrCat(dir_, ".pinned/", pinned_.size());
+  const std::string target = absl::StrCat("/proc/self/fd/", cur.get());
+  if (::symlink(target.c_str(), at.c_str()) != 0) {
+    return absl::InternalError(absl::StrCat("cannot pin ", path, ": ", std::strerror(errno)));
+  }
+  fds_.push_back(std::move(cur));
+  pinned_.emplace_back(at, original);
+  return at;
+}
+
 std::string StagedInputs::Unstage(const std::string& text) const {
-  return created_ ? absl::StrReplaceAll(text, {{dir_, ""}}) : text;
+  if (!created_) return text;
+  std::string out = text;
+  // Longest first: ".pinned/10" before ".pinned/1".
+  for (auto it = pinned_.rbegin(); it != pinned_.rend(); ++it) out = absl::StrReplaceAll(out, {{it->first, it->second}});
+  return absl::StrReplaceAll(out, {{dir_, ""}});
 }
 
 }  // namespace attune::common

@@ -46,7 +46,9 @@ enum class FileKind { kRegular, kDirectory, kAny };  // kAny: a regular file or 
 // Opens `path` (absolute, or relative to the working directory) read-only,
 // as a `kind`, if it lies beneath `root`. kPermissionDenied names the path
 // when it leads outside the root (through `..` or a link) or is not a
-// `kind` (a FIFO, a device); kNotFound when it does not exist.
+// `kind` (a FIFO, a device); kNotFound when it does not exist. An empty
+// `root` confines nothing (links are followed anywhere), but a FIFO or a
+// device is still refused rather than waited on.
 absl::StatusOr<ScopedFd> OpenBeneath(const std::string& root, const std::string& path, FileKind kind);
 
 // Whether the kernel confines with openat2 (else the O_NOFOLLOW walk is used).
@@ -67,14 +69,27 @@ class StagedInputs {
   // stay. `field` names the spec field in errors.
   absl::StatusOr<std::string> Stage(const std::string& root, const std::string& path, const std::string& field);
 
-  // `text` with the staging prefix removed: error messages name the paths
+  // Opens the directory `path` beneath `root` (creating it, and any missing
+  // parent, one component at a time beneath the root with no link followed,
+  // when `create`) and returns a path that leads to that very directory while
+  // this object lives: a link to the open descriptor. Writing through it, a
+  // later swap of `path` or of an ancestor for a link changes nothing. Refused:
+  // the root itself, a dangling link, and (when `no_links_inside`) a symbolic
+  // link anywhere in the existing tree beneath it, since outputs are never
+  // written through links.
+  absl::StatusOr<std::string> PinDirectory(const std::string& root, const std::string& path, const std::string& field,
+                                           bool create, bool no_links_inside);
+
+  // `text` with the staging prefixes removed: error messages name the paths
   // the user gave.
   std::string Unstage(const std::string& text) const;
 
  private:
   absl::Status Link(const std::string& original, ScopedFd fd);
+  absl::Status Create();
 
   std::string dir_;
+  std::vector<std::pair<std::string, std::string>> pinned_;  // pinned path, original
   std::vector<ScopedFd> fds_;
   bool created_ = false;
 };

@@ -1,10 +1,12 @@
 #include "common/job_config.h"
 
+#include <algorithm>
 #include <cmath>
 #include <set>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
 #include "common/task_catalog.h"
 #include "common/text.h"
 
@@ -211,6 +213,15 @@ absl::Status ValidateJobConfig(const JobConfig& c) {
   }
   if (bad.empty()) return absl::OkStatus();
   return absl::InvalidArgumentError(absl::StrJoin(bad, "; "));
+}
+
+std::string ShowStagedPaths(const std::map<std::string, std::string>& staged, const std::string& text) {
+  if (staged.empty() || text.empty()) return text;
+  std::vector<std::pair<std::string, std::string>> order(staged.begin(), staged.end());
+  std::sort(order.begin(), order.end(), [](const auto& a, const auto& b) { return a.first.size() > b.first.size(); });
+  std::string out = text;
+  for (const auto& [from, to] : order) out = absl::StrReplaceAll(out, {{from, to}});
+  return out;
 }
 
 }  // namespace attune::common

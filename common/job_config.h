@@ -28,6 +28,9 @@ struct ModelConfigFields {
   double classifier_dropout = -1;
 };
 
+// `text` with each key of `staged` (longest first) replaced by its value.
+std::string ShowStagedPaths(const std::map<std::string, std::string>& staged, const std::string& text);
+
 struct JobConfig {
   std::string name;
   std::string task = "sequence_classification";  // a name of the task catalog
@@ -102,6 +105,9 @@ struct JobConfig {
     auto it = staged_inputs.find(path);
     return it == staged_inputs.end() ? path : it->second;
   }
+  // `text` with every staged prefix (an input, the pinned output_dir) put
+  // back as the spec gave it: for logs and events.
+  std::string ShownText(const std::string& text) const { return ShowStagedPaths(staged_inputs, text); }
 };
 
 // Checks every field and returns kInvalidArgument listing each bad one as

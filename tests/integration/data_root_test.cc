@@ -61,6 +61,8 @@ TEST_F(DataRootTest, InputsBeneathTheRootTrainAndErrorsNameTheUsersPaths) {
   auto ok = Train("train.csv", (base_ / "root/out").string());
   EXPECT_EQ(ok.exit_code, 0) << ok.output;
   EXPECT_TRUE(fs::exists(base_ / "root/out/model/model.safetensors")) << ok.output;
+  // The output directory is written through its descriptor; what is printed is the user's path.
+  EXPECT_NE(ok.output.find("model:   " + (base_ / "root/out/model").string() + "\n"), std::string::npos) << ok.output;
   // The data report names the file the spec gave.
   std::ifstream report(base_ / "root/out/data_report.json");
   const std::string text((std::istreambuf_iterator<char>(report)), std::istreambuf_iterator<char>());
@@ -99,6 +101,13 @@ TEST_F(DataRootTest, LinksOutFifosAndBadOutputDirsAreRefusedNamingTheField) {
   EXPECT_EQ(outside.exit_code, 65) << outside.output;
   EXPECT_NE(outside.output.find("output_dir:"), std::string::npos) << outside.output;
   EXPECT_FALSE(fs::exists(base_ / "outside/out"));
+  // An output tree with a link out inside (model -> outside): nothing is written through it.
+  fs::create_directories(base_ / "root/planted");
+  fs::create_symlink(base_ / "outside", base_ / "root/planted/model");
+  auto planted = Train("train.csv", (base_ / "root/planted").string());
+  EXPECT_EQ(planted.exit_code, 65) << planted.output;
+  EXPECT_NE(planted.output.find("planted/model is a symbolic link"), std::string::npos) << planted.output;
+  EXPECT_FALSE(fs::exists(base_ / "outside/model.safetensors"));
 }
 
 }  // namespace

@@ -77,6 +77,9 @@ TEST(FlagRangeTest, OutOfRangeFlagsAreRefusedNamingTheFlag) {
         Case{"attune-worker train --spec " + spec + " --bucket_cap_mb -5", "--bucket_cap_mb must be in [1, 1024]"},
         Case{"attune-worker train --spec " + spec + " --world_size 2 --rank 2", "--rank must be < --world_size"},
         Case{"attune-worker agent --cpus -3", "--cpus must be in [0, 4096]"},
+        // An agent confines its jobs unless told, in so many words, not to.
+        Case{"attune-worker agent --coordinator 127.0.0.1:1", "give --data-root DIR"},
+        Case{"attune-worker agent --coordinator 127.0.0.1:1 --data-root /tmp --unconfined", "contradict"},
         Case{"attune predict --model m --input i --batch_size 0", "--batch_size must be in [1, 65536], not 0"},
         Case{"attune predict --model m --input i --threads 100000", "--threads must be in [1, 256]"},
         Case{"attune list --timeout_s 0", "--timeout_s must be in [1, 86400]"}}) {

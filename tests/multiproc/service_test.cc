@@ -109,11 +109,17 @@ class ServiceTest : public ::testing::Test {
     }
     FAIL() << "coordinator did not come up: " << testing::ReadText(dir_ / "coordinator.log");
   }
+  // Agents confine jobs to the test's directory, as the coordinator does,
+  // unless the test gives its own --data-root.
+  std::string Confinement(const std::vector<std::string>& extra, int i) const {
+    if (i < static_cast<int>(extra.size()) && extra[i].find("--data-root") != std::string::npos) return "";
+    return "--data-root " + dir_.path() + " ";
+  }
   void StartAgents(int n, const std::vector<std::string>& extra = {}) {
     for (int i = 0; i < n; ++i) {
       std::string id = "w" + std::to_string(i);
       agents_.push_back(Spawn(Bin("attune-worker") + " agent --coordinator " + addr_ + " --worker-id " + id +
-                                  " --cpus 1 --work-dir " + (dir_ / ("agent-" + id)) + " " +
+                                  " --cpus 1 --work-dir " + (dir_ / ("agent-" + id)) + " " + Confinement(extra, i) +
                                   (i < static_cast<int>(extra.size()) ? extra[i] : ""),
                               dir_ / ("agent-" + id + ".log")));
     }
@@ -335,7 +341,7 @@ TEST_F(ServiceTest, AJobTheClusterCannotHoldWaitsWithTheReasonAndBlocksNothing) 
             std::string::npos)
       << j;
   // A third worker makes it placeable, and it runs.
-  agents_.push_back(Spawn(Bin("attune-worker") + " agent --coordinator " + addr_ + " --worker-id w2 --cpus 1 --work-dir " +
+  agents_.push_back(Spawn(Bin("attune-worker") + " agent --coordinator " + addr_ + " --worker-id w2 --cpus 1 --unconfined --work-dir " +
                               (dir_ / "agent-w2"),
                           dir_ / "agent-w2.log"));
   EXPECT_TRUE(WaitState(big_id, "SUCCEEDED", 120)) << GetJob(big_id).dump();
@@ -350,7 +356,7 @@ TEST_F(ServiceTest, AnAgentCannotTakeALiveWorkersId) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
   agents_.push_back(Spawn(Bin("attune-worker") + " agent --coordinator " + addr_ +
-                              " --worker-id w0 --host 10.6.6.6 --cpus 64 --work-dir " + (dir_ / "impostor"),
+                               " --worker-id w0 --host 10.6.6.6 --cpus 64 --unconfined --work-dir " + (dir_ / "impostor"),
                           dir_ / "impostor.log"));
   std::this_thread::sleep_for(std::chrono::seconds(2));
   EXPECT_NE(testing::ReadText(dir_ / "impostor.log").find("is registered and alive"), std::string::npos)
@@ -584,10 +590,10 @@ TEST_F(ServiceTest, AnAgentCutOffFromTheCoordinatorStopsItsTrainers) {
   testing::TcpProxy link(port_);
   // w0 (2 CPUs, so it gets the job) talks through the link; w1 directly.
   agents_.push_back(Spawn(Bin("attune-worker") + " agent --coordinator 127.0.0.1:" + std::to_string(link.port()) +
-                              " --worker-id w0 --cpus 2 --coordinator_lease_s 2 --work-dir " + (dir_ / "agent-w0"),
+                               " --worker-id w0 --cpus 2 --coordinator_lease_s 2 --unconfined --work-dir " + (dir_ / "agent-w0"),
                           dir_ / "agent-w0.log"));
   agents_.push_back(Spawn(Bin("attune-worker") + " agent --coordinator " + addr_ +
-                              " --worker-id w1 --cpus 1 --coordinator_lease_s 2 --work-dir " + (dir_ / "agent-w1"),
+                               " --worker-id w1 --cpus 1 --coordinator_lease_s 2 --unconfined --work-dir " + (dir_ / "agent-w1"),
                           dir_ / "agent-w1.log"));
   for (int i = 0; i < 100; ++i) {
     auto w = nlohmann::json::parse(Cli("workers -o json").output, nullptr, false);
@@ -853,9 +859,9 @@ TEST_F(ServiceTest, TokensAreRequiredWhenConfigured) {
   auto ok = Cli("list --token_file " + (dir_ / "submit.tokens"));
   EXPECT_EQ(ok.exit_code, 0) << ok.output;
   // An agent without its token is refused; with it, it registers and runs a job.
-  agents_.push_back(Spawn(Bin("attune-worker") + " agent --coordinator " + addr_ + " --worker-id w0 --cpus 1",
+  agents_.push_back(Spawn(Bin("attune-worker") + " agent --coordinator " + addr_ + " --worker-id w0 --cpus 1 --unconfined",
                           dir_ / "agent-notoken.log"));
-  agents_.push_back(Spawn(Bin("attune-worker") + " agent --coordinator " + addr_ + " --worker-id w1 --cpus 1 " +
+  agents_.push_back(Spawn(Bin("attune-worker") + " agent --coordinator " + addr_ +  " --worker-id w1 --cpus 1 --unconfined " +
                               "--token-file " + (dir_ / "worker.tokens"),
                           dir_ / "agent-w1.log"));
   const std::string spec = OneRankSpec("tok", 10);
@@ -1164,7 +1170,7 @@ TEST_F(ServiceTest, MutualTlsRefusesClientsWithoutCertificatesAndProbesUseThePla
   EXPECT_NE(probe.output.find("health SERVING"), std::string::npos) << probe.output;
   EXPECT_NE(probe.output.find("jobs UNIMPLEMENTED"), std::string::npos) << probe.output;
   EXPECT_EQ(Cli("list --timeout_s 2 --tls-ca " + d + "/ca.pem").exit_code, 14);  // TLS without a client certificate
-  agents_.push_back(Spawn(Bin("attune-worker") + " agent --coordinator " + addr_ + " --worker-id w0 --cpus 1" + client,
+  agents_.push_back(Spawn(Bin("attune-worker") + " agent --coordinator " + addr_ + " --worker-id w0 --cpus 1 --unconfined" + client,
                           dir_ / "agent-w0.log"));
   const std::string spec = OneRankSpec("tls", 10);
   auto run = Cli("submit -f " + spec + " --watch" + client, 120);
@@ -1197,9 +1203,9 @@ TEST_F(ServiceTest, CertificateIdentitiesBindWorkerIdsAndOwners) {
   const std::string w0_cert = " --tls-ca " + d + "/ca.pem --tls-cert " + d + "/w0.pem --tls-key " + d +
                               "/w0.key --token-file " + (dir_ / "worker.tokens");
   // w0's certificate, claiming to be w1: refused, and never listed.
-  agents_.push_back(Spawn(Bin("attune-worker") + " agent --coordinator " + addr_ + " --worker-id w1 --cpus 1" + w0_cert,
+  agents_.push_back(Spawn(Bin("attune-worker") + " agent --coordinator " + addr_ + " --worker-id w1 --cpus 1 --data-root " + d + w0_cert,
                           dir_ / "agent-w1.log"));
-  agents_.push_back(Spawn(Bin("attune-worker") + " agent --coordinator " + addr_ + " --worker-id w0 --cpus 1" + w0_cert,
+  agents_.push_back(Spawn(Bin("attune-worker") + " agent --coordinator " + addr_ + " --worker-id w0 --cpus 1 --data-root " + d + w0_cert,
                           dir_ / "agent-w0.log"));
   const std::string spec = OneRankSpec("certified", 10);
   auto run = Cli("submit -f " + spec + " --watch -o json" + as("alice"), 120);
@@ -1241,10 +1247,10 @@ TEST_F(ServiceTest, CertificateRolesAuthorizeWithoutTokens) {
   }
   ASSERT_TRUE(up) << testing::ReadText(dir_ / "coordinator.log");
   // alice's certificate says submit: it may not register as a worker.
-  agents_.push_back(Spawn(Bin("attune-worker") + " agent --coordinator " + addr_ + " --worker-id alice --cpus 1" +
+  agents_.push_back(Spawn(Bin("attune-worker") + " agent --coordinator " + addr_ + " --worker-id alice --cpus 1 --data-root " + d +
                               as("alice"),
                           dir_ / "agent-alice.log"));
-  agents_.push_back(Spawn(Bin("attune-worker") + " agent --coordinator " + addr_ + " --worker-id w0 --cpus 1" + as("w0"),
+  agents_.push_back(Spawn(Bin("attune-worker") + " agent --coordinator " + addr_ + " --worker-id w0 --cpus 1 --data-root " + d + as("w0"),
                           dir_ / "agent-w0.log"));
   auto run = Cli("submit -f " + OneRankSpec("by-role", 10) + " --watch -o json" + as("alice"), 120);
   EXPECT_EQ(run.exit_code, 0) << run.output << testing::ReadText(dir_ / "agent-w0.log");

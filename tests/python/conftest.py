@@ -53,7 +53,7 @@ class Service:
         for w in (0, 1):
             self.procs.append(subprocess.Popen(
                 [os.path.join(BIN, "attune-worker"), "agent", "--coordinator", self.address, "--worker-id", f"w{w}",
-                 "--cpus", "1", "--work-dir", os.path.join(root, f"agent-{w}"), *agent_tokens],
+                 "--cpus", "1", "--work-dir", os.path.join(root, f"agent-{w}"), "--data-root", data_root or root, *agent_tokens],
                 stdout=open(os.path.join(root, f"agent-{w}.log"), "w"), stderr=subprocess.STDOUT, env=env))
 
     def spec(self, name, steps=30, **extra):

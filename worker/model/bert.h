@@ -99,7 +99,10 @@ absl::Status LoadStateDict(BertClassifier& model, const common::SafeTensorsFile&
 // Writes config.json and model.safetensors (F32). With `merge_lora` the LoRA
 // deltas are folded into a copy of the weights; otherwise they go to
 // adapter_model.safetensors with adapter_config.json beside the base model.
-absl::Status SaveHfModel(BertClassifier& model, const std::string& dir, bool merge_lora);
+// `shown_dir`: the directory as users name it, recorded in adapter_config.json
+// (default: `dir`; the trainer writes through a pinned path).
+absl::Status SaveHfModel(BertClassifier& model, const std::string& dir, bool merge_lora,
+                         const std::string& shown_dir = "");
 
 // Loads an exported model directory (config.json + model.safetensors, and
 // adapter_model.safetensors if present) for inference.

@@ -151,7 +151,7 @@ absl::Status LoadStateDict(BertClassifier& model, const common::SafeTensorsFile&
   return absl::OkStatus();
 }
 
-absl::Status SaveHfModel(BertClassifier& model, const std::string& dir, bool merge_lora) {
+absl::Status SaveHfModel(BertClassifier& model, const std::string& dir, bool merge_lora, const std::string& shown_dir) {
   if (auto s = common::MakeDirs(dir); !s.ok()) return s;
   common::SafeTensorsFile base, adapter;
   base.metadata["format"] = "pt";
@@ -196,7 +196,8 @@ absl::Status SaveHfModel(BertClassifier& model, const std::string& dir, bool mer
     // Linear modules that carry lora_A/lora_B; the trained head as
     // modules_to_save. The base model is this directory's model.safetensors.
     std::error_code ec;
-    const std::string base_path = std::filesystem::absolute(dir, ec).lexically_normal().string();
+    const std::string base_path =
+        std::filesystem::absolute(shown_dir.empty() ? dir : shown_dir, ec).lexically_normal().string();
     const auto& c = model->config;
     nlohmann::json ac = {{"peft_type", "LORA"},
                          {"task_type", c.masked_lm()              ? nlohmann::json()

@@ -80,6 +80,9 @@ ABSL_FLAG(std::string, work_dir, "", "agent: where assignment specs are written 
 ABSL_FLAG(std::string, data_root, "",
           "open every input (data files, vocab, model files) beneath this directory, when it is opened: a link out "
           "of it, a FIFO or a device is refused; the agent passes it to its trainers");
+ABSL_FLAG(bool, unconfined, false,
+          "agent: run jobs without a --data-root: their files are opened wherever their paths lead (links followed), "
+          "as the agent's user may; FIFOs and devices are still refused. An agent needs one of the two.");
 ABSL_FLAG(std::string, embeddings_dir, "",
           "where model.init_embeddings tables are installed (default: $ATTUNE_EMBEDDINGS_DIR, else "
           "/usr/local/share/attune/embeddings); the agent passes it to its trainers");
@@ -271,6 +274,19 @@ int RunAgent(const char* self) {
   o.work_dir = absl::GetFlag(FLAGS_work_dir).empty() ? absl::StrCat("/tmp/attune-agent-", o.info.worker_id)
                                                      : absl::GetFlag(FLAGS_work_dir);
   o.data_root = absl::GetFlag(FLAGS_data_root);
+  // NOTE [confined by default]: an agent runs other people's jobs, so it opens
+  // their files beneath a data root unless its operator says otherwise.
+  if (o.data_root.empty() == !absl::GetFlag(FLAGS_unconfined)) {
+    std::cerr << "attune-worker agent: "
+              << (o.data_root.empty() ? "give --data-root DIR (jobs' files must lie beneath it; a link out of it, a "
+                                        "FIFO or a device is refused) or, to confine nothing, --unconfined\n"
+                                      : "--data-root and --unconfined contradict each other; give one\n");
+    return 2;
+  }
+  if (o.data_root.empty()) {
+    LOG(WARNING) << "agent " << o.info.worker_id << " is unconfined (--unconfined): jobs may read any file this user "
+                 << "can, through any path";
+  }
   o.embeddings_dir = absl::GetFlag(FLAGS_embeddings_dir);
   grpc::ChannelArguments args;
   args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 10000);
@@ -407,11 +423,11 @@ int Launch(int argc, char** argv, int nproc) {
 }
 
 // Stages every input of `c` beneath `root` and points `c` at the staged
-// paths; checks that output_dir is a directory beneath the root (not the
-// root itself, not through a dangling link).
-absl::Status ConfineToDataRoot(const std::string& root, attune::common::StagedInputs& staged,
-                               attune::common::JobConfig* c) {
-  namespace fs = std::filesystem;
+// paths; pins output_dir (created beneath the root) and
+// checkpoint.resume_from the same way. An empty root confines nothing, but
+// FIFOs and devices are still refused and the paths still pinned.
+absl::Status StageJobFiles(const std::string& root, attune::common::StagedInputs& staged,
+                           attune::common::JobConfig* c) {
   for (auto [field, path] : {std::pair<const char*, std::string*>{"data.train", &c->train_path},
                              {"data.validation", &c->validation_path},
                              {"model.vocab", &c->vocab_path},
@@ -422,21 +438,15 @@ absl::Status ConfineToDataRoot(const std::string& root, attune::common::StagedIn
     c->staged_inputs[*at] = *path;
     *path = *at;
   }
-  std::error_code ec;
-  const fs::path out = fs::absolute(c->output_dir).lexically_normal();
-  if (fs::is_symlink(fs::symlink_status(out, ec)) && !fs::exists(out, ec)) {
-    return absl::PermissionDeniedError(absl::StrCat("output_dir: ", c->output_dir, " is a dangling symbolic link"));
+  const bool confined = !root.empty();
+  for (auto [field, path, create] : {std::tuple<const char*, std::string*, bool>{"output_dir", &c->output_dir, true},
+                                     {"checkpoint.resume_from", &c->checkpoint_resume_from, false}}) {
+    if (path->empty()) continue;
+    auto at = staged.PinDirectory(root, *path, field, create, /*no_links_inside=*/confined);
+    if (!at.ok()) return at.status();
+    c->staged_inputs[*at] = *path;
+    *path = *at;
   }
-  if (attune::common::ResolvePath(out.string()) == attune::common::ResolvePath(root)) {
-    return absl::PermissionDeniedError(absl::StrCat("output_dir: ", c->output_dir, " is the data root itself"));
-  }
-  // The nearest existing ancestor (or the directory) must open beneath the root.
-  fs::path probe = out;
-  while (!fs::exists(fs::symlink_status(probe, ec)) && probe.has_parent_path() && probe != probe.parent_path()) {
-    probe = probe.parent_path();
-  }
-  auto dir = attune::common::OpenBeneath(root, probe.string(), attune::common::FileKind::kDirectory);
-  if (!dir.ok()) return absl::Status(dir.status().code(), absl::StrCat("output_dir: ", dir.status().message()));
   return absl::OkStatus();
 }
 
@@ -449,18 +459,19 @@ int Train() {
   }
   if (!absl::GetFlag(FLAGS_output_dir).empty()) config->output_dir = absl::GetFlag(FLAGS_output_dir);
   if (absl::GetFlag(FLAGS_threads) > 0) config->threads = absl::GetFlag(FLAGS_threads);
-  // NOTE [open-time confinement]: with a data root, every input is opened
-  // beneath it now, and read through those descriptors (StagedInputs); the
+  // NOTE [open-time confinement]: every input is opened now (beneath the data
+  // root, when there is one) and read through those descriptors
+  // (StagedInputs), and the output directory is written through its own; a
   // check at submit alone left a window for a link swapped in later.
   std::unique_ptr<attune::common::StagedInputs> staged;
-  if (const std::string root = absl::GetFlag(FLAGS_data_root); !root.empty()) {
+  {
     char tmpl[] = "/tmp/attune-inputs-XXXXXX";
     if (::mkdtemp(tmpl) == nullptr) {
       std::cerr << "attune-worker: cannot create a staging directory in /tmp\n";
       return attune::common::kExitTransient;
     }
     staged = std::make_unique<attune::common::StagedInputs>(tmpl);
-    if (auto s = ConfineToDataRoot(root, *staged, &*config); !s.ok()) {
+    if (auto s = StageJobFiles(absl::GetFlag(FLAGS_data_root), *staged, &*config); !s.ok()) {
       std::cerr << "attune-worker: " << s << "\n";
       if (absl::GetFlag(FLAGS_events_fd) >= 0) EventWriter(absl::GetFlag(FLAGS_events_fd), config->precision).OnFailure(s);
       return attune::common::ExitCodeForStatus(s);
@@ -554,7 +565,7 @@ int Train() {
   if (events) events->Flush();
   if (!result.ok()) {
     absl::Status failed = result.status();
-    if (staged) {  // name the user's paths, not the staged ones
+    {  // name the user's paths, not the staged ones
       absl::Status named(failed.code(), staged->Unstage(std::string(failed.message())));
       failed.ForEachPayload([&named](absl::string_view url, const absl::Cord& payload) { named.SetPayload(url, payload); });
       failed = named;
@@ -579,10 +590,10 @@ int Train() {
   for (const auto* b : {result->reference_baseline ? &*result->reference_baseline : nullptr, &result->trivial_baseline}) {
     if (b) std::cout << attune::common::BaselineLine(config->task, b->method, named, b->metrics) << "\n";
   }
+  const std::string out = staged->Unstage(config->output_dir);
   std::cout << absl::StrCat("stopped: ", result->stop_reason, " after ", result->steps, " steps",
-                            "\nmodel:   ", result->model_dir,
-                            "\nreports: ", config->output_dir, "/eval_report.json, ", config->output_dir,
-                            "/eval_report.html, ", config->output_dir, "/data_report.json\n");
+                            "\nmodel:   ", staged->Unstage(result->model_dir), "\nreports: ", out,
+                            "/eval_report.json, ", out, "/eval_report.html, ", out, "/data_report.json\n");
   return 0;
 }
 

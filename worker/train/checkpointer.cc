@@ -11,6 +11,7 @@
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
 #include "common/files.h"
+#include "common/job_config.h"
 #include "common/safetensors.h"
 #include "common/status_macros.h"
 #include "worker/model/tensor_io.h"
@@ -185,7 +186,8 @@ absl::StatusOr<bool> Checkpointer::Resume(const WeightsMeaning& meaning, model::
     absl::Status st = ResumeFrom(c.dir, meaning, model, opt, s, best);
     if (st.ok()) return true;
     if (!absl::IsDataLoss(st)) return st;  // the run's fault, not the files'
-    LOG(WARNING) << "job=" << o_.job_name << " cannot resume from " << c.dir << ": " << st.message()
+    LOG(WARNING) << "job=" << o_.job_name << " cannot resume from "
+                 << common::ShowStagedPaths(o_.shown_paths, c.dir + ": " + std::string(st.message()))
                  << "; trying an older checkpoint";
     failed.push_back(std::string(st.message()));
   }
@@ -233,7 +235,8 @@ absl::Status Checkpointer::ResumeFrom(const std::string& dir, const WeightsMeani
         return absl::DataLossError(absl::StrCat(dir, " records its best evaluation at step ", s->best_step,
                                                 " but holds no best.safetensors, and ", best_path_, " is missing"));
       }
-      LOG(WARNING) << dir << " holds no best.safetensors; taking the best weights from " << best_path_;
+      LOG(WARNING) << common::ShowStagedPaths(o_.shown_paths, dir + " holds no best.safetensors; taking the best "
+                                                              "weights from " + best_path_);
       from = best_path_;
     }
     ATTUNE_RETURN_IF_ERROR(LoadParams(model, from));
@@ -241,7 +244,8 @@ absl::Status Checkpointer::ResumeFrom(const std::string& dir, const WeightsMeani
     ATTUNE_RETURN_IF_ERROR(LoadParams(model, dir + "/model.safetensors"));
   }
   SetRngState(rng);
-  LOG(INFO) << "job=" << o_.job_name << " rank=" << o_.rank << " resumed from " << dir << " at step " << s->step;
+  LOG(INFO) << "job=" << o_.job_name << " rank=" << o_.rank << " resumed from "
+            << common::ShowStagedPaths(o_.shown_paths, dir) << " at step " << s->step;
   return absl::OkStatus();
 }
 

@@ -6,6 +6,7 @@
 // checkpoint that loads (NOTE [resume]). The files and their manifest are
 // common/checkpoint.h's; this adds what they hold.
 
+#include <map>
 #include <string>
 #include <utility>
 #include <vector>
@@ -34,6 +35,8 @@ struct CheckpointerOptions {
   bool overwrite = false;   // checkpoint.overwrite: discard another job's checkpoints
   std::string job_name;     // for logs
   int rank = 0;
+  // Staged path -> the spec's (JobConfig::staged_inputs): logs name the user's paths.
+  std::map<std::string, std::string> shown_paths;
 };
 
 // What a run's weights mean; a checkpoint of another meaning is refused.

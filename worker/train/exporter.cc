@@ -11,7 +11,7 @@ absl::Status ExportRun(model::BertClassifier& model, const text::Tokenizer& tok,
                        const common::Owner& owner, const std::string& model_dir, eval::ReportInput report) {
   ATTUNE_RETURN_IF_ERROR(common::CheckLease(c.output_dir, owner));
   model->config.train_max_length = c.max_length;  // attune predict truncates as training did
-  ATTUNE_RETURN_IF_ERROR(model::SaveHfModel(model, model_dir, c.merge_lora));
+  ATTUNE_RETURN_IF_ERROR(model::SaveHfModel(model, model_dir, c.merge_lora, c.ShownText(model_dir)));
   ATTUNE_RETURN_IF_ERROR(tok.Save(model_dir, std::min<int64_t>(512, model->config.max_position_embeddings)));
   for (const std::string* path : {&c.train_path, &c.validation_path}) {
     if (path->empty()) continue;

@@ -213,9 +213,10 @@ absl::Status Engine::WriteCheckpoint(const LoopState& s) {
   auto t0 = Clock::now();
   ATTUNE_ASSIGN_OR_RETURN(std::string dir, checkpointer_->Write(s, model_, *opt_, best_));
   const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
-  LOG(INFO) << "job=" << c_.name << " rank=" << rank_ << " step=" << s.step << " checkpoint committed: " << dir
+  const std::string shown = c_.ShownText(dir);
+  LOG(INFO) << "job=" << c_.name << " rank=" << rank_ << " step=" << s.step << " checkpoint committed: " << shown
             << absl::StrFormat(" (%.2f s)", secs);
-  if (obs_) obs_->OnCheckpoint(s.step, dir, secs);
+  if (obs_) obs_->OnCheckpoint(s.step, shown, secs);
   return absl::OkStatus();
 }
 
@@ -237,6 +238,7 @@ absl::StatusOr<TrainResult> Engine::Run() {
   co.overwrite = c_.checkpoint_overwrite;
   co.job_name = c_.name;
   co.rank = rank_;
+  co.shown_paths = c_.staged_inputs;
   checkpointer_ = std::make_unique<Checkpointer>(co);
   ATTUNE_RETURN_IF_ERROR(checkpointer_->Prepare());
   if (rank_ == 0) ATTUNE_RETURN_IF_ERROR(common::TakeLease(c_.output_dir, o_.owner));
@@ -281,7 +283,7 @@ absl::StatusOr<TrainResult> Engine::Run() {
     std::vector<std::string> fresh;
     ATTUNE_ASSIGN_OR_RETURN(model::HfWeights weights, model::ReadHfWeights(c_.model_path));
     LOG(INFO) << "job=" << c_.name << " rank=" << rank_ << " read " << weights.file.tensors.size() << " tensors from "
-              << weights.source << " (" << weights.format << ")";
+              << c_.ShownText(weights.source) << " (" << weights.format << ")";
     ATTUNE_RETURN_IF_ERROR(model::LoadStateDict(model_, weights.file, weights.source, &fresh));
     for (const auto& f : fresh) LOG(INFO) << "job=" << c_.name << " freshly initialised (not in checkpoint): " << f;
   }

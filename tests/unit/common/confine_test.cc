@@ -102,5 +102,58 @@ TEST_F(ConfineTest, AModelDirectoryIsStagedFileByFileAndALinkOutIsRefused) {
               StatusIs(absl::StatusCode::kPermissionDenied, "model.path: " + root_ + "/models/m/vocab.txt"));
 }
 
+TEST_F(ConfineTest, AnOutputDirectoryIsWrittenThroughItsDescriptorNotItsPath) {
+  StagedInputs staged((base_ / "staging").string());
+  auto at = staged.PinDirectory(root_, root_ + "/runs/a/out", "output_dir", /*create=*/true, /*no_links_inside=*/true);
+  ASSERT_THAT(at, IsOk());
+  EXPECT_TRUE(fs::is_directory(base_ / "root/runs/a/out"));  // made, parents too
+  Write(fs::path(*at) / "first.txt", "1");
+  EXPECT_EQ(Read(root_ + "/runs/a/out/first.txt"), "1");
+  // The attack: while the job runs, the path is moved away and replaced by a
+  // link out of the root. The trainer's writes still land in its directory.
+  fs::rename(base_ / "root/runs/a", base_ / "root/runs/moved");
+  fs::create_symlink(base_ / "outside", base_ / "root/runs/a");
+  fs::create_directories(base_ / "root/runs/moved/out/checkpoints");
+  Write(fs::path(*at) / "checkpoints/second.txt", "2");
+  EXPECT_EQ(Read(root_ + "/runs/moved/out/checkpoints/second.txt"), "2");
+  EXPECT_FALSE(fs::exists(base_ / "outside/out"));
+  EXPECT_EQ(staged.Unstage("wrote " + *at + "/model"), "wrote " + root_ + "/runs/a/out/model");
+}
+
+TEST_F(ConfineTest, AnOutputDirectoryOutsideTheRootOrHoldingLinksIsRefused) {
+  StagedInputs staged((base_ / "staging").string());
+  auto pin = [&](const std::string& path, bool create = true) {
+    return staged.PinDirectory(root_, path, "output_dir", create, /*no_links_inside=*/true);
+  };
+  EXPECT_THAT(pin(root_), StatusIs(absl::StatusCode::kPermissionDenied, "is the data root itself"));
+  EXPECT_THAT(pin(root_ + "/"), StatusIs(absl::StatusCode::kPermissionDenied, "is the data root itself"));
+  fs::create_symlink(base_ / "root/nowhere", base_ / "root/dangling");
+  EXPECT_THAT(pin(root_ + "/dangling"), StatusIs(absl::StatusCode::kPermissionDenied, "dangling symbolic link"));
+  fs::create_symlink("../outside", base_ / "root/escape");
+  EXPECT_THAT(pin(root_ + "/escape/run"), StatusIs(absl::StatusCode::kPermissionDenied, "output_dir: "));
+  EXPECT_FALSE(fs::exists(base_ / "outside/run")) << "nothing is made outside the root";
+  EXPECT_THAT(pin(base_.string() + "/outside/run"), StatusIs(absl::StatusCode::kPermissionDenied, "not beneath"));
+  fs::create_directories(base_ / "root/old/checkpoints");
+  fs::create_symlink(base_ / "outside", base_ / "root/old/checkpoints/ckpt-1");
+  EXPECT_THAT(pin(root_ + "/old"),
+              StatusIs(absl::StatusCode::kPermissionDenied, "old/checkpoints/ckpt-1 is a symbolic link"));
+  EXPECT_THAT(pin(root_ + "/never", /*create=*/false), StatusIs(absl::StatusCode::kNotFound, "does not exist"));
+  EXPECT_FALSE(fs::exists(base_ / "root/never"));
+}
+
+TEST_F(ConfineTest, WithoutARootLinksAreFollowedButFifosStillRefused) {
+  fs::create_symlink(base_ / "outside/secret.txt", base_ / "root/notes.txt");
+  StagedInputs staged((base_ / "staging").string());
+  auto at = staged.Stage("", root_ + "/notes.txt", "data.train");
+  ASSERT_THAT(at, IsOk());
+  EXPECT_EQ(Read(*at), "the secret\n");  // no root: the operator confined nothing
+  ASSERT_EQ(::mkfifo((root_ + "/train.fifo").c_str(), 0600), 0);
+  EXPECT_THAT(staged.Stage("", root_ + "/train.fifo", "data.train"),
+              StatusIs(absl::StatusCode::kPermissionDenied, "data.train: " + root_ + "/train.fifo is not a regular file"));
+  auto out = staged.PinDirectory("", base_.string() + "/outside/run", "output_dir", true, false);
+  ASSERT_THAT(out, IsOk());
+  EXPECT_TRUE(fs::is_directory(base_ / "outside/run"));
+}
+
 }  // namespace
 }  // namespace attune::common
