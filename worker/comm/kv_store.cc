@@ -372,6 +372,10 @@ absl::StatusOr<std::unique_ptr<KvServer>> KvServer::Start(const std::string& hos
 
 struct KvClient::Lock {
   std::mutex mu;
+  // Set when a call failed midway (timed out, connection lost, a bad
+  // response): the stream may hold a late answer, so every later call fails
+  // at once rather than read it as its own.
+  std::string broken;
 };
 
 KvClient::KvClient(int fd, std::string peer, absl::Duration timeout)
@@ -413,6 +417,17 @@ absl::StatusOr<std::unique_ptr<KvClient>> KvClient::Connect(const std::string& h
 absl::StatusOr<std::pair<int, std::vector<std::string>>> KvClient::Call(uint8_t op,
                                                                        const std::vector<std::string>& fields) {
   std::lock_guard<std::mutex> guard(lock_->mu);
+  if (!lock_->broken.empty()) {
+    return absl::UnavailableError(
+        absl::StrCat("rendezvous store at ", peer_, ": the connection failed earlier (", lock_->broken, ")"));
+  }
+  auto result = CallLocked(op, fields);
+  if (!result.ok() && !absl::IsInvalidArgument(result.status())) lock_->broken = std::string(result.status().message());
+  return result;
+}
+
+absl::StatusOr<std::pair<int, std::vector<std::string>>> KvClient::CallLocked(uint8_t op,
+                                                                             const std::vector<std::string>& fields) {
   const absl::Time deadline = absl::Now() + timeout_;
   auto wait_for = [&](short events) -> absl::Status {
     while (true) {

@@ -123,6 +123,8 @@ class KvClient {
   KvClient(int fd, std::string peer, absl::Duration timeout);
   // Sends one request, returns (code, fields) of the response.
   absl::StatusOr<std::pair<int, std::vector<std::string>>> Call(uint8_t op, const std::vector<std::string>& fields);
+  absl::StatusOr<std::pair<int, std::vector<std::string>>> CallLocked(uint8_t op,
+                                                                      const std::vector<std::string>& fields);
 
   int fd_;
   std::string peer_;

@@ -4,6 +4,8 @@
 
 #include "worker/comm/kv_store.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -172,6 +174,36 @@ TEST(KvStoreTest, AClientOfAServerThatStopsFailsWithinItsTimeout) {
   server.reset();
   EXPECT_THAT(c->Get("k"), StatusIs(absl::StatusCode::kUnavailable, "rendezvous store"));
   EXPECT_THAT(KvClient::Connect("127.0.0.1", 0, absl::Seconds(1)), StatusIs(absl::StatusCode::kInvalidArgument, "port"));
+}
+
+// A server that answers late: the late answer must not be taken as the next
+// call's. The first call times out; every later call fails at once.
+TEST(KvStoreTest, AfterATimeoutALateAnswerIsNeverReadAsTheNextCallsAnswer) {
+  int lfd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t len = sizeof(a);
+  ASSERT_EQ(bind(lfd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
+  ASSERT_EQ(listen(lfd, 1), 0);
+  getsockname(lfd, reinterpret_cast<sockaddr*>(&a), &len);
+  std::thread slow([lfd] {
+    int fd = accept(lfd, nullptr, nullptr);
+    char buf[256];
+    (void)!recv(fd, buf, sizeof(buf), 0);
+    absl::SleepFor(absl::Milliseconds(600));
+    const std::string late("\x06\x00\x00\x00\x00\x01\x00\x00\x00" "9", 10);  // ok, "9"
+    (void)!send(fd, late.data(), late.size(), MSG_NOSIGNAL);
+    absl::SleepFor(absl::Milliseconds(300));
+    close(fd);
+  });
+  auto c = KvClient::Connect("127.0.0.1", ntohs(a.sin_port), absl::Milliseconds(300));
+  ASSERT_THAT(c, IsOk());
+  EXPECT_THAT((*c)->NumKeys(), StatusIs(absl::StatusCode::kDeadlineExceeded, "timed out"));
+  absl::SleepFor(absl::Milliseconds(700));  // the late answer has arrived by now
+  EXPECT_THAT((*c)->NumKeys(), StatusIs(absl::StatusCode::kUnavailable, "failed earlier"));
+  slow.join();
+  close(lfd);
 }
 
 }  // namespace
