@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_replace.h"
 #include "common/files.h"
+#include "common/job_config.h"
 
 namespace attune::common {
 namespace fs = std::filesystem;
@@ -323,16 +324,13 @@ absl::StatusOr<std::string> StagedInputs::PinDirectory(const std::string& root, 
     return absl::InternalError(absl::StrCat("cannot pin ", path, ": ", std::strerror(errno)));
   }
   fds_.push_back(std::move(cur));
-  pinned_.emplace_back(at, original);
+  pinned_.emplace(at, original);
   return at;
 }
 
 std::string StagedInputs::Unstage(const std::string& text) const {
   if (!created_) return text;
-  std::string out = text;
-  // Longest first: ".pinned/10" before ".pinned/1".
-  for (auto it = pinned_.rbegin(); it != pinned_.rend(); ++it) out = absl::StrReplaceAll(out, {{it->first, it->second}});
-  return absl::StrReplaceAll(out, {{dir_, ""}});
+  return absl::StrReplaceAll(ShowStagedPaths(pinned_, text), {{dir_, ""}});
 }
 
 }  // namespace attune::common

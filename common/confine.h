@@ -89,7 +89,7 @@ class StagedInputs {
   absl::Status Create();
 
   std::string dir_;
-  std::vector<std::pair<std::string, std::string>> pinned_;  // pinned path, original
+  std::map<std::string, std::string> pinned_;  // pinned path -> original
   std::vector<ScopedFd> fds_;
   bool created_ = false;
 };

@@ -13,6 +13,7 @@
 #include <gtest/gtest.h>
 
 #include "tests/testing/process.h"
+#include "tests/testing/task_data.h"
 
 namespace attune {
 namespace {
@@ -29,13 +30,7 @@ class DataRootTest : public ::testing::Test {
     fs::remove_all(base_);
     fs::create_directories(base_ / "root");
     fs::create_directories(base_ / "outside");
-    std::ofstream train(base_ / "root/train.csv"), valid(base_ / "root/valid.csv");
-    train << "text,label\n";
-    valid << "text,label\n";
-    for (int i = 0; i < 40; ++i) {
-      (i < 32 ? train : valid) << "the food was " << (i % 2 ? "great" : "awful") << " " << i << ","
-                               << (i % 2 ? "pos" : "neg") << "\n";
-    }
+    testing::WriteTinyBinaryCsvs(base_ / "root/train.csv", base_ / "root/valid.csv", "food", "great", "awful");
     std::ofstream(base_ / "outside/secret.csv") << "text,label\nthe secret,pos\nother,neg\n";
   }
   ~DataRootTest() override { fs::remove_all(base_); }

@@ -14,6 +14,7 @@
 
 #include "common/files.h"
 #include "tests/testing/process.h"
+#include "tests/testing/task_data.h"
 
 namespace attune {
 namespace {
@@ -25,13 +26,7 @@ using testing::RunCommand;
 class DeviceTest : public ::testing::Test {
  protected:
   DeviceTest() : dir_("device") {
-    std::ofstream train(dir_ / "train.csv"), valid(dir_ / "valid.csv");
-    train << "text,label\n";
-    valid << "text,label\n";
-    for (int i = 0; i < 40; ++i) {
-      (i < 32 ? train : valid) << "the tea was " << (i % 2 ? "lovely" : "bitter") << " " << i << ","
-                               << (i % 2 ? "pos" : "neg") << "\n";
-    }
+    testing::WriteTinyBinaryCsvs(dir_ / "train.csv", dir_ / "valid.csv", "tea", "lovely", "bitter");
   }
   testing::CommandResult Train(const std::string& out, const std::string& flags, int gpus = 0) {
     std::ofstream(dir_ / "spec.yaml")

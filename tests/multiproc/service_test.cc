@@ -93,21 +93,20 @@ class ServiceTest : public ::testing::Test {
                              " --data-root " + dir_.path() + " --submit-token-file " + (dir_ / "submit.tokens") +
                              " --worker-token-file " + (dir_ / "worker.tokens") + " " + extra,
                          dir_ / "coordinator.log");
-    for (int i = 0; i < 100; ++i) {
-      if (RunCommand(Bin("attune") + " list --timeout_s 1 --coordinator " + addr_ + " --token_file " +
-                     (dir_ / "submit.tokens")).exit_code == 0) {
-        return;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(100));
-    }
-    FAIL() << "coordinator did not come up";
+    WaitForPort(" --token_file " + (dir_ / "submit.tokens"));
   }
-  void WaitForPort() {
+  // Until `attune list` answers, with the client flags given (a token, a certificate).
+  void WaitForPort(const std::string& client = "") {
     for (int i = 0; i < 100; ++i) {
-      if (RunCommand(Bin("attune") + " list --coordinator " + addr_ + " --timeout_s 1").exit_code == 0) return;
+      if (RunCommand(Bin("attune") + " list --coordinator " + addr_ + " --timeout_s 1" + client).exit_code == 0) return;
       std::this_thread::sleep_for(std::chrono::milliseconds(100));
     }
     FAIL() << "coordinator did not come up: " << testing::ReadText(dir_ / "coordinator.log");
+  }
+  // Client flags presenting `who`'s certificate (MakeCertificates) under mutual TLS.
+  std::string TlsClient(const std::string& who) const {
+    const std::string d = dir_.path();
+    return " --tls-ca " + d + "/ca.pem --tls-cert " + d + "/" + who + ".pem --tls-key " + d + "/" + who + ".key";
   }
   // Agents confine jobs to the test's directory, as the coordinator does,
   // unless the test gives its own --data-root.
@@ -1156,13 +1155,8 @@ TEST_F(ServiceTest, MutualTlsRefusesClientsWithoutCertificatesAndProbesUseThePla
                            " --tls-cert " + d + "/server.pem --tls-key " + d + "/server.key --tls-client-ca " + d +
                            "/ca.pem --health-listen 127.0.0.1:" + std::to_string(health_port),
                        dir_ / "coordinator.log");
-  const std::string client = " --tls-ca " + d + "/ca.pem --tls-cert " + d + "/client.pem --tls-key " + d + "/client.key";
-  bool up = false;
-  for (int i = 0; i < 100 && !up; ++i) {
-    up = Cli("list --timeout_s 1" + client).exit_code == 0;
-    if (!up) std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  ASSERT_TRUE(up) << testing::ReadText(dir_ / "coordinator.log");
+  const std::string client = TlsClient("client");
+  ASSERT_NO_FATAL_FAILURE(WaitForPort(client));
   EXPECT_EQ(Cli("list --timeout_s 2").exit_code, 14);                            // plaintext: UNAVAILABLE
   // The plaintext health port answers a probe (as the kubelet sends it) and serves nothing else.
   auto probe = RunCommand("/usr/bin/python3 " + testing::Fixture("grpc_health.py") + " 127.0.0.1:" +
@@ -1190,18 +1184,9 @@ TEST_F(ServiceTest, CertificateIdentitiesBindWorkerIdsAndOwners) {
                            " --submit-token-file " + (dir_ / "submit.tokens") + " --worker-token-file " +
                            (dir_ / "worker.tokens"),
                        dir_ / "coordinator.log");
-  auto as = [&](const std::string& who) {
-    return " --tls-ca " + d + "/ca.pem --tls-cert " + d + "/" + who + ".pem --tls-key " + d + "/" + who +
-           ".key --token_file " + (dir_ / "submit.tokens");
-  };
-  bool up = false;
-  for (int i = 0; i < 100 && !up; ++i) {
-    up = Cli("list --timeout_s 1" + as("alice")).exit_code == 0;
-    if (!up) std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  ASSERT_TRUE(up) << testing::ReadText(dir_ / "coordinator.log");
-  const std::string w0_cert = " --tls-ca " + d + "/ca.pem --tls-cert " + d + "/w0.pem --tls-key " + d +
-                              "/w0.key --token-file " + (dir_ / "worker.tokens");
+  auto as = [&](const std::string& who) { return TlsClient(who) + " --token_file " + (dir_ / "submit.tokens"); };
+  ASSERT_NO_FATAL_FAILURE(WaitForPort(as("alice")));
+  const std::string w0_cert = TlsClient("w0") + " --token-file " + (dir_ / "worker.tokens");
   // w0's certificate, claiming to be w1: refused, and never listed.
   agents_.push_back(Spawn(Bin("attune-worker") + " agent --coordinator " + addr_ + " --worker-id w1 --cpus 1 --data-root " + d + w0_cert,
                           dir_ / "agent-w1.log"));
@@ -1237,39 +1222,31 @@ TEST_F(ServiceTest, CertificateRolesAuthorizeWithoutTokens) {
                            " --data-root " + d + " --tls-cert " + d + "/server.pem --tls-key " + d +
                            "/server.key --tls-client-ca " + d + "/ca.pem --certificate-identities --certificate-roles",
                        dir_ / "coordinator.log");
-  auto as = [&](const std::string& who) {
-    return " --tls-ca " + d + "/ca.pem --tls-cert " + d + "/" + who + ".pem --tls-key " + d + "/" + who + ".key";
-  };
-  bool up = false;
-  for (int i = 0; i < 100 && !up; ++i) {
-    up = Cli("list --timeout_s 1" + as("alice")).exit_code == 0;
-    if (!up) std::this_thread::sleep_for(std::chrono::milliseconds(100));
-  }
-  ASSERT_TRUE(up) << testing::ReadText(dir_ / "coordinator.log");
+  ASSERT_NO_FATAL_FAILURE(WaitForPort(TlsClient("alice")));
   // alice's certificate says submit: it may not register as a worker.
   agents_.push_back(Spawn(Bin("attune-worker") + " agent --coordinator " + addr_ + " --worker-id alice --cpus 1 --data-root " + d +
-                              as("alice"),
+                              TlsClient("alice"),
                           dir_ / "agent-alice.log"));
-  agents_.push_back(Spawn(Bin("attune-worker") + " agent --coordinator " + addr_ + " --worker-id w0 --cpus 1 --data-root " + d + as("w0"),
+  agents_.push_back(Spawn(Bin("attune-worker") + " agent --coordinator " + addr_ + " --worker-id w0 --cpus 1 --data-root " + d + TlsClient("w0"),
                           dir_ / "agent-w0.log"));
-  auto run = Cli("submit -f " + OneRankSpec("by-role", 10) + " --watch -o json" + as("alice"), 120);
+  auto run = Cli("submit -f " + OneRankSpec("by-role", 10) + " --watch -o json" + TlsClient("alice"), 120);
   EXPECT_EQ(run.exit_code, 0) << run.output << testing::ReadText(dir_ / "agent-w0.log");
   // The admin sees alice's job; the worker's certificate may not use the job API.
-  auto listed = Cli("list -o json" + as("ops"));
+  auto listed = Cli("list -o json" + TlsClient("ops"));
   auto jobs = nlohmann::json::parse(listed.output, nullptr, false);
   ASSERT_TRUE(jobs.is_object() && jobs.contains("jobs") && jobs["jobs"].size() == 1) << listed.output;
   EXPECT_EQ(jobs["jobs"][0].value("owner", ""), "alice");
   EXPECT_EQ(jobs["jobs"][0].value("state", ""), "SUCCEEDED");
-  auto as_worker = Cli("list" + as("w0"));
+  auto as_worker = Cli("list" + TlsClient("w0"));
   EXPECT_EQ(as_worker.exit_code, 7) << as_worker.output;
   EXPECT_NE(as_worker.output.find("role worker may not call this API"), std::string::npos) << as_worker.output;
-  auto no_role = Cli("list" + as("plain"));
+  auto no_role = Cli("list" + TlsClient("plain"));
   EXPECT_EQ(no_role.exit_code, 7) << no_role.output;
   EXPECT_NE(no_role.output.find("names no role"), std::string::npos) << no_role.output;
-  auto bogus = Cli("list" + as("bogus"));
+  auto bogus = Cli("list" + TlsClient("bogus"));
   EXPECT_EQ(bogus.exit_code, 7) << bogus.output;
   EXPECT_NE(bogus.output.find("unknown role 'attune:root'"), std::string::npos) << bogus.output;
-  auto workers = Cli("workers -o json" + as("ops"));
+  auto workers = Cli("workers -o json" + TlsClient("ops"));
   EXPECT_NE(workers.output.find("\"w0\""), std::string::npos) << workers.output;
   EXPECT_EQ(workers.output.find("\"alice\""), std::string::npos) << workers.output;
   EXPECT_NE(testing::ReadText(dir_ / "agent-alice.log").find("role submit may not call this API"), std::string::npos)

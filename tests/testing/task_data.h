@@ -4,6 +4,7 @@
 // texts from the tiny test model's vocabulary whose labels follow from their
 // words, so that a model can learn them.
 
+#include <fstream>
 #include <random>
 #include <sstream>
 #include <string>
@@ -14,6 +15,19 @@
 #include "tests/testing/process.h"
 
 namespace attune::testing {
+
+// A tiny binary task in CSV (text,label): 32 train and 8 validation rows
+// "the <subject> was <good|bad> <i>", labelled pos / neg by parity.
+inline void WriteTinyBinaryCsvs(const std::string& train_path, const std::string& valid_path,
+                                const std::string& subject, const std::string& good, const std::string& bad) {
+  std::ofstream train(train_path), valid(valid_path);
+  train << "text,label\n";
+  valid << "text,label\n";
+  for (int i = 0; i < 40; ++i) {
+    (i < 32 ? train : valid) << "the " << subject << " was " << (i % 2 ? good : bad) << " " << i << ","
+                             << (i % 2 ? "pos" : "neg") << "\n";
+  }
+}
 
 inline const std::vector<std::vector<std::string>>& TopicWords() {
   static const std::vector<std::vector<std::string>> words = {{"patient", "aspirin", "fever", "chest", "pain"},
