@@ -51,7 +51,7 @@ class Bert(nn.Module):
 
     def encode(self, ids, types, mask):
         t = ids.shape[1]
-        x = self.drop(self.ln(self.word(ids) + self.pos(torch.arange(t)[None]) + self.token_type(types)))
+        x = self.drop(self.ln(self.word(ids) + self.pos(torch.arange(t, device=ids.device)[None]) + self.token_type(types)))
         bias = (1.0 - mask[:, None, None, :].float()) * torch.finfo(torch.float32).min
         for layer in self.layers:
             x = layer(x, bias)
@@ -71,8 +71,11 @@ def main():
                  ("port", 0), ("allreduce_bytes", 0)):
         ap.add_argument("--" + k, type=int, default=v)
     ap.add_argument("--mlm", choices=["", "masked", "full"], default="")
-    ap.add_argument("--bf16", action="store_true", help="torch.autocast('cpu', bfloat16) around forward and loss")
+    ap.add_argument("--bf16", action="store_true", help="torch.autocast(bfloat16) around forward and loss")
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (tools/gpu_check)")
     a = ap.parse_args()
+    dev = torch.device(a.device)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
     if a.world > 1:
@@ -95,6 +98,7 @@ def main():
         del m.pooler, m.classifier
     else:
         del m.mlm_dense, m.mlm_ln, m.mlm_bias
+    m.to(dev)
     if a.world > 1:
         m = torch.nn.parallel.DistributedDataParallel(m)
     decay = [p for n, p in m.named_parameters() if not (n.endswith("bias") or "ln" in n)]
@@ -103,26 +107,28 @@ def main():
                             lr=1e-4)
     total = a.steps + a.warmup_steps
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min((s + 1) / 10, (total - s) / max(1, total - 10)))
-    ids = torch.randint(5, a.vocab, (a.batch, a.seq))
+    ids = torch.randint(5, a.vocab, (a.batch, a.seq)).to(dev)
     types, mask = torch.zeros_like(ids), torch.ones_like(ids)
-    labels = torch.randint(0, 2, (a.batch,))
+    labels = torch.randint(0, 2, (a.batch,)).to(dev)
     m.train()
     times = []
     for step in range(total):
+        sync()
         t0 = time.perf_counter()
         opt.zero_grad()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=a.bf16):
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=a.bf16):
             loss = forward_loss(a, m, ids, types, mask, labels)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0)
         opt.step()
         sched.step()
+        sync()
         times.append(time.perf_counter() - t0)
     steady = sorted(times[a.warmup_steps:])
     median = steady[len(steady) // 2]
     if a.rank != 0:
         return
-    print(json.dumps({"samples_per_second": a.batch * a.world / median,
+    print(json.dumps({"samples_per_second": a.batch * a.world / median, "device": a.device,
                       "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 
 
@@ -130,13 +136,13 @@ def forward_loss(a, m, ids, types, mask, labels):
     """One step's loss: the classifier's, or MLM's at 15% of the tokens."""
     if a.mlm:
         # DataCollatorForLanguageModeling, without specials (the ids hold none).
-        chosen = torch.bernoulli(torch.full(ids.shape, 0.15)).bool()
+        chosen = torch.bernoulli(torch.full(ids.shape, 0.15, device=ids.device)).bool()
         target = torch.where(chosen, ids, torch.full_like(ids, -100))
         inp = ids.clone()
-        to_mask = torch.bernoulli(torch.full(ids.shape, 0.8)).bool() & chosen
+        to_mask = torch.bernoulli(torch.full(ids.shape, 0.8, device=ids.device)).bool() & chosen
         inp[to_mask] = 4
-        to_random = torch.bernoulli(torch.full(ids.shape, 0.5)).bool() & chosen & ~to_mask
-        inp[to_random] = torch.randint(a.vocab, ids.shape)[to_random]
+        to_random = torch.bernoulli(torch.full(ids.shape, 0.5, device=ids.device)).bool() & chosen & ~to_mask
+        inp[to_random] = torch.randint(a.vocab, ids.shape, device=ids.device)[to_random]
         x = m.encode(inp, types, mask)
         if a.mlm == "masked":
             loss = F.cross_entropy(m.mlm(x[chosen]), ids[chosen])

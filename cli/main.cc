@@ -48,6 +48,7 @@ ABSL_FLAG(int, batch_size, 32, "examples per forward pass");
 ABSL_FLAG(int, max_length, 0, "truncate to this many tokens (0: the model's limit, at most 512)");
 ABSL_FLAG(int, threads, 1, "intra-op and BLAS threads");
 ABSL_FLAG(int, top_k, 5, "predict with a masked-LM model: candidates per [MASK]");
+ABSL_FLAG(std::string, device, "cpu", "predict: cpu, cuda or cuda:N (a GPU needs a CUDA build of attune)");
 ABSL_FLAG(std::string, coordinator, "", "coordinator HOST:PORT (default: $ATTUNE_COORDINATOR, else 127.0.0.1:50051)");
 ABSL_FLAG(std::string, o, "table", "output: table, json or yaml");
 ABSL_FLAG(std::string, f, "", "submit: the job spec file (YAML or JSON)");
@@ -123,6 +124,7 @@ int Predict() {
   o.max_length = absl::GetFlag(FLAGS_max_length);
   o.threads = absl::GetFlag(FLAGS_threads);
   o.top_k = absl::GetFlag(FLAGS_top_k);
+  o.device = absl::GetFlag(FLAGS_device);
   for (const auto& [flag, value, low, high] : {std::tuple<const char*, int64_t, int64_t, int64_t>{
                                                    "--top_k", o.top_k, 1, 1000},
                                                {"--batch_size", o.batch_size, 1, 65536},

@@ -19,9 +19,10 @@ function(attune_cc_library)
   add_library(attune::${A_NAME} ALIAS ${target})
 endfunction()
 
-# attune_cc_test(NAME n SRCS ... DEPS ... LABELS unit|integration|multiproc|gpu [TIMEOUT s])
+# attune_cc_test(NAME n SRCS ... DEPS ... LABELS unit|integration|multiproc|gpu [TIMEOUT s] [SKIPPABLE])
+# SKIPPABLE: a test that calls GTEST_SKIP (no GPU here) is reported Skipped.
 function(attune_cc_test)
-  cmake_parse_arguments(A "" "NAME;TIMEOUT" "SRCS;DEPS;LABELS" ${ARGN})
+  cmake_parse_arguments(A "SKIPPABLE" "NAME;TIMEOUT" "SRCS;DEPS;LABELS" ${ARGN})
   if(NOT A_TIMEOUT)
     set(A_TIMEOUT 120)
   endif()
@@ -31,7 +32,11 @@ function(attune_cc_test)
   target_compile_definitions(${A_NAME} PRIVATE
     ATTUNE_SOURCE_DIR="${PROJECT_SOURCE_DIR}" ATTUNE_BINARY_DIR="${PROJECT_BINARY_DIR}")
   set_target_properties(${A_NAME} PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${PROJECT_BINARY_DIR}/tests)
+  set(skip "")
+  if(A_SKIPPABLE)
+    set(skip SKIP_REGULAR_EXPRESSION "\\[  SKIPPED \\]")
+  endif()
   gtest_discover_tests(${A_NAME}
     DISCOVERY_TIMEOUT 60
-    PROPERTIES LABELS "${A_LABELS}" TIMEOUT ${A_TIMEOUT})
+    PROPERTIES LABELS "${A_LABELS}" TIMEOUT ${A_TIMEOUT} ${skip})
 endfunction()

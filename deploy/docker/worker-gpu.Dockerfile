@@ -3,7 +3,7 @@
 # inside the PyTorch wheel (it carries CMake files: Torch_DIR below). The
 # coordinator image is the CPU one (deploy/docker/Dockerfile).
 #   docker build -f deploy/docker/worker-gpu.Dockerfile -t attune-worker-gpu:0.1.0 .
-# Status: the NCCL communicator compiles and links; see docs/deploy.md for
+# Status: the CUDA build and NCCL communicator are written; see docs/benchmarks.md for
 # what has and has not been run on GPUs.
 
 ARG CUDA_IMAGE=nvidia/cuda:13.0.0-cudnn-devel-ubuntu24.04
@@ -14,7 +14,7 @@ COPY . .
 # gRPC, protobuf, Abseil, prometheus-cpp, SQLite, ICU, yaml-cpp, glog, GTest from apt;
 # libtorch (CUDA) unpacked at /opt/libtorch by the CI that builds this image.
 RUN bash scripts/install-deps.sh --build-only --no-torch \
-    && cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DTorch_DIR=${TORCH_DIR} \
+    && cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=Release -DTorch_DIR=${TORCH_DIR} -DATTUNE_CUDA=ON \
     && cmake --build build --target attune-worker attune
 
 FROM nvidia/cuda:13.0.0-cudnn-runtime-ubuntu24.04 AS worker

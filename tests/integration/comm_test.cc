@@ -135,7 +135,30 @@ TEST(CommErrorsTest, BadOptionsAndMissingPeers) {
   o.timeout = absl::Seconds(1);
   EXPECT_THAT(CreateGlooCommunicator(o), StatusIs(absl::StatusCode::kDeadlineExceeded, "1 of 2 ranks arrived"));
   EXPECT_THAT(CreateCommunicator("mpi", o), StatusIs(absl::StatusCode::kInvalidArgument, "workers.backend"));
-  EXPECT_THAT(CreateNcclCommunicator(o), StatusIs(absl::StatusCode::kFailedPrecondition, ""));
+}
+
+// Without a GPU (this machine) the NCCL backend refuses before any rendezvous,
+// naming the job, the rank and why, and pointing at Gloo; it never crashes or
+// waits. With a GPU, tests/gpu covers it.
+TEST(CommErrorsTest, NcclWithoutAGpuRefusesClearlyBeforeTheRendezvous) {
+  CommunicatorOptions o;
+  o.job = "tiny";
+  o.rank = 1;
+  o.world_size = 2;
+  o.master_port = attune::testing::FreePort();  // nobody serves it: a rendezvous would wait
+  o.timeout = absl::Seconds(30);
+  if (CheckNcclBackend(o).ok()) GTEST_SKIP() << "a GPU is visible: tests/gpu covers NCCL";
+  // A rendezvous attempt would end kUnavailable ("cannot reach the
+  // rendezvous store"), not kFailedPrecondition.
+  for (const absl::Status& s : {CheckNcclBackend(o), CreateNcclCommunicator(o).status(),
+                                CreateCommunicator("nccl", o).status()}) {
+    EXPECT_EQ(s.code(), absl::StatusCode::kFailedPrecondition) << s;
+    EXPECT_THAT(std::string(s.message()), ::testing::HasSubstr("job=tiny rank=1"));
+    EXPECT_THAT(std::string(s.message()), ::testing::AnyOf(::testing::HasSubstr("needs a CUDA GPU"),
+                                                           ::testing::HasSubstr("this build has no NCCL")));
+  }
+  o.device_index = 7;
+  EXPECT_EQ(CheckNcclBackend(o).code(), absl::StatusCode::kFailedPrecondition);
 }
 
 bool Answers(const std::string& ip, int port) {

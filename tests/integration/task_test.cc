@@ -151,6 +151,24 @@ TEST(TaskTest, RegressionTrainsReportsAndPredicts) {
   }
   EXPECT_NEAR(final["mse"].get<double>(), se / preds.size(), 1e-5);
   EXPECT_NEAR(final["mae"].get<double>(), ae / preds.size(), 1e-5);
+
+  // --device cpu is the default and gives the same file; a GPU that this
+  // build or machine cannot give is refused with the reason, and --output is
+  // left as it was.
+  auto same = RunCommand(Bin("attune") + " predict --device cpu --model " + (dir / "out/model") + " --input " +
+                         (dir / "valid.csv") + " --max_length 32 --output " + (dir / "pred-cpu.jsonl"));
+  ASSERT_EQ(same.exit_code, 0) << same.output;
+  EXPECT_EQ(ReadText(dir / "pred-cpu.jsonl"), ReadText(dir / "pred.jsonl"));
+  auto gpu = RunCommand(Bin("attune") + " predict --device cuda --model " + (dir / "out/model") + " --input " +
+                        (dir / "valid.csv") + " --output " + (dir / "pred.jsonl"));
+  if (gpu.exit_code != 0) {
+    EXPECT_NE(gpu.output.find("no CUDA device is usable here"), std::string::npos) << gpu.output;
+    EXPECT_EQ(ReadText(dir / "pred-cpu.jsonl"), ReadText(dir / "pred.jsonl")) << "a refused run left --output alone";
+  }
+  auto bad = RunCommand(Bin("attune") + " predict --device tpu --model " + (dir / "out/model") + " --input " +
+                        (dir / "valid.csv"));
+  EXPECT_NE(bad.exit_code, 0);
+  EXPECT_NE(bad.output.find("'tpu' is not cpu, cuda or cuda:N"), std::string::npos) << bad.output;
 }
 
 // masked_lm on plain-text files: the exported model is a BertForMaskedLM in

@@ -13,11 +13,15 @@
 #include <glog/logging.h>
 #include <nlohmann/json.hpp>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
 #include "common/files.h"
 #include "common/job_config.h"
 #include "common/process_stats.h"
 #include "worker/agent/trainer_metrics.h"
+
+extern char** environ;
 
 namespace attune::worker::agent {
 namespace {
@@ -131,6 +135,32 @@ absl::Status Agent::Start(const AgentTask& t) {
     ::close(logs[1]);
     return absl::UnavailableError("pipe failed");
   }
+  // GPUs: the spec's workers.gpus_per_rank (protobuf JSON writes an int64 as
+  // a string) from the devices no running trainer holds.
+  int64_t want_gpus = 0;
+  if (auto j = nlohmann::json::parse(t.spec_json, nullptr, false); j.is_object() && j.contains("workers") &&
+                                                                   j["workers"].is_object()) {
+    const auto& g = j["workers"].value("gpus_per_rank", nlohmann::json());
+    if (g.is_number_integer()) want_gpus = g.get<int64_t>();
+    if (g.is_string() && !absl::SimpleAtoi(g.get<std::string>(), &want_gpus)) want_gpus = -1;
+  }
+  std::vector<std::string> free_gpus;
+  for (const auto& id : options_.gpu_ids) {
+    bool held = false;
+    for (const auto& [k, q] : procs_) held = held || (q.running && std::count(q.gpus.begin(), q.gpus.end(), id));
+    if (!held) free_gpus.push_back(id);
+  }
+  if (want_gpus < 0 || want_gpus > static_cast<int64_t>(free_gpus.size())) {
+    return absl::ResourceExhaustedError(absl::StrCat("job=", t.job_id, " rank=", t.rank, " assignment refused: it asks for ",
+                                                     want_gpus, " GPUs, and ", free_gpus.size(), " of this worker's ",
+                                                     options_.gpu_ids.size(), " are free"));
+  }
+  free_gpus.resize(static_cast<size_t>(want_gpus));
+  std::vector<std::string> env;
+  for (char** e = environ; *e != nullptr; ++e) {
+    if (std::string_view(*e).rfind("CUDA_VISIBLE_DEVICES=", 0) != 0) env.emplace_back(*e);
+  }
+  env.push_back("CUDA_VISIBLE_DEVICES=" + absl::StrJoin(free_gpus, ","));
   std::vector<std::string> args = {options_.trainer_binary, "train", "--spec", spec,
                                    absl::StrCat("--rank=", t.rank), absl::StrCat("--world_size=", t.world_size),
                                    "--events_fd=3", "--job_id=" + t.job_id,
@@ -139,6 +169,12 @@ absl::Status Agent::Start(const AgentTask& t) {
   if (!options_.data_root.empty()) args.push_back("--data_root=" + options_.data_root);
   if (!options_.embeddings_dir.empty()) args.push_back("--embeddings_dir=" + options_.embeddings_dir);
   if (!t.backend.empty()) args.push_back("--backend=" + t.backend);
+  if (want_gpus > 0) args.push_back("--device=cuda:0");
+  std::vector<char*> argv, envp;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  for (auto& e : env) envp.push_back(e.data());
+  envp.push_back(nullptr);
   pid_t pid = ::fork();
   if (pid == 0) {
     // Child: its own process group (so a stop reaches everything it starts),
@@ -147,10 +183,7 @@ absl::Status Agent::Start(const AgentTask& t) {
     ::dup2(logs[1], 1);
     ::dup2(logs[1], 2);
     ::dup2(events[1], 3);
-    std::vector<char*> argv;
-    for (auto& a : args) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    ::execv(options_.trainer_binary.c_str(), argv.data());
+    ::execve(options_.trainer_binary.c_str(), argv.data(), envp.data());
     ::_exit(127);
   }
   ::close(logs[1]);
@@ -167,6 +200,7 @@ absl::Status Agent::Start(const AgentTask& t) {
   p.pid = pid;
   p.log_fd = logs[0];
   p.event_fd = events[0];
+  p.gpus = free_gpus;
   procs_[key] = std::move(p);
   // A new attempt of the same rank keeps its series (counters continue).
   forget_.erase(std::remove_if(forget_.begin(), forget_.end(),
@@ -175,7 +209,7 @@ absl::Status Agent::Start(const AgentTask& t) {
   SetTaskRunning(metrics_, {t.job_id, t.rank, t.backend}, true);
   SetTaskAttempt(metrics_, {t.job_id, t.rank, t.backend}, t.generation);
   LOG(INFO) << "job=" << t.job_id << " rank=" << t.rank << " generation " << t.generation << ": started trainer pid "
-            << pid;
+            << pid << (free_gpus.empty() ? "" : absl::StrCat(" on GPU(s) ", absl::StrJoin(free_gpus, ",")));
   return absl::OkStatus();
 }
 

@@ -81,6 +81,13 @@ struct AgentOptions {
   // When set, passed to every trainer (--embeddings_dir): where the
   // model.init_embeddings tables are installed.
   std::string embeddings_dir;
+  // NOTE [GPU allocation]: the devices this agent offers (info.gpus of them):
+  // the entries of its own CUDA_VISIBLE_DEVICES, else 0..gpus-1. A trainer of
+  // a spec with workers.gpus_per_rank = g gets g devices no running trainer
+  // holds, as its CUDA_VISIBLE_DEVICES, and --device=cuda:0 (the first of
+  // them); one with g = 0 gets CUDA_VISIBLE_DEVICES="" (no GPU). Too few free
+  // devices refuses the assignment.
+  std::vector<std::string> gpu_ids;
   absl::Duration heartbeat_interval = absl::Seconds(1);
   absl::Duration stop_grace = absl::Seconds(10);
   // NOTE [progress watchdog]: a trainer that has started stepping and then
@@ -120,6 +127,7 @@ class Agent {
     absl::Duration silence_limit;                   // NOTE [progress watchdog], from step_seconds
     int reports_left = 5;  // times a finished task is still reported
     double cpu_reported = 0;  // trainer CPU seconds already counted
+    std::vector<std::string> gpus;  // the devices it holds while running
     absl::Time kill_at = absl::InfiniteFuture();
   };
   absl::Status Start(const AgentTask& t);

@@ -39,6 +39,9 @@ struct CommunicatorOptions {
   // Bounds the rendezvous and every collective; set once, at creation.
   absl::Duration timeout = absl::Seconds(60);
   std::string job = "job";  // for messages
+  // NCCL: the CUDA device this rank uses; -1: rank modulo the visible devices
+  // (the trainer's "cuda"). Ignored by Gloo.
+  int device_index = -1;
 };
 
 class Communicator {
@@ -69,9 +72,16 @@ absl::StatusOr<at::Tensor> AllGatherVariable(Communicator& c, const at::Tensor& 
 // all arrive within the timeout.
 absl::StatusOr<std::unique_ptr<Communicator>> CreateGlooCommunicator(const CommunicatorOptions& options);
 
-// NCCL on CUDA devices. Without a usable GPU (or in a build without NCCL)
-// this returns kFailedPrecondition with the reason; it never crashes.
+// NCCL on CUDA devices (NOTE [NCCL communicator] in nccl_communicator.cc):
+// the ncclUniqueId travels through the rendezvous store, one communicator per
+// trainer process (one job generation) on its own CUDA stream. CUDA tensors
+// on the rank's device are reduced in place; host tensors are staged through
+// the device. Without a usable GPU (or in a build without NCCL) this returns
+// kFailedPrecondition with the reason; it never crashes.
 absl::StatusOr<std::unique_ptr<Communicator>> CreateNcclCommunicator(const CommunicatorOptions& options);
+// The checks CreateNcclCommunicator makes before its rendezvous: NCCL in the
+// build, a visible CUDA device, the device index within them.
+absl::Status CheckNcclBackend(const CommunicatorOptions& options);
 
 absl::StatusOr<std::unique_ptr<Communicator>> CreateCommunicator(const std::string& backend,
                                                                  const CommunicatorOptions& options);

@@ -4,12 +4,12 @@
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/Store.hpp>
-#include <glog/logging.h>
 #include <torch/torch.h>
 
 #include "absl/strings/str_cat.h"
 #include "worker/comm/communicator.h"
 #include "worker/comm/kv_store.h"
+#include "worker/comm/torch_logging.h"
 
 namespace attune::worker::comm {
 namespace {
@@ -170,46 +170,14 @@ class GlooCommunicator : public Communicator {
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<Communicator>> CreateGlooCommunicator(const CommunicatorOptions& o) {
-  if (o.world_size < 1 || o.rank < 0 || o.rank >= o.world_size) {
-    return absl::InvalidArgumentError(absl::StrCat("rank ", o.rank, " is outside world size ", o.world_size));
-  }
-  if (o.master_port <= 0 || o.master_port > 65535) {
-    return absl::InvalidArgumentError(absl::StrCat("rendezvous port ", o.master_port, " is not a valid port"));
-  }
-  // Rendezvous, in steps:
-  //   1. rank 0 serves the store (KvServer) on master_host:master_port, that address only; every rank connects
-  //      (retrying until the timeout, as rank 0 may not be up yet);
-  //   2. every rank adds one to "attune/arrived" and polls it until all have arrived, bounded by the timeout,
-  //      so a missing rank is reported with how many arrived;
-  //   3. ProcessGroupGloo exchanges addresses through the store (prefixed by the job) and connects the mesh.
-  std::unique_ptr<KvServer> server;
-  if (o.rank == 0) {
-    auto started = KvServer::Start(o.master_host, o.master_port);
-    if (!started.ok()) {
-      return absl::UnavailableError(absl::StrCat("job=", o.job, " rank=0 cannot serve the rendezvous store at ",
-                                                 o.master_host, ":", o.master_port, ": ", started.status().message()));
-    }
-    server = *std::move(started);
-  }
-  auto client = KvClient::Connect(o.master_host, o.master_port, o.timeout);
-  if (!client.ok()) {
-    return absl::UnavailableError(absl::StrCat("job=", o.job, " rank=", o.rank, " cannot reach the rendezvous store at ",
-                                               o.master_host, ":", o.master_port, ": ", client.status().message()));
-  }
-  c10::intrusive_ptr<c10d::Store> store = c10::make_intrusive<RendezvousStore>(*std::move(client), Ms(o.timeout));
-  const auto deadline = absl::Now() + o.timeout;
+  // Rendezvous (JoinRendezvous: rank 0's store on its host only, every rank
+  // arrived), then ProcessGroupGloo exchanges addresses through the store
+  // (prefixed by the job) and connects the mesh.
+  auto joined = JoinRendezvous(o.job, o.rank, o.world_size, o.master_host, o.master_port, o.timeout);
+  if (!joined.ok()) return joined.status();
+  std::unique_ptr<KvServer> server = std::move(joined->server);
+  c10::intrusive_ptr<c10d::Store> store = c10::make_intrusive<RendezvousStore>(std::move(joined->client), Ms(o.timeout));
   try {
-    store->add("attune/arrived", 1);
-    while (true) {
-      int64_t arrived = store->add("attune/arrived", 0);
-      if (arrived >= o.world_size) break;
-      if (absl::Now() > deadline) {
-        return absl::DeadlineExceededError(absl::StrCat(
-            "job=", o.job, " rank=", o.rank, " rendezvous timed out after ", absl::FormatDuration(o.timeout), ": ",
-            arrived, " of ", o.world_size, " ranks arrived at ", o.master_host, ":", o.master_port));
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
     auto opts = c10d::ProcessGroupGloo::Options::create(Ms(o.timeout));
     opts->devices.push_back(c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1"));
     if (o.master_host != "127.0.0.1" && o.master_host != "localhost") {
@@ -224,41 +192,6 @@ absl::StatusOr<std::unique_ptr<Communicator>> CreateGlooCommunicator(const Commu
   } catch (const std::exception& e) {
     return FromException(e, "rendezvous", o.rank, o.job);
   }
-}
-
-absl::Status AllReduceSumBlocking(Communicator& c, at::Tensor t) {
-  auto w = c.AllReduceSum(t);
-  if (!w.ok()) return w.status();
-  return (*w)->Wait(c.timeout());
-}
-
-absl::Status BroadcastBlocking(Communicator& c, at::Tensor t, int root) {
-  auto w = c.Broadcast(t, root);
-  if (!w.ok()) return w.status();
-  return (*w)->Wait(c.timeout());
-}
-
-absl::StatusOr<at::Tensor> AllGatherVariable(Communicator& c, const at::Tensor& input) {
-  // 1. gather lengths; 2. pad to the longest; 3. gather; 4. trim and concatenate.
-  at::Tensor len = torch::tensor({input.size(0)}, torch::kInt64);
-  std::vector<at::Tensor> lens;
-  if (auto s = c.AllGather(len, &lens); !s.ok()) return s;
-  int64_t longest = 0;
-  for (const auto& l : lens) longest = std::max(longest, l.item<int64_t>());
-  at::Tensor padded = torch::zeros({longest}, input.options());
-  padded.slice(0, 0, input.size(0)).copy_(input);
-  std::vector<at::Tensor> parts;
-  if (auto s = c.AllGather(padded, &parts); !s.ok()) return s;
-  std::vector<at::Tensor> trimmed;
-  for (size_t r = 0; r < parts.size(); ++r) trimmed.push_back(parts[r].slice(0, 0, lens[r].item<int64_t>()));
-  return torch::cat(trimmed);
-}
-
-absl::StatusOr<std::unique_ptr<Communicator>> CreateCommunicator(const std::string& backend,
-                                                                 const CommunicatorOptions& options) {
-  if (backend == "gloo") return CreateGlooCommunicator(options);
-  if (backend == "nccl") return CreateNcclCommunicator(options);
-  return absl::InvalidArgumentError(absl::StrCat("workers.backend: '", backend, "' is not gloo or nccl"));
 }
 
 }  // namespace attune::worker::comm

@@ -567,4 +567,46 @@ absl::Status KvClient::Wait(const std::vector<std::string>& keys, absl::Duration
   }
 }
 
+absl::StatusOr<Rendezvous> JoinRendezvous(const std::string& job, int rank, int world_size, const std::string& host,
+                                          int port, absl::Duration timeout) {
+  if (world_size < 1 || rank < 0 || rank >= world_size) {
+    return absl::InvalidArgumentError(absl::StrCat("rank ", rank, " is outside world size ", world_size));
+  }
+  if (port <= 0 || port > 65535) {
+    return absl::InvalidArgumentError(absl::StrCat("rendezvous port ", port, " is not a valid port"));
+  }
+  Rendezvous r;
+  if (rank == 0) {
+    auto started = KvServer::Start(host, port);
+    if (!started.ok()) {
+      return absl::UnavailableError(absl::StrCat("job=", job, " rank=0 cannot serve the rendezvous store at ", host,
+                                                 ":", port, ": ", started.status().message()));
+    }
+    r.server = *std::move(started);
+  }
+  auto client = KvClient::Connect(host, port, timeout);
+  if (!client.ok()) {
+    return absl::UnavailableError(absl::StrCat("job=", job, " rank=", rank, " cannot reach the rendezvous store at ",
+                                               host, ":", port, ": ", client.status().message()));
+  }
+  r.client = *std::move(client);
+  const absl::Time deadline = absl::Now() + timeout;
+  auto failed = [&](const absl::Status& s) {
+    return absl::Status(s.code(), absl::StrCat("job=", job, " rank=", rank, " rendezvous failed: ", s.message()));
+  };
+  if (auto s = r.client->Add("attune/arrived", 1); !s.ok()) return failed(s.status());
+  while (true) {
+    auto arrived = r.client->Add("attune/arrived", 0);
+    if (!arrived.ok()) return failed(arrived.status());
+    if (*arrived >= world_size) break;
+    if (absl::Now() > deadline) {
+      return absl::DeadlineExceededError(absl::StrCat("job=", job, " rank=", rank, " rendezvous timed out after ",
+                                                      absl::FormatDuration(timeout), ": ", *arrived, " of ",
+                                                      world_size, " ranks arrived at ", host, ":", port));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  return r;
+}
+
 }  // namespace attune::worker::comm

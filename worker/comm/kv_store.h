@@ -133,6 +133,22 @@ class KvClient {
   std::unique_ptr<Lock> lock_;
 };
 
+// A job's rendezvous, the steps every backend shares:
+//   1. rank 0 serves the store (KvServer) on host:port, that address only;
+//      every rank connects (retrying until the timeout, as rank 0 may not be
+//      up yet);
+//   2. every rank adds one to "attune/arrived" and polls it until all have
+//      arrived, bounded by the timeout, so a missing rank is reported with
+//      how many arrived (kDeadlineExceeded).
+// The backend then exchanges what it needs through `client` (Gloo its
+// addresses, NCCL its ncclUniqueId).
+struct Rendezvous {
+  std::unique_ptr<KvServer> server;  // rank 0 only; must outlive the backend's use of the store
+  std::unique_ptr<KvClient> client;
+};
+absl::StatusOr<Rendezvous> JoinRendezvous(const std::string& job, int rank, int world_size, const std::string& host,
+                                          int port, absl::Duration timeout);
+
 // Exposed for tests and the fuzz target: the request encoding.
 std::string EncodeKvRequest(uint8_t op, const std::vector<std::string>& fields);
 

@@ -2,13 +2,13 @@
 
 #include <chrono>
 
-#include <glog/logging.h>
 #include <torch/csrc/autograd/function.h>
 #include <torch/csrc/autograd/function_hook.h>
 #include <torch/csrc/autograd/variable.h>
 #include <torch/torch.h>
 
 #include "absl/strings/str_cat.h"
+#include "worker/comm/torch_logging.h"
 
 namespace attune::worker::comm {
 namespace {
@@ -52,7 +52,8 @@ Reducer::Reducer(std::vector<at::Tensor> trainable, Communicator& comm, ReducerO
     if (!cur) return;
     int64_t n = 0;
     for (size_t p : cur->params) n += params_[p].numel();
-    cur->flat = torch::zeros({n}, torch::kFloat32);
+    // On the parameters' device: NCCL reduces CUDA buckets in place.
+    cur->flat = torch::zeros({n}, torch::TensorOptions().dtype(torch::kFloat32).device(params_[cur->params[0]].device()));
     buckets_.push_back(std::move(cur));
     cur_bytes = 0;
   };

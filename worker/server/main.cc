@@ -264,6 +264,20 @@ int RunAgent(const char* self) {
   o.info.cpus = absl::GetFlag(FLAGS_cpus) > 0 ? absl::GetFlag(FLAGS_cpus)
                                               : static_cast<int>(std::thread::hardware_concurrency());
   o.info.gpus = absl::GetFlag(FLAGS_gpus);
+  // NOTE [GPU allocation] (agent.h): the devices offered, from this agent's
+  // own CUDA_VISIBLE_DEVICES when set.
+  std::vector<std::string> visible;
+  if (const char* v = std::getenv("CUDA_VISIBLE_DEVICES"); v != nullptr) {
+    visible = absl::StrSplit(v, ',', absl::SkipEmpty());
+  }
+  if (!visible.empty() && static_cast<int>(visible.size()) < o.info.gpus) {
+    std::cerr << "attune-worker agent: --gpus " << o.info.gpus << " but CUDA_VISIBLE_DEVICES names only "
+              << visible.size() << "\n";
+    return 2;
+  }
+  for (int i = 0; i < o.info.gpus; ++i) {
+    o.gpu_ids.push_back(visible.empty() ? std::to_string(i) : visible[static_cast<size_t>(i)]);
+  }
   o.info.rendezvous_port = absl::GetFlag(FLAGS_rendezvous_port) > 0 ? absl::GetFlag(FLAGS_rendezvous_port) : FreePort();
   char exe[4096] = {0};
   ssize_t n = ::readlink("/proc/self/exe", exe, sizeof exe - 1);
@@ -478,6 +492,11 @@ int Train() {
     }
   }
   const int world = absl::GetFlag(FLAGS_world_size), rank = absl::GetFlag(FLAGS_rank);
+  // --device cuda:N pins NCCL to that device too (else rank modulo the visible devices, as the trainer's "cuda").
+  int device_index = -1;
+  if (const std::string d = absl::GetFlag(FLAGS_device); d.rfind("cuda:", 0) == 0 && !absl::SimpleAtoi(d.substr(5), &device_index)) {
+    device_index = -1;
+  }
   std::unique_ptr<attune::worker::comm::Communicator> communicator;
   attune::worker::train::TrainerOptions options;
   if (world > 1) {
@@ -494,6 +513,7 @@ int Train() {
     co.master_port = port;
     co.timeout = absl::Seconds(absl::GetFlag(FLAGS_collective_timeout_s));
     co.job = config->name;
+    co.device_index = device_index;
     std::string backend = absl::GetFlag(FLAGS_backend).empty() ? config->backend : absl::GetFlag(FLAGS_backend);
     const std::string compression = absl::GetFlag(FLAGS_gradient_compression);
     if (compression != "none" && compression != "fp16" && compression != "bf16") {
@@ -516,9 +536,11 @@ int Train() {
     const std::string overlap = absl::GetFlag(FLAGS_overlap);
     options.overlap = overlap == "on" || (overlap == "auto" && backend == "nccl");
   } else if (absl::GetFlag(FLAGS_backend) == "nccl") {
-    auto c = attune::worker::comm::CreateNcclCommunicator({});
-    if (!c.ok()) {
-      std::cerr << "attune-worker: " << c.status() << "\n";
+    attune::worker::comm::CommunicatorOptions co;
+    co.job = config->name;
+    co.device_index = device_index;
+    if (auto s = attune::worker::comm::CheckNcclBackend(co); !s.ok()) {
+      std::cerr << "attune-worker: " << s << "\n";
       return 65;
     }
   }

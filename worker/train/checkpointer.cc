@@ -5,8 +5,6 @@
 #include <mutex>
 #include <sstream>
 
-#include <glog/logging.h>
-
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_join.h"
@@ -14,6 +12,7 @@
 #include "common/job_config.h"
 #include "common/safetensors.h"
 #include "common/status_macros.h"
+#include "worker/comm/torch_logging.h"
 #include "worker/model/tensor_io.h"
 
 namespace attune::worker::train {

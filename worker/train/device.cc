@@ -17,9 +17,9 @@ absl::StatusOr<torch::Device> ResolveDevice(const std::string& requested, const 
   }
   if (!torch::cuda::is_available()) {
     return absl::FailedPreconditionError(absl::StrCat(
-        why_gpu, ", but no CUDA device is usable here: this attune-worker links a libtorch without CUDA, or the "
-                 "machine has no visible GPU (torch::cuda::is_available() is false); use a GPU worker image, or "
-                 "workers.gpus_per_rank: 0 to train on CPUs"));
+        why_gpu, ", but no CUDA device is usable here: this build links a libtorch without CUDA, or the "
+                 "machine has no visible GPU (torch::cuda::is_available() is false); use a GPU worker image (the "
+                 "CUDA build), or ", requested.empty() ? "workers.gpus_per_rank: 0" : "--device cpu", " to run on CPUs"));
   }
   const int devices = static_cast<int>(torch::cuda::device_count());
   if (index < 0) index = rank % devices;

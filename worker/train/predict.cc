@@ -11,6 +11,7 @@
 #include "worker/model/bert.h"
 #include "worker/task/task.h"
 #include "worker/text/tokenizer.h"
+#include "worker/train/device.h"
 #include "worker/train/trainer.h"
 
 namespace attune::worker::train {
@@ -22,7 +23,9 @@ absl::Status FillMasks(model::BertClassifier& m, const text::Tokenizer& tok, con
   const int64_t mask_id = tok.ConvertTokensToIds({"[MASK]"})[0];
   const int64_t t = ids.size(1);
   torch::Tensor where = (ids.eq(mask_id) & mask.eq(1)).reshape({-1}).nonzero().reshape({-1});
-  torch::Tensor probs = torch::softmax(m->MaskedLmLogits(m->Encode(ids, types, mask), where).to(torch::kFloat64), -1);
+  torch::Tensor probs =
+      torch::softmax(m->MaskedLmLogits(m->Encode(ids, types, mask), where).to(torch::kFloat64), -1).cpu();
+  where = where.cpu();
   const int64_t k = std::min<int64_t>(top_k, probs.size(1));
   auto [score, id] = probs.topk(k, -1);
   std::vector<nlohmann::json> rows(static_cast<size_t>(ids.size(0)));
@@ -45,7 +48,7 @@ absl::Status FillMasks(model::BertClassifier& m, const text::Tokenizer& tok, con
 // Token classification: {"tokens": [...]} or {"text": "..."} per JSONL line;
 // a tag per word, the logits at its first piece, and the entities.
 absl::Status PredictTokens(model::BertClassifier& m, const text::Tokenizer& tok, const std::string& input,
-                           const PredictOptions& o, int max_len, std::ostream& out) {
+                           const PredictOptions& o, int max_len, const torch::Device& device, std::ostream& out) {
   std::unique_ptr<task::Task> task = task::MakeTask("token_classification");
   ATTUNE_RETURN_IF_ERROR(task->Configure(tok, common::JobConfig()));
   task->SetOutputs(m->config.labels);
@@ -85,8 +88,8 @@ absl::Status PredictTokens(model::BertClassifier& m, const text::Tokenizer& tok,
     task::CollateContext ctx;
     ctx.pad_id = tok.pad_id();
     ctx.train = false;
-    task::Batch b = task->Collate(enc, idx, ctx, static_cast<int>(m->config.labels.size()));
-    torch::Tensor logits = task->Forward(*m, b).to(torch::kFloat64).contiguous();
+    task::Batch b = OnDevice(task->Collate(enc, idx, ctx, static_cast<int>(m->config.labels.size())), device);
+    torch::Tensor logits = task->Forward(*m, b).to(torch::kFloat64).cpu().contiguous();
     size_t row = 0;
     for (int64_t i : idx) {
       const data::Example& x = examples[static_cast<size_t>(i)];
@@ -132,11 +135,13 @@ int MaxLength(const model::BertConfig& c, const PredictOptions& o) {
 absl::Status PredictImpl(const std::string& model_dir, const std::string& input, const PredictOptions& o,
                          std::ostream& out) {
   ConfigureThreads(o.threads);
+  ATTUNE_ASSIGN_OR_RETURN(const torch::Device device, ResolveDevice(o.device, common::JobConfig{}, 0));
   ATTUNE_ASSIGN_OR_RETURN(model::BertClassifier m, model::LoadHfModel(model_dir));
   ATTUNE_ASSIGN_OR_RETURN(text::Tokenizer tok, text::Tokenizer::FromDirectory(model_dir));
+  m->to(device);
   if (m->config.token_classification()) {
     const int max_len = MaxLength(m->config, o);
-    return PredictTokens(m, tok, input, o, max_len, out);
+    return PredictTokens(m, tok, input, o, max_len, device, out);
   }
   // The model's HF problem_type decides the output: softmax and a label,
   // sigmoids and every label above 0.5, or a score.
@@ -173,8 +178,9 @@ absl::Status PredictImpl(const std::string& model_dir, const std::string& input,
       types[i].slice(0, 0, n).copy_(torch::tensor(e.token_type_ids, torch::kInt64));
       mask[i].slice(0, 0, n).fill_(1);
     }
+    ids = ids.to(device), types = types.to(device), mask = mask.to(device);
     if (m->config.masked_lm()) return FillMasks(m, tok, ids, types, mask, o.top_k, out);
-    torch::Tensor logits = m(ids, types, mask).to(torch::kFloat64).contiguous();
+    torch::Tensor logits = m(ids, types, mask).to(torch::kFloat64).cpu().contiguous();
     for (int64_t i = 0; i < b; ++i) {
       std::vector<double> l(logits[i].data_ptr<double>(), logits[i].data_ptr<double>() + logits.size(1));
       out << task->PredictLine(l, m->config.labels).dump() << "\n";

@@ -16,6 +16,9 @@ struct PredictOptions {
   int batch_size = 32;
   int threads = 1;
   int top_k = 5;  // masked-LM models: candidates per [MASK]
+  // cpu, cuda or cuda:N (device.h): the model and each batch go there; a GPU
+  // this build or machine cannot give is kFailedPrecondition naming why.
+  std::string device = "cpu";
 };
 
 // Reads `input` (CSV or JSONL with a text column and optionally a text_pair

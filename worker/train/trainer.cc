@@ -8,7 +8,6 @@
 #include <map>
 #include <optional>
 
-#include <glog/logging.h>
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
@@ -18,6 +17,7 @@
 #include "common/files.h"
 #include "common/status_macros.h"
 #include "common/task_catalog.h"
+#include "worker/comm/torch_logging.h"
 #include "worker/data/dataset.h"
 #include "worker/eval/report.h"
 #include "worker/model/bert.h"

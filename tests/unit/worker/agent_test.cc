@@ -2,6 +2,7 @@
 // process argument (a fake coordinator, in process).
 
 #include <filesystem>
+#include <fstream>
 #include <mutex>
 #include <thread>
 
@@ -67,6 +68,62 @@ TEST(AgentTest, RefusesAssignmentsThatWouldEscapeItsWorkDirOrAreOutOfRange) {
   EXPECT_FALSE(fs::exists(escaped));
   EXPECT_TRUE(fs::is_empty(root / "work")) << "no spec file was written";
   EXPECT_TRUE(coordinator.seen().empty()) << "no task was started";
+  fs::remove_all(root);
+}
+
+// NOTE [GPU allocation]: each GPU trainer gets devices no running trainer
+// holds, as its CUDA_VISIBLE_DEVICES, and --device=cuda:0; a CPU trainer sees
+// no GPU; an assignment beyond the free devices is refused.
+TEST(AgentTest, GivesEachGpuTrainerItsOwnDevicesAndCpuTrainersNone) {
+  const fs::path root = fs::temp_directory_path() / ("attune_agent_gpu_" + std::to_string(::getpid()));
+  fs::remove_all(root);
+  fs::create_directories(root / "work");
+  fs::create_directories(root / "seen");
+  // The "trainer": records what it was given, then runs long enough for all
+  // assignments to arrive while it holds its devices.
+  const fs::path trainer = root / "trainer.sh";
+  {
+    std::ofstream f(trainer);
+    f << "#!/bin/sh\nfor a in \"$@\"; do case $a in --job_id=*) j=${a#--job_id=};; esac; done\n"
+      << "echo \"visible=${CUDA_VISIBLE_DEVICES-unset} args=$*\" > " << (root / "seen").string() << "/$j\nsleep 3\n";
+  }
+  fs::permissions(trainer, fs::perms::owner_all);
+  const std::string gpu1 = R"({"workers": {"gpus_per_rank": "1"}})";  // protobuf JSON: int64 as a string
+  std::vector<AgentTask> tasks = {
+      {"g-a", 1, 0, 1, "", "nccl", gpu1},
+      {"cpu", 1, 0, 1, "", "gloo", "{}"},
+      {"g-b", 1, 0, 1, "", "nccl", R"({"workers": {"gpus_per_rank": 1}})"},
+      {"g-c", 1, 0, 1, "", "nccl", gpu1},  // both devices are held by now
+  };
+  FakeCoordinator coordinator(tasks);
+  common::NullMetrics metrics;
+  AgentOptions o;
+  o.info.worker_id = "w0";
+  o.info.gpus = 2;
+  o.gpu_ids = {"4", "7"};  // as from the agent's own CUDA_VISIBLE_DEVICES=4,7
+  o.trainer_binary = trainer.string();
+  o.work_dir = (root / "work").string();
+  o.heartbeat_interval = absl::Milliseconds(50);
+  Agent agent(coordinator, o, metrics);
+  std::atomic<bool> stop{false};
+  std::thread run([&] { agent.Run(stop); });
+  auto read = [&](const std::string& job) {
+    std::ifstream f(root / "seen" / job);
+    std::string line;
+    std::getline(f, line);
+    return line;
+  };
+  for (int i = 0; i < 100 && (read("g-a").empty() || read("g-b").empty() || read("cpu").empty()); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  stop = true;
+  run.join();
+  EXPECT_NE(read("g-a").find("visible=4 "), std::string::npos) << read("g-a");
+  EXPECT_NE(read("g-a").find("--device=cuda:0"), std::string::npos) << read("g-a");
+  EXPECT_NE(read("g-b").find("visible=7 "), std::string::npos) << read("g-b");
+  EXPECT_NE(read("cpu").find("visible= "), std::string::npos) << "a CPU trainer sees no GPU: " << read("cpu");
+  EXPECT_EQ(read("cpu").find("--device"), std::string::npos) << read("cpu");
+  EXPECT_FALSE(fs::exists(root / "seen" / "g-c")) << "a third GPU trainer on two devices was started";
   fs::remove_all(root);
 }
 
