@@ -84,7 +84,7 @@ say "configure and build attune-gpu-check"
 if ! cmake -S . -B build-gpu "${generator[@]}" -DCMAKE_BUILD_TYPE=Release -DATTUNE_SERVICE=OFF -DATTUNE_CUDA="${GPU_CHECK_CUDA:-ON}" -DATTUNE_WITH_GLOO=OFF \
     -DATTUNE_WERROR=OFF -DCMAKE_PREFIX_PATH="$cmake_prefix;$deps/usr;$deps/usr/lib/x86_64-linux-gnu/cmake" \
     -DICU_ROOT="$deps/usr" -DOPENSSL_ROOT_DIR="$deps/usr" -DCUDAToolkit_ROOT=/usr/local/cuda \
-    -DCMAKE_CUDA_COMPILER=/usr/local/cuda/bin/nvcc "${nccl_args[@]}" ${GPU_CHECK_CMAKE_ARGS:-} >>"$log" 2>&1; then
+    -DCMAKE_CUDA_COMPILER=/usr/local/cuda/bin/nvcc -DCMAKE_CUDA_ARCHITECTURES=90 "${nccl_args[@]}" ${GPU_CHECK_CMAKE_ARGS:-} >>"$log" 2>&1; then
   tail -40 "$log"; say "configure FAILED (whole log: $log)"; exit 1
 fi
 if ! cmake --build build-gpu -j "$(nproc)" --target attune-gpu-check >>"$log" 2>&1; then

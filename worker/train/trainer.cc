@@ -229,6 +229,11 @@ absl::StatusOr<TrainResult> Engine::Run() {
                                               : "");
   ATTUNE_ASSIGN_OR_RETURN(device_, ResolveDevice(o_.device, c_, rank_));
   LOG(INFO) << "job=" << c_.name << " rank=" << rank_ << " device=" << device_.str();
+  if (comm_ && world_ > 1 && device_.is_cuda() && comm_->backend() != "nccl") {
+    return absl::FailedPreconditionError(absl::StrCat("job=", c_.name, " rank=", rank_, ": ranks on ", device_.str(),
+                                                      " synchronise with workers.backend: nccl, not ",
+                                                      comm_->backend()));
+  }
   ATTUNE_RETURN_IF_ERROR(common::MakeDirs(c_.output_dir));
   CheckpointerOptions co;
   co.output_dir = c_.output_dir;
