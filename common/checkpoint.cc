@@ -22,12 +22,12 @@ namespace {
 
 std::vector<CheckpointInfo> ListCommitted(const std::string& root) {
   std::vector<CheckpointInfo> out;
-  std::error_code ec;
-  for (const auto& e : fs::directory_iterator(root, ec)) {
-    std::string name = e.path().filename().string();
+  auto entries = ListDirectory(root);
+  if (!entries.ok()) return out;
+  for (const auto& e : *entries) {
     int64_t step;
-    if (e.is_directory() && absl::StartsWith(name, "step-") && absl::SimpleAtoi(name.substr(5), &step)) {
-      out.push_back({e.path().string(), step});
+    if (e.is_directory && absl::StartsWith(e.name, "step-") && absl::SimpleAtoi(e.name.substr(5), &step)) {
+      out.push_back({root + "/" + e.name, step});
     }
   }
   std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.step > b.step; });
@@ -38,8 +38,7 @@ std::vector<CheckpointInfo> ListCommitted(const std::string& root) {
 
 absl::StatusOr<std::string> BeginCheckpoint(const std::string& root, int64_t step) {
   std::string tmp = absl::StrFormat("%s/.tmp-step-%d-%d", root, step, static_cast<int>(::getpid()));
-  std::error_code ec;
-  fs::remove_all(tmp, ec);
+  if (auto s = RemoveTree(tmp); !s.ok()) return s;
   if (auto s = MakeDirs(tmp); !s.ok()) return s;
   return tmp;
 }
@@ -59,22 +58,23 @@ absl::StatusOr<CheckpointInfo> CommitCheckpoint(const std::string& root, const s
     std::string path = tmp_dir + "/" + f;
     auto sha = Sha256OfFile(path);
     if (!sha.ok()) return sha.status();
-    std::error_code ec;
-    auto size = fs::file_size(path, ec);
-    if (ec) return absl::UnavailableError(absl::StrCat("cannot stat ", path, ": ", ec.message()));
-    manifest["files"][f] = {{"sha256", *sha}, {"bytes", size}};
+    auto size = FileSize(path);
+    if (!size.ok()) return size.status();
+    manifest["files"][f] = {{"sha256", *sha}, {"bytes", *size}};
   }
   if (auto s = WriteFileSynced(tmp_dir + "/manifest.json", manifest.dump(2)); !s.ok()) return s;
   if (auto s = FsyncDirectory(tmp_dir); !s.ok()) return s;
   std::string final_dir = absl::StrFormat("%s/step-%09d", root, step);
-  std::error_code ec;
   // Re-saving a step (after a resume) replaces the old directory.
-  fs::remove_all(final_dir, ec);
-  fs::rename(tmp_dir, final_dir, ec);
-  if (ec) return absl::UnavailableError(absl::StrCat("cannot commit checkpoint ", final_dir, ": ", ec.message()));
+  if (auto s = RemoveTree(final_dir); !s.ok()) return s;
+  if (auto s = RenamePath(tmp_dir, final_dir); !s.ok()) {
+    return absl::Status(s.code(), absl::StrCat("cannot commit checkpoint ", final_dir, ": ", s.message()));
+  }
   if (auto s = FsyncDirectory(root); !s.ok()) return s;
   auto all = ListCommitted(root);
-  for (size_t i = static_cast<size_t>(std::max(keep_last, 1)); i < all.size(); ++i) fs::remove_all(all[i].dir, ec);
+  for (size_t i = static_cast<size_t>(std::max(keep_last, 1)); i < all.size(); ++i) {
+    (void)RemoveTree(all[i].dir);  // pruning: a failure leaves an extra old checkpoint, nothing worse
+  }
   return CheckpointInfo{final_dir, step};
 }
 
@@ -140,11 +140,10 @@ absl::Status VerifyCheckpoint(const std::string& dir, const std::vector<std::str
   }
   for (auto it = m["files"].begin(); it != m["files"].end(); ++it) {
     std::string path = dir + "/" + it.key();
-    std::error_code ec;
-    auto size = fs::file_size(path, ec);
-    if (ec) return absl::DataLossError(absl::StrCat(path, ": listed in the manifest but missing"));
-    if (size != it.value().value("bytes", uint64_t{0})) {
-      return absl::DataLossError(absl::StrCat(path, ": ", size, " bytes, manifest says ",
+    auto size = FileSize(path);
+    if (!size.ok()) return absl::DataLossError(absl::StrCat(path, ": listed in the manifest but missing"));
+    if (static_cast<uint64_t>(*size) != it.value().value("bytes", uint64_t{0})) {
+      return absl::DataLossError(absl::StrCat(path, ": ", *size, " bytes, manifest says ",
                                               it.value().value("bytes", uint64_t{0}), " (truncated?)"));
     }
     auto sha = Sha256OfFile(path);

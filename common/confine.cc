@@ -165,6 +165,7 @@ absl::StatusOr<ScopedFd> OpenBeneath(const std::string& root, const std::string&
 }
 
 StagedInputs::~StagedInputs() {
+  for (const auto& [at, original] : pinned_) UnpinPath(at);
   if (created_) {
     std::error_code ec;
     fs::remove_all(dir_, ec);
@@ -323,6 +324,7 @@ absl::StatusOr<std::string> StagedInputs::PinDirectory(const std::string& root, 
   if (::symlink(target.c_str(), at.c_str()) != 0) {
     return absl::InternalError(absl::StrCat("cannot pin ", path, ": ", std::strerror(errno)));
   }
+  PinPath(at, cur.get());  // NOTE [pinned directories] (files.h)
   fds_.push_back(std::move(cur));
   pinned_.emplace(at, original);
   return at;

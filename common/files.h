@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
@@ -36,6 +37,28 @@ std::string ResolvePath(const std::string& p);
 // root confinement, checked again wherever a path is used.
 bool ResolvesInside(const std::string& p, const std::string& root);
 absl::Status MakeDirs(const std::string& dir);
+
+// NOTE [pinned directories]: StagedInputs::PinDirectory registers a path that
+// stands for an open directory descriptor (the job's output_dir). For a path
+// beneath it, every function of this file walks from that descriptor one
+// component at a time with O_NOFOLLOW and acts with the *at calls: a
+// directory inside the outputs swapped for a symbolic link mid-run is refused
+// (kPermissionDenied naming it), never followed, so nothing outside is read,
+// written, renamed or removed. Other paths keep the usual semantics.
+void PinPath(const std::string& path, int dir_fd);
+void UnpinPath(const std::string& path);
+
+// Removes a file or a directory tree (no link inside is followed); OK when
+// absent.
+absl::Status RemoveTree(const std::string& path);
+absl::Status RenamePath(const std::string& from, const std::string& to);
+struct DirEntry {
+  std::string name;
+  bool is_directory = false;  // beneath a pin, a link is never a directory
+};
+absl::StatusOr<std::vector<DirEntry>> ListDirectory(const std::string& dir);
+absl::StatusOr<int64_t> FileSize(const std::string& path);
+bool PathExists(const std::string& path);
 
 // Lower-case hex SHA-256 of bytes or of a file's contents (streamed).
 std::string Sha256Hex(std::string_view bytes);

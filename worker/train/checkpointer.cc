@@ -135,8 +135,7 @@ absl::StatusOr<std::string> Checkpointer::Write(const LoopState& s, model::BertC
                    : absl::StatusOr<common::CheckpointInfo>(written);
   if (!info.ok()) {
     // A checkpoint that could not be written (a full disk, say) leaves nothing behind.
-    std::error_code ec;
-    fs::remove_all(tmp, ec);
+    (void)common::RemoveTree(tmp);
     return info.status();
   }
   return info->dir;
@@ -161,9 +160,10 @@ absl::StatusOr<bool> Checkpointer::Resume(const WeightsMeaning& meaning, model::
     if (other && o_.overwrite) {
       LOG(WARNING) << "job=" << o_.job_name << " checkpoint.overwrite: discarding the checkpoints of job "
                    << common::CheckpointOwner(candidates.front().dir).job_id << " in " << root_;
-      std::error_code ec;
-      for (const auto& e : fs::directory_iterator(root_, ec)) fs::remove_all(e.path(), ec);
-      fs::remove_all(o_.output_dir + "/best", ec);
+      if (auto entries = common::ListDirectory(root_); entries.ok()) {
+        for (const auto& e : *entries) ATTUNE_RETURN_IF_ERROR(common::RemoveTree(root_ + "/" + e.name));
+      }
+      ATTUNE_RETURN_IF_ERROR(common::RemoveTree(o_.output_dir + "/best"));
       candidates.clear();
     } else if (other && !(!o_.resume_from.empty() && SameDirectory(o_.resume_from, o_.output_dir))) {
       const std::string holder = common::CheckpointOwner(candidates.front().dir).job_id;
@@ -228,9 +228,9 @@ absl::Status Checkpointer::ResumeFrom(const std::string& dir, const WeightsMeani
   } else if (s->best_step >= 0) {
     const std::string best_file = dir + "/best.safetensors";
     std::string from = best_file;
-    if (!fs::exists(best_file)) {
+    if (!common::PathExists(best_file)) {
       // A checkpoint of an earlier release: its best weights are only in best/.
-      if (!fs::exists(best_path_)) {
+      if (!common::PathExists(best_path_)) {
         return absl::DataLossError(absl::StrCat(dir, " records its best evaluation at step ", s->best_step,
                                                 " but holds no best.safetensors, and ", best_path_, " is missing"));
       }

@@ -10,6 +10,7 @@
 
 #include <gtest/gtest.h>
 
+#include "common/files.h"
 #include "common/testing/status_matchers.h"
 #include "tests/testing/process.h"
 
@@ -118,6 +119,68 @@ TEST_F(ConfineTest, AnOutputDirectoryIsWrittenThroughItsDescriptorNotItsPath) {
   EXPECT_EQ(Read(root_ + "/runs/moved/out/checkpoints/second.txt"), "2");
   EXPECT_FALSE(fs::exists(base_ / "outside/out"));
   EXPECT_EQ(staged.Unstage("wrote " + *at + "/model"), "wrote " + root_ + "/runs/a/out/model");
+}
+
+// NOTE [pinned directories] (common/files.h): inside the pinned output
+// directory, a subdirectory swapped for a link out of the root mid-run is
+// never followed by the trainer's file operations (write, atomic write, mkdir,
+// read, hash, size, rename, list, remove): each is refused naming the link, or
+// removes the link itself, and the outside stays as it was.
+TEST_F(ConfineTest, ALinkPlantedInsideAPinnedOutputDirectoryIsNeverFollowed) {
+  StagedInputs staged((base_ / "staging").string());
+  auto at = staged.PinDirectory(root_, root_ + "/out", "output_dir", /*create=*/true, /*no_links_inside=*/true);
+  ASSERT_THAT(at, IsOk());
+  const std::string out = *at;
+  // Ordinary use works: directories, files, atomic writes, renames, listing, removal.
+  ASSERT_THAT(MakeDirs(out + "/checkpoints/.tmp-step-1"), IsOk());
+  ASSERT_THAT(WriteFileSynced(out + "/checkpoints/.tmp-step-1/model.safetensors", "weights"), IsOk());
+  ASSERT_THAT(RenamePath(out + "/checkpoints/.tmp-step-1", out + "/checkpoints/step-000000001"), IsOk());
+  ASSERT_THAT(WriteFileAtomic(out + "/eval_report.json", "{}"), IsOk());
+  EXPECT_EQ(Read(root_ + "/out/checkpoints/step-000000001/model.safetensors"), "weights");
+  EXPECT_THAT(ReadFile(out + "/eval_report.json"), IsOk());
+  EXPECT_THAT(FileSize(out + "/checkpoints/step-000000001/model.safetensors"), IsOk());
+  auto listed = ListDirectory(out + "/checkpoints");
+  ASSERT_THAT(listed, IsOk());
+  ASSERT_EQ(listed->size(), 1u);
+  EXPECT_TRUE((*listed)[0].is_directory);
+
+  // The attack: checkpoints/ and model/ become links to a directory outside.
+  fs::create_directories(base_ / "outside/step-000000001");
+  Write(base_ / "outside/step-000000001/keep.txt", "outside data");
+  fs::rename(base_ / "root/out/checkpoints", base_ / "root/out/moved");
+  fs::create_symlink(base_ / "outside", base_ / "root/out/checkpoints");
+  fs::create_symlink(base_ / "outside", base_ / "root/out/model");
+  const auto refused = [](const absl::Status& s) {
+    return s.code() == absl::StatusCode::kPermissionDenied &&
+           std::string(s.message()).find("is a symbolic link or not a directory") != std::string::npos;
+  };
+  EXPECT_TRUE(refused(WriteFileSynced(out + "/checkpoints/x.txt", "x")));
+  EXPECT_TRUE(refused(WriteFileAtomic(out + "/model/config.json", "{}")));
+  EXPECT_TRUE(refused(MakeDirs(out + "/checkpoints/.tmp-step-2")));
+  EXPECT_TRUE(refused(ReadFile(out + "/checkpoints/step-000000001/keep.txt").status()));
+  EXPECT_TRUE(refused(Sha256OfFile(out + "/checkpoints/step-000000001/keep.txt").status()));
+  EXPECT_TRUE(refused(FileSize(out + "/model/secret.txt").status()));
+  EXPECT_TRUE(refused(RenamePath(out + "/moved/step-000000001", out + "/checkpoints/step-000000002")));
+  EXPECT_TRUE(refused(RemoveTree(out + "/checkpoints/step-000000001")));
+  EXPECT_FALSE(PathExists(out + "/checkpoints/step-000000001"));
+  // The link as a leaf is neither written through nor read through.
+  EXPECT_EQ(WriteFileSynced(out + "/model", "x").code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(ReadFile(out + "/model").status().code(), absl::StatusCode::kPermissionDenied);
+  auto links = ListDirectory(out);
+  ASSERT_THAT(links, IsOk());
+  for (const auto& e : *links) EXPECT_EQ(e.is_directory, e.name == "moved") << e.name;
+  // Removing the output tree removes the links, not what they point to.
+  ASSERT_THAT(RemoveTree(out + "/checkpoints"), IsOk());
+  ASSERT_THAT(RemoveTree(out + "/model"), IsOk());
+  EXPECT_FALSE(fs::exists(fs::symlink_status(base_ / "root/out/checkpoints")));
+  EXPECT_EQ(Read((base_ / "outside/step-000000001/keep.txt").string()), "outside data");
+  EXPECT_EQ(Read((base_ / "outside/secret.txt").string()), "the secret\n");
+  EXPECT_FALSE(fs::exists(base_ / "outside/x.txt"));
+  EXPECT_FALSE(fs::exists(base_ / "outside/config.json"));
+  EXPECT_FALSE(fs::exists(base_ / "outside/.tmp-step-2"));
+  // `..` does not climb out of the pin either.
+  EXPECT_EQ(WriteFileSynced(out + "/../escaped.txt", "x").code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_FALSE(fs::exists(base_ / "root/escaped.txt"));
 }
 
 TEST_F(ConfineTest, AnOutputDirectoryOutsideTheRootOrHoldingLinksIsRefused) {
