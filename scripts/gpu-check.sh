@@ -70,7 +70,8 @@ deps=/tmp/attune-deps
 if ls "$debs"/*.deb >/dev/null 2>&1; then
   mkdir -p "$deps"
   for f in "$debs"/*.deb; do dpkg -x "$f" "$deps"; done
-  export LD_LIBRARY_PATH="$deps/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}"
+  # No LD_LIBRARY_PATH: the binary finds these through its RPATH, and python3
+  # (the PyTorch peer) keeps the machine's own libraries.
   say "unpacked $(ls "$debs"/*.deb | wc -l) .debs under $deps"
 else
   say "no .gpu-debs/ (run --prepare where there is network); relying on the machine's own packages"
