@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The sanitizer build (NOTE [sanitizer build] in CMakeLists.txt): our code
 # under ASan + UBSan in build-asan/, and the tests that run its services,
-# trainer and rendezvous through real processes and sockets:
+# trainer, rendezvous, NCCL communicator (against tests/fakes/cuda) and agent
+# through real processes and sockets:
 #   sanitize.sh --build-only   configure and build (scripts/test.sh)
 #   sanitize.sh                build if needed, then run the tests
 # UB is fatal; a leak or memory error fails the run with the report.
@@ -17,7 +18,8 @@ if [ ! -f "$out/CMakeCache.txt" ]; then
   cmake -S . -B "$out" "${generator[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DATTUNE_SANITIZE=ON \
     -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g" >/dev/null
 fi
-targets=(attune-coordinator attune-worker attune kv_store_test comm_test data_root_test help_test service_test)
+targets=(attune-coordinator attune-worker attune kv_store_test comm_test nccl_fake_test agent_test data_root_test help_test
+  service_test)
 cmake --build "$out" -j "$(nproc)" --target "${targets[@]}"
 [ "$build_only" = 1 ] && exit 0
 
@@ -31,6 +33,8 @@ run() {
 }
 run "$out/tests/kv_store_test"
 run "$out/tests/comm_test"
+run "$out/tests/nccl_fake_test"
+run "$out/tests/agent_test"
 run "$out/tests/data_root_test"
 run "$out/tests/help_test"
 run "$out/tests/service_test" --gtest_filter='ServiceTest.SubmitAndWatchToSucceededWithMetrics:ServiceTest.TokensAreRequiredWhenConfigured:ServiceTest.SubmittersSeeAndChangeOnlyTheirOwnJobsAndSweeps:ServiceTest.AnAgentCannotTakeALiveWorkersId:ServiceTest.CertificateIdentitiesBindWorkerIdsAndOwners:ServiceTest.CertificateRolesAuthorizeWithoutTokens:ServiceTest.ADownloadEqualsTheFilesOnDiskAndALinkOutOfTheJobIsRefused:ServiceTest.InvalidSpecIsRejectedAndNothingIsStored:ServiceTest.KilledTrainerRecoversFromItsCheckpoint'
