@@ -33,7 +33,7 @@ absl::StatusOr<eval::Metrics> Evaluate(model::BertClassifierImpl& m, const task:
     task::Batch b = task.Collate(data, idx, ctx, outputs);
     torch::Tensor logits;
     {
-      AutocastScope autocast(precision);
+      AutocastScope autocast(precision, device.is_cuda());
       logits = task.Forward(m, OnDevice(b, device));
     }
     logits = logits.to(torch::kCPU).to(torch::kFloat64);

@@ -465,7 +465,7 @@ absl::StatusOr<TrainResult> Engine::Run() {
         {
           // NOTE [mixed precision]: forward under autocast, the loss on fp32
           // logits, backward outside it.
-          AutocastScope autocast(precision);
+          AutocastScope autocast(precision, device_.is_cuda());  // CUDA autocast too on a GPU
           loss = task.SummedLoss(task.Forward(*model_, b).to(torch::kFloat), b.targets);
         }
         loss_sum += loss.item<double>();

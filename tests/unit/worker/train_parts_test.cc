@@ -3,6 +3,7 @@
 
 #include <thread>
 
+#include <ATen/autocast_mode.h>
 #include <gtest/gtest.h>
 #include <torch/torch.h>
 
@@ -186,6 +187,24 @@ TEST(PrecisionTest, Bf16RunsTheMatmulsInBf16AndKeepsWeightsLayerNormLossAndGradi
   torch::Tensor got = mlm->MaskedLmLogits(hidden, pos);
   EXPECT_EQ(got.scalar_type(), torch::kBFloat16);
   EXPECT_TRUE(torch::equal(got, want));
+}
+
+// On a GPU rank the trainer and the evaluator open the scope with cuda =
+// true: CUDA autocast is on inside (a thread-local flag, settable without a
+// GPU) and restored after; without it, a bf16 job on a GPU would run in fp32.
+TEST(PrecisionTest, TheCudaScopeTurnsOnCudaAutocastAndRestoresIt) {
+  EXPECT_FALSE(at::autocast::is_enabled());
+  {
+    AutocastScope autocast(Precision::kBf16, /*cuda=*/true);
+    EXPECT_TRUE(at::autocast::is_enabled());
+    EXPECT_EQ(at::autocast::get_autocast_gpu_dtype(), at::kBFloat16);
+    EXPECT_TRUE(at::autocast::is_cpu_enabled());
+  }
+  EXPECT_FALSE(at::autocast::is_enabled());
+  {
+    AutocastScope autocast(Precision::kBf16);
+    EXPECT_FALSE(at::autocast::is_enabled()) << "a CPU rank leaves CUDA autocast alone";
+  }
 }
 
 TEST(PrecisionTest, Fp32IsUntouchedAndOtherNamesAreRefused) {
