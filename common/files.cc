@@ -290,6 +290,7 @@ bool ResolvesInside(const std::string& p, const std::string& root) {
 }
 
 absl::Status MakeDirs(const std::string& dir) {
+  // Beneath a pin, Locate has made every component (no link followed).
   if (auto at = Locate(dir, true, true); !at.ok() || at->nofollow) return at.status();
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);

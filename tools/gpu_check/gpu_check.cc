@@ -25,7 +25,6 @@
 #include <filesystem>
 #include <fstream>
 #include <iostream>
-#include <map>
 #include <random>
 #include <string>
 #include <thread>
@@ -34,7 +33,8 @@
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
-#include "absl/strings/numbers.h"
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
 #include "absl/strings/str_cat.h"
 #include "common/job_config.h"
 #include "worker/comm/communicator.h"
@@ -43,36 +43,28 @@
 
 extern char** environ;
 
+ABSL_FLAG(int, world_size, 1, "nccl: ranks");
+ABSL_FLAG(int, rank, 0, "nccl: this rank");
+ABSL_FLAG(int, port, 29731, "nccl, two-ranks: the rendezvous port on 127.0.0.1");
+ABSL_FLAG(int, device_index, -1, "nccl: the CUDA device (-1: rank modulo the visible devices)");
+ABSL_FLAG(int, timeout_s, 60, "nccl: the collective timeout");
+ABSL_FLAG(int64_t, hidden, 768, "train: hidden size (heads of 64 at the default)");
+ABSL_FLAG(int64_t, layers, 12, "train: encoder layers");
+ABSL_FLAG(int64_t, heads, 12, "train: attention heads");
+ABSL_FLAG(int64_t, seq, 128, "train: sequence length");
+ABSL_FLAG(int64_t, batch, 32, "train: batch size");
+ABSL_FLAG(int64_t, steps, 60, "train: optimizer steps");
+ABSL_FLAG(int64_t, vocab, 30522, "train: vocabulary size");
+ABSL_FLAG(int64_t, threads, 4, "train: CPU threads (data, tokenizer)");
+ABSL_FLAG(std::string, precision, "bf16", "train: fp32 or bf16");
+ABSL_FLAG(std::string, device, "cuda", "train: cpu, cuda or cuda:N");
+ABSL_FLAG(std::string, work, "/tmp/attune-gpu-check", "train: where the synthetic rows and outputs go");
+
 namespace {
 
 using attune::worker::comm::Communicator;
 using attune::worker::comm::CommunicatorOptions;
 using Json = nlohmann::json;
-
-std::map<std::string, std::string> ParseFlags(int argc, char** argv, int first) {
-  std::map<std::string, std::string> f;
-  for (int i = first; i < argc; ++i) {
-    std::string a = argv[i];
-    if (a.rfind("--", 0) != 0) continue;
-    auto eq = a.find('=');
-    if (eq != std::string::npos) {
-      f[a.substr(2, eq - 2)] = a.substr(eq + 1);
-    } else if (i + 1 < argc) {
-      f[a.substr(2)] = argv[++i];
-    }
-  }
-  return f;
-}
-
-int64_t IntFlag(const std::map<std::string, std::string>& f, const std::string& k, int64_t def) {
-  auto it = f.find(k);
-  int64_t v = def;
-  if (it != f.end() && !absl::SimpleAtoi(it->second, &v)) {
-    std::cerr << "attune-gpu-check: --" << k << " must be an integer\n";
-    std::exit(2);
-  }
-  return v;
-}
 
 void Emit(const Json& j) {
   std::cout << j.dump() << std::endl;
@@ -94,13 +86,13 @@ Json Check(const std::string& what, const absl::Status& s, const torch::Tensor& 
   return j;
 }
 
-int Nccl(const std::map<std::string, std::string>& f) {
+int Nccl() {
   CommunicatorOptions o;
-  o.world_size = static_cast<int>(IntFlag(f, "world_size", 1));
-  o.rank = static_cast<int>(IntFlag(f, "rank", 0));
-  o.master_port = static_cast<int>(IntFlag(f, "port", 29731));
-  o.device_index = static_cast<int>(IntFlag(f, "device_index", -1));
-  o.timeout = absl::Seconds(IntFlag(f, "timeout_s", 60));
+  o.world_size = absl::GetFlag(FLAGS_world_size);
+  o.rank = absl::GetFlag(FLAGS_rank);
+  o.master_port = absl::GetFlag(FLAGS_port);
+  o.device_index = absl::GetFlag(FLAGS_device_index);
+  o.timeout = absl::Seconds(absl::GetFlag(FLAGS_timeout_s));
   o.job = "gpu-check";
   const auto t0 = std::chrono::steady_clock::now();
   auto comm = attune::worker::comm::CreateNcclCommunicator(o);
@@ -185,8 +177,8 @@ int Nccl(const std::map<std::string, std::string>& f) {
 }
 
 // Runs `nccl` as two ranks (child processes), each bounded by 120 s.
-int TwoRanks(const std::map<std::string, std::string>& f, const char* self) {
-  const std::string port = std::to_string(IntFlag(f, "port", 29741));
+int TwoRanks(const char* self) {
+  const std::string port = std::to_string(absl::GetFlag(FLAGS_port));
   std::vector<pid_t> kids;
   for (int r = 0; r < 2; ++r) {
     std::vector<std::string> args{self, "nccl", "--world_size", "2", "--rank", std::to_string(r), "--port", port,
@@ -230,13 +222,12 @@ class Clocked : public attune::worker::train::TrainerObserver {
   std::vector<double> losses;
 };
 
-int Train(const std::map<std::string, std::string>& f) {
-  const int64_t H = IntFlag(f, "hidden", 768), L = IntFlag(f, "layers", 12), heads = IntFlag(f, "heads", 12);
-  const int64_t seq = IntFlag(f, "seq", 128), batch = IntFlag(f, "batch", 32), steps = IntFlag(f, "steps", 60);
-  const int64_t vocab = IntFlag(f, "vocab", 30522);
-  const std::string precision = f.count("precision") ? f.at("precision") : "bf16";
-  const std::string device = f.count("device") ? f.at("device") : "cuda";
-  const std::string work = f.count("work") ? f.at("work") : "/tmp/attune-gpu-check";
+int Train() {
+  const int64_t H = absl::GetFlag(FLAGS_hidden), L = absl::GetFlag(FLAGS_layers), heads = absl::GetFlag(FLAGS_heads);
+  const int64_t seq = absl::GetFlag(FLAGS_seq), batch = absl::GetFlag(FLAGS_batch), steps = absl::GetFlag(FLAGS_steps);
+  const int64_t vocab = absl::GetFlag(FLAGS_vocab);
+  const std::string precision = absl::GetFlag(FLAGS_precision), device = absl::GetFlag(FLAGS_device);
+  const std::string work = absl::GetFlag(FLAGS_work);
   std::filesystem::create_directories(work);
   // Random 200-word rows, as bench/train_throughput.py writes them.
   std::mt19937 rng(0);
@@ -268,7 +259,7 @@ int Train(const std::map<std::string, std::string>& f) {
   c.learning_rate = 1e-4;
   c.warmup_steps = 10;
   c.weight_decay = 0.01;
-  c.threads = IntFlag(f, "threads", 4);
+  c.threads = absl::GetFlag(FLAGS_threads);
   c.precision = precision;
   c.eval_baseline = false;
   c.gpus_per_rank = device == "cpu" ? 0 : 1;
@@ -310,11 +301,11 @@ int Train(const std::map<std::string, std::string>& f) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  const std::string cmd = argc > 1 ? argv[1] : "";
-  auto flags = ParseFlags(argc, argv, 2);
-  if (cmd == "nccl") return Nccl(flags);
-  if (cmd == "two-ranks") return TwoRanks(flags, "/proc/self/exe");
-  if (cmd == "train") return Train(flags);
+  const std::vector<char*> args = absl::ParseCommandLine(argc, argv);
+  const std::string cmd = args.size() > 1 ? args[1] : "";
+  if (cmd == "nccl") return Nccl();
+  if (cmd == "two-ranks") return TwoRanks("/proc/self/exe");
+  if (cmd == "train") return Train();
   std::cerr << "usage: attune-gpu-check nccl|two-ranks|train [flags]  (see tools/gpu_check/gpu_check.cc)\n";
   return 2;
 }

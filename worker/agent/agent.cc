@@ -108,6 +108,33 @@ std::string Agent::Key(const std::string& job, int64_t gen, int rank) const {
   return absl::StrCat(job, "/", gen, "/", rank);
 }
 
+// NOTE [GPU allocation] (agent.h): the spec's workers.gpus_per_rank
+// (protobuf JSON writes an int64 as a string) from the devices no running
+// trainer holds. Decided before anything is written or opened for the task.
+absl::StatusOr<std::vector<std::string>> Agent::TakeGpus(const AgentTask& t) const {
+  int64_t want = 0;
+  if (auto j = nlohmann::json::parse(t.spec_json, nullptr, false); j.is_object() && j.contains("workers") &&
+                                                                   j["workers"].is_object()) {
+    const auto& g = j["workers"].value("gpus_per_rank", nlohmann::json());
+    if (g.is_number_integer()) want = g.get<int64_t>();
+    if (g.is_string() && !absl::SimpleAtoi(g.get<std::string>(), &want)) want = -1;
+  }
+  std::vector<std::string> held, free;
+  for (const auto& [k, q] : procs_) {
+    if (q.running) held.insert(held.end(), q.gpus.begin(), q.gpus.end());
+  }
+  for (const auto& id : options_.gpu_ids) {
+    if (std::find(held.begin(), held.end(), id) == held.end()) free.push_back(id);
+  }
+  if (want < 0 || want > static_cast<int64_t>(free.size())) {
+    return absl::ResourceExhaustedError(absl::StrCat("job=", t.job_id, " rank=", t.rank, " assignment refused: it asks for ",
+                                                     want, " GPUs, and ", free.size(), " of this worker's ",
+                                                     options_.gpu_ids.size(), " are free"));
+  }
+  free.resize(static_cast<size_t>(want));
+  return free;
+}
+
 absl::Status Agent::Start(const AgentTask& t) {
   // Whatever the coordinator sends is checked before it names a file or an
   // argument: a job id is a name, not a path ("../../x"), and the numbers
@@ -125,6 +152,8 @@ absl::Status Agent::Start(const AgentTask& t) {
   }
   const std::string key = Key(t.job_id, t.generation, t.rank);
   if (procs_.count(key)) return absl::OkStatus();  // a repeated assignment
+  auto gpus = TakeGpus(t);
+  if (!gpus.ok()) return gpus.status();
   if (auto s = common::MakeDirs(options_.work_dir); !s.ok()) return s;
   const std::string spec = absl::StrCat(options_.work_dir, "/", t.job_id, "-g", t.generation, "-r", t.rank, ".json");
   if (auto s = common::WriteFileAtomic(spec, t.spec_json); !s.ok()) return s;
@@ -135,32 +164,11 @@ absl::Status Agent::Start(const AgentTask& t) {
     ::close(logs[1]);
     return absl::UnavailableError("pipe failed");
   }
-  // GPUs: the spec's workers.gpus_per_rank (protobuf JSON writes an int64 as
-  // a string) from the devices no running trainer holds.
-  int64_t want_gpus = 0;
-  if (auto j = nlohmann::json::parse(t.spec_json, nullptr, false); j.is_object() && j.contains("workers") &&
-                                                                   j["workers"].is_object()) {
-    const auto& g = j["workers"].value("gpus_per_rank", nlohmann::json());
-    if (g.is_number_integer()) want_gpus = g.get<int64_t>();
-    if (g.is_string() && !absl::SimpleAtoi(g.get<std::string>(), &want_gpus)) want_gpus = -1;
-  }
-  std::vector<std::string> free_gpus;
-  for (const auto& id : options_.gpu_ids) {
-    bool held = false;
-    for (const auto& [k, q] : procs_) held = held || (q.running && std::count(q.gpus.begin(), q.gpus.end(), id));
-    if (!held) free_gpus.push_back(id);
-  }
-  if (want_gpus < 0 || want_gpus > static_cast<int64_t>(free_gpus.size())) {
-    return absl::ResourceExhaustedError(absl::StrCat("job=", t.job_id, " rank=", t.rank, " assignment refused: it asks for ",
-                                                     want_gpus, " GPUs, and ", free_gpus.size(), " of this worker's ",
-                                                     options_.gpu_ids.size(), " are free"));
-  }
-  free_gpus.resize(static_cast<size_t>(want_gpus));
   std::vector<std::string> env;
   for (char** e = environ; *e != nullptr; ++e) {
     if (std::string_view(*e).rfind("CUDA_VISIBLE_DEVICES=", 0) != 0) env.emplace_back(*e);
   }
-  env.push_back("CUDA_VISIBLE_DEVICES=" + absl::StrJoin(free_gpus, ","));
+  env.push_back("CUDA_VISIBLE_DEVICES=" + absl::StrJoin(*gpus, ","));
   std::vector<std::string> args = {options_.trainer_binary, "train", "--spec", spec,
                                    absl::StrCat("--rank=", t.rank), absl::StrCat("--world_size=", t.world_size),
                                    "--events_fd=3", "--job_id=" + t.job_id,
@@ -169,7 +177,7 @@ absl::Status Agent::Start(const AgentTask& t) {
   if (!options_.data_root.empty()) args.push_back("--data_root=" + options_.data_root);
   if (!options_.embeddings_dir.empty()) args.push_back("--embeddings_dir=" + options_.embeddings_dir);
   if (!t.backend.empty()) args.push_back("--backend=" + t.backend);
-  if (want_gpus > 0) args.push_back("--device=cuda:0");
+  if (!gpus->empty()) args.push_back("--device=cuda:0");
   std::vector<char*> argv, envp;
   for (auto& a : args) argv.push_back(a.data());
   argv.push_back(nullptr);
@@ -200,7 +208,7 @@ absl::Status Agent::Start(const AgentTask& t) {
   p.pid = pid;
   p.log_fd = logs[0];
   p.event_fd = events[0];
-  p.gpus = free_gpus;
+  p.gpus = *gpus;
   procs_[key] = std::move(p);
   // A new attempt of the same rank keeps its series (counters continue).
   forget_.erase(std::remove_if(forget_.begin(), forget_.end(),
@@ -209,7 +217,7 @@ absl::Status Agent::Start(const AgentTask& t) {
   SetTaskRunning(metrics_, {t.job_id, t.rank, t.backend}, true);
   SetTaskAttempt(metrics_, {t.job_id, t.rank, t.backend}, t.generation);
   LOG(INFO) << "job=" << t.job_id << " rank=" << t.rank << " generation " << t.generation << ": started trainer pid "
-            << pid << (free_gpus.empty() ? "" : absl::StrCat(" on GPU(s) ", absl::StrJoin(free_gpus, ",")));
+            << pid << (gpus->empty() ? "" : absl::StrCat(" on GPU(s) ", absl::StrJoin(*gpus, ",")));
   return absl::OkStatus();
 }
 

@@ -131,6 +131,7 @@ class Agent {
     absl::Time kill_at = absl::InfiniteFuture();
   };
   absl::Status Start(const AgentTask& t);
+  absl::StatusOr<std::vector<std::string>> TakeGpus(const AgentTask& t) const;
   void Stop(Proc& p, const std::string& why);
   void Poll();
   // Exports a trainer event's metrics, keeps an "error" event's message and

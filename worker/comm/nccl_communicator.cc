@@ -93,6 +93,13 @@ absl::Status CudaStatus(cudaError_t e, const CommunicatorOptions& o, const std::
                                           cudaGetErrorString(e)));
 }
 
+// A cudaEventQuery / cudaStreamQuery answer: done, not yet, or an error.
+absl::StatusOr<bool> Finished(cudaError_t e, const CommunicatorOptions& o, const std::string& op) {
+  if (e == cudaSuccess) return true;
+  if (e == cudaErrorNotReady) return false;
+  return CudaStatus(e, o, op);
+}
+
 absl::StatusOr<ncclDataType_t> NcclType(const at::Tensor& t, const CommunicatorOptions& o, const std::string& op) {
   switch (t.scalar_type()) {
     case at::kFloat: return ncclFloat32;
@@ -153,10 +160,11 @@ struct NcclState {
     if (aborted) return absl::AbortedError(absl::StrCat(Who(o), " nccl ", op, ": the communicator was aborted"));
     return absl::OkStatus();
   }
-  // Polls `done` (nullptr: the communicator's pending state) until true, an
-  // async error, an abort or the deadline; aborts on all but the first.
+  // Polls `done` until true, an async error, an abort or `timeout`; aborts on
+  // all but the first.
   template <typename Done>
-  absl::Status Poll(const std::string& op, Clock::time_point deadline, Done done) {
+  absl::Status Poll(const std::string& op, absl::Duration timeout, Done done) {
+    const auto deadline = Clock::now() + absl::ToChronoNanoseconds(timeout);
     while (true) {
       absl::StatusOr<bool> d = done();
       if (!d.ok()) return AbortNow(d.status());
@@ -167,30 +175,28 @@ struct NcclState {
       if (abort_requested.load()) return AbortNow(absl::AbortedError(absl::StrCat(Who(o), " nccl ", op, ": aborted")));
       if (Clock::now() > deadline) {
         return AbortNow(absl::DeadlineExceededError(absl::StrCat(
-            Who(o), " nccl ", op, " timed out after ", absl::FormatDuration(o.timeout),
+            Who(o), " nccl ", op, " timed out after ", absl::FormatDuration(timeout),
             "; the communicator is aborted (a peer is gone or behind)")));
       }
       std::this_thread::sleep_for(std::chrono::microseconds(50));
     }
   }
   // A non-blocking NCCL call may answer ncclInProgress: poll until enqueued.
-  absl::Status Settle(ncclResult_t r, const std::string& op, Clock::time_point deadline) {
+  absl::Status Settle(ncclResult_t r, const std::string& op) {
     if (r == ncclSuccess) return absl::OkStatus();
     if (r != ncclInProgress) return AbortNow(NcclStatus(r, o, op, comm));
-    return Poll(op, deadline, [&]() -> absl::StatusOr<bool> {
+    return Poll(op, o.timeout, [&]() -> absl::StatusOr<bool> {
       ncclResult_t async = ncclSuccess;
       ncclCommGetAsyncError(comm, &async);
       return async != ncclInProgress;
     });
   }
-  Clock::time_point Deadline() const { return Clock::now() + absl::ToChronoNanoseconds(o.timeout); }
 };
 
 class NcclWork : public Work {
  public:
-  NcclWork(std::shared_ptr<NcclState> s, std::string op, cudaEvent_t done, at::Tensor keep, at::Tensor host, void* staged, size_t bytes)
-      : s_(std::move(s)), op_(std::move(op)), done_(done), keep_(std::move(keep)), host_(std::move(host)), staged_(staged),
-        bytes_(bytes) {}
+  NcclWork(std::shared_ptr<NcclState> s, std::string op, cudaEvent_t done, at::Tensor out, void* staged, size_t bytes)
+      : s_(std::move(s)), op_(std::move(op)), done_(done), out_(std::move(out)), staged_(staged), bytes_(bytes) {}
   ~NcclWork() override {
     if (staged_ != nullptr) cudaFreeAsync(staged_, s_->stream);
     if (done_ != nullptr) cudaEventDestroy(done_);
@@ -200,17 +206,11 @@ class NcclWork : public Work {
     if (finished_) return absl::OkStatus();
     if (auto u = s_->Usable(op_); !u.ok()) return u;
     cudaSetDevice(s_->device);
-    const auto deadline = Clock::now() + absl::ToChronoNanoseconds(timeout);
-    absl::Status st = s_->Poll(op_, deadline, [&]() -> absl::StatusOr<bool> {
-      cudaError_t e = cudaEventQuery(done_);
-      if (e == cudaSuccess) return true;
-      if (e == cudaErrorNotReady) return false;
-      return CudaStatus(e, s_->o, op_);
-    });
+    absl::Status st = s_->Poll(op_, timeout, [&] { return Finished(cudaEventQuery(done_), s_->o, op_); });
     if (!st.ok()) return st;
     if (staged_ != nullptr) {
       // The stream passed this work's event: the copy back cannot block.
-      if (cudaError_t e = cudaMemcpy(host_.data_ptr(), staged_, bytes_, cudaMemcpyDeviceToHost); e != cudaSuccess) {
+      if (cudaError_t e = cudaMemcpy(out_.data_ptr(), staged_, bytes_, cudaMemcpyDeviceToHost); e != cudaSuccess) {
         return s_->AbortNow(CudaStatus(e, s_->o, op_ + " copy back"));
       }
     } else if (cudaError_t e = cudaStreamWaitEvent(ComputeStream(s_->device), done_, 0); e != cudaSuccess) {
@@ -224,8 +224,7 @@ class NcclWork : public Work {
   std::shared_ptr<NcclState> s_;
   std::string op_;
   cudaEvent_t done_;
-  at::Tensor keep_;   // the device tensor, alive until the collective is done
-  at::Tensor host_;   // staged: where the result goes
+  at::Tensor out_;  // the device tensor, alive until the collective is done; staged: where the result goes
   void* staged_;
   size_t bytes_;
   bool finished_ = false;
@@ -296,7 +295,6 @@ class NcclCommunicator : public Communicator {
     auto type = NcclType(in, s_->o, op);
     if (!type.ok()) return type.status();
     cudaSetDevice(s_->device);
-    const auto deadline = s_->Deadline();
     const size_t count = static_cast<size_t>(in.numel());
     const size_t out_bytes = static_cast<size_t>(out.numel()) * out.element_size();
     void* staged = nullptr;
@@ -316,18 +314,13 @@ class NcclCommunicator : public Communicator {
       recv = out.data_ptr();
     } else {
       // Staged: the stream must be idle first (bounded), then in -> device.
-      absl::Status idle = s_->Poll(op, deadline, [&]() -> absl::StatusOr<bool> {
-        cudaError_t e = cudaStreamQuery(s_->stream);
-        if (e == cudaSuccess) return true;
-        if (e == cudaErrorNotReady) return false;
-        return CudaStatus(e, s_->o, op);
-      });
+      absl::Status idle = s_->Poll(op, s_->o.timeout, [&] { return Finished(cudaStreamQuery(s_->stream), s_->o, op); });
       if (!idle.ok()) return idle;
       const size_t in_bytes = count * in.element_size();
       // In place (allreduce, broadcast): one buffer; allgather: the output,
       // then the input after it.
       const size_t offset = in.data_ptr() == out.data_ptr() ? 0 : out_bytes;
-      if (cudaError_t e = cudaMallocAsync(&staged, offset + std::max(in_bytes, offset == 0 ? out_bytes : 0), s_->stream);
+      if (cudaError_t e = cudaMallocAsync(&staged, offset == 0 ? out_bytes : out_bytes + in_bytes, s_->stream);
           e != cudaSuccess) {
         return CudaStatus(e, s_->o, op + " staging");
       }
@@ -340,7 +333,7 @@ class NcclCommunicator : public Communicator {
       }
     }
     VLOG(2) << Who(s_->o) << " nccl " << op << " of " << count << " elements";
-    if (auto st = s_->Settle(call(send, recv, count, *type), op, deadline); !st.ok()) {
+    if (auto st = s_->Settle(call(send, recv, count, *type), op); !st.ok()) {
       if (staged != nullptr) cudaFreeAsync(staged, s_->stream);
       return st;
     }
@@ -350,8 +343,7 @@ class NcclCommunicator : public Communicator {
       return s_->AbortNow(CudaStatus(e, s_->o, op));
     }
     cudaEventRecord(done, s_->stream);
-    if (staged != nullptr) return std::unique_ptr<Work>(new NcclWork(s_, op, done, {}, out, staged, out_bytes));
-    return std::unique_ptr<Work>(new NcclWork(s_, op, done, out, {}, nullptr, 0));
+    return std::unique_ptr<Work>(new NcclWork(s_, op, done, out, staged, staged != nullptr ? out_bytes : 0));
   }
 
   std::shared_ptr<NcclState> s_;
@@ -416,10 +408,9 @@ absl::StatusOr<std::unique_ptr<Communicator>> CreateNcclCommunicator(const Commu
   }
   ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
   config.blocking = 0;
-  const auto deadline = s->Deadline();
   // Initialisation finishes asynchronously: polled against the deadline,
   // aborted past it (a peer that never initialises).
-  absl::Status init = s->Settle(ncclCommInitRankConfig(&s->comm, o.world_size, id, o.rank, &config), "init", deadline);
+  absl::Status init = s->Settle(ncclCommInitRankConfig(&s->comm, o.world_size, id, o.rank, &config), "init");
   if (!init.ok()) return init;  // ~NcclState aborts and frees
   LOG(INFO) << Who(o) << " nccl group of " << o.world_size << " ready on cuda:" << s->device << " (NCCL "
             << nccl_version << ", timeout " << absl::FormatDuration(o.timeout) << ")";
