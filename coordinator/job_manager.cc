@@ -303,19 +303,13 @@ absl::StatusOr<Job> JobManager::Submit(const common::JobConfig& config, const st
         absl::StrCat("spec: ", spec_json.size(), " bytes as JSON; at most ", kMaxSpecJsonBytes));
   }
   if (auto s = CheckPaths(config); !s.ok()) return s;
-  // NOTE [one live job per output_dir]: the checks below and the creation are
-  // serialised by submit_mu_ (not mu_, which heartbeats need), so two
+  // NOTE [one live job per output_dir]: the checks below (NOTE [output
+  // directories]) and the creation are serialised by submit_mu_ (not mu_, which heartbeats need), so two
   // concurrent submits cannot both take a directory.
   std::lock_guard<std::mutex> submit_lock(submit_mu_);
   std::string depends_on;
   {
     std::lock_guard<std::mutex> l(mu_);
-    auto normal = [](const std::string& path) {
-      std::string n = std::filesystem::path(path).lexically_normal().string();
-      while (n.size() > 1 && n.back() == '/') n.pop_back();
-      return n;
-    };
-    const std::string dir = normal(config.output_dir);
     for (const auto& [id, other] : jobs_) {
       if (!idempotency_key.empty() && other.idempotency_key == idempotency_key) {
         if (other.spec_json != spec_json) {
@@ -330,14 +324,7 @@ absl::StatusOr<Job> JobManager::Submit(const common::JobConfig& config, const st
       if (!dep.ok()) return dep.status();
       depends_on = *dep;
     }
-    for (const auto& [id, other] : jobs_) {
-      if (IsTerminal(other.state)) continue;
-      if (normal(other.config.output_dir) == dir) {
-        return absl::FailedPreconditionError(absl::StrCat("output_dir: ", config.output_dir, " is in use by job ", id,
-                                                          " (", JobStateName(other.state), "); a job owns its "
-                                                          "output directory until it ends"));
-      }
-    }
+    if (auto st = CheckOutputDirLocked(config, who); !st.ok()) return st;
   }
   // NOTE [commit outside the lock]: the job and its VALIDATING and QUEUED
   // events are committed in one transaction without holding mu_, so that
@@ -372,11 +359,57 @@ absl::StatusOr<Job> JobManager::Submit(const common::JobConfig& config, const st
   return *stored;
 }
 
+// NOTE [output directories]: a live job's output_dir is its own, and so is
+// every directory inside it or around it (a job in /d/runs would write
+// /d/runs/model over one in /d/runs/model). Another owner's results stay
+// theirs after their job ends: only they (or an admin) may write there again.
+// Paths compare lexically: below the data root the trainer follows no link
+// (NOTE [pinned directories]), so another spelling is not another directory.
+absl::Status JobManager::CheckOutputDirLocked(const common::JobConfig& config, const Submitter& who) const {
+  auto normal = [](const std::string& path) {
+    std::string n = std::filesystem::path(path).lexically_normal().string();
+    while (n.size() > 1 && n.back() == '/') n.pop_back();
+    return n;
+  };
+  const std::string dir = normal(config.output_dir);
+  if (dir.empty()) return absl::OkStatus();  // ValidateJobConfig names a missing output_dir
+  auto nested = [](const std::string& inner, const std::string& outer) {
+    return inner.size() > outer.size() && inner.compare(0, outer.size(), outer) == 0 &&
+           (outer.back() == '/' || inner[outer.size()] == '/');
+  };
+  for (const auto& [id, other] : jobs_) {
+    const bool live = !IsTerminal(other.state);
+    if (!live && who.Owns(other.owner)) continue;
+    const std::string theirs = normal(other.config.output_dir);
+    if (theirs.empty()) continue;
+    const char* relation = theirs == dir           ? "is"
+                           : nested(dir, theirs)   ? "is inside"
+                           : nested(theirs, dir)   ? "contains"
+                                                   : nullptr;
+    if (relation == nullptr) continue;
+    if (live) {
+      if (theirs == dir) {
+        return absl::FailedPreconditionError(absl::StrCat("output_dir: ", config.output_dir, " is in use by job ",
+                                                          id, " (", JobStateName(other.state),
+                                                          "); a job owns its output directory until it ends"));
+      }
+      return absl::FailedPreconditionError(absl::StrCat("output_dir: ", config.output_dir, " ", relation,
+                                                        " the output directory of job ", id, " (",
+                                                        JobStateName(other.state), "), which owns it until it ends"));
+    }
+    return absl::PermissionDeniedError(absl::StrCat("output_dir: ", config.output_dir, " ", relation,
+                                                    " the output directory of job ", id,
+                                                    ", another owner's; choose another directory"));
+  }
+  return absl::OkStatus();
+}
+
 absl::Status JobManager::Check(const common::JobConfig& config, const Submitter& who) {
   if (auto s = common::ValidateJobConfig(config); !s.ok()) return s;
   if (auto s = CheckPaths(config); !s.ok()) return s;
-  if (config.model_from_job.empty()) return absl::OkStatus();
   std::lock_guard<std::mutex> l(mu_);
+  if (auto s = CheckOutputDirLocked(config, who); !s.ok()) return s;
+  if (config.model_from_job.empty()) return absl::OkStatus();
   return ResolveDependencyLocked(config.model_from_job, who).status();
 }
 
@@ -592,8 +625,7 @@ absl::StatusOr<std::string> JobManager::RegisterSession(const WorkerInfo& w, con
   RegisterLocked(w);
   WorkerState& ws = workers_[w.id];
   if (!same) {
-    static std::random_device device;  // used under mu_
-    ws.session = absl::StrFormat("%08x%08x%08x%08x", device(), device(), device(), device());
+    ws.session = common::NewSecret();
   }
   return ws.session;
 }
@@ -890,10 +922,11 @@ void JobManager::ScheduleLocked() {
     job.workers = p.workers;
     const WorkerState& r0 = workers_[p.workers[0]];
     const std::string rendezvous = absl::StrCat(r0.info.host, ":", r0.info.rendezvous_port);
+    const std::string secret = common::NewSecret();  // NOTE [rendezvous secret]
     for (size_t r = 0; r < p.workers.size(); ++r) {
       workers_[p.workers[r]].pending.push_back({job.id, job.generation, static_cast<int>(r),
                                                 static_cast<int>(p.workers.size()), rendezvous, job.config.backend,
-                                                job.spec_json});
+                                                job.spec_json, secret});
     }
     Live live;
     live.ranks.resize(p.workers.size());

@@ -80,6 +80,9 @@ struct AssignmentOut {
   int64_t generation = 0;
   int rank = 0, world_size = 1;
   std::string rendezvous, backend, spec_json;
+  // NOTE [rendezvous secret]: one per generation, shared by its ranks only;
+  // rank 0's store admits a connection only after it presents it.
+  std::string rendezvous_secret;
 };
 
 struct StopOut {
@@ -221,6 +224,8 @@ class JobManager {
   void ScheduleLocked();
   // NOTE [job chaining] (model.from_job).
   absl::StatusOr<std::string> ResolveDependencyLocked(const std::string& ref, const Submitter& who) const;
+  // NOTE [output directories] in job_manager.cc.
+  absl::Status CheckOutputDirLocked(const common::JobConfig& config, const Submitter& who) const;
   // Whether `job` may be scheduled now: its dependency SUCCEEDED (its spec is
   // then rewritten to that job's model); a failed dependency fails it.
   bool DependencyMetLocked(Job& job);

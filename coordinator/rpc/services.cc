@@ -313,6 +313,7 @@ grpc::Status WorkerServiceImpl::Heartbeat(grpc::ServerContext* ctx, const v1::He
     o->set_rendezvous(a.rendezvous);
     o->set_backend(a.backend);
     o->set_spec_json(a.spec_json);
+    o->set_rendezvous_secret(a.rendezvous_secret);
   }
   for (const auto& s : hb.stop) {
     auto* o = out->add_stop();

@@ -5,6 +5,7 @@
 
 #include <thread>
 
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 #include <torch/torch.h>
@@ -21,8 +22,10 @@ namespace {
 using ::attune::testing::IsOk;
 using ::attune::testing::StatusIs;
 
-// Runs fn(rank, communicator) on `world` threads.
+// Runs fn(rank, communicator) on `world` threads. The ranks share a
+// rendezvous secret, as the agents' trainers do (NOTE [rendezvous secret]).
 void OnRanks(int world, const std::function<void(int, Communicator&)>& fn, bool final_barrier = true) {
+  const std::string secret = "0123456789abcdef0123456789abcdef";
   const int port = attune::testing::FreePort();
   std::vector<std::thread> threads;
   for (int r = 0; r < world; ++r) {
@@ -32,6 +35,7 @@ void OnRanks(int world, const std::function<void(int, Communicator&)>& fn, bool 
       o.world_size = world;
       o.master_port = port;
       o.timeout = absl::Seconds(20);
+      o.rendezvous_secret = secret;
       auto c = CreateGlooCommunicator(o);
       ASSERT_THAT(c, IsOk());
       fn(r, **c);
@@ -159,6 +163,40 @@ TEST(CommErrorsTest, NcclWithoutAGpuRefusesClearlyBeforeTheRendezvous) {
   }
   o.device_index = 7;
   EXPECT_EQ(CheckNcclBackend(o).code(), absl::StatusCode::kFailedPrecondition);
+}
+
+// A rank holding another generation's secret (or none) is denied by rank 0's
+// store, saying so; rank 0 then reports the missing rank, not a wrong group.
+TEST(CommErrorsTest, ARankWithoutTheGenerationsSecretIsDeniedAtTheRendezvous) {
+  for (const std::string& intruder : {std::string(32, 'f'), std::string()}) {
+    const int port = attune::testing::FreePort();
+    absl::Status s0, s1;
+    std::thread r0([&] {
+      CommunicatorOptions o;
+      o.job = "tiny";
+      o.world_size = 2;
+      o.master_port = port;
+      o.timeout = absl::Seconds(3);
+      o.rendezvous_secret = std::string(32, 'e');
+      s0 = CreateGlooCommunicator(o).status();
+    });
+    std::thread r1([&] {
+      CommunicatorOptions o;
+      o.job = "tiny";
+      o.rank = 1;
+      o.world_size = 2;
+      o.master_port = port;
+      o.timeout = absl::Seconds(3);
+      o.rendezvous_secret = intruder;
+      s1 = CreateGlooCommunicator(o).status();
+    });
+    r0.join();
+    r1.join();
+    EXPECT_THAT(s1, StatusIs(absl::StatusCode::kPermissionDenied, "job=tiny rank=1"));
+    EXPECT_THAT(std::string(s1.message()),
+                ::testing::HasSubstr(intruder.empty() ? "admits only the job's ranks" : "secret does not match"));
+    EXPECT_THAT(s0, StatusIs(absl::StatusCode::kDeadlineExceeded, "1 of 2 ranks arrived"));
+  }
 }
 
 bool Answers(const std::string& ip, int port) {

@@ -87,6 +87,13 @@ TEST(FlagRangeTest, OutOfRangeFlagsAreRefusedNamingTheFlag) {
     EXPECT_EQ(r.exit_code, 2) << c.command << "\n" << r.output;
     EXPECT_NE(r.output.find(c.message), std::string::npos) << c.command << "\n" << r.output;
   }
+  // The rendezvous secret comes from the environment; it is checked like a flag.
+  auto r = RunCommand("env ATTUNE_RENDEZVOUS_SECRET='abc;x' " + Bin("attune-worker") + " train --spec " + spec +
+                          " --world_size 2 --rank 1 --rendezvous 127.0.0.1:1",
+                      30);
+  EXPECT_EQ(r.exit_code, 2) << r.output;
+  EXPECT_NE(r.output.find("ATTUNE_RENDEZVOUS_SECRET must be 32 to 128 lowercase hex digits"), std::string::npos)
+      << r.output;
 }
 
 // `attune predict --input X --output X` truncated X to 0 bytes; a failed

@@ -357,7 +357,12 @@ TEST_F(ServiceTest, AnAgentCannotTakeALiveWorkersId) {
   agents_.push_back(Spawn(Bin("attune-worker") + " agent --coordinator " + addr_ +
                                " --worker-id w0 --host 10.6.6.6 --cpus 64 --unconfined --work-dir " + (dir_ / "impostor"),
                           dir_ / "impostor.log"));
-  std::this_thread::sleep_for(std::chrono::seconds(2));
+  // Up to 60 s for its refusal (a sanitized agent under load starts slowly).
+  for (int i = 0; i < 600 && testing::ReadText(dir_ / "impostor.log").find("is registered and alive") ==
+                                 std::string::npos;
+       ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
   EXPECT_NE(testing::ReadText(dir_ / "impostor.log").find("is registered and alive"), std::string::npos)
       << testing::ReadText(dir_ / "impostor.log");
   auto w = nlohmann::json::parse(Cli("workers -o json").output, nullptr, false);
@@ -397,6 +402,8 @@ TEST_F(ServiceTest, SubmitAndWatchToSucceededWithMetrics) {
   EXPECT_TRUE(std::filesystem::exists(dir_ / "out-ok/model/model.safetensors"));
   auto logs = Cli("logs " + id + " --rank 1");
   EXPECT_NE(logs.output.find("[rank 1]"), std::string::npos) << logs.output;
+  // NOTE [rendezvous secret]: the coordinator's secret reached the trainers through the agents.
+  EXPECT_NE(logs.output.find("its store admits only this generation's ranks"), std::string::npos) << logs.output;
   // Idempotency: the same key returns the same job.
   auto a = Cli("submit -f " + Spec("idem", 30, 0) + " --idempotency_key k1 -o json");
   auto b = Cli("submit -f " + Spec("idem", 30, 0) + " --idempotency_key k1 -o json");

@@ -8,6 +8,7 @@
 #include <sqlite3.h>
 
 #include "common/files.h"
+#include "common/secret.h"
 #include "common/testing/status_matchers.h"
 #include "coordinator/job_manager.h"
 #include "coordinator/job_store.h"
@@ -342,6 +343,44 @@ TEST_F(StoreTest, ALiveJobOwnsItsOutputDirAndAnIdempotencyKeyItsSpec) {
   EXPECT_THAT(m.Submit(same, "{}", ""), IsOk());
 }
 
+// NOTE [output directories]: live jobs' directories do not nest, and another
+// owner's results are not written over after their job ends.
+TEST_F(StoreTest, OutputDirsOfLiveJobsDoNotNestAndAnotherOwnersResultsStayTheirs) {
+  auto store = JobStore::Open(path_);
+  JobManager m(**store, {});
+  const Submitter alice{"alice", false}, bob{"bob", false}, admin{"ops", true};
+  auto at = [](const std::string& dir) {
+    common::JobConfig c = Config();
+    c.output_dir = dir;
+    return c;
+  };
+  auto a = m.Submit(at("/d/runs/a"), "{}", "", alice);
+  ASSERT_THAT(a, IsOk());
+  EXPECT_THAT(m.Submit(at("/d/runs/a/model"), "{}", "", alice),
+              StatusIs(absl::StatusCode::kFailedPrecondition,
+                       "output_dir: /d/runs/a/model is inside the output directory of job " + a->id + " (QUEUED)"));
+  EXPECT_THAT(m.Submit(at("/d/runs/"), "{}", "", bob),
+              StatusIs(absl::StatusCode::kFailedPrecondition, "contains the output directory of job " + a->id));
+  EXPECT_THAT(m.Check(at("/d/./runs"), bob), StatusIs(absl::StatusCode::kFailedPrecondition, "contains"))
+      << "a sweep's probes see it too";
+  auto sibling = m.Submit(at("/d/runs/ab"), "{}", "", bob);  // a common prefix is not nesting
+  ASSERT_THAT(sibling, IsOk());
+  ASSERT_THAT(m.Cancel(sibling->id), IsOk());
+  ASSERT_THAT(m.Cancel(a->id), IsOk());
+  // Ended: alice's results are still hers.
+  EXPECT_THAT(m.Submit(at("/d/runs/a"), "{}", "", bob),
+              StatusIs(absl::StatusCode::kPermissionDenied, "is the output directory of job " + a->id +
+                                                                ", another owner's"));
+  EXPECT_THAT(m.Submit(at("/d/runs/a/x"), "{}", "", bob), StatusIs(absl::StatusCode::kPermissionDenied, "is inside"));
+  EXPECT_THAT(m.Submit(at("/d"), "{}", "", bob), StatusIs(absl::StatusCode::kPermissionDenied, "contains"));
+  EXPECT_THAT(m.Submit(at("/d/runs/ab"), "{}", "", bob), IsOk()) << "bob's own ended job's directory";
+  EXPECT_THAT(m.Submit(at("/d/runs/a"), "{}", "", alice), IsOk()) << "alice reruns into her own directory";
+  auto c = m.Submit(at("/d/runs/c"), "{}", "", bob);
+  ASSERT_THAT(c, IsOk());
+  ASSERT_THAT(m.Cancel(c->id), IsOk());
+  EXPECT_THAT(m.Submit(at("/d/runs/c"), "{}", "", admin), IsOk()) << "an admin may";
+}
+
 TEST_F(StoreTest, TheRankThatFailedFirstSpeaksForTheAttemptNotItsPeer) {
   auto store = JobStore::Open(path_);
   JobManager m(**store, Options());
@@ -586,6 +625,10 @@ TEST_F(StoreTest, LifecycleWithFakeAgents) {
   ASSERT_EQ(h1.start.size() + h2.start.size(), 2u);
   const int64_t gen = h1.start[0].generation;
   EXPECT_EQ(h1.start[0].rendezvous, "127.0.0.1:1234");
+  // NOTE [rendezvous secret]: the generation's ranks share one, fresh and well formed.
+  const std::string secret = h1.start[0].rendezvous_secret;
+  EXPECT_TRUE(common::IsWellFormedSecret(secret)) << secret;
+  EXPECT_EQ((h2.start.empty() ? h1.start[1] : h2.start[0]).rendezvous_secret, secret);
   m.Heartbeat("w1", {{job->id, gen, 0, true, 0, {}, ""}});
   m.Heartbeat("w2", {{job->id, gen, 1, true, 0, {}, ""}});
   EXPECT_EQ(m.Get(job->id)->state, JobState::kRunning);
@@ -603,6 +646,8 @@ TEST_F(StoreTest, LifecycleWithFakeAgents) {
   auto r2 = m.Heartbeat("w2", {});
   const int64_t gen2 = (r1.start.empty() ? r2.start : r1.start)[0].generation;
   EXPECT_GT(gen2, gen);
+  EXPECT_NE((r1.start.empty() ? r2.start : r1.start)[0].rendezvous_secret, secret)
+      << "a new generation's ranks cannot join the old one's store";
   // A worker goes silent: lost, and with the budget spent the job fails with the reason.
   m.Heartbeat("w1", {{job->id, gen2, 0, true, 0, {}, ""}});
   m.Heartbeat("w2", {{job->id, gen2, 1, true, 0, {}, ""}});

@@ -19,6 +19,7 @@
 #include "common/files.h"
 #include "common/job_config.h"
 #include "common/process_stats.h"
+#include "common/secret.h"
 #include "worker/agent/trainer_metrics.h"
 
 extern char** environ;
@@ -116,8 +117,13 @@ absl::StatusOr<std::vector<std::string>> Agent::TakeGpus(const AgentTask& t) con
   if (auto j = nlohmann::json::parse(t.spec_json, nullptr, false); j.is_object() && j.contains("workers") &&
                                                                    j["workers"].is_object()) {
     const auto& g = j["workers"].value("gpus_per_rank", nlohmann::json());
-    if (g.is_number_integer()) want = g.get<int64_t>();
-    if (g.is_string() && !absl::SimpleAtoi(g.get<std::string>(), &want)) want = -1;
+    if (g.is_number_integer()) {
+      want = g.get<int64_t>();
+    } else if (g.is_string()) {
+      if (!absl::SimpleAtoi(g.get<std::string>(), &want)) want = -1;
+    } else if (!g.is_null()) {
+      want = -1;  // 1.5, true, a list: not a count of devices
+    }
   }
   std::vector<std::string> held, free;
   for (const auto& [k, q] : procs_) {
@@ -126,7 +132,11 @@ absl::StatusOr<std::vector<std::string>> Agent::TakeGpus(const AgentTask& t) con
   for (const auto& id : options_.gpu_ids) {
     if (std::find(held.begin(), held.end(), id) == held.end()) free.push_back(id);
   }
-  if (want < 0 || want > static_cast<int64_t>(free.size())) {
+  if (want < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("job=", t.job_id, " rank=", t.rank,
+                                                   " assignment refused: workers.gpus_per_rank is not a count of GPUs"));
+  }
+  if (want > static_cast<int64_t>(free.size())) {
     return absl::ResourceExhaustedError(absl::StrCat("job=", t.job_id, " rank=", t.rank, " assignment refused: it asks for ",
                                                      want, " GPUs, and ", free.size(), " of this worker's ",
                                                      options_.gpu_ids.size(), " are free"));
@@ -150,6 +160,10 @@ absl::Status Agent::Start(const AgentTask& t) {
       t.rendezvous.find_first_of(" \t\r\n") != std::string::npos) {
     return absl::InvalidArgumentError(absl::StrCat("job=", t.job_id, " assignment refused: malformed backend or rendezvous"));
   }
+  if (!t.rendezvous_secret.empty() && !common::IsWellFormedSecret(t.rendezvous_secret)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("job=", t.job_id, " assignment refused: the rendezvous secret is not 32 to 128 hex digits"));
+  }
   const std::string key = Key(t.job_id, t.generation, t.rank);
   if (procs_.count(key)) return absl::OkStatus();  // a repeated assignment
   auto gpus = TakeGpus(t);
@@ -166,9 +180,12 @@ absl::Status Agent::Start(const AgentTask& t) {
   }
   std::vector<std::string> env;
   for (char** e = environ; *e != nullptr; ++e) {
-    if (std::string_view(*e).rfind("CUDA_VISIBLE_DEVICES=", 0) != 0) env.emplace_back(*e);
+    const std::string_view v(*e);
+    if (v.rfind("CUDA_VISIBLE_DEVICES=", 0) != 0 && v.rfind("ATTUNE_RENDEZVOUS_SECRET=", 0) != 0) env.emplace_back(v);
   }
   env.push_back("CUDA_VISIBLE_DEVICES=" + absl::StrJoin(*gpus, ","));
+  // In the environment, not the arguments: /proc/PID/cmdline is world-readable.
+  if (!t.rendezvous_secret.empty()) env.push_back("ATTUNE_RENDEZVOUS_SECRET=" + t.rendezvous_secret);
   std::vector<std::string> args = {options_.trainer_binary, "train", "--spec", spec,
                                    absl::StrCat("--rank=", t.rank), absl::StrCat("--world_size=", t.world_size),
                                    "--events_fd=3", "--job_id=" + t.job_id,

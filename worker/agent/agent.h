@@ -28,6 +28,9 @@ struct AgentTask {
   int64_t generation = 0;
   int rank = 0, world_size = 1;
   std::string rendezvous, backend, spec_json;
+  // Given to the trainer as ATTUNE_RENDEZVOUS_SECRET (NOTE [rendezvous
+  // secret] in worker/comm/kv_store.h); empty: the store admits anyone.
+  std::string rendezvous_secret;
 };
 
 struct TaskState {

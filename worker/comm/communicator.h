@@ -42,6 +42,9 @@ struct CommunicatorOptions {
   // NCCL: the CUDA device this rank uses; -1: rank modulo the visible devices
   // (the trainer's "cuda"). Ignored by Gloo.
   int device_index = -1;
+  // NOTE [rendezvous secret] in kv_store.h: rank 0's store admits only
+  // connections that present it; empty admits anyone.
+  std::string rendezvous_secret;
 };
 
 class Communicator {

@@ -173,7 +173,8 @@ absl::StatusOr<std::unique_ptr<Communicator>> CreateGlooCommunicator(const Commu
   // Rendezvous (JoinRendezvous: rank 0's store on its host only, every rank
   // arrived), then ProcessGroupGloo exchanges addresses through the store
   // (prefixed by the job) and connects the mesh.
-  auto joined = JoinRendezvous(o.job, o.rank, o.world_size, o.master_host, o.master_port, o.timeout);
+  auto joined = JoinRendezvous(o.job, o.rank, o.world_size, o.master_host, o.master_port, o.timeout,
+                               o.rendezvous_secret);
   if (!joined.ok()) return joined.status();
   std::unique_ptr<KvServer> server = std::move(joined->server);
   c10::intrusive_ptr<c10d::Store> store = c10::make_intrusive<RendezvousStore>(std::move(joined->client), Ms(o.timeout));

@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstring>
@@ -17,11 +18,14 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "common/secret.h"
 
 namespace attune::worker::comm {
 namespace {
 
-constexpr uint8_t kOk = 0, kAbsent = 1, kRefused = 2;
+constexpr uint8_t kOk = 0, kAbsent = 1, kRefused = 2, kDenied = 3;
+// A hello frame: the op, one length, a secret of at most 128 bytes.
+constexpr uint32_t kMaxHelloBytes = 1 + 4 + 128;
 
 void PutU32(std::string* out, uint32_t v) {
   for (int i = 0; i < 4; ++i) out->push_back(static_cast<char>((v >> (8 * i)) & 0xff));
@@ -202,18 +206,23 @@ absl::StatusOr<std::string> KvTable::Handle(std::string_view request) {
 struct KvServer::State {
   KvTable table;
   KvLimits limits;
+  std::string secret;  // NOTE [rendezvous secret]; empty admits every connection
   int listen_fd = -1;
   int wake[2] = {-1, -1};
   int port = 0;
   std::string address;
   std::thread thread;
+  std::atomic<int64_t> refused{0};
 
   struct Conn {
-    int fd;
+    int fd = -1;
     std::string in, out;
+    bool admitted = false;
+    bool close_after_send = false;   // denied: the answer goes out, then the connection closes
+    absl::Time hello_deadline;       // when not admitted
   };
 
-  explicit State(KvLimits l) : table(l), limits(l) {}
+  State(KvLimits l, std::string s) : table(l), limits(l), secret(std::move(s)) {}
 
   ~State() {
     if (thread.joinable()) {
@@ -226,14 +235,47 @@ struct KvServer::State {
     }
   }
 
+  // A connection's first request when the store has a secret: admitted, or
+  // answered "denied" and closed once the answer is out.
+  void Admit(Conn& c, std::string_view request) {
+    uint8_t op = 0;
+    std::vector<std::string> f;
+    if (Decode(request, &op, &f) && op == kKvHello && f.size() == 1 && common::SameSecret(f[0], secret)) {
+      c.admitted = true;
+      c.out += Frame(Encode(kOk, {}));
+      return;
+    }
+    ++refused;
+    c.close_after_send = true;
+    c.out += Frame(Encode(kDenied, {op == kKvHello ? "the rendezvous secret does not match this job generation's"
+                                                   : "this store admits only the job's ranks: say hello with the "
+                                                     "generation's rendezvous secret first"}));
+  }
+
   // Parses every complete frame in c.in; false when the connection must close.
   bool Serve(Conn& c) {
-    const size_t max_payload = table.MaxRequestBytes();
-    while (c.in.size() >= 4) {
+    const size_t max_payload = c.admitted ? table.MaxRequestBytes() : kMaxHelloBytes;
+    while (c.in.size() >= 4 && !c.close_after_send) {
       uint32_t n = GetU32(c.in);
-      if (n == 0 || n > max_payload) return false;
+      if (n == 0 || n > max_payload) {
+        if (!c.admitted) ++refused;
+        return false;
+      }
       if (c.in.size() < 4 + static_cast<size_t>(n)) return true;
-      auto response = table.Handle(std::string_view(c.in).substr(4, n));
+      const std::string_view request = std::string_view(c.in).substr(4, n);
+      if (!c.admitted) {
+        Admit(c, request);
+        c.in.erase(0, 4 + n);
+        if (c.admitted) return Serve(c);  // the frames after the hello, at the admitted limits
+        continue;
+      }
+      if (static_cast<uint8_t>(request[0]) == kKvHello) {
+        // Admitted already (or no secret): a hello is answered and changes nothing.
+        c.out += Frame(Encode(kOk, {}));
+        c.in.erase(0, 4 + n);
+        continue;
+      }
+      auto response = table.Handle(request);
       if (!response.ok()) return false;
       c.out += Frame(*response);
       c.in.erase(0, 4 + n);
@@ -241,6 +283,22 @@ struct KvServer::State {
       if (c.out.size() > 4 * max_payload) return false;
     }
     return true;
+  }
+
+  // At most max_unauthenticated connections wait for their hello: a new one
+  // closes the oldest waiting (NOTE [rendezvous secret]).
+  void MakeRoomForOneMoreUnadmitted(std::vector<Conn>& conns) {
+    int waiting = 0;
+    auto oldest = conns.end();
+    for (auto it = conns.begin(); it != conns.end(); ++it) {
+      if (it->admitted) continue;
+      ++waiting;
+      if (oldest == conns.end() || it->hello_deadline < oldest->hello_deadline) oldest = it;
+    }
+    if (waiting < std::max(limits.max_unauthenticated, 1) || oldest == conns.end()) return;
+    ++refused;
+    close(oldest->fd);
+    conns.erase(oldest);
   }
 
   void Run() {
@@ -258,15 +316,31 @@ struct KvServer::State {
       for (const auto& c : conns) {
         fds.push_back({c.fd, static_cast<short>(POLLIN | (c.out.empty() ? 0 : POLLOUT)), 0});
       }
-      if (poll(fds.data(), fds.size(), -1) < 0) {
+      // Wake for the first hello deadline, if any connection still owes one.
+      absl::Time first_deadline = absl::InfiniteFuture();
+      for (const auto& c : conns) {
+        if (!c.admitted) first_deadline = std::min(first_deadline, c.hello_deadline);
+      }
+      int wait_ms = -1;
+      if (first_deadline != absl::InfiniteFuture()) {
+        wait_ms = static_cast<int>(std::clamp<int64_t>(
+            absl::ToInt64Milliseconds(absl::Ceil(first_deadline - absl::Now(), absl::Milliseconds(1))), 0, 60000));
+      }
+      if (poll(fds.data(), fds.size(), wait_ms) < 0) {
         if (errno == EINTR) continue;
         return;
       }
       if (fds[0].revents != 0) return;
+      const absl::Time now = absl::Now();
       std::vector<bool> drop(conns.size(), false);
       for (size_t i = 0; i < conns.size(); ++i) {
         Conn& c = conns[i];
         short ev = fds[i + 2].revents;
+        if (!c.admitted && now >= c.hello_deadline) {
+          if (!c.close_after_send) ++refused;  // a denied one was counted when denied
+          drop[i] = true;
+          continue;
+        }
         if (ev & (POLLERR | POLLNVAL)) {
           drop[i] = true;
           continue;
@@ -278,7 +352,8 @@ struct KvServer::State {
             drop[i] = true;
             continue;
           }
-          if (n > 0) c.in.append(buf, static_cast<size_t>(n));
+          // A denied connection's further bytes are read and dropped, never kept.
+          if (n > 0 && !c.close_after_send) c.in.append(buf, static_cast<size_t>(n));
           if (!Serve(c)) {
             drop[i] = true;
             continue;
@@ -292,6 +367,9 @@ struct KvServer::State {
             drop[i] = true;
           }
         }
+        // A denied connection closes once its answer is out (or its hello
+        // deadline passes, whichever comes first).
+        if (c.close_after_send && c.out.empty()) drop[i] = true;
       }
       std::vector<Conn> kept;
       for (size_t i = 0; i < conns.size(); ++i) {
@@ -305,13 +383,19 @@ struct KvServer::State {
       if (fds[1].revents & POLLIN) {
         int fd = accept(listen_fd, nullptr, nullptr);
         if (fd >= 0) {
+          if (!secret.empty()) MakeRoomForOneMoreUnadmitted(conns);
           if (static_cast<int>(conns.size()) >= limits.max_connections) {
+            ++refused;
             close(fd);
           } else {
             SetNonBlocking(fd);
             int one = 1;
             setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-            conns.push_back(Conn{fd, "", ""});
+            Conn c;
+            c.fd = fd;
+            c.admitted = secret.empty();
+            c.hello_deadline = absl::Now() + limits.hello_timeout;
+            conns.push_back(std::move(c));
           }
         }
       }
@@ -322,14 +406,19 @@ struct KvServer::State {
 KvServer::KvServer(std::unique_ptr<State> state) : state_(std::move(state)) {}
 KvServer::~KvServer() = default;
 int KvServer::port() const { return state_->port; }
+int64_t KvServer::refused_connections() const { return state_->refused.load(); }
 const std::string& KvServer::address() const { return state_->address; }
 
-absl::StatusOr<std::unique_ptr<KvServer>> KvServer::Start(const std::string& host, int port, KvLimits limits) {
+absl::StatusOr<std::unique_ptr<KvServer>> KvServer::Start(const std::string& host, int port, KvLimits limits,
+                                                          std::string secret) {
+  if (secret.size() > kMaxHelloBytes - 5) {
+    return absl::InvalidArgumentError(absl::StrCat("a rendezvous secret of ", secret.size(), " bytes (at most 128)"));
+  }
   if (port < 0 || port > 65535) return absl::InvalidArgumentError(absl::StrCat("port ", port, " is not a valid port"));
   if (host.empty()) return absl::InvalidArgumentError("the rendezvous store needs the host to bind to; none given");
   AddrInfo ai;
   if (auto s = Resolve(host, port, &ai); !s.ok()) return s;
-  auto state = std::make_unique<State>(limits);
+  auto state = std::make_unique<State>(limits, std::move(secret));
   std::string last_error;
   for (addrinfo* a = ai.head; a != nullptr; a = a->ai_next) {
     if (IsWildcard(a->ai_addr)) {
@@ -384,7 +473,7 @@ KvClient::KvClient(int fd, std::string peer, absl::Duration timeout)
 KvClient::~KvClient() { close(fd_); }
 
 absl::StatusOr<std::unique_ptr<KvClient>> KvClient::Connect(const std::string& host, int port,
-                                                            absl::Duration timeout) {
+                                                            absl::Duration timeout, const std::string& secret) {
   if (port <= 0 || port > 65535) return absl::InvalidArgumentError(absl::StrCat("port ", port, " is not a valid port"));
   const absl::Time deadline = absl::Now() + timeout;
   std::string last_error = "no address";
@@ -398,7 +487,12 @@ absl::StatusOr<std::unique_ptr<KvClient>> KvClient::Connect(const std::string& h
         if (connect(fd, a->ai_addr, a->ai_addrlen) == 0) {
           int one = 1;
           setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-          return std::unique_ptr<KvClient>(new KvClient(fd, absl::StrCat(host, ":", port), timeout));
+          std::unique_ptr<KvClient> client(new KvClient(fd, absl::StrCat(host, ":", port), timeout));
+          if (!secret.empty()) {
+            auto hello = client->Call(kKvHello, {secret});
+            if (!hello.ok()) return hello.status();
+          }
+          return client;
         }
         last_error = Errno("connect");
         close(fd);
@@ -474,8 +568,12 @@ absl::StatusOr<std::pair<int, std::vector<std::string>>> KvClient::CallLocked(ui
   }
   uint8_t code = 0;
   std::vector<std::string> out;
-  if (!Decode(std::string_view(in).substr(4), &code, &out) || code > kRefused) {
+  if (!Decode(std::string_view(in).substr(4), &code, &out) || code > kDenied) {
     return absl::DataLossError(absl::StrCat("rendezvous store at ", peer_, ": a malformed response"));
+  }
+  if (code == kDenied) {
+    return absl::PermissionDeniedError(
+        absl::StrCat("rendezvous store at ", peer_, " denied this connection: ", out.empty() ? "" : out[0]));
   }
   if (code == kRefused) {
     return absl::InvalidArgumentError(
@@ -568,7 +666,7 @@ absl::Status KvClient::Wait(const std::vector<std::string>& keys, absl::Duration
 }
 
 absl::StatusOr<Rendezvous> JoinRendezvous(const std::string& job, int rank, int world_size, const std::string& host,
-                                          int port, absl::Duration timeout) {
+                                          int port, absl::Duration timeout, const std::string& secret) {
   if (world_size < 1 || rank < 0 || rank >= world_size) {
     return absl::InvalidArgumentError(absl::StrCat("rank ", rank, " is outside world size ", world_size));
   }
@@ -577,17 +675,20 @@ absl::StatusOr<Rendezvous> JoinRendezvous(const std::string& job, int rank, int 
   }
   Rendezvous r;
   if (rank == 0) {
-    auto started = KvServer::Start(host, port);
+    auto started = KvServer::Start(host, port, {}, secret);
     if (!started.ok()) {
       return absl::UnavailableError(absl::StrCat("job=", job, " rank=0 cannot serve the rendezvous store at ", host,
                                                  ":", port, ": ", started.status().message()));
     }
     r.server = *std::move(started);
   }
-  auto client = KvClient::Connect(host, port, timeout);
+  auto client = KvClient::Connect(host, port, timeout, secret);
   if (!client.ok()) {
-    return absl::UnavailableError(absl::StrCat("job=", job, " rank=", rank, " cannot reach the rendezvous store at ",
-                                               host, ":", port, ": ", client.status().message()));
+    // A denial keeps its code: retrying with the same secret cannot help.
+    const auto code = absl::IsPermissionDenied(client.status()) ? absl::StatusCode::kPermissionDenied
+                                                                : absl::StatusCode::kUnavailable;
+    return absl::Status(code, absl::StrCat("job=", job, " rank=", rank, " cannot join the rendezvous store at ", host,
+                                           ":", port, ": ", client.status().message()));
   }
   r.client = *std::move(client);
   const absl::Time deadline = absl::Now() + timeout;

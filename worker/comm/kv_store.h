@@ -12,12 +12,27 @@
 //   1. a frame is a 4-byte little-endian payload length, then the payload;
 //   2. a request payload is one op byte, then its fields, each a 4-byte
 //      little-endian length and the bytes;
-//   3. a response payload is one code byte (0 ok, 1 absent, 2 refused), then
-//      its fields the same way;
+//   3. a response payload is one code byte (0 ok, 1 absent, 2 refused,
+//      3 denied), then its fields the same way;
 //   4. a frame over the limits, an unknown op or a field count that does not
 //      match the op closes that connection; the store and the other
 //      connections carry on.
 // Nothing here trusts the peer: every length is checked before it is used.
+//
+// NOTE [rendezvous secret]: the coordinator makes one secret per job
+// generation and sends it to that generation's ranks only (the agent passes it
+// to the trainer as ATTUNE_RENDEZVOUS_SECRET). A store started with a secret
+// admits a connection only after its first request, kKvHello, presents it:
+//   - anything else first, or a wrong secret, is answered "denied" (code 3)
+//     and the connection closed; nothing was read or written in the table;
+//   - a connection that has not said hello within `hello_timeout` is closed;
+//   - at most `max_unauthenticated` connections wait for their hello at once:
+//     one more closes the oldest waiting one. So a peer without the secret can
+//     neither read nor change the rendezvous (the Gloo addresses, the NCCL
+//     id), nor hold the store's connections: the ranks' own connections say
+//     hello at once and are never among those closed.
+// Without a secret (ranks started by hand) every connection is admitted, as
+// c10d's TCPStore does.
 
 #include <cstdint>
 #include <map>
@@ -33,7 +48,7 @@
 
 namespace attune::worker::comm {
 
-enum KvOp : uint8_t { kKvSet = 1, kKvGet, kKvAdd, kKvCompareSet, kKvDelete, kKvCheck, kKvNumKeys };
+enum KvOp : uint8_t { kKvSet = 1, kKvGet, kKvAdd, kKvCompareSet, kKvDelete, kKvCheck, kKvNumKeys, kKvHello };
 
 struct KvLimits {
   size_t max_key_bytes = 4096;
@@ -41,6 +56,9 @@ struct KvLimits {
   size_t max_keys = 65536;
   size_t max_total_bytes = 64 << 20;  // keys and values together
   int max_connections = 1024;
+  // With a secret (NOTE [rendezvous secret]): connections still to say hello.
+  int max_unauthenticated = 64;
+  absl::Duration hello_timeout = absl::Seconds(10);
 };
 
 // The table and its protocol, without sockets. Thread-compatible.
@@ -71,8 +89,10 @@ class KvServer {
  public:
   // `host` must name one address of this machine (resolved with getaddrinfo);
   // a wildcard (0.0.0.0, ::, empty) is refused, because the store must not
-  // listen on every interface.
-  static absl::StatusOr<std::unique_ptr<KvServer>> Start(const std::string& host, int port, KvLimits limits = {});
+  // listen on every interface. A non-empty `secret` admits only connections
+  // that present it (NOTE [rendezvous secret]).
+  static absl::StatusOr<std::unique_ptr<KvServer>> Start(const std::string& host, int port, KvLimits limits = {},
+                                                         std::string secret = "");
   ~KvServer();
   KvServer(const KvServer&) = delete;
   KvServer& operator=(const KvServer&) = delete;
@@ -80,6 +100,9 @@ class KvServer {
   int port() const;
   // The numeric address it is bound to, e.g. "127.0.0.1".
   const std::string& address() const;
+  // Connections closed without being admitted: a wrong or missing secret, no
+  // hello in time, or pushed out by newer ones waiting for theirs.
+  int64_t refused_connections() const;
 
   struct State;
 
@@ -93,8 +116,10 @@ class KvServer {
 class KvClient {
  public:
   // Connects to host:port, retrying refused connections until `timeout`
-  // (the server may not be up yet).
-  static absl::StatusOr<std::unique_ptr<KvClient>> Connect(const std::string& host, int port, absl::Duration timeout);
+  // (the server may not be up yet), then presents `secret` when there is one
+  // (kPermissionDenied when the store denies it).
+  static absl::StatusOr<std::unique_ptr<KvClient>> Connect(const std::string& host, int port, absl::Duration timeout,
+                                                           const std::string& secret = "");
   ~KvClient();
   KvClient(const KvClient&) = delete;
   KvClient& operator=(const KvClient&) = delete;
@@ -146,8 +171,9 @@ struct Rendezvous {
   std::unique_ptr<KvServer> server;  // rank 0 only; must outlive the backend's use of the store
   std::unique_ptr<KvClient> client;
 };
+// `secret`: the generation's (NOTE [rendezvous secret]); empty admits anyone.
 absl::StatusOr<Rendezvous> JoinRendezvous(const std::string& job, int rank, int world_size, const std::string& host,
-                                          int port, absl::Duration timeout);
+                                          int port, absl::Duration timeout, const std::string& secret = "");
 
 // Exposed for tests and the fuzz target: the request encoding.
 std::string EncodeKvRequest(uint8_t op, const std::vector<std::string>& fields);

@@ -380,7 +380,8 @@ absl::StatusOr<std::unique_ptr<Communicator>> CreateNcclCommunicator(const Commu
   auto s = std::make_shared<NcclState>();
   s->o = o;
   s->device = *device;
-  auto joined = JoinRendezvous(o.job, o.rank, o.world_size, o.master_host, o.master_port, o.timeout);
+  auto joined = JoinRendezvous(o.job, o.rank, o.world_size, o.master_host, o.master_port, o.timeout,
+                               o.rendezvous_secret);
   if (!joined.ok()) return joined.status();
   s->server = std::move(joined->server);
   // The unique id: made by rank 0, read by the others through the store.

@@ -43,6 +43,7 @@
 #include "common/files.h"
 #include "common/confine.h"
 #include "common/flags_compat.h"
+#include "common/secret.h"
 #include "common/spec_path.h"
 #include "common/rpc/tls.h"
 #include "common/prometheus/prometheus_metrics.h"
@@ -514,6 +515,8 @@ int Train() {
     co.timeout = absl::Seconds(absl::GetFlag(FLAGS_collective_timeout_s));
     co.job = config->name;
     co.device_index = device_index;
+    // From the agent (NOTE [rendezvous secret]; checked at start); ranks started by hand may set it too.
+    if (const char* secret = std::getenv("ATTUNE_RENDEZVOUS_SECRET"); secret != nullptr) co.rendezvous_secret = secret;
     std::string backend = absl::GetFlag(FLAGS_backend).empty() ? config->backend : absl::GetFlag(FLAGS_backend);
     const std::string compression = absl::GetFlag(FLAGS_gradient_compression);
     if (compression != "none" && compression != "fp16" && compression != "bf16") {
@@ -530,6 +533,10 @@ int Train() {
       return attune::common::ExitCodeForStatus(c.status());
     }
     communicator = std::move(*c);
+    LOG(INFO) << "rank " << rank << " joined a " << backend << " group of " << world << " at "
+              << absl::GetFlag(FLAGS_rendezvous)
+              << (co.rendezvous_secret.empty() ? "; its store admits any peer (no ATTUNE_RENDEZVOUS_SECRET)"
+                                               : "; its store admits only this generation's ranks (rendezvous secret)");
     options.communicator = communicator.get();
     options.bucket_cap_bytes = absl::GetFlag(FLAGS_bucket_cap_mb) * 1000 * 1000;
     options.gradient_compression = absl::GetFlag(FLAGS_gradient_compression);
@@ -656,6 +663,11 @@ int main(int argc, char** argv) {
   }
   if (absl::GetFlag(FLAGS_rank) >= absl::GetFlag(FLAGS_world_size)) {
     std::cerr << "attune-worker: --rank must be < --world_size\n";
+    return 2;
+  }
+  if (const char* secret = std::getenv("ATTUNE_RENDEZVOUS_SECRET");
+      secret != nullptr && *secret != '\0' && !attune::common::IsWellFormedSecret(secret)) {
+    std::cerr << "attune-worker: ATTUNE_RENDEZVOUS_SECRET must be 32 to 128 lowercase hex digits\n";
     return 2;
   }
   if (command == "agent") return RunAgent(argv[0]);

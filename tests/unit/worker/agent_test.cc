@@ -47,10 +47,20 @@ TEST(AgentTest, RefusesAssignmentsThatWouldEscapeItsWorkDirOrAreOutOfRange) {
   fs::create_directories(root / "work");
   const fs::path escaped = root / "escaped-g1-r0.json";
   std::vector<AgentTask> tasks = {
-      {"../escaped", 1, 0, 1, "", "gloo", "{}"},          // a path, not a name
-      {"j-ok", 1, 3, 2, "", "gloo", "{}"},                // rank beyond the world size
-      {"j-ok2", -1, 0, 1, "", "gloo", "{}"},              // a negative generation
-      {"j-ok3", 1, 0, 1, "", "gloo;rm -rf /", "{}"},      // not a backend name
+      {"../escaped", 1, 0, 1, "", "gloo", "{}", ""},          // a path, not a name
+      {"j-ok", 1, 3, 2, "", "gloo", "{}", ""},                // rank beyond the world size
+      {"j-ok2", -1, 0, 1, "", "gloo", "{}", ""},              // a negative generation
+      {"j-ok3", 1, 0, 1, "", "gloo;rm -rf /", "{}", ""},      // not a backend name
+      // workers.gpus_per_rank that is not a count (this worker has no GPU, so
+      // anything but 0 is refused too)
+      {"j-gpu1", 1, 0, 1, "", "gloo", R"({"workers": {"gpus_per_rank": "many"}})", ""},
+      {"j-gpu2", 1, 0, 1, "", "gloo", R"({"workers": {"gpus_per_rank": "-3"}})", ""},
+      {"j-gpu3", 1, 0, 1, "", "gloo", R"({"workers": {"gpus_per_rank": 1.5}})", ""},
+      {"j-gpu4", 1, 0, 1, "", "gloo", R"({"workers": {"gpus_per_rank": [1]}})", ""},
+      {"j-gpu5", 1, 0, 1, "", "gloo", R"({"workers": {"gpus_per_rank": "99999999999999999999"}})", ""},
+      // a rendezvous secret that is not hex (it would become an environment entry)
+      {"j-sec1", 1, 0, 2, "127.0.0.1:1", "gloo", "{}", "0123456789abcdef0123456789abcdef\nLD_PRELOAD=/x"},
+      {"j-sec2", 1, 0, 2, "127.0.0.1:1", "gloo", "{}", "abc"},
   };
   FakeCoordinator coordinator(tasks);
   common::NullMetrics metrics;
@@ -85,15 +95,16 @@ TEST(AgentTest, GivesEachGpuTrainerItsOwnDevicesAndCpuTrainersNone) {
   {
     std::ofstream f(trainer);
     f << "#!/bin/sh\nfor a in \"$@\"; do case $a in --job_id=*) j=${a#--job_id=};; esac; done\n"
-      << "echo \"visible=${CUDA_VISIBLE_DEVICES-unset} args=$*\" > " << (root / "seen").string() << "/$j\nsleep 3\n";
+      << "echo \"visible=${CUDA_VISIBLE_DEVICES-unset} secret=${ATTUNE_RENDEZVOUS_SECRET-unset} args=$*\" > "
+      << (root / "seen").string() << "/$j\nsleep 3\n";
   }
   fs::permissions(trainer, fs::perms::owner_all);
   const std::string gpu1 = R"({"workers": {"gpus_per_rank": "1"}})";  // protobuf JSON: int64 as a string
   std::vector<AgentTask> tasks = {
-      {"g-a", 1, 0, 1, "", "nccl", gpu1},
-      {"cpu", 1, 0, 1, "", "gloo", "{}"},
-      {"g-b", 1, 0, 1, "", "nccl", R"({"workers": {"gpus_per_rank": 1}})"},
-      {"g-c", 1, 0, 1, "", "nccl", gpu1},  // both devices are held by now
+      {"g-a", 1, 0, 1, "", "nccl", gpu1, "00112233445566778899aabbccddeeff"},
+      {"cpu", 1, 0, 1, "", "gloo", "{}", ""},
+      {"g-b", 1, 0, 1, "", "nccl", R"({"workers": {"gpus_per_rank": 1}})", ""},
+      {"g-c", 1, 0, 1, "", "nccl", gpu1, ""},  // both devices are held by now
   };
   FakeCoordinator coordinator(tasks);
   common::NullMetrics metrics;
@@ -104,6 +115,8 @@ TEST(AgentTest, GivesEachGpuTrainerItsOwnDevicesAndCpuTrainersNone) {
   o.trainer_binary = trainer.string();
   o.work_dir = (root / "work").string();
   o.heartbeat_interval = absl::Milliseconds(50);
+  // The agent's own environment never passes a secret on: only the assignment's.
+  ::setenv("ATTUNE_RENDEZVOUS_SECRET", "ffffffffffffffffffffffffffffffff", 1);
   Agent agent(coordinator, o, metrics);
   std::atomic<bool> stop{false};
   std::thread run([&] { agent.Run(stop); });
@@ -121,6 +134,10 @@ TEST(AgentTest, GivesEachGpuTrainerItsOwnDevicesAndCpuTrainersNone) {
   EXPECT_NE(read("g-a").find("visible=4 "), std::string::npos) << read("g-a");
   EXPECT_NE(read("g-a").find("--device=cuda:0"), std::string::npos) << read("g-a");
   EXPECT_NE(read("g-b").find("visible=7 "), std::string::npos) << read("g-b");
+  ::unsetenv("ATTUNE_RENDEZVOUS_SECRET");
+  EXPECT_NE(read("g-a").find("secret=00112233445566778899aabbccddeeff "), std::string::npos) << read("g-a");
+  EXPECT_EQ(read("g-a").find("0011223344"), read("g-a").find("secret=") + 7) << "the secret is not an argument";
+  EXPECT_NE(read("cpu").find("secret=unset "), std::string::npos) << read("cpu");
   EXPECT_NE(read("cpu").find("visible= "), std::string::npos) << "a CPU trainer sees no GPU: " << read("cpu");
   EXPECT_EQ(read("cpu").find("--device"), std::string::npos) << read("cpu");
   EXPECT_FALSE(fs::exists(root / "seen" / "g-c")) << "a third GPU trainer on two devices was started";

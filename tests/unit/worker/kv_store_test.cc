@@ -167,6 +167,102 @@ TEST(KvStoreTest, SizesAndConnectionsAreBounded) {
   EXPECT_THAT(c->NumKeys(), IsOkAndHolds(3));
 }
 
+// NOTE [rendezvous secret]: what a peer without the generation's secret gets.
+TEST(KvStoreTest, WithASecretOnlyConnectionsThatPresentItReadOrWrite) {
+  const std::string secret(32, 'a'), other(32, 'b');
+  auto started = KvServer::Start("127.0.0.1", 0, {}, secret);
+  ASSERT_THAT(started, IsOk());
+  auto& server = *started;
+  auto rank = KvClient::Connect("127.0.0.1", server->port(), absl::Seconds(5), secret);
+  ASSERT_THAT(rank, IsOk());
+  ASSERT_THAT((*rank)->Set("attune/gloo/0", "10.0.0.1:4000"), IsOk());
+  EXPECT_THAT((*rank)->Add("attune/arrived", 1), IsOkAndHolds(1));
+
+  // A wrong secret, and none at all: denied, naming why; the table is untouched.
+  EXPECT_THAT(KvClient::Connect("127.0.0.1", server->port(), absl::Seconds(5), other),
+              StatusIs(absl::StatusCode::kPermissionDenied, "secret does not match"));
+  auto anonymous = KvClient::Connect("127.0.0.1", server->port(), absl::Seconds(5));
+  ASSERT_THAT(anonymous, IsOk()) << "the TCP connection itself is accepted";
+  EXPECT_THAT((*anonymous)->Set("attune/gloo/0", "6.6.6.6:4000"),
+              StatusIs(absl::StatusCode::kPermissionDenied, "admits only the job's ranks"));
+  EXPECT_THAT((*anonymous)->Get("attune/gloo/0"), StatusIs(absl::StatusCode::kUnavailable, "failed earlier"));
+  // Raw probes: a table op first, and a hello carrying a table op's frame.
+  for (const std::string& request : {EncodeKvRequest(kKvGet, {"attune/gloo/0"}),
+                                     EncodeKvRequest(kKvAdd, {"attune/arrived", "5"}),
+                                     EncodeKvRequest(kKvHello, {other})}) {
+    int fd = RawConnect("127.0.0.1", server->port());
+    ASSERT_GE(fd, 0);
+    std::string frame(4, '\0');
+    for (int i = 0; i < 4; ++i) frame[i] = static_cast<char>((request.size() >> (8 * i)) & 0xff);
+    frame += request;
+    ASSERT_EQ(send(fd, frame.data(), frame.size(), 0), static_cast<ssize_t>(frame.size()));
+    char code = 0;
+    timeval tv{5, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    char head[5];
+    ASSERT_EQ(recv(fd, head, 5, MSG_WAITALL), 5);
+    code = head[4];
+    EXPECT_EQ(code, 3) << "denied";
+    EXPECT_TRUE(ClosedByPeer(fd));
+    close(fd);
+  }
+  EXPECT_THAT((*rank)->Get("attune/gloo/0"), IsOkAndHolds(Optional(std::string("10.0.0.1:4000"))));
+  EXPECT_THAT((*rank)->Add("attune/arrived", 0), IsOkAndHolds(1));
+  EXPECT_GE(server->refused_connections(), 5);
+  // The secret cannot be longer than a hello frame carries.
+  EXPECT_THAT(KvServer::Start("127.0.0.1", 0, {}, std::string(129, 'a')),
+              StatusIs(absl::StatusCode::kInvalidArgument, "129 bytes"));
+}
+
+TEST(KvStoreTest, SilentAndFloodingPeersCannotHoldAStoreThatHasASecret) {
+  const std::string secret(32, 'c');
+  KvLimits l;
+  l.max_connections = 8;
+  l.max_unauthenticated = 4;
+  l.hello_timeout = absl::Milliseconds(300);
+  auto started = KvServer::Start("127.0.0.1", 0, l, secret);
+  ASSERT_THAT(started, IsOk());
+  auto& server = *started;
+  // A peer that connects and says nothing is closed after the hello timeout.
+  const absl::Time t0 = absl::Now();
+  int silent = RawConnect("127.0.0.1", server->port());
+  ASSERT_GE(silent, 0);
+  EXPECT_TRUE(ClosedByPeer(silent));
+  EXPECT_GE(absl::Now() - t0, absl::Milliseconds(250));
+  close(silent);
+  // 50 silent connections, more than max_connections: each new one pushes out
+  // the oldest waiting, so the ranks still get in and carry on.
+  std::vector<int> flood;
+  for (int i = 0; i < 50; ++i) flood.push_back(RawConnect("127.0.0.1", server->port()));
+  std::vector<std::unique_ptr<KvClient>> ranks;
+  for (int r = 0; r < 4; ++r) {
+    auto c = KvClient::Connect("127.0.0.1", server->port(), absl::Seconds(5), secret);
+    ASSERT_THAT(c, IsOk()) << "rank " << r;
+    ranks.push_back(*std::move(c));
+  }
+  for (int i = 0; i < 50; ++i) flood.push_back(RawConnect("127.0.0.1", server->port()));
+  for (auto& c : ranks) EXPECT_THAT(c->Add("attune/arrived", 1), IsOk());
+  EXPECT_THAT(ranks[0]->Add("attune/arrived", 0), IsOkAndHolds(4));
+  int closed = 0;
+  for (int fd : flood) {
+    if (fd >= 0 && ClosedByPeer(fd)) ++closed;
+    if (fd >= 0) close(fd);
+  }
+  EXPECT_EQ(closed, 100) << "every silent connection is closed, by eviction or its hello timeout";
+  EXPECT_GE(server->refused_connections(), 101);
+}
+
+TEST(KvStoreTest, WithoutASecretAHelloIsAnsweredAndChangesNothing) {
+  auto server = Serve();
+  auto c = KvClient::Connect(server->address(), server->port(), absl::Seconds(5), std::string(32, 'd'));
+  ASSERT_THAT(c, IsOk());
+  EXPECT_THAT((*c)->Set("k", "v"), IsOk());
+  auto plain = Client(*server);
+  EXPECT_THAT(plain->Get("k"), IsOkAndHolds(Optional(std::string("v"))));
+  EXPECT_THAT(plain->NumKeys(), IsOkAndHolds(1));
+  EXPECT_EQ(server->refused_connections(), 0);
+}
+
 TEST(KvStoreTest, AClientOfAServerThatStopsFailsWithinItsTimeout) {
   auto server = Serve();
   auto c = Client(*server, absl::Seconds(2));

@@ -62,7 +62,7 @@ absl::StatusOr<HeartbeatReply> GrpcCoordinatorClient::Heartbeat(const std::strin
   out.reregister = resp.reregister();
   for (const auto& a : resp.start()) {
     out.start.push_back({a.job_id(), a.generation(), a.rank(), a.world_size(), a.rendezvous(), a.backend(),
-                         a.spec_json()});
+                         a.spec_json(), a.rendezvous_secret()});
   }
   for (const auto& s : resp.stop()) out.stop.emplace_back(s.job_id(), s.generation());
   return out;
