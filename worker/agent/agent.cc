@@ -125,16 +125,16 @@ absl::StatusOr<std::vector<std::string>> Agent::TakeGpus(const AgentTask& t) con
       want = -1;  // 1.5, true, a list: not a count of devices
     }
   }
+  if (want < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("job=", t.job_id, " rank=", t.rank,
+                                                   " assignment refused: workers.gpus_per_rank is not a count of GPUs"));
+  }
   std::vector<std::string> held, free;
   for (const auto& [k, q] : procs_) {
     if (q.running) held.insert(held.end(), q.gpus.begin(), q.gpus.end());
   }
   for (const auto& id : options_.gpu_ids) {
     if (std::find(held.begin(), held.end(), id) == held.end()) free.push_back(id);
-  }
-  if (want < 0) {
-    return absl::InvalidArgumentError(absl::StrCat("job=", t.job_id, " rank=", t.rank,
-                                                   " assignment refused: workers.gpus_per_rank is not a count of GPUs"));
   }
   if (want > static_cast<int64_t>(free.size())) {
     return absl::ResourceExhaustedError(absl::StrCat("job=", t.job_id, " rank=", t.rank, " assignment refused: it asks for ",
