@@ -25,8 +25,9 @@ namespace attune::worker::train {
 // communicator, rank r takes every world-th batch (so batch composition, and
 // hence every logit, is the same for any world size); each example becomes
 // the task's row of doubles (target and scores), the rows are gathered and put
-// back in dataset order, and the loss sums are reduced, so that every rank
-// computes identical metrics.
+// back in dataset order, and the per-batch loss sums are gathered and added
+// in batch order, so that every rank computes the same metrics, bit for bit,
+// whatever the world size.
 // The model is left in training mode.
 // With kBf16 the forward pass runs under autocast (NOTE [mixed precision]).
 // The forward pass runs on `device` (the model's); rows, loss sums and the
