@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "common/json_fields.h"
 #include "common/status_macros.h"
 #include "worker/data/dataset.h"
 
@@ -208,6 +209,34 @@ absl::StatusOr<std::vector<Record>> ReadCsv(std::FILE* f, const std::string& pat
   return out;
 }
 
+// NOTE [JSON numbers as written]: a field of a JSONL line that holds a
+// number is read as text. A number that is an integer within int64's range
+// reads as that integer ("1.0" and "1e2" are the labels "1" and "100");
+// any other reads exactly as the line spells it ("3333e34", "0.10"), so no
+// label goes through a float-to-integer cast (undefined out of range: found
+// by fuzz_data_reader) or through a reformatting of the double. The DOM
+// parser below keeps the spelling: it stores such a number as its text.
+class JsonKeepingNumberText : public nlohmann::detail::json_sax_dom_parser<nlohmann::json> {
+ public:
+  using Base = nlohmann::detail::json_sax_dom_parser<nlohmann::json>;
+  using Base::Base;
+  bool number_float(double value, const std::string& text) {
+    int64_t integral = 0;
+    if (common::JsonToInt(nlohmann::json(value), &integral)) return number_integer(integral);
+    std::string as_written = text;
+    return string(as_written);
+  }
+};
+
+// One JSONL line as JSON (numbers as NOTE [JSON numbers as written]); a
+// discarded value when it is not valid JSON.
+nlohmann::json ParseJsonLine(const std::string& line) {
+  nlohmann::json out;
+  JsonKeepingNumberText sax(out, /*allow_exceptions_=*/false);
+  if (!nlohmann::json::sax_parse(line, &sax)) return nlohmann::json(nlohmann::json::value_t::discarded);
+  return out;
+}
+
 absl::StatusOr<std::optional<std::string>> JsonValue(const nlohmann::json& obj, const std::string& key,
                                                      const std::string& path, int64_t line) {
   auto it = obj.find(key);
@@ -215,11 +244,9 @@ absl::StatusOr<std::optional<std::string>> JsonValue(const nlohmann::json& obj, 
   if (it->is_string()) return NonEmpty(it->get<std::string>());
   if (it->is_number_integer()) return std::optional<std::string>(std::to_string(it->get<int64_t>()));
   if (it->is_number_unsigned()) return std::optional<std::string>(std::to_string(it->get<uint64_t>()));
-  if (it->is_number_float()) {
-    double d = it->get<double>();
-    if (d == static_cast<double>(static_cast<int64_t>(d))) {
-      return std::optional<std::string>(std::to_string(static_cast<int64_t>(d)));
-    }
+  if (it->is_number_float()) {  // not from ParseJsonLine, which keeps such numbers as text
+    int64_t integral = 0;
+    if (common::JsonToInt(*it, &integral)) return std::optional<std::string>(std::to_string(integral));
     return std::optional<std::string>(it->dump());
   }
   if (it->is_boolean()) return std::optional<std::string>(it->get<bool>() ? "true" : "false");
@@ -370,7 +397,7 @@ absl::StatusOr<std::vector<Record>> ReadJsonl(std::FILE* f, const std::string& p
       out.push_back(std::move(r));
       continue;
     }
-    nlohmann::json obj = nlohmann::json::parse(buf, nullptr, /*allow_exceptions=*/false);
+    nlohmann::json obj = ParseJsonLine(buf);
     if (obj.is_discarded()) return Malformed(path, line, "not valid JSON");
     if (!obj.is_object()) return Malformed(path, line, "a JSONL line must be a JSON object");
     if (o.token_lists) {

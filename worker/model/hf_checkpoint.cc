@@ -13,6 +13,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "common/files.h"
+#include "common/json_fields.h"
 #include "common/safetensors.h"
 #include "worker/model/bert.h"
 #include "worker/model/hf_io.h"
@@ -238,18 +239,43 @@ absl::StatusOr<BertClassifier> LoadHfModel(const std::string& dir) {
   if (!config.ok()) return config.status();
   MethodConfig method;
   auto j = nlohmann::json::parse(*text, nullptr, false);
-  if (j.contains("attune_adapter_size")) {
+  // The method's numbers are input like any other: a float such as 1e300
+  // must not reach an integer cast, nor a string an exception.
+  if (j.is_object() && j.contains("attune_adapter_size")) {
     method.type = Method::kAdapter;
-    method.adapter_size = j["attune_adapter_size"].get<int64_t>();
+    if (!common::JsonToInt(j["attune_adapter_size"], &method.adapter_size) || method.adapter_size < 1 ||
+        method.adapter_size > 8192) {
+      return absl::InvalidArgumentError(dir + "/config.json: attune_adapter_size must be a whole number in [1, 8192]");
+    }
   }
   auto ac_text = common::ReadFile(dir + "/adapter_config.json", 1 << 20);
   if (ac_text.ok()) {
     auto ac = nlohmann::json::parse(*ac_text, nullptr, false);
     if (ac.is_discarded()) return absl::InvalidArgumentError(dir + "/adapter_config.json: not JSON");
     method.type = Method::kLora;
-    method.lora_rank = ac.value("r", 8);
-    method.lora_alpha = ac.value("lora_alpha", 16.0);
-    auto targets = AttuneTargets(ac.value("target_modules", std::vector<std::string>{"query", "value"}));
+    const auto bad_field = [&](const char* what) {
+      return absl::InvalidArgumentError(absl::StrCat(dir, "/adapter_config.json: ", what));
+    };
+    if (!ac.is_object()) return bad_field("not a JSON object");
+    if (ac.contains("r") && (!common::JsonToInt(ac["r"], &method.lora_rank) || method.lora_rank < 1 ||
+                             method.lora_rank > 1024)) {
+      return bad_field("r must be a whole number in [1, 1024]");
+    }
+    if (ac.contains("lora_alpha")) {
+      if (!ac["lora_alpha"].is_number() || !(ac["lora_alpha"].get<double>() > 0)) {
+        return bad_field("lora_alpha must be a number > 0");
+      }
+      method.lora_alpha = ac["lora_alpha"].get<double>();
+    }
+    std::vector<std::string> modules = {"query", "value"};
+    if (ac.contains("target_modules")) {
+      const auto& t = ac["target_modules"];
+      if (!t.is_array() || !std::all_of(t.begin(), t.end(), [](const nlohmann::json& m) { return m.is_string(); })) {
+        return bad_field("target_modules must be a list of module names");
+      }
+      modules = t.get<std::vector<std::string>>();
+    }
+    auto targets = AttuneTargets(modules);
     if (!targets.ok()) return absl::InvalidArgumentError(absl::StrCat(dir, "/adapter_config.json: ", targets.status().message()));
     method.lora_targets = *targets;
   }

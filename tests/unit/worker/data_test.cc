@@ -191,6 +191,40 @@ TEST_F(DataTest, JsonlIntegerLabelsNullsAndErrors) {
   EXPECT_THAT(ReadRecords("/nonexistent/x.csv", {}), StatusIs(absl::StatusCode::kNotFound, "x.csv"));
 }
 
+// NOTE [JSON numbers as written]: an integral number within int64 reads as
+// that integer; any other number as the line spells it. 3333e34 used to reach
+// a float-to-int64 cast out of range (fuzz_data_reader).
+TEST_F(DataTest, JsonlNumbersReadAsIntegersOrAsWritten) {
+  std::string path = File("n.jsonl",
+                          "{\"text\": \"a\", \"label\": 3333e34}\n"
+                          "{\"text\": \"b\", \"label\": -1e19}\n"
+                          "{\"text\": \"c\", \"label\": 1.0}\n"
+                          "{\"text\": \"d\", \"label\": 1e2}\n"
+                          "{\"text\": \"e\", \"label\": 0.10}\n"
+                          "{\"text\": 2.50, \"label\": -0.0}\n"
+                          "{\"text\": \"f\", \"label\": 9223372036854775807}\n");
+  auto r = ReadRecords(path, {});
+  ASSERT_THAT(r, IsOk());
+  ASSERT_EQ(r->size(), 7u);
+  std::vector<std::string> labels;
+  for (const Record& rec : *r) labels.push_back(*rec.label);
+  EXPECT_EQ(labels, (std::vector<std::string>{"3333e34", "-1e19", "1", "100", "0.10", "0", "9223372036854775807"}));
+  EXPECT_EQ(*(*r)[5].text, "2.50");
+  // Multi-label arrays and regression targets read the same way.
+  ReaderOptions multi;
+  multi.label_list = true;
+  auto m = ReadRecords(File("m.jsonl", "{\"text\": \"a\", \"label\": [3333e34, 2.0, \"x\"]}\n"), multi);
+  ASSERT_THAT(m, IsOk());
+  EXPECT_EQ(*(*m)[0].label, "3333e34;2;x");
+  auto reg = ReadRecords(File("r.jsonl", "{\"text\": \"a\", \"label\": 3333e34}\n"), {});
+  ASSERT_THAT(reg, IsOk());
+  CleaningPolicy number;
+  number.kind = LabelKind::kNumber;
+  CleanResult c = Clean(*reg, number, std::nullopt, "r.jsonl");
+  ASSERT_EQ(c.examples.size(), 1u);
+  EXPECT_DOUBLE_EQ(c.examples[0].value, 3.333e37);
+}
+
 TEST_F(DataTest, CleaningDropsAndCountsEachReason) {
   std::string path = File("clean.csv",
                           "text,label\n"

@@ -1,6 +1,8 @@
 #include "worker/model/bert.h"
 
 #include <filesystem>
+#include <tuple>
+#include <vector>
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -103,6 +105,50 @@ TEST(ModelTest, MergedLoraMatchesUnmergedWithin1e5) {
   EXPECT_GT(live.abs().max().item<double>(), 1e-3);
   // The live model keeps its LoRA branch after an export.
   EXPECT_TRUE(m->get()->layers[0]->query->has_lora());
+}
+
+// The numbers of a LoRA or adapter export are input too: a float such as
+// 1e300 used to reach an integer cast (undefined), a string an exception.
+TEST(ModelTest, MethodNumbersInAModelDirectoryAreCheckedNamingTheFile) {
+  MethodConfig lora;
+  lora.type = Method::kLora;
+  lora.lora_rank = 3;
+  auto m = CreateModel(Tiny(), lora, 2);
+  ASSERT_THAT(m, IsOk());
+  attune::testing::TempDir dir("method_numbers");
+  ASSERT_THAT(SaveHfModel(*m, dir / "kept", false), IsOk());
+  const std::string ac_path = dir / "kept/adapter_config.json";
+  const nlohmann::json ac = nlohmann::json::parse(attune::testing::ReadText(ac_path));
+  for (const auto& [key, value, message] : std::vector<std::tuple<std::string, nlohmann::json, std::string>>{
+           {"r", 1e300, "adapter_config.json: r must be a whole number in [1, 1024]"},
+           {"r", "8", "adapter_config.json: r must be a whole number in [1, 1024]"},
+           {"r", 0, "adapter_config.json: r must be a whole number in [1, 1024]"},
+           {"lora_alpha", "16", "adapter_config.json: lora_alpha must be a number > 0"},
+           {"target_modules", "query", "adapter_config.json: target_modules must be a list of module names"}}) {
+    nlohmann::json bad = ac;
+    bad[key] = value;
+    attune::testing::WriteText(ac_path, bad.dump());
+    EXPECT_THAT(LoadHfModel(dir / "kept").status(), StatusIs(absl::StatusCode::kInvalidArgument, message))
+        << key << " = " << value.dump();
+  }
+  attune::testing::WriteText(ac_path, ac.dump());
+  EXPECT_THAT(LoadHfModel(dir / "kept"), IsOk());
+
+  MethodConfig adapter;
+  adapter.type = Method::kAdapter;
+  adapter.adapter_size = 4;
+  auto a = CreateModel(Tiny(), adapter, 2);
+  ASSERT_THAT(a, IsOk());
+  ASSERT_THAT(SaveHfModel(*a, dir / "adapter", false), IsOk());
+  const std::string cfg_path = dir / "adapter/config.json";
+  nlohmann::json cfg = nlohmann::json::parse(attune::testing::ReadText(cfg_path));
+  for (const nlohmann::json& size : {nlohmann::json(1e300), nlohmann::json(-4), nlohmann::json("4")}) {
+    cfg["attune_adapter_size"] = size;
+    attune::testing::WriteText(cfg_path, cfg.dump());
+    EXPECT_THAT(LoadHfModel(dir / "adapter").status(),
+                StatusIs(absl::StatusCode::kInvalidArgument, "config.json: attune_adapter_size must be a whole number"))
+        << size.dump();
+  }
 }
 
 TEST(ModelTest, LoaderNamesMissingKeysAndShapeMismatches) {
