@@ -6,17 +6,29 @@
 #   fuzz.sh [--seconds N]    every seed-corpus file once (the regression run),
 #                            then N seconds of fuzzing per target (default 20)
 #   fuzz.sh --seconds 0      the regression run only
+#   fuzz.sh --ci             the regression run, then a fixed number of
+#                            executions per target (about 10 s each here) from
+#                            a seed derived from the commit: what ctest's
+#                            `fuzz` test runs, so a failing CI run reproduces
+#                            exactly on any machine with the same command
+#   --seed N                 libFuzzer's seed (default: random, printed;
+#                            with --ci: from the commit, printed)
 # New inputs go to a scratch directory, not into tests/fuzz/corpus; a crash is
 # written to build/fuzz/crashes/ and fails the run. Prints the executions per
-# target and in all.
+# target and in all. Longer fuzzing is for sessions: what it finds goes into
+# tests/fuzz/corpus with its fix.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=20
 build_only=0
 unit_tests=0
+ci=0
+seed=""
 while [ $# -gt 0 ]; do
   case "$1" in
-    --seconds) seconds="$2"; shift ;;
+    --seconds) seconds="${2:-}"; shift ;;
+    --seed) seed="${2:-}"; shift ;;
+    --ci) ci=1 ;;
     --build-only) build_only=1 ;;
     --unit-tests) unit_tests=1 ;;
     *) echo "fuzz.sh: unknown option $1" >&2; exit 2 ;;
@@ -24,6 +36,8 @@ while [ $# -gt 0 ]; do
   shift
 done
 case "$seconds" in ''|*[!0-9]*) echo "fuzz.sh: --seconds wants a whole number" >&2; exit 2 ;; esac
+case "$seed" in *[!0-9]*) echo "fuzz.sh: --seed wants a whole number" >&2; exit 2 ;; esac
+if [ ${#seed} -gt 9 ]; then echo "fuzz.sh: --seed wants at most 9 digits" >&2; exit 2; fi
 
 out=build/fuzz
 export CCACHE_BASEDIR="$PWD" CCACHE_NOHASHDIR=1
@@ -48,6 +62,31 @@ if [ "$unit_tests" = 1 ]; then
 fi
 
 targets=(job_spec data_reader safetensors torch_pickle tokenizer http_request state_row kv_store)
+# --ci: executions per target, about 10 s each on this project's 2-core
+# machines (a run's count does not depend on the machine's speed).
+declare -A ci_runs=([job_spec]=20000 [data_reader]=60000 [safetensors]=130000 [torch_pickle]=110000
+                    [tokenizer]=35000 [http_request]=2000000 [state_row]=35000 [kv_store]=450000)
+seed_from=""
+if [ -z "$seed" ]; then
+  if [ "$ci" = 1 ]; then
+    commit=$(git rev-parse --short=7 HEAD 2>/dev/null || true)
+    if [ -n "$commit" ]; then
+      seed=$((16#$commit))
+      seed_from=" (from commit $commit)"
+    else
+      seed=1
+      seed_from=" (not a git checkout)"
+    fi
+  else
+    seed=$(( (RANDOM << 15 | RANDOM) + 1 ))
+    seed_from=" (random)"
+  fi
+fi
+if [ "$ci" = 1 ]; then
+  echo "fuzz: seed $seed$seed_from; to reproduce: bash scripts/fuzz.sh --ci --seed $seed"
+else
+  echo "fuzz: seed $seed$seed_from"
+fi
 mkdir -p "$out/crashes"
 scratch=$(mktemp -d)
 trap 'rm -rf "$scratch"' EXIT
@@ -64,18 +103,26 @@ for t in "${targets[@]}"; do
     continue
   fi
   files=$(find "$corpus" -type f | wc -l)
-  if [ "$seconds" -eq 0 ]; then
+  if [ "$ci" = 0 ] && [ "$seconds" -eq 0 ]; then
     echo "fuzz $t: $files corpus files pass"
     continue
   fi
+  if [ "$ci" = 1 ]; then
+    budget=(-runs="${ci_runs[$t]}")
+    what="${ci_runs[$t]} runs"
+  else
+    budget=(-max_total_time="$seconds")
+    what="$seconds s"
+  fi
   mkdir -p "$scratch/$t"
-  if "$bin" -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 -max_len=65536 -print_final_stats=1 \
+  started=$SECONDS
+  if "$bin" "${budget[@]}" -seed="$seed" -timeout=10 -rss_limit_mb=2048 -max_len=65536 -print_final_stats=1 \
       -artifact_prefix="$out/crashes/$t-" "$scratch/$t" "$corpus" >"$scratch/$t.log" 2>&1; then
     execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$scratch/$t.log" | tail -1)
-    echo "fuzz $t: $files corpus files pass; ${execs:-0} executions in ${seconds} s, no crash"
+    echo "fuzz $t: $files corpus files pass; ${execs:-0} executions ($what, $((SECONDS - started)) s), no crash"
     total=$((total + ${execs:-0}))
   else
-    echo "fuzz.sh: $t: crashed; the input is in $out/crashes/:" >&2
+    echo "fuzz.sh: $t: crashed (seed $seed); the input is in $out/crashes/:" >&2
     tail -60 "$scratch/$t.log" >&2
     failed=1
   fi
