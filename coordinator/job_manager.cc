@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <random>
+#include <utility>
 
 #include <glog/logging.h>
 #include <nlohmann/json.hpp>
@@ -51,6 +52,7 @@ absl::Status JobManager::Recover() {
       // Agents may take their reconnect backoff (at most 5 s) plus a heartbeat
       // to come back: give re-adoption that much on top of the usual grace.
       live.since = started_ + options_.readoption_grace;
+      live.adopted = true;
       live_[j.id] = live;
     }
     jobs_[j.id] = std::move(j);
@@ -645,11 +647,25 @@ absl::Status JobManager::CheckSession(const std::string& worker_id, const std::s
       absl::StrCat("worker ", worker_id, ": the session does not match its registration; register again"));
 }
 
-void JobManager::FailAttemptLocked(Job& job, const std::string& reason, bool permanent, EventType type) {
+void JobManager::FenceAttemptLocked(Job& job, const std::string& reason) {
   const int64_t old = job.generation;
   ++job.generation;  // fence: reports and tasks of `old` are refused from now on
   StopRanksLocked(job, old, reason);
   live_.erase(job.id);
+}
+
+void JobManager::ResumeAfterOutageLocked(Job& job, const std::string& reason) {
+  FenceAttemptLocked(job, reason);
+  job.not_before_ms = 0;
+  ++outage_resumes_;
+  SetStateLocked(job, JobState::kRecovering,
+                 absl::StrCat(reason, "; resuming from the last checkpoint without spending a restart (", job.restarts,
+                              " of ", job.config.max_restarts, " used)"))
+      .IgnoreError();
+}
+
+void JobManager::FailAttemptLocked(Job& job, const std::string& reason, bool permanent, EventType type) {
+  FenceAttemptLocked(job, reason);
   if (job.state == JobState::kCancelling) {
     SetStateLocked(job, JobState::kCancelled, "cancelled").IgnoreError();
     return;
@@ -686,7 +702,11 @@ HeartbeatOut JobManager::Heartbeat(const std::string& worker_id, const std::vect
     return out;
   }
   WorkerState& w = wit->second;
-  w.last_seen = absl::Now();
+  const absl::Time now = absl::Now();
+  // NOTE [coordinator outages]: a silence of this worker that this
+  // coordinator saw too (more than half the heartbeat timeout).
+  if (now - w.last_seen > options_.heartbeat_timeout / 2) w.outage_ended = now;
+  w.last_seen = now;
   w.alive = true;
   for (const TaskReport& t : tasks) {
     auto jit = jobs_.find(t.job_id);
@@ -729,6 +749,13 @@ HeartbeatOut JobManager::Heartbeat(const std::string& worker_id, const std::vect
       rs.exited = true;
       rs.exit_code = t.exit_code;
       rs.error = common::SanitizeTrainerMessage(t.error);
+      // NOTE [coordinator outages]: the agent's word that the coordinator was
+      // unreachable counts only for an outage the coordinator knows of: the
+      // attempt was placed by an earlier coordinator process, or a silence of
+      // this worker ended while the attempt ran.
+      rs.stopped_unreachable = t.stopped_unreachable && t.exit_code != 0 &&
+                               (lit->second.adopted || w.outage_ended >= lit->second.since);
+      if (t.stopped_unreachable && !rs.stopped_unreachable) ++refused_reports_["unseen_outage"];
     }
     CheckJobLocked(job);
   }
@@ -760,6 +787,27 @@ void JobManager::CheckJobLocked(Job& job) {
       ++job.generation;
       SetStateLocked(job, JobState::kCancelled, "cancelled").IgnoreError();
     }
+    return;
+  }
+  // NOTE [coordinator outages]: ranks that their agents stopped because this
+  // coordinator (or the network to it) was down past the agents' lease did
+  // not fail: the job resumes from its last checkpoint without spending a
+  // restart, and its events say why. A rank that failed for good (invalid
+  // input, an internal error) still fails the job.
+  const RankState* stopped = nullptr;
+  size_t stopped_rank = 0;
+  bool permanent_failure = false;
+  for (size_t r = 0; r < ranks.size(); ++r) {
+    if (!ranks[r].exited) continue;
+    permanent_failure |= common::IsPermanentExit(ranks[r].exit_code);
+    if (ranks[r].stopped_unreachable && stopped == nullptr) {
+      stopped = &ranks[r];
+      stopped_rank = r;
+    }
+  }
+  if (stopped != nullptr && !permanent_failure) {
+    ResumeAfterOutageLocked(job, absl::StrCat("rank ", stopped_rank, " was stopped by its agent while the coordinator "
+                                              "was unreachable (", stopped->error, ")"));
     return;
   }
   // NOTE [the failing rank speaks]: when one rank fails, its peers fail too,
@@ -989,10 +1037,7 @@ void JobManager::Tick() {
         // (the assignment went down with a coordinator restart): nothing ran,
         // so the job is queued again without spending a restart. The new
         // generation fences a trainer that starts late after all.
-        const int64_t old = job.generation;
-        ++job.generation;
-        StopRanksLocked(job, old, "assignment lost");
-        live_.erase(lit);
+        FenceAttemptLocked(job, "assignment lost");
         SetStateLocked(job, JobState::kQueued,
                        "its assignment was lost (no worker reported it after a coordinator restart); queued again")
             .IgnoreError();
@@ -1059,6 +1104,7 @@ JobManager::ClusterStats JobManager::TakeStats() {
   }
   out.scheduling_seconds.swap(scheduling_seconds_);
   out.refused_reports.swap(refused_reports_);
+  out.outage_resumes = std::exchange(outage_resumes_, 0);
   return out;
 }
 

@@ -73,6 +73,9 @@ struct TaskReport {
   int exit_code = 0;
   std::vector<std::string> log_lines;
   std::string error;  // when !running: the trainer's reason (untrusted text; sanitised and capped on use)
+  // When !running: its agent stopped it because this coordinator did not
+  // answer within the agent's lease (NOTE [coordinator outages]).
+  bool stopped_unreachable = false;
 };
 
 struct AssignmentOut {
@@ -190,6 +193,9 @@ class JobManager {
     int64_t restarts = 0;                                                // over all jobs, ever
     std::vector<double> scheduling_seconds;  // eligible (queued, or backoff over) to placed
     std::map<std::string, int64_t> refused_reports;  // by reason, since the previous call
+    // Attempts stopped by a coordinator outage and resumed without spending a
+    // restart (NOTE [coordinator outages]), since the previous call.
+    int64_t outage_resumes = 0;
   };
   ClusterStats TakeStats();
   std::vector<WorkerListing> Workers();
@@ -199,6 +205,9 @@ class JobManager {
     bool reported = false, running = false, exited = false;
     int exit_code = 0;
     std::string error;
+    // Its agent stopped it while the coordinator was unreachable, and the
+    // coordinator saw that outage too (NOTE [coordinator outages]).
+    bool stopped_unreachable = false;
   };
   struct WorkerState {
     WorkerInfo info;
@@ -207,11 +216,13 @@ class JobManager {
     std::vector<AssignmentOut> pending;
     std::vector<StopOut> stops;
     std::string session;  // NOTE [worker sessions]; empty for in-process registrations
+    absl::Time outage_ended = absl::InfinitePast();  // the end of its last silence (NOTE [coordinator outages])
   };
   struct Live {
     std::vector<RankState> ranks;
     absl::Time since;
     absl::Time first_failure = absl::InfiniteFuture();  // NOTE [the failing rank speaks]
+    bool adopted = false;  // placed by an earlier coordinator process (Recover)
   };
 
   absl::Status CheckPaths(const common::JobConfig& c);
@@ -219,7 +230,14 @@ class JobManager {
   // config.json, a missing vocab. Each entry names its field.
   static std::vector<std::string> InputProblems(const common::JobConfig& c);
   absl::Status SetStateLocked(Job& job, JobState s, const std::string& message, EventType type = EventType::kStateChanged);
+  // The one fence: a new generation (reports and tasks of the old one are
+  // refused from now on), the old ranks told to stop, the live attempt gone.
+  void FenceAttemptLocked(Job& job, const std::string& reason);
   void FailAttemptLocked(Job& job, const std::string& reason, bool permanent, EventType type);
+  // Ends the live attempt (fenced, its ranks stopped) and queues the job to
+  // resume from its last checkpoint at once, spending no restart: the attempt
+  // was stopped by an outage of the coordinator, not by a fault of the job.
+  void ResumeAfterOutageLocked(Job& job, const std::string& reason);
   void StopRanksLocked(const Job& job, int64_t generation, const std::string& reason);
   void ScheduleLocked();
   // NOTE [job chaining] (model.from_job).
@@ -245,6 +263,7 @@ class JobManager {
   absl::Time started_ = absl::Now();
   std::vector<double> scheduling_seconds_;  // drained by TakeStats
   std::map<std::string, int64_t> refused_reports_;  // drained by TakeStats
+  int64_t outage_resumes_ = 0;                       // drained by TakeStats
   bool AssignedLocked(const Job& job, const std::string& worker_id, int rank) const;
   void RegisterLocked(const WorkerInfo& w);
 };

@@ -299,6 +299,7 @@ grpc::Status WorkerServiceImpl::Heartbeat(grpc::ServerContext* ctx, const v1::He
     r.running = t.running();
     r.exit_code = t.exit_code();
     r.error = t.error();
+    r.stopped_unreachable = !t.running() && t.stopped_unreachable();
     r.log_lines.assign(t.log_lines().begin(), t.log_lines().end());
     tasks.push_back(std::move(r));
   }

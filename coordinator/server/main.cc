@@ -109,9 +109,13 @@ void ExportClusterStats(const attune::coordinator::JobManager::ClusterStats& st,
     m.AddCounter("attune_coordinator_refused_reports_total",
                  "worker calls refused: reports for a job that does not exist or a rank not assigned to that worker, "
                  "registrations taking a live worker's id or over the rate or worker limit, calls without the worker's "
-                 "session",
+                 "session, stops blamed on a coordinator outage that the coordinator did not see",
                  {{"reason", reason}}, static_cast<double>(n));
   }
+  m.AddCounter("attune_coordinator_outage_resumes_total",
+               "job attempts that agents stopped while the coordinator was unreachable, resumed from their last "
+               "checkpoint without spending a restart",
+               {}, static_cast<double>(st.outage_resumes));
   for (double secs : st.scheduling_seconds) {
     m.Observe("attune_coordinator_scheduling_latency_seconds",
               "time from a job becoming eligible (queued, or its restart backoff over) to its placement", {},

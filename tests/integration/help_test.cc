@@ -77,6 +77,8 @@ TEST(FlagRangeTest, OutOfRangeFlagsAreRefusedNamingTheFlag) {
         Case{"attune-worker train --spec " + spec + " --bucket_cap_mb -5", "--bucket_cap_mb must be in [1, 1024]"},
         Case{"attune-worker train --spec " + spec + " --world_size 2 --rank 2", "--rank must be < --world_size"},
         Case{"attune-worker agent --cpus -3", "--cpus must be in [0, 4096]"},
+        // 0 (never stop the trainers) is in range, as --help says.
+        Case{"attune-worker agent --coordinator_lease_s -1", "--coordinator_lease_s must be in [0, 3600], not -1"},
         // An agent confines its jobs unless told, in so many words, not to.
         Case{"attune-worker agent --coordinator 127.0.0.1:1", "give --data-root DIR"},
         Case{"attune-worker agent --coordinator 127.0.0.1:1 --data-root /tmp --unconfined", "contradict"},

@@ -858,6 +858,41 @@ TEST_F(ServiceTest, CoordinatorKilledMidJobRecoversWithoutLosingJobs) {
   EXPECT_EQ(list["jobs"].size(), 2u);
 }
 
+// NOTE [coordinator outages]: what an upgrade of the coordinator does to a
+// running job. Down for 3x the agents' lease, the coordinator finds the ranks
+// stopped by their agents (each committed a checkpoint first); the job resumes
+// from it without spending a restart, so max_restarts 0 still SUCCEEDS.
+TEST_F(ServiceTest, ACoordinatorDownLongerThanTheLeaseResumesItsJobsWithoutSpendingARestart) {
+  StartCoordinator();
+  const int lease_s = 2;
+  const std::string lease = "--coordinator_lease_s " + std::to_string(lease_s);
+  StartAgents(2, {lease, lease});
+  const std::string id = Submit(Spec("upgrade", 2500, 0, 20));
+  auto until = std::chrono::steady_clock::now() + std::chrono::seconds(90);
+  while (Int(GetJob(id), "last_checkpoint_step") < 20 && std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  ASSERT_EQ(GetJob(id).value("state", ""), "RUNNING") << GetJob(id).dump();
+  KillAndReap(coordinator_);
+  std::this_thread::sleep_for(std::chrono::seconds(3 * lease_s));
+  EXPECT_EQ(TrainersRunning(), 0) << "the agents' lease should have stopped the trainers";
+  StartCoordinator();
+  ASSERT_TRUE(WaitState(id, "SUCCEEDED", 180)) << GetJob(id).dump() << testing::ReadText(dir_ / "coordinator.log");
+  const nlohmann::json j = GetJob(id);
+  EXPECT_EQ(Int(j, "restarts"), 0) << j.dump();
+  EXPECT_GE(Int(j, "generation"), 2) << j.dump();
+  const std::string events = Cli("watch " + id + " -o json").output;
+  EXPECT_NE(events.find("was stopped by its agent while the coordinator was unreachable (no contact with the "
+                        "coordinator for"),
+            std::string::npos)
+      << events;
+  EXPECT_NE(events.find("resuming from the last checkpoint without spending a restart (0 of 0 used)"),
+            std::string::npos)
+      << events;
+  const std::string logs = Cli("logs " + id + " --rank 0 --tail 2000").output;
+  EXPECT_NE(logs.find("resumed from"), std::string::npos) << logs;
+}
+
 TEST_F(ServiceTest, TokensAreRequiredWhenConfigured) {
   testing::WriteText(dir_ / "submit.tokens", "s3cr3t-submit-token\n");
   testing::WriteText(dir_ / "worker.tokens", "# agents\nw0rker-token\n");

@@ -576,6 +576,78 @@ TEST_F(StoreTest, AnAssignmentLostWithARestartIsQueuedAgainWithoutSpendingAResta
   EXPECT_EQ(m.Get(id)->state, JobState::kScheduled);  // placed again on the live workers
 }
 
+// NOTE [coordinator outages]: agents stop their trainers when the coordinator
+// is gone past their lease; that stop is no fault of the job. The agents' word
+// counts only for an outage the coordinator knows of.
+TEST_F(StoreTest, AStopDuringACoordinatorOutageSpendsNoRestartAndOnlyASeenOutageCounts) {
+  const std::string stopped = "no contact with the coordinator for 7 s: stopped (a checkpoint first)";
+  std::string id;
+  int64_t gen = 0;
+  {
+    auto store = JobStore::Open(path_);
+    JobManager m(**store, Options());
+    auto job = SubmitAndPlace(m, 0, 2);  // max_restarts 0: any charged restart fails it
+    ASSERT_THAT(job, IsOk());
+    id = job->id;
+    gen = m.Get(id)->generation;
+    m.Heartbeat("w1", {{id, gen, 0, true, 0, {}, ""}});
+    m.Heartbeat("w2", {{id, gen, 1, true, 0, {}, ""}});
+    ASSERT_EQ(m.Get(id)->state, JobState::kRunning);
+  }  // the coordinator goes down; the agents' leases run out and they stop the ranks (143)
+  auto store = JobStore::Open(path_);
+  ManagerOptions o = Options(absl::Milliseconds(400));
+  JobManager m(**store, o);
+  ASSERT_THAT(m.Recover(), IsOk());
+  for (int i = 1; i <= 2; ++i) m.Register({"w" + std::to_string(i), "127.0.0.1", 1, 0, 1233 + i, {}});
+  m.Heartbeat("w2", {{id, gen, 1, false, 143, {}, stopped, true}});
+  auto job = m.Get(id);
+  ASSERT_THAT(job, IsOk());
+  EXPECT_EQ(job->state, JobState::kRecovering) << job->message;
+  EXPECT_EQ(job->restarts, 0);
+  EXPECT_GT(job->generation, gen);
+  EXPECT_NE(job->message.find("rank 1 was stopped by its agent while the coordinator was unreachable"),
+            std::string::npos) << job->message;
+  EXPECT_NE(job->message.find("without spending a restart (0 of 0 used)"), std::string::npos) << job->message;
+  m.Heartbeat("w1", {{id, gen, 0, false, 143, {}, stopped, true}});  // the old generation: fenced, changes nothing
+  m.Tick();
+  job = m.Get(id);
+  ASSERT_EQ(job->state, JobState::kScheduled) << job->message;  // placed again at once, no backoff
+  EXPECT_EQ(job->restarts, 0);
+
+  // A silence of the worker that the coordinator saw too (over half the
+  // heartbeat timeout, short of losing it) counts as well: a network cut.
+  gen = job->generation;
+  m.Heartbeat("w1", {{id, gen, 0, true, 0, {}, ""}});
+  m.Heartbeat("w2", {{id, gen, 1, true, 0, {}, ""}});
+  absl::SleepFor(absl::Milliseconds(300));
+  m.Heartbeat("w1", {{id, gen, 0, false, 143, {}, stopped, true}});
+  job = m.Get(id);
+  EXPECT_EQ(job->state, JobState::kRecovering) << job->message;
+  EXPECT_EQ(job->restarts, 0);
+  m.Heartbeat("w2", {});  // w2's silence ends before the next attempt starts
+  m.Tick();
+  job = m.Get(id);
+  ASSERT_EQ(job->state, JobState::kScheduled) << job->message;
+
+  // A worker that was heard from all along this attempt cannot claim an
+  // outage: its stop is an ordinary failure, here the end of a job with no
+  // restarts left.
+  gen = job->generation;
+  m.Heartbeat("w1", {{id, gen, 0, true, 0, {}, ""}});
+  m.Heartbeat("w2", {{id, gen, 1, false, 143, {}, stopped, true}});
+  job = m.Get(id);
+  EXPECT_EQ(job->state, JobState::kFailed) << job->message;
+  EXPECT_NE(job->message.find("restart budget exhausted (0 of 0 restarts used)"), std::string::npos) << job->message;
+  const JobManager::ClusterStats stats = m.TakeStats();
+  EXPECT_EQ(stats.outage_resumes, 2);
+  EXPECT_EQ(stats.refused_reports.at("unseen_outage"), 1);
+  auto events = m.WaitEvents(id, 0, absl::ZeroDuration());
+  ASSERT_THAT(events, IsOk());
+  int resumed = 0;
+  for (const auto& e : *events) resumed += e.message.find("without spending a restart") != std::string::npos;
+  EXPECT_EQ(resumed, 2);
+}
+
 TEST_F(StoreTest, OneFaultCostsOneRestartTheNextAttemptAvoidsASuspectWorker) {
   auto store = JobStore::Open(path_);
   JobManager m(**store, Options(absl::Seconds(1)));

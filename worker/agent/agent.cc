@@ -317,13 +317,18 @@ void Agent::Run(const std::atomic<bool>& stop) {
     // NOTE [agent lease]: cut off from the coordinator for longer than the
     // lease (shorter than its heartbeat timeout), the agent stops its trainers
     // (SIGTERM: each commits a checkpoint first), because the coordinator is
-    // about to declare this worker lost and restart the jobs elsewhere.
+    // about to declare this worker lost and restart the jobs elsewhere. Such
+    // a stop is reported as one (stopped_unreachable): when the coordinator
+    // was down rather than this worker cut off, it resumes the job from that
+    // checkpoint without spending a restart (NOTE [coordinator outages]).
     if (options_.coordinator_lease > absl::ZeroDuration() && absl::Now() - last_contact > options_.coordinator_lease) {
       for (auto& [key, p] : procs_) {
         if (!p.running || p.kill_at != absl::InfiniteFuture()) continue;
         p.error = absl::StrCat("no contact with the coordinator for ",
                                absl::ToInt64Seconds(absl::Now() - last_contact),
-                               " s: stopped, as the job is restarted elsewhere");
+                               " s: stopped (a checkpoint first); the job resumes from it, elsewhere if this worker "
+                               "is lost");
+        p.stopped_unreachable = true;
         Stop(p, p.error);
       }
     }
@@ -349,7 +354,8 @@ void Agent::Run(const std::atomic<bool>& stop) {
       ExportProcessStats();
       for (auto& [key, p] : procs_) {
         if (!p.running && p.reports_left <= 0) continue;
-        tasks.push_back({p.task.job_id, p.task.generation, p.task.rank, p.running, p.exit_code, p.new_lines, p.error});
+        tasks.push_back({p.task.job_id, p.task.generation, p.task.rank, p.running, p.exit_code, p.new_lines, p.error,
+                         !p.running && p.stopped_unreachable});
       }
       auto reply = client_.Heartbeat(options_.info.worker_id, tasks);
       if (!reply.ok()) {

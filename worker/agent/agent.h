@@ -41,6 +41,7 @@ struct TaskState {
   int exit_code = 0;
   std::vector<std::string> log_lines;
   std::string error;  // when !running: the trainer's own account of its failure, if it gave one
+  bool stopped_unreachable = false;  // when !running: stopped by the lease, not by a fault (NOTE [agent lease])
 };
 
 struct HeartbeatReply {
@@ -124,6 +125,7 @@ class Agent {
     bool running = true;
     int exit_code = 0;
     std::string error;     // from the trainer's "error" event, or the agent's own reason
+    bool stopped_unreachable = false;  // the lease stopped it (NOTE [agent lease])
     absl::Time last_event = absl::InfinitePast();  // the trainer's last event of any kind
     bool stepping = false;                          // it has reported a step (the watchdog is armed)
     std::vector<double> step_seconds;               // its recent step times

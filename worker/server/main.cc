@@ -655,7 +655,7 @@ int main(int argc, char** argv) {
   if (std::string bad = attune::common::CheckFlagRanges(
           {{"threads", 0, 256}, {"world_size", 1, 1024}, {"rank", 0, 1023}, {"nproc", 0, 64},
            {"bucket_cap_mb", 1, 1024}, {"collective_timeout_s", 1, 86400}, {"cpus", 0, 4096}, {"gpus", 0, 64},
-           {"rendezvous_port", 0, 65535}, {"stop_grace_s", 0, 3600}, {"coordinator_lease_s", 1, 3600},
+           {"rendezvous_port", 0, 65535}, {"stop_grace_s", 0, 3600}, {"coordinator_lease_s", 0, 3600},
            {"progress_timeout_s", 1, 86400}, {"events_fd", -1, 1 << 20}, {"abort_after_step", 0, INT64_MAX}});
       !bad.empty()) {
     std::cerr << "attune-worker: " << bad << "\n";

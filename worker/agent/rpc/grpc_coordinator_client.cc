@@ -51,7 +51,10 @@ absl::StatusOr<HeartbeatReply> GrpcCoordinatorClient::Heartbeat(const std::strin
     o->set_rank(t.rank);
     o->set_running(t.running);
     o->set_exit_code(t.exit_code);
-    if (!t.running) o->set_error(t.error);
+    if (!t.running) {
+      o->set_error(t.error);
+      o->set_stopped_unreachable(t.stopped_unreachable);
+    }
     for (const auto& l : t.log_lines) o->add_log_lines(l);
   }
   v1::HeartbeatResponse resp;
