@@ -629,6 +629,12 @@ int Train() {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // NOTE [SIGPIPE]: Gloo writes to its peers' sockets with writev(), which
+  // raises SIGPIPE when a peer has died; by default that killed a surviving
+  // rank on the spot (exit 141, nothing logged) instead of failing its
+  // collective with the peer's name. Ignored, the write fails with EPIPE and
+  // the collective reports it. Trainers the agent starts inherit this.
+  signal(SIGPIPE, SIG_IGN);
   FLAGS_logtostderr = true;
   google::InitGoogleLogging(argv[0]);
   absl::SetProgramUsageMessage(kUsage);
