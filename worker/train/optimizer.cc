@@ -1,14 +1,15 @@
 #include "worker/train/optimizer.h"
 
-#include "absl/strings/match.h"
+#include "worker/model/module_kinds.h"
 
 namespace attune::worker::train {
 
 OptimizerSetup MakeAdamW(model::BertClassifier& model, const common::JobConfig& c) {
   std::vector<torch::Tensor> decay, no_decay;
+  const auto no_decay_set = model::NoWeightDecayParameters(*model);  // NOTE [no weight decay by kind]
   for (auto& [name, t] : model::NamedParameters(model)) {
     if (!t.requires_grad()) continue;
-    (absl::EndsWith(name, ".bias") || absl::StrContains(name, "LayerNorm") ? no_decay : decay).push_back(t);
+    (no_decay_set.count(t.unsafeGetTensorImpl()) ? no_decay : decay).push_back(t);
   }
   auto adam = [&](double wd) {
     return std::make_unique<torch::optim::AdamWOptions>(torch::optim::AdamWOptions(c.learning_rate)

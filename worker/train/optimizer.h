@@ -1,8 +1,9 @@
 #pragma once
 
 // The optimizer of a run: AdamW with decoupled weight decay over the
-// parameters the method trains, biases and LayerNorm weights in a group of
-// their own without decay (as Hugging Face's Trainer does).
+// parameters the method trains, biases and normalisation weights in a group
+// of their own without decay (as Hugging Face's Trainer does; chosen by
+// module kind: NOTE [no weight decay by kind] in worker/model/module_kinds.h).
 
 #include <memory>
 #include <vector>

@@ -5,17 +5,20 @@
 // and the export is a model directory and reports that agree with each other.
 
 #include <filesystem>
+#include <unordered_set>
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 #include <torch/torch.h>
 
+#include "absl/strings/match.h"
 #include "common/checkpoint.h"
 #include "common/files.h"
 #include "common/job_config.h"
 #include "common/testing/status_matchers.h"
 #include "tests/testing/process.h"
 #include "worker/model/bert.h"
+#include "worker/model/module_kinds.h"
 #include "worker/text/tokenizer.h"
 #include "worker/train/checkpointer.h"
 #include "worker/train/device.h"
@@ -205,6 +208,52 @@ TEST_F(EnginePartsTest, AdamWDecaysWeightsNotBiasesOrLayerNormsAndLeavesFrozenPa
   for (auto& [name, t] : model::NamedParameters(head)) trainable += t.requires_grad();
   EXPECT_EQ(static_cast<int64_t>(oh.trainable.size()), trainable);
   EXPECT_LT(trainable, static_cast<int64_t>(named.size()));
+}
+
+// NOTE [no weight decay by kind]: for every BERT method and head, the
+// parameters chosen by module kind are those Hugging Face's Trainer chooses by
+// name (`bias`, `LayerNorm`), in the same order, so runs are unchanged.
+TEST_F(EnginePartsTest, NoDecayByModuleKindIsHuggingFacesChoiceByNameForEveryMethodAndHead) {
+  for (const std::string architecture : {"BertForSequenceClassification", "BertForTokenClassification",
+                                         "BertForMaskedLM"}) {
+    for (model::Method method : {model::Method::kFull, model::Method::kLora, model::Method::kAdapter}) {
+      model::BertConfig c = Tiny();
+      c.architecture = architecture;
+      model::MethodConfig mc;
+      mc.type = method;
+      mc.lora_targets = {"query", "value", "intermediate"};
+      auto m = model::CreateModel(c, mc, 5);
+      ASSERT_TRUE(m.ok()) << m.status();
+      const auto by_kind = model::NoWeightDecayParameters(**m);
+      size_t no_decay = 0;
+      for (auto& [name, t] : model::NamedParameters(*m)) {
+        const bool by_name = absl::EndsWith(name, ".bias") || absl::StrContains(name, "LayerNorm");
+        EXPECT_EQ(by_kind.count(t.unsafeGetTensorImpl()) == 1, by_name) << architecture << " " << name;
+        no_decay += by_name;
+      }
+      EXPECT_EQ(by_kind.size(), no_decay) << architecture;
+    }
+  }
+  // Names play no part: a norm called `input_layernorm` and a bias called
+  // `logit_bias` take no decay; a weight called `LayerNorm_scale` does.
+  struct Block : torch::nn::Module {
+    Block() {
+      input_layernorm = register_module("input_layernorm", torch::nn::LayerNorm(torch::nn::LayerNormOptions({4})));
+      proj = register_module("proj", torch::nn::Linear(4, 4));
+      logit_bias = register_parameter("logit_bias", torch::zeros({4}));
+      LayerNorm_scale = register_parameter("LayerNorm_scale", torch::ones({4, 4}));
+    }
+    torch::nn::LayerNorm input_layernorm{nullptr};
+    torch::nn::Linear proj{nullptr};
+    torch::Tensor logit_bias, LayerNorm_scale;
+  };
+  Block b;
+  const auto set = model::NoWeightDecayParameters(b);
+  EXPECT_EQ(set, (std::unordered_set<const c10::TensorImpl*>{
+                     b.input_layernorm->weight.unsafeGetTensorImpl(), b.input_layernorm->bias.unsafeGetTensorImpl(),
+                     b.proj->bias.unsafeGetTensorImpl(), b.logit_bias.unsafeGetTensorImpl()}));
+  EXPECT_TRUE(model::IsNormModule(*b.input_layernorm));
+  EXPECT_FALSE(model::IsNormModule(*b.proj));
 }
 
 TEST_F(EnginePartsTest, TheExportIsAModelDirectoryAndReportsThatAgree) {
