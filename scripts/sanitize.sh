@@ -11,6 +11,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CCACHE_BASEDIR="$PWD" CCACHE_NOHASHDIR=1
+# The torch precompiled header (NOTE [torch precompiled header] in cmake/AttuneHelpers.cmake).
+export CCACHE_SLOPPINESS=pch_defines,time_macros
 build_only=0
 if [ "${1:-}" = --build-only ]; then
   build_only=1
@@ -20,7 +22,7 @@ out=build-asan
 generator=()
 if command -v ninja >/dev/null; then generator=(-G Ninja); fi
 if [ ! -f "$out/CMakeCache.txt" ]; then
-  cmake -S . -B "$out" "${generator[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DATTUNE_SANITIZE=ON \
+  cmake -S . -B "$out" "${generator[@]}" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DATTUNE_SANITIZE=ON -DATTUNE_BENCHES=OFF \
     -DCMAKE_CXX_FLAGS_RELWITHDEBINFO="-O1 -g" >/dev/null
 fi
 cmake --build "$out" -j "$(nproc)"

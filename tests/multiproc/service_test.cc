@@ -867,7 +867,7 @@ TEST_F(ServiceTest, ACoordinatorDownLongerThanTheLeaseResumesItsJobsWithoutSpend
   const int lease_s = 2;
   const std::string lease = "--coordinator_lease_s " + std::to_string(lease_s);
   StartAgents(2, {lease, lease});
-  const std::string id = Submit(Spec("upgrade", 2500, 0, 20));
+  const std::string id = Submit(Spec("upgrade", 800, 0, 20));
   auto until = std::chrono::steady_clock::now() + std::chrono::seconds(90);
   while (Int(GetJob(id), "last_checkpoint_step") < 20 && std::chrono::steady_clock::now() < until) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
