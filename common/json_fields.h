@@ -16,6 +16,14 @@
 
 namespace attune::common {
 
+// A double that is an integer within int64's range (1e3 counts; 1.5, 1e300,
+// NaN do not), converted without an out-of-range cast.
+inline bool DoubleToInt(double d, int64_t* out) {
+  if (!std::isfinite(d) || d != std::trunc(d) || d < -9.2e18 || d > 9.2e18) return false;
+  *out = static_cast<int64_t>(d);
+  return true;
+}
+
 // An integral JSON number that fits in int64 (1e3 counts; 1.5, 1e300 and "3" do not).
 inline bool JsonToInt(const nlohmann::json& v, int64_t* out) {
   if (v.is_number_integer()) {
@@ -23,14 +31,7 @@ inline bool JsonToInt(const nlohmann::json& v, int64_t* out) {
     *out = v.get<int64_t>();
     return true;
   }
-  if (v.is_number_float()) {
-    const double d = v.get<double>();
-    if (std::isfinite(d) && d == std::trunc(d) && d >= -9.2e18 && d <= 9.2e18) {
-      *out = static_cast<int64_t>(d);
-      return true;
-    }
-  }
-  return false;
+  return v.is_number_float() && DoubleToInt(v.get<double>(), out);
 }
 
 // `o[key]` as an integer; `def` when absent or null.

@@ -355,7 +355,7 @@ void Agent::Run(const std::atomic<bool>& stop) {
       for (auto& [key, p] : procs_) {
         if (!p.running && p.reports_left <= 0) continue;
         tasks.push_back({p.task.job_id, p.task.generation, p.task.rank, p.running, p.exit_code, p.new_lines, p.error,
-                         !p.running && p.stopped_unreachable});
+                         p.stopped_unreachable});
       }
       auto reply = client_.Heartbeat(options_.info.worker_id, tasks);
       if (!reply.ok()) {

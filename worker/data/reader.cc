@@ -222,7 +222,7 @@ class JsonKeepingNumberText : public nlohmann::detail::json_sax_dom_parser<nlohm
   using Base::Base;
   bool number_float(double value, const std::string& text) {
     int64_t integral = 0;
-    if (common::JsonToInt(nlohmann::json(value), &integral)) return number_integer(integral);
+    if (common::DoubleToInt(value, &integral)) return number_integer(integral);
     std::string as_written = text;
     return string(as_written);
   }

@@ -1,6 +1,7 @@
 #include "worker/train/evaluator.h"
 
 #include <algorithm>
+#include <numeric>
 
 #include <torch/torch.h>
 
@@ -45,48 +46,40 @@ absl::StatusOr<eval::Metrics> Evaluate(model::BertClassifierImpl& m, const task:
     task.AppendRows(logits, b, &rows);
   }
   m.train();
-  auto sum_in_order = [](const std::vector<double>& losses) {
-    double sum = 0;
-    for (double l : losses) sum += l;
-    return sum;
-  };
+  auto sum_in_order = [](const std::vector<double>& losses) { return std::accumulate(losses.begin(), losses.end(), 0.0); };
   if (!comm || world == 1) return task.Compute(rows, outputs, sum_in_order(batch_losses));
-  ATTUNE_ASSIGN_OR_RETURN(torch::Tensor all, comm::AllGatherVariable(*comm, torch::tensor(rows, torch::kFloat64)));
+  ATTUNE_ASSIGN_OR_RETURN(torch::Tensor all_rows, comm::AllGatherVariable(*comm, torch::tensor(rows, torch::kFloat64)));
   ATTUNE_ASSIGN_OR_RETURN(torch::Tensor all_losses,
                           comm::AllGatherVariable(*comm, torch::tensor(batch_losses, torch::kFloat64)));
-  all = all.contiguous();
-  all_losses = all_losses.contiguous();
-  const double* at = all.data_ptr<double>();
-  const double* losses_at = all_losses.data_ptr<double>();
-  // Rank-major order back to dataset order: batch k lives on rank k % world,
-  // and each rank's rows (and losses) are its batches in order.
   const size_t n_batches = (data.size() + static_cast<size_t>(batch_size) - 1) / static_cast<size_t>(batch_size);
-  if (static_cast<size_t>(all_losses.numel()) != n_batches) {
-    return absl::InternalError(absl::StrCat("evaluation gathered ", all_losses.numel(), " batch losses for ",
-                                            n_batches, " batches"));
-  }
-  std::vector<size_t> loss_start(static_cast<size_t>(world) + 1, 0);
-  for (size_t k = 0; k < n_batches; ++k) ++loss_start[k % static_cast<size_t>(world) + 1];
-  for (size_t r = 1; r <= static_cast<size_t>(world); ++r) loss_start[r] += loss_start[r - 1];
-  std::vector<double> ordered_losses(n_batches);
-  for (size_t k = 0; k < n_batches; ++k) {
-    ordered_losses[k] = losses_at[loss_start[k % static_cast<size_t>(world)] + k / static_cast<size_t>(world)];
-  }
-  auto rows_in = [&](size_t k) {
-    return std::min(data.size(), (k + 1) * static_cast<size_t>(batch_size)) - k * static_cast<size_t>(batch_size);
+  const size_t ranks = static_cast<size_t>(world);
+  // Rank-major order back to batch order: batch k lives on rank k % world,
+  // each rank's values are its batches' in order, and batch k has size(k).
+  auto in_batch_order = [&](torch::Tensor gathered, auto size) -> absl::StatusOr<std::vector<double>> {
+    gathered = gathered.contiguous();
+    std::vector<size_t> next(ranks + 1, 0);  // where each rank's next batch starts
+    for (size_t k = 0; k < n_batches; ++k) next[k % ranks + 1] += size(k);
+    for (size_t r = 1; r <= ranks; ++r) next[r] += next[r - 1];
+    if (static_cast<size_t>(gathered.numel()) != next[ranks]) {
+      return absl::InternalError(absl::StrCat("evaluation gathered ", gathered.numel(), " values where ", n_batches,
+                                              " batches hold ", next[ranks]));
+    }
+    const double* at = gathered.data_ptr<double>();
+    std::vector<double> out;
+    out.reserve(next[ranks]);
+    for (size_t k = 0; k < n_batches; ++k) {
+      size_t& from = next[k % ranks];
+      out.insert(out.end(), at + from, at + from + size(k));
+      from += size(k);
+    }
+    return out;
   };
-  std::vector<size_t> rank_start(static_cast<size_t>(world) + 1, 0);
-  for (size_t k = 0; k < n_batches; ++k) rank_start[k % static_cast<size_t>(world) + 1] += rows_in(k);
-  for (size_t r = 1; r <= static_cast<size_t>(world); ++r) rank_start[r] += rank_start[r - 1];
-  std::vector<size_t> taken(static_cast<size_t>(world), 0);
-  std::vector<double> ordered;
-  ordered.reserve(data.size() * width);
-  for (size_t k = 0; k < n_batches; ++k) {
-    const size_t r = k % static_cast<size_t>(world);
-    const size_t first = rank_start[r] + taken[r];
-    ordered.insert(ordered.end(), at + first * width, at + (first + rows_in(k)) * width);
-    taken[r] += rows_in(k);
-  }
+  const auto rows_in = [&](size_t k) {
+    return (std::min(data.size(), (k + 1) * static_cast<size_t>(batch_size)) - k * static_cast<size_t>(batch_size)) *
+           width;
+  };
+  ATTUNE_ASSIGN_OR_RETURN(std::vector<double> ordered, in_batch_order(all_rows, rows_in));
+  ATTUNE_ASSIGN_OR_RETURN(std::vector<double> ordered_losses, in_batch_order(all_losses, [](size_t) { return size_t{1}; }));
   return task.Compute(ordered, outputs, sum_in_order(ordered_losses));
 }
 
