@@ -4,14 +4,14 @@
 #include "worker/text/tokenizer.h"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  using attune::worker::text::Tokenizer;
+  using attune::worker::text::WordPieceTokenizer;
   using attune::worker::text::TokenizerOptions;
-  static const Tokenizer* tok = [] {
+  static const WordPieceTokenizer* tok = [] {
     std::vector<std::string> vocab = {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "food", "##s", "great",
                                       "caf", "##e", "中", "a", "##b", "##c", ",", "."};
     TokenizerOptions o;
-    auto t = Tokenizer::Create(vocab, o);
-    return t.ok() ? new Tokenizer(std::move(*t)) : nullptr;
+    auto t = WordPieceTokenizer::Create(vocab, o);
+    return t.ok() ? new WordPieceTokenizer(std::move(*t)) : nullptr;
   }();
   if (tok == nullptr) return 0;
   const std::string text(reinterpret_cast<const char*>(data), size);

@@ -11,7 +11,7 @@
 
 namespace attune::worker::model {
 
-BertClassifierImpl::BertClassifierImpl(const BertConfig& c, const MethodConfig& m) : config(c), method(m) {
+BertClassifierImpl::BertClassifierImpl(const BertConfig& c, const MethodConfig& m) : config(c), method_(m) {
   const int64_t h = c.hidden_size;
   word = register_module("word", torch::nn::Embedding(c.vocab_size, h));
   position = register_module("position", torch::nn::Embedding(c.max_position_embeddings, h));
@@ -68,9 +68,10 @@ absl::StatusOr<BertClassifier> CreateModel(const BertConfig& config, const Metho
   for (auto& layer : model->layers) layer->AddMethod(method);
   // Freezing: full trains everything; head trains pooler + classifier; lora
   // trains LoRA matrices + head; adapter trains adapters, LayerNorms + head.
-  for (auto& [name, t] : NamedParameters(model)) {
-    bool head = absl::StartsWith(name, "bert.pooler.") || absl::StartsWith(name, "classifier.") ||
-                absl::StartsWith(name, "cls.");
+  const HfFacts& facts = model->hf();
+  for (auto& [name, t] : model->NamedParameters()) {
+    const bool head = std::any_of(facts.head_prefixes.begin(), facts.head_prefixes.end(),
+                                  [&](const std::string& p) { return absl::StartsWith(name, p); });
     bool train = true;
     switch (method.type) {
       case Method::kFull: train = true; break;
@@ -85,44 +86,51 @@ absl::StatusOr<BertClassifier> CreateModel(const BertConfig& config, const Metho
   return model;
 }
 
-absl::Status InitWordEmbeddings(BertClassifier& model, const WordVectors& vectors, const VocabularyMatch& match,
-                                uint64_t seed) {
-  const int64_t n = static_cast<int64_t>(match.token_ids.size());
-  const int64_t d = vectors.dimensions, h = model->config.hidden_size, v = model->word->weight.size(0);
-  if (n == 0) return absl::OkStatus();
-  for (int64_t id : match.token_ids) {
-    if (id < 0 || id >= v) return absl::InternalError(absl::StrCat("token id ", id, " outside the embeddings"));
-  }
-  torch::NoGradGuard g;
-  auto table = torch::from_blob(const_cast<float*>(vectors.values.data()),
-                                {static_cast<int64_t>(vectors.words.size()), d}, torch::kFloat32);
-  auto rows = torch::tensor(match.vector_rows, torch::kLong);
-  // Double precision for the centring, projection and scale: the result is
-  // then the same on every rank and build, whatever the BLAS.
-  torch::Tensor x = table.index_select(0, rows).to(torch::kFloat64);
-  x = x - x.mean(0, /*keepdim=*/true);
-  // A fixed projection from `seed` alone (its own generator: the model's
-  // random stream is not touched). QR of a Gaussian matrix gives orthonormal
-  // columns; transposed when the target is wider than the vectors.
-  auto gen = at::detail::createCPUGenerator(seed ^ 0x676c6f7665ULL);
-  torch::Tensor gauss = at::randn({std::max(d, h), std::min(d, h)}, gen, torch::kFloat64);
-  torch::Tensor q = std::get<0>(torch::linalg_qr(gauss, "reduced"));  // [max, min], orthonormal columns
-  torch::Tensor projection = h >= d ? q.t() : q;                       // [d, h]
-  torch::Tensor e = x.matmul(projection);
-  const double sd = e.std().item<double>();
-  if (!(sd > 0)) return absl::OkStatus();  // a single covered token: nothing to scale against
-  e = e * (model->config.initializer_range / sd);
-  model->word->weight.index_copy_(0, torch::tensor(match.token_ids, torch::kLong), e.to(torch::kFloat32));
-  return absl::OkStatus();
+Head BertClassifierImpl::head() const {
+  if (config.masked_lm()) return Head::kMaskedLm;
+  return config.token_classification() ? Head::kToken : Head::kSequence;
 }
 
-ParameterCounts CountParameters(BertClassifier& model) {
-  ParameterCounts c;
-  for (auto& [name, t] : NamedParameters(model)) {
-    c.total += t.numel();
-    if (t.requires_grad()) c.trainable += t.numel();
+const HfFacts& BertClassifierImpl::hf() const {
+  // NOTE [model interface]: BERT's names as Hugging Face's BertFor* classes
+  // write them; gamma/beta are the LayerNorm names of the oldest checkpoints.
+  static const HfFacts* const facts = [] {
+    auto* f = new HfFacts[3];
+    for (int i = 0; i < 3; ++i) {
+      f[i].base_prefix = "bert.";
+      f[i].top_prefixes = {"bert.", "classifier.", "cls."};
+      f[i].legacy_suffixes = {{".gamma", ".weight"}, {".beta", ".bias"}};
+      // The masked-LM decoder is tied to the word embeddings (never read);
+      // its bias is cls.predictions.bias under another name.
+      f[i].aliases = {{"cls.predictions.decoder.bias", "cls.predictions.bias"}};
+    }
+    f[0].architecture = "BertForSequenceClassification";
+    f[0].head_prefixes = {"bert.pooler.", "classifier."};
+    f[0].resizable_prefixes = {"classifier."};
+    f[0].peft_task_type = "SEQ_CLS";
+    f[0].modules_to_save = {"classifier", "pooler"};
+    f[1].architecture = "BertForTokenClassification";
+    f[1].head_prefixes = {"classifier."};
+    f[1].resizable_prefixes = {"classifier."};
+    f[1].peft_task_type = "TOKEN_CLS";
+    f[1].modules_to_save = {"classifier"};
+    f[2].architecture = "BertForMaskedLM";
+    f[2].head_prefixes = {"cls."};
+    f[2].modules_to_save = {"cls"};
+    return f;
+  }();
+  switch (head()) {
+    case Head::kSequence: return facts[0];
+    case Head::kToken: return facts[1];
+    case Head::kMaskedLm: return facts[2];
   }
-  return c;
+  return facts[0];
+}
+
+std::string BertClassifierImpl::ConfigJson() const { return config.ToJson(); }
+
+std::vector<std::string> BertClassifierImpl::PeftTargetModules() const {
+  return model::PeftTargetModules(method_.lora_targets, config.num_hidden_layers);
 }
 
 }  // namespace attune::worker::model

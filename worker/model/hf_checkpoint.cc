@@ -1,7 +1,8 @@
-// The model's parameters under their Hugging Face names, and Hugging Face
-// model directories both ways: loading a state dict (bare or prefixed names,
-// old LayerNorm names, the heads each architecture declares), saving config,
-// weights and PEFT adapters, and loading an export for inference.
+// Hugging Face model directories both ways (hf_checkpoint.h): BERT's
+// parameter names, then the architecture-independent path that reads and
+// writes them by the model's HfFacts.
+
+#include "worker/model/hf_checkpoint.h"
 
 #include <algorithm>
 #include <filesystem>
@@ -26,11 +27,15 @@ namespace {
 
 const std::string kPeftPrefix = "base_model.model.";
 
+bool StartsWithAny(const std::string& name, const std::vector<std::string>& prefixes) {
+  return std::any_of(prefixes.begin(), prefixes.end(), [&](const std::string& p) { return absl::StartsWith(name, p); });
+}
+
 }  // namespace
 
-std::vector<std::pair<std::string, torch::Tensor>> NamedParameters(BertClassifier& model) {
+std::vector<std::pair<std::string, torch::Tensor>> BertClassifierImpl::NamedParameters() {
   std::vector<std::pair<std::string, torch::Tensor>> out;
-  auto& m = *model;
+  auto& m = *this;
   auto add_ln = [&](const std::string& p, torch::nn::LayerNorm& ln) {
     out.emplace_back(p + ".weight", ln->weight);
     out.emplace_back(p + ".bias", ln->bias);
@@ -84,42 +89,41 @@ std::vector<std::pair<std::string, torch::Tensor>> NamedParameters(BertClassifie
   return out;
 }
 
-absl::Status LoadStateDict(BertClassifier& model, const std::string& path, std::vector<std::string>* fresh,
+absl::Status LoadStateDict(Model& model, const std::string& path, std::vector<std::string>* fresh,
                            bool require_all) {
   auto file = common::ReadSafeTensors(path);
   if (!file.ok()) return file.status();
   return LoadStateDict(model, *file, path, fresh, require_all);
 }
 
-absl::Status LoadStateDict(BertClassifier& model, const common::SafeTensorsFile& weights, const std::string& path,
+absl::Status LoadStateDict(Model& model, const common::SafeTensorsFile& weights, const std::string& path,
                            std::vector<std::string>* fresh, bool require_all) {
-  // Normalise names: "bert." prefix, gamma/beta.
+  const HfFacts& facts = model.hf();
+  // Normalise names: the base prefix on bare names, legacy suffixes, aliases.
   std::map<std::string, const common::SafeTensor*> by_name;
   for (const auto& [raw, t] : weights.tensors) {
     std::string name = raw;
-    if (absl::EndsWith(name, "position_ids")) continue;
-    if (absl::StartsWith(name, "cls.")) {
-      // Only the masked-LM head's own tensors; the decoder is tied (see bert.h).
-      if (name == "cls.predictions.decoder.bias") {
-        if (!weights.tensors.count("cls.predictions.bias")) by_name["cls.predictions.bias"] = &t;
-        continue;
+    if (!StartsWithAny(name, facts.top_prefixes)) name = facts.base_prefix + name;
+    for (const auto& [old_suffix, new_suffix] : facts.legacy_suffixes) {
+      if (absl::EndsWith(name, old_suffix)) {
+        name = name.substr(0, name.size() - old_suffix.size()) + new_suffix;
+        break;
       }
-      if (!absl::StartsWith(name, "cls.predictions.") || name == "cls.predictions.decoder.weight") continue;
-    } else if (!absl::StartsWith(name, "bert.") && !absl::StartsWith(name, "classifier.")) {
-      name = "bert." + name;
     }
-    if (absl::EndsWith(name, ".gamma")) name = name.substr(0, name.size() - 6) + ".weight";
-    if (absl::EndsWith(name, ".beta")) name = name.substr(0, name.size() - 5) + ".bias";
+    if (auto alias = facts.aliases.find(name); alias != facts.aliases.end()) {
+      if (!weights.tensors.count(alias->second)) by_name[alias->second] = &t;
+      continue;
+    }
     by_name[name] = &t;
   }
   std::vector<std::string> missing, mismatched;
   std::vector<std::pair<torch::Tensor, torch::Tensor>> copies;
-  for (auto& [name, param] : NamedParameters(model)) {
+  for (auto& [name, param] : model.NamedParameters()) {
     auto it = by_name.find(name);
     if (it == by_name.end()) {
-      bool optional = absl::StartsWith(name, "classifier.") || absl::StartsWith(name, "bert.pooler.") ||
-                      absl::StartsWith(name, "cls.") ||
-                      absl::StrContains(name, ".lora_") || absl::StrContains(name, ".adapter.");
+      // The head and the method's own weights start fresh (PEFT markers: .lora_, .adapter.).
+      bool optional = StartsWithAny(name, facts.head_prefixes) || absl::StrContains(name, ".lora_") ||
+                      absl::StrContains(name, ".adapter.");
       if (optional && !require_all) {
         if (fresh) fresh->push_back(name);
       } else {
@@ -130,7 +134,7 @@ absl::Status LoadStateDict(BertClassifier& model, const common::SafeTensorsFile&
     auto tensor = ToTorch(*it->second, name);
     if (!tensor.ok()) return tensor.status();
     if (tensor->sizes() != param.sizes()) {
-      if (!require_all && absl::StartsWith(name, "classifier.")) {
+      if (!require_all && StartsWithAny(name, facts.resizable_prefixes)) {
         // A head for other labels: start it afresh, as a new head would.
         if (fresh) fresh->push_back(name + " (checkpoint has " + ShapeString(tensor->sizes()) + ")");
         continue;
@@ -152,20 +156,17 @@ absl::Status LoadStateDict(BertClassifier& model, const common::SafeTensorsFile&
   return absl::OkStatus();
 }
 
-absl::Status SaveHfModel(BertClassifier& model, const std::string& dir, bool merge_lora, const std::string& shown_dir) {
+absl::Status SaveHfModel(Model& model, const std::string& dir, bool merge_lora, const std::string& shown_dir) {
   if (auto s = common::MakeDirs(dir); !s.ok()) return s;
   common::SafeTensorsFile base, adapter;
   base.metadata["format"] = "pt";
   adapter.metadata["format"] = "pt";
-  bool has_lora = false;
-  std::map<std::string, torch::Tensor> merged;
-  for (auto& layer : model->layers) {
-    for (LoraLinear* l : {&layer->query, &layer->key, &layer->value, &layer->attn_out, &layer->inter, &layer->out}) {
-      if ((*l)->lora_A) has_lora = true;
-    }
-  }
   // Merging works on copies so that the live model keeps training unchanged.
-  const auto params = NamedParameters(model);
+  const auto params = model.NamedParameters();
+  const bool has_lora = std::any_of(params.begin(), params.end(),
+                                    [](const auto& p) { return absl::StrContains(p.first, ".lora_A."); });
+  const MethodConfig& method = model.method();
+  const HfFacts& facts = model.hf();
   std::map<std::string, torch::Tensor> by_name(params.begin(), params.end());
   for (const auto& [name, t] : params) {
     if (absl::StrContains(name, ".lora_")) {
@@ -180,7 +181,7 @@ absl::Status SaveHfModel(BertClassifier& model, const std::string& dir, bool mer
       auto a = by_name.find(stem + ".lora_A.weight");
       if (a != by_name.end()) {
         const torch::Tensor& b = by_name.at(stem + ".lora_B.weight");
-        double scale = model->method.lora_alpha / static_cast<double>(model->method.lora_rank);
+        double scale = method.lora_alpha / static_cast<double>(method.lora_rank);
         torch::NoGradGuard g;
         value = t + torch::matmul(b, a->second) * scale;
       }
@@ -199,19 +200,14 @@ absl::Status SaveHfModel(BertClassifier& model, const std::string& dir, bool mer
     std::error_code ec;
     const std::string base_path =
         std::filesystem::absolute(shown_dir.empty() ? dir : shown_dir, ec).lexically_normal().string();
-    const auto& c = model->config;
     nlohmann::json ac = {{"peft_type", "LORA"},
-                         {"task_type", c.masked_lm()              ? nlohmann::json()
-                                       : c.token_classification() ? nlohmann::json("TOKEN_CLS")
-                                                                  : nlohmann::json("SEQ_CLS")},
+                         {"task_type", facts.peft_task_type.empty() ? nlohmann::json() : nlohmann::json(facts.peft_task_type)},
                          {"base_model_name_or_path", base_path},
-                         {"r", model->method.lora_rank},
-                         {"lora_alpha", model->method.lora_alpha},
-                         {"lora_dropout", model->method.lora_dropout},
-                         {"target_modules", PeftTargetModules(model->method.lora_targets, c.num_hidden_layers)},
-                         {"modules_to_save", c.masked_lm()              ? std::vector<std::string>{"cls"}
-                                             : c.token_classification() ? std::vector<std::string>{"classifier"}
-                                                                        : std::vector<std::string>{"classifier", "pooler"}},
+                         {"r", method.lora_rank},
+                         {"lora_alpha", method.lora_alpha},
+                         {"lora_dropout", method.lora_dropout},
+                         {"target_modules", model.PeftTargetModules()},
+                         {"modules_to_save", facts.modules_to_save},
                          {"bias", "none"},
                          {"fan_in_fan_out", false},
                          {"inference_mode", true},
@@ -223,16 +219,16 @@ absl::Status SaveHfModel(BertClassifier& model, const std::string& dir, bool mer
                          {"revision", nullptr}};
     if (auto s = common::WriteFileAtomic(dir + "/adapter_config.json", ac.dump(2)); !s.ok()) return s;
   }
-  std::string cfg = model->config.ToJson();
-  if (model->method.type == Method::kAdapter) {
+  std::string cfg = model.ConfigJson();
+  if (method.type == Method::kAdapter) {
     auto j = nlohmann::json::parse(cfg);
-    j["attune_adapter_size"] = model->method.adapter_size;
+    j["attune_adapter_size"] = method.adapter_size;
     cfg = j.dump(2);
   }
   return common::WriteFileAtomic(dir + "/config.json", cfg);
 }
 
-absl::StatusOr<BertClassifier> LoadHfModel(const std::string& dir) {
+absl::StatusOr<ModelPtr> LoadHfModel(const std::string& dir) {
   auto text = common::ReadFile(dir + "/config.json", 1 << 20);
   if (!text.ok()) return text.status();
   auto config = BertConfig::FromJson(*text, dir + "/config.json");
@@ -280,8 +276,9 @@ absl::StatusOr<BertClassifier> LoadHfModel(const std::string& dir) {
     method.lora_targets = *targets;
   }
   if (config->labels.empty()) config->labels = {"LABEL_0", "LABEL_1"};
-  auto model = CreateModel(*config, method, 0);
-  if (!model.ok()) return model.status();
+  auto bert = CreateModel(*config, method, 0);
+  if (!bert.ok()) return bert.status();
+  ModelPtr model = bert->ptr();
   std::vector<std::string> fresh;
   auto weights = ReadHfWeights(dir);
   if (!weights.ok()) return weights.status();
@@ -290,7 +287,7 @@ absl::StatusOr<BertClassifier> LoadHfModel(const std::string& dir) {
     auto adapter = common::ReadSafeTensors(dir + "/adapter_model.safetensors");
     if (!adapter.ok()) return adapter.status();
     std::map<std::string, torch::Tensor> params;
-    for (auto& [n, t] : NamedParameters(*model)) params[n] = t;
+    for (auto& [n, t] : model->NamedParameters()) params[n] = t;
     torch::NoGradGuard g;
     for (const auto& [peft_name, st] : adapter->tensors) {
       // PEFT's names (NOTE [PEFT layout]), or bare ones from older exports.
@@ -307,11 +304,11 @@ absl::StatusOr<BertClassifier> LoadHfModel(const std::string& dir) {
                 fresh.end());
   }
   for (const auto& f : fresh) {
-    if (absl::StartsWith(f, "classifier.") || absl::StartsWith(f, "cls.")) {
+    if (StartsWithAny(f, model->hf().head_prefixes)) {
       return absl::InvalidArgumentError(absl::StrCat(dir, ": exported model lacks ", f));
     }
   }
-  (*model)->eval();
+  model->eval();
   return model;
 }
 

@@ -9,7 +9,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/job_config.h"
-#include "worker/model/bert.h"
+#include "worker/model/model.h"
 #include "worker/task/task.h"
 #include "worker/text/tokenizer.h"
 
@@ -41,17 +41,15 @@ class MaskedLm : public TokenLevelTask {
   std::string architecture() const override { return "BertForMaskedLM"; }
 
   absl::Status Configure(const text::Tokenizer& tok, const common::JobConfig& c) override {
-    const std::vector<std::string> names = {"[CLS]", "[SEP]", "[PAD]", "[MASK]", "[UNK]"};
-    const std::vector<int64_t> ids = tok.ConvertTokensToIds(names);
-    const int64_t unk = ids[4];
-    if (ids[3] == unk) return absl::InvalidArgumentError("masked_lm: the vocabulary has no [MASK] token");
-    cls_ = ids[0];
-    sep_ = ids[1];
-    mask_ = ids[3];
-    special_ = {ids[0], ids[1], ids[2], ids[3]};
+    const text::SpecialIds& sp = tok.special();
+    if (sp.mask < 0) return absl::InvalidArgumentError("masked_lm: the vocabulary has no [MASK] token");
+    cls_ = sp.cls;
+    sep_ = sp.sep;
+    mask_ = sp.mask;
+    special_ = {sp.cls, sp.sep, sp.pad, sp.mask};
     vocab_size_ = tok.vocab_size();
     continuation_.assign(tok.vocab().size(), 0);
-    for (size_t i = 0; i < tok.vocab().size(); ++i) continuation_[i] = absl::StartsWith(tok.vocab()[i], "##");
+    for (size_t i = 0; i < tok.vocab().size(); ++i) continuation_[i] = tok.IsContinuation(static_cast<int64_t>(i));
     probability_ = c.mlm_probability;
     whole_word_ = c.whole_word_mask;
     group_ = c.group_texts;
@@ -83,7 +81,7 @@ class MaskedLm : public TokenLevelTask {
     std::vector<int64_t> stream;
     for (const auto& x : examples) {
       stream.push_back(cls_);
-      const std::vector<int64_t> ids = tok.ConvertTokensToIds(tok.Tokenize(x.text));
+      const std::vector<int64_t> ids = tok.EncodePieces(x.text);
       stream.insert(stream.end(), ids.begin(), ids.end());
       stream.push_back(sep_);
     }
@@ -120,7 +118,7 @@ class MaskedLm : public TokenLevelTask {
     return b;
   }
 
-  at::Tensor Forward(model::BertClassifierImpl& model, const Batch& b) const override {
+  at::Tensor Forward(model::Model& model, const Batch& b) const override {
     return model.MaskedLmLogits(model.Encode(b.ids, b.types, b.mask), b.positions);
   }
 

@@ -8,7 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "worker/baseline/text_baseline.h"
-#include "worker/model/bert.h"
+#include "worker/model/model.h"
 #include "worker/text/tokenizer.h"
 
 namespace attune::worker::task {
@@ -94,8 +94,8 @@ Batch Task::Collate(const std::vector<Encoded>& data, const std::vector<int64_t>
   return out;
 }
 
-at::Tensor Task::Forward(model::BertClassifierImpl& model, const Batch& b) const {
-  return model.forward(b.ids, b.types, b.mask);
+at::Tensor Task::Forward(model::Model& model, const Batch& b) const {
+  return model.SequenceLogits(b.ids, b.types, b.mask);
 }
 
 at::Tensor TokenLevelTask::Targets(const std::vector<const Encoded*>&, int) const {

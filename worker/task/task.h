@@ -1,9 +1,9 @@
 #pragma once
 
-// A Task owns what differs between learning problems that share the BERT
-// encoder: how labels are read, the head's outputs, the label tensor, the
-// loss, the evaluation rows and metrics, the trivial baseline and the
-// prediction line. The engine (worker/train), the encoder and PEFT
+// A Task owns what differs between learning problems that share a model
+// (model::Model, NOTE [model interface]): how labels are read, the head's
+// outputs, the label tensor, the loss, the evaluation rows and metrics, the
+// trivial baseline and the prediction line. The engine (worker/train), the encoder and PEFT
 // (worker/model) and the communicator stay task-agnostic.
 //
 // Implemented: sequence_classification, multi_label_classification and
@@ -34,7 +34,7 @@ namespace attune::common {
 struct JobConfig;
 }
 namespace attune::worker::model {
-struct BertClassifierImpl;
+class Model;
 }
 namespace attune::worker::text {
 class Tokenizer;
@@ -126,7 +126,7 @@ class Task {
   // rank's Batch::loss_units, reduced before backward. Either way
   // accumulation and any world size equal one large batch exactly.
   virtual at::Tensor Targets(const std::vector<const Encoded*>& batch, int outputs) const = 0;
-  virtual at::Tensor Forward(model::BertClassifierImpl& model, const Batch& b) const;
+  virtual at::Tensor Forward(model::Model& model, const Batch& b) const;
   virtual at::Tensor SummedLoss(const at::Tensor& logits, const at::Tensor& targets) const = 0;
   virtual int64_t LossUnitsPerExample(int outputs) const { return 1; }
   virtual bool LossUnitsVary() const { return false; }

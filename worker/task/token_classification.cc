@@ -8,7 +8,7 @@
 
 #include "absl/strings/match.h"
 #include "common/job_config.h"
-#include "worker/model/bert.h"
+#include "worker/model/model.h"
 #include "worker/task/task.h"
 #include "worker/text/tokenizer.h"
 
@@ -53,10 +53,9 @@ class TokenClassification : public TokenLevelTask {
   std::string architecture() const override { return "BertForTokenClassification"; }
 
   absl::Status Configure(const text::Tokenizer& tok, const common::JobConfig& c) override {
-    const auto ids = tok.ConvertTokensToIds({"[CLS]", "[SEP]", "[UNK]"});
-    cls_ = ids[0];
-    sep_ = ids[1];
-    unk_ = ids[2];
+    cls_ = tok.special().cls;
+    sep_ = tok.special().sep;
+    unk_ = tok.special().unk;
     label_all_ = c.label_all_subwords;
     return absl::OkStatus();
   }
@@ -91,7 +90,7 @@ class TokenClassification : public TokenLevelTask {
       e.ids.push_back(cls_);
       e.piece_labels.push_back(-100);
       for (size_t w = 0; w < x.words.size(); ++w) {
-        std::vector<int64_t> pieces = tok.ConvertTokensToIds(tok.Tokenize(x.words[w]));
+        std::vector<int64_t> pieces = tok.EncodePieces(x.words[w]);
         if (pieces.empty()) pieces.push_back(unk_);
         const int tag = w < x.tags.size() ? x.tags[w] : -100;
         for (size_t k = 0; k < pieces.size() && static_cast<int>(e.ids.size()) < max_length - 1; ++k) {
@@ -145,7 +144,7 @@ class TokenClassification : public TokenLevelTask {
     return b;
   }
 
-  at::Tensor Forward(model::BertClassifierImpl& model, const Batch& b) const override {
+  at::Tensor Forward(model::Model& model, const Batch& b) const override {
     return model.TokenLogits(model.Encode(b.ids, b.types, b.mask), b.positions);
   }
 

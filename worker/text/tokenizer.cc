@@ -13,6 +13,7 @@
 #include <unicode/unistr.h>
 #include <unicode/locid.h>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/files.h"
 
@@ -112,21 +113,22 @@ std::string ToUtf8(const std::vector<UChar32>& cps) {
 
 }  // namespace
 
-absl::StatusOr<Tokenizer> Tokenizer::Create(std::vector<std::string> vocab, TokenizerOptions options) {
-  Tokenizer t;
+absl::StatusOr<WordPieceTokenizer> WordPieceTokenizer::Create(std::vector<std::string> vocab, TokenizerOptions options) {
+  WordPieceTokenizer t;
   t.vocab_ = std::move(vocab);
   t.options_ = options;
   for (size_t i = 0; i < t.vocab_.size(); ++i) t.ids_.emplace(t.vocab_[i], static_cast<int64_t>(i));
-  for (auto [name, slot] : {std::pair<const char*, int64_t*>{"[UNK]", &t.unk_id_}, {"[CLS]", &t.cls_id_},
-                            {"[SEP]", &t.sep_id_}, {"[PAD]", &t.pad_id_}}) {
+  for (auto [name, slot] : {std::pair<const char*, int64_t*>{"[UNK]", &t.special_.unk}, {"[CLS]", &t.special_.cls},
+                            {"[SEP]", &t.special_.sep}, {"[PAD]", &t.special_.pad}}) {
     auto it = t.ids_.find(name);
     if (it == t.ids_.end()) return absl::InvalidArgumentError(absl::StrCat("vocabulary has no ", name, " token"));
     *slot = it->second;
   }
+  if (auto it = t.ids_.find("[MASK]"); it != t.ids_.end()) t.special_.mask = it->second;
   return t;
 }
 
-absl::StatusOr<Tokenizer> Tokenizer::FromVocabFile(const std::string& vocab_path, TokenizerOptions options) {
+absl::StatusOr<WordPieceTokenizer> WordPieceTokenizer::FromVocabFile(const std::string& vocab_path, TokenizerOptions options) {
   auto bytes = common::ReadFile(vocab_path, int64_t{256} << 20);
   if (!bytes.ok()) return bytes.status();
   std::vector<std::string> vocab;
@@ -145,7 +147,7 @@ absl::StatusOr<Tokenizer> Tokenizer::FromVocabFile(const std::string& vocab_path
   return Create(std::move(vocab), options);
 }
 
-absl::StatusOr<Tokenizer> Tokenizer::FromTokenizerJson(const std::string& path) {
+absl::StatusOr<WordPieceTokenizer> WordPieceTokenizer::FromTokenizerJson(const std::string& path) {
   auto bytes = common::ReadFile(path, int64_t{256} << 20);
   if (!bytes.ok()) return bytes.status();
   auto j = nlohmann::json::parse(*bytes, nullptr, false);
@@ -186,7 +188,7 @@ absl::StatusOr<Tokenizer> Tokenizer::FromTokenizerJson(const std::string& path) 
   return Create(std::move(vocab), options);
 }
 
-absl::StatusOr<Tokenizer> Tokenizer::FromDirectory(const std::string& dir) {
+absl::StatusOr<WordPieceTokenizer> WordPieceTokenizer::FromDirectory(const std::string& dir) {
   std::error_code ec;
   if (!std::filesystem::exists(dir + "/vocab.txt", ec) && std::filesystem::exists(dir + "/tokenizer.json", ec)) {
     return FromTokenizerJson(dir + "/tokenizer.json");
@@ -208,7 +210,17 @@ absl::StatusOr<Tokenizer> Tokenizer::FromDirectory(const std::string& dir) {
   return FromVocabFile(dir + "/vocab.txt", options);
 }
 
-absl::Status Tokenizer::Save(const std::string& dir, int64_t model_max_length) const {
+absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromDirectory(const std::string& dir) {
+  auto wordpiece = WordPieceTokenizer::FromDirectory(dir);
+  if (!wordpiece.ok()) return wordpiece.status();
+  return std::unique_ptr<Tokenizer>(std::make_unique<WordPieceTokenizer>(*std::move(wordpiece)));
+}
+
+bool WordPieceTokenizer::IsContinuation(int64_t id) const {
+  return id >= 0 && static_cast<size_t>(id) < vocab_.size() && absl::StartsWith(vocab_[static_cast<size_t>(id)], "##");
+}
+
+absl::Status WordPieceTokenizer::Save(const std::string& dir, int64_t model_max_length) const {
   std::string v;
   for (const auto& t : vocab_) absl::StrAppend(&v, t, "\n");
   absl::Status s = common::WriteFileAtomic(dir + "/vocab.txt", v);
@@ -226,7 +238,7 @@ absl::Status Tokenizer::Save(const std::string& dir, int64_t model_max_length) c
   return common::WriteFileAtomic(dir + "/special_tokens_map.json", special.dump(2));
 }
 
-std::vector<std::string> Tokenizer::BasicTokenize(const std::string& text) const {
+std::vector<std::string> WordPieceTokenizer::BasicTokenize(const std::string& text) const {
   // 1. Clean: drop NUL, U+FFFD and control characters; whitespace -> ' '.
   // 2. Surround CJK ideographs with spaces.
   std::vector<UChar32> cleaned;
@@ -276,7 +288,7 @@ std::vector<std::string> Tokenizer::BasicTokenize(const std::string& text) const
   return out;
 }
 
-std::vector<std::string> Tokenizer::WordPiece(const std::string& word) const {
+std::vector<std::string> WordPieceTokenizer::WordPiece(const std::string& word) const {
   std::vector<UChar32> cps = Decode(word);
   if (static_cast<int>(cps.size()) > options_.max_input_chars_per_word) return {"[UNK]"};
   std::vector<std::string> pieces;
@@ -301,7 +313,7 @@ std::vector<std::string> Tokenizer::WordPiece(const std::string& word) const {
   return pieces;
 }
 
-std::vector<std::string> Tokenizer::Tokenize(const std::string& text) const {
+std::vector<std::string> WordPieceTokenizer::Tokenize(const std::string& text) const {
   // Special tokens of the vocabulary are split out wherever they stand
   // ("hereby [MASK]," is hereby [MASK] ,), as Hugging Face's tokenizers do
   // before basic tokenisation.
@@ -327,7 +339,7 @@ std::vector<std::string> Tokenizer::Tokenize(const std::string& text) const {
   }
 }
 
-void Tokenizer::TokenizeSegment(const std::string& text, std::vector<std::string>* tokens) const {
+void WordPieceTokenizer::TokenizeSegment(const std::string& text, std::vector<std::string>* tokens) const {
   std::vector<std::string>& out = *tokens;
   for (const auto& word : BasicTokenize(text)) {
     if (NeverSplit().count(word) && ids_.count(word)) {
@@ -338,17 +350,17 @@ void Tokenizer::TokenizeSegment(const std::string& text, std::vector<std::string
   }
 }
 
-std::vector<int64_t> Tokenizer::ConvertTokensToIds(const std::vector<std::string>& tokens) const {
+std::vector<int64_t> WordPieceTokenizer::ConvertTokensToIds(const std::vector<std::string>& tokens) const {
   std::vector<int64_t> ids;
   ids.reserve(tokens.size());
   for (const auto& t : tokens) {
     auto it = ids_.find(t);
-    ids.push_back(it == ids_.end() ? unk_id_ : it->second);
+    ids.push_back(it == ids_.end() ? special_.unk : it->second);
   }
   return ids;
 }
 
-Encoding Tokenizer::Encode(const std::string& a, const std::string* b, int max_length, bool pad) const {
+Encoding WordPieceTokenizer::Encode(const std::string& a, const std::string* b, int max_length, bool pad) const {
   std::vector<int64_t> ia = ConvertTokensToIds(Tokenize(a));
   std::vector<int64_t> ib;
   if (b) ib = ConvertTokensToIds(Tokenize(*b));
@@ -367,19 +379,19 @@ Encoding Tokenizer::Encode(const std::string& a, const std::string* b, int max_l
     }
   }
   Encoding e;
-  e.input_ids.push_back(cls_id_);
+  e.input_ids.push_back(special_.cls);
   e.input_ids.insert(e.input_ids.end(), ia.begin(), ia.end());
-  e.input_ids.push_back(sep_id_);
+  e.input_ids.push_back(special_.sep);
   e.token_type_ids.assign(e.input_ids.size(), 0);
   if (b) {
     e.input_ids.insert(e.input_ids.end(), ib.begin(), ib.end());
-    e.input_ids.push_back(sep_id_);
+    e.input_ids.push_back(special_.sep);
     e.token_type_ids.resize(e.input_ids.size(), 1);
   }
   e.attention_mask.assign(e.input_ids.size(), 1);
   if (pad) {
     while (static_cast<int>(e.input_ids.size()) < max_length) {
-      e.input_ids.push_back(pad_id_);
+      e.input_ids.push_back(special_.pad);
       e.token_type_ids.push_back(0);
       e.attention_mask.push_back(0);
     }
@@ -390,7 +402,7 @@ Encoding Tokenizer::Encode(const std::string& a, const std::string* b, int max_l
 std::vector<std::string> BuildWordPieceVocab(const std::vector<std::string>& texts,
                                              const VocabBuilderOptions& options) {
   // The basic tokenizer needs a vocabulary only for WordPiece; a minimal one suffices here.
-  auto basic = Tokenizer::Create({"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"}, options.tokenizer);
+  auto basic = WordPieceTokenizer::Create({"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"}, options.tokenizer);
   std::map<std::string, int64_t> word_counts;
   for (const auto& t : texts) {
     for (auto& w : basic->BasicTokenize(t)) ++word_counts[w];

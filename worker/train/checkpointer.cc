@@ -13,6 +13,7 @@
 #include "common/safetensors.h"
 #include "common/status_macros.h"
 #include "worker/comm/torch_logging.h"
+#include "worker/model/hf_checkpoint.h"
 #include "worker/model/tensor_io.h"
 
 namespace attune::worker::train {
@@ -26,7 +27,7 @@ const std::vector<std::string>& LoadedFiles() {
   return files;
 }
 
-absl::Status LoadParams(model::BertClassifier& m, const std::string& path) {
+absl::Status LoadParams(model::Model& m, const std::string& path) {
   std::vector<std::string> fresh;
   return model::LoadStateDict(m, path, &fresh, /*require_all=*/true);
 }
@@ -60,16 +61,16 @@ bool SameDirectory(const std::string& a, const std::string& b) {
 // writing (or that a rank on another node cannot see). Checkpoints carry the
 // copy as best.safetensors, so a resumed run restores it on every rank from
 // the checksummed checkpoint.
-ParamSnapshot SnapshotParams(model::BertClassifier& m) {
+ParamSnapshot SnapshotParams(model::Model& m) {
   torch::NoGradGuard no_grad;
   ParamSnapshot out;
-  for (auto& [name, t] : model::NamedParameters(m)) out.emplace_back(name, t.detach().clone());
+  for (auto& [name, t] : m.NamedParameters()) out.emplace_back(name, t.detach().clone());
   return out;
 }
 
-absl::Status RestoreParams(model::BertClassifier& m, const ParamSnapshot& snap) {
+absl::Status RestoreParams(model::Model& m, const ParamSnapshot& snap) {
   torch::NoGradGuard no_grad;
-  auto params = model::NamedParameters(m);
+  auto params = m.NamedParameters();
   if (params.size() != snap.size()) {
     return absl::InternalError(absl::StrCat("best-weights snapshot holds ", snap.size(), " tensors, the model ",
                                             params.size()));
@@ -99,12 +100,12 @@ Checkpointer::Checkpointer(CheckpointerOptions options)
 
 absl::Status Checkpointer::Prepare() const { return common::MakeDirs(root_); }
 
-absl::StatusOr<std::string> Checkpointer::Write(const LoopState& s, model::BertClassifier& model,
+absl::StatusOr<std::string> Checkpointer::Write(const LoopState& s, model::Model& model,
                                                 torch::optim::Optimizer& opt, const ParamSnapshot& best) const {
   ATTUNE_ASSIGN_OR_RETURN(std::string tmp, common::BeginCheckpoint(root_, s.step));
   std::vector<std::string> files = LoadedFiles();
   auto write = [&]() -> absl::Status {
-    ATTUNE_RETURN_IF_ERROR(SaveTensors(model::NamedParameters(model), tmp + "/model.safetensors"));
+    ATTUNE_RETURN_IF_ERROR(SaveTensors(model.NamedParameters(), tmp + "/model.safetensors"));
     // Serialised in memory, then written by us: libtorch's file writer
     // throws from a destructor (terminating the process) when the disk fills.
     std::ostringstream optimizer;
@@ -147,7 +148,7 @@ absl::StatusOr<std::string> Checkpointer::Write(const LoopState& s, model::BertC
 // say) falls back to the previous one. A checkpoint trained with another
 // label map or vocabulary is refused with both named: resuming it would
 // silently scramble the classes.
-absl::StatusOr<bool> Checkpointer::Resume(const WeightsMeaning& meaning, model::BertClassifier& model,
+absl::StatusOr<bool> Checkpointer::Resume(const WeightsMeaning& meaning, model::Model& model,
                                           torch::optim::Optimizer& opt, LoopState* s, ParamSnapshot* best) const {
   std::vector<std::string> skipped;
   std::vector<common::CheckpointInfo> candidates = common::VerifiedCheckpoints(root_, &skipped, LoadedFiles());
@@ -197,7 +198,7 @@ absl::StatusOr<bool> Checkpointer::Resume(const WeightsMeaning& meaning, model::
 }
 
 absl::Status Checkpointer::ResumeFrom(const std::string& dir, const WeightsMeaning& meaning,
-                                      model::BertClassifier& model, torch::optim::Optimizer& opt, LoopState* s,
+                                      model::Model& model, torch::optim::Optimizer& opt, LoopState* s,
                                       ParamSnapshot* best) const {
   // The manifest has verified every byte before anything reaches torch::load.
   ATTUNE_ASSIGN_OR_RETURN(std::string state, common::ReadFile(dir + "/trainer_state.json"));

@@ -15,15 +15,15 @@
 
 #include "absl/status/statusor.h"
 #include "common/checkpoint.h"
-#include "worker/model/bert.h"
+#include "worker/model/model.h"
 #include "worker/train/loop_state.h"
 
 namespace attune::worker::train {
 
 // Named copies of a model's parameters (NOTE [best weights in memory]).
 using ParamSnapshot = std::vector<std::pair<std::string, torch::Tensor>>;
-ParamSnapshot SnapshotParams(model::BertClassifier& m);
-absl::Status RestoreParams(model::BertClassifier& m, const ParamSnapshot& snap);
+ParamSnapshot SnapshotParams(model::Model& m);
+absl::Status RestoreParams(model::Model& m, const ParamSnapshot& snap);
 // Writes named tensors (a snapshot, or a model's live parameters) as safetensors.
 absl::Status SaveTensors(const ParamSnapshot& tensors, const std::string& path);
 
@@ -60,7 +60,7 @@ class Checkpointer {
   // (kFailedPrecondition, nothing written) when a newer attempt holds the
   // lease; on any failure the temporary directory is removed. Returns the
   // committed directory.
-  absl::StatusOr<std::string> Write(const LoopState& s, model::BertClassifier& model, torch::optim::Optimizer& opt,
+  absl::StatusOr<std::string> Write(const LoopState& s, model::Model& model, torch::optim::Optimizer& opt,
                                     const ParamSnapshot& best) const;
 
   // Loads the newest committed checkpoint that verifies and loads into the
@@ -70,7 +70,7 @@ class Checkpointer {
   // of another job is refused unless checkpoint.resume_from or .overwrite say
   // otherwise (NOTE [owned outputs]); one of another label map or vocabulary
   // is refused with both named.
-  absl::StatusOr<bool> Resume(const WeightsMeaning& meaning, model::BertClassifier& model,
+  absl::StatusOr<bool> Resume(const WeightsMeaning& meaning, model::Model& model,
                               torch::optim::Optimizer& opt, LoopState* s, ParamSnapshot* best) const;
 
   const std::string& root() const { return root_; }
@@ -78,7 +78,7 @@ class Checkpointer {
   const std::string& best_path() const { return best_path_; }
 
  private:
-  absl::Status ResumeFrom(const std::string& dir, const WeightsMeaning& meaning, model::BertClassifier& model,
+  absl::Status ResumeFrom(const std::string& dir, const WeightsMeaning& meaning, model::Model& model,
                           torch::optim::Optimizer& opt, LoopState* s, ParamSnapshot* best) const;
 
   CheckpointerOptions o_;

@@ -8,12 +8,12 @@
 #include "absl/strings/str_cat.h"
 #include "common/status_macros.h"
 #include "worker/comm/communicator.h"
-#include "worker/model/bert.h"
+#include "worker/model/model.h"
 #include "worker/train/device.h"
 
 namespace attune::worker::train {
 
-absl::StatusOr<eval::Metrics> Evaluate(model::BertClassifierImpl& m, const task::Task& task, int outputs,
+absl::StatusOr<eval::Metrics> Evaluate(model::Model& m, const task::Task& task, int outputs,
                                        const std::vector<task::Encoded>& data, int64_t batch_size, int64_t pad_id,
                                        comm::Communicator* comm, Precision precision, const c10::Device& device) {
   torch::NoGradGuard g;

@@ -16,7 +16,7 @@ namespace attune::worker::comm {
 class Communicator;
 }
 namespace attune::worker::model {
-struct BertClassifierImpl;
+class Model;
 }
 
 namespace attune::worker::train {
@@ -32,7 +32,7 @@ namespace attune::worker::train {
 // With kBf16 the forward pass runs under autocast (NOTE [mixed precision]).
 // The forward pass runs on `device` (the model's); rows, loss sums and the
 // reductions are on the CPU.
-absl::StatusOr<eval::Metrics> Evaluate(model::BertClassifierImpl& m, const task::Task& task, int outputs,
+absl::StatusOr<eval::Metrics> Evaluate(model::Model& m, const task::Task& task, int outputs,
                                        const std::vector<task::Encoded>& data, int64_t batch_size, int64_t pad_id,
                                        comm::Communicator* comm, Precision precision = Precision::kFp32,
                                        const c10::Device& device = c10::Device(c10::kCPU));

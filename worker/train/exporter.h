@@ -12,14 +12,14 @@
 #include "common/checkpoint.h"
 #include "common/job_config.h"
 #include "worker/eval/report.h"
-#include "worker/model/bert.h"
+#include "worker/model/model.h"
 #include "worker/text/tokenizer.h"
 
 namespace attune::worker::train {
 
 // Writes `model_dir` (merged or unmerged LoRA as the spec says) and the two
 // reports in `c.output_dir`. `report` is completed with the files' SHA-256.
-absl::Status ExportRun(model::BertClassifier& model, const text::Tokenizer& tok, const common::JobConfig& c,
+absl::Status ExportRun(model::Model& model, const text::Tokenizer& tok, const common::JobConfig& c,
                        const common::Owner& owner, const std::string& model_dir, eval::ReportInput report);
 
 }  // namespace attune::worker::train

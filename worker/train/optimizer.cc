@@ -4,10 +4,10 @@
 
 namespace attune::worker::train {
 
-OptimizerSetup MakeAdamW(model::BertClassifier& model, const common::JobConfig& c) {
+OptimizerSetup MakeAdamW(model::Model& model, const common::JobConfig& c) {
   std::vector<torch::Tensor> decay, no_decay;
-  const auto no_decay_set = model::NoWeightDecayParameters(*model);  // NOTE [no weight decay by kind]
-  for (auto& [name, t] : model::NamedParameters(model)) {
+  const auto no_decay_set = model::NoWeightDecayParameters(model);  // NOTE [no weight decay by kind]
+  for (auto& [name, t] : model.NamedParameters()) {
     if (!t.requires_grad()) continue;
     (no_decay_set.count(t.unsafeGetTensorImpl()) ? no_decay : decay).push_back(t);
   }

@@ -11,7 +11,7 @@
 #include <torch/torch.h>
 
 #include "common/job_config.h"
-#include "worker/model/bert.h"
+#include "worker/model/model.h"
 
 namespace attune::worker::train {
 
@@ -25,7 +25,7 @@ struct OptimizerSetup {
 
 // From the spec's learning_rate, adam_beta1/2, adam_epsilon and weight_decay.
 // Frozen parameters (requires_grad false) are left out.
-OptimizerSetup MakeAdamW(model::BertClassifier& model, const common::JobConfig& c);
+OptimizerSetup MakeAdamW(model::Model& model, const common::JobConfig& c);
 
 // Sets every parameter group's learning rate (the schedule's value for this step).
 void SetLearningRate(torch::optim::AdamW& opt, double lr);

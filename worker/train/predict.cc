@@ -8,7 +8,8 @@
 #include "common/job_config.h"
 #include "common/status_macros.h"
 #include "worker/data/dataset.h"
-#include "worker/model/bert.h"
+#include "worker/model/hf_checkpoint.h"
+#include "worker/model/model.h"
 #include "worker/task/task.h"
 #include "worker/text/tokenizer.h"
 #include "worker/train/device.h"
@@ -18,13 +19,13 @@ namespace attune::worker::train {
 namespace {
 
 // Fill-mask: the top_k tokens at every [MASK] of each row.
-absl::Status FillMasks(model::BertClassifier& m, const text::Tokenizer& tok, const torch::Tensor& ids,
+absl::Status FillMasks(model::Model& m, const text::Tokenizer& tok, const torch::Tensor& ids,
                        const torch::Tensor& types, const torch::Tensor& mask, int top_k, std::ostream& out) {
-  const int64_t mask_id = tok.ConvertTokensToIds({"[MASK]"})[0];
+  const int64_t mask_id = tok.special().mask;
   const int64_t t = ids.size(1);
   torch::Tensor where = (ids.eq(mask_id) & mask.eq(1)).reshape({-1}).nonzero().reshape({-1});
   torch::Tensor probs =
-      torch::softmax(m->MaskedLmLogits(m->Encode(ids, types, mask), where).to(torch::kFloat64), -1).cpu();
+      torch::softmax(m.MaskedLmLogits(m.Encode(ids, types, mask), where).to(torch::kFloat64), -1).cpu();
   where = where.cpu();
   const int64_t k = std::min<int64_t>(top_k, probs.size(1));
   auto [score, id] = probs.topk(k, -1);
@@ -47,11 +48,11 @@ absl::Status FillMasks(model::BertClassifier& m, const text::Tokenizer& tok, con
 
 // Token classification: {"tokens": [...]} or {"text": "..."} per JSONL line;
 // a tag per word, the logits at its first piece, and the entities.
-absl::Status PredictTokens(model::BertClassifier& m, const text::Tokenizer& tok, const std::string& input,
+absl::Status PredictTokens(model::Model& m, const text::Tokenizer& tok, const std::string& input,
                            const PredictOptions& o, int max_len, const torch::Device& device, std::ostream& out) {
   std::unique_ptr<task::Task> task = task::MakeTask("token_classification");
   ATTUNE_RETURN_IF_ERROR(task->Configure(tok, common::JobConfig()));
-  task->SetOutputs(m->config.labels);
+  task->SetOutputs(m.labels());
   ATTUNE_ASSIGN_OR_RETURN(std::string text, common::ReadFile(input, int64_t{1} << 30));
   std::vector<data::Example> examples;
   size_t at = 0;
@@ -71,7 +72,7 @@ absl::Status PredictTokens(model::BertClassifier& m, const text::Tokenizer& tok,
         e.words.push_back(w.get<std::string>());
       }
     } else if (j.is_object() && j.contains(o.text_column) && j[o.text_column].is_string()) {
-      e.words = tok.BasicTokenize(j[o.text_column].get<std::string>());
+      e.words = tok.SplitWords(j[o.text_column].get<std::string>());
     } else {
       return absl::InvalidArgumentError(absl::StrCat(input, ":", line, ": expected a JSON object with \"tokens\" (an array) or \"",
                                                      o.text_column, "\" (a string)"));
@@ -88,8 +89,8 @@ absl::Status PredictTokens(model::BertClassifier& m, const text::Tokenizer& tok,
     task::CollateContext ctx;
     ctx.pad_id = tok.pad_id();
     ctx.train = false;
-    task::Batch b = OnDevice(task->Collate(enc, idx, ctx, static_cast<int>(m->config.labels.size())), device);
-    torch::Tensor logits = task->Forward(*m, b).to(torch::kFloat64).cpu().contiguous();
+    task::Batch b = OnDevice(task->Collate(enc, idx, ctx, static_cast<int>(m.labels().size())), device);
+    torch::Tensor logits = task->Forward(m, b).to(torch::kFloat64).cpu().contiguous();
     size_t row = 0;
     for (int64_t i : idx) {
       const data::Example& x = examples[static_cast<size_t>(i)];
@@ -105,7 +106,7 @@ absl::Status PredictTokens(model::BertClassifier& m, const text::Tokenizer& tok,
         torch::Tensor l = logits[static_cast<int64_t>(row++)];
         std::vector<double> v(l.data_ptr<double>(), l.data_ptr<double>() + l.numel());
         const size_t best = static_cast<size_t>(std::max_element(v.begin(), v.end()) - v.begin());
-        tags.push_back(best < m->config.labels.size() ? m->config.labels[best] : "O");
+        tags.push_back(best < m.labels().size() ? m.labels()[best] : "O");
         word_logits.push_back(v);
       }
       nlohmann::json entities = nlohmann::json::array();
@@ -126,26 +127,28 @@ absl::Status PredictTokens(model::BertClassifier& m, const text::Tokenizer& tok,
 
 // --max_length, else the length the model was trained with (config.json
 // attune_max_length), else its position limit capped at 512.
-int MaxLength(const model::BertConfig& c, const PredictOptions& o) {
+int MaxLength(const model::Model& m, const PredictOptions& o) {
   if (o.max_length > 0) return o.max_length;
-  const int64_t limit = std::min<int64_t>(512, c.max_position_embeddings);
-  return static_cast<int>(c.train_max_length > 0 ? std::min(c.train_max_length, limit) : limit);
+  const int64_t limit = std::min<int64_t>(512, m.max_positions());
+  return static_cast<int>(m.train_max_length() > 0 ? std::min(m.train_max_length(), limit) : limit);
 }
 
 absl::Status PredictImpl(const std::string& model_dir, const std::string& input, const PredictOptions& o,
                          std::ostream& out) {
   ConfigureThreads(o.threads);
   ATTUNE_ASSIGN_OR_RETURN(const torch::Device device, ResolveDevice(o.device, common::JobConfig{}, 0));
-  ATTUNE_ASSIGN_OR_RETURN(model::BertClassifier m, model::LoadHfModel(model_dir));
-  ATTUNE_ASSIGN_OR_RETURN(text::Tokenizer tok, text::Tokenizer::FromDirectory(model_dir));
-  m->to(device);
-  if (m->config.token_classification()) {
-    const int max_len = MaxLength(m->config, o);
+  ATTUNE_ASSIGN_OR_RETURN(const model::ModelPtr loaded, model::LoadHfModel(model_dir));
+  model::Model& m = *loaded;
+  ATTUNE_ASSIGN_OR_RETURN(const std::unique_ptr<text::Tokenizer> tokenizer, text::Tokenizer::FromDirectory(model_dir));
+  const text::Tokenizer& tok = *tokenizer;
+  m.to(device);
+  if (m.head() == model::Head::kToken) {
+    const int max_len = MaxLength(m, o);
     return PredictTokens(m, tok, input, o, max_len, device, out);
   }
   // The model's HF problem_type decides the output: softmax and a label,
   // sigmoids and every label above 0.5, or a score.
-  const std::unique_ptr<task::Task> task = task::TaskForProblemType(m->config.problem_type);
+  const std::unique_ptr<task::Task> task = task::TaskForProblemType(m.problem_type());
   data::ReaderOptions ro;
   ro.text_column = o.text_column;
   ro.label_column = "label";
@@ -153,7 +156,7 @@ absl::Status PredictImpl(const std::string& model_dir, const std::string& input,
   ro.text_pair_column = o.text_pair_column;
   ro.require_text_pair = false;  // optional in prediction input
   ATTUNE_ASSIGN_OR_RETURN(auto records, data::ReadRecords(input, ro));
-  const int max_len = MaxLength(m->config, o);
+  const int max_len = MaxLength(m, o);
   torch::NoGradGuard g;
   // Records are predicted in batches of valid ones; a record without text gets
   // its own error line in its place, so line k of the output is record k.
@@ -179,11 +182,11 @@ absl::Status PredictImpl(const std::string& model_dir, const std::string& input,
       mask[i].slice(0, 0, n).fill_(1);
     }
     ids = ids.to(device), types = types.to(device), mask = mask.to(device);
-    if (m->config.masked_lm()) return FillMasks(m, tok, ids, types, mask, o.top_k, out);
-    torch::Tensor logits = m(ids, types, mask).to(torch::kFloat64).cpu().contiguous();
+    if (m.head() == model::Head::kMaskedLm) return FillMasks(m, tok, ids, types, mask, o.top_k, out);
+    torch::Tensor logits = m.SequenceLogits(ids, types, mask).to(torch::kFloat64).cpu().contiguous();
     for (int64_t i = 0; i < b; ++i) {
       std::vector<double> l(logits[i].data_ptr<double>(), logits[i].data_ptr<double>() + logits.size(1));
-      out << task->PredictLine(l, m->config.labels).dump() << "\n";
+      out << task->PredictLine(l, m.labels()).dump() << "\n";
     }
     return absl::OkStatus();
   };

@@ -21,6 +21,7 @@
 #include "worker/data/dataset.h"
 #include "worker/eval/report.h"
 #include "worker/model/bert.h"
+#include "worker/model/hf_checkpoint.h"
 #include "worker/model/hf_io.h"
 #include "worker/comm/communicator.h"
 #include "worker/comm/reducer.h"
@@ -101,12 +102,19 @@ absl::StatusOr<PreparedData> PrepareData(const common::JobConfig& c, const task:
   return out;
 }
 
-absl::StatusOr<text::Tokenizer> MakeTokenizer(const common::JobConfig& c, const std::vector<data::Example>& train) {
+// The model's own tokenizer (NOTE [tokenizer interface]), else a WordPiece
+// vocabulary given or built from the training texts.
+absl::StatusOr<std::unique_ptr<text::Tokenizer>> MakeTokenizer(const common::JobConfig& c,
+                                                               const std::vector<data::Example>& train) {
   if (!c.model_path.empty()) return text::Tokenizer::FromDirectory(c.model_path);
+  auto owned = [](absl::StatusOr<text::WordPieceTokenizer> t) -> absl::StatusOr<std::unique_ptr<text::Tokenizer>> {
+    if (!t.ok()) return t.status();
+    return std::unique_ptr<text::Tokenizer>(std::make_unique<text::WordPieceTokenizer>(*std::move(t)));
+  };
   text::TokenizerOptions to;
   to.do_lower_case = c.do_lower_case;
   to.strip_accents = c.do_lower_case;
-  if (!c.vocab_path.empty()) return text::Tokenizer::FromVocabFile(c.vocab_path, to);
+  if (!c.vocab_path.empty()) return owned(text::WordPieceTokenizer::FromVocabFile(c.vocab_path, to));
   std::vector<std::string> texts;
   for (const auto& e : train) {
     texts.push_back(e.text);
@@ -117,7 +125,7 @@ absl::StatusOr<text::Tokenizer> MakeTokenizer(const common::JobConfig& c, const 
   vo.tokenizer = to;
   auto vocab = text::BuildWordPieceVocab(texts, vo);
   LOG(INFO) << "built a WordPiece vocabulary of " << vocab.size() << " tokens from " << texts.size() << " texts";
-  return text::Tokenizer::Create(std::move(vocab), to);
+  return owned(text::WordPieceTokenizer::Create(std::move(vocab), to));
 }
 
 absl::StatusOr<model::BertConfig> MakeBertConfig(const common::JobConfig& c, const text::Tokenizer& tok,
@@ -198,7 +206,7 @@ class Engine {
   TrainerObserver* obs_;
   comm::Communicator* comm_;
   const int rank_, world_;
-  model::BertClassifier model_{nullptr};
+  model::ModelPtr model_;  // NOTE [model interface]
   std::unique_ptr<comm::Reducer> reducer_;
   std::unique_ptr<torch::optim::AdamW> opt_;
   std::unique_ptr<data::EpochSampler> sampler_;
@@ -211,7 +219,7 @@ class Engine {
 
 absl::Status Engine::WriteCheckpoint(const LoopState& s) {
   auto t0 = Clock::now();
-  ATTUNE_ASSIGN_OR_RETURN(std::string dir, checkpointer_->Write(s, model_, *opt_, best_));
+  ATTUNE_ASSIGN_OR_RETURN(std::string dir, checkpointer_->Write(s, *model_, *opt_, best_));
   const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
   const std::string shown = c_.ShownText(dir);
   LOG(INFO) << "job=" << c_.name << " rank=" << rank_ << " step=" << s.step << " checkpoint committed: " << shown
@@ -265,7 +273,8 @@ absl::StatusOr<TrainResult> Engine::Run() {
     }
   }
   ATTUNE_ASSIGN_OR_RETURN(PreparedData data, PrepareData(c_, task, rank_ == 0));
-  ATTUNE_ASSIGN_OR_RETURN(text::Tokenizer tok, MakeTokenizer(c_, data.train));
+  ATTUNE_ASSIGN_OR_RETURN(const std::unique_ptr<text::Tokenizer> tokenizer, MakeTokenizer(c_, data.train));
+  const text::Tokenizer& tok = *tokenizer;
   ATTUNE_RETURN_IF_ERROR(task_->Configure(tok, c_));
   ATTUNE_ASSIGN_OR_RETURN(model::BertConfig bc, MakeBertConfig(c_, tok, task, data.labels));
   const int outputs = static_cast<int>(bc.labels.size());
@@ -283,13 +292,14 @@ absl::StatusOr<TrainResult> Engine::Run() {
                                std::chrono::duration<double>(Clock::now() - t_enc).count());
 
   model::MethodConfig method = MakeMethod(c_);
-  ATTUNE_ASSIGN_OR_RETURN(model_, model::CreateModel(bc, method, static_cast<uint64_t>(c_.seed)));
+  ATTUNE_ASSIGN_OR_RETURN(model::BertClassifier bert, model::CreateModel(bc, method, static_cast<uint64_t>(c_.seed)));
+  model_ = bert.ptr();
   if (!c_.model_path.empty()) {
     std::vector<std::string> fresh;
     ATTUNE_ASSIGN_OR_RETURN(model::HfWeights weights, model::ReadHfWeights(c_.model_path));
     LOG(INFO) << "job=" << c_.name << " rank=" << rank_ << " read " << weights.file.tensors.size() << " tensors from "
               << c_.ShownText(weights.source) << " (" << weights.format << ")";
-    ATTUNE_RETURN_IF_ERROR(model::LoadStateDict(model_, weights.file, weights.source, &fresh));
+    ATTUNE_RETURN_IF_ERROR(model::LoadStateDict(*model_, weights.file, weights.source, &fresh));
     for (const auto& f : fresh) LOG(INFO) << "job=" << c_.name << " freshly initialised (not in checkpoint): " << f;
   }
   if (!c_.init_embeddings.empty() && rank_ == 0) {
@@ -298,7 +308,7 @@ absl::StatusOr<TrainResult> Engine::Run() {
     const auto t0 = Clock::now();
     ATTUNE_ASSIGN_OR_RETURN(model::WordVectors vectors, model::ReadWordVectors(o_.embeddings_dir, c_.init_embeddings));
     const model::VocabularyMatch match = model::MatchVocabulary(tok.vocab(), vectors);
-    ATTUNE_RETURN_IF_ERROR(model::InitWordEmbeddings(model_, vectors, match, static_cast<uint64_t>(c_.seed)));
+    ATTUNE_RETURN_IF_ERROR(model::InitWordEmbeddings(*model_, vectors, match, static_cast<uint64_t>(c_.seed)));
     result_.init_embeddings = match.coverage;
     LOG(INFO) << absl::StrFormat("job=%s rank=%d token embeddings from %s in %.2f s", c_.name, rank_,
                                  model::CoverageLine(match.coverage),
@@ -307,13 +317,13 @@ absl::StatusOr<TrainResult> Engine::Run() {
   model_->to(device_);  // before the optimizer takes the parameters
   torch::manual_seed(static_cast<uint64_t>(c_.seed) + 1);  // dropout stream, independent of initialisation
   model_->train();
-  auto counts = model::CountParameters(model_);
+  auto counts = model::CountParameters(*model_);
   result_.trainable_parameters = counts.trainable;
   result_.total_parameters = counts.total;
   LOG(INFO) << absl::StrFormat("job=%s method=%s parameters: %d trainable of %d total (%.2f%%)", c_.name, c_.method,
                                counts.trainable, counts.total, 100.0 * counts.trainable / std::max<int64_t>(1, counts.total));
 
-  OptimizerSetup optimizer = MakeAdamW(model_, c_);
+  OptimizerSetup optimizer = MakeAdamW(*model_, c_);
   opt_ = std::move(optimizer.optimizer);
   const std::vector<torch::Tensor>& trainable = optimizer.trainable;
 
@@ -334,15 +344,13 @@ absl::StatusOr<TrainResult> Engine::Run() {
   const bool maximize = c_.early_stopping_mode.empty() ? es_on && es_metric->higher_is_better
                                                        : c_.early_stopping_mode == "max";
   EarlyStopping stopper(maximize, c_.early_stopping_patience, c_.early_stopping_min_delta);
-  const int64_t mask_id = tok.ConvertTokensToIds({"[MASK]"})[0] == tok.ConvertTokensToIds({"[UNK]"})[0]
-                              ? -1
-                              : tok.ConvertTokensToIds({"[MASK]"})[0];
+  const int64_t mask_id = tok.special().mask;
 
   const WeightsMeaning meaning{bc.labels, VocabularyFingerprint(tok.vocab())};
   LoopState s;
   s.sampler = sampler_->state();
   if (o_.resume) {
-    ATTUNE_ASSIGN_OR_RETURN(const bool resumed, checkpointer_->Resume(meaning, model_, *opt_, &s, &best_));
+    ATTUNE_ASSIGN_OR_RETURN(const bool resumed, checkpointer_->Resume(meaning, *model_, *opt_, &s, &best_));
     if (resumed) result_.resumed_from_step = s.step;
   }
   s.labels = meaning.labels;
@@ -350,7 +358,7 @@ absl::StatusOr<TrainResult> Engine::Run() {
   if (comm_ && world_ > 1) {
     // Every rank starts identical: rank 0's weights (fresh or resumed) win.
     std::vector<torch::Tensor> all, in_order;
-    for (auto& [name, t] : model::NamedParameters(model_)) {
+    for (auto& [name, t] : model_->NamedParameters()) {
       all.push_back(t);
       if (t.requires_grad()) in_order.push_back(t);
     }
@@ -382,10 +390,10 @@ absl::StatusOr<TrainResult> Engine::Run() {
       m.Get(c_.early_stopping_metric, &v);
       if (stopper.Update(v)) {
         s.best_step = s.step;
-        best_ = SnapshotParams(model_);
+        best_ = SnapshotParams(*model_);
         if (rank_ == 0) {
           ATTUNE_RETURN_IF_ERROR(common::MakeDirs(c_.output_dir + "/best"));
-          ATTUNE_RETURN_IF_ERROR(SaveTensors(model::NamedParameters(model_), checkpointer_->best_path()));
+          ATTUNE_RETURN_IF_ERROR(SaveTensors(model_->NamedParameters(), checkpointer_->best_path()));
         }
       }
       s.es_has_best = stopper.has_best();
@@ -587,7 +595,7 @@ absl::StatusOr<TrainResult> Engine::Run() {
   bool reuse_latest = latest.has_value() && s.last_eval_step == s.step;
   if (es_on && s.best_step >= 0 && s.best_step != s.step) {
     // Every rank restores its own in-memory copy: no file is read here.
-    ATTUNE_RETURN_IF_ERROR(RestoreParams(model_, best_));
+    ATTUNE_RETURN_IF_ERROR(RestoreParams(*model_, best_));
     LOG(INFO) << "job=" << c_.name << " rank=" << rank_ << " exporting the best model, from step " << s.best_step;
     reuse_latest = false;
   }
@@ -641,7 +649,7 @@ absl::StatusOr<TrainResult> Engine::Run() {
     rep.spec_text = o_.spec_text;
     rep.data_report_json = data.report_json;
     rep.init_embeddings = result_.init_embeddings;
-    ATTUNE_RETURN_IF_ERROR(ExportRun(model_, tok, c_, o_.owner, result_.model_dir, std::move(rep)));
+    ATTUNE_RETURN_IF_ERROR(ExportRun(*model_, tok, c_, o_.owner, result_.model_dir, std::move(rep)));
   }
   const double run_secs = std::chrono::duration<double>(Clock::now() - run_start).count();
   if (s.step > start_step) result_.train_samples_per_second = samples_seen / std::max(run_secs, 1e-9);

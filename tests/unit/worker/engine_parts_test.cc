@@ -18,6 +18,7 @@
 #include "common/testing/status_matchers.h"
 #include "tests/testing/process.h"
 #include "worker/model/bert.h"
+#include "worker/model/hf_checkpoint.h"
 #include "worker/model/module_kinds.h"
 #include "worker/text/tokenizer.h"
 #include "worker/train/checkpointer.h"
@@ -44,12 +45,12 @@ model::BertConfig Tiny() {
   return c;
 }
 
-model::BertClassifier Model(uint64_t seed, model::Method method = model::Method::kFull) {
+model::ModelPtr Model(uint64_t seed, model::Method method = model::Method::kFull) {
   model::MethodConfig m;
   m.type = method;
   auto made = model::CreateModel(Tiny(), m, seed);
   EXPECT_TRUE(made.ok()) << made.status();
-  return *made;
+  return made->ptr();
 }
 
 common::JobConfig Spec() {
@@ -60,19 +61,19 @@ common::JobConfig Spec() {
 }
 
 // One optimizer step on a fixed random batch (dropout off: eval mode).
-void Step(model::BertClassifier& m, torch::optim::AdamW& opt, int64_t seed) {
+void Step(model::Model& m, torch::optim::AdamW& opt, int64_t seed) {
   torch::manual_seed(static_cast<uint64_t>(seed));
   auto ids = torch::randint(5, 40, {4, 8}, torch::kInt64);
   auto labels = torch::randint(0, 2, {4}, torch::kInt64);
-  m->eval();
+  m.eval();
   opt.zero_grad();
-  torch::nn::functional::cross_entropy(m->forward(ids, torch::zeros_like(ids), torch::ones_like(ids)), labels)
+  torch::nn::functional::cross_entropy(m.SequenceLogits(ids, torch::zeros_like(ids), torch::ones_like(ids)), labels)
       .backward();
   opt.step();
 }
 
-bool SameParameters(model::BertClassifier& a, model::BertClassifier& b) {
-  auto pa = model::NamedParameters(a), pb = model::NamedParameters(b);
+bool SameParameters(model::Model& a, model::Model& b) {
+  auto pa = a.NamedParameters(), pb = b.NamedParameters();
   if (pa.size() != pb.size()) return false;
   for (size_t i = 0; i < pa.size(); ++i) {
     if (pa[i].first != pb[i].first || !torch::equal(pa[i].second, pb[i].second)) return false;
@@ -95,10 +96,10 @@ class EnginePartsTest : public ::testing::Test {
 TEST_F(EnginePartsTest, AResumedRunTakesTheSameNextStepAsTheUninterruptedOne) {
   const common::JobConfig spec = Spec();
   auto a = Model(1);
-  OptimizerSetup oa = MakeAdamW(a, spec);
-  Step(a, *oa.optimizer, 10);
-  ParamSnapshot best = SnapshotParams(a);  // the best evaluation: step 1
-  Step(a, *oa.optimizer, 11);
+  OptimizerSetup oa = MakeAdamW(*a, spec);
+  Step(*a, *oa.optimizer, 10);
+  ParamSnapshot best = SnapshotParams(*a);  // the best evaluation: step 1
+  Step(*a, *oa.optimizer, 11);
   LoopState s;
   s.step = 2;
   s.best_step = 1;
@@ -107,55 +108,55 @@ TEST_F(EnginePartsTest, AResumedRunTakesTheSameNextStepAsTheUninterruptedOne) {
   Checkpointer ck(Options());
   ASSERT_THAT(ck.Prepare(), IsOk());
   torch::manual_seed(77);  // the RNG state the checkpoint records
-  auto dir = ck.Write(s, a, *oa.optimizer, best);
+  auto dir = ck.Write(s, *a, *oa.optimizer, best);
   ASSERT_TRUE(dir.ok()) << dir.status();
   EXPECT_TRUE(fs::exists(*dir + "/best.safetensors"));  // best is not this step's: carried along
   const double draw = torch::rand({1}).item<double>();
 
   // Another model and optimizer, in another state, resume from it.
   auto b = Model(2);
-  OptimizerSetup ob = MakeAdamW(b, spec);
-  Step(b, *ob.optimizer, 99);
+  OptimizerSetup ob = MakeAdamW(*b, spec);
+  Step(*b, *ob.optimizer, 99);
   LoopState got;
   ParamSnapshot got_best;
   torch::manual_seed(5);
-  auto resumed = ck.Resume({s.labels, s.vocab_fingerprint}, b, *ob.optimizer, &got, &got_best);
+  auto resumed = ck.Resume({s.labels, s.vocab_fingerprint}, *b, *ob.optimizer, &got, &got_best);
   ASSERT_TRUE(resumed.ok()) << resumed.status();
   EXPECT_TRUE(*resumed);
   EXPECT_EQ(got.step, 2);
   EXPECT_EQ(got.best_step, 1);
-  EXPECT_TRUE(SameParameters(a, b));
+  EXPECT_TRUE(SameParameters(*a, *b));
   EXPECT_EQ(torch::rand({1}).item<double>(), draw);  // the random stream continues where it was
   ASSERT_EQ(got_best.size(), best.size());
   for (size_t i = 0; i < best.size(); ++i) EXPECT_TRUE(torch::equal(got_best[i].second, best[i].second));
   // Adam's moments came back too: the next step is bitwise the same.
-  Step(a, *oa.optimizer, 12);
-  Step(b, *ob.optimizer, 12);
-  EXPECT_TRUE(SameParameters(a, b));
+  Step(*a, *oa.optimizer, 12);
+  Step(*b, *ob.optimizer, 12);
+  EXPECT_TRUE(SameParameters(*a, *b));
 }
 
 TEST_F(EnginePartsTest, ACheckpointOfAnotherMeaningIsRefusedNamingBoth) {
   auto a = Model(1);
-  OptimizerSetup oa = MakeAdamW(a, Spec());
+  OptimizerSetup oa = MakeAdamW(*a, Spec());
   LoopState s;
   s.step = 1;
   s.labels = {"neg", "pos"};
   s.vocab_fingerprint = VocabularyFingerprint({"[PAD]", "a"});
   Checkpointer ck(Options());
   ASSERT_THAT(ck.Prepare(), IsOk());
-  ASSERT_TRUE(ck.Write(s, a, *oa.optimizer, {}).ok());
+  ASSERT_TRUE(ck.Write(s, *a, *oa.optimizer, {}).ok());
   LoopState got;
   ParamSnapshot best;
-  EXPECT_THAT(ck.Resume({{"pos", "neg"}, s.vocab_fingerprint}, a, *oa.optimizer, &got, &best).status(),
+  EXPECT_THAT(ck.Resume({{"pos", "neg"}, s.vocab_fingerprint}, *a, *oa.optimizer, &got, &best).status(),
               StatusIs(absl::StatusCode::kFailedPrecondition, "was trained with labels [neg, pos]; this run's are [pos, neg]"));
-  EXPECT_THAT(ck.Resume({s.labels, VocabularyFingerprint({"[PAD]", "b"})}, a, *oa.optimizer, &got, &best).status(),
+  EXPECT_THAT(ck.Resume({s.labels, VocabularyFingerprint({"[PAD]", "b"})}, *a, *oa.optimizer, &got, &best).status(),
               StatusIs(absl::StatusCode::kFailedPrecondition, "another vocabulary"));
   // An empty directory: nothing to resume, and nothing changed.
   CheckpointerOptions other = Options();
   other.output_dir = dir_.path() + "/other";
   Checkpointer fresh(other);
   ASSERT_THAT(fresh.Prepare(), IsOk());
-  auto none = fresh.Resume({s.labels, s.vocab_fingerprint}, a, *oa.optimizer, &got, &best);
+  auto none = fresh.Resume({s.labels, s.vocab_fingerprint}, *a, *oa.optimizer, &got, &best);
   ASSERT_TRUE(none.ok()) << none.status();
   EXPECT_FALSE(*none);
 }
@@ -163,18 +164,18 @@ TEST_F(EnginePartsTest, ACheckpointOfAnotherMeaningIsRefusedNamingBoth) {
 TEST_F(EnginePartsTest, AFencedAttemptWritesNothing) {
   ASSERT_THAT(common::TakeLease(dir_.path(), {"job-1", 2}), IsOk());
   auto a = Model(1);
-  OptimizerSetup oa = MakeAdamW(a, Spec());
+  OptimizerSetup oa = MakeAdamW(*a, Spec());
   LoopState s;
   s.step = 3;
   Checkpointer old(Options({"job-1", 1}));
   ASSERT_THAT(old.Prepare(), IsOk());
-  EXPECT_THAT(old.Write(s, a, *oa.optimizer, {}).status(), StatusIs(absl::StatusCode::kFailedPrecondition, ""));
+  EXPECT_THAT(old.Write(s, *a, *oa.optimizer, {}).status(), StatusIs(absl::StatusCode::kFailedPrecondition, ""));
   EXPECT_TRUE(fs::is_empty(old.root())) << "a fenced checkpoint left files behind";
-  auto tok = text::Tokenizer::Create({"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a"}, {});
+  auto tok = text::WordPieceTokenizer::Create({"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "a"}, {});
   ASSERT_TRUE(tok.ok());
   common::JobConfig c = Spec();
   c.output_dir = dir_.path();
-  EXPECT_THAT(ExportRun(a, *tok, c, {"job-1", 1}, dir_.path() + "/model", {}),
+  EXPECT_THAT(ExportRun(*a, *tok, c, {"job-1", 1}, dir_.path() + "/model", {}),
               StatusIs(absl::StatusCode::kFailedPrecondition, ""));
   EXPECT_FALSE(fs::exists(dir_.path() + "/model"));
   EXPECT_FALSE(fs::exists(dir_.path() + "/eval_report.json"));
@@ -186,12 +187,12 @@ TEST_F(EnginePartsTest, AFencedAttemptWritesNothing) {
 TEST_F(EnginePartsTest, AdamWDecaysWeightsNotBiasesOrLayerNormsAndLeavesFrozenParametersOut) {
   auto m = Model(3);
   const common::JobConfig spec = Spec();
-  OptimizerSetup o = MakeAdamW(m, spec);
-  auto named = model::NamedParameters(m);
+  OptimizerSetup o = MakeAdamW(*m, spec);
+  auto named = m->NamedParameters();
   EXPECT_EQ(o.trainable.size(), named.size());
   ASSERT_EQ(o.optimizer->param_groups().size(), 2u);
   EXPECT_EQ(o.optimizer->param_groups()[0].params().size(), o.decayed);
-  ParamSnapshot before = SnapshotParams(m);
+  ParamSnapshot before = SnapshotParams(*m);
   for (auto& t : o.trainable) t.mutable_grad() = torch::zeros_like(t);
   SetLearningRate(*o.optimizer, 0.5);
   o.optimizer->step();
@@ -203,9 +204,9 @@ TEST_F(EnginePartsTest, AdamWDecaysWeightsNotBiasesOrLayerNormsAndLeavesFrozenPa
     EXPECT_TRUE(torch::allclose(named[i].second, want, 0, 1e-7)) << name;
   }
   auto head = Model(3, model::Method::kHead);
-  OptimizerSetup oh = MakeAdamW(head, spec);
+  OptimizerSetup oh = MakeAdamW(*head, spec);
   int64_t trainable = 0;
-  for (auto& [name, t] : model::NamedParameters(head)) trainable += t.requires_grad();
+  for (auto& [name, t] : head->NamedParameters()) trainable += t.requires_grad();
   EXPECT_EQ(static_cast<int64_t>(oh.trainable.size()), trainable);
   EXPECT_LT(trainable, static_cast<int64_t>(named.size()));
 }
@@ -226,7 +227,7 @@ TEST_F(EnginePartsTest, NoDecayByModuleKindIsHuggingFacesChoiceByNameForEveryMet
       ASSERT_TRUE(m.ok()) << m.status();
       const auto by_kind = model::NoWeightDecayParameters(**m);
       size_t no_decay = 0;
-      for (auto& [name, t] : model::NamedParameters(*m)) {
+      for (auto& [name, t] : (*m)->NamedParameters()) {
         const bool by_name = absl::EndsWith(name, ".bias") || absl::StrContains(name, "LayerNorm");
         EXPECT_EQ(by_kind.count(t.unsafeGetTensorImpl()) == 1, by_name) << architecture << " " << name;
         no_decay += by_name;
@@ -258,7 +259,7 @@ TEST_F(EnginePartsTest, NoDecayByModuleKindIsHuggingFacesChoiceByNameForEveryMet
 
 TEST_F(EnginePartsTest, TheExportIsAModelDirectoryAndReportsThatAgree) {
   auto m = Model(4);
-  auto tok = text::Tokenizer::Create({"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "good", "bad"}, {});
+  auto tok = text::WordPieceTokenizer::Create({"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "good", "bad"}, {});
   ASSERT_TRUE(tok.ok());
   common::JobConfig c = Spec();
   c.name = "export";
@@ -269,11 +270,11 @@ TEST_F(EnginePartsTest, TheExportIsAModelDirectoryAndReportsThatAgree) {
   eval::ReportInput rep;
   rep.job_name = c.name;
   rep.label_names = {"neg", "pos"};
-  ASSERT_THAT(ExportRun(m, *tok, c, {}, dir_.path() + "/model", rep), IsOk());
+  ASSERT_THAT(ExportRun(*m, *tok, c, {}, dir_.path() + "/model", rep), IsOk());
   auto loaded = model::LoadHfModel(dir_.path() + "/model");
   ASSERT_TRUE(loaded.ok()) << loaded.status();
-  EXPECT_TRUE(SameParameters(m, *loaded));
-  EXPECT_EQ((*loaded)->config.train_max_length, 12);  // attune predict truncates as training did
+  EXPECT_TRUE(SameParameters(*m, **loaded));
+  EXPECT_EQ((*loaded)->train_max_length(), 12);  // attune predict truncates as training did
   EXPECT_TRUE(fs::exists(dir_.path() + "/model/vocab.txt"));
   auto report = nlohmann::json::parse(*common::ReadFile(dir_.path() + "/eval_report.json"));
   EXPECT_EQ(report["job"], "export");

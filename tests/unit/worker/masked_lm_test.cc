@@ -22,7 +22,7 @@ class MaskedLmTest : public ::testing::Test {
   void SetUp() override {
     std::vector<std::string> vocab = {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "court", "held",
                                       "licen", "##se", "##s", "grant", "##ed", "rights", "to", "party"};
-    auto tok = text::Tokenizer::Create(vocab, text::TokenizerOptions());
+    auto tok = text::WordPieceTokenizer::Create(vocab, text::TokenizerOptions());
     ASSERT_TRUE(tok.ok()) << tok.status();
     tok_.emplace(std::move(*tok));
     for (int i = 0; i < 400; ++i) {
@@ -53,7 +53,7 @@ class MaskedLmTest : public ::testing::Test {
     return out;
   }
 
-  std::optional<text::Tokenizer> tok_;
+  std::optional<text::WordPieceTokenizer> tok_;
   std::vector<data::Example> examples_;
 };
 

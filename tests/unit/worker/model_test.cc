@@ -9,6 +9,7 @@
 
 #include "common/safetensors.h"
 #include "common/testing/status_matchers.h"
+#include "worker/model/hf_checkpoint.h"
 #include "tests/testing/process.h"
 
 namespace attune::worker::model {
@@ -41,10 +42,10 @@ Inputs MakeInputs() {
   return in;
 }
 
-torch::Tensor Logits(BertClassifier& m, const Inputs& in) {
+torch::Tensor Logits(Model& m, const Inputs& in) {
   torch::NoGradGuard g;
-  m->eval();
-  return m(in.ids, in.types, in.mask);
+  m.eval();
+  return m.SequenceLogits(in.ids, in.types, in.mask);
 }
 
 TEST(ModelTest, MethodsTrainTheRightParameters) {
@@ -57,7 +58,7 @@ TEST(ModelTest, MethodsTrainTheRightParameters) {
   auto f = CreateModel(Tiny(), full, 1), h = CreateModel(Tiny(), head, 1), l = CreateModel(Tiny(), lora, 1),
        a = CreateModel(Tiny(), adapter, 1);
   ASSERT_THAT(f, IsOk());
-  auto cf = CountParameters(*f), ch = CountParameters(*h), cl = CountParameters(*l), ca = CountParameters(*a);
+  auto cf = CountParameters(**f), ch = CountParameters(**h), cl = CountParameters(**l), ca = CountParameters(**a);
   EXPECT_EQ(cf.trainable, cf.total);
   EXPECT_EQ(ch.trainable, 16 * 16 + 16 + 3 * 16 + 3);
   // LoRA on query and value, 2 layers, rank 2: A 2x16 + B 16x2 each, plus the head.
@@ -74,8 +75,8 @@ TEST(ModelTest, FreshLoraAndAdaptersStartEqualToTheBase) {
   adapter.type = Method::kAdapter;
   auto base = CreateModel(Tiny(), {}, 4), l = CreateModel(Tiny(), lora, 4), a = CreateModel(Tiny(), adapter, 4);
   Inputs in = MakeInputs();
-  EXPECT_TRUE(torch::allclose(Logits(*base, in), Logits(*l, in), 1e-6, 1e-6));
-  EXPECT_TRUE(torch::allclose(Logits(*base, in), Logits(*a, in), 1e-6, 1e-6));
+  EXPECT_TRUE(torch::allclose(Logits(**base, in), Logits(**l, in), 1e-6, 1e-6));
+  EXPECT_TRUE(torch::allclose(Logits(**base, in), Logits(**a, in), 1e-6, 1e-6));
 }
 
 TEST(ModelTest, MergedLoraMatchesUnmergedWithin1e5) {
@@ -87,21 +88,21 @@ TEST(ModelTest, MergedLoraMatchesUnmergedWithin1e5) {
   ASSERT_THAT(m, IsOk());
   {
     torch::NoGradGuard g;
-    for (auto& [name, t] : NamedParameters(*m)) {
+    for (auto& [name, t] : (*m)->NamedParameters()) {
       if (name.find("lora_B") != std::string::npos) t.normal_(0, 0.3);
     }
   }
   Inputs in = MakeInputs();
-  torch::Tensor live = Logits(*m, in);
+  torch::Tensor live = Logits(**m, in);
   attune::testing::TempDir dir("lora_merge");
-  ASSERT_THAT(SaveHfModel(*m, dir / "merged", true), IsOk());
-  ASSERT_THAT(SaveHfModel(*m, dir / "kept", false), IsOk());
+  ASSERT_THAT(SaveHfModel(**m, dir / "merged", true), IsOk());
+  ASSERT_THAT(SaveHfModel(**m, dir / "kept", false), IsOk());
   auto merged = LoadHfModel(dir / "merged");
   auto kept = LoadHfModel(dir / "kept");
   ASSERT_THAT(merged, IsOk());
   ASSERT_THAT(kept, IsOk());
-  EXPECT_LT((Logits(*merged, in) - live).abs().max().item<double>(), 1e-5);
-  EXPECT_LT((Logits(*kept, in) - live).abs().max().item<double>(), 1e-6);
+  EXPECT_LT((Logits(**merged, in) - live).abs().max().item<double>(), 1e-5);
+  EXPECT_LT((Logits(**kept, in) - live).abs().max().item<double>(), 1e-6);
   EXPECT_GT(live.abs().max().item<double>(), 1e-3);
   // The live model keeps its LoRA branch after an export.
   EXPECT_TRUE(m->get()->layers[0]->query->has_lora());
@@ -116,7 +117,7 @@ TEST(ModelTest, MethodNumbersInAModelDirectoryAreCheckedNamingTheFile) {
   auto m = CreateModel(Tiny(), lora, 2);
   ASSERT_THAT(m, IsOk());
   attune::testing::TempDir dir("method_numbers");
-  ASSERT_THAT(SaveHfModel(*m, dir / "kept", false), IsOk());
+  ASSERT_THAT(SaveHfModel(**m, dir / "kept", false), IsOk());
   const std::string ac_path = dir / "kept/adapter_config.json";
   const nlohmann::json ac = nlohmann::json::parse(attune::testing::ReadText(ac_path));
   for (const auto& [key, value, message] : std::vector<std::tuple<std::string, nlohmann::json, std::string>>{
@@ -139,7 +140,7 @@ TEST(ModelTest, MethodNumbersInAModelDirectoryAreCheckedNamingTheFile) {
   adapter.adapter_size = 4;
   auto a = CreateModel(Tiny(), adapter, 2);
   ASSERT_THAT(a, IsOk());
-  ASSERT_THAT(SaveHfModel(*a, dir / "adapter", false), IsOk());
+  ASSERT_THAT(SaveHfModel(**a, dir / "adapter", false), IsOk());
   const std::string cfg_path = dir / "adapter/config.json";
   nlohmann::json cfg = nlohmann::json::parse(attune::testing::ReadText(cfg_path));
   for (const nlohmann::json& size : {nlohmann::json(1e300), nlohmann::json(-4), nlohmann::json("4")}) {
@@ -154,7 +155,7 @@ TEST(ModelTest, MethodNumbersInAModelDirectoryAreCheckedNamingTheFile) {
 TEST(ModelTest, LoaderNamesMissingKeysAndShapeMismatches) {
   auto m = CreateModel(Tiny(), {}, 1);
   attune::testing::TempDir dir("loader");
-  ASSERT_THAT(SaveHfModel(*m, dir.path(), true), IsOk());
+  ASSERT_THAT(SaveHfModel(**m, dir.path(), true), IsOk());
   auto file = common::ReadSafeTensors(dir / "model.safetensors");
   ASSERT_THAT(file, IsOk());
   auto broken = *file;
@@ -162,7 +163,7 @@ TEST(ModelTest, LoaderNamesMissingKeysAndShapeMismatches) {
   broken.tensors["bert.embeddings.word_embeddings.weight"].shape = {25, 32};
   ASSERT_THAT(common::WriteSafeTensors(dir / "broken.safetensors", broken), IsOk());
   auto fresh_model = CreateModel(Tiny(), {}, 2);
-  absl::Status s = LoadStateDict(*fresh_model, dir / "broken.safetensors", nullptr);
+  absl::Status s = LoadStateDict(**fresh_model, dir / "broken.safetensors", nullptr);
   EXPECT_THAT(s, StatusIs(absl::StatusCode::kInvalidArgument, "missing keys: bert.encoder.layer.1.output.dense.weight"));
   EXPECT_THAT(s, StatusIs(absl::StatusCode::kInvalidArgument,
                           "bert.embeddings.word_embeddings.weight (checkpoint [25, 32], model [50, 16])"));
@@ -171,7 +172,7 @@ TEST(ModelTest, LoaderNamesMissingKeysAndShapeMismatches) {
 TEST(ModelTest, HeadlessCheckpointGetsAFreshHead) {
   auto m = CreateModel(Tiny(), {}, 1);
   attune::testing::TempDir dir("headless");
-  ASSERT_THAT(SaveHfModel(*m, dir.path(), true), IsOk());
+  ASSERT_THAT(SaveHfModel(**m, dir.path(), true), IsOk());
   auto file = *common::ReadSafeTensors(dir / "model.safetensors");
   file.tensors.erase("classifier.weight");
   file.tensors.erase("classifier.bias");
@@ -179,9 +180,50 @@ TEST(ModelTest, HeadlessCheckpointGetsAFreshHead) {
   ASSERT_THAT(common::WriteSafeTensors(dir / "headless.safetensors", file), IsOk());
   auto other = CreateModel(Tiny(), {}, 7);
   std::vector<std::string> fresh;
-  ASSERT_THAT(LoadStateDict(*other, dir / "headless.safetensors", &fresh), IsOk());
+  ASSERT_THAT(LoadStateDict(**other, dir / "headless.safetensors", &fresh), IsOk());
   EXPECT_EQ(fresh, (std::vector<std::string>{"classifier.weight", "classifier.bias"}));
   EXPECT_TRUE(torch::equal((*other)->pooler->weight, (*m)->pooler->weight));
+}
+
+// NOTE [model interface]: the loader reads names by the architecture's
+// HfFacts: bare base-model names get "bert.", the oldest checkpoints'
+// LayerNorm gamma/beta are weight/bias, and a masked-LM head's bias may come
+// as cls.predictions.decoder.bias.
+TEST(ModelTest, TheLoaderReadsBareLegacyAndAliasedNamesByTheArchitecturesFacts) {
+  for (const std::string architecture : {"BertForSequenceClassification", "BertForMaskedLM"}) {
+    BertConfig c = Tiny();
+    c.architecture = architecture;
+    auto m = CreateModel(c, {}, 1);
+    ASSERT_THAT(m, IsOk());
+    Model& model = **m;
+    EXPECT_EQ(model.hf().architecture, architecture);
+    EXPECT_EQ(model.head(), architecture == "BertForMaskedLM" ? Head::kMaskedLm : Head::kSequence);
+    attune::testing::TempDir dir("legacy_names");
+    ASSERT_THAT(SaveHfModel(model, dir.path(), true), IsOk());
+    auto file = *common::ReadSafeTensors(dir / "model.safetensors");
+    common::SafeTensorsFile legacy;
+    for (const auto& [name, t] : file.tensors) {
+      std::string n = name.rfind("bert.", 0) == 0 ? name.substr(5) : name;
+      if (n.find("LayerNorm.weight") != std::string::npos) n.replace(n.size() - 6, 6, "gamma");
+      if (n.find("LayerNorm.bias") != std::string::npos) n.replace(n.size() - 4, 4, "beta");
+      if (n == "cls.predictions.bias") n = "cls.predictions.decoder.bias";
+      legacy.tensors[n] = t;
+    }
+    EXPECT_EQ(legacy.tensors.count("embeddings.LayerNorm.gamma"), 1u);
+    ASSERT_THAT(common::WriteSafeTensors(dir / "legacy.safetensors", legacy), IsOk());
+    BertConfig other_config = c;
+    auto other = CreateModel(other_config, {}, 9);
+    ASSERT_THAT(other, IsOk());
+    std::vector<std::string> fresh;
+    ASSERT_THAT(LoadStateDict(**other, dir / "legacy.safetensors", &fresh, /*require_all=*/true), IsOk());
+    EXPECT_TRUE(fresh.empty());
+    auto want = model.NamedParameters(), got = (*other)->NamedParameters();
+    ASSERT_EQ(want.size(), got.size());
+    for (size_t i = 0; i < want.size(); ++i) {
+      EXPECT_EQ(want[i].first, got[i].first);
+      EXPECT_TRUE(torch::equal(want[i].second, got[i].second)) << architecture << " " << want[i].first;
+    }
+  }
 }
 
 TEST(OptimizerTest, AdamWMatchesTorchOptimAdamW) {

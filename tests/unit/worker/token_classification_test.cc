@@ -26,7 +26,7 @@ TEST(EntityTest, SeqevalSemantics) {
 }
 
 TEST(TokenEncodingTest, FirstPiecesCarryTheTagsAndTruncationKeepsWholeFirstPieces) {
-  auto tok = text::Tokenizer::Create({"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "aspir", "##in", "for", "fever"},
+  auto tok = text::WordPieceTokenizer::Create({"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "aspir", "##in", "for", "fever"},
                                      text::TokenizerOptions());
   ASSERT_TRUE(tok.ok());
   for (bool all : {false, true}) {

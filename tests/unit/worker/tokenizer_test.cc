@@ -16,25 +16,25 @@ using ::attune::testing::IsOk;
 using ::attune::testing::StatusIs;
 using Tokens = std::vector<std::string>;
 
-Tokenizer Make(std::vector<std::string> extra, bool lower = true) {
+WordPieceTokenizer Make(std::vector<std::string> extra, bool lower = true) {
   std::vector<std::string> v = {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"};
   v.insert(v.end(), extra.begin(), extra.end());
   TokenizerOptions o;
   o.do_lower_case = lower;
   o.strip_accents = lower;
-  return *Tokenizer::Create(v, o);
+  return *WordPieceTokenizer::Create(v, o);
 }
 
 // Cases from BERT's published tokenizer behaviour.
 TEST(TokenizerTest, WordPieceGreedyLongestMatch) {
-  Tokenizer t = Make({"want", "##want", "##ed", "wa", "un", "runn", "##ing", ","});
+  WordPieceTokenizer t = Make({"want", "##want", "##ed", "wa", "un", "runn", "##ing", ","});
   EXPECT_EQ(t.Tokenize("UNwant\u00E9d,running"), (Tokens{"un", "##want", "##ed", ",", "runn", "##ing"}));
   EXPECT_EQ(t.Tokenize("unwantedX running"), (Tokens{"[UNK]", "runn", "##ing"}));
   EXPECT_EQ(t.Tokenize(""), Tokens{});
 }
 
 TEST(TokenizerTest, LowerCaseStripsAccentsAndSplitsPunctuation) {
-  Tokenizer t = Make({});
+  WordPieceTokenizer t = Make({});
   EXPECT_EQ(t.BasicTokenize(" \tHeLLo!how  \n Are yoU?  "), (Tokens{"hello", "!", "how", "are", "you", "?"}));
   EXPECT_EQ(t.BasicTokenize("H\u00E9llo"), (Tokens{"hello"}));
   EXPECT_EQ(t.BasicTokenize("na\u00EFve caf\u00E9 \u00C5ngstr\u00F6m"), (Tokens{"naive", "cafe", "angstrom"}));
@@ -43,13 +43,13 @@ TEST(TokenizerTest, LowerCaseStripsAccentsAndSplitsPunctuation) {
 }
 
 TEST(TokenizerTest, CasedKeepsCaseAndAccents) {
-  Tokenizer t = Make({}, /*lower=*/false);
+  WordPieceTokenizer t = Make({}, /*lower=*/false);
   EXPECT_EQ(t.BasicTokenize(" \tHeLLo!how  \n Are yoU?  "), (Tokens{"HeLLo", "!", "how", "Are", "yoU", "?"}));
   EXPECT_EQ(t.BasicTokenize("H\u00E4LLo"), (Tokens{"H\u00E4LLo"}));
 }
 
 TEST(TokenizerTest, ChineseCharactersBecomeSingleTokens) {
-  Tokenizer t = Make({"\u535A", "\u63A8", "ah", "zz", "\u60A3", "\u8005"});
+  WordPieceTokenizer t = Make({"\u535A", "\u63A8", "ah", "zz", "\u60A3", "\u8005"});
   EXPECT_EQ(t.BasicTokenize("ah\u535A\u63A8zz"), (Tokens{"ah", "\u535A", "\u63A8", "zz"}));
   // "患者发热" (patient has a fever): unknown ideographs become [UNK] one by one.
   EXPECT_EQ(t.Tokenize("\u60A3\u8005\u53D1\u70ED"), (Tokens{"\u60A3", "\u8005", "[UNK]", "[UNK]"}));
@@ -58,25 +58,25 @@ TEST(TokenizerTest, ChineseCharactersBecomeSingleTokens) {
 }
 
 TEST(TokenizerTest, ControlCharactersAreRemovedWhitespaceSplits) {
-  Tokenizer t = Make({});
+  WordPieceTokenizer t = Make({});
   const std::string text = std::string("a") + '\0' + "b\u00ADc\u200Bd\x01" "e\tf\u3000g\u2028h";
   EXPECT_EQ(t.BasicTokenize(text), (Tokens{"abcde", "f", "g", "h"}));
   EXPECT_EQ(t.BasicTokenize("bad \xff byte"), (Tokens{"bad", "byte"}));
 }
 
 TEST(TokenizerTest, LongWordsBecomeUnk) {
-  Tokenizer t = Make({"a", "##a"});
+  WordPieceTokenizer t = Make({"a", "##a"});
   EXPECT_EQ(t.Tokenize(std::string(100, 'a')).size(), 100u);
   EXPECT_EQ(t.Tokenize(std::string(101, 'a')), Tokens{"[UNK]"});
 }
 
 TEST(TokenizerTest, SpecialTokensInTextStayWhole) {
-  Tokenizer t = Make({"hi"});
+  WordPieceTokenizer t = Make({"hi"});
   EXPECT_EQ(t.Tokenize("hi [SEP] [MASK] HI"), (Tokens{"hi", "[SEP]", "[MASK]", "hi"}));
 }
 
 TEST(TokenizerTest, PairsTruncationPaddingAndMasks) {
-  Tokenizer t = Make({"a", "b", "c", "d", "e", "f", "g"});
+  WordPieceTokenizer t = Make({"a", "b", "c", "d", "e", "f", "g"});
   const std::string pair = "f g";
   Encoding e = t.Encode("a b c d e", &pair, 8, true);
   // budget 5: longest-first trims the first text to 3 tokens.
@@ -106,30 +106,65 @@ TEST(TokenizerTest, TokenizerJsonIsReadAndOtherKindsAreRefused) {
   nlohmann::json j = {{"normalizer", {{"type", "BertNormalizer"}, {"lowercase", false}, {"strip_accents", nullptr}}},
                       {"model", {{"type", "WordPiece"}, {"continuing_subword_prefix", "##"}, {"vocab", vocab}}}};
   write(j);
-  auto cased = Tokenizer::FromDirectory(dir.string());
+  auto cased = WordPieceTokenizer::FromDirectory(dir.string());
   ASSERT_TRUE(cased.ok()) << cased.status();
   EXPECT_EQ(cased->Tokenize("Aspirin aspirin"), (Tokens{"Aspirin", "aspirin"}));
   j["normalizer"]["lowercase"] = true;
   write(j);
-  auto lower = Tokenizer::FromDirectory(dir.string());
+  auto lower = WordPieceTokenizer::FromDirectory(dir.string());
   ASSERT_TRUE(lower.ok()) << lower.status();
   EXPECT_EQ(lower->Tokenize("Aspirin"), (Tokens{"aspirin"}));
   j["model"]["type"] = "BPE";
   write(j);
+  EXPECT_THAT(WordPieceTokenizer::FromDirectory(dir.string()), StatusIs(absl::StatusCode::kInvalidArgument, "model type 'BPE'"));
   EXPECT_THAT(Tokenizer::FromDirectory(dir.string()), StatusIs(absl::StatusCode::kInvalidArgument, "model type 'BPE'"));
   j["model"]["type"] = "WordPiece";
   j["normalizer"] = {{"type", "Sequence"}};
   write(j);
-  EXPECT_THAT(Tokenizer::FromDirectory(dir.string()), StatusIs(absl::StatusCode::kInvalidArgument, "'Sequence' is not BertNormalizer"));
+  EXPECT_THAT(WordPieceTokenizer::FromDirectory(dir.string()), StatusIs(absl::StatusCode::kInvalidArgument, "'Sequence' is not BertNormalizer"));
   j["normalizer"] = nullptr;
   j["model"]["vocab"]["dup"] = 6;
   write(j);
-  EXPECT_THAT(Tokenizer::FromDirectory(dir.string()), StatusIs(absl::StatusCode::kInvalidArgument, "each once"));
+  EXPECT_THAT(WordPieceTokenizer::FromDirectory(dir.string()), StatusIs(absl::StatusCode::kInvalidArgument, "each once"));
+  fs::remove_all(dir);
+}
+
+// NOTE [tokenizer interface]: what tasks, the trainer and predict ask of any
+// tokenizer, answered for a saved WordPiece directory as BertTokenizer would.
+TEST(TokenizerTest, TheInterfaceLoadsASavedDirectoryAndAnswersAsWordPiece) {
+  namespace fs = std::filesystem;
+  const fs::path dir = fs::temp_directory_path() / ("attune_tokiface_" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  const WordPieceTokenizer wp = Make({"want", "##want", "##ed", "un", "runn", "##ing", ","}, /*lower=*/false);
+  ASSERT_THAT(wp.Save(dir.string(), 64), IsOk());
+  auto loaded = Tokenizer::FromDirectory(dir.string());
+  ASSERT_THAT(loaded, IsOk());
+  const Tokenizer& t = **loaded;
+  EXPECT_EQ(t.vocab(), wp.vocab());
+  EXPECT_EQ(t.special().pad, 0);
+  EXPECT_EQ(t.special().unk, 1);
+  EXPECT_EQ(t.special().cls, 2);
+  EXPECT_EQ(t.special().sep, 3);
+  EXPECT_EQ(t.special().mask, 4);
+  EXPECT_EQ(t.pad_id(), 0);
+  // Pieces without specials; ## marks a continuation; case kept as saved.
+  EXPECT_EQ(t.EncodePieces("unwanted running"), (std::vector<int64_t>{8, 6, 7, 9, 10}));
+  EXPECT_EQ(t.EncodePieces("Unwanted"), (std::vector<int64_t>{1}));
+  EXPECT_FALSE(t.IsContinuation(8));
+  EXPECT_TRUE(t.IsContinuation(6));
+  EXPECT_FALSE(t.IsContinuation(-1));
+  EXPECT_FALSE(t.IsContinuation(99));
+  EXPECT_EQ(t.SplitWords("unwanted, running"), (Tokens{"unwanted", ",", "running"}));
+  EXPECT_EQ(t.Encode("unwanted", nullptr, 8, false).input_ids, (std::vector<int64_t>{2, 8, 6, 7, 3}));
+  // A vocabulary without [MASK] has none, rather than [UNK]'s id.
+  auto no_mask = WordPieceTokenizer::Create({"[PAD]", "[UNK]", "[CLS]", "[SEP]", "a"}, {});
+  ASSERT_THAT(no_mask, IsOk());
+  EXPECT_EQ(no_mask->special().mask, -1);
   fs::remove_all(dir);
 }
 
 TEST(TokenizerTest, VocabularyNeedsSpecialTokens) {
-  EXPECT_THAT(Tokenizer::Create({"a", "b"}, {}), StatusIs(absl::StatusCode::kInvalidArgument, "[UNK]"));
+  EXPECT_THAT(WordPieceTokenizer::Create({"a", "b"}, {}), StatusIs(absl::StatusCode::kInvalidArgument, "[UNK]"));
 }
 
 TEST(VocabBuilderTest, LearnsPiecesThatCoverTheCorpus) {
@@ -143,7 +178,7 @@ TEST(VocabBuilderTest, LearnsPiecesThatCoverTheCorpus) {
   auto vocab = BuildWordPieceVocab(texts, o);
   EXPECT_LE(vocab.size(), 60u + 0u);
   EXPECT_EQ(vocab[0], "[PAD]");
-  auto t = Tokenizer::Create(vocab, o.tokenizer);
+  auto t = WordPieceTokenizer::Create(vocab, o.tokenizer);
   ASSERT_THAT(t, IsOk());
   auto toks = t->Tokenize("the patient reported pain");
   for (const auto& tok : toks) EXPECT_NE(tok, "[UNK]");
@@ -187,7 +222,7 @@ TEST(TokenizerTest, MatchesIndependentPythonReference) {
   ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
   auto expected = nlohmann::json::parse(std::ifstream(dir / "out.json"));
   TokenizerOptions o;
-  auto t = Tokenizer::Create(vocab, o);
+  auto t = WordPieceTokenizer::Create(vocab, o);
   ASSERT_THAT(t, IsOk());
   for (size_t i = 0; i < inputs.size(); ++i) {
     EXPECT_EQ(t->Tokenize(inputs[i]), expected[i].get<Tokens>()) << "input " << i << ": " << inputs[i];

@@ -57,7 +57,7 @@ TEST_P(EvaluatorTest, MetricsAreTheSameForAnyWorldSize) {
   const std::string name = GetParam();
   std::vector<std::string> vocab = {"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "aspirin", "fever", "bank",
                                     "court", "the", "was", "given", "loan", "##s"};
-  auto tok = text::Tokenizer::Create(vocab, text::TokenizerOptions());
+  auto tok = text::WordPieceTokenizer::Create(vocab, text::TokenizerOptions());
   ASSERT_TRUE(tok.ok());
   common::JobConfig c;
   c.task = name;
@@ -175,7 +175,7 @@ TEST(PrecisionTest, Bf16RunsTheMatmulsInBf16AndKeepsWeightsLayerNormLossAndGradi
   // Outside the scope autocast is off again.
   EXPECT_EQ(torch::matmul(torch::ones({2, 2}), torch::ones({2, 2})).scalar_type(), torch::kFloat);
   loss.backward();
-  for (const auto& [name, p] : model::NamedParameters(m)) {
+  for (const auto& [name, p] : m->NamedParameters()) {
     EXPECT_EQ(p.scalar_type(), torch::kFloat) << name;
     if (p.grad().defined()) {
       EXPECT_EQ(p.grad().scalar_type(), torch::kFloat) << name;

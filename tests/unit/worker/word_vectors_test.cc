@@ -189,7 +189,7 @@ TEST_F(WordVectorsTest, ProjectionKeepsCosinesRescalesAndLeavesTheRestAlone) {
     auto fresh = CreateModel(Config(hidden, vocab), MethodConfig{}, 5);
     auto model = CreateModel(Config(hidden, vocab), MethodConfig{}, 5);
     ASSERT_TRUE(fresh.ok() && model.ok());
-    ASSERT_THAT(InitWordEmbeddings(*model, *wv, m, 5), IsOk());
+    ASSERT_THAT(InitWordEmbeddings(**model, *wv, m, 5), IsOk());
     torch::Tensor w = (*model)->word->weight.detach().to(torch::kFloat64), w0 = (*fresh)->word->weight.detach();
     for (int64_t id : {0, 1, 2, 3, 4, 11, 12}) EXPECT_TRUE(torch::equal((*model)->word->weight[id], w0[id])) << id;
     torch::Tensor covered = w.index_select(0, torch::tensor(m.token_ids));
@@ -213,10 +213,10 @@ TEST_F(WordVectorsTest, ProjectionKeepsCosinesRescalesAndLeavesTheRestAlone) {
   }
   // The same seed gives the same rows; another seed another projection.
   auto a = CreateModel(Config(16, vocab), MethodConfig{}, 5), b = CreateModel(Config(16, vocab), MethodConfig{}, 5);
-  ASSERT_THAT(InitWordEmbeddings(*a, *wv, m, 11), IsOk());
-  ASSERT_THAT(InitWordEmbeddings(*b, *wv, m, 11), IsOk());
+  ASSERT_THAT(InitWordEmbeddings(**a, *wv, m, 11), IsOk());
+  ASSERT_THAT(InitWordEmbeddings(**b, *wv, m, 11), IsOk());
   EXPECT_TRUE(torch::equal((*a)->word->weight, (*b)->word->weight));
-  ASSERT_THAT(InitWordEmbeddings(*b, *wv, m, 12), IsOk());
+  ASSERT_THAT(InitWordEmbeddings(**b, *wv, m, 12), IsOk());
   EXPECT_FALSE(torch::equal((*a)->word->weight[6], (*b)->word->weight[6]));
 }
 
