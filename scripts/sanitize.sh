@@ -2,8 +2,9 @@
 # The sanitizer build (NOTE [sanitizer build] in CMakeLists.txt): our code
 # under ASan + UBSan in build-asan/, and the whole ctest suite run there (every
 # label but fuzz, deploy and gpu): the services, trainer, rendezvous, NCCL
-# communicator (against tests/fakes/cuda), agent, CLI and Python client through
-# real processes and sockets, with the sanitized binaries.
+# communicator (against tests/fakes/cuda), agent and CLI through real
+# processes and sockets, with the sanitized binaries (the Python client's test
+# runs in the plain pass only: its subject is Python).
 #   sanitize.sh --build-only   configure and build every target (scripts/test.sh)
 #   sanitize.sh [CTEST ARGS]   build if needed, then run the suite (scripts/test.sh
 #                              runs it after the plain suite); e.g. -R KvStore

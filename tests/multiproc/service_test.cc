@@ -573,7 +573,7 @@ TEST_F(ServiceTest, CancelStopsEveryTrainer) {
 TEST_F(ServiceTest, KilledTrainerRecoversFromItsCheckpoint) {
   StartCoordinator();
   StartAgents(2);
-  std::string id = Submit(Spec("recover", 3000, 2, 50));
+  std::string id = Submit(Spec("recover", 1200, 2, 50));
   auto until = std::chrono::steady_clock::now() + std::chrono::seconds(90);
   while (Int(GetJob(id), "last_checkpoint_step") < 50 && std::chrono::steady_clock::now() < until) {
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
@@ -761,7 +761,7 @@ TEST_F(ServiceTest, ANewJobDoesNotSilentlyResumeAnotherJobsCheckpoints) {
 TEST_F(ServiceTest, SigtermedAgentCheckpointsAndTheJobResumesOnTheOtherWorkers) {
   StartCoordinator();
   StartAgents(3);
-  std::string id = Submit(Spec("drain", 1500, 3));  // no periodic checkpoints
+  std::string id = Submit(Spec("drain", 800, 3));  // no periodic checkpoints
   auto until = std::chrono::steady_clock::now() + std::chrono::seconds(90);
   nlohmann::json j;
   while (std::chrono::steady_clock::now() < until) {
@@ -842,7 +842,7 @@ TEST_F(ServiceTest, ATrainersOwnReasonBecomesTheJobsMessageAndPermanentFailuresA
 TEST_F(ServiceTest, CoordinatorKilledMidJobRecoversWithoutLosingJobs) {
   StartCoordinator();
   StartAgents(2);
-  std::string id = Submit(Spec("survive", 2000, 0, 100));
+  std::string id = Submit(Spec("survive", 1000, 0, 100));
   std::string other = Submit(Spec("queued", 10, 0));
   ASSERT_TRUE(WaitState(id, "RUNNING", 60)) << GetJob(id).dump();
   KillAndReap(coordinator_);
