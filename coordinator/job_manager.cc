@@ -816,9 +816,18 @@ void JobManager::CheckJobLocked(Job& job) {
   // a non-transient exit (a signal, the watchdog, bad input) over a transient
   // one, one with the trainer's own words over one without. While the only
   // failures are transient and other ranks still run, the coordinator waits
-  // up to kRootCauseGrace (Tick re-checks) for the rank that caused them.
-  constexpr absl::Duration kRootCauseGrace = absl::Seconds(3);
-  auto rank_of = [](const RankState& r) { return (r.exit_code != 1 ? 2 : 0) + (r.error.empty() ? 0 : 1); };
+  // up to options_.root_cause_grace (Tick re-checks) for the rank that caused them.
+  // A rank stopped by a SIGTERM that nobody explains (143, no reason from its
+  // agent) is such an echo too: the ranks agree to stop together, so one
+  // agent's stop (its lease, say) ends its peers' trainers as well, and their
+  // agents may report first. An attempt adopted after a restart waits at
+  // least until its re-adoption deadline, by which every agent has had time
+  // to report.
+  auto is_echo = [](const RankState& r) {
+    return r.exit_code == common::kExitTransient ||
+           (r.exit_code == common::kExitStopped && r.error.empty() && !r.stopped_unreachable);
+  };
+  auto rank_of = [&](const RankState& r) { return (is_echo(r) ? 0 : 2) + (r.error.empty() ? 0 : 1); };
   const RankState* failed = nullptr;
   size_t failed_rank = 0;
   bool others_running = false;
@@ -830,10 +839,12 @@ void JobManager::CheckJobLocked(Job& job) {
       failed_rank = r;
     }
   }
-  if (failed != nullptr && failed->exit_code == 1 && others_running) {
+  if (failed != nullptr && is_echo(*failed) && others_running) {
     const absl::Time now = absl::Now();
     if (lit->second.first_failure == absl::InfiniteFuture()) lit->second.first_failure = now;
-    if (now - lit->second.first_failure < kRootCauseGrace) return;
+    const absl::Time until = std::max(lit->second.first_failure + options_.root_cause_grace,
+                                      lit->second.adopted ? lit->second.since : absl::InfinitePast());
+    if (now < until) return;
   }
   if (failed != nullptr) {
     const int code = failed->exit_code;

@@ -49,6 +49,10 @@ struct ManagerOptions {
   // timeout) for their agents to report them: the agents' reconnect backoff
   // (at most 5 s) and a heartbeat.
   absl::Duration readoption_grace = absl::Seconds(10);
+  // How long a rank's echo of its peer's failure (exit 1, or an unexplained
+  // 143) waits for the peer's report while other ranks still run
+  // (NOTE [the failing rank speaks]).
+  absl::Duration root_cause_grace = absl::Seconds(3);
 };
 
 struct WorkerInfo {

@@ -877,7 +877,9 @@ TEST_F(ServiceTest, ACoordinatorDownLongerThanTheLeaseResumesItsJobsWithoutSpend
   std::this_thread::sleep_for(std::chrono::seconds(3 * lease_s));
   EXPECT_EQ(TrainersRunning(), 0) << "the agents' lease should have stopped the trainers";
   StartCoordinator();
-  ASSERT_TRUE(WaitState(id, "SUCCEEDED", 180)) << GetJob(id).dump() << testing::ReadText(dir_ / "coordinator.log");
+  ASSERT_TRUE(WaitState(id, "SUCCEEDED", 180))
+      << GetJob(id).dump() << testing::ReadText(dir_ / "coordinator.log") << testing::ReadText(dir_ / "agent-w0.log")
+      << testing::ReadText(dir_ / "agent-w1.log");
   const nlohmann::json j = GetJob(id);
   EXPECT_EQ(Int(j, "restarts"), 0) << j.dump();
   EXPECT_GE(Int(j, "generation"), 2) << j.dump();

@@ -648,6 +648,57 @@ TEST_F(StoreTest, AStopDuringACoordinatorOutageSpendsNoRestartAndOnlyASeenOutage
   EXPECT_EQ(resumed, 2);
 }
 
+// The ranks stop together: the agent whose lease ran out first stops its
+// rank, and that rank's peers stop with it (143, nothing said) before their
+// own agents' leases run out. Their reports may reach the restarted
+// coordinator first; they are echoes, not the attempt's reason.
+TEST_F(StoreTest, APeerStoppedWithTheRankItsAgentStoppedWaitsForThatRanksReport) {
+  const std::string stopped = "no contact with the coordinator for 7 s: stopped (a checkpoint first)";
+  std::string id;
+  int64_t gen = 0;
+  {
+    auto store = JobStore::Open(path_);
+    JobManager m(**store, Options());
+    auto job = SubmitAndPlace(m, 0, 2);
+    ASSERT_THAT(job, IsOk());
+    id = job->id;
+    gen = m.Get(id)->generation;
+    m.Heartbeat("w1", {{id, gen, 0, true, 0, {}, ""}});
+    m.Heartbeat("w2", {{id, gen, 1, true, 0, {}, ""}});
+  }
+  auto store = JobStore::Open(path_);
+  ManagerOptions o = Options();
+  o.readoption_grace = absl::Milliseconds(200);
+  o.root_cause_grace = absl::Milliseconds(300);
+  JobManager m(**store, o);
+  ASSERT_THAT(m.Recover(), IsOk());
+  for (int i = 1; i <= 2; ++i) m.Register({"w" + std::to_string(i), "127.0.0.1", 1, 0, 1233 + i, {}});
+  m.Heartbeat("w1", {{id, gen, 0, false, 143, {}, ""}});  // stopped with its peer; its own lease had not run out
+  m.Tick();
+  EXPECT_EQ(m.Get(id)->state, JobState::kRunning) << m.Get(id)->message;
+  m.Heartbeat("w2", {{id, gen, 1, false, 143, {}, stopped, true}});
+  auto job = m.Get(id);
+  EXPECT_EQ(job->state, JobState::kRecovering) << job->message;
+  EXPECT_EQ(job->restarts, 0);
+  EXPECT_NE(job->message.find("rank 1 was stopped by its agent while the coordinator was unreachable"),
+            std::string::npos) << job->message;
+
+  // An unexplained stop whose peer never says why still ends the attempt,
+  // once the grace is over: here the job, which has no restarts left.
+  m.Tick();
+  gen = m.Get(id)->generation;
+  ASSERT_EQ(m.Get(id)->state, JobState::kScheduled);
+  m.Heartbeat("w1", {{id, gen, 0, true, 0, {}, ""}});
+  m.Heartbeat("w2", {{id, gen, 1, true, 0, {}, ""}});
+  m.Heartbeat("w1", {{id, gen, 0, false, 143, {}, ""}});
+  EXPECT_EQ(m.Get(id)->state, JobState::kRunning);
+  absl::SleepFor(absl::Milliseconds(400));
+  m.Heartbeat("w2", {{id, gen, 1, true, 0, {}, ""}});
+  job = m.Get(id);
+  EXPECT_EQ(job->state, JobState::kFailed) << job->message;
+  EXPECT_NE(job->message.find("rank 0 exited with code 143 (stopped by SIGTERM)"), std::string::npos) << job->message;
+}
+
 TEST_F(StoreTest, OneFaultCostsOneRestartTheNextAttemptAvoidsASuspectWorker) {
   auto store = JobStore::Open(path_);
   JobManager m(**store, Options(absl::Seconds(1)));
