@@ -123,6 +123,7 @@ const HfFacts& BertClassifierImpl::hf() const {
     case Head::kSequence: return facts[0];
     case Head::kToken: return facts[1];
     case Head::kMaskedLm: return facts[2];
+    case Head::kCausalLm: break;  // not a BERT head
   }
   return facts[0];
 }

@@ -37,6 +37,8 @@ struct BertClassifierImpl : Model {
   // then the tied word embeddings and cls.predictions.bias). The decoder over
   // the whole vocabulary runs on the selected rows alone.
   torch::Tensor MaskedLmLogits(const torch::Tensor& hidden, const torch::Tensor& positions) override;
+  // An encoder has no causal-LM head (c10::Error).
+  torch::Tensor CausalLmLogits(const torch::Tensor& ids, const torch::Tensor& mask) override;
   // Token-classification head at `positions` (flat indices into [batch *
   // seq]): logits [positions, num_labels] (HF: dropout, then the classifier).
   torch::Tensor TokenLogits(const torch::Tensor& hidden, const torch::Tensor& positions) override;

@@ -17,6 +17,7 @@
 #include "common/json_fields.h"
 #include "common/safetensors.h"
 #include "worker/model/bert.h"
+#include "worker/model/decoder.h"
 #include "worker/model/hf_io.h"
 #include "worker/model/peft.h"
 #include "worker/model/tensor_io.h"
@@ -228,9 +229,34 @@ absl::Status SaveHfModel(Model& model, const std::string& dir, bool merge_lora, 
   return common::WriteFileAtomic(dir + "/config.json", cfg);
 }
 
+namespace {
+
+// A decoder directory: config.json and the complete weights (tied models
+// without lm_head).
+absl::StatusOr<ModelPtr> LoadDecoder(const std::string& dir, const std::string& config_text) {
+  auto config = DecoderConfig::FromJson(config_text, dir + "/config.json");
+  if (!config.ok()) return config.status();
+  if (std::filesystem::exists(dir + "/adapter_config.json")) {
+    return absl::UnimplementedError(absl::StrCat(dir, "/adapter_config.json: adapters on ", config->architecture,
+                                                 " are not available yet"));
+  }
+  DecoderLm decoder(*config, MethodConfig());
+  ModelPtr model = decoder.ptr();
+  auto weights = ReadHfWeights(dir);
+  if (!weights.ok()) return weights.status();
+  if (auto s = LoadStateDict(*model, weights->file, weights->source, nullptr, /*require_all=*/true); !s.ok()) return s;
+  model->eval();
+  return model;
+}
+
+}  // namespace
+
 absl::StatusOr<ModelPtr> LoadHfModel(const std::string& dir) {
   auto text = common::ReadFile(dir + "/config.json", 1 << 20);
   if (!text.ok()) return text.status();
+  auto model_type = ModelTypeOf(*text, dir + "/config.json");
+  if (!model_type.ok()) return model_type.status();
+  if (DecoderConfig::IsDecoderType(*model_type)) return LoadDecoder(dir, *text);
   auto config = BertConfig::FromJson(*text, dir + "/config.json");
   if (!config.ok()) return config.status();
   MethodConfig method;

@@ -11,4 +11,8 @@ torch::Tensor BertClassifierImpl::MaskedLmLogits(const torch::Tensor& hidden, co
   return torch::addmm(mlm_bias, h, word->weight.t());
 }
 
+torch::Tensor BertClassifierImpl::CausalLmLogits(const torch::Tensor&, const torch::Tensor&) {
+  TORCH_CHECK(false, "a ", config.architecture, " model has no causal-LM head");
+}
+
 }  // namespace attune::worker::model

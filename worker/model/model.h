@@ -28,6 +28,7 @@ enum class Head {
   kSequence,  // logits per sequence (classification, multi-label, regression)
   kToken,     // logits per token at chosen positions
   kMaskedLm,  // vocabulary logits at chosen (masked) positions
+  kCausalLm,  // next-token vocabulary logits at every position (decoders)
 };
 
 // An architecture's and head's Hugging Face facts, as its checkpoints and
@@ -96,6 +97,9 @@ class Model : public torch::nn::Module {
   // At `positions` (flat indices into [batch * seq]) of Encode's output.
   virtual torch::Tensor TokenLogits(const torch::Tensor& hidden, const torch::Tensor& positions) = 0;
   virtual torch::Tensor MaskedLmLogits(const torch::Tensor& hidden, const torch::Tensor& positions) = 0;
+  // Decoders: ids and attention mask [batch, seq] -> logits [batch, seq,
+  // vocab], position i predicting token i + 1. Padding may sit on either side.
+  virtual torch::Tensor CausalLmLogits(const torch::Tensor& ids, const torch::Tensor& mask) = 0;
 };
 
 using ModelPtr = std::shared_ptr<Model>;

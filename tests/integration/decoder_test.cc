@@ -1,0 +1,177 @@
+// Decoder LLMs from Hugging Face directories (worker/model/decoder.h): tiny
+// random Llama, Llama 3 (rope_scaling llama3), Mistral (sliding window),
+// Qwen2 (q/k/v biases) and Qwen3 (q_norm/k_norm, head_dim of its own)
+// checkpoints in each weight format, written by make_tiny_decoder.py with
+// Debian's torch, give the logits of its independent float64 forward pass
+// (decoder_reference.py); padding on either side changes nothing; configs and
+// weights this build cannot run are refused naming the file and the key.
+
+#include <fstream>
+#include <string>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
+#include "absl/strings/str_cat.h"
+#include "common/testing/status_matchers.h"
+#include "tests/testing/process.h"
+#include "worker/model/decoder.h"
+#include "worker/model/hf_checkpoint.h"
+
+namespace attune::worker::model {
+namespace {
+
+using ::attune::testing::IsOk;
+using ::attune::testing::StatusIs;
+using ::attune::testing::Fixture;
+using ::attune::testing::RunCommand;
+
+struct Case {
+  std::string name, flags;
+};
+void PrintTo(const Case& c, std::ostream* os) { *os << c.name; }
+
+std::string Make(const attune::testing::TempDir& dir, const std::string& flags) {
+  auto r = RunCommand("/usr/bin/python3 " + Fixture("make_tiny_decoder.py") + " " + dir.path() + " " + flags);
+  EXPECT_EQ(r.exit_code, 0) << r.output;
+  return dir.path();
+}
+
+std::vector<nlohmann::json> Expected(const std::string& dir) {
+  std::vector<nlohmann::json> out;
+  std::ifstream in(dir + "/expected.jsonl");
+  for (std::string line; std::getline(in, line);) out.push_back(nlohmann::json::parse(line));
+  return out;
+}
+
+torch::Tensor Ids(const nlohmann::json& ids) {
+  return torch::tensor(ids.get<std::vector<int64_t>>(), torch::kLong).unsqueeze(0);
+}
+
+class DecoderParityTest : public ::testing::TestWithParam<Case> {};
+
+TEST_P(DecoderParityTest, LogitsMatchTheReferenceAndPaddingChangesNothing) {
+  attune::testing::TempDir dir("decoder_" + GetParam().name);
+  const std::string path = Make(dir, GetParam().flags);
+  auto loaded = LoadHfModel(path);
+  ASSERT_THAT(loaded.status(), IsOk());
+  Model& m = **loaded;
+  EXPECT_EQ(m.head(), Head::kCausalLm);
+  torch::NoGradGuard g;
+  const auto expected = Expected(path);
+  ASSERT_EQ(expected.size(), 3u);
+  std::vector<torch::Tensor> alone;
+  for (const auto& e : expected) {
+    const torch::Tensor ids = Ids(e["ids"]);
+    const torch::Tensor got = m.CausalLmLogits(ids, torch::ones_like(ids))[0].to(torch::kFloat64);
+    const torch::Tensor want = torch::tensor(e["logits"].get<std::vector<std::vector<double>>>().front(),
+                                             torch::kFloat64);
+    auto rows = e["logits"].get<std::vector<std::vector<double>>>();
+    ASSERT_EQ(got.size(0), static_cast<int64_t>(rows.size()));
+    double worst = 0;
+    for (size_t i = 0; i < rows.size(); ++i) {
+      const torch::Tensor r = torch::tensor(rows[i], torch::kFloat64);
+      worst = std::max(worst, (got[static_cast<int64_t>(i)] - r).abs().max().item<double>());
+    }
+    EXPECT_LT(worst, 1e-4) << GetParam().name << ", " << rows.size() << " tokens";
+    EXPECT_GT(want.abs().max().item<double>(), 0.1);  // logits of some size: the comparison means something
+    alone.push_back(got);
+  }
+  // The first two sequences in one batch, right-padded and then left-padded.
+  const auto a = expected[0]["ids"].get<std::vector<int64_t>>(), b = expected[1]["ids"].get<std::vector<int64_t>>();
+  const int64_t t = static_cast<int64_t>(std::max(a.size(), b.size()));
+  for (bool left : {false, true}) {
+    torch::Tensor ids = torch::zeros({2, t}, torch::kLong), mask = torch::zeros({2, t}, torch::kLong);
+    for (int row = 0; row < 2; ++row) {
+      const auto& s = row == 0 ? a : b;
+      const int64_t off = left ? t - static_cast<int64_t>(s.size()) : 0;
+      for (size_t i = 0; i < s.size(); ++i) {
+        ids[row][off + static_cast<int64_t>(i)] = s[i];
+        mask[row][off + static_cast<int64_t>(i)] = 1;
+      }
+    }
+    const torch::Tensor batch = m.CausalLmLogits(ids, mask).to(torch::kFloat64);
+    ASSERT_TRUE(torch::isfinite(batch).all().item<bool>()) << "padding rows must stay finite";
+    for (int row = 0; row < 2; ++row) {
+      const int64_t n = static_cast<int64_t>((row == 0 ? a : b).size());
+      const int64_t off = left ? t - n : 0;
+      const double diff = (batch[row].narrow(0, off, n) - alone[static_cast<size_t>(row)]).abs().max().item<double>();
+      EXPECT_LT(diff, 1e-5) << (left ? "left" : "right") << "-padded row " << row;
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Families, DecoderParityTest,
+    ::testing::Values(Case{"llama", "--arch llama"}, Case{"llama3_tied", "--arch llama3 --tie"},
+                      Case{"mistral_window", "--arch mistral"}, Case{"qwen2_bf16_sharded",
+                                                                     "--arch qwen2 --dtype BF16 --format safetensors-sharded"},
+                      Case{"qwen3_f16_bin", "--arch qwen3 --dtype F16 --format bin-zip"}),
+    [](const auto& info) { return info.param.name; });
+
+// Rewrites config.json's `key` to `value` (JSON text; "null" removes it).
+void SetConfig(const std::string& dir, const std::string& key, const std::string& value) {
+  auto j = nlohmann::json::parse(attune::testing::ReadText(dir + "/config.json"));
+  if (value == "null") {
+    j.erase(key);
+  } else {
+    j[key] = nlohmann::json::parse(value);
+  }
+  attune::testing::WriteText(dir + "/config.json", j.dump());
+}
+
+TEST(DecoderLoadTest, WhatCannotBeRunFaithfullyIsRefusedNamingTheFileAndTheKey) {
+  attune::testing::TempDir dir("decoder_bad");
+  const std::string path = Make(dir, "--arch llama");
+  const std::string config = path + "/config.json";
+  struct Bad {
+    std::string key, value, says;
+  };
+  for (const Bad& bad : std::vector<Bad>{
+           {"rope_scaling", R"({"rope_type": "yarn", "factor": 4})", "rope_scaling type 'yarn' is not supported"},
+           {"hidden_act", R"("gelu")", "hidden_act \"gelu\" is not supported"},
+           {"num_key_value_heads", "3", "num_key_value_heads 3 does not divide num_attention_heads 4"},
+           {"vocab_size", R"("64")", "vocab_size must be a whole number"},
+           {"hidden_size", "1e300", "hidden_size must be a whole number"},
+           {"num_hidden_layers", "100000", "num_hidden_layers must be in [1, 1024]"},
+           {"architectures", R"(["LlamaForSequenceClassification"])", "architectures 'LlamaForSequenceClassification'"},
+           {"intermediate_size", "40", "model.layers.0.mlp.gate_proj.weight (checkpoint [48, 32], model [40, 32])"},
+           {"tie_word_embeddings", "true", ""},  // accepted: lm_head.weight is then left unread
+       }) {
+    const std::string before = attune::testing::ReadText(config);
+    SetConfig(path, bad.key, bad.value);
+    auto got = LoadHfModel(path);
+    if (bad.says.empty()) {
+      EXPECT_THAT(got.status(), IsOk()) << bad.key;
+    } else {
+      EXPECT_THAT(got.status(), StatusIs(absl::StatusCode::kInvalidArgument, bad.says)) << bad.key;
+      if (bad.key != "intermediate_size") {
+        EXPECT_NE(std::string(got.status().message()).find(config), std::string::npos) << got.status();
+      }
+    }
+    attune::testing::WriteText(config, before);
+  }
+  // An untied model without its LM head is incomplete.
+  attune::testing::TempDir tied("decoder_tied");
+  const std::string tied_path = Make(tied, "--arch qwen2 --tie");
+  SetConfig(tied_path, "tie_word_embeddings", "false");
+  EXPECT_THAT(LoadHfModel(tied_path).status(), StatusIs(absl::StatusCode::kInvalidArgument, "missing keys: lm_head.weight"));
+}
+
+TEST(DecoderLoadTest, AnEncoderHasNoCausalLmHeadAndADecoderNoEncoderHead) {
+  attune::testing::TempDir dir("decoder_heads");
+  auto loaded = LoadHfModel(Make(dir, "--arch qwen3"));
+  ASSERT_THAT(loaded.status(), IsOk());
+  const torch::Tensor ids = torch::ones({1, 3}, torch::kLong);
+  EXPECT_THROW((*loaded)->SequenceLogits(ids, ids, ids), c10::Error);
+  // Longer than max_position_embeddings (128): refused, not extrapolated.
+  EXPECT_THROW((*loaded)->CausalLmLogits(torch::ones({1, 129}, torch::kLong), torch::ones({1, 129}, torch::kLong)),
+               c10::Error);
+  auto decoder = CreateDecoder(std::dynamic_pointer_cast<DecoderLmImpl>(*loaded)->config(), MethodConfig{Method::kLora},
+                               1);
+  EXPECT_THAT(decoder.status(), StatusIs(absl::StatusCode::kUnimplemented, "method.type lora"));
+}
+
+}  // namespace
+}  // namespace attune::worker::model

@@ -1,0 +1,219 @@
+#include "worker/model/decoder.h"
+
+#include <cmath>
+#include <limits>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+
+namespace attune::worker::model {
+namespace {
+
+// x [.., d] -> [-x2, x1] with x1, x2 its halves (HF's rotate_half).
+torch::Tensor RotateHalf(const torch::Tensor& x) {
+  const int64_t half = x.size(-1) / 2;
+  return torch::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
+}
+
+}  // namespace
+
+RmsNormImpl::RmsNormImpl(int64_t size, double eps) : eps_(eps) {
+  weight = register_parameter("weight", torch::ones({size}));
+}
+
+torch::Tensor RmsNormImpl::forward(const torch::Tensor& x) {
+  const auto dtype = x.scalar_type();
+  torch::Tensor h = x.to(torch::kFloat);
+  h = h * torch::rsqrt(h.pow(2).mean(-1, /*keepdim=*/true) + eps_);
+  return weight * h.to(dtype);
+}
+
+DecoderLayerImpl::DecoderLayerImpl(const DecoderConfig& c)
+    : heads_(c.num_attention_heads), kv_heads_(c.num_key_value_heads), head_dim_(c.head_dim) {
+  const int64_t e = c.hidden_size;
+  auto linear = [&](const char* name, int64_t in, int64_t out, bool bias) {
+    return register_module(name, torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(bias)));
+  };
+  input_layernorm = register_module("input_layernorm", RmsNorm(e, c.rms_norm_eps));
+  post_attention_layernorm = register_module("post_attention_layernorm", RmsNorm(e, c.rms_norm_eps));
+  const bool qkv_bias = c.attention_bias || c.qkv_bias;
+  q_proj = linear("q_proj", e, heads_ * head_dim_, qkv_bias);
+  k_proj = linear("k_proj", e, kv_heads_ * head_dim_, qkv_bias);
+  v_proj = linear("v_proj", e, kv_heads_ * head_dim_, qkv_bias);
+  o_proj = linear("o_proj", heads_ * head_dim_, e, c.attention_bias);
+  if (c.qk_norm) {
+    q_norm = register_module("q_norm", RmsNorm(head_dim_, c.rms_norm_eps));
+    k_norm = register_module("k_norm", RmsNorm(head_dim_, c.rms_norm_eps));
+  }
+  gate_proj = linear("gate_proj", e, c.intermediate_size, c.mlp_bias);
+  up_proj = linear("up_proj", e, c.intermediate_size, c.mlp_bias);
+  down_proj = linear("down_proj", c.intermediate_size, e, c.mlp_bias);
+}
+
+torch::Tensor DecoderLayerImpl::forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
+                                        const torch::Tensor& allowed) {
+  const int64_t b = x.size(0), t = x.size(1);
+  const torch::Tensor h = input_layernorm(x);
+  torch::Tensor q = q_proj(h).view({b, t, heads_, head_dim_});
+  torch::Tensor k = k_proj(h).view({b, t, kv_heads_, head_dim_});
+  torch::Tensor v = v_proj(h).view({b, t, kv_heads_, head_dim_}).transpose(1, 2);
+  if (q_norm) {
+    q = q_norm(q);
+    k = k_norm(k);
+  }
+  q = q.transpose(1, 2);  // [b, heads, t, d]
+  k = k.transpose(1, 2);
+  q = q * cos + RotateHalf(q) * sin;
+  k = k * cos + RotateHalf(k) * sin;
+  if (kv_heads_ != heads_) {
+    // Each key/value head serves heads / kv_heads consecutive query heads.
+    k = k.repeat_interleave(heads_ / kv_heads_, 1);
+    v = v.repeat_interleave(heads_ / kv_heads_, 1);
+  }
+  torch::Tensor scores = torch::matmul(q, k.transpose(-2, -1)) / std::sqrt(static_cast<double>(head_dim_));
+  scores = scores.masked_fill(allowed.logical_not(), -std::numeric_limits<float>::infinity());
+  // Softmax in fp32 (as HF's eager attention), back to the activations' dtype.
+  const torch::Tensor probs = torch::softmax(scores.to(torch::kFloat), -1).to(q.scalar_type());
+  const torch::Tensor attn = torch::matmul(probs, v).transpose(1, 2).reshape({b, t, heads_ * head_dim_});
+  const torch::Tensor y = x + o_proj(attn);
+  const torch::Tensor g = post_attention_layernorm(y);
+  return y + down_proj(torch::silu(gate_proj(g)) * up_proj(g));
+}
+
+std::vector<double> RotaryInverseFrequencies(const DecoderConfig& c) {
+  std::vector<double> out;
+  const int64_t d = c.head_dim;
+  for (int64_t i = 0; i < d; i += 2) {
+    // HF: 1 / base ** (arange(0, d, 2) / d), the exponent in fp32.
+    const double f = 1.0 / std::pow(c.rope_theta, static_cast<double>(static_cast<float>(i) / static_cast<float>(d)));
+    if (!c.rope_llama3) {
+      out.push_back(f);
+      continue;
+    }
+    // Llama 3's rescaling: long wavelengths divided by `factor`, short ones
+    // kept, the band between interpolated.
+    const double old_len = static_cast<double>(c.rope_original_max_positions);
+    const double low_wavelen = old_len / c.rope_low_freq_factor, high_wavelen = old_len / c.rope_high_freq_factor;
+    const double wavelen = 2 * M_PI / f;
+    if (wavelen < high_wavelen) {
+      out.push_back(f);
+    } else if (wavelen > low_wavelen) {
+      out.push_back(f / c.rope_factor);
+    } else {
+      const double smooth = (old_len / wavelen - c.rope_low_freq_factor) /
+                            (c.rope_high_freq_factor - c.rope_low_freq_factor);
+      out.push_back((1 - smooth) * f / c.rope_factor + smooth * f);
+    }
+  }
+  return out;
+}
+
+DecoderLmImpl::DecoderLmImpl(DecoderConfig config, MethodConfig method)
+    : config_(std::move(config)), method_(std::move(method)) {
+  const DecoderConfig& c = config_;
+  embed_tokens = register_module("embed_tokens", torch::nn::Embedding(c.vocab_size, c.hidden_size));
+  for (int64_t i = 0; i < c.num_hidden_layers; ++i) {
+    layers.push_back(register_module(absl::StrCat("layer", i), DecoderLayer(c)));
+  }
+  norm = register_module("norm", RmsNorm(c.hidden_size, c.rms_norm_eps));
+  if (!c.tie_word_embeddings) {
+    lm_head = register_module("lm_head", torch::nn::Linear(torch::nn::LinearOptions(c.hidden_size, c.vocab_size).bias(false)));
+  }
+  const std::vector<double> f = RotaryInverseFrequencies(c);
+  inv_freq_ = register_buffer("inv_freq", torch::tensor(f, torch::kFloat64).to(torch::kFloat));
+  facts_.architecture = c.architecture;
+  facts_.base_prefix = "model.";
+  facts_.top_prefixes = {"model.", "lm_head."};
+  facts_.peft_task_type = "CAUSAL_LM";
+}
+
+std::vector<std::pair<std::string, torch::Tensor>> DecoderLmImpl::NamedParameters() {
+  std::vector<std::pair<std::string, torch::Tensor>> out;
+  auto add_linear = [&](const std::string& p, torch::nn::Linear& l) {
+    out.emplace_back(p + ".weight", l->weight);
+    if (l->bias.defined()) out.emplace_back(p + ".bias", l->bias);
+  };
+  out.emplace_back("model.embed_tokens.weight", embed_tokens->weight);
+  for (size_t i = 0; i < layers.size(); ++i) {
+    auto& l = layers[i];
+    const std::string p = absl::StrCat("model.layers.", i);
+    out.emplace_back(p + ".input_layernorm.weight", l->input_layernorm->weight);
+    add_linear(p + ".self_attn.q_proj", l->q_proj);
+    add_linear(p + ".self_attn.k_proj", l->k_proj);
+    add_linear(p + ".self_attn.v_proj", l->v_proj);
+    add_linear(p + ".self_attn.o_proj", l->o_proj);
+    if (l->q_norm) {
+      out.emplace_back(p + ".self_attn.q_norm.weight", l->q_norm->weight);
+      out.emplace_back(p + ".self_attn.k_norm.weight", l->k_norm->weight);
+    }
+    out.emplace_back(p + ".post_attention_layernorm.weight", l->post_attention_layernorm->weight);
+    add_linear(p + ".mlp.gate_proj", l->gate_proj);
+    add_linear(p + ".mlp.up_proj", l->up_proj);
+    add_linear(p + ".mlp.down_proj", l->down_proj);
+  }
+  out.emplace_back("model.norm.weight", norm->weight);
+  if (lm_head) out.emplace_back("lm_head.weight", lm_head->weight);
+  return out;
+}
+
+torch::Tensor DecoderLmImpl::CausalLmLogits(const torch::Tensor& ids, const torch::Tensor& mask) {
+  TORCH_CHECK(ids.dim() == 2 && mask.sizes() == ids.sizes(), "CausalLmLogits: ids and mask must be [batch, seq]");
+  const int64_t t = ids.size(1);
+  TORCH_CHECK(t <= config_.max_position_embeddings, "a sequence of ", t, " tokens exceeds max_position_embeddings ",
+              config_.max_position_embeddings);
+  torch::Tensor x = embed_tokens(ids);
+  // Positions count real tokens only, so that a left-padded row starts at 0.
+  const torch::Tensor real = mask.to(torch::kBool);
+  const torch::Tensor positions = (real.to(torch::kLong).cumsum(1) - 1).clamp_min(0);
+  const torch::Tensor freqs = positions.to(torch::kFloat).unsqueeze(-1) * inv_freq_.to(positions.device());
+  const torch::Tensor emb = torch::cat({freqs, freqs}, -1);
+  const torch::Tensor cos = emb.cos().to(x.scalar_type()).unsqueeze(1);
+  const torch::Tensor sin = emb.sin().to(x.scalar_type()).unsqueeze(1);
+  // A query sees earlier (and its own) real keys, within the sliding window;
+  // every query sees itself, so that a padding row's softmax stays finite.
+  const torch::Tensor q_idx = torch::arange(t, ids.options().dtype(torch::kLong)).unsqueeze(1);
+  const torch::Tensor k_idx = torch::arange(t, ids.options().dtype(torch::kLong)).unsqueeze(0);
+  torch::Tensor allowed = k_idx <= q_idx;
+  if (config_.sliding_window > 0) allowed = allowed & (k_idx > q_idx - config_.sliding_window);
+  allowed = (allowed.unsqueeze(0) & real.unsqueeze(1)) | (k_idx == q_idx).unsqueeze(0);
+  allowed = allowed.unsqueeze(1);  // [b, 1, t, t]
+  for (auto& layer : layers) x = layer(x, cos, sin, allowed);
+  x = norm(x);
+  return lm_head ? lm_head(x) : torch::matmul(x, embed_tokens->weight.t());
+}
+
+torch::Tensor DecoderLmImpl::SequenceLogits(const torch::Tensor&, const torch::Tensor&, const torch::Tensor&) {
+  TORCH_CHECK(false, config_.architecture, " has no sequence classification head");
+}
+torch::Tensor DecoderLmImpl::Encode(const torch::Tensor&, const torch::Tensor&, const torch::Tensor&) {
+  TORCH_CHECK(false, config_.architecture, ": Encode is for encoder heads; use CausalLmLogits");
+}
+torch::Tensor DecoderLmImpl::TokenLogits(const torch::Tensor&, const torch::Tensor&) {
+  TORCH_CHECK(false, config_.architecture, " has no token classification head");
+}
+torch::Tensor DecoderLmImpl::MaskedLmLogits(const torch::Tensor&, const torch::Tensor&) {
+  TORCH_CHECK(false, config_.architecture, " has no masked-LM head");
+}
+
+absl::StatusOr<DecoderLm> CreateDecoder(const DecoderConfig& config, const MethodConfig& method, uint64_t seed) {
+  if (auto s = config.Validate(config.architecture); !s.ok()) return s;
+  if (method.type != Method::kFull) {
+    return absl::UnimplementedError(absl::StrCat("method.type ", MethodName(method.type), " is not available for ",
+                                                 config.architecture, " yet (full only)"));
+  }
+  torch::manual_seed(seed);
+  DecoderLm m(config, method);
+  torch::NoGradGuard g;
+  for (auto& [name, p] : m->NamedParameters()) {
+    if (absl::EndsWith(name, "norm.weight")) {
+      p.fill_(1);
+    } else if (absl::EndsWith(name, ".bias")) {
+      p.zero_();
+    } else {
+      p.normal_(0, config.initializer_range);
+    }
+  }
+  return m;
+}
+
+}  // namespace attune::worker::model
