@@ -16,6 +16,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "common/files.h"
+#include "worker/text/bpe_tokenizer.h"
 
 namespace attune::worker::text {
 namespace {
@@ -211,6 +212,19 @@ absl::StatusOr<WordPieceTokenizer> WordPieceTokenizer::FromDirectory(const std::
 }
 
 absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromDirectory(const std::string& dir) {
+  std::error_code ec;
+  if (!std::filesystem::exists(dir + "/vocab.txt", ec) && std::filesystem::exists(dir + "/tokenizer.json", ec)) {
+    // A BPE tokenizer.json (a decoder's) or WordPiece (an encoder's).
+    auto text = common::ReadFile(dir + "/tokenizer.json", int64_t{1} << 30);
+    if (!text.ok()) return text.status();
+    auto j = nlohmann::json::parse(*text, nullptr, false);
+    if (j.is_object() && j.contains("model") && j["model"].is_object() && j["model"].value("type", "") == "BPE") {
+      auto config = common::ReadFile(dir + "/tokenizer_config.json", int64_t{64} << 20);
+      auto bpe = BpeTokenizer::FromJson(*text, config.ok() ? *config : "", dir + "/tokenizer.json");
+      if (!bpe.ok()) return bpe.status();
+      return std::unique_ptr<Tokenizer>(std::move(*bpe));
+    }
+  }
   auto wordpiece = WordPieceTokenizer::FromDirectory(dir);
   if (!wordpiece.ok()) return wordpiece.status();
   return std::unique_ptr<Tokenizer>(std::make_unique<WordPieceTokenizer>(*std::move(wordpiece)));
