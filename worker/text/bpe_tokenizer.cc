@@ -22,6 +22,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_replace.h"
+#include "worker/text/utf8.h"
 #include "common/files.h"
 #include "common/json_fields.h"
 
@@ -78,19 +79,6 @@ std::string ToIcuPattern(const std::string& p) {
   return out;
 }
 
-// Cuts `s` (UTF-8) into code points.
-std::vector<std::string> Chars(const std::string& s) {
-  std::vector<std::string> out;
-  size_t i = 0;
-  while (i < s.size()) {
-    const unsigned char c = static_cast<unsigned char>(s[i]);
-    size_t n = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 1;
-    n = std::min(n, s.size() - i);
-    out.push_back(s.substr(i, n));
-    i += n;
-  }
-  return out;
-}
 
 // `bytes` as UTF-8 with each invalid sequence replaced by U+FFFD, as
 // Rust's from_utf8_lossy does.
@@ -659,7 +647,7 @@ void BpeTokenizer::EncodeSegment(const std::string& segment, bool first, std::ve
     auto add = [&](int64_t id) {
       sym.push_back({id, static_cast<int>(sym.size()) - 1, static_cast<int>(sym.size()) + 1});
     };
-    for (const std::string& ch : Chars(word)) {
+    for (const std::string& ch : SplitCodePoints(word)) {
       auto it = im.vocab.find(ch);
       if (it != im.vocab.end()) {
         if (pending_unk) {
