@@ -607,7 +607,11 @@ void BpeTokenizer::EncodeSegment(const std::string& segment, bool first, std::ve
         UErrorCode err = U_ZERO_ERROR;
         UText* ut = utext_openUTF8(nullptr, piece.data(), static_cast<int64_t>(piece.size()), &err);
         std::unique_ptr<icu::RegexMatcher> matcher(p.regex->matcher(err));
-        if (U_SUCCESS(err)) matcher->reset(ut);
+        if (U_SUCCESS(err)) {
+          matcher->reset(ut);
+          // A hostile pattern that backtracks without end stops (ICU's steps, about 1 ms each).
+          matcher->setTimeLimit(10000, err);
+        }
         int64_t last = 0;
         while (U_SUCCESS(err) && matcher->find(err) && U_SUCCESS(err)) {
           const int64_t b = matcher->start64(err), e = matcher->end64(err);

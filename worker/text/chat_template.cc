@@ -586,8 +586,18 @@ std::vector<Token> Lex(const std::string& source) {
               case 'x': {
                 const size_t digits = n == 'x' ? 2 : n == 'u' ? 4 : 8;
                 if (e + digits >= b.size()) Fail(ln, "a \\" + std::string(1, n) + " escape is cut short");
-                const UChar32 cp = static_cast<UChar32>(std::stoul(b.substr(e + 1, digits), nullptr, 16));
-                icu::UnicodeString(cp).toUTF8String(s);
+                uint32_t cp = 0;
+                for (size_t d = 1; d <= digits; ++d) {
+                  const char h = b[e + d];
+                  const int v = std::isdigit(static_cast<unsigned char>(h)) ? h - '0'
+                                : (h >= 'a' && h <= 'f')                    ? h - 'a' + 10
+                                : (h >= 'A' && h <= 'F')                    ? h - 'A' + 10
+                                                                            : -1;
+                  if (v < 0) Fail(ln, "a \\" + std::string(1, n) + " escape with a non-hex digit");
+                  cp = cp * 16 + static_cast<uint32_t>(v);
+                }
+                if (cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF)) Fail(ln, "an escape that is not a code point");
+                icu::UnicodeString(static_cast<UChar32>(cp)).toUTF8String(s);
                 e += digits;
                 break;
               }
@@ -878,7 +888,17 @@ class Parser {
   }
 
  public:
+  // Bounds the recursion of nested expressions ((((x)))), not not x, - - x.
+  struct Nesting {
+    Nesting(Parser& p, int line) : p_(p) {
+      if (++p_.expr_depth_ > 200) Fail(line, "expressions nest deeper than 200");
+    }
+    ~Nesting() { --p_.expr_depth_; }
+    Parser& p_;
+  };
+
   ExprPtr ParseExpr(bool with_condition = true) {
+    Nesting n(*this, Peek().line);
     ExprPtr e = ParseOr();
     if (with_condition && IsName("if")) {
       const int line = Next().line;
@@ -923,6 +943,7 @@ class Parser {
     return e;
   }
   ExprPtr ParseNot() {
+    Nesting n(*this, Peek().line);
     if (IsName("not")) {
       const int line = Next().line;
       return Node(Expr::kNot, line, {ParseNot()});
@@ -989,6 +1010,7 @@ class Parser {
     return e;
   }
   ExprPtr ParseUnary(bool with_filter) {
+    Nesting n(*this, Peek().line);
     ExprPtr e;
     if (IsOp("-") || IsOp("+")) {
       const Token op = Next();
@@ -1097,7 +1119,13 @@ class Parser {
         const int line = Next().line;
         if (Peek().kind == Token::kInt) {
           e = Node(Expr::kItem, line, {e, Node(Expr::kLiteral, line, {})});
-          e->args[1]->literal = Value::Int(std::stoll(Next().text));
+          const std::string digits = Next().text;
+          int64_t index = 0;
+          for (char d : digits) {
+            if (index > (INT64_MAX - 9) / 10) Fail(line, absl::StrCat("the index ", digits, " is out of range"));
+            index = index * 10 + (d - '0');
+          }
+          e->args[1]->literal = Value::Int(index);
           continue;
         }
         e = Node(Expr::kAttr, line, {e}, ExpectName());
@@ -1115,6 +1143,7 @@ class Parser {
           }
         }
         ExpectOp("]");
+        if (!slice && !parts[0]) Fail(line, "an empty subscript []");
         e = slice ? Node(Expr::kSlice, line, {e, parts[0], parts[1], parts[2]}) : Node(Expr::kItem, line, {e, parts[0]});
       } else if (IsOp("(")) {
         const int line = Next().line;
@@ -1187,6 +1216,7 @@ class Parser {
   std::vector<Token> t_;
   size_t pos_ = 0;
   int depth_ = 0;
+  int expr_depth_ = 0;
 };
 
 // ---------------------------------------------------------------- evaluator
@@ -2236,6 +2266,8 @@ absl::StatusOr<ChatTemplate> ChatTemplate::Parse(const std::string& source, cons
     return out;
   } catch (const jinja::RenderError& e) {
     return absl::InvalidArgumentError(absl::StrCat(name, ":", e.line, ": ", e.message));
+  } catch (const std::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat(name, ": the template cannot be read: ", e.what()));
   }
 }
 
@@ -2247,6 +2279,8 @@ absl::StatusOr<std::string> ChatTemplate::Render(const nlohmann::ordered_json& c
     return r.Run(context);
   } catch (const jinja::RenderError& e) {
     return absl::InvalidArgumentError(absl::StrCat(impl_->name, ":", e.line, ": ", e.message));
+  } catch (const std::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat(impl_->name, ": the template cannot be rendered: ", e.what()));
   }
 }
 

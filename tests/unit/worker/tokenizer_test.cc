@@ -117,7 +117,11 @@ TEST(TokenizerTest, TokenizerJsonIsReadAndOtherKindsAreRefused) {
   j["model"]["type"] = "BPE";
   write(j);
   EXPECT_THAT(WordPieceTokenizer::FromDirectory(dir.string()), StatusIs(absl::StatusCode::kInvalidArgument, "model type 'BPE'"));
-  EXPECT_THAT(Tokenizer::FromDirectory(dir.string()), StatusIs(absl::StatusCode::kInvalidArgument, "model type 'BPE'"));
+  // The interface reads a BPE tokenizer.json as a decoder's (bpe_tokenizer.h), which refuses this one.
+  EXPECT_THAT(Tokenizer::FromDirectory(dir.string()), StatusIs(absl::StatusCode::kInvalidArgument, "tokenizer.json: model.continuing_subword_prefix"));
+  j["model"]["type"] = "Unigram";
+  write(j);
+  EXPECT_THAT(Tokenizer::FromDirectory(dir.string()), StatusIs(absl::StatusCode::kInvalidArgument, "model type 'Unigram'"));
   j["model"]["type"] = "WordPiece";
   j["normalizer"] = {{"type", "Sequence"}};
   write(j);
