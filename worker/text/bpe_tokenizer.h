@@ -40,6 +40,16 @@ class BpeTokenizer : public Tokenizer {
   // HF's tokenizer(text)["input_ids"]: with `add_special_tokens` the
   // post-processor's (BOS, say) around the pieces.
   std::vector<int64_t> EncodeText(const std::string& text, bool add_special_tokens) const;
+  // The same, and for each id the byte range [begin, end) of `text` it
+  // stands for, through the normalizer and pre-tokenizer (HF's
+  // offset_mapping, in bytes); the post-processor's specials get (0, 0).
+  std::vector<int64_t> EncodeWithOffsets(const std::string& text, bool add_special_tokens,
+                                         std::vector<std::pair<size_t, size_t>>* offsets) const;
+  // tokenizer_config.json's named special tokens as strings (bos_token,
+  // eos_token, pad_token, unk_token), for a chat template's context.
+  const std::vector<std::pair<std::string, std::string>>& named_tokens() const { return named_tokens_; }
+  // tokenizer_config.json's chat_template (its "default" when it holds several); empty when none.
+  const std::string& chat_template() const { return chat_template_; }
   // HF's decode(ids, skip_special_tokens) through the decoder chain; bytes
   // that are not UTF-8 become U+FFFD, as errors="replace" does.
   std::string Decode(const std::vector<int64_t>& ids, bool skip_special_tokens) const;
@@ -61,13 +71,17 @@ class BpeTokenizer : public Tokenizer {
 
  private:
   BpeTokenizer();
-  // The pieces of one segment between added tokens (no specials).
-  void EncodeSegment(const std::string& segment, bool first, std::vector<int64_t>* out) const;
+  // The pieces of one segment between added tokens (no specials), which
+  // starts at byte `base` of the text; `first`: at the text's start.
+  void EncodeSegment(const std::string& segment, size_t base, bool first, std::vector<int64_t>* out,
+                     std::vector<std::pair<size_t, size_t>>* offsets) const;
 
   std::unique_ptr<Impl> impl_;
   std::vector<std::string> vocab_;  // id -> token, added tokens included
   SpecialIds special_;
   std::string tokenizer_json_, tokenizer_config_json_;
+  std::vector<std::pair<std::string, std::string>> named_tokens_;
+  std::string chat_template_;
 };
 
 }  // namespace attune::worker::text
