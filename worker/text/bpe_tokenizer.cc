@@ -140,7 +140,6 @@ struct BpeTokenizer::Impl {
   // tokenizer_config.json's clean_up_tokenization_spaces (true when absent,
   // as transformers.js decides): " ." -> "." and the like after decoding.
   bool clean_up_spaces = true;
-  bool byte_level = false;  // some ByteLevel pre-tokenizer: tokens are byte stand-ins
 };
 
 BpeTokenizer::BpeTokenizer() = default;
@@ -347,7 +346,6 @@ absl::StatusOr<std::unique_ptr<BpeTokenizer>> BpeTokenizer::FromJson(const std::
       if (flag(p, "use_regex", true)) {
         if (auto s = compile(kGpt2Pattern); !s.ok()) return s;
       }
-      im.byte_level = true;
     } else if (type == "Metaspace") {
       out.replacement = str(p, "replacement", "\xE2\x96\x81");
       out.prepend_scheme = str(p, "prepend_scheme", flag(p, "add_prefix_space", true) ? "always" : "never");

@@ -24,7 +24,6 @@
 #include <optional>
 #include <set>
 #include <utility>
-#include <variant>
 #include <vector>
 
 #include "absl/strings/match.h"
@@ -1710,7 +1709,6 @@ class Renderer {
       }
       Fail(line, absl::StrCat("'", TypeName(self), "' has no method '", name, "' in Attune's chat-template interpreter"));
     });
-    (void)line;
   }
 
   // One code point in full upper, lower or title case (ß -> SS, as Python).
