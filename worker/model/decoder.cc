@@ -51,7 +51,7 @@ DecoderLayerImpl::DecoderLayerImpl(const DecoderConfig& c)
 }
 
 torch::Tensor DecoderLayerImpl::forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
-                                        const torch::Tensor& allowed) {
+                                        const torch::Tensor& allowed, KvCache* cache, size_t layer) {
   const int64_t b = x.size(0), t = x.size(1);
   const torch::Tensor h = input_layernorm(x);
   torch::Tensor q = q_proj(h).view({b, t, heads_, head_dim_});
@@ -65,6 +65,19 @@ torch::Tensor DecoderLayerImpl::forward(const torch::Tensor& x, const torch::Ten
   k = k.transpose(1, 2);
   q = q * cos + RotateHalf(q) * sin;
   k = k * cos + RotateHalf(k) * sin;
+  if (cache != nullptr) {
+    torch::Tensor& keys = cache->keys[layer];
+    torch::Tensor& values = cache->values[layer];
+    if (!keys.defined()) {
+      keys = torch::zeros({b, kv_heads_, cache->capacity, head_dim_}, k.options());
+      values = torch::zeros({b, kv_heads_, cache->capacity, head_dim_}, v.options());
+    }
+    const int64_t past = cache->length;
+    keys.narrow(2, past, t).copy_(k);
+    values.narrow(2, past, t).copy_(v);
+    k = keys.narrow(2, 0, past + t);
+    v = values.narrow(2, 0, past + t);
+  }
   if (kv_heads_ != heads_) {
     // Each key/value head serves heads / kv_heads consecutive query heads.
     k = k.repeat_interleave(heads_ / kv_heads_, 1);
@@ -78,6 +91,15 @@ torch::Tensor DecoderLayerImpl::forward(const torch::Tensor& x, const torch::Ten
   const torch::Tensor y = x + o_proj(attn);
   const torch::Tensor g = post_attention_layernorm(y);
   return y + down_proj(torch::silu(gate_proj(g)) * up_proj(g));
+}
+
+void KvCache::SelectRows(const torch::Tensor& rows) {
+  for (auto* list : {&keys, &values}) {
+    for (auto& t : *list) {
+      if (t.defined()) t = t.index_select(0, rows.to(t.device()));
+    }
+  }
+  if (mask.defined()) mask = mask.index_select(0, rows.to(mask.device()));
 }
 
 std::vector<double> RotaryInverseFrequencies(const DecoderConfig& c) {
@@ -157,29 +179,59 @@ std::vector<std::pair<std::string, torch::Tensor>> DecoderLmImpl::NamedParameter
 }
 
 torch::Tensor DecoderLmImpl::CausalLmLogits(const torch::Tensor& ids, const torch::Tensor& mask) {
-  TORCH_CHECK(ids.dim() == 2 && mask.sizes() == ids.sizes(), "CausalLmLogits: ids and mask must be [batch, seq]");
+  return Forward(ids, mask, nullptr, /*last_only=*/false);
+}
+
+torch::Tensor DecoderLmImpl::Forward(const torch::Tensor& ids, const torch::Tensor& mask, KvCache* cache,
+                                     bool last_only) {
+  const torch::Tensor h = Hidden(ids, mask, cache);
+  return LmLogits(last_only ? h.select(1, h.size(1) - 1) : h);
+}
+
+torch::Tensor DecoderLmImpl::LmLogits(const torch::Tensor& hidden) {
+  return lm_head ? lm_head(hidden) : torch::matmul(hidden, embed_tokens->weight.t());
+}
+
+torch::Tensor DecoderLmImpl::Hidden(const torch::Tensor& ids, const torch::Tensor& mask, KvCache* cache) {
+  TORCH_CHECK(ids.dim() == 2 && mask.sizes() == ids.sizes(), "decoder forward: ids and mask must be [batch, seq]");
   const int64_t t = ids.size(1);
-  TORCH_CHECK(t <= config_.max_position_embeddings, "a sequence of ", t, " tokens exceeds max_position_embeddings ",
-              config_.max_position_embeddings);
+  const int64_t past = cache != nullptr ? cache->length : 0;
+  TORCH_CHECK(past + t <= config_.max_position_embeddings, "a sequence of ", past + t,
+              " tokens exceeds max_position_embeddings ", config_.max_position_embeddings);
+  if (cache != nullptr) {
+    TORCH_CHECK(past + t <= cache->capacity, "the KV cache holds ", cache->capacity, " positions, not ", past + t);
+    TORCH_CHECK(past == 0 || cache->mask.size(0) == ids.size(0), "the KV cache holds ", cache->mask.size(0),
+                " rows, not ", ids.size(0));
+    if (cache->keys.empty()) {
+      cache->keys.resize(layers.size());
+      cache->values.resize(layers.size());
+    }
+  }
   torch::Tensor x = embed_tokens(ids);
   // Positions count real tokens only, so that a left-padded row starts at 0.
-  const torch::Tensor real = mask.to(torch::kBool);
-  const torch::Tensor positions = (real.to(torch::kLong).cumsum(1) - 1).clamp_min(0);
+  const torch::Tensor full_mask =
+      past > 0 ? torch::cat({cache->mask, mask.to(cache->mask.device())}, 1) : mask;  // [b, past + t]
+  const torch::Tensor real = full_mask.to(torch::kBool);
+  const torch::Tensor positions = (real.to(torch::kLong).cumsum(1) - 1).clamp_min(0).narrow(1, past, t);
   const torch::Tensor freqs = positions.to(torch::kFloat).unsqueeze(-1) * inv_freq_.to(positions.device());
   const torch::Tensor emb = torch::cat({freqs, freqs}, -1);
   const torch::Tensor cos = emb.cos().to(x.scalar_type()).unsqueeze(1);
   const torch::Tensor sin = emb.sin().to(x.scalar_type()).unsqueeze(1);
   // A query sees earlier (and its own) real keys, within the sliding window;
   // every query sees itself, so that a padding row's softmax stays finite.
-  const torch::Tensor q_idx = torch::arange(t, ids.options().dtype(torch::kLong)).unsqueeze(1);
-  const torch::Tensor k_idx = torch::arange(t, ids.options().dtype(torch::kLong)).unsqueeze(0);
+  const auto long_opts = ids.options().dtype(torch::kLong);
+  const torch::Tensor q_idx = (torch::arange(t, long_opts) + past).unsqueeze(1);
+  const torch::Tensor k_idx = torch::arange(past + t, long_opts).unsqueeze(0);
   torch::Tensor allowed = k_idx <= q_idx;
   if (config_.sliding_window > 0) allowed = allowed & (k_idx > q_idx - config_.sliding_window);
   allowed = (allowed.unsqueeze(0) & real.unsqueeze(1)) | (k_idx == q_idx).unsqueeze(0);
-  allowed = allowed.unsqueeze(1);  // [b, 1, t, t]
-  for (auto& layer : layers) x = layer(x, cos, sin, allowed);
-  x = norm(x);
-  return lm_head ? lm_head(x) : torch::matmul(x, embed_tokens->weight.t());
+  allowed = allowed.unsqueeze(1);  // [b, 1, t, past + t]
+  for (size_t i = 0; i < layers.size(); ++i) x = layers[i]->forward(x, cos, sin, allowed, cache, i);
+  if (cache != nullptr) {
+    cache->mask = full_mask;
+    cache->length = past + t;
+  }
+  return norm(x);
 }
 
 torch::Tensor DecoderLmImpl::SequenceLogits(const torch::Tensor&, const torch::Tensor&, const torch::Tensor&) {

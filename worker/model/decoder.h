@@ -34,13 +34,31 @@ class RmsNormImpl : public torch::nn::Module {
 };
 TORCH_MODULE(RmsNorm);
 
+// The keys and values of the tokens a decoder has seen, per layer, so that
+// each new token costs one position's work (incremental decoding). Keys are
+// stored rotated and before grouped-query repetition, in buffers of a fixed
+// capacity allocated on first use.
+struct KvCache {
+  // At most this many positions (prompt and generated tokens).
+  explicit KvCache(int64_t capacity) : capacity(capacity) {}
+  int64_t capacity;
+  int64_t length = 0;                        // positions filled
+  std::vector<torch::Tensor> keys, values;   // per layer [batch, kv_heads, capacity, head_dim]
+  torch::Tensor mask;                        // [batch, length]: 1 real token, 0 padding
+  // Keeps only the given batch rows (finished rows dropped).
+  void SelectRows(const torch::Tensor& rows);
+};
+
 class DecoderLayerImpl : public torch::nn::Module {
  public:
   explicit DecoderLayerImpl(const DecoderConfig& c);
   // x [batch, seq, hidden]; cos/sin [batch, 1, seq, head_dim]; allowed
-  // [batch, 1, seq, seq] (true where a query may see a key).
+  // [batch, 1, seq, past + seq] (true where a query may see a key). With a
+  // cache, the new keys and values are written at positions [past, past +
+  // seq) of `keys`/`values` (allocated here when undefined) and the queries
+  // attend to all of them.
   torch::Tensor forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
-                        const torch::Tensor& allowed);
+                        const torch::Tensor& allowed, KvCache* cache = nullptr, size_t layer = 0);
 
   RmsNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
   torch::nn::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
@@ -76,6 +94,16 @@ class DecoderLmImpl : public Model {
   torch::Tensor TokenLogits(const torch::Tensor& hidden, const torch::Tensor& positions) override;
   torch::Tensor MaskedLmLogits(const torch::Tensor& hidden, const torch::Tensor& positions) override;
   torch::Tensor CausalLmLogits(const torch::Tensor& ids, const torch::Tensor& mask) override;
+  // The logits of `ids` [batch, seq] (`mask` 1 on real tokens, 0 on left
+  // padding) following what `cache` holds, which is extended by them; with
+  // `last_only` only the last position's [batch, vocab]. Positions count the
+  // real tokens before each one, so left-padded rows start at 0.
+  torch::Tensor Forward(const torch::Tensor& ids, const torch::Tensor& mask, KvCache* cache, bool last_only);
+  // The same in two halves: the final norm's output [batch, seq, hidden],
+  // and the LM head on (some of) it, so that long sequences need not hold
+  // [batch, seq, vocab] logits at once.
+  torch::Tensor Hidden(const torch::Tensor& ids, const torch::Tensor& mask, KvCache* cache);
+  torch::Tensor LmLogits(const torch::Tensor& hidden);
 
   const DecoderConfig& config() const { return config_; }
 

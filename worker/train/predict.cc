@@ -8,15 +8,40 @@
 #include "common/job_config.h"
 #include "common/status_macros.h"
 #include "worker/data/dataset.h"
+#include "worker/model/decoder.h"
 #include "worker/model/hf_checkpoint.h"
 #include "worker/model/model.h"
 #include "worker/task/task.h"
 #include "worker/text/tokenizer.h"
 #include "worker/train/device.h"
+#include "worker/train/predict_decoder.h"
 #include "worker/train/trainer.h"
 
 namespace attune::worker::train {
 namespace {
+
+// Forwards to another stream buffer, counting the lines written.
+class LineCounter : public std::streambuf {
+ public:
+  explicit LineCounter(std::streambuf* to) : to_(to) {}
+  int64_t lines() const { return lines_; }
+
+ protected:
+  int overflow(int c) override {
+    if (c == traits_type::eof()) return traits_type::not_eof(c);
+    if (c == '\n') ++lines_;
+    return to_->sputc(static_cast<char>(c));
+  }
+  std::streamsize xsputn(const char* s, std::streamsize n) override {
+    for (std::streamsize i = 0; i < n; ++i) lines_ += s[i] == '\n';
+    return to_->sputn(s, n);
+  }
+  int sync() override { return to_->pubsync(); }
+
+ private:
+  std::streambuf* to_;
+  int64_t lines_ = 0;
+};
 
 // Fill-mask: the top_k tokens at every [MASK] of each row.
 absl::Status FillMasks(model::Model& m, const text::Tokenizer& tok, const torch::Tensor& ids,
@@ -27,7 +52,7 @@ absl::Status FillMasks(model::Model& m, const text::Tokenizer& tok, const torch:
   torch::Tensor probs =
       torch::softmax(m.MaskedLmLogits(m.Encode(ids, types, mask), where).to(torch::kFloat64), -1).cpu();
   where = where.cpu();
-  const int64_t k = std::min<int64_t>(top_k, probs.size(1));
+  const int64_t k = std::min<int64_t>(top_k > 0 ? top_k : 5, probs.size(1));
   auto [score, id] = probs.topk(k, -1);
   std::vector<nlohmann::json> rows(static_cast<size_t>(ids.size(0)));
   for (auto& r : rows) r["masks"] = nlohmann::json::array();
@@ -134,11 +159,20 @@ int MaxLength(const model::Model& m, const PredictOptions& o) {
 }
 
 absl::Status PredictImpl(const std::string& model_dir, const std::string& input, const PredictOptions& o,
-                         std::ostream& out) {
+                         std::ostream& out, PredictStats* stats) {
   ConfigureThreads(o.threads);
   ATTUNE_ASSIGN_OR_RETURN(const torch::Device device, ResolveDevice(o.device, common::JobConfig{}, 0));
   ATTUNE_ASSIGN_OR_RETURN(const model::ModelPtr loaded, model::LoadHfModel(model_dir));
   model::Model& m = *loaded;
+  if (m.head() == model::Head::kCausalLm) {
+    m.to(device);
+    m.eval();
+    return PredictCausalLm(dynamic_cast<model::DecoderLmImpl&>(m), model_dir, input, o, out, stats);
+  }
+  if (o.logprobs || o.max_new_tokens > 0) {
+    return absl::InvalidArgumentError(absl::StrCat(model_dir, " is a ", m.hf().architecture,
+                                                   "; --logprobs and --max_new_tokens are for causal language models"));
+  }
   ATTUNE_ASSIGN_OR_RETURN(const std::unique_ptr<text::Tokenizer> tokenizer, text::Tokenizer::FromDirectory(model_dir));
   const text::Tokenizer& tok = *tokenizer;
   m.to(device);
@@ -208,9 +242,17 @@ absl::Status PredictImpl(const std::string& model_dir, const std::string& input,
 }  // namespace
 
 absl::Status Predict(const std::string& model_dir, const std::string& input, const PredictOptions& o,
-                     std::ostream& out) {
+                     std::ostream& out, PredictStats* stats) {
+  LineCounter counted(out.rdbuf());
+  std::ostream lines(&counted);
+  PredictStats ignored;
+  PredictStats& st = stats != nullptr ? *stats : ignored;
   try {
-    return PredictImpl(model_dir, input, o, out);
+    absl::Status s = PredictImpl(model_dir, input, o, lines, &st);
+    lines.flush();
+    st.records = counted.lines();
+    if (s.ok() && !lines) s = absl::UnavailableError("cannot write predictions");
+    return s;
   } catch (const c10::Error& e) {
     return absl::InternalError(absl::StrCat("libtorch: ", e.what_without_backtrace()));
   }
