@@ -48,7 +48,10 @@
 
 ABSL_FLAG(std::string, model, "", "exported model directory (config.json, model.safetensors, vocab.txt)");
 ABSL_FLAG(std::string, input, "", "records to classify: CSV or JSONL with a text column");
-ABSL_FLAG(std::string, output, "", "predict: where to write JSON lines (default: standard output); convert: the output directory");
+ABSL_FLAG(std::string, output, "",
+          "predict, tokenize: where to write JSON lines (default or --output=-: standard output; a regular file is replaced "
+          "when complete, a FIFO or device written through; not a symbolic link, the input or inside --model); "
+          "convert: the output directory");
 ABSL_FLAG(std::string, text_column, "text", "column holding the text");
 ABSL_FLAG(std::string, text_pair_column, "text_pair", "column holding the second text of a pair, if present");
 ABSL_FLAG(int, batch_size, 32, "examples per forward pass");
@@ -108,10 +111,12 @@ constexpr char kExamples[] =
 
 // Writes what `write` produces to `path`: a regular file (or a new one) is
 // replaced only once complete, through a temporary beside it; anything else
-// (/dev/null, a pipe) is written in place and never replaced.
+// (a FIFO, a character device) is written in place and never replaced.
+// OutputProblem has refused symbolic links before.
 absl::Status WriteOutput(const std::string& path, const std::function<absl::Status(std::ostream&)>& write) {
   struct stat st {};
-  if (::stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
+  if (::lstat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) {
+    if (S_ISDIR(st.st_mode)) return absl::InvalidArgumentError(absl::StrCat(path, " is a directory"));
     std::ofstream out(path, std::ios::out | std::ios::app);
     if (!out) return absl::PermissionDeniedError(absl::StrCat("cannot write ", path));
     absl::Status s = write(out);
@@ -129,6 +134,36 @@ absl::Status WriteOutput(const std::string& path, const std::function<absl::Stat
   }
   if (!s.ok()) std::remove(partial.c_str());
   return s;
+}
+
+// Why `output` may not be written by predict or tokenize, or "" when it may.
+// A symbolic link would be replaced by the rename (or lead anywhere), the
+// input would be overwritten, and a path inside the model directory could
+// replace its weights or tokenizer.
+std::string OutputProblem(const std::string& output, const std::string& input, const std::string& model) {
+  if (output.empty() || output == "-") return "";
+  struct stat st {};
+  if (::lstat(output.c_str(), &st) == 0 && S_ISLNK(st.st_mode)) {
+    return absl::StrCat("--output ", output, " is a symbolic link; give the path it leads to");
+  }
+  if (attune::common::ResolvePath(output) == attune::common::ResolvePath(input)) {
+    return "--output is the --input file; it would be overwritten";
+  }
+  if (attune::common::ResolvesInside(output, model)) {
+    return absl::StrCat("--output ", output, " is inside the --model directory ", model);
+  }
+  return "";
+}
+
+// Standard output for "" and "-", else `output` through WriteOutput.
+absl::Status WriteTo(const std::string& output, const std::function<absl::Status(std::ostream&)>& write) {
+  if (output.empty() || output == "-") {
+    absl::Status s = write(std::cout);
+    std::cout.flush();
+    if (s.ok() && !std::cout) s = absl::UnavailableError("cannot write standard output");
+    return s;
+  }
+  return WriteOutput(output, write);
 }
 
 int Predict() {
@@ -169,9 +204,8 @@ int Predict() {
     return 2;
   }
   const std::string output = absl::GetFlag(FLAGS_output);
-  if (!output.empty() &&
-      attune::common::ResolvePath(output) == attune::common::ResolvePath(absl::GetFlag(FLAGS_input))) {
-    std::cerr << "attune predict: --output is the --input file; it would be overwritten\n";
+  if (std::string bad = OutputProblem(output, absl::GetFlag(FLAGS_input), absl::GetFlag(FLAGS_model)); !bad.empty()) {
+    std::cerr << "attune predict: " << bad << "\n";
     return 2;
   }
   const auto start = std::chrono::steady_clock::now();
@@ -180,7 +214,7 @@ int Predict() {
     return attune::worker::train::Predict(absl::GetFlag(FLAGS_model), absl::GetFlag(FLAGS_input), o, out, &stats);
   };
   // A regular --output file is replaced only when complete (WriteOutput).
-  const absl::Status s = output.empty() ? write(std::cout) : WriteOutput(output, write);
+  const absl::Status s = WriteTo(output, write);
   if (!s.ok()) {
     std::cerr << "attune predict: " << s << "\n";
     return absl::IsInvalidArgument(s) || absl::IsNotFound(s) ? attune::common::kExitInvalidInput : 1;
@@ -198,7 +232,7 @@ int Predict() {
   }
   // Throughput, when the JSON lines go to a file (on standard output they
   // are the data, and tools read stdout and stderr together).
-  if (output.empty()) return 0;
+  if (output.empty() || output == "-") return 0;
   std::cerr << absl::StrFormat("attune predict: %d records in %.2f s (%.1f records/s, %d thread(s))\n",
                                stats.records, secs, stats.records / std::max(secs, 1e-9), o.threads);
   return 0;
@@ -213,8 +247,8 @@ int Tokenize() {
     return 2;
   }
   const std::string output = absl::GetFlag(FLAGS_output);
-  if (!output.empty() && attune::common::ResolvePath(output) == attune::common::ResolvePath(input)) {
-    std::cerr << "attune tokenize: --output is the --input file; it would be overwritten\n";
+  if (std::string bad = OutputProblem(output, input, model); !bad.empty()) {
+    std::cerr << "attune tokenize: " << bad << "\n";
     return 2;
   }
   auto fail = [](const absl::Status& s) {
@@ -253,7 +287,7 @@ int Tokenize() {
     }
     return absl::OkStatus();
   };
-  absl::Status s = output.empty() ? write(std::cout) : WriteOutput(output, write);
+  absl::Status s = WriteTo(output, write);
   if (!s.ok()) return fail(s);
   return 0;
 }

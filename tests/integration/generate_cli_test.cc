@@ -6,10 +6,13 @@
 // every step (decoder_generate_reference.py); generated text is what
 // Hugging Face's JavaScript tokenizer decodes. Generation stops at EOS ids and
 // stop strings; sampling is reproducible whatever the batch; bad input exits
-// 65 naming the line or file; /dev/null as --output stays a device.
+// 65 naming the line or file; --output replaces only a regular file.
 
 #include <sys/stat.h>
+#include <unistd.h>
 
+#include <algorithm>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -238,13 +241,68 @@ TEST(GenerateCliErrorsTest, BadInputExits65NamingTheLineOrFileAndLeavesTheOutput
   EXPECT_NE(run.output.find("generation_config.json: eos_token_id must be token ids"), std::string::npos) << run.output;
   std::remove((model + "/generation_config.json").c_str());
 
-  // /dev/null is written through, never replaced by a regular file.
-  run = RunCommand(Bin("attune") + " predict --model " + model + " --input " + (dir / "ok.jsonl") +
-                   " --max_new_tokens 2 --output /dev/null");
-  EXPECT_EQ(run.exit_code, 0) << run.output;
+}
+
+// Hardening: --output is never replaced unless it is a regular file. A
+// character device (made here, as root; the real /dev is never touched) and
+// a FIFO are written through; a symbolic link, the input and anything inside
+// --model are refused with exit 2 and left as they were; "-" is standard
+// output.
+TEST(PredictOutputTargetsTest, DevicesAndFifosAreWrittenThroughLinksAndTheModelAreRefused) {
+  attune::testing::TempDir dir("predict_targets");
+  const std::string model = dir / "model";
+  auto made = RunCommand("/usr/bin/python3 " + Fixture("make_tiny_decoder.py") + " " + model +
+                         " --arch llama3 --tokenizer " + NpmTokenizer("tokenizer-llama3_1") + " --eos 128009");
+  ASSERT_EQ(made.exit_code, 0) << made.output;
+  const std::string input = dir / "in.jsonl";
+  attune::testing::WriteText(input, "{\"text\": \"ok\"}\n{\"text\": \"fine\"}\n");
+  const std::string predict = Bin("attune") + " predict --model " + model + " --input " + input +
+                              " --max_new_tokens 2 --output ";
   struct stat st {};
-  ASSERT_EQ(::stat("/dev/null", &st), 0);
-  EXPECT_TRUE(S_ISCHR(st.st_mode));
+  const std::string device = dir / "null";
+  if (attune::testing::MakeNullDevice(device)) {
+    auto run = RunCommand(predict + device);
+    EXPECT_EQ(run.exit_code, 0) << run.output;
+    ASSERT_EQ(::lstat(device.c_str(), &st), 0);
+    EXPECT_TRUE(S_ISCHR(st.st_mode)) << "the device was replaced";
+  } else {
+    std::cerr << "not root: the character-device case is not run\n";
+  }
+  const std::string fifo = dir / "fifo", copy = dir / "from_fifo.jsonl";
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
+  auto run = RunCommand("sh -c 'cat " + fifo + " > " + copy + " 2>&1 & reader=$!; " + predict + fifo +
+                        "; rc=$?; wait $reader; exit $rc'");
+  EXPECT_EQ(run.exit_code, 0) << run.output;
+  ASSERT_EQ(::lstat(fifo.c_str(), &st), 0);
+  EXPECT_TRUE(S_ISFIFO(st.st_mode)) << "the FIFO was replaced";
+  EXPECT_EQ(JsonLines(attune::testing::ReadText(copy)).size(), 2u);
+
+  const std::string target = dir / "target.jsonl", link = dir / "link.jsonl";
+  attune::testing::WriteText(target, "keep\n");
+  ASSERT_EQ(::symlink(target.c_str(), link.c_str()), 0);
+  const std::string weights = model + "/model.safetensors";
+  const auto weights_size = std::filesystem::file_size(weights);
+  for (const auto& [path, says] : std::vector<std::pair<std::string, std::string>>{
+           {link, "is a symbolic link"},
+           {input, "is the --input file"},
+           {weights, "is inside the --model directory"},
+           {model + "/new.jsonl", "is inside the --model directory"}}) {
+    run = RunCommand(predict + path);
+    EXPECT_EQ(run.exit_code, 2) << path << "\n" << run.output;
+    EXPECT_NE(run.output.find(says), std::string::npos) << run.output;
+  }
+  ASSERT_EQ(::lstat(link.c_str(), &st), 0);
+  EXPECT_TRUE(S_ISLNK(st.st_mode));
+  EXPECT_EQ(attune::testing::ReadText(target), "keep\n");
+  EXPECT_EQ(std::filesystem::file_size(weights), weights_size);
+  EXPECT_FALSE(std::filesystem::exists(model + "/new.jsonl"));
+  EXPECT_EQ(JsonLines(attune::testing::ReadText(input)).size(), 2u);
+
+  run = RunCommand(Bin("attune") + " predict --model " + model + " --input " + input + " --max_new_tokens 2 --output=-");
+  EXPECT_EQ(run.exit_code, 0) << run.output;
+  EXPECT_EQ(std::count(run.output.begin(), run.output.end(), '\n'), 3) << run.output;  // 2 records, 1 figures line
+  EXPECT_EQ(run.output.rfind("{\"generated_ids\":", 0), 0u) << run.output;
+  EXPECT_FALSE(std::filesystem::exists(dir / "-"));
 }
 
 }  // namespace

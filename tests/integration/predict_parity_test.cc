@@ -37,13 +37,16 @@ std::vector<std::pair<nlohmann::json, nlohmann::json>> PredictAgainstReference(c
     ADD_FAILURE() << gen.output;
     return out;
   }
+  // Beside the model directory: predict refuses to write inside it.
+  const std::string output = dir.path() + "-pred.jsonl";
   auto pred = RunCommand(Bin("attune") + " predict --model " + dir.path() + " --input " + (dir / "input.jsonl") +
-                         " --output " + (dir / "pred.jsonl"));
+                         " --output " + output);
   if (pred.exit_code != 0) {
     ADD_FAILURE() << pred.output;
     return out;
   }
-  std::istringstream got(testing::ReadText(dir / "pred.jsonl")), want(testing::ReadText(dir / "expected.jsonl"));
+  std::istringstream got(testing::ReadText(output)), want(testing::ReadText(dir / "expected.jsonl"));
+  std::remove(output.c_str());
   std::string g, w;
   while (std::getline(want, w)) {
     if (!std::getline(got, g)) {
@@ -61,10 +64,13 @@ TEST_P(PredictParityTest, LogitsMatchPythonReference) {
   TempDir dir("parity_" + GetParam().name);
   auto gen = RunCommand("/usr/bin/python3 " + Fixture("make_tiny_bert.py") + " " + dir.path() + " " + GetParam().flags);
   ASSERT_EQ(gen.exit_code, 0) << gen.output;
+  const std::string output = dir.path() + "-pred.jsonl";  // predict refuses to write inside the model
   auto pred = RunCommand(Bin("attune") + " predict --model " + dir.path() + " --input " + (dir / "input.jsonl") +
-                  " --output " + (dir / "pred.jsonl"));
+                  " --output " + output);
   ASSERT_EQ(pred.exit_code, 0) << pred.output;
-  auto got = testing::LogitLines(testing::ReadText(dir / "pred.jsonl"));
+  const std::string predicted = testing::ReadText(output);
+  std::remove(output.c_str());
+  auto got = testing::LogitLines(predicted);
   auto want = testing::LogitLines(testing::ReadText(dir / "expected.jsonl"));
   ASSERT_EQ(got.size(), want.size());
   ASSERT_EQ(got.size(), 5u);
@@ -73,7 +79,7 @@ TEST_P(PredictParityTest, LogitsMatchPythonReference) {
     for (size_t k = 0; k < 3; ++k) EXPECT_NEAR(got[i][k], want[i][k], 1e-4) << "record " << i << " class " << k;
   }
   // Labels come from id2label and records keep input order.
-  auto first = nlohmann::json::parse(testing::ReadText(dir / "pred.jsonl").substr(0, testing::ReadText(dir / "pred.jsonl").find('\n')));
+  auto first = nlohmann::json::parse(predicted.substr(0, predicted.find('\n')));
   EXPECT_TRUE(first["label"] == "medical" || first["label"] == "finance" || first["label"] == "legal");
 }
 
@@ -204,10 +210,12 @@ TEST(PredictTest, ARecordWithoutTextGetsAnErrorLineInItsPlace) {
   for (const auto& [file, errors] : std::vector<std::pair<std::string, std::vector<int>>>{{"in.csv", {3}},
                                                                                        {"in.jsonl", {2, 3, 4}}}) {
     SCOPED_TRACE(file);
+    const std::string output = dir.path() + "-out.jsonl";  // predict refuses to write inside the model
     auto pred = RunCommand(Bin("attune") + " predict --model " + dir.path() + " --input " + (dir / file) +
-                           " --output " + (dir / "out.jsonl") + " --batch_size 2");
+                           " --output " + output + " --batch_size 2");
     ASSERT_EQ(pred.exit_code, 0) << pred.output;
-    std::istringstream lines(testing::ReadText(dir / "out.jsonl"));
+    std::istringstream lines(testing::ReadText(output));
+    std::remove(output.c_str());
     std::string line;
     std::vector<nlohmann::json> got;
     while (std::getline(lines, line)) got.push_back(nlohmann::json::parse(line));

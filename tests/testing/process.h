@@ -6,6 +6,8 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -37,6 +39,13 @@ inline CommandResult RunCommand(const std::string& command, int timeout_s = 300)
   int status = ::pclose(p);
   r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
   return r;
+}
+
+// A character device like /dev/null (1, 3) at `path`, for tests of what an
+// --output that names a device gets, without touching the real /dev. Only
+// root may make one: false otherwise.
+inline bool MakeNullDevice(const std::string& path) {
+  return ::geteuid() == 0 && ::mknod(path.c_str(), S_IFCHR | 0666, makedev(1, 3)) == 0;
 }
 
 inline std::string Bin(const std::string& name) { return std::string(ATTUNE_BINARY_DIR) + "/bin/" + name; }
