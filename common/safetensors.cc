@@ -1,6 +1,12 @@
 #include "common/safetensors.h"
 
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <cstring>
 #include <limits>
 
@@ -17,6 +23,11 @@ constexpr uint64_t kMaxHeaderBytes = 100 << 20;  // as the reference implementat
 absl::Status Bad(const std::string& source, const std::string& what) {
   return absl::InvalidArgumentError(absl::StrCat(source, ": corrupt safetensors file: ", what));
 }
+
+// Parses `bytes`; tensors copy their bytes, or view them when `mapping`
+// (which keeps `bytes` alive) is given.
+absl::StatusOr<SafeTensorsFile> Parse(std::string_view bytes, const std::string& source,
+                                      const std::shared_ptr<const void>& mapping);
 
 }  // namespace
 
@@ -36,6 +47,13 @@ int DtypeSize(const std::string& dtype) {
 
 absl::StatusOr<SafeTensorsFile> ParseSafeTensors(const std::string& bytes,
                                                  const std::string& source) {
+  return Parse(bytes, source, nullptr);
+}
+
+namespace {
+
+absl::StatusOr<SafeTensorsFile> Parse(std::string_view bytes, const std::string& source,
+                                      const std::shared_ptr<const void>& mapping) {
   if (bytes.size() < 8) return Bad(source, "shorter than the 8-byte header length");
   uint64_t header_len = 0;
   for (int i = 7; i >= 0; --i) header_len = (header_len << 8) | static_cast<unsigned char>(bytes[i]);
@@ -94,7 +112,12 @@ absl::StatusOr<SafeTensorsFile> ParseSafeTensors(const std::string& bytes,
       return Bad(source, absl::StrCat("tensor '", name, "' holds ", end - begin, " bytes but shape and ",
                                       t.dtype, " need ", numel * esize));
     }
-    t.data.assign(data + begin, data + end);
+    if (mapping) {
+      t.mapping = mapping;
+      t.mapped = std::string_view(data + begin, end - begin);
+    } else {
+      t.data.assign(data + begin, data + end);
+    }
     ranges.emplace_back(begin, end);
     out.tensors.emplace(name, std::move(t));
   }
@@ -109,10 +132,32 @@ absl::StatusOr<SafeTensorsFile> ParseSafeTensors(const std::string& bytes,
   return out;
 }
 
+}  // namespace
+
 absl::StatusOr<SafeTensorsFile> ReadSafeTensors(const std::string& path) {
-  auto bytes = ReadFile(path);
-  if (!bytes.ok()) return bytes.status();
-  return ParseSafeTensors(*bytes, path);
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    const int e = errno;
+    const std::string what = absl::StrCat("cannot open ", path, ": ", std::strerror(e));
+    return e == ENOENT ? absl::NotFoundError(what) : absl::PermissionDeniedError(what);
+  }
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    return absl::InvalidArgumentError(absl::StrCat(path, ": not a regular file"));
+  }
+  const auto size = static_cast<size_t>(st.st_size);
+  if (size == 0) {
+    ::close(fd);
+    return Parse(std::string_view(), path, nullptr);
+  }
+  void* at = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
+  const int e = errno;
+  ::close(fd);  // the mapping keeps the file
+  if (at == MAP_FAILED) return absl::ResourceExhaustedError(absl::StrCat("cannot map ", path, ": ", std::strerror(e)));
+  ::madvise(at, size, MADV_SEQUENTIAL);
+  std::shared_ptr<const void> mapping(at, [size](const void* p) { ::munmap(const_cast<void*>(p), size); });
+  return Parse(std::string_view(static_cast<const char*>(at), size), path, mapping);
 }
 
 std::string SerializeSafeTensors(const SafeTensorsFile& file) {
@@ -120,8 +165,8 @@ std::string SerializeSafeTensors(const SafeTensorsFile& file) {
   if (!file.metadata.empty()) header["__metadata__"] = file.metadata;
   uint64_t offset = 0;
   for (const auto& [name, t] : file.tensors) {
-    header[name] = {{"dtype", t.dtype}, {"shape", t.shape}, {"data_offsets", {offset, offset + t.data.size()}}};
-    offset += t.data.size();
+    header[name] = {{"dtype", t.dtype}, {"shape", t.shape}, {"data_offsets", {offset, offset + t.bytes().size()}}};
+    offset += t.bytes().size();
   }
   std::string h = header.dump();
   while ((h.size() + 8) % 8 != 0) h.push_back(' ');
@@ -130,7 +175,7 @@ std::string SerializeSafeTensors(const SafeTensorsFile& file) {
   uint64_t n = h.size();
   for (int i = 0; i < 8; ++i) out.push_back(static_cast<char>((n >> (8 * i)) & 0xff));
   out += h;
-  for (const auto& [name, t] : file.tensors) out += t.data;
+  for (const auto& [name, t] : file.tensors) out += t.bytes();
   return out;
 }
 

@@ -2,7 +2,9 @@
 
 #include <cstdint>
 #include <map>
+#include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -15,7 +17,14 @@ namespace attune::common {
 struct SafeTensor {
   std::string dtype;            // "F32", "F16", "BF16", "F64", "I64", "I32", ...
   std::vector<int64_t> shape;
-  std::string data;             // exactly NumElements() * DtypeSize(dtype) bytes
+  // Exactly NumElements() * DtypeSize(dtype) bytes: owned in `data`, or, as
+  // ReadSafeTensors gives them, in a read-only mapping of the file that
+  // `mapping` keeps alive (`data` then empty), so that a checkpoint is never
+  // held in memory twice. bytes() is the one way to read them.
+  std::string data;
+  std::shared_ptr<const void> mapping;
+  std::string_view mapped;
+  std::string_view bytes() const { return mapping ? mapped : std::string_view(data); }
   int64_t NumElements() const;
 };
 
@@ -33,6 +42,11 @@ int DtypeSize(const std::string& dtype);
 // and no gaps. Any violation is kInvalidArgument naming `source` and the tensor.
 absl::StatusOr<SafeTensorsFile> ParseSafeTensors(const std::string& bytes,
                                                  const std::string& source);
+// The same from a file, mapped read-only rather than read: its tensors are
+// views into the mapping (SafeTensor::bytes), which lives as long as any of
+// them. The header is validated as above before any tensor is used. A file
+// truncated by another process while mapped would fault: checkpoints are
+// written by rename, never rewritten in place.
 absl::StatusOr<SafeTensorsFile> ReadSafeTensors(const std::string& path);
 
 // Serialises in safetensors layout (tensors sorted by name, 8-byte aligned header).

@@ -23,8 +23,9 @@ inline std::map<std::string, std::vector<float>> Weights(const std::string& path
   if (!f.ok()) return out;
   for (const auto& [name, t] : f->tensors) {
     if (t.dtype != "F32") continue;
-    std::vector<float> v(t.data.size() / 4);
-    std::memcpy(v.data(), t.data.data(), t.data.size());
+    const std::string_view bytes = t.bytes();
+    std::vector<float> v(bytes.size() / 4);
+    std::memcpy(v.data(), bytes.data(), bytes.size());
     out[name] = std::move(v);
   }
   return out;

@@ -7,6 +7,8 @@
 #include <algorithm>
 #include <filesystem>
 #include <map>
+#include <optional>
+#include <tuple>
 
 #include <nlohmann/json.hpp>
 
@@ -117,8 +119,11 @@ absl::Status LoadStateDict(Model& model, const common::SafeTensorsFile& weights,
     }
     by_name[name] = &t;
   }
+  // Everything is checked before any parameter changes; then each tensor is
+  // converted and copied in turn, so that loading never holds a second copy
+  // of the checkpoint (the file itself is mapped, not read: ReadSafeTensors).
   std::vector<std::string> missing, mismatched;
-  std::vector<std::pair<torch::Tensor, torch::Tensor>> copies;
+  std::vector<std::tuple<std::string, torch::Tensor, const common::SafeTensor*>> copies;
   for (auto& [name, param] : model.NamedParameters()) {
     auto it = by_name.find(name);
     if (it == by_name.end()) {
@@ -132,19 +137,21 @@ absl::Status LoadStateDict(Model& model, const common::SafeTensorsFile& weights,
       }
       continue;
     }
-    auto tensor = ToTorch(*it->second, name);
-    if (!tensor.ok()) return tensor.status();
-    if (tensor->sizes() != param.sizes()) {
+    const common::SafeTensor& t = *it->second;
+    if (!IsLoadableDtype(t.dtype)) {
+      return absl::InvalidArgumentError(absl::StrCat(path, ": tensor ", name, ": unsupported dtype ", t.dtype));
+    }
+    if (c10::IntArrayRef(t.shape) != param.sizes()) {
       if (!require_all && StartsWithAny(name, facts.resizable_prefixes)) {
         // A head for other labels: start it afresh, as a new head would.
-        if (fresh) fresh->push_back(name + " (checkpoint has " + ShapeString(tensor->sizes()) + ")");
+        if (fresh) fresh->push_back(name + " (checkpoint has " + ShapeString(t.shape) + ")");
         continue;
       }
-      mismatched.push_back(absl::StrCat(name, " (checkpoint ", ShapeString(tensor->sizes()), ", model ",
+      mismatched.push_back(absl::StrCat(name, " (checkpoint ", ShapeString(t.shape), ", model ",
                                         ShapeString(param.sizes()), ")"));
       continue;
     }
-    copies.emplace_back(param, *tensor);
+    copies.emplace_back(name, param, &t);
   }
   if (!missing.empty() || !mismatched.empty()) {
     std::string msg = absl::StrCat(path, ": cannot load checkpoint");
@@ -153,7 +160,17 @@ absl::Status LoadStateDict(Model& model, const common::SafeTensorsFile& weights,
     return absl::InvalidArgumentError(msg);
   }
   torch::NoGradGuard g;
-  for (auto& [dst, src] : copies) dst.copy_(src);
+  for (auto& [name, dst, src] : copies) {
+    // Straight from the file's bytes where they are aligned for their type
+    // (copy_ converts F16/BF16 on the way); else through a converted copy.
+    if (std::optional<torch::Tensor> view = BytesAsTensor(*src); view.has_value()) {
+      dst.copy_(*view);
+      continue;
+    }
+    auto tensor = ToTorch(*src, name);
+    if (!tensor.ok()) return tensor.status();
+    dst.copy_(*tensor);
+  }
   return absl::OkStatus();
 }
 

@@ -108,7 +108,7 @@ absl::StatusOr<WordVectors> ReadWordVectors(const std::string& dir, const std::s
                  absl::StrFormat("'vectors' must be F32 [%d, %d] (the manifest's words and dimensions)", count, dims));
     }
     wv.values.resize(static_cast<size_t>(count * dims));
-    std::memcpy(wv.values.data(), vectors.data.data(), wv.values.size() * sizeof(float));
+    std::memcpy(wv.values.data(), vectors.bytes().data(), wv.values.size() * sizeof(float));
   }
   for (size_t i = 0; i < wv.values.size(); ++i) {
     if (!std::isfinite(wv.values[i])) {

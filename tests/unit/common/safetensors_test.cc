@@ -1,6 +1,10 @@
 #include "common/safetensors.h"
 
+#include <unistd.h>
+
+#include <cstdio>
 #include <cstring>
+#include <fstream>
 
 #include <gtest/gtest.h>
 
@@ -14,13 +18,20 @@ using ::attune::testing::StatusIs;
 
 SafeTensorsFile Sample() {
   SafeTensorsFile f;
-  SafeTensor a{"F32", {2, 3}, std::string(24, '\0')};
+  SafeTensor a;
+  a.dtype = "F32";
+  a.shape = {2, 3};
+  a.data = std::string(24, '\0');
   for (int i = 0; i < 6; ++i) {
     float v = static_cast<float>(i) * 1.5f;
     std::memcpy(&a.data[static_cast<size_t>(i) * 4], &v, 4);
   }
   f.tensors["a.weight"] = a;
-  f.tensors["b"] = SafeTensor{"BF16", {4}, std::string(8, '\x3f')};
+  SafeTensor b;
+  b.dtype = "BF16";
+  b.shape = {4};
+  b.data = std::string(8, '\x3f');
+  f.tensors["b"] = b;
   f.metadata["format"] = "pt";
   return f;
 }
@@ -44,6 +55,42 @@ TEST(SafeTensorsTest, RoundTripKeepsEveryByte) {
   EXPECT_EQ(back->tensors["a.weight"].shape, (std::vector<int64_t>{2, 3}));
   EXPECT_EQ(back->tensors["b"].dtype, "BF16");
   EXPECT_EQ(back->metadata["format"], "pt");
+}
+
+// ReadSafeTensors maps the file: the tensors view its bytes (no copy in
+// `data`), outlive the file object they came from, and a damaged file is
+// refused as ParseSafeTensors refuses it.
+TEST(SafeTensorsTest, AFileIsMappedAndItsTensorsViewIt) {
+  const std::string path = ::testing::TempDir() + "/mapped_" + std::to_string(::getpid()) + ".safetensors";
+  ASSERT_THAT(WriteSafeTensors(path, Sample()), IsOk());
+  SafeTensor a;
+  {
+    auto file = ReadSafeTensors(path);
+    ASSERT_THAT(file, IsOk());
+    a = file->tensors["a.weight"];
+    EXPECT_TRUE(a.data.empty());
+    EXPECT_NE(a.mapping, nullptr);
+    EXPECT_EQ(file->tensors["b"].bytes(), std::string(8, '\x3f'));
+  }
+  EXPECT_EQ(a.bytes(), Sample().tensors["a.weight"].data);  // the mapping lives on with the tensor
+  // A copy serialises the same bytes as the original.
+  SafeTensorsFile again;
+  again.tensors["a.weight"] = a;
+  SafeTensorsFile only_a = Sample();
+  only_a.tensors.erase("b");
+  only_a.metadata.clear();
+  EXPECT_EQ(SerializeSafeTensors(again), SerializeSafeTensors(only_a));
+  const std::string bytes = SerializeSafeTensors(Sample());
+  {
+    std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes.substr(0, bytes.size() - 4);
+  }
+  EXPECT_THAT(ReadSafeTensors(path), StatusIs(absl::StatusCode::kInvalidArgument, "outside"));
+  {
+    std::ofstream(path, std::ios::binary | std::ios::trunc);
+  }
+  EXPECT_THAT(ReadSafeTensors(path), StatusIs(absl::StatusCode::kInvalidArgument, "shorter than"));
+  std::remove(path.c_str());
+  EXPECT_THAT(ReadSafeTensors(path), StatusIs(absl::StatusCode::kNotFound, "cannot open"));
 }
 
 TEST(SafeTensorsTest, TruncatedFileIsRefused) {
