@@ -178,7 +178,8 @@ int main(int argc, char** argv) {
   const std::string addr = "127.0.0.1:" + std::to_string(port);
   const int metrics_port = FreePort();
   pid_t coord = Spawn({bin + "/attune-coordinator", "--listen", addr, "--state", dir + "/state.db",
-                       "--heartbeat-timeout-s", "30", "--metrics-listen", "127.0.0.1:" + std::to_string(metrics_port)},
+                       "--heartbeat-timeout-s", "30", "--metrics-listen", "127.0.0.1:" + std::to_string(metrics_port),
+                       "--max-queued-jobs-per-owner", "0"},  // its ~200 submits stay queued: no per-owner cap
                       dir + "/coordinator.log");
   auto channel = grpc::CreateChannel(addr, grpc::InsecureChannelCredentials());
   channel->WaitForConnected(std::chrono::system_clock::now() + std::chrono::seconds(10));

@@ -5,7 +5,9 @@
 // --help with the binary's own flags.
 
 #include <algorithm>
+#include <cctype>
 #include <cstdint>
+#include <cstring>
 #include <initializer_list>
 #include <string>
 #include <vector>
@@ -83,6 +85,35 @@ inline std::string CheckFlagRanges(std::initializer_list<FlagRange> ranges) {
       return "--" + std::string(r.name) + " must be in [" + std::to_string(r.low) + ", " + std::to_string(r.high) +
              "], not " + text;
     }
+  }
+  return "";
+}
+
+// "" when the flag `name` holds HOST:PORT with a port in [0, 65535] (0: any
+// free one), HOST a name, an IPv4 address or a bracketed IPv6 one, or is
+// empty where `may_be_empty`; else what is wrong, naming the flag. gRPC
+// took --listen 127.0.0.1:99999 and served on some other port.
+inline std::string CheckListenFlag(const char* name, bool may_be_empty) {
+  const absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);
+  if (flag == nullptr) return std::string("unknown flag --") + name + " in a listen check";
+  const std::string value = flag->CurrentValue();
+  if (value.empty() && may_be_empty) return "";
+  const std::string bad = "--" + std::string(name) + " must be HOST:PORT with PORT in [0, 65535], not '" + value + "'";
+  const size_t colon = value.rfind(':');
+  if (colon == std::string::npos || colon == 0) return bad;
+  const std::string host = value.substr(0, colon), port = value.substr(colon + 1);
+  int64_t p = -1;
+  if (port.empty() || port.size() > 5 || port.find_first_not_of("0123456789") != std::string::npos ||
+      !absl::SimpleAtoi(port, &p) || p > 65535) {
+    return bad;
+  }
+  const bool bracketed = host.size() > 2 && host.front() == '[' && host.back() == ']';
+  const std::string inner = bracketed ? host.substr(1, host.size() - 2) : host;
+  const char* allowed = bracketed ? "0123456789abcdefABCDEF:.%" : nullptr;
+  for (char ch : inner) {
+    const bool ok = allowed ? std::strchr(allowed, ch) != nullptr
+                            : (std::isalnum(static_cast<unsigned char>(ch)) || ch == '.' || ch == '-' || ch == '_');
+    if (!ok || ch == '\0') return bad;
   }
   return "";
 }

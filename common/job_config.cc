@@ -54,7 +54,9 @@ absl::Status ValidateJobConfig(const JobConfig& c) {
     check(finite(m.attention_probs_dropout_prob) && m.attention_probs_dropout_prob >= 0 &&
               m.attention_probs_dropout_prob < 1,
           "model.config.attention_probs_dropout_prob", "must be in [0, 1)");
-    check(m.classifier_dropout < 1, "model.config.classifier_dropout", "must be < 1");
+    check(m.classifier_dropout == -1 || (finite(m.classifier_dropout) && m.classifier_dropout >= 0 &&
+                                         m.classifier_dropout < 1),
+          "model.config.classifier_dropout", "must be in [0, 1) (absent: hidden_dropout_prob)");
     // Zero or negative: every LayerNorm divides by sqrt(var + eps) (NaN), or
     // every weight is drawn with no spread; the run would fail the same way on
     // every retry.

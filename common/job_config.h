@@ -25,7 +25,7 @@ struct ModelConfigFields {
   double attention_probs_dropout_prob = 0.1;
   double layer_norm_eps = 1e-12;
   double initializer_range = 0.02;
-  double classifier_dropout = -1;
+  double classifier_dropout = -1;  // -1: absent (hidden_dropout_prob is used); NaN: a negative value was given
 };
 
 // `text` with each key of `staged` (longest first) replaced by its value.

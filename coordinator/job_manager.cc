@@ -321,6 +321,7 @@ absl::StatusOr<Job> JobManager::Submit(const common::JobConfig& config, const st
         return other;  // a retry of that submit
       }
     }
+    if (auto st = CheckQueueQuotaLocked(who, spec_json.size()); !st.ok()) return st;
     if (!config.model_from_job.empty()) {
       auto dep = ResolveDependencyLocked(config.model_from_job, who);
       if (!dep.ok()) return dep.status();
@@ -359,6 +360,29 @@ absl::StatusOr<Job> JobManager::Submit(const common::JobConfig& config, const st
   cv_.notify_all();
   LOG(INFO) << "job=" << stored->id << " submitted: " << config.name << ", " << config.world_size << " ranks";
   return *stored;
+}
+
+absl::Status JobManager::CheckQueueQuotaLocked(const Submitter& who, size_t spec_bytes) const {
+  size_t queued = 0, bytes = spec_bytes;
+  for (const auto& [id, job] : jobs_) {
+    if (job.owner != who.name || job.state != JobState::kQueued) continue;
+    ++queued;
+    bytes += job.spec_json.size();
+  }
+  const std::string owner = who.name.empty() ? "this coordinator's submitters" : absl::StrCat("'", who.name, "'");
+  if (options_.max_queued_jobs_per_owner > 0 && queued >= options_.max_queued_jobs_per_owner) {
+    return absl::ResourceExhaustedError(absl::StrCat(owner, " already has ", queued,
+                                                     " queued jobs, the limit per submitter "
+                                                     "(--max-queued-jobs-per-owner); cancel some or wait for them "
+                                                     "to start"));
+  }
+  if (options_.max_queued_spec_bytes_per_owner > 0 && bytes > options_.max_queued_spec_bytes_per_owner) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "the queued specs of ", owner, " would hold ", bytes, " bytes, over the limit per submitter of ",
+        options_.max_queued_spec_bytes_per_owner,
+        " (--max-queued-spec-mb-per-owner); cancel some or wait for them to start"));
+  }
+  return absl::OkStatus();
 }
 
 // NOTE [output directories]: a live job's output_dir is its own, and so is

@@ -53,6 +53,11 @@ struct ManagerOptions {
   // 143) waits for the peer's report while other ranks still run
   // (NOTE [the failing rank speaks]).
   absl::Duration root_cause_grace = absl::Seconds(3);
+  // A submitter (by owner name; without authentication, everyone together)
+  // holds at most this many QUEUED jobs, and this many bytes of their specs:
+  // a submit beyond either is RESOURCE_EXHAUSTED. 0: no limit.
+  size_t max_queued_jobs_per_owner = 100;
+  size_t max_queued_spec_bytes_per_owner = size_t{16} << 20;
 };
 
 struct WorkerInfo {
@@ -248,6 +253,8 @@ class JobManager {
   absl::StatusOr<std::string> ResolveDependencyLocked(const std::string& ref, const Submitter& who) const;
   // NOTE [output directories] in job_manager.cc.
   absl::Status CheckOutputDirLocked(const common::JobConfig& config, const Submitter& who) const;
+  // Whether `who` may queue one more job of `spec_bytes` (ManagerOptions' per-owner limits).
+  absl::Status CheckQueueQuotaLocked(const Submitter& who, size_t spec_bytes) const;
   // Whether `job` may be scheduled now: its dependency SUCCEEDED (its spec is
   // then rewritten to that job's model); a failed dependency fails it.
   bool DependencyMetLocked(Job& job);

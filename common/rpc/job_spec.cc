@@ -1,5 +1,6 @@
 #include "common/rpc/job_spec.h"
 
+#include <limits>
 #include <map>
 
 #include <google/protobuf/util/json_util.h>
@@ -289,7 +290,13 @@ JobConfig JobConfigFromProto(const v1::JobSpec& s) {
     if (m.has_attention_probs_dropout_prob()) f.attention_probs_dropout_prob = m.attention_probs_dropout_prob();
     f.layer_norm_eps = Or(m.layer_norm_eps(), f.layer_norm_eps);
     f.initializer_range = Or(m.initializer_range(), f.initializer_range);
-    if (m.has_classifier_dropout()) f.classifier_dropout = m.classifier_dropout();
+    // Absent means hidden_dropout_prob (HF's null); a given value must be a
+    // probability: a negative one becomes NaN so that validation names it
+    // instead of reading it as "absent".
+    if (m.has_classifier_dropout()) {
+      f.classifier_dropout =
+          m.classifier_dropout() >= 0 ? m.classifier_dropout() : std::numeric_limits<double>::quiet_NaN();
+    }
   }
   c.vocab_path = s.model().vocab();
   c.built_vocab_size = Or<int64_t>(s.model().vocab_size(), c.built_vocab_size);

@@ -257,6 +257,12 @@ grpc::Status WorkerServiceImpl::Register(grpc::ServerContext* ctx, const v1::Reg
   if (req->cpus() <= 0 || req->cpus() > 4096) return rec(grpc::Status(grpc::INVALID_ARGUMENT, "cpus: must be in (0, 4096]"));
   if (req->gpus() < 0 || req->gpus() > 64) return rec(grpc::Status(grpc::INVALID_ARGUMENT, "gpus: must be in [0, 64]"));
   if (req->host().size() > 253) return rec(grpc::Status(grpc::INVALID_ARGUMENT, "host: longer than 253 bytes"));
+  // Shown in `attune workers` and joined into rendezvous addresses: a name
+  // or an address, never control characters or spaces.
+  if (req->host().find_first_not_of("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789.-_:[]%") !=
+      std::string::npos) {
+    return rec(grpc::Status(grpc::INVALID_ARGUMENT, "host: must be a host name or an IP address"));
+  }
   if (req->rendezvous_port() < 0 || req->rendezvous_port() > 65535) {
     return rec(grpc::Status(grpc::INVALID_ARGUMENT, "rendezvous_port: must be in [0, 65535]"));
   }

@@ -53,6 +53,10 @@ ABSL_FLAG(std::string, health_listen, "",
           "also serve only grpc.health.v1 in plaintext here (for Kubernetes probes when --listen uses TLS)");
 ABSL_FLAG(int, max_message_mb, 16, "gRPC send and receive message size limit");
 ABSL_FLAG(int, max_workers, 10000, "registered workers held at most; a new worker id beyond it is refused");
+ABSL_FLAG(int, max_queued_jobs_per_owner, 100,
+          "queued jobs one submitter may hold (0: no limit); a submit beyond it is RESOURCE_EXHAUSTED");
+ABSL_FLAG(int, max_queued_spec_mb_per_owner, 16,
+          "MiB of spec one submitter's queued jobs may hold (0: no limit); a submit beyond it is RESOURCE_EXHAUSTED");
 ABSL_FLAG(int, registrations_per_s, 100, "Register calls served per second (a burst of 5 s worth); more are asked to retry");
 ABSL_FLAG(bool, certificate_identities, false,
           "with --tls-client-ca: a caller is who its client certificate names; a worker may only use a worker id "
@@ -193,10 +197,19 @@ int main(int argc, char** argv) {
   absl::ParseCommandLine(static_cast<int>(args.size()), args.data());
   if (std::string bad = attune::common::CheckFlagRanges(
           {{"heartbeat_timeout_s", 1, 3600}, {"restart_backoff_ms", 0, 3'600'000}, {"max_message_mb", 1, 1024},
-           {"max_workers", 1, 1'000'000}, {"registrations_per_s", 1, 100'000}});
+           {"max_workers", 1, 1'000'000}, {"registrations_per_s", 1, 100'000},
+           {"max_queued_jobs_per_owner", 0, 1'000'000}, {"max_queued_spec_mb_per_owner", 0, 1 << 20}});
       !bad.empty()) {
     std::cerr << "attune-coordinator: " << bad << "\n";
     return 2;
+  }
+  for (const auto& [flag, may_be_empty] : {std::pair<const char*, bool>{"listen", false},
+                                           {"metrics_listen", true},
+                                           {"health_listen", true}}) {
+    if (std::string bad = attune::common::CheckListenFlag(flag, may_be_empty); !bad.empty()) {
+      std::cerr << "attune-coordinator: " << bad << "\n";
+      return 2;
+    }
   }
 
   // Composition root: members in dependency order (store, manager, services, server).
@@ -210,6 +223,8 @@ int main(int argc, char** argv) {
   mo.restart_backoff = absl::Milliseconds(absl::GetFlag(FLAGS_restart_backoff_ms));
   mo.data_root = absl::GetFlag(FLAGS_data_root);
   mo.max_workers = static_cast<size_t>(absl::GetFlag(FLAGS_max_workers));
+  mo.max_queued_jobs_per_owner = static_cast<size_t>(absl::GetFlag(FLAGS_max_queued_jobs_per_owner));
+  mo.max_queued_spec_bytes_per_owner = static_cast<size_t>(absl::GetFlag(FLAGS_max_queued_spec_mb_per_owner)) << 20;
   attune::coordinator::JobManager manager(**store, mo);
   if (auto s = manager.Recover(); !s.ok()) {
     std::cerr << "attune-coordinator: " << s << "\n";

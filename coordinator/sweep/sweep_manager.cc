@@ -326,6 +326,8 @@ bool SweepManager::Advance(SweepRecord& s) {
       auto id = spec.ok() ? jobs_.Submit(*spec, TrialKey(s.id, t.index), Submitter{s.owner, s.owner_admin}) : spec.status();
       if (id.ok()) {
         t.job_id = *id;
+      } else if (absl::IsResourceExhausted(id.status())) {
+        continue;  // the owner's queue is full: again on a later tick
       } else {
         t.terminal = true;
         t.state = JobState::kFailed;
@@ -370,6 +372,10 @@ bool SweepManager::Advance(SweepRecord& s) {
     if (id.ok()) {
       stored.job_id = *id;
       LOG(INFO) << "sweep=" << s.id << " trial " << index << " is job " << *id;
+    } else if (absl::IsResourceExhausted(id.status())) {
+      // The owner's queue is full (per-owner limits): stored without its
+      // job, the trial is submitted again on a later tick.
+      LOG(INFO) << "sweep=" << s.id << " trial " << index << " waits: " << id.status();
     } else {
       // A value the probes at submit did not cover (a combination): the trial
       // fails with the reason; the sweep goes on.

@@ -70,6 +70,12 @@ TEST(FlagRangeTest, OutOfRangeFlagsAreRefusedNamingTheFlag) {
   for (const Case& c :
        {Case{"attune-coordinator --max-message-mb 4096", "--max_message_mb must be in [1, 1024], not 4096"},
         Case{"attune-coordinator --heartbeat_timeout_s 0", "--heartbeat_timeout_s must be in [1, 3600]"},
+        // gRPC took a port past 65535 and served on another one.
+        Case{"attune-coordinator --listen 127.0.0.1:99999",
+             "--listen must be HOST:PORT with PORT in [0, 65535], not '127.0.0.1:99999'"},
+        Case{"attune-coordinator --listen 50051", "--listen must be HOST:PORT"},
+        Case{"attune-coordinator --metrics_listen 'a b:9'", "--metrics_listen must be HOST:PORT"},
+        Case{"attune-worker agent --metrics_listen 127.0.0.1:-1", "--metrics_listen must be HOST:PORT"},
         Case{"attune-worker train --spec " + spec + " --threads 100000", "--threads must be in [0, 256], not 100000"},
         Case{"attune-worker train --spec " + spec + " --threads -1", "--threads must be in [0, 256]"},
         Case{"attune-worker train --spec " + spec + " --world_size 0", "--world_size must be in [1, 1024]"},

@@ -2,8 +2,10 @@
 // gives the logits that script computed.
 
 #include <cmath>
+#include <cstring>
 #include <filesystem>
 #include <sstream>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -198,6 +200,67 @@ TEST(PredictTest, CorruptModelIsRefused) {
   auto pred = RunCommand(Bin("attune") + " predict --model " + dir.path() + " --input " + (dir / "input.jsonl"));
   EXPECT_NE(pred.exit_code, 0);
   EXPECT_NE(pred.output.find("corrupt safetensors"), std::string::npos) << pred.output;
+}
+
+// Files of a model directory that cannot work together, or a config that
+// asks for the impossible, are refused at load with exit 65 naming the file
+// and the key; a damaged weight (NaN) is refused naming the tensor, never
+// turned into confident "null" logits.
+TEST(PredictTest, InconsistentOrDamagedModelFilesAreRefusedNamingThem) {
+  TempDir dir("inconsistent");
+  ASSERT_EQ(RunCommand("/usr/bin/python3 " + Fixture("make_tiny_bert.py") + " " + dir.path()).exit_code, 0);
+  const std::string config = dir / "config.json";
+  const std::string original = testing::ReadText(config);
+  const auto predict = [&] {
+    return RunCommand(Bin("attune") + " predict --model " + dir.path() + " --input " + (dir / "input.jsonl"));
+  };
+  const int64_t vocab = nlohmann::json::parse(original)["vocab_size"].get<int64_t>();
+  for (const auto& [key, value, says] : std::vector<std::tuple<std::string, nlohmann::json, std::string>>{
+           {"vocab_size", int64_t{1000000000000}, "vocab_size must be in [1, 4194304], not 1000000000000"},
+           {"classifier_dropout", -5, "classifier_dropout must be in [0, 1) or null"},
+           {"num_hidden_layers", 5000, "num_hidden_layers must be in [1, 1024], not 5000"}}) {
+    SCOPED_TRACE(key);
+    auto j = nlohmann::json::parse(original);
+    j[key] = value;
+    testing::WriteText(config, j.dump());
+    auto pred = predict();
+    EXPECT_EQ(pred.exit_code, 65) << pred.output;
+    EXPECT_NE(pred.output.find(says), std::string::npos) << pred.output;
+  }
+  testing::WriteText(config, original);
+  ASSERT_EQ(predict().exit_code, 0);
+  // A vocabulary larger than the embedding table the weights have.
+  const std::string vocab_txt = testing::ReadText(dir / "vocab.txt");
+  testing::WriteText(dir / "vocab.txt", vocab_txt + "extra1\nextra2\n");
+  auto bigger = predict();
+  EXPECT_EQ(bigger.exit_code, 65) << bigger.output;
+  EXPECT_NE(bigger.output.find("the tokenizer has " + std::to_string(vocab + 2) +
+                               " tokens but config.json's vocab_size (the embedding table) is " + std::to_string(vocab)),
+            std::string::npos)
+      << bigger.output;
+  testing::WriteText(dir / "vocab.txt", vocab_txt);
+  // One NaN in a weight.
+  auto weights = common::ReadSafeTensors(dir / "model.safetensors");
+  ASSERT_TRUE(weights.ok()) << weights.status();
+  common::SafeTensorsFile damaged;
+  for (const auto& [name, t] : weights->tensors) {
+    common::SafeTensor copy;
+    copy.dtype = t.dtype;
+    copy.shape = t.shape;
+    copy.data = std::string(t.bytes());
+    damaged.tensors[name] = std::move(copy);
+  }
+  common::SafeTensor& norm = damaged.tensors.at("bert.encoder.layer.0.output.LayerNorm.weight");
+  ASSERT_EQ(norm.dtype, "F32");
+  const float nan = std::nanf("");
+  std::memcpy(norm.data.data() + 4, &nan, 4);
+  weights = absl::InternalError("released");  // the file's mapping, before it is replaced
+  ASSERT_TRUE(common::WriteSafeTensors(dir / "model.safetensors", damaged).ok());
+  auto pred = predict();
+  EXPECT_EQ(pred.exit_code, 65) << pred.output;
+  EXPECT_NE(pred.output.find("tensor bert.encoder.layer.0.output.LayerNorm.weight holds NaN or infinite values"),
+            std::string::npos)
+      << pred.output;
 }
 
 // A record without text costs that record, not the file: line k of the output

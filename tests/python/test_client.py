@@ -202,6 +202,11 @@ def test_registrations_are_bounded_and_checked(tmp_path):
         with pytest.raises(grpc.RpcError) as big:
             stub.Register(coordinator_pb2.RegisterRequest(worker_id="w", cpus=1, host="h" * 300), metadata=md, timeout=5)
         assert big.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "host" in big.value.details()
+        with pytest.raises(grpc.RpcError) as newline:
+            stub.Register(coordinator_pb2.RegisterRequest(worker_id="w", cpus=1, host="10.0.0.1\nw9  fake"),
+                          metadata=md, timeout=5)
+        assert newline.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "host: must be a host name" in newline.value.details()
         codes = []
         for i in range(200):
             try:

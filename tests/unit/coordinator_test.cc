@@ -279,6 +279,43 @@ TEST(RateLimiterTest, ABurstThenTheRate) {
   EXPECT_FALSE(limiter.TryAcquire());
 }
 
+// One submitter could queue unplaceable jobs without end (+32 MB of state for
+// 100 large specs). Queued jobs and their spec bytes are capped per owner;
+// another owner, a retry with the same idempotency key, and a submit after
+// a cancel still go through.
+TEST_F(StoreTest, QueuedJobsAndSpecBytesAreCappedPerOwner) {
+  auto store = JobStore::Open(path_);
+  ManagerOptions o = Options();
+  o.max_queued_jobs_per_owner = 3;
+  o.max_queued_spec_bytes_per_owner = 1000;
+  JobManager m(**store, o);
+  const Submitter alice{"alice", false}, bob{"bob", false};
+  std::vector<std::string> ids;
+  for (int i = 0; i < 3; ++i) {
+    common::JobConfig c = Config();
+    c.output_dir = "/o" + std::to_string(i);
+    auto job = m.Submit(c, "{}", "k" + std::to_string(i), alice);
+    ASSERT_THAT(job, IsOk());
+    ids.push_back(job->id);
+  }
+  common::JobConfig c = Config();
+  c.output_dir = "/o3";
+  EXPECT_THAT(m.Submit(c, "{}", "k3", alice),
+              StatusIs(absl::StatusCode::kResourceExhausted, "'alice' already has 3 queued jobs"));
+  auto retry = m.Submit(c, "{}", "k0", alice);  // a retry of a queued submit returns that job
+  ASSERT_THAT(retry, IsOk());
+  EXPECT_EQ(retry->id, ids[0]);
+  common::JobConfig theirs = Config();
+  theirs.output_dir = "/bob";
+  EXPECT_THAT(m.Submit(theirs, "{}", "", bob), IsOk());  // another owner
+  ASSERT_THAT(m.Cancel(ids[0]), IsOk());
+  EXPECT_THAT(m.Submit(c, "{}", "k3", alice), IsOk());  // room again
+  // Bytes: bob's one queued job of 2 bytes, then a spec that would pass 1000.
+  theirs.output_dir = "/bob2";
+  EXPECT_THAT(m.Submit(theirs, std::string(999, ' '), "", bob),
+              StatusIs(absl::StatusCode::kResourceExhausted, "would hold 1001 bytes"));
+}
+
 TEST_F(StoreTest, NewWorkerIdsBeyondTheLimitAreRefusedKnownOnesStillRegister) {
   auto store = JobStore::Open(path_);
   ManagerOptions o;

@@ -1,8 +1,12 @@
 #include "worker/model/config.h"
 
+#include <utility>
+#include <vector>
+
 #include <nlohmann/json.hpp>
 
 #include "absl/strings/str_cat.h"
+#include "worker/model/decoder_config.h"
 
 namespace attune::worker::model {
 
@@ -47,6 +51,10 @@ absl::StatusOr<BertConfig> BertConfig::FromJson(const std::string& text, const s
            {"initializer_range", &c.initializer_range}}) {
     if (auto s = get_double(k, v); !s.ok()) return s;
   }
+  if (j.contains("classifier_dropout") && !j["classifier_dropout"].is_null() &&
+      !(c.classifier_dropout >= 0 && c.classifier_dropout < 1)) {
+    return absl::InvalidArgumentError(absl::StrCat(source, ": classifier_dropout must be in [0, 1) or null"));
+  }
   if (j.contains("hidden_act") && j["hidden_act"].is_string()) c.hidden_act = j["hidden_act"];
   if (j.contains("id2label") && j["id2label"].is_object()) {
     c.labels.assign(j["id2label"].size(), "");
@@ -78,6 +86,13 @@ absl::StatusOr<BertConfig> BertConfig::FromJson(const std::string& text, const s
 
 absl::Status BertConfig::Validate() const {
   if (vocab_size <= 0) return absl::InvalidArgumentError("vocab_size: must be > 0");
+  // Bounds shared with the decoders (vocab_size 1e12 ended in an internal error).
+  for (const auto& [key, v] : std::vector<std::pair<const char*, int64_t>>{
+           {"vocab_size", vocab_size}, {"hidden_size", hidden_size}, {"intermediate_size", intermediate_size},
+           {"num_hidden_layers", num_hidden_layers}, {"num_attention_heads", num_attention_heads},
+           {"max_position_embeddings", max_position_embeddings}, {"type_vocab_size", type_vocab_size}}) {
+    if (std::string why = CheckConfigSize(key, v); !why.empty()) return absl::InvalidArgumentError(why);
+  }
   if (problem_type != "single_label_classification" && problem_type != "multi_label_classification" &&
       problem_type != "regression") {
     return absl::InvalidArgumentError(absl::StrCat("problem_type: '", problem_type,

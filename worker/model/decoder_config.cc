@@ -160,21 +160,29 @@ absl::StatusOr<DecoderConfig> DecoderConfig::FromJson(const std::string& text, c
   return c;
 }
 
+std::string CheckConfigSize(const std::string& key, int64_t value) {
+  static const std::map<std::string, int64_t> kBounds = {
+      {"vocab_size", 1 << 22},        {"hidden_size", 1 << 16},      {"intermediate_size", 1 << 18},
+      {"num_hidden_layers", 1024},    {"num_attention_heads", 1024}, {"num_key_value_heads", 1024},
+      {"head_dim", 1024},             {"max_position_embeddings", 1 << 24}, {"type_vocab_size", 1024}};
+  const auto it = kBounds.find(key);
+  const int64_t hi = it == kBounds.end() ? INT64_MAX : it->second;
+  if (value >= 1 && value <= hi) return "";
+  return absl::StrCat(key, " must be in [1, ", hi, "], not ", value);
+}
+
 absl::Status DecoderConfig::Validate(const std::string& source) const {
   auto bad = [&](const std::string& key, const std::string& why) {
     return absl::InvalidArgumentError(absl::StrCat(source, ": ", key, " ", why));
   };
-  // Bounds keep a hostile config from asking for absurd allocations.
-  for (auto [key, v, hi] : std::vector<std::tuple<const char*, int64_t, int64_t>>{
-           {"vocab_size", vocab_size, 1 << 22},
-           {"hidden_size", hidden_size, 1 << 16},
-           {"intermediate_size", intermediate_size, 1 << 18},
-           {"num_hidden_layers", num_hidden_layers, 1024},
-           {"num_attention_heads", num_attention_heads, 1024},
-           {"num_key_value_heads", num_key_value_heads, 1024},
-           {"head_dim", head_dim, 1024},
-           {"max_position_embeddings", max_position_embeddings, 1 << 24}}) {
-    if (v < 1 || v > hi) return bad(key, absl::StrCat("must be in [1, ", hi, "], not ", v));
+  for (const auto& [key, v] : std::vector<std::pair<const char*, int64_t>>{
+           {"vocab_size", vocab_size}, {"hidden_size", hidden_size}, {"intermediate_size", intermediate_size},
+           {"num_hidden_layers", num_hidden_layers}, {"num_attention_heads", num_attention_heads},
+           {"num_key_value_heads", num_key_value_heads}, {"head_dim", head_dim},
+           {"max_position_embeddings", max_position_embeddings}}) {
+    if (std::string why = CheckConfigSize(key, v); !why.empty()) {
+      return absl::InvalidArgumentError(absl::StrCat(source, ": ", why));
+    }
   }
   if (num_attention_heads % num_key_value_heads != 0) {
     return bad("num_key_value_heads", absl::StrCat(num_key_value_heads, " does not divide num_attention_heads ",

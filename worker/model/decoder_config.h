@@ -62,4 +62,11 @@ struct DecoderConfig {
 // object or model_type is not a string.
 absl::StatusOr<std::string> ModelTypeOf(const std::string& json_text, const std::string& source);
 
+// "" when a config.json size (vocab_size, hidden_size, intermediate_size,
+// num_hidden_layers, num_attention_heads, num_key_value_heads, head_dim,
+// max_position_embeddings, type_vocab_size) lies in [1, its bound], else
+// "KEY must be in [1, BOUND], not V". The bounds, one table for every
+// architecture, keep a hostile config from asking for an absurd allocation.
+std::string CheckConfigSize(const std::string& key, int64_t value);
+
 }  // namespace attune::worker::model

@@ -165,11 +165,17 @@ absl::Status LoadStateDict(Model& model, const common::SafeTensorsFile& weights,
     // (copy_ converts F16/BF16 on the way); else through a converted copy.
     if (std::optional<torch::Tensor> view = BytesAsTensor(*src); view.has_value()) {
       dst.copy_(*view);
-      continue;
+    } else {
+      auto tensor = ToTorch(*src, name);
+      if (!tensor.ok()) return tensor.status();
+      dst.copy_(*tensor);
     }
-    auto tensor = ToTorch(*src, name);
-    if (!tensor.ok()) return tensor.status();
-    dst.copy_(*tensor);
+    // A NaN or infinite weight would give confident garbage ("logits":
+    // [null, null]) or a NaN loss at the first step.
+    if (dst.is_floating_point() && !torch::isfinite(dst).all().item<bool>()) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ": tensor ", name, " holds NaN or infinite values; the checkpoint is damaged"));
+    }
   }
   return absl::OkStatus();
 }

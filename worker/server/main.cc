@@ -667,6 +667,10 @@ int main(int argc, char** argv) {
     std::cerr << "attune-worker: " << bad << "\n";
     return 2;
   }
+  if (std::string bad = attune::common::CheckListenFlag("metrics_listen", true); !bad.empty()) {
+    std::cerr << "attune-worker: " << bad << "\n";
+    return 2;
+  }
   if (absl::GetFlag(FLAGS_rank) >= absl::GetFlag(FLAGS_world_size)) {
     std::cerr << "attune-worker: --rank must be < --world_size\n";
     return 2;

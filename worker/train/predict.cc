@@ -175,6 +175,12 @@ absl::Status PredictImpl(const std::string& model_dir, const std::string& input,
   }
   ATTUNE_ASSIGN_OR_RETURN(const std::unique_ptr<text::Tokenizer> tokenizer, text::Tokenizer::FromDirectory(model_dir));
   const text::Tokenizer& tok = *tokenizer;
+  // Ids past the embedding table would fail mid-run ("index out of range").
+  if (const int64_t rows = m.input_embeddings().size(0); tok.vocab_size() > rows) {
+    return absl::InvalidArgumentError(absl::StrCat(model_dir, ": the tokenizer has ", tok.vocab_size(),
+                                                   " tokens but config.json's vocab_size (the embedding table) is ",
+                                                   rows));
+  }
   m.to(device);
   if (m.head() == model::Head::kToken) {
     const int max_len = MaxLength(m, o);

@@ -67,6 +67,11 @@ absl::Status PredictCausalLm(model::DecoderLmImpl& m, const std::string& model_d
   }
   ATTUNE_ASSIGN_OR_RETURN(const std::unique_ptr<text::BpeTokenizer> tok,
                           text::BpeTokenizer::FromTokenizerJson(model_dir + "/tokenizer.json"));
+  if (static_cast<int64_t>(tok->vocab().size()) > m.config().vocab_size) {
+    return absl::InvalidArgumentError(absl::StrCat(model_dir, "/tokenizer.json has ", tok->vocab().size(),
+                                                   " tokens but ", model_dir, "/config.json's vocab_size is ",
+                                                   m.config().vocab_size));
+  }
   const std::string template_name = model_dir + "/tokenizer_config.json: chat_template";
   std::optional<text::ChatTemplate> tmpl;
   if (!tok->chat_template().empty()) {

@@ -150,6 +150,26 @@ TEST(JobSpecTest, DegenerateLayerNormAndInitialisationAreRefused) {
               StatusIs(absl::StatusCode::kInvalidArgument, "model.config.initializer_range: must be > 0"));
 }
 
+// A given classifier_dropout is a probability; only its absence means
+// "use hidden_dropout_prob" (a negative value once passed as absent).
+TEST(JobSpecTest, ClassifierDropoutIsAProbabilityOrAbsent) {
+  auto with = [](const std::string& value) {
+    std::string spec = kSpec;
+    const std::string at = "attention_probs_dropout_prob: 0.1";
+    spec.replace(spec.find(at), at.size(), at + (value.empty() ? "" : ", classifier_dropout: " + value));
+    return Parse(spec);
+  };
+  for (const std::string bad : {"-5", "1.0", "-1"}) {
+    EXPECT_THAT(ValidateJobConfig(with(bad)), StatusIs(absl::StatusCode::kInvalidArgument,
+                                                       "model.config.classifier_dropout: must be in [0, 1)"))
+        << bad;
+  }
+  EXPECT_EQ(with("0").model_config.classifier_dropout, 0.0);
+  EXPECT_THAT(ValidateJobConfig(with("0")), IsOk());
+  EXPECT_EQ(with("").model_config.classifier_dropout, -1.0);  // absent
+  EXPECT_THAT(ValidateJobConfig(with("")), IsOk());
+}
+
 TEST(JobSpecTest, EarlyStoppingMetricComesFromTheTaskCatalog) {
   const std::string base = "name: j\nmodel: {path: m}\ndata: {train: t.csv, validation_split: 0.1}\noutput_dir: o\n";
   JobConfig unnamed = Parse(base + "evaluation: {early_stopping: {patience: 2}}\n");
