@@ -49,7 +49,7 @@
 ABSL_FLAG(std::string, model, "", "exported model directory (config.json, model.safetensors, vocab.txt)");
 ABSL_FLAG(std::string, input, "", "records to classify: CSV or JSONL with a text column");
 ABSL_FLAG(std::string, output, "",
-          "predict, tokenize: where to write JSON lines (default or --output=-: standard output; a regular file is replaced "
+          "predict, tokenize: where to write JSON lines (default or -: standard output; a regular file is replaced "
           "when complete, a FIFO or device written through; not a symbolic link, the input or inside --model); "
           "convert: the output directory");
 ABSL_FLAG(std::string, text_column, "text", "column holding the text");
@@ -323,7 +323,17 @@ int main(int argc, char** argv) {
   }
   std::string command = argv[1];
   std::vector<char*> rest = {argv[0]};
-  for (int i = 2; i < argc; ++i) rest.push_back(argv[i]);
+  static char kOutputToStdout[] = "--output=-";
+  for (int i = 2; i < argc; ++i) {
+    // `--output -` (standard output) as one argument: absl warns of a flag
+    // value that starts with '-'.
+    if (std::strcmp(argv[i], "--output") == 0 && i + 1 < argc && std::strcmp(argv[i + 1], "-") == 0) {
+      rest.push_back(kOutputToStdout);
+      ++i;
+      continue;
+    }
+    rest.push_back(argv[i]);
+  }
   const std::vector<std::string> sets = attune::common::TakeSetFlags(&rest);  // repeatable: not an absl flag
   std::vector<std::string> storage;
   auto args = attune::common::DashesToUnderscores(static_cast<int>(rest.size()), rest.data(), &storage);

@@ -298,8 +298,9 @@ TEST(PredictOutputTargetsTest, DevicesAndFifosAreWrittenThroughLinksAndTheModelA
   EXPECT_FALSE(std::filesystem::exists(model + "/new.jsonl"));
   EXPECT_EQ(JsonLines(attune::testing::ReadText(input)).size(), 2u);
 
-  run = RunCommand(Bin("attune") + " predict --model " + model + " --input " + input + " --max_new_tokens 2 --output=-");
+  run = RunCommand(Bin("attune") + " predict --model " + model + " --input " + input + " --max_new_tokens 2 --output -");
   EXPECT_EQ(run.exit_code, 0) << run.output;
+  EXPECT_EQ(run.output.find("Did you really mean"), std::string::npos) << run.output;
   EXPECT_EQ(std::count(run.output.begin(), run.output.end(), '\n'), 3) << run.output;  // 2 records, 1 figures line
   EXPECT_EQ(run.output.rfind("{\"generated_ids\":", 0), 0u) << run.output;
   EXPECT_FALSE(std::filesystem::exists(dir / "-"));
