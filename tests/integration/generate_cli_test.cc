@@ -41,6 +41,14 @@ const char* kInput =
 {"messages": [{"role": "user", "content": "日本語で? 👍🏽"}]}
 )";
 
+// make_tiny_decoder.py at `path` with `arch_flags`, carrying the npm
+// `tokenizer` package's files and generation_config.json's `eos` ids.
+attune::testing::CommandResult MakeDecoder(const std::string& path, const std::string& arch_flags,
+                                           const std::string& tokenizer, const std::string& eos) {
+  return RunCommand("/usr/bin/python3 " + Fixture("make_tiny_decoder.py") + " " + path + " " + arch_flags +
+                    " --tokenizer " + NpmTokenizer(tokenizer) + " --eos " + eos);
+}
+
 struct Family {
   std::string name, tokenizer, flags, eos;
 };
@@ -50,8 +58,7 @@ class GenerateCliTest : public ::testing::TestWithParam<Family> {
  protected:
   void SetUp() override {
     const Family& f = GetParam();
-    auto made = RunCommand("/usr/bin/python3 " + Fixture("make_tiny_decoder.py") + " " + model_ + " " + f.flags +
-                           " --tokenizer " + NpmTokenizer(f.tokenizer) + " --eos " + f.eos);
+    auto made = MakeDecoder(model_, f.flags, f.tokenizer, f.eos);
     ASSERT_EQ(made.exit_code, 0) << made.output;
     attune::testing::WriteText(dir_ / "in.jsonl", kInput);
   }
@@ -205,8 +212,7 @@ INSTANTIATE_TEST_SUITE_P(Models, GenerateCliTest,
 TEST(GenerateCliErrorsTest, BadInputExits65NamingTheLineOrFileAndLeavesTheOutputAlone) {
   attune::testing::TempDir dir("generate_errors");
   const std::string model = dir / "model";
-  auto made = RunCommand("/usr/bin/python3 " + Fixture("make_tiny_decoder.py") + " " + model +
-                         " --arch qwen3 --tie --tokenizer " + NpmTokenizer("tokenizer-qwen3") + " --eos 151645");
+  auto made = MakeDecoder(model, "--arch qwen3 --tie", "tokenizer-qwen3", "151645");
   ASSERT_EQ(made.exit_code, 0) << made.output;
   std::string words;
   for (int i = 0; i < 200; ++i) words += " word";
@@ -251,8 +257,7 @@ TEST(GenerateCliErrorsTest, BadInputExits65NamingTheLineOrFileAndLeavesTheOutput
 TEST(PredictOutputTargetsTest, DevicesAndFifosAreWrittenThroughLinksAndTheModelAreRefused) {
   attune::testing::TempDir dir("predict_targets");
   const std::string model = dir / "model";
-  auto made = RunCommand("/usr/bin/python3 " + Fixture("make_tiny_decoder.py") + " " + model +
-                         " --arch llama3 --tokenizer " + NpmTokenizer("tokenizer-llama3_1") + " --eos 128009");
+  auto made = MakeDecoder(model, "--arch llama3", "tokenizer-llama3_1", "128009");
   ASSERT_EQ(made.exit_code, 0) << made.output;
   const std::string input = dir / "in.jsonl";
   attune::testing::WriteText(input, "{\"text\": \"ok\"}\n{\"text\": \"fine\"}\n");

@@ -35,6 +35,41 @@ torch::Tensor Filter(torch::Tensor scores, const SamplingOptions& o) {
   return scores;
 }
 
+// `rows` as one [rows, longest] batch of ids and its mask (1 on real
+// tokens), each row against the left edge (prompts) or the right; every id
+// must lie in the vocabulary and every row hold at most `max_len` ids (`what`
+// names a row in errors).
+absl::Status PadRows(const model::DecoderLmImpl& m, const std::vector<std::vector<int64_t>>& rows, bool left,
+                     int64_t max_len, const char* what, torch::Tensor* ids, torch::Tensor* mask) {
+  int64_t longest = 0;
+  for (size_t i = 0; i < rows.size(); ++i) {
+    const auto n = static_cast<int64_t>(rows[i].size());
+    if (n > max_len) {
+      return absl::InvalidArgumentError(absl::StrCat(what, " ", i, " has ", n,
+                                                     " tokens; the model's max_position_embeddings is ",
+                                                     m.config().max_position_embeddings));
+    }
+    for (int64_t id : rows[i]) {
+      if (id < 0 || id >= m.config().vocab_size) {
+        return absl::InvalidArgumentError(absl::StrCat(what, " ", i, ": token id ", id, " is outside the vocabulary"));
+      }
+    }
+    longest = std::max(longest, n);
+  }
+  const auto b = static_cast<int64_t>(rows.size());
+  *ids = torch::zeros({b, longest}, torch::kLong);
+  *mask = torch::zeros({b, longest}, torch::kLong);
+  for (int64_t r = 0; r < b; ++r) {
+    const auto& row = rows[static_cast<size_t>(r)];
+    const auto n = static_cast<int64_t>(row.size());
+    if (n == 0) continue;
+    const int64_t off = left ? longest - n : 0;
+    (*ids)[r].narrow(0, off, n).copy_(torch::tensor(row, torch::kLong));
+    (*mask)[r].narrow(0, off, n).fill_(1);
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::StatusOr<std::vector<Generation>> Generate(
@@ -49,30 +84,13 @@ absl::StatusOr<std::vector<Generation>> Generate(
   std::vector<Generation> out(prompts.size());
   if (prompts.empty()) return out;
   const int64_t limit = m.config().max_position_embeddings;
-  int64_t longest = 0;
   for (size_t i = 0; i < prompts.size(); ++i) {
-    const auto n = static_cast<int64_t>(prompts[i].size());
-    if (n == 0) return absl::InvalidArgumentError(absl::StrCat("prompt ", i, " is empty"));
-    if (n >= limit) {
-      return absl::InvalidArgumentError(absl::StrCat("prompt ", i, " has ", n,
-                                                     " tokens; the model's max_position_embeddings is ", limit));
-    }
-    for (int64_t id : prompts[i]) {
-      if (id < 0 || id >= m.config().vocab_size) {
-        return absl::InvalidArgumentError(absl::StrCat("prompt ", i, ": token id ", id, " is outside the vocabulary"));
-      }
-    }
-    longest = std::max(longest, n);
+    if (prompts[i].empty()) return absl::InvalidArgumentError(absl::StrCat("prompt ", i, " is empty"));
   }
+  torch::Tensor ids, mask;  // generation needs a position after the prompt
+  if (auto s = PadRows(m, prompts, /*left=*/true, limit - 1, "prompt", &ids, &mask); !s.ok()) return s;
+  const int64_t longest = ids.size(1);
   const auto device = m.embed_tokens->weight.device();
-  const auto b = static_cast<int64_t>(prompts.size());
-  torch::Tensor ids = torch::zeros({b, longest}, torch::kLong), mask = torch::zeros({b, longest}, torch::kLong);
-  for (int64_t r = 0; r < b; ++r) {
-    const auto& p = prompts[static_cast<size_t>(r)];
-    const int64_t off = longest - static_cast<int64_t>(p.size());
-    ids[r].narrow(0, off, static_cast<int64_t>(p.size())).copy_(torch::tensor(p, torch::kLong));
-    mask[r].narrow(0, off, static_cast<int64_t>(p.size())).fill_(1);
-  }
   std::vector<at::Generator> generators;
   for (uint64_t s : seeds) generators.push_back(at::detail::createCPUGenerator(s));
 
@@ -132,31 +150,15 @@ absl::StatusOr<std::vector<Generation>> Generate(
 absl::StatusOr<std::vector<std::vector<double>>> TokenLogprobs(model::DecoderLmImpl& m,
                                                                const std::vector<std::vector<int64_t>>& sequences) {
   std::vector<std::vector<double>> out(sequences.size());
-  int64_t longest = 0;
-  for (size_t i = 0; i < sequences.size(); ++i) {
-    const auto n = static_cast<int64_t>(sequences[i].size());
-    if (n > m.config().max_position_embeddings) {
-      return absl::InvalidArgumentError(absl::StrCat("sequence ", i, " has ", n,
-                                                     " tokens; the model's max_position_embeddings is ",
-                                                     m.config().max_position_embeddings));
-    }
-    for (int64_t id : sequences[i]) {
-      if (id < 0 || id >= m.config().vocab_size) {
-        return absl::InvalidArgumentError(absl::StrCat("sequence ", i, ": token id ", id, " is outside the vocabulary"));
-      }
-    }
-    longest = std::max(longest, n);
+  torch::Tensor ids, mask;
+  if (auto s = PadRows(m, sequences, /*left=*/false, m.config().max_position_embeddings, "sequence", &ids, &mask);
+      !s.ok()) {
+    return s;
   }
+  const int64_t longest = ids.size(1);
   if (longest < 2) return out;
   const auto device = m.embed_tokens->weight.device();
   const auto b = static_cast<int64_t>(sequences.size());
-  torch::Tensor ids = torch::zeros({b, longest}, torch::kLong), mask = torch::zeros({b, longest}, torch::kLong);
-  for (int64_t r = 0; r < b; ++r) {
-    const auto& s = sequences[static_cast<size_t>(r)];
-    if (s.empty()) continue;
-    ids[r].narrow(0, 0, static_cast<int64_t>(s.size())).copy_(torch::tensor(s, torch::kLong));
-    mask[r].narrow(0, 0, static_cast<int64_t>(s.size())).fill_(1);
-  }
   torch::NoGradGuard no_grad;
   const torch::Tensor hidden = m.Hidden(ids.to(device), mask.to(device), nullptr);
   // The LM head a slice of positions at a time: about 16M logits each.
