@@ -29,12 +29,35 @@ absl::Status ValidateJobConfig(const JobConfig& c) {
   check(sources <= 1, "model", "give one of path, config and from_job");
   check(c.model_from_job.empty() || IsValidName(c.model_from_job), "model.from_job",
         "must be a job id or name ([A-Za-z0-9._-]{1,128})");
+  auto bounded_early = [&](const std::string& v, const char* field) {
+    check(v.size() <= kMaxPathBytes, field, absl::StrCat("longer than ", kMaxPathBytes, " bytes"));
+  };
+  const bool decoder_config = c.has_model_config && !c.model_config.model_type.empty();
+  if (decoder_config) {
+    const auto& m = c.model_config;
+    check(m.model_type == "llama" || m.model_type == "mistral" || m.model_type == "qwen2" || m.model_type == "qwen3",
+          "model.config.model_type", absl::StrCat("'", m.model_type, "' is not one of llama, mistral, qwen2, qwen3"));
+    check(m.num_key_value_heads >= 0 && m.num_key_value_heads <= 1024 &&
+              (m.num_key_value_heads == 0 || m.num_attention_heads % m.num_key_value_heads == 0),
+          "model.config.num_key_value_heads", "must divide num_attention_heads (0: num_attention_heads)");
+    check(m.head_dim >= 0 && m.head_dim <= 1024 && m.head_dim % 2 == 0, "model.config.head_dim",
+          "must be an even number in [0, 1024] (0: hidden_size / num_attention_heads)");
+    check(finite(m.rms_norm_eps) && m.rms_norm_eps > 0, "model.config.rms_norm_eps", "must be > 0");
+    check(finite(m.rope_theta) && m.rope_theta > 0, "model.config.rope_theta", "must be > 0");
+    check(!c.tokenizer_path.empty(), "model.tokenizer",
+          "is required with a decoder's model.config (a directory with tokenizer.json)");
+    check(c.task == "causal_lm", "model.config.model_type", "a decoder trains with task.type causal_lm");
+  } else {
+    check(c.tokenizer_path.empty(), "model.tokenizer", "only with a decoder's model.config (model.config.model_type)");
+  }
+  bounded_early(c.tokenizer_path, "model.tokenizer");
   if (c.has_model_config) {
     const auto& m = c.model_config;
     check(m.vocab_size >= 0 && m.vocab_size <= 1'000'000, "model.config.vocab_size", "must be in [0, 1000000]");
     check(m.hidden_size > 0 && m.hidden_size <= 8192, "model.config.hidden_size", "must be in (0, 8192]");
     check(m.num_hidden_layers > 0 && m.num_hidden_layers <= 128, "model.config.num_hidden_layers", "must be in (0, 128]");
-    check(m.num_attention_heads > 0 && m.hidden_size % std::max<int64_t>(m.num_attention_heads, 1) == 0,
+    check(m.num_attention_heads > 0 && (decoder_config ? m.num_attention_heads <= 1024 && (m.head_dim > 0 || m.hidden_size % std::max<int64_t>(m.num_attention_heads, 1) == 0)
+                                                       : m.hidden_size % std::max<int64_t>(m.num_attention_heads, 1) == 0),
           "model.config.num_attention_heads", "must be > 0 and divide hidden_size");
     check(m.intermediate_size > 0 && m.intermediate_size <= 65536, "model.config.intermediate_size",
           "must be in (0, 65536]");
@@ -126,10 +149,15 @@ absl::Status ValidateJobConfig(const JobConfig& c) {
           "must be in [0, 1)");
     check(!c.lora_targets.empty(), "method.lora.targets", "must not be empty");
     for (const auto& t : c.lora_targets) {
-      check(t == "query" || t == "key" || t == "value" || t == "attention.output" || t == "intermediate" ||
-                t == "output",
-            "method.lora.targets",
-            absl::StrCat("'", t, "' is not one of query, key, value, attention.output, intermediate, output"));
+      // BERT's modules by Attune's names, or a decoder's projections by HF's.
+      const bool encoder = t == "query" || t == "key" || t == "value" || t == "attention.output" ||
+                           t == "intermediate" || t == "output";
+      const bool decoder = t == "q_proj" || t == "k_proj" || t == "v_proj" || t == "o_proj" || t == "gate_proj" ||
+                           t == "up_proj" || t == "down_proj";
+      check(encoder || decoder, "method.lora.targets",
+            absl::StrCat("'", t,
+                         "' is not one of query, key, value, attention.output, intermediate, output (BERT) or "
+                         "q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj (decoders)"));
     }
   }
   if (c.method == "adapter") check(c.adapter_size > 0 && c.adapter_size <= 8192, "method.adapter.size", "must be in (0, 8192]");
@@ -178,6 +206,20 @@ absl::Status ValidateJobConfig(const JobConfig& c) {
   }
   if (c.task == "masked_lm") {
     check(c.text_pair_column.empty(), "data.text_pair_column", "does not apply to masked_lm");
+  }
+  if (c.task == "causal_lm") {
+    check(c.text_pair_column.empty(), "data.text_pair_column", "does not apply to causal_lm");
+    check(c.augment_delete_rate == 0 && c.augment_mask_rate == 0, "data.augment", "does not apply to causal_lm");
+    check(c.data_format.empty() || c.data_format == "messages" || c.data_format == "alpaca" || c.data_format == "prompt_completion" ||
+              c.data_format == "text",
+          "data.format", absl::StrCat("'", c.data_format, "' is not one of messages, alpaca, prompt_completion, text"));
+    check(c.train_on == "assistant" || c.train_on == "all", "task.train_on",
+          absl::StrCat("'", c.train_on, "' is not one of assistant, all"));
+    check(c.init_embeddings.empty(), "model.init_embeddings", "does not apply to causal_lm");
+  } else {
+    check(c.data_format.empty(), "data.format", "applies to task causal_lm only");
+    check(!c.packing, "data.packing", "applies to task causal_lm only");
+    check(c.train_on == "assistant", "task.train_on", "applies to task causal_lm only");
   }
   if (!c.early_stopping_metric.empty() && task != nullptr) {
     check(FindMetric(*task, c.early_stopping_metric) != nullptr, "evaluation.early_stopping.metric",

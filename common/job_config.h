@@ -26,6 +26,13 @@ struct ModelConfigFields {
   double layer_norm_eps = 1e-12;
   double initializer_range = 0.02;
   double classifier_dropout = -1;  // -1: absent (hidden_dropout_prob is used); NaN: a negative value was given
+  // A decoder (model_type llama | mistral | qwen2 | qwen3; empty: BERT).
+  std::string model_type;
+  int64_t num_key_value_heads = 0;  // 0: num_attention_heads
+  int64_t head_dim = 0;             // 0: hidden_size / num_attention_heads
+  double rms_norm_eps = 1e-6;
+  double rope_theta = 10000;
+  bool tie_word_embeddings = false;
 };
 
 // `text` with each key of `staged` (longest first) replaced by its value.
@@ -40,6 +47,8 @@ struct JobConfig {
   bool group_texts = true;
   // token_classification
   bool label_all_subwords = false;
+  // causal_lm: assistant | all
+  std::string train_on = "assistant";
   std::map<std::string, std::string> labels;
   // model
   std::string model_path;
@@ -50,6 +59,7 @@ struct JobConfig {
   int64_t built_vocab_size = 8192;
   bool do_lower_case = true;
   std::string init_embeddings;  // model.init_embeddings: a name of kWordVectorTables, or empty
+  std::string tokenizer_path;   // model.tokenizer: a decoder-from-scratch's tokenizer directory
   // data
   std::string train_path, validation_path;
   double validation_split = 0;
@@ -59,11 +69,15 @@ struct JobConfig {
   std::vector<std::string> label_names;
   int64_t max_field_bytes = int64_t{1} << 20;
   double augment_delete_rate = 0, augment_mask_rate = 0;
+  std::string data_format;  // causal_lm: messages (empty) | alpaca | prompt_completion | text
+  bool packing = false;
   // method
   std::string method = "full";
   int64_t lora_rank = 8;
   double lora_alpha = 16, lora_dropout = 0.0;
+  // BERT's default; a decoder's default (lora_targets_given false) is every projection.
   std::vector<std::string> lora_targets = {"query", "value"};
+  bool lora_targets_given = false;
   int64_t adapter_size = 64;
   bool merge_lora = true;
   // hyperparameters

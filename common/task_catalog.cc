@@ -70,6 +70,14 @@ const std::vector<TaskInfo>& Tasks() {
        },
        "loss",
        {"perplexity", "accuracy"}},
+      {"causal_lm",
+       {
+           {"loss", false, "mean cross-entropy over the trained next tokens"},
+           {"perplexity", false, "exp(loss)"},
+           {"token_accuracy", true, "fraction of trained next tokens that are the model's top prediction"},
+       },
+       "loss",
+       {"perplexity", "token_accuracy"}},
   };
   return *tasks;
 }

@@ -120,7 +120,7 @@ void CheckDataFile(const char* field, const std::string& path, const std::vector
     return;
   }
   if (txt && !plain_text_ok) {
-    bad->push_back(absl::StrCat(field, ": ", path, " is plain text, which has no labels; only task masked_lm reads it"));
+    bad->push_back(absl::StrCat(field, ": ", path, " is plain text, which has no labels; only tasks masked_lm and causal_lm (data.format text) read it"));
     return;
   }
   if (!fs::is_regular_file(path, ec)) {
@@ -163,15 +163,31 @@ void CheckDataFile(const char* field, const std::string& path, const std::vector
 
 std::vector<std::string> JobManager::InputProblems(const common::JobConfig& c) {
   std::vector<std::string> bad;
-  const bool mlm = c.task == "masked_lm";  // no labels: text only, plain text allowed
+  // Language models read no labels: text only, plain text allowed. A
+  // causal_lm's conversation formats have fixed keys.
+  const bool clm = c.task == "causal_lm";
+  const bool mlm = c.task == "masked_lm" || (clm && c.data_format == "text");
   std::vector<std::string> columns = {c.text_column};
-  if (!mlm) columns.push_back(c.label_column);
+  if (clm && c.data_format != "text") {
+    if (c.data_format == "alpaca") {
+      columns = {"instruction", "output"};
+    } else if (c.data_format == "prompt_completion") {
+      columns = {"prompt", "completion"};
+    } else {
+      columns = {"messages"};
+    }
+  } else if (!mlm) {
+    columns.push_back(c.label_column);
+  }
   if (!c.text_pair_column.empty()) columns.push_back(c.text_pair_column);
   CheckDataFile("data.train", c.train_path, columns, mlm, &bad);
   if (!c.validation_path.empty()) CheckDataFile("data.validation", c.validation_path, columns, mlm, &bad);
   std::error_code ec;
   if (!c.model_path.empty() && !fs::is_regular_file(fs::path(c.model_path) / "config.json", ec)) {
     bad.push_back(absl::StrCat("model.path: ", c.model_path, " holds no config.json"));
+  }
+  if (!c.tokenizer_path.empty() && !fs::is_regular_file(fs::path(c.tokenizer_path) / "tokenizer.json", ec)) {
+    bad.push_back(absl::StrCat("model.tokenizer: ", c.tokenizer_path, " holds no tokenizer.json"));
   }
   if (!c.vocab_path.empty() && !fs::is_regular_file(c.vocab_path, ec)) {
     bad.push_back(absl::StrCat("model.vocab: ", c.vocab_path, " does not exist or is not a file"));
@@ -201,6 +217,7 @@ absl::Status JobManager::CheckPaths(const common::JobConfig& c) {
   };
   check("model.path", c.model_path);
   check("model.vocab", c.vocab_path);
+  check("model.tokenizer", c.tokenizer_path);
   check("data.train", c.train_path);
   check("data.validation", c.validation_path);
   check("output_dir", c.output_dir);

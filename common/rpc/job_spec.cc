@@ -270,6 +270,7 @@ JobConfig JobConfigFromProto(const v1::JobSpec& s) {
   if (s.task().has_whole_word_mask()) c.whole_word_mask = s.task().whole_word_mask();
   if (s.task().has_group_texts()) c.group_texts = s.task().group_texts();
   if (s.task().has_label_all_subwords()) c.label_all_subwords = s.task().label_all_subwords();
+  c.train_on = Or(s.task().train_on(), c.train_on);
   c.name = s.name();
   c.labels.insert(s.labels().begin(), s.labels().end());
   c.model_path = s.model().path();
@@ -297,11 +298,18 @@ JobConfig JobConfigFromProto(const v1::JobSpec& s) {
       f.classifier_dropout =
           m.classifier_dropout() >= 0 ? m.classifier_dropout() : std::numeric_limits<double>::quiet_NaN();
     }
+    f.model_type = m.model_type();
+    f.num_key_value_heads = m.num_key_value_heads();
+    f.head_dim = m.head_dim();
+    f.rms_norm_eps = Or(m.rms_norm_eps(), f.rms_norm_eps);
+    f.rope_theta = Or(m.rope_theta(), f.rope_theta);
+    if (m.has_tie_word_embeddings()) f.tie_word_embeddings = m.tie_word_embeddings();
   }
   c.vocab_path = s.model().vocab();
   c.built_vocab_size = Or<int64_t>(s.model().vocab_size(), c.built_vocab_size);
   if (s.model().has_do_lower_case()) c.do_lower_case = s.model().do_lower_case();
   c.init_embeddings = s.model().init_embeddings();
+  c.tokenizer_path = s.model().tokenizer();
   const auto& d = s.data();
   c.train_path = d.train();
   c.validation_path = d.validation();
@@ -317,12 +325,17 @@ JobConfig JobConfigFromProto(const v1::JobSpec& s) {
   c.max_field_bytes = Or<int64_t>(d.max_field_bytes(), c.max_field_bytes);
   c.augment_delete_rate = d.augment_delete_rate();
   c.augment_mask_rate = d.augment_mask_rate();
+  c.data_format = d.format();
+  if (d.has_packing()) c.packing = d.packing();
   const auto& m = s.method();
   c.method = Or(m.type(), c.method);
   c.lora_rank = Or<int64_t>(m.lora().rank(), c.lora_rank);
   c.lora_alpha = Or(m.lora().alpha(), c.lora_alpha);
   c.lora_dropout = m.lora().dropout();
-  if (m.lora().targets_size() > 0) c.lora_targets.assign(m.lora().targets().begin(), m.lora().targets().end());
+  if (m.lora().targets_size() > 0) {
+    c.lora_targets.assign(m.lora().targets().begin(), m.lora().targets().end());
+    c.lora_targets_given = true;
+  }
   c.adapter_size = Or<int64_t>(m.adapter().size(), c.adapter_size);
   if (m.has_merge_lora()) c.merge_lora = m.merge_lora();
   const auto& h = s.hyperparameters();

@@ -206,6 +206,32 @@ TEST(DecoderLoadTest, WhatCannotBeRunFaithfullyIsRefusedNamingTheFileAndTheKey) 
   EXPECT_THAT(LoadHfModel(tied_path).status(), StatusIs(absl::StatusCode::kInvalidArgument, "missing keys: lm_head.weight"));
 }
 
+// NOTE [packed sequences]: a row holding two examples, numbered 1 and 2 in
+// the mask, gives each example's logits as it alone gives them (positions
+// restart, attention stays inside each), for every family (Mistral's window
+// included).
+TEST(DecoderLoadTest, APackedRowComputesEachExampleAsAlone) {
+  for (const char* flags : {"--arch llama3", "--arch mistral", "--arch qwen3 --tie"}) {
+    attune::testing::TempDir dir("decoder_packed");
+    auto loaded = LoadHfModel(Make(dir, flags));
+    ASSERT_THAT(loaded.status(), IsOk());
+    torch::NoGradGuard g;
+    const torch::Tensor a = torch::tensor({{5, 9, 17, 3, 40, 41, 8}}, torch::kLong);
+    const torch::Tensor b = torch::tensor({{11, 2, 60, 7}}, torch::kLong);
+    const torch::Tensor alone_a = (*loaded)->CausalLmLogits(a, torch::ones_like(a));
+    const torch::Tensor alone_b = (*loaded)->CausalLmLogits(b, torch::ones_like(b));
+    const torch::Tensor packed_ids = torch::cat({a, b, torch::zeros({1, 2}, torch::kLong)}, 1);
+    const torch::Tensor packed_mask = torch::cat(
+        {torch::ones_like(a), torch::full_like(b, 2), torch::zeros({1, 2}, torch::kLong)}, 1);
+    const torch::Tensor packed = (*loaded)->CausalLmLogits(packed_ids, packed_mask);
+    EXPECT_LT((packed.narrow(1, 0, 7) - alone_a).abs().max().item<double>(), 1e-5) << flags;
+    EXPECT_LT((packed.narrow(1, 7, 4) - alone_b).abs().max().item<double>(), 1e-5) << flags;
+    // Without the numbering, b would see a: the check can fail.
+    const torch::Tensor joined = (*loaded)->CausalLmLogits(packed_ids, packed_mask.gt(0).to(torch::kLong));
+    EXPECT_GT((joined.narrow(1, 7, 4) - alone_b).abs().max().item<double>(), 1e-4) << flags;
+  }
+}
+
 TEST(DecoderLoadTest, AnEncoderHasNoCausalLmHeadAndADecoderNoEncoderHead) {
   attune::testing::TempDir dir("decoder_heads");
   auto loaded = LoadHfModel(Make(dir, "--arch qwen3"));
@@ -215,9 +241,12 @@ TEST(DecoderLoadTest, AnEncoderHasNoCausalLmHeadAndADecoderNoEncoderHead) {
   // Longer than max_position_embeddings (128): refused, not extrapolated.
   EXPECT_THROW((*loaded)->CausalLmLogits(torch::ones({1, 129}, torch::kLong), torch::ones({1, 129}, torch::kLong)),
                c10::Error);
-  auto decoder = CreateDecoder(std::dynamic_pointer_cast<DecoderLmImpl>(*loaded)->config(), MethodConfig{Method::kLora},
-                               1);
-  EXPECT_THAT(decoder.status(), StatusIs(absl::StatusCode::kUnimplemented, "method.type lora"));
+  const DecoderConfig& config = std::dynamic_pointer_cast<DecoderLmImpl>(*loaded)->config();
+  EXPECT_THAT(CreateDecoder(config, MethodConfig{Method::kAdapter}, 1).status(),
+              StatusIs(absl::StatusCode::kUnimplemented, "method.type adapter"));
+  // BERT's LoRA target names are not a decoder's.
+  EXPECT_THAT(CreateDecoder(config, MethodConfig{Method::kLora}, 1).status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, "'query' is not a projection"));
 }
 
 }  // namespace

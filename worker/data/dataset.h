@@ -37,6 +37,9 @@ struct ReaderOptions {
   // token_classification: the text and label columns of JSONL are arrays (the
   // words and their tags); CoNLL files (.conll, .iob, .bio) are read too.
   bool token_lists = false;
+  // JSONL: each record kept whole, its line as `text` (conversations, whose
+  // fields a task parses itself); no label is read.
+  bool whole_record = false;
   int64_t max_field_bytes = int64_t{1} << 20;
   int64_t max_row_bytes = int64_t{4} << 20;
   int64_t max_rows = 50'000'000;

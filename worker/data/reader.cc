@@ -400,6 +400,11 @@ absl::StatusOr<std::vector<Record>> ReadJsonl(std::FILE* f, const std::string& p
     nlohmann::json obj = ParseJsonLine(buf);
     if (obj.is_discarded()) return Malformed(path, line, "not valid JSON");
     if (!obj.is_object()) return Malformed(path, line, "a JSONL line must be a JSON object");
+    if (o.whole_record) {
+      r.text = std::move(buf);
+      out.push_back(std::move(r));
+      continue;
+    }
     if (o.token_lists) {
       ATTUNE_RETURN_IF_ERROR(JsonTokens(obj, o.text_column, path, line, &r.words, &r.text));
       ATTUNE_RETURN_IF_ERROR(JsonTokens(obj, o.label_column, path, line, &r.tags, &r.label));
@@ -484,8 +489,12 @@ absl::StatusOr<std::vector<Record>> ReadRecords(const std::string& path, const R
   if (dir || IsTextFile(path)) {
     if (options.require_label) {
       return absl::InvalidArgumentError(
-          absl::StrCat(path, ": plain text (.txt, or a directory of .txt files) has no labels; only task masked_lm "
-                             "reads it"));
+          absl::StrCat(path, ": plain text (.txt, or a directory of .txt files) has no labels; only tasks masked_lm "
+                             "and causal_lm (data.format text) read it"));
+    }
+    if (options.whole_record) {
+      return absl::InvalidArgumentError(
+          absl::StrCat(path, ": conversations are read from JSONL, one record per line; plain text needs data.format text"));
     }
     std::vector<std::string> files;
     if (dir) {
@@ -519,6 +528,10 @@ absl::StatusOr<std::vector<Record>> ReadRecords(const std::string& path, const R
                                absl::EndsWith(path, ".ndjson"))) {
     return absl::InvalidArgumentError(absl::StrCat(
         path, ": token_classification reads JSONL (a words array and a tags array) or CoNLL (.conll, .iob, .bio)"));
+  }
+  const bool jsonl = absl::EndsWith(path, ".jsonl") || absl::EndsWith(path, ".json") || absl::EndsWith(path, ".ndjson");
+  if (options.whole_record && !jsonl) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": conversations are read from JSONL (.jsonl), one record per line"));
   }
   if (absl::EndsWith(path, ".csv")) return ReadCsv(f.get(), path, options, ',');
   if (absl::EndsWith(path, ".tsv")) return ReadCsv(f.get(), path, options, '\t');

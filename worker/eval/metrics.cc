@@ -63,6 +63,7 @@ std::map<std::string, double> Metrics::Named() const {
     return {{"loss", loss}, {"mse", mse}, {"mae", mae}, {"pearson", pearson}, {"spearman", spearman}};
   }
   if (task == "masked_lm") return {{"loss", loss}, {"perplexity", perplexity}, {"accuracy", accuracy}};
+  if (task == "causal_lm") return {{"loss", loss}, {"perplexity", perplexity}, {"token_accuracy", accuracy}};
   if (task == "token_classification") {
     return {{"loss", loss}, {"precision", precision}, {"recall", recall}, {"f1", f1}, {"accuracy", accuracy}};
   }
@@ -98,7 +99,9 @@ Metrics Metrics::FromNamed(const std::string& task, int64_t count, const std::ma
            {"pearson", &m.pearson}, {"spearman", &m.spearman}, {"perplexity", &m.perplexity}}) {
     get(name, field);
   }
-  m.roc_auc_defined = task == "sequence_regression" || task == "masked_lm" || task == "token_classification" ||
+  if (task == "causal_lm") get("token_accuracy", &m.accuracy);
+  m.roc_auc_defined = task == "sequence_regression" || task == "masked_lm" || task == "causal_lm" ||
+                      task == "token_classification" ||
                       named.count(task == "multi_label_classification" ? "micro_roc_auc" : "roc_auc") > 0;
   return m;
 }
@@ -112,8 +115,12 @@ bool Metrics::Get(const std::string& name, double* value) const {
 }
 
 Metrics ComputeMaskedLmMetrics(int64_t examples, double loss_sum, int64_t masked, int64_t correct) {
+  return ComputeLmMetrics("masked_lm", examples, loss_sum, masked, correct);
+}
+
+Metrics ComputeLmMetrics(const std::string& task, int64_t examples, double loss_sum, int64_t masked, int64_t correct) {
   Metrics m;
-  m.task = "masked_lm";
+  m.task = task;
   m.examples = examples;
   m.count = masked;
   m.loss = SafeDiv(loss_sum, static_cast<double>(masked));

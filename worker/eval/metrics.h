@@ -61,8 +61,9 @@ struct Metrics {
   std::vector<LabelScores> per_label;
   // sequence_regression (loss is the MSE).
   double mse = 0, mae = 0, pearson = 0, spearman = 0;
-  // masked_lm: count is the masked tokens, loss their mean cross-entropy,
-  // accuracy the fraction predicted right.
+  // masked_lm and causal_lm: count is the predicted tokens (masked, or
+  // trained next tokens), loss their mean cross-entropy, accuracy the
+  // fraction predicted right (causal_lm names it token_accuracy).
   double perplexity = 0;
   int64_t examples = 0;
   // token_classification: precision, recall, f1 are entity-level (micro over
@@ -86,6 +87,10 @@ Metrics ComputeRegressionMetrics(const RegressionInput& in);
 // masked_lm, from sums over every evaluated sequence: the summed cross-entropy,
 // the masked tokens and those predicted right.
 Metrics ComputeMaskedLmMetrics(int64_t examples, double loss_sum, int64_t masked, int64_t correct);
+// A language model's metrics (masked_lm, causal_lm) from the same sums: count
+// is the predicted tokens, loss their mean cross-entropy, perplexity its exp,
+// accuracy (causal_lm's token_accuracy) the fraction predicted right.
+Metrics ComputeLmMetrics(const std::string& task, int64_t examples, double loss_sum, int64_t tokens, int64_t correct);
 // token_classification, from sums: per entity type its right, true and
 // predicted entities; the words and those tagged right.
 struct EntityCounts {

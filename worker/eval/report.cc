@@ -26,6 +26,10 @@ nlohmann::json MetricsJson(const Metrics& m, const std::vector<std::string>& nam
     j["masked_tokens"] = m.count;
     j["sequences"] = m.examples;
   }
+  if (m.task == "causal_lm") {
+    j["trained_tokens"] = m.count;
+    j["sequences"] = m.examples;
+  }
   if (m.task == "token_classification") {
     j["words"] = m.count;
     j["sentences"] = m.examples;
@@ -370,9 +374,9 @@ std::string ReportTable(const Metrics& m, const std::vector<std::string>& names)
     }
     return out;
   }
-  if (m.task == "masked_lm") {
+  if (m.task == "masked_lm" || m.task == "causal_lm") {
     absl::StrAppendFormat(&out, "%-16s %8d\n", "sequences", m.examples);
-    absl::StrAppendFormat(&out, "%-16s %8d\n", "masked tokens", m.count);
+    absl::StrAppendFormat(&out, "%-16s %8d\n", m.task == "masked_lm" ? "masked tokens" : "trained tokens", m.count);
   } else {
     absl::StrAppendFormat(&out, "%-16s %8d\n", "examples", m.count);
   }
@@ -461,9 +465,10 @@ std::string ReportHtml(const ReportInput& in) {
   if (m.task == "token_classification") {
     absl::StrAppendFormat(&html, "<tr><td style='text-align:left'>sentences</td><td>%d</td>%s</tr>", m.examples, empty_cells);
     absl::StrAppendFormat(&html, "<tr><td style='text-align:left'>words</td><td>%d</td>%s</tr>", m.count, empty_cells);
-  } else if (m.task == "masked_lm") {
+  } else if (m.task == "masked_lm" || m.task == "causal_lm") {
     absl::StrAppendFormat(&html, "<tr><td style='text-align:left'>sequences</td><td>%d</td>%s</tr>", m.examples, empty_cells);
-    absl::StrAppendFormat(&html, "<tr><td style='text-align:left'>masked tokens</td><td>%d</td>%s</tr>", m.count, empty_cells);
+    absl::StrAppendFormat(&html, "<tr><td style='text-align:left'>%s</td><td>%d</td>%s</tr>",
+                          m.task == "masked_lm" ? "masked tokens" : "trained tokens", m.count, empty_cells);
   } else {
     absl::StrAppendFormat(&html, "<tr><td style='text-align:left'>examples</td><td>%d</td>%s</tr>", m.count, empty_cells);
   }

@@ -39,6 +39,7 @@ struct BertClassifierImpl : Model {
   torch::Tensor MaskedLmLogits(const torch::Tensor& hidden, const torch::Tensor& positions) override;
   // An encoder has no causal-LM head (c10::Error).
   torch::Tensor CausalLmLogits(const torch::Tensor& ids, const torch::Tensor& mask) override;
+  torch::Tensor NextTokenLogits(const torch::Tensor& hidden, const torch::Tensor& positions) override;
   // Token-classification head at `positions` (flat indices into [batch *
   // seq]): logits [positions, num_labels] (HF: dropout, then the classifier).
   torch::Tensor TokenLogits(const torch::Tensor& hidden, const torch::Tensor& positions) override;

@@ -1,5 +1,6 @@
 #include "worker/model/decoder.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 
@@ -32,7 +33,7 @@ DecoderLayerImpl::DecoderLayerImpl(const DecoderConfig& c)
     : heads_(c.num_attention_heads), kv_heads_(c.num_key_value_heads), head_dim_(c.head_dim) {
   const int64_t e = c.hidden_size;
   auto linear = [&](const char* name, int64_t in, int64_t out, bool bias) {
-    return register_module(name, torch::nn::Linear(torch::nn::LinearOptions(in, out).bias(bias)));
+    return register_module(name, LoraLinear(in, out, bias));
   };
   input_layernorm = register_module("input_layernorm", RmsNorm(e, c.rms_norm_eps));
   post_attention_layernorm = register_module("post_attention_layernorm", RmsNorm(e, c.rms_norm_eps));
@@ -48,6 +49,21 @@ DecoderLayerImpl::DecoderLayerImpl(const DecoderConfig& c)
   gate_proj = linear("gate_proj", e, c.intermediate_size, c.mlp_bias);
   up_proj = linear("up_proj", e, c.intermediate_size, c.mlp_bias);
   down_proj = linear("down_proj", c.intermediate_size, e, c.mlp_bias);
+}
+
+void DecoderLayerImpl::AddMethod(const MethodConfig& method) {
+  if (method.type != Method::kLora) return;
+  for (auto [name, l] : std::vector<std::pair<const char*, LoraLinear*>>{{"q_proj", &q_proj},
+                                                                         {"k_proj", &k_proj},
+                                                                         {"v_proj", &v_proj},
+                                                                         {"o_proj", &o_proj},
+                                                                         {"gate_proj", &gate_proj},
+                                                                         {"up_proj", &up_proj},
+                                                                         {"down_proj", &down_proj}}) {
+    if (std::find(method.lora_targets.begin(), method.lora_targets.end(), name) != method.lora_targets.end()) {
+      (*l)->EnableLora(method.lora_rank, method.lora_alpha, method.lora_dropout);
+    }
+  }
 }
 
 torch::Tensor DecoderLayerImpl::forward(const torch::Tensor& x, const torch::Tensor& cos, const torch::Tensor& sin,
@@ -151,9 +167,13 @@ DecoderLmImpl::DecoderLmImpl(DecoderConfig config, MethodConfig method)
 
 std::vector<std::pair<std::string, torch::Tensor>> DecoderLmImpl::NamedParameters() {
   std::vector<std::pair<std::string, torch::Tensor>> out;
-  auto add_linear = [&](const std::string& p, torch::nn::Linear& l) {
+  auto add_linear = [&](const std::string& p, LoraLinear& l) {
     out.emplace_back(p + ".weight", l->weight);
     if (l->bias.defined()) out.emplace_back(p + ".bias", l->bias);
+    if (l->lora_A) {
+      out.emplace_back(p + ".lora_A.weight", l->lora_A->weight);
+      out.emplace_back(p + ".lora_B.weight", l->lora_B->weight);
+    }
   };
   out.emplace_back("model.embed_tokens.weight", embed_tokens->weight);
   for (size_t i = 0; i < layers.size(); ++i) {
@@ -208,23 +228,31 @@ torch::Tensor DecoderLmImpl::Hidden(const torch::Tensor& ids, const torch::Tenso
     }
   }
   torch::Tensor x = embed_tokens(ids);
-  // Positions count real tokens only, so that a left-padded row starts at 0.
+  // NOTE [packed sequences]: the mask numbers the examples a row holds (1,
+  // 2, ...; 0 is padding), so a query sees only earlier keys of its own
+  // example, and positions count that example's tokens: a packed row computes
+  // exactly what its examples would alone. A plain 0/1 mask is one example per
+  // row, and a left-padded row starts at position 0.
   const torch::Tensor full_mask =
       past > 0 ? torch::cat({cache->mask, mask.to(cache->mask.device())}, 1) : mask;  // [b, past + t]
-  const torch::Tensor real = full_mask.to(torch::kBool);
-  const torch::Tensor positions = (real.to(torch::kLong).cumsum(1) - 1).clamp_min(0).narrow(1, past, t);
+  const torch::Tensor segment = full_mask.to(torch::kLong);
+  const torch::Tensor real = segment.gt(0);
+  const auto long_opts = ids.options().dtype(torch::kLong);
+  const torch::Tensor q_idx = (torch::arange(t, long_opts) + past).unsqueeze(1);
+  const torch::Tensor k_idx = torch::arange(past + t, long_opts).unsqueeze(0);
+  const torch::Tensor same = segment.narrow(1, past, t).unsqueeze(2).eq(segment.unsqueeze(1)) &
+                             real.unsqueeze(1) & (k_idx <= q_idx).unsqueeze(0);  // [b, t, past + t]
+  const torch::Tensor positions = (same.sum(-1) - 1).clamp_min(0);
   const torch::Tensor freqs = positions.to(torch::kFloat).unsqueeze(-1) * inv_freq_.to(positions.device());
   const torch::Tensor emb = torch::cat({freqs, freqs}, -1);
   const torch::Tensor cos = emb.cos().to(x.scalar_type()).unsqueeze(1);
   const torch::Tensor sin = emb.sin().to(x.scalar_type()).unsqueeze(1);
-  // A query sees earlier (and its own) real keys, within the sliding window;
-  // every query sees itself, so that a padding row's softmax stays finite.
-  const auto long_opts = ids.options().dtype(torch::kLong);
-  const torch::Tensor q_idx = (torch::arange(t, long_opts) + past).unsqueeze(1);
-  const torch::Tensor k_idx = torch::arange(past + t, long_opts).unsqueeze(0);
-  torch::Tensor allowed = k_idx <= q_idx;
-  if (config_.sliding_window > 0) allowed = allowed & (k_idx > q_idx - config_.sliding_window);
-  allowed = (allowed.unsqueeze(0) & real.unsqueeze(1)) | (k_idx == q_idx).unsqueeze(0);
+  // A query sees earlier (and its own) keys of its example, within the
+  // sliding window; every query sees itself, so that a padding row's softmax
+  // stays finite.
+  torch::Tensor allowed = same;
+  if (config_.sliding_window > 0) allowed = allowed & (k_idx > q_idx - config_.sliding_window).unsqueeze(0);
+  allowed = allowed | (k_idx == q_idx).unsqueeze(0);
   allowed = allowed.unsqueeze(1);  // [b, 1, t, past + t]
   for (size_t i = 0; i < layers.size(); ++i) x = layers[i]->forward(x, cos, sin, allowed, cache, i);
   if (cache != nullptr) {
@@ -237,8 +265,11 @@ torch::Tensor DecoderLmImpl::Hidden(const torch::Tensor& ids, const torch::Tenso
 torch::Tensor DecoderLmImpl::SequenceLogits(const torch::Tensor&, const torch::Tensor&, const torch::Tensor&) {
   TORCH_CHECK(false, config_.architecture, " has no sequence classification head");
 }
-torch::Tensor DecoderLmImpl::Encode(const torch::Tensor&, const torch::Tensor&, const torch::Tensor&) {
-  TORCH_CHECK(false, config_.architecture, ": Encode is for encoder heads; use CausalLmLogits");
+torch::Tensor DecoderLmImpl::Encode(const torch::Tensor& ids, const torch::Tensor&, const torch::Tensor& mask) {
+  return Hidden(ids, mask, nullptr);
+}
+torch::Tensor DecoderLmImpl::NextTokenLogits(const torch::Tensor& hidden, const torch::Tensor& positions) {
+  return LmLogits(hidden.reshape({-1, hidden.size(-1)}).index_select(0, positions));
 }
 torch::Tensor DecoderLmImpl::TokenLogits(const torch::Tensor&, const torch::Tensor&) {
   TORCH_CHECK(false, config_.architecture, " has no token classification head");
@@ -249,21 +280,41 @@ torch::Tensor DecoderLmImpl::MaskedLmLogits(const torch::Tensor&, const torch::T
 
 absl::StatusOr<DecoderLm> CreateDecoder(const DecoderConfig& config, const MethodConfig& method, uint64_t seed) {
   if (auto s = config.Validate(config.architecture); !s.ok()) return s;
-  if (method.type != Method::kFull) {
+  if (method.type != Method::kFull && method.type != Method::kLora) {
     return absl::UnimplementedError(absl::StrCat("method.type ", MethodName(method.type), " is not available for ",
-                                                 config.architecture, " yet (full only)"));
+                                                 config.architecture, " yet (full or lora)"));
+  }
+  if (method.type == Method::kLora) {
+    if (method.lora_rank <= 0 || method.lora_targets.empty()) {
+      return absl::InvalidArgumentError("method.lora: rank must be > 0 and targets non-empty");
+    }
+    for (const auto& t : method.lora_targets) {
+      const auto& known = DecoderLoraTargets();
+      if (std::find(known.begin(), known.end(), t) == known.end()) {
+        return absl::InvalidArgumentError(absl::StrCat("method.lora.targets: '", t, "' is not a projection of ",
+                                                       config.architecture,
+                                                       " (q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj)"));
+      }
+    }
   }
   torch::manual_seed(seed);
   DecoderLm m(config, method);
-  torch::NoGradGuard g;
-  for (auto& [name, p] : m->NamedParameters()) {
-    if (absl::EndsWith(name, "norm.weight")) {
-      p.fill_(1);
-    } else if (absl::EndsWith(name, ".bias")) {
-      p.zero_();
-    } else {
-      p.normal_(0, config.initializer_range);
+  {
+    torch::NoGradGuard g;
+    for (auto& [name, p] : m->NamedParameters()) {
+      if (absl::EndsWith(name, "norm.weight")) {
+        p.fill_(1);
+      } else if (absl::EndsWith(name, ".bias")) {
+        p.zero_();
+      } else {
+        p.normal_(0, config.initializer_range);
+      }
     }
+  }
+  if (method.type == Method::kLora) {
+    torch::manual_seed(seed ^ 0x9e3779b97f4a7c15ULL);
+    for (auto& layer : m->layers) layer->AddMethod(method);
+    for (auto& [name, p] : m->NamedParameters()) p.set_requires_grad(absl::StrContains(name, ".lora_"));
   }
   return m;
 }

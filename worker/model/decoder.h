@@ -18,6 +18,7 @@
 #include "worker/model/config.h"
 #include "worker/model/decoder_config.h"
 #include "worker/model/model.h"
+#include "worker/model/peft.h"
 
 namespace attune::worker::model {
 
@@ -61,9 +62,12 @@ class DecoderLayerImpl : public torch::nn::Module {
                         const torch::Tensor& allowed, KvCache* cache = nullptr, size_t layer = 0);
 
   RmsNorm input_layernorm{nullptr}, post_attention_layernorm{nullptr};
-  torch::nn::Linear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
+  // A LoRA branch on each projection the method targets (AddMethod).
+  void AddMethod(const MethodConfig& method);
+
+  LoraLinear q_proj{nullptr}, k_proj{nullptr}, v_proj{nullptr}, o_proj{nullptr};
   RmsNorm q_norm{nullptr}, k_norm{nullptr};  // Qwen3
-  torch::nn::Linear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
+  LoraLinear gate_proj{nullptr}, up_proj{nullptr}, down_proj{nullptr};
 
  private:
   int64_t heads_, kv_heads_, head_dim_;
@@ -83,17 +87,23 @@ class DecoderLmImpl : public Model {
   int64_t train_max_length() const override { return config_.train_max_length; }
   void set_train_max_length(int64_t n) override { config_.train_max_length = n; }
   std::string ConfigJson() const override { return config_.ToJson(); }
-  std::vector<std::string> PeftTargetModules() const override { return {}; }
+  // The LoRA targets by their HF module names (q_proj, ...): each names
+  // exactly the Linear modules that carry lora_A/lora_B.
+  std::vector<std::string> PeftTargetModules() const override {
+    return method_.type == Method::kLora ? method_.lora_targets : std::vector<std::string>{};
+  }
   std::vector<std::pair<std::string, torch::Tensor>> NamedParameters() override;
   torch::Tensor input_embeddings() override { return embed_tokens->weight; }
   double initializer_range() const override { return config_.initializer_range; }
 
   torch::Tensor SequenceLogits(const torch::Tensor& ids, const torch::Tensor& types,
                                const torch::Tensor& mask) override;
+  // Hidden(ids, mask, nullptr): the final norm's output.
   torch::Tensor Encode(const torch::Tensor& ids, const torch::Tensor& types, const torch::Tensor& mask) override;
   torch::Tensor TokenLogits(const torch::Tensor& hidden, const torch::Tensor& positions) override;
   torch::Tensor MaskedLmLogits(const torch::Tensor& hidden, const torch::Tensor& positions) override;
   torch::Tensor CausalLmLogits(const torch::Tensor& ids, const torch::Tensor& mask) override;
+  torch::Tensor NextTokenLogits(const torch::Tensor& hidden, const torch::Tensor& positions) override;
   // The logits of `ids` [batch, seq] (`mask` 1 on real tokens, 0 on left
   // padding) following what `cache` holds, which is extended by them; with
   // `last_only` only the last position's [batch, vocab]. Positions count the
@@ -128,7 +138,10 @@ std::vector<double> RotaryInverseFrequencies(const DecoderConfig& c);
 
 // A decoder with HF's initialisation (normal(0, initializer_range) for
 // linear and embedding weights, zero biases, unit norms), drawn from `seed`.
-// Methods other than full fine-tuning are refused (kUnimplemented) for now.
+// method lora adds PEFT-initialised branches (from a second stream, so that
+// the base weights are those of full fine-tuning) on its targets
+// (DecoderLoraTargets' names) and trains them alone; head and adapter are
+// refused (kUnimplemented).
 absl::StatusOr<DecoderLm> CreateDecoder(const DecoderConfig& config, const MethodConfig& method, uint64_t seed);
 
 }  // namespace attune::worker::model

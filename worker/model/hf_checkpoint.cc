@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <map>
 #include <optional>
+#include <set>
 #include <tuple>
 
 #include <nlohmann/json.hpp>
@@ -254,20 +255,105 @@ absl::Status SaveHfModel(Model& model, const std::string& dir, bool merge_lora, 
 
 namespace {
 
+// adapter_model.safetensors of `dir` into `model`'s LoRA branches (PEFT's
+// names, NOTE [PEFT layout], or bare ones from older exports), each of which
+// leaves `fresh`. Every tensor must have a place and its shape.
+absl::Status LoadPeftAdapter(Model& model, const std::string& dir, std::vector<std::string>* fresh) {
+  auto adapter = common::ReadSafeTensors(dir + "/adapter_model.safetensors");
+  if (!adapter.ok()) return adapter.status();
+  std::map<std::string, torch::Tensor> params;
+  for (auto& [n, t] : model.NamedParameters()) params[n] = t;
+  torch::NoGradGuard g;
+  std::set<std::string> loaded;
+  for (const auto& [peft_name, st] : adapter->tensors) {
+    const std::string name = absl::StartsWith(peft_name, kPeftPrefix) ? peft_name.substr(kPeftPrefix.size()) : peft_name;
+    auto it = params.find(name);
+    if (it == params.end()) return absl::InvalidArgumentError(absl::StrCat("adapter tensor ", name, " has no place in the model"));
+    auto t = ToTorch(st, name);
+    if (!t.ok()) return t.status();
+    if (t->sizes() != it->second.sizes()) return absl::InvalidArgumentError(absl::StrCat("adapter tensor ", name, ": shape mismatch"));
+    it->second.copy_(*t);
+    loaded.insert(name);
+  }
+  for (const auto& f : *fresh) {
+    if (absl::StrContains(f, ".lora_") && !loaded.count(f)) {
+      return absl::InvalidArgumentError(absl::StrCat(dir, "/adapter_model.safetensors: lacks ", kPeftPrefix, f));
+    }
+  }
+  fresh->erase(std::remove_if(fresh->begin(), fresh->end(),
+                              [](const std::string& n) { return absl::StrContains(n, ".lora_"); }),
+               fresh->end());
+  return absl::OkStatus();
+}
+
+// adapter_config.json's LoRA facts into `method` (r, lora_alpha); its
+// target_modules are returned as written.
+absl::StatusOr<std::vector<std::string>> ReadLoraConfig(const std::string& dir, const std::string& text,
+                                                        const std::vector<std::string>& default_modules,
+                                                        MethodConfig* method) {
+  auto ac = nlohmann::json::parse(text, nullptr, false);
+  const auto bad_field = [&](const char* what) {
+    return absl::InvalidArgumentError(absl::StrCat(dir, "/adapter_config.json: ", what));
+  };
+  if (ac.is_discarded()) return bad_field("not JSON");
+  if (!ac.is_object()) return bad_field("not a JSON object");
+  method->type = Method::kLora;
+  if (ac.contains("r") && (!common::JsonToInt(ac["r"], &method->lora_rank) || method->lora_rank < 1 ||
+                           method->lora_rank > 1024)) {
+    return bad_field("r must be a whole number in [1, 1024]");
+  }
+  if (ac.contains("lora_alpha")) {
+    if (!ac["lora_alpha"].is_number() || !(ac["lora_alpha"].get<double>() > 0)) {
+      return bad_field("lora_alpha must be a number > 0");
+    }
+    method->lora_alpha = ac["lora_alpha"].get<double>();
+  }
+  std::vector<std::string> modules = default_modules;
+  if (ac.contains("target_modules")) {
+    const auto& t = ac["target_modules"];
+    if (!t.is_array() || !std::all_of(t.begin(), t.end(), [](const nlohmann::json& m) { return m.is_string(); })) {
+      return bad_field("target_modules must be a list of module names");
+    }
+    modules = t.get<std::vector<std::string>>();
+  }
+  return modules;
+}
+
 // A decoder directory: config.json and the complete weights (tied models
-// without lm_head).
+// without lm_head), and an unmerged LoRA adapter beside them when
+// adapter_config.json is there.
 absl::StatusOr<ModelPtr> LoadDecoder(const std::string& dir, const std::string& config_text) {
   auto config = DecoderConfig::FromJson(config_text, dir + "/config.json");
   if (!config.ok()) return config.status();
-  if (std::filesystem::exists(dir + "/adapter_config.json")) {
-    return absl::UnimplementedError(absl::StrCat(dir, "/adapter_config.json: adapters on ", config->architecture,
-                                                 " are not available yet"));
+  MethodConfig method;
+  auto ac_text = common::ReadFile(dir + "/adapter_config.json", 1 << 20);
+  if (ac_text.ok()) {
+    auto modules = ReadLoraConfig(dir, *ac_text, DecoderLoraTargets(), &method);
+    if (!modules.ok()) return modules.status();
+    method.lora_targets = *modules;
+  } else if (!absl::IsNotFound(ac_text.status())) {
+    return ac_text.status();
   }
-  DecoderLm decoder(*config, MethodConfig());
-  ModelPtr model = decoder.ptr();
+  ModelPtr model;
+  if (method.type == Method::kLora) {
+    auto decoder = CreateDecoder(*config, method, 0);
+    if (!decoder.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(dir, "/adapter_config.json: ", decoder.status().message()));
+    }
+    model = decoder->ptr();
+  } else {
+    model = DecoderLm(*config, method).ptr();
+  }
   auto weights = ReadHfWeights(dir);
   if (!weights.ok()) return weights.status();
-  if (auto s = LoadStateDict(*model, weights->file, weights->source, nullptr, /*require_all=*/true); !s.ok()) return s;
+  std::vector<std::string> fresh;
+  if (auto s = LoadStateDict(*model, weights->file, weights->source, &fresh, /*require_all=*/!ac_text.ok()); !s.ok()) {
+    return s;
+  }
+  if (ac_text.ok()) {
+    if (auto s = LoadPeftAdapter(*model, dir, &fresh); !s.ok()) return s;
+  }
+  if (!fresh.empty()) return absl::InvalidArgumentError(absl::StrCat(dir, ": the export lacks ", fresh.front()));
   model->eval();
   return model;
 }
@@ -295,32 +381,9 @@ absl::StatusOr<ModelPtr> LoadHfModel(const std::string& dir) {
   }
   auto ac_text = common::ReadFile(dir + "/adapter_config.json", 1 << 20);
   if (ac_text.ok()) {
-    auto ac = nlohmann::json::parse(*ac_text, nullptr, false);
-    if (ac.is_discarded()) return absl::InvalidArgumentError(dir + "/adapter_config.json: not JSON");
-    method.type = Method::kLora;
-    const auto bad_field = [&](const char* what) {
-      return absl::InvalidArgumentError(absl::StrCat(dir, "/adapter_config.json: ", what));
-    };
-    if (!ac.is_object()) return bad_field("not a JSON object");
-    if (ac.contains("r") && (!common::JsonToInt(ac["r"], &method.lora_rank) || method.lora_rank < 1 ||
-                             method.lora_rank > 1024)) {
-      return bad_field("r must be a whole number in [1, 1024]");
-    }
-    if (ac.contains("lora_alpha")) {
-      if (!ac["lora_alpha"].is_number() || !(ac["lora_alpha"].get<double>() > 0)) {
-        return bad_field("lora_alpha must be a number > 0");
-      }
-      method.lora_alpha = ac["lora_alpha"].get<double>();
-    }
-    std::vector<std::string> modules = {"query", "value"};
-    if (ac.contains("target_modules")) {
-      const auto& t = ac["target_modules"];
-      if (!t.is_array() || !std::all_of(t.begin(), t.end(), [](const nlohmann::json& m) { return m.is_string(); })) {
-        return bad_field("target_modules must be a list of module names");
-      }
-      modules = t.get<std::vector<std::string>>();
-    }
-    auto targets = AttuneTargets(modules);
+    auto modules = ReadLoraConfig(dir, *ac_text, {"query", "value"}, &method);
+    if (!modules.ok()) return modules.status();
+    auto targets = AttuneTargets(*modules);
     if (!targets.ok()) return absl::InvalidArgumentError(absl::StrCat(dir, "/adapter_config.json: ", targets.status().message()));
     method.lora_targets = *targets;
   }
@@ -333,24 +396,7 @@ absl::StatusOr<ModelPtr> LoadHfModel(const std::string& dir) {
   if (!weights.ok()) return weights.status();
   if (auto s = LoadStateDict(*model, weights->file, weights->source, &fresh); !s.ok()) return s;
   if (ac_text.ok()) {
-    auto adapter = common::ReadSafeTensors(dir + "/adapter_model.safetensors");
-    if (!adapter.ok()) return adapter.status();
-    std::map<std::string, torch::Tensor> params;
-    for (auto& [n, t] : model->NamedParameters()) params[n] = t;
-    torch::NoGradGuard g;
-    for (const auto& [peft_name, st] : adapter->tensors) {
-      // PEFT's names (NOTE [PEFT layout]), or bare ones from older exports.
-      const std::string name = absl::StartsWith(peft_name, kPeftPrefix) ? peft_name.substr(kPeftPrefix.size()) : peft_name;
-      auto it = params.find(name);
-      if (it == params.end()) return absl::InvalidArgumentError(absl::StrCat("adapter tensor ", name, " has no place in the model"));
-      auto t = ToTorch(st, name);
-      if (!t.ok()) return t.status();
-      if (t->sizes() != it->second.sizes()) return absl::InvalidArgumentError(absl::StrCat("adapter tensor ", name, ": shape mismatch"));
-      it->second.copy_(*t);
-    }
-    fresh.erase(std::remove_if(fresh.begin(), fresh.end(),
-                               [](const std::string& n) { return absl::StrContains(n, ".lora_"); }),
-                fresh.end());
+    if (auto s = LoadPeftAdapter(*model, dir, &fresh); !s.ok()) return s;
   }
   for (const auto& f : fresh) {
     if (StartsWithAny(f, model->hf().head_prefixes)) {

@@ -15,4 +15,8 @@ torch::Tensor BertClassifierImpl::CausalLmLogits(const torch::Tensor&, const tor
   TORCH_CHECK(false, "a ", config.architecture, " model has no causal-LM head");
 }
 
+torch::Tensor BertClassifierImpl::NextTokenLogits(const torch::Tensor&, const torch::Tensor&) {
+  TORCH_CHECK(false, "a ", config.architecture, " model has no causal-LM head");
+}
+
 }  // namespace attune::worker::model

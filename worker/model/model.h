@@ -88,7 +88,8 @@ class Model : public torch::nn::Module {
   virtual double initializer_range() const = 0;
 
   // Forward passes on a padded batch (ids, token types, attention mask; an
-  // architecture without token types ignores them). Each head's function
+  // architecture without token types ignores them; a decoder's mask may
+  // number packed examples, NOTE [packed sequences] in decoder.h). Each head's function
   // fails (c10::Error) on a model without that head.
   virtual torch::Tensor SequenceLogits(const torch::Tensor& ids, const torch::Tensor& types,
                                        const torch::Tensor& mask) = 0;
@@ -100,6 +101,10 @@ class Model : public torch::nn::Module {
   // Decoders: ids and attention mask [batch, seq] -> logits [batch, seq,
   // vocab], position i predicting token i + 1. Padding may sit on either side.
   virtual torch::Tensor CausalLmLogits(const torch::Tensor& ids, const torch::Tensor& mask) = 0;
+  // Decoders: the LM head at `positions` (flat indices into [batch * seq]) of
+  // Encode's output: logits [positions, vocab] predicting each next token, so
+  // that training never holds [batch, seq, vocab].
+  virtual torch::Tensor NextTokenLogits(const torch::Tensor& hidden, const torch::Tensor& positions) = 0;
 };
 
 using ModelPtr = std::shared_ptr<Model>;

@@ -1,11 +1,13 @@
 #include "worker/model/module_kinds.h"
 
 #include "absl/strings/match.h"
+#include "worker/model/decoder.h"
 
 namespace attune::worker::model {
 
 bool IsNormModule(const torch::nn::Module& module) {
-  return dynamic_cast<const torch::nn::LayerNormImpl*>(&module) != nullptr;
+  return dynamic_cast<const torch::nn::LayerNormImpl*>(&module) != nullptr ||
+         dynamic_cast<const RmsNormImpl*>(&module) != nullptr;
 }
 
 std::unordered_set<const c10::TensorImpl*> NoWeightDecayParameters(torch::nn::Module& root) {

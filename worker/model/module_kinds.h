@@ -9,8 +9,7 @@
 
 namespace attune::worker::model {
 
-// A normalisation module: torch::nn::LayerNorm today (a decoder's RMSNorm is
-// added here when it comes).
+// A normalisation module: torch::nn::LayerNorm, a decoder's RmsNorm.
 bool IsNormModule(const torch::nn::Module& module);
 
 // NOTE [no weight decay by kind]: the parameters that take no weight decay

@@ -8,9 +8,15 @@
 
 namespace attune::worker::model {
 
-LoraLinearImpl::LoraLinearImpl(int64_t in, int64_t out) {
+LoraLinearImpl::LoraLinearImpl(int64_t in, int64_t out, bool with_bias) {
   weight = register_parameter("weight", torch::empty({out, in}));
-  bias = register_parameter("bias", torch::zeros({out}));
+  if (with_bias) bias = register_parameter("bias", torch::zeros({out}));
+}
+
+const std::vector<std::string>& DecoderLoraTargets() {
+  static const auto* targets =
+      new std::vector<std::string>{"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
+  return *targets;
 }
 
 void LoraLinearImpl::EnableLora(int64_t rank, double alpha, double dropout) {

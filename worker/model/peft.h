@@ -16,8 +16,9 @@
 namespace attune::worker::model {
 
 // nn.Linear with an optional LoRA branch: y = x W^T + b + (alpha/r) B(A(dropout(x))).
+// Without `bias`, b is undefined (a decoder's projections).
 struct LoraLinearImpl : torch::nn::Module {
-  LoraLinearImpl(int64_t in, int64_t out);
+  LoraLinearImpl(int64_t in, int64_t out, bool bias = true);
   void EnableLora(int64_t rank, double alpha, double dropout);
   torch::Tensor forward(const torch::Tensor& x);
   // W += scale * B A, then drops the branch. Idempotent.
@@ -48,5 +49,9 @@ std::vector<std::string> PeftTargetModules(const std::vector<std::string>& targe
 absl::StatusOr<std::vector<std::string>> AttuneTargets(const std::vector<std::string>& modules);
 // Whether `m` puts a LoRA branch on the module Attune calls `name`.
 bool IsLoraTarget(const MethodConfig& m, const std::string& name);
+
+// A decoder's LoRA targets (HF's module names, as PEFT's target_modules
+// give them for Llama, Mistral and Qwen), all of them by default.
+const std::vector<std::string>& DecoderLoraTargets();
 
 }  // namespace attune::worker::model

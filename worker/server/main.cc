@@ -446,6 +446,7 @@ absl::Status StageJobFiles(const std::string& root, attune::common::StagedInputs
   for (auto [field, path] : {std::pair<const char*, std::string*>{"data.train", &c->train_path},
                              {"data.validation", &c->validation_path},
                              {"model.vocab", &c->vocab_path},
+                             {"model.tokenizer", &c->tokenizer_path},
                              {"model.path", &c->model_path}}) {
     if (path->empty()) continue;
     auto at = staged.Stage(root, *path, field);

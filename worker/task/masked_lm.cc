@@ -16,8 +16,6 @@
 namespace attune::worker::task {
 namespace {
 
-namespace F = torch::nn::functional;
-
 double Unit(uint64_t h) { return static_cast<double>(h >> 11) / 9007199254740992.0; }
 
 // NOTE [masking]: which tokens a sequence masks is a pure function of (seed,
@@ -31,7 +29,7 @@ double Unit(uint64_t h) { return static_cast<double>(h >> 11) / 9007199254740992
 // pieces with it); a selected token becomes [MASK] with probability 0.8, a
 // token drawn uniformly from the vocabulary with 0.1, and stays with 0.1. The
 // loss is taken at the selected tokens only.
-class MaskedLm : public TokenLevelTask {
+class MaskedLm : public LanguageModelTask {
  public:
   const common::TaskInfo& info() const override { return *common::FindTask("masked_lm"); }
   data::LabelKind label_kind() const override { return data::LabelKind::kNone; }
@@ -61,7 +59,7 @@ class MaskedLm : public TokenLevelTask {
   // max_length blocks; the last partial block is dropped (as HF run_mlm does)
   // unless it is the only one. Otherwise one sequence per text, truncated.
   std::vector<Encoded> Encode(const text::Tokenizer& tok, const std::vector<data::Example>& examples,
-                              int max_length) const override {
+                              int max_length, EncodeReport*) const override {
     std::vector<Encoded> out;
     auto add = [&](std::vector<int64_t> ids) {
       Encoded e;
@@ -120,36 +118,6 @@ class MaskedLm : public TokenLevelTask {
 
   at::Tensor Forward(model::Model& model, const Batch& b) const override {
     return model.MaskedLmLogits(model.Encode(b.ids, b.types, b.mask), b.positions);
-  }
-
-  // One row per sequence: its summed cross-entropy, masked tokens and right predictions.
-  int RowWidth(int) const override { return 3; }
-  void AppendRows(const at::Tensor& logits, const Batch& b, std::vector<double>* rows) const override {
-    const size_t first = rows->size();
-    rows->resize(first + 3 * static_cast<size_t>(b.examples), 0.0);
-    if (b.targets.numel() == 0) return;
-    torch::Tensor l64 = logits.to(torch::kFloat64);
-    torch::Tensor loss = F::cross_entropy(l64, b.targets, F::CrossEntropyFuncOptions().reduction(torch::kNone));
-    torch::Tensor right = l64.argmax(-1).eq(b.targets);
-    auto pl = loss.accessor<double, 1>();
-    auto pr = right.accessor<bool, 1>();
-    auto row = b.rows.accessor<int64_t, 1>();
-    for (int64_t m = 0; m < loss.size(0); ++m) {
-      double* r = rows->data() + first + 3 * static_cast<size_t>(row[m]);
-      r[0] += pl[m];
-      r[1] += 1;
-      r[2] += pr[m] ? 1 : 0;
-    }
-  }
-  eval::Metrics Compute(const std::vector<double>& rows, int, double) const override {
-    double loss = 0, masked = 0, right = 0;
-    for (size_t at = 0; at + 3 <= rows.size(); at += 3) {
-      loss += rows[at];
-      masked += rows[at + 1];
-      right += rows[at + 2];
-    }
-    return eval::ComputeMaskedLmMetrics(static_cast<int64_t>(rows.size() / 3), loss,
-                                        static_cast<int64_t>(masked), static_cast<int64_t>(right));
   }
 
   // A unigram model of the training tokens (add-one smoothed) at the

@@ -13,6 +13,26 @@
 
 namespace attune::worker::task {
 
+void EncodeReport::Drop(const std::string& reason, int64_t line, const std::string& message) {
+  ++dropped[reason];
+  auto& lines = sample_lines[reason];
+  if (lines.size() < 10) lines.push_back(line);
+  if (!message.empty()) first_error.emplace(reason, message);
+}
+
+nlohmann::json EncodeReport::ToJson() const {
+  nlohmann::json j = {{"sequences", sequences}, {"examples", examples}, {"truncated", truncated}};
+  j["dropped"] = nlohmann::json::object();
+  for (const auto& [reason, n] : dropped) j["dropped"][reason] = n;
+  j["sample_lines"] = nlohmann::json::object();
+  for (const auto& [reason, lines] : sample_lines) j["sample_lines"][reason] = lines;
+  if (!first_error.empty()) {
+    j["first_error"] = nlohmann::json::object();
+    for (const auto& [reason, m] : first_error) j["first_error"][reason] = m;
+  }
+  return j;
+}
+
 uint64_t MixBits(uint64_t x) {
   x += 0x9e3779b97f4a7c15ULL;
   x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
@@ -46,7 +66,7 @@ Batch PadRows(const std::vector<std::vector<int64_t>>& ids, const std::vector<st
 }
 
 std::vector<Encoded> Task::Encode(const text::Tokenizer& tok, const std::vector<data::Example>& examples,
-                                  int max_length) const {
+                                  int max_length, EncodeReport*) const {
   std::vector<Encoded> out;
   out.reserve(examples.size());
   for (const auto& e : examples) {
@@ -105,6 +125,36 @@ at::Tensor TokenLevelTask::Targets(const std::vector<const Encoded*>&, int) cons
 at::Tensor TokenLevelTask::SummedLoss(const at::Tensor& logits, const at::Tensor& targets) const {
   return torch::nn::functional::cross_entropy(
       logits, targets, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum));
+}
+
+void LanguageModelTask::AppendRows(const at::Tensor& logits, const Batch& b, std::vector<double>* rows) const {
+  const size_t first = rows->size();
+  rows->resize(first + 3 * static_cast<size_t>(b.examples), 0.0);
+  if (b.targets.numel() == 0) return;
+  torch::Tensor l64 = logits.to(torch::kFloat64);
+  torch::Tensor loss = torch::nn::functional::cross_entropy(
+      l64, b.targets, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kNone));
+  torch::Tensor right = l64.argmax(-1).eq(b.targets);
+  auto pl = loss.accessor<double, 1>();
+  auto pr = right.accessor<bool, 1>();
+  auto row = b.rows.accessor<int64_t, 1>();
+  for (int64_t m = 0; m < loss.size(0); ++m) {
+    double* r = rows->data() + first + 3 * static_cast<size_t>(row[m]);
+    r[0] += pl[m];
+    r[1] += 1;
+    r[2] += pr[m] ? 1 : 0;
+  }
+}
+
+eval::Metrics LanguageModelTask::Compute(const std::vector<double>& rows, int, double) const {
+  double loss = 0, tokens = 0, right = 0;
+  for (size_t at = 0; at + 3 <= rows.size(); at += 3) {
+    loss += rows[at];
+    tokens += rows[at + 1];
+    right += rows[at + 2];
+  }
+  return eval::ComputeLmMetrics(name(), static_cast<int64_t>(rows.size() / 3), loss, static_cast<int64_t>(tokens),
+                                static_cast<int64_t>(right));
 }
 
 void TokenLevelTask::SetPositions(Batch* b, const std::vector<int64_t>& positions, const std::vector<int64_t>& targets,
@@ -387,6 +437,7 @@ std::unique_ptr<Task> MakeTask(const std::string& name) {
   if (name == "multi_label_classification") return std::make_unique<MultiLabelClassification>();
   if (name == "sequence_regression") return std::make_unique<SequenceRegression>();
   if (name == "masked_lm") return NewMaskedLm();
+  if (name == "causal_lm") return NewCausalLm();
   if (name == "token_classification") return NewTokenClassification();
   return nullptr;
 }

@@ -8,8 +8,9 @@
 //
 // Implemented: sequence_classification, multi_label_classification and
 // sequence_regression (one head: pooler + linear, with HF's problem_type), and
-// masked_lm (BertForMaskedLM's head at the masked positions), and
-// token_classification (BertForTokenClassification's, at words' first pieces). Tasks are
+// masked_lm (BertForMaskedLM's head at the masked positions),
+// token_classification (BertForTokenClassification's, at words' first pieces),
+// and causal_lm (a decoder's next-token head at the trained tokens). Tasks are
 // immutable after Configure, so thread-safe.
 
 #include <cstdint>
@@ -56,6 +57,22 @@ struct Encoded {
   std::vector<std::string> words;
   std::vector<int> word_tags;
   std::vector<int64_t> first_piece, piece_labels;
+  // causal_lm: piece_labels[k] is ids[k] where token k is trained (predicted
+  // from the tokens before it), else -100. A packed sequence numbers its
+  // examples here (1, 2, ...; NOTE [packed sequences]); empty: one example.
+  std::vector<int64_t> segments;
+};
+
+// What encoding dropped or cut, per reason, for data_report.json.
+struct EncodeReport {
+  int64_t sequences = 0;  // encoded sequences (packed ones when packing)
+  int64_t examples = 0;   // examples kept
+  int64_t truncated = 0;  // examples cut to max_length
+  std::map<std::string, int64_t> dropped;
+  std::map<std::string, std::vector<int64_t>> sample_lines;  // the first 10 lines per reason
+  std::map<std::string, std::string> first_error;            // the first message per reason
+  void Drop(const std::string& reason, int64_t line, const std::string& message = "");
+  nlohmann::json ToJson() const;
 };
 
 // A padded batch as the model takes it.
@@ -111,8 +128,15 @@ class Task {
 
   // Encoding: one Encoded per example ([CLS] a [SEP] (b [SEP]), truncated);
   // masked_lm may group texts into blocks instead.
+  std::vector<Encoded> Encode(const text::Tokenizer& tok, const std::vector<data::Example>& examples,
+                              int max_length) const {
+    return Encode(tok, examples, max_length, nullptr);
+  }
+  // The same, saying in `report` (may be null) what was dropped or cut.
   virtual std::vector<Encoded> Encode(const text::Tokenizer& tok, const std::vector<data::Example>& examples,
-                                      int max_length) const;
+                                      int max_length, EncodeReport* report) const;
+  // How the task's data files are read (causal_lm's conversations: whole JSONL records).
+  virtual void AdjustReader(const common::JobConfig& c, data::ReaderOptions* options) const {}
   // Pads data[idx] to the batch's longest example (dynamic padding) and
   // builds the targets; sequence tasks apply the context's augmentation.
   virtual Batch Collate(const std::vector<Encoded>& data, const std::vector<int64_t>& idx, const CollateContext& ctx,
@@ -169,10 +193,21 @@ class TokenLevelTask : public Task {
                            const std::vector<int64_t>& rows);
 };
 
+// A language-modelling task (masked_lm, causal_lm): one evaluation row per
+// sequence holding its summed cross-entropy, predicted tokens and right
+// predictions, and the catalog's loss, perplexity and accuracy from their sums.
+class LanguageModelTask : public TokenLevelTask {
+ public:
+  int RowWidth(int) const override { return 3; }
+  void AppendRows(const at::Tensor& logits, const Batch& batch, std::vector<double>* rows) const override;
+  eval::Metrics Compute(const std::vector<double>& rows, int outputs, double loss_sum) const override;
+};
+
 // The task named `name` (empty: sequence_classification), or null.
 std::unique_ptr<Task> MakeTask(const std::string& name);
 std::unique_ptr<Task> NewMaskedLm();             // worker/task/masked_lm.cc
 std::unique_ptr<Task> NewTokenClassification();  // worker/task/token_classification.cc
+std::unique_ptr<Task> NewCausalLm();             // worker/task/causal_lm.cc
 
 // One entity: its type and its words [start, end).
 struct Entity {

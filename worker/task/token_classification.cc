@@ -82,7 +82,7 @@ class TokenClassification : public TokenLevelTask {
   // piece becomes [UNK]. Truncation keeps the pieces that fit, and the words
   // whose first piece is among them.
   std::vector<Encoded> Encode(const text::Tokenizer& tok, const std::vector<data::Example>& examples,
-                              int max_length) const override {
+                              int max_length, EncodeReport*) const override {
     std::vector<Encoded> out;
     out.reserve(examples.size());
     for (const auto& x : examples) {

@@ -7,6 +7,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "common/checkpoint.h"
@@ -16,6 +17,8 @@
 #include "worker/comm/torch_logging.h"
 #include "worker/eval/report.h"
 #include "worker/model/bert.h"
+#include "worker/model/decoder.h"
+#include "worker/model/decoder_config.h"
 #include "worker/model/hf_checkpoint.h"
 #include "worker/model/hf_io.h"
 #include "worker/train/device.h"
@@ -44,6 +47,7 @@ absl::StatusOr<PreparedData> PrepareData(const common::JobConfig& c, const task:
   ro.token_lists = task.label_kind() == data::LabelKind::kTags;
   ro.max_field_bytes = c.max_field_bytes;
   ro.max_row_bytes = std::max<int64_t>(ro.max_row_bytes, 4 * c.max_field_bytes);
+  task.AdjustReader(c, &ro);
   data::CleaningPolicy policy{c.drop_missing, c.drop_duplicates, c.drop_conflicting, task.label_kind()};
   std::optional<data::LabelMap> explicit_labels;
   if (!c.label_names.empty()) explicit_labels = data::LabelMap(c.label_names);
@@ -88,6 +92,7 @@ absl::StatusOr<PreparedData> PrepareData(const common::JobConfig& c, const task:
 absl::StatusOr<std::unique_ptr<text::Tokenizer>> MakeTokenizer(const common::JobConfig& c,
                                                                const std::vector<data::Example>& train) {
   if (!c.model_path.empty()) return text::Tokenizer::FromDirectory(c.model_path);
+  if (!c.tokenizer_path.empty()) return text::Tokenizer::FromDirectory(c.tokenizer_path);
   auto owned = [](absl::StatusOr<text::WordPieceTokenizer> t) -> absl::StatusOr<std::unique_ptr<text::Tokenizer>> {
     if (!t.ok()) return t.status();
     return std::unique_ptr<text::Tokenizer>(std::make_unique<text::WordPieceTokenizer>(*std::move(t)));
@@ -109,48 +114,134 @@ absl::StatusOr<std::unique_ptr<text::Tokenizer>> MakeTokenizer(const common::Job
   return owned(text::WordPieceTokenizer::Create(std::move(vocab), to));
 }
 
-absl::StatusOr<model::BertConfig> MakeBertConfig(const common::JobConfig& c, const text::Tokenizer& tok,
-                                                 const task::Task& task, const data::LabelMap& labels) {
-  model::BertConfig bc;
-  if (!c.model_path.empty()) {
-    ATTUNE_ASSIGN_OR_RETURN(std::string text, common::ReadFile(c.model_path + "/config.json", 1 << 20));
-    ATTUNE_ASSIGN_OR_RETURN(bc, model::BertConfig::FromJson(text, c.model_path + "/config.json"));
-  } else {
-    const auto& f = c.model_config;
-    bc.vocab_size = f.vocab_size > 0 ? f.vocab_size : tok.vocab_size();
-    bc.hidden_size = f.hidden_size;
-    bc.num_hidden_layers = f.num_hidden_layers;
-    bc.num_attention_heads = f.num_attention_heads;
-    bc.intermediate_size = f.intermediate_size;
-    bc.max_position_embeddings = f.max_position_embeddings;
-    bc.type_vocab_size = f.type_vocab_size;
-    bc.hidden_dropout_prob = f.hidden_dropout_prob;
-    bc.attention_probs_dropout_prob = f.attention_probs_dropout_prob;
-    bc.layer_norm_eps = f.layer_norm_eps;
-    bc.initializer_range = f.initializer_range;
-    bc.classifier_dropout = f.classifier_dropout;
-  }
-  if (bc.vocab_size < tok.vocab_size()) {
-    return absl::InvalidArgumentError(absl::StrFormat("model vocab_size %d is smaller than the vocabulary (%d tokens)",
-                                                      bc.vocab_size, tok.vocab_size()));
-  }
-  if (bc.max_position_embeddings < c.max_length) {
-    return absl::InvalidArgumentError(absl::StrFormat("data.max_length %d exceeds the model's max_position_embeddings %d",
-                                                      c.max_length, bc.max_position_embeddings));
-  }
-  bc.labels = task.OutputNames(labels);
-  bc.problem_type = task.problem_type();
-  bc.architecture = task.architecture();
-  return bc;
+// config.json's model_type of model.path, or model.config's ("bert" when
+// neither names one).
+absl::StatusOr<std::string> ModelType(const common::JobConfig& c) {
+  if (c.model_path.empty()) return c.model_config.model_type.empty() ? std::string("bert") : c.model_config.model_type;
+  ATTUNE_ASSIGN_OR_RETURN(std::string text, common::ReadFile(c.model_path + "/config.json", 1 << 20));
+  return model::ModelTypeOf(text, c.model_path + "/config.json");
 }
 
-model::MethodConfig MakeMethod(const common::JobConfig& c) {
+// Decoders train with causal_lm, encoders with every other task.
+absl::Status CheckModelFitsTask(const common::JobConfig& c, const std::string& model_type, const task::Task& task) {
+  const bool decoder = model::DecoderConfig::IsDecoderType(model_type);
+  if (decoder == (task.name() == "causal_lm")) return absl::OkStatus();
+  const std::string where = c.model_path.empty() ? "model.config" : c.ShownPath(c.model_path) + "/config.json";
+  return absl::InvalidArgumentError(
+      decoder ? absl::StrCat(where, ": a ", model_type, " decoder trains with task.type causal_lm, not ", task.name())
+              : absl::StrCat("task.type causal_lm trains a decoder (model_type llama, mistral, qwen2 or qwen3); ", where,
+                             " describes model_type ", model_type));
+}
+
+// A from-scratch decoder's config.json, from model.config's keys and the tokenizer's specials.
+std::string DecoderConfigJson(const common::JobConfig& c, const text::Tokenizer& tok) {
+  const auto& f = c.model_config;
+  static const std::map<std::string, std::string> kArchitecture = {{"llama", "LlamaForCausalLM"},
+                                                                    {"mistral", "MistralForCausalLM"},
+                                                                    {"qwen2", "Qwen2ForCausalLM"},
+                                                                    {"qwen3", "Qwen3ForCausalLM"}};
+  auto arch = kArchitecture.find(f.model_type);
+  nlohmann::json j = {{"model_type", f.model_type},
+                      {"architectures", {arch == kArchitecture.end() ? std::string() : arch->second}},
+                      {"vocab_size", f.vocab_size > 0 ? f.vocab_size : static_cast<int64_t>(tok.vocab_size())},
+                      {"hidden_size", f.hidden_size},
+                      {"intermediate_size", f.intermediate_size},
+                      {"num_hidden_layers", f.num_hidden_layers},
+                      {"num_attention_heads", f.num_attention_heads},
+                      {"num_key_value_heads", f.num_key_value_heads > 0 ? f.num_key_value_heads : f.num_attention_heads},
+                      {"max_position_embeddings", f.max_position_embeddings},
+                      {"rms_norm_eps", f.rms_norm_eps},
+                      {"rope_theta", f.rope_theta},
+                      {"tie_word_embeddings", f.tie_word_embeddings},
+                      {"initializer_range", f.initializer_range},
+                      {"hidden_act", "silu"},
+                      {"torch_dtype", "float32"}};
+  if (f.head_dim > 0) j["head_dim"] = f.head_dim;
+  if (tok.special().cls >= 0) j["bos_token_id"] = tok.special().cls;
+  if (tok.special().sep >= 0) j["eos_token_id"] = tok.special().sep;
+  return j.dump(2);
+}
+
+// The model the spec describes, freshly initialised (a checkpoint is loaded
+// into it afterwards): an encoder with the task's head, or a decoder for
+// causal_lm. `names` gets the head's output names (id2label).
+absl::StatusOr<model::ModelPtr> MakeModel(const common::JobConfig& c, const text::Tokenizer& tok, const task::Task& task,
+                                          const data::LabelMap& labels, const model::MethodConfig& method,
+                                          std::vector<std::string>* names) {
+  ATTUNE_ASSIGN_OR_RETURN(const std::string model_type, ModelType(c));
+  ATTUNE_RETURN_IF_ERROR(CheckModelFitsTask(c, model_type, task));
+  const bool decoder = model::DecoderConfig::IsDecoderType(model_type);
+  const std::string where = c.model_path.empty() ? "model.config" : c.ShownPath(c.model_path) + "/config.json";
+  *names = task.OutputNames(labels);
+  int64_t positions = 0, vocab = 0;
+  model::ModelPtr out;
+  if (decoder) {
+    std::string text = DecoderConfigJson(c, tok);
+    if (!c.model_path.empty()) {
+      ATTUNE_ASSIGN_OR_RETURN(text, common::ReadFile(c.model_path + "/config.json", 1 << 20));
+    }
+    ATTUNE_ASSIGN_OR_RETURN(model::DecoderConfig dc, model::DecoderConfig::FromJson(text, where));
+    positions = dc.max_position_embeddings;
+    vocab = dc.vocab_size;
+    ATTUNE_ASSIGN_OR_RETURN(model::DecoderLm m, model::CreateDecoder(dc, method, static_cast<uint64_t>(c.seed)));
+    out = m.ptr();
+  } else {
+    model::BertConfig bc;
+    if (!c.model_path.empty()) {
+      ATTUNE_ASSIGN_OR_RETURN(std::string text, common::ReadFile(c.model_path + "/config.json", 1 << 20));
+      ATTUNE_ASSIGN_OR_RETURN(bc, model::BertConfig::FromJson(text, c.model_path + "/config.json"));
+    } else {
+      const auto& f = c.model_config;
+      bc.vocab_size = f.vocab_size > 0 ? f.vocab_size : tok.vocab_size();
+      bc.hidden_size = f.hidden_size;
+      bc.num_hidden_layers = f.num_hidden_layers;
+      bc.num_attention_heads = f.num_attention_heads;
+      bc.intermediate_size = f.intermediate_size;
+      bc.max_position_embeddings = f.max_position_embeddings;
+      bc.type_vocab_size = f.type_vocab_size;
+      bc.hidden_dropout_prob = f.hidden_dropout_prob;
+      bc.attention_probs_dropout_prob = f.attention_probs_dropout_prob;
+      bc.layer_norm_eps = f.layer_norm_eps;
+      bc.initializer_range = f.initializer_range;
+      bc.classifier_dropout = f.classifier_dropout;
+    }
+    if (method.type == model::Method::kLora) {
+      for (const auto& t : method.lora_targets) {
+        if (absl::EndsWith(t, "_proj")) {
+          return absl::InvalidArgumentError(absl::StrCat(
+              "method.lora.targets: '", t,
+              "' names a decoder's projection; BERT's targets are query, key, value, attention.output, intermediate, "
+              "output"));
+        }
+      }
+    }
+    bc.labels = *names;
+    bc.problem_type = task.problem_type();
+    bc.architecture = task.architecture();
+    positions = bc.max_position_embeddings;
+    vocab = bc.vocab_size;
+    ATTUNE_ASSIGN_OR_RETURN(model::BertClassifier m, model::CreateModel(bc, method, static_cast<uint64_t>(c.seed)));
+    out = m.ptr();
+  }
+  if (vocab < tok.vocab_size()) {
+    return absl::InvalidArgumentError(absl::StrFormat("model vocab_size %d is smaller than the vocabulary (%d tokens)",
+                                                      vocab, tok.vocab_size()));
+  }
+  if (positions < c.max_length) {
+    return absl::InvalidArgumentError(absl::StrFormat("data.max_length %d exceeds the model's max_position_embeddings %d",
+                                                      c.max_length, positions));
+  }
+  return out;
+}
+
+model::MethodConfig MakeMethod(const common::JobConfig& c, bool decoder) {
   model::MethodConfig m;
   m.type = *model::ParseMethod(c.method);
   m.lora_rank = c.lora_rank;
   m.lora_alpha = c.lora_alpha;
   m.lora_dropout = c.lora_dropout;
   m.lora_targets = c.lora_targets;
+  if (decoder && !c.lora_targets_given) m.lora_targets = model::DecoderLoraTargets();
   m.adapter_size = c.adapter_size;
   return m;
 }
@@ -265,7 +356,9 @@ absl::Status Engine::DoSetup() {
   task_ = task::MakeTask(c_.task);
   if (task_ == nullptr) return absl::InvalidArgumentError(absl::StrCat("task.type: unknown task '", c_.task, "'"));
   const task::Task& task = *task_;
-  if (!c_.model_path.empty() && c_.label_names.empty() &&
+  ATTUNE_ASSIGN_OR_RETURN(const std::string model_type, ModelType(c_));
+  ATTUNE_RETURN_IF_ERROR(CheckModelFitsTask(c_, model_type, task));
+  if (!c_.model_path.empty() && c_.label_names.empty() && !model::DecoderConfig::IsDecoderType(model_type) &&
       (task.label_kind() == data::LabelKind::kClass || task.label_kind() == data::LabelKind::kMultiLabel ||
        task.label_kind() == data::LabelKind::kTags)) {
     // A classifier checkpoint of the same problem with named labels keeps its
@@ -282,24 +375,48 @@ absl::Status Engine::DoSetup() {
   ATTUNE_ASSIGN_OR_RETURN(tokenizer_, MakeTokenizer(c_, data_.train));
   const text::Tokenizer& tok = *tokenizer_;
   ATTUNE_RETURN_IF_ERROR(task_->Configure(tok, c_));
-  ATTUNE_ASSIGN_OR_RETURN(model::BertConfig bc, MakeBertConfig(c_, tok, task, data_.labels));
-  outputs_ = static_cast<int>(bc.labels.size());
-  task_->SetOutputs(bc.labels);
+  model::MethodConfig method = MakeMethod(c_, model::DecoderConfig::IsDecoderType(model_type));
+  std::vector<std::string> output_names;
+  ATTUNE_ASSIGN_OR_RETURN(model_, MakeModel(c_, tok, task, data_.labels, method, &output_names));
+  outputs_ = static_cast<int>(output_names.size());
+  task_->SetOutputs(output_names);
   loss_units_ = task.LossUnitsPerExample(outputs_);
   auto t_enc = Clock::now();
-  train_ = task.Encode(tok, data_.train, static_cast<int>(c_.max_length));
-  val_ = task.Encode(tok, data_.validation, static_cast<int>(c_.max_length));
+  task::EncodeReport train_report, val_report;
+  train_ = task.Encode(tok, data_.train, static_cast<int>(c_.max_length), &train_report);
+  val_ = task.Encode(tok, data_.validation, static_cast<int>(c_.max_length), &val_report);
+  if (!train_report.dropped.empty() || !val_report.dropped.empty() || train_report.truncated > 0 ||
+      val_report.truncated > 0 || train_report.sequences != train_report.examples) {
+    // What encoding dropped, cut or packed, beside what cleaning did.
+    auto report = nlohmann::json::parse(data_.report_json);
+    report["train_encoding"] = train_report.ToJson();
+    report["validation_encoding"] = val_report.ToJson();
+    data_.report_json = report.dump(2);
+    if (rank_ == 0) ATTUNE_RETURN_IF_ERROR(common::WriteFileAtomic(c_.output_dir + "/data_report.json", data_.report_json));
+    for (const auto* r : {&train_report, &val_report}) {
+      for (const auto& [reason, n] : r->dropped) {
+        auto first = r->first_error.find(reason);
+        LOG(WARNING) << "job=" << c_.name << " rank=" << rank_ << " dropped " << n << " "
+                     << (r == &train_report ? "training" : "validation") << " examples: " << reason
+                     << (first == r->first_error.end() ? "" : " (first: " + first->second + ")");
+      }
+    }
+  }
   if (train_.empty() || val_.empty()) {
+    const task::EncodeReport& r = train_.empty() ? train_report : val_report;
+    std::string why;
+    for (const auto& [reason, n] : r.dropped) {
+      auto first = r.first_error.find(reason);
+      absl::StrAppend(&why, why.empty() ? ": dropped " : ", ", n, " ", reason,
+                      first == r.first_error.end() ? "" : " (" + first->second + ")");
+    }
     return absl::InvalidArgumentError(absl::StrCat("data: no ", train_.empty() ? "training" : "validation",
-                                                   " sequences after encoding"));
+                                                   " sequences after encoding", why));
   }
   LOG(INFO) << absl::StrFormat("job=%s rank=%d tokenized %d train and %d validation examples in %.2f s", c_.name,
                                rank_, train_.size(), val_.size(),
                                std::chrono::duration<double>(Clock::now() - t_enc).count());
 
-  model::MethodConfig method = MakeMethod(c_);
-  ATTUNE_ASSIGN_OR_RETURN(model::BertClassifier bert, model::CreateModel(bc, method, static_cast<uint64_t>(c_.seed)));
-  model_ = bert.ptr();
   if (!c_.model_path.empty()) {
     std::vector<std::string> fresh;
     ATTUNE_ASSIGN_OR_RETURN(model::HfWeights weights, model::ReadHfWeights(c_.model_path));
@@ -353,7 +470,7 @@ absl::Status Engine::DoSetup() {
   stopper_.emplace(maximize, c_.early_stopping_patience, c_.early_stopping_min_delta);
   mask_id_ = tok.special().mask;
 
-  const WeightsMeaning meaning{bc.labels, VocabularyFingerprint(tok.vocab())};
+  const WeightsMeaning meaning{output_names, VocabularyFingerprint(tok.vocab())};
   s_.sampler = sampler_->state();
   if (o_.resume) {
     ATTUNE_ASSIGN_OR_RETURN(const bool resumed, checkpointer_->Resume(meaning, *model_, *opt_, &s_, &best_));

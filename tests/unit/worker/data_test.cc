@@ -74,7 +74,7 @@ TEST_F(DataTest, PlainTextIsOneRecordPerParagraphAndHasNoLabels) {
   EXPECT_EQ(*(*d)[2].text, "bee");
   // Labelled tasks cannot read it; an oversized paragraph names its line.
   EXPECT_THAT(ReadRecords(path, {}), StatusIs(absl::StatusCode::kInvalidArgument,
-                                              "only task masked_lm reads it"));
+                                              "only tasks masked_lm and causal_lm (data.format text) read it"));
   o.max_field_bytes = 20;
   EXPECT_THAT(ReadRecords(path, o), StatusIs(absl::StatusCode::kInvalidArgument,
                                              "p.txt:2: paragraph exceeds the 20-byte field limit"));

@@ -1,0 +1,380 @@
+// task causal_lm on a tiny random Llama 3.1-shaped decoder (make_tiny_decoder.py)
+// carrying the real Llama 3.1 tokenizer and chat template that npm ships,
+// driven in-process (NOTE [engine phases]):
+// - the first step's loss equals an independent float64 forward pass's
+//   token-weighted loss over the assistant tokens `attune tokenize` marks
+//   (causal_lm_loss_reference.py);
+// - one optimizer step over the same conversations of uneven lengths, taken
+//   as one batch, as four accumulated micro-batches, over two ranks, or
+//   packed into shared sequences, gives the same losses and parameters (to
+//   1e-6 in fp32): the loss is normalised by the step's trained tokens,
+//   whatever the split;
+// - malformed conversations are dropped and counted with their lines, and a
+//   from-scratch decoder (model.config + model.tokenizer) trains, exports a
+//   directory that attune predict reads, and reports the bigram baseline.
+
+#include <algorithm>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+#include <torch/torch.h>
+
+#include "absl/strings/str_cat.h"
+#include "common/job_config.h"
+#include "common/testing/status_matchers.h"
+#include "tests/testing/json_lines.h"
+#include "tests/testing/process.h"
+#include "worker/comm/fake_communicator.h"
+#include "worker/model/hf_checkpoint.h"
+#include "worker/train/engine.h"
+
+namespace attune::worker::train {
+namespace {
+
+using ::attune::testing::Bin;
+using ::attune::testing::Fixture;
+using ::attune::testing::IsOk;
+using ::attune::testing::NpmTokenizer;
+using ::attune::testing::ReadText;
+using ::attune::testing::RunCommand;
+using ::attune::testing::WriteText;
+using Json = nlohmann::json;
+
+// Conversations of uneven lengths: system turns in some, two exchanges in
+// others, answers from a few words to a few sentences.
+std::string Conversations(int n, int seed) {
+  const char* questions[] = {"What is the usual adult dose of aspirin for pain?", "Is a verbal agreement binding?",
+                             "What did revenue do in the third quarter?", "Define indemnity.",
+                             "What is hypertension, and how is it treated?"};
+  const char* answers[] = {"325 to 650 mg every four hours, at most 4 g a day.", "Often, yes.",
+                           "It rose 12% on the year, driven by the lending book and lower funding costs; margins "
+                           "widened by 30 basis points.",
+                           "A promise to cover another party's loss.", "High blood pressure. Lifestyle changes first."};
+  std::string out;
+  for (int i = 0; i < n; ++i) {
+    const int k = (i * 3 + seed) % 5;
+    Json messages = Json::array();
+    if (i % 3 == 0) messages.push_back({{"role", "system"}, {"content", "You are a careful assistant."}});
+    messages.push_back({{"role", "user"}, {"content", absl::StrCat(questions[k], " (case ", i, ")")}});
+    messages.push_back({{"role", "assistant"}, {"content", answers[k]}});
+    if (i % 4 == 1) {
+      messages.push_back({{"role", "user"}, {"content", "And in short?"}});
+      messages.push_back({{"role", "assistant"}, {"content", answers[(k + 1) % 5]}});
+    }
+    out += Json{{"messages", messages}}.dump() + "\n";
+  }
+  return out;
+}
+
+class CausalLmTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto made = RunCommand("/usr/bin/python3 " + Fixture("make_tiny_decoder.py") + " " + model_ +
+                           " --arch llama3 --tokenizer " + NpmTokenizer("tokenizer-llama3_1") + " --eos 128009");
+    ASSERT_EQ(made.exit_code, 0) << made.output;
+    WriteText(dir_ / "train.jsonl", Conversations(8, 0));
+    WriteText(dir_ / "valid.jsonl", Conversations(4, 2));
+  }
+
+  common::JobConfig Config(const std::string& out) const {
+    common::JobConfig c;
+    c.name = "clm";
+    c.task = "causal_lm";
+    c.model_path = model_;
+    c.train_path = dir_ / "train.jsonl";
+    c.validation_path = dir_ / "valid.jsonl";
+    c.max_length = 128;
+    c.batch_size = 8;
+    c.epochs = 3;
+    c.learning_rate = 1e-3;
+    c.weight_decay = 0.01;
+    c.eval_baseline = false;
+    c.output_dir = dir_ / out;
+    return c;
+  }
+  static std::vector<std::pair<std::string, torch::Tensor>> Parameters(Engine& e) {
+    std::vector<std::pair<std::string, torch::Tensor>> out;
+    for (auto& [name, t] : e.model()->NamedParameters()) out.emplace_back(name, t.detach().clone());
+    return out;
+  }
+  // Runs `c` (on `world` ranks of a FakeGroup) to the end, exported; rank 0's engine.
+  std::unique_ptr<Engine> Train(const common::JobConfig& c, int world = 1) {
+    comm::FakeGroup group(world);
+    std::vector<std::unique_ptr<comm::Communicator>> comms;
+    std::vector<TrainerOptions> options(static_cast<size_t>(world));
+    std::vector<std::unique_ptr<Engine>> ranks;
+    for (int r = 0; r < world; ++r) {
+      options[static_cast<size_t>(r)].resume = false;
+      if (world > 1) {
+        comms.push_back(group.Rank(r));
+        options[static_cast<size_t>(r)].communicator = comms.back().get();
+      }
+      ranks.push_back(std::make_unique<Engine>(c, options[static_cast<size_t>(r)], nullptr));
+    }
+    auto run = [](Engine& e) -> absl::Status {
+      if (auto s = e.Setup(); !s.ok()) return s;
+      while (!e.Done()) {
+        if (auto s = e.Step(); !s.ok()) return s;
+      }
+      return e.Finish().status();
+    };
+    std::vector<absl::Status> got(static_cast<size_t>(world));
+    std::vector<std::thread> others;
+    for (int r = 1; r < world; ++r) others.emplace_back([&, r] { got[static_cast<size_t>(r)] = run(*ranks[static_cast<size_t>(r)]); });
+    got[0] = run(*ranks[0]);
+    for (auto& t : others) t.join();
+    for (const auto& s : got) EXPECT_THAT(s, IsOk());
+    return std::move(ranks[0]);
+  }
+
+  attune::testing::TempDir dir_{"causal_lm"};
+  std::string model_ = dir_ / "model";
+};
+
+TEST_F(CausalLmTest, TheFirstStepsLossIsTheReferencesTokenWeightedLoss) {
+  auto tok = RunCommand(Bin("attune") + " tokenize --model " + model_ + " --input " + (dir_ / "train.jsonl") +
+                        " --output " + (dir_ / "tokenized.jsonl"));
+  ASSERT_EQ(tok.exit_code, 0) << tok.output;
+  auto ref = RunCommand("/usr/bin/python3 " + Fixture("causal_lm_loss_reference.py") + " " + model_ + " " +
+                        (dir_ / "tokenized.jsonl"));
+  ASSERT_EQ(ref.exit_code, 0) << ref.output;
+  const Json expected = Json::parse(ref.output.substr(ref.output.rfind('{')));
+
+  common::JobConfig c = Config("first");
+  c.max_steps = 1;
+  auto e = Train(c);
+  ASSERT_FALSE(e->state().train_loss.empty());
+  EXPECT_NEAR(e->state().train_loss.front().second, expected["loss"].get<double>(), 1e-5) << expected;
+  EXPECT_GT(expected["tokens"].get<int>(), 100) << expected;
+}
+
+TEST_F(CausalLmTest, AccumulationRanksAndPackingTakeTheSameSteps) {
+  // AdamW divides each gradient by its root mean square plus epsilon: with
+  // the default 1e-8 a gradient that is zero but for rounding (1e-11) moves
+  // its weight by lr * 1e-3. A larger epsilon keeps rounding at its own
+  // size, so that what differs is only what the split of the step changes.
+  auto config = [&](const std::string& out) {
+    common::JobConfig c = Config(out);
+    c.adam_epsilon = 1e-6;
+    return c;
+  };
+  auto one = Train(config("one"));
+  const auto reference = Parameters(*one);
+  const auto losses = one->state().train_loss;
+  ASSERT_EQ(losses.size(), 3u);
+
+  common::JobConfig accumulated = config("accumulated");
+  accumulated.batch_size = 2;
+  accumulated.gradient_accumulation_steps = 4;
+  common::JobConfig two_ranks = config("two_ranks");
+  two_ranks.batch_size = 4;
+  common::JobConfig packed = config("packed");
+  packed.packing = true;
+  packed.max_length = 128;
+  for (const auto& [name, c, world] : {std::tuple<std::string, common::JobConfig, int>{"accumulation 4", accumulated, 1},
+                                       {"two ranks", two_ranks, 2},
+                                       {"packed", packed, 1}}) {
+    auto e = Train(c, world);
+    ASSERT_EQ(e->state().train_loss.size(), losses.size()) << name;
+    for (size_t i = 0; i < losses.size(); ++i) {
+      // fp32 holds a loss of about 12 to 1e-6.
+      EXPECT_NEAR(e->state().train_loss[i].second, losses[i].second, 1e-6 * std::abs(losses[i].second))
+          << name << " step " << i + 1;
+    }
+    const auto got = Parameters(*e);
+    ASSERT_EQ(got.size(), reference.size());
+    double worst = 0;
+    for (size_t i = 0; i < got.size(); ++i) {
+      worst = std::max(worst, (got[i].second - reference[i].second).abs().max().item<double>());
+    }
+    EXPECT_LT(worst, 1e-6) << name;
+  }
+  // Packing put the eight conversations into fewer sequences.
+  const Json report = Json::parse(ReadText(dir_ / "packed/data_report.json"));
+  EXPECT_EQ(report["train_encoding"]["examples"], 8) << report;
+  EXPECT_LT(report["train_encoding"]["sequences"].get<int>(), 8) << report;
+}
+
+TEST_F(CausalLmTest, MalformedConversationsAreDroppedAndCountedWithTheirLines) {
+  std::string train = Conversations(8, 0);
+  train += R"({"messages": [{"role": "user", "content": "no answer"}]})" "\n";                          // line 9
+  train += R"({"messages": [{"role": "robot", "content": "x"}, {"role": "assistant", "content": "y"}]})" "\n";  // 10
+  train += R"({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": ""}]})" "\n";   // 11
+  train += R"({"messages": "not a list"})" "\n";                                                                // 12
+  train += R"({"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a", "weight": 0}]})" "\n";  // 13
+  WriteText(dir_ / "train.jsonl", train);
+  common::JobConfig c = Config("drops");
+  c.max_steps = 1;
+  Train(c);
+  const Json report = Json::parse(ReadText(dir_ / "drops/data_report.json"));
+  const Json& enc = report["train_encoding"];
+  EXPECT_EQ(enc["examples"], 8) << enc;
+  EXPECT_EQ(enc["dropped"], (Json{{"no_assistant_turn", 2}, {"unknown_role", 1}, {"empty_assistant_content", 1},
+                                  {"malformed_conversation", 1}}))
+      << enc;
+  EXPECT_EQ(enc["sample_lines"]["no_assistant_turn"], (Json{9, 13})) << enc;
+  EXPECT_EQ(enc["sample_lines"]["unknown_role"], (Json{10})) << enc;
+}
+
+TEST_F(CausalLmTest, AConversationCutBeforeItsFirstAnswerIsDroppedAndOneCutAfterIsTrained) {
+  // Where each conversation's first trained token lies, from attune tokenize.
+  auto tok = RunCommand(Bin("attune") + " tokenize --model " + model_ + " --input " + (dir_ / "train.jsonl") +
+                        " --output " + (dir_ / "tokenized.jsonl"));
+  ASSERT_EQ(tok.exit_code, 0) << tok.output;
+  std::vector<size_t> first, length;
+  for (const auto& line : attune::testing::JsonLines(ReadText(dir_ / "tokenized.jsonl"))) {
+    const auto mask = line["assistant_mask"].get<std::vector<int>>();
+    first.push_back(static_cast<size_t>(std::find(mask.begin() + 1, mask.end(), 1) - mask.begin()));
+    length.push_back(mask.size());
+  }
+  // A cut between the earliest and the latest first answer.
+  const size_t lo = *std::min_element(first.begin(), first.end()), hi = *std::max_element(first.begin(), first.end());
+  ASSERT_LT(lo + 1, hi);
+  const size_t max_length = (lo + hi) / 2 + 1;
+  int dropped = 0, truncated = 0;
+  for (size_t i = 0; i < first.size(); ++i) {
+    dropped += first[i] >= max_length;
+    truncated += first[i] < max_length && length[i] > max_length;
+  }
+  ASSERT_GT(dropped, 0);
+  common::JobConfig c = Config("cut");
+  c.max_length = static_cast<int64_t>(max_length);
+  c.max_steps = 1;
+  c.validation_path.clear();
+  c.validation_split = 0.25;
+  WriteText(dir_ / "train.jsonl", Conversations(8, 0) + Conversations(8, 0));
+  c.drop_duplicates = false;
+  Train(c);
+  const Json report = Json::parse(ReadText(dir_ / "cut/data_report.json"));
+  const Json& train = report["train_encoding"];
+  const Json& valid = report["validation_encoding"];
+  EXPECT_EQ(train["dropped"].value("no_trained_token_within_max_length", 0) +
+                valid["dropped"].value("no_trained_token_within_max_length", 0),
+            2 * dropped)
+      << report;
+  EXPECT_EQ(train["truncated"].get<int>() + valid["truncated"].get<int>(), 2 * truncated) << report;
+}
+
+TEST_F(CausalLmTest, AFromScratchDecoderTrainsExportsAndReportsTheBigramBaseline) {
+  const std::string spec = "name: scratch\ntask: {type: causal_lm}\n"
+                           "model:\n  config: {model_type: llama, hidden_size: 32, num_hidden_layers: 2, "
+                           "num_attention_heads: 4, num_key_value_heads: 2, intermediate_size: 64, "
+                           "max_position_embeddings: 128, tie_word_embeddings: true}\n"
+                           "  tokenizer: " + NpmTokenizer("tokenizer-llama3_1") + "\n"
+                           "data: {train: " + (dir_ / "train.jsonl") + ", validation: " + (dir_ / "valid.jsonl") +
+                           ", max_length: 128}\n"
+                           "hyperparameters: {epochs: 2, batch_size: 4, learning_rate: 1.0e-3, seed: 5}\n"
+                           "output_dir: " + (dir_ / "scratch") + "\n";
+  WriteText(dir_ / "scratch.yaml", spec);
+  auto r = RunCommand(Bin("attune-worker") + " train --spec " + (dir_ / "scratch.yaml"), 300);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const Json config = Json::parse(ReadText(dir_ / "scratch/model/config.json"));
+  EXPECT_EQ(config["model_type"], "llama");
+  EXPECT_EQ(config["architectures"], Json::array({"LlamaForCausalLM"}));
+  EXPECT_EQ(config["vocab_size"], 128256);
+  EXPECT_EQ(config["tie_word_embeddings"], true);
+  const Json generation = Json::parse(ReadText(dir_ / "scratch/model/generation_config.json"));
+  EXPECT_EQ(generation["bos_token_id"], 128000) << generation;
+  const Json report = Json::parse(ReadText(dir_ / "scratch/eval_report.json"));
+  EXPECT_EQ(report["task"], "causal_lm");
+  for (const char* k : {"loss", "perplexity", "token_accuracy", "trained_tokens"}) {
+    EXPECT_TRUE(report["final"].contains(k)) << k << " " << report["final"];
+  }
+  EXPECT_NEAR(report["final"]["perplexity"].get<double>(), std::exp(report["final"]["loss"].get<double>()), 1e-6);
+  EXPECT_EQ(report["trivial_baseline"]["method"], "bigram") << report;
+  // The export loads for inference: log-probabilities of the validation texts.
+  WriteText(dir_ / "q.jsonl", R"({"text": "What is hypertension?"})" "\n");
+  auto p = RunCommand(Bin("attune") + " predict --model " + (dir_ / "scratch/model") + " --input " +
+                      (dir_ / "q.jsonl") + " --logprobs --output " + (dir_ / "lp.jsonl"));
+  ASSERT_EQ(p.exit_code, 0) << p.output;
+  const auto lines = attune::testing::JsonLines(ReadText(dir_ / "lp.jsonl"));
+  ASSERT_EQ(lines.size(), 1u);
+  EXPECT_EQ(lines[0]["logprobs"].size() + 1, lines[0]["ids"].size());
+}
+
+// method lora on a decoder: PEFT-initialised branches on every projection
+// (the default targets), the base frozen, the first step's loss the base
+// model's; the merged export and the unmerged PEFT adapter (task_type
+// CAUSAL_LM, names under base_model.model.) give the same log-probabilities.
+TEST_F(CausalLmTest, LoraTrainsOnlyItsBranchesAndBothExportsScoreAlike) {
+  common::JobConfig full = Config("full");
+  full.max_steps = 1;
+  auto f = Train(full);
+  common::JobConfig lora = Config("lora");
+  lora.method = "lora";
+  lora.lora_rank = 4;
+  lora.lora_alpha = 8;
+  lora.learning_rate = 1e-2;
+  auto l = Train(lora);
+  EXPECT_NEAR(l->state().train_loss.front().second, f->state().train_loss.front().second, 1e-6);
+  int branches = 0;
+  for (auto& [name, t] : l->model()->NamedParameters()) {
+    const bool branch = name.find(".lora_") != std::string::npos;
+    EXPECT_EQ(t.requires_grad(), branch) << name;
+    branches += branch;
+  }
+  EXPECT_EQ(branches, 2 * 7 * 2);  // A and B on 7 projections in each of 2 layers
+  // The base weights are those the checkpoint holds.
+  auto start = model::LoadHfModel(model_);
+  ASSERT_THAT(start.status(), IsOk());
+  std::map<std::string, torch::Tensor> initial;
+  for (auto& [name, t] : (*start)->NamedParameters()) initial[name] = t;
+  for (auto& [name, t] : l->model()->NamedParameters()) {
+    if (name.find(".lora_") == std::string::npos) {
+      EXPECT_TRUE(torch::equal(t, initial.at(name))) << name;
+    }
+  }
+
+  lora.merge_lora = false;
+  lora.output_dir = dir_ / "lora_unmerged";
+  Train(lora);
+  const Json ac = Json::parse(ReadText(dir_ / "lora_unmerged/model/adapter_config.json"));
+  EXPECT_EQ(ac["task_type"], "CAUSAL_LM") << ac;
+  EXPECT_EQ(ac["peft_type"], "LORA") << ac;
+  EXPECT_EQ(ac["r"], 4);
+  EXPECT_EQ(ac["target_modules"],
+            Json::array({"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}))
+      << ac;
+  WriteText(dir_ / "q.jsonl", R"({"text": "What is the usual adult dose of aspirin for pain?"})" "\n");
+  auto logprobs = [&](const std::string& model) {
+    auto p = RunCommand(Bin("attune") + " predict --model " + model + " --input " + (dir_ / "q.jsonl") +
+                        " --logprobs --output -");
+    EXPECT_EQ(p.exit_code, 0) << p.output;
+    return Json::parse(p.output.substr(p.output.find('{'), p.output.find('\n', p.output.find('{')) - p.output.find('{')));
+  };
+  const Json merged = logprobs(dir_ / "lora/model"), unmerged = logprobs(dir_ / "lora_unmerged/model"),
+             base = logprobs(model_);
+  ASSERT_EQ(merged["logprobs"].size(), unmerged["logprobs"].size());
+  double worst = 0, moved = 0;
+  for (size_t i = 0; i < merged["logprobs"].size(); ++i) {
+    worst = std::max(worst, std::abs(merged["logprobs"][i].get<double>() - unmerged["logprobs"][i].get<double>()));
+    moved = std::max(moved, std::abs(merged["logprobs"][i].get<double>() - base["logprobs"][i].get<double>()));
+  }
+  EXPECT_LT(worst, 1e-4);
+  EXPECT_GT(moved, 1e-3) << "LoRA training changed nothing";
+}
+
+TEST_F(CausalLmTest, AnEncoderTaskOnADecoderAndCausalLmOnAnEncoderAreRefusedByName) {
+  common::JobConfig c = Config("wrong");
+  c.task = "sequence_classification";
+  Engine e(c, TrainerOptions{}, nullptr);
+  absl::Status s = e.Setup();
+  EXPECT_FALSE(s.ok());
+  EXPECT_NE(std::string(s.message()).find("trains with task.type causal_lm"), std::string::npos) << s;
+
+  common::JobConfig encoder = Config("encoder");
+  encoder.model_path.clear();
+  encoder.has_model_config = true;  // BERT's keys: no model_type
+  Engine e2(encoder, TrainerOptions{}, nullptr);
+  s = e2.Setup();
+  EXPECT_FALSE(s.ok());
+  EXPECT_NE(std::string(s.message()).find("task.type causal_lm trains a decoder"), std::string::npos) << s;
+}
+
+}  // namespace
+}  // namespace attune::worker::train
