@@ -217,6 +217,8 @@ absl::Status ValidateJobConfig(const JobConfig& c) {
           absl::StrCat("'", c.train_on, "' is not one of assistant, all"));
     check(c.init_embeddings.empty(), "model.init_embeddings", "does not apply to causal_lm");
   } else {
+    check(!c.gradient_checkpointing, "hyperparameters.gradient_checkpointing",
+          "decoders only (task causal_lm): BERT cannot recompute its activations yet");
     check(c.data_format.empty(), "data.format", "applies to task causal_lm only");
     check(!c.packing, "data.packing", "applies to task causal_lm only");
     check(c.train_on == "assistant", "task.train_on", "applies to task causal_lm only");

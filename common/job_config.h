@@ -93,6 +93,7 @@ struct JobConfig {
   double adam_beta1 = 0.9, adam_beta2 = 0.999, adam_epsilon = 1e-8;
   int64_t threads = 1;
   std::string precision = "fp32";  // fp32 | bf16
+  bool gradient_checkpointing = false;
   // evaluation
   int64_t eval_every_steps = 0;
   int64_t eval_batch_size = 64;

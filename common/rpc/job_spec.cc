@@ -338,6 +338,7 @@ JobConfig JobConfigFromProto(const v1::JobSpec& s) {
   }
   c.adapter_size = Or<int64_t>(m.adapter().size(), c.adapter_size);
   if (m.has_merge_lora()) c.merge_lora = m.merge_lora();
+  if (s.hyperparameters().has_gradient_checkpointing()) c.gradient_checkpointing = s.hyperparameters().gradient_checkpointing();
   const auto& h = s.hyperparameters();
   if (h.has_epochs()) c.epochs = h.epochs();
   c.max_steps = h.max_steps();

@@ -359,6 +359,49 @@ TEST_F(CausalLmTest, LoraTrainsOnlyItsBranchesAndBothExportsScoreAlike) {
   EXPECT_GT(moved, 1e-3) << "LoRA training changed nothing";
 }
 
+// NOTE [gradient checkpointing]: recomputing each layer in backward gives the
+// gradients of keeping its activations, for full fine-tuning and for LoRA
+// (whose first layer's input, the frozen embeddings, needs no gradient).
+TEST_F(CausalLmTest, GradientCheckpointingTakesTheSameSteps) {
+  for (const std::string method : {"full", "lora"}) {
+    common::JobConfig plain = Config("plain_" + method);
+    plain.method = method;
+    plain.learning_rate = 1e-2;
+    plain.adam_epsilon = 1e-6;
+    common::JobConfig checkpointed = plain;
+    checkpointed.output_dir = dir_ / ("checkpointed_" + method);
+    checkpointed.gradient_checkpointing = true;
+    auto a = Train(plain);
+    auto b = Train(checkpointed);
+    ASSERT_EQ(a->state().train_loss.size(), b->state().train_loss.size());
+    for (size_t i = 0; i < a->state().train_loss.size(); ++i) {
+      EXPECT_NEAR(a->state().train_loss[i].second, b->state().train_loss[i].second,
+                  1e-6 * std::abs(a->state().train_loss[i].second))
+          << method << " step " << i + 1;
+    }
+    const auto pa = Parameters(*a), pb = Parameters(*b);
+    ASSERT_EQ(pa.size(), pb.size());
+    double worst = 0, moved = 0;
+    for (size_t i = 0; i < pa.size(); ++i) {
+      worst = std::max(worst, (pa[i].second - pb[i].second).abs().max().item<double>());
+      if (pa[i].first == "model.layers.0.self_attn.q_proj.lora_B.weight") moved = pb[i].second.abs().max().item<double>();
+    }
+    EXPECT_LT(worst, 1e-6) << method;
+    if (method == "lora") {
+      EXPECT_GT(moved, 0) << "the first layer's LoRA branch was not trained";
+    }
+  }
+  // BERT cannot, and the spec check says so.
+  common::JobConfig encoder = Config("encoder_checkpointed");
+  encoder.task = "masked_lm";
+  encoder.model_path.clear();
+  encoder.has_model_config = true;
+  encoder.gradient_checkpointing = true;
+  absl::Status s = common::ValidateJobConfig(encoder);
+  EXPECT_NE(std::string(s.message()).find("hyperparameters.gradient_checkpointing: decoders only"), std::string::npos)
+      << s;
+}
+
 TEST_F(CausalLmTest, AnEncoderTaskOnADecoderAndCausalLmOnAnEncoderAreRefusedByName) {
   common::JobConfig c = Config("wrong");
   c.task = "sequence_classification";

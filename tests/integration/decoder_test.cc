@@ -7,6 +7,7 @@
 // weights this build cannot run are refused naming the file and the key.
 
 #include <fstream>
+#include <set>
 #include <string>
 
 #include <gtest/gtest.h>
@@ -229,6 +230,49 @@ TEST(DecoderLoadTest, APackedRowComputesEachExampleAsAlone) {
     // Without the numbering, b would see a: the check can fail.
     const torch::Tensor joined = (*loaded)->CausalLmLogits(packed_ids, packed_mask.gt(0).to(torch::kLong));
     EXPECT_GT((joined.narrow(1, 7, 4) - alone_b).abs().max().item<double>(), 1e-4) << flags;
+  }
+}
+
+// NOTE [gradient checkpointing]: with it on, a training forward's graph holds
+// one recomputing node per layer instead of the layers' operations, and
+// backward gives the same gradients.
+TEST(DecoderLoadTest, GradientCheckpointingRecomputesEachLayerAndGivesTheSameGradients) {
+  attune::testing::TempDir dir("decoder_checkpointing");
+  auto loaded = LoadHfModel(Make(dir, "--arch qwen3"));
+  ASSERT_THAT(loaded.status(), IsOk());
+  Model& m = **loaded;
+  m.train();
+  for (auto& [name, p] : m.NamedParameters()) p.set_requires_grad(true);
+  const torch::Tensor ids = torch::tensor({{5, 9, 17, 3, 40, 41, 8}, {11, 2, 60, 7, 0, 0, 0}}, torch::kLong);
+  const torch::Tensor mask = torch::tensor({{1, 1, 1, 1, 1, 1, 1}, {1, 1, 1, 1, 0, 0, 0}}, torch::kLong);
+  auto run = [&](bool checkpointing, int* recomputing) {
+    EXPECT_TRUE(m.SetGradientCheckpointing(checkpointing));
+    for (auto& [name, p] : m.NamedParameters()) p.mutable_grad() = torch::Tensor();
+    const torch::Tensor loss = m.CausalLmLogits(ids, mask).pow(2).mean();
+    // The graph's nodes, by name.
+    std::vector<torch::autograd::Node*> todo = {loss.grad_fn().get()};
+    std::set<torch::autograd::Node*> seen;
+    *recomputing = 0;
+    while (!todo.empty()) {
+      torch::autograd::Node* n = todo.back();
+      todo.pop_back();
+      if (n == nullptr || !seen.insert(n).second) continue;
+      *recomputing += n->name().find("LayerCheckpoint") != std::string::npos;
+      for (const auto& e : n->next_edges()) todo.push_back(e.function.get());
+    }
+    loss.backward();
+    std::vector<torch::Tensor> grads;
+    for (auto& [name, p] : m.NamedParameters()) grads.push_back(p.grad().clone());
+    return grads;
+  };
+  int plain_nodes = 0, checkpointed_nodes = 0;
+  const auto plain = run(false, &plain_nodes);
+  const auto checkpointed = run(true, &checkpointed_nodes);
+  EXPECT_EQ(plain_nodes, 0);
+  EXPECT_EQ(checkpointed_nodes, 2);  // one per layer
+  ASSERT_EQ(plain.size(), checkpointed.size());
+  for (size_t i = 0; i < plain.size(); ++i) {
+    EXPECT_LT((plain[i] - checkpointed[i]).abs().max().item<double>(), 1e-6) << i;
   }
 }
 

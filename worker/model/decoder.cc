@@ -4,6 +4,10 @@
 #include <cmath>
 #include <limits>
 
+#include <ATen/autocast_mode.h>
+#include <ATen/CPUGeneratorImpl.h>
+#include <torch/csrc/autograd/custom_function.h>
+
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 
@@ -15,6 +19,55 @@ torch::Tensor RotateHalf(const torch::Tensor& x) {
   const int64_t half = x.size(-1) / 2;
   return torch::cat({-x.narrow(-1, half, half), x.narrow(-1, 0, half)}, -1);
 }
+
+// NOTE [gradient checkpointing]: a decoder layer's forward runs without
+// keeping its activations; backward runs it again from its saved input (under
+// the autocast state and with the random state it first ran with) and
+// back-propagates through that, as PyTorch's reentrant checkpoint and HF's
+// gradient_checkpointing do. Parameter gradients accumulate in the inner
+// backward; the layer's input gradient is returned. An input that needs no
+// gradient (LoRA: frozen embeddings) is made a leaf that does, or the layer
+// would be skipped by backward and its LoRA branches never trained.
+class LayerCheckpoint : public torch::autograd::Function<LayerCheckpoint> {
+ public:
+  static torch::Tensor forward(torch::autograd::AutogradContext* ctx, torch::Tensor x, DecoderLayerImpl* layer,
+                               torch::Tensor cos, torch::Tensor sin, torch::Tensor allowed) {
+    ctx->saved_data["layer"] = reinterpret_cast<int64_t>(layer);
+    ctx->saved_data["autocast_cpu"] = at::autocast::is_cpu_enabled();
+    ctx->saved_data["autocast_cuda"] = at::autocast::is_enabled();
+    ctx->saved_data["rng"] = at::detail::getDefaultCPUGenerator().get_state();
+    ctx->save_for_backward({x, cos, sin, allowed});
+    return layer->forward(x, cos, sin, allowed);
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad) {
+    const auto saved = ctx->get_saved_variables();
+    auto* layer = reinterpret_cast<DecoderLayerImpl*>(ctx->saved_data["layer"].toInt());
+    torch::Tensor x = saved[0].detach().requires_grad_(true);
+    const bool cpu = ctx->saved_data["autocast_cpu"].toBool(), cuda = ctx->saved_data["autocast_cuda"].toBool();
+    const bool prev_cpu = at::autocast::is_cpu_enabled(), prev_cuda = at::autocast::is_enabled();
+    auto generator = at::detail::getDefaultCPUGenerator();
+    const torch::Tensor rng_now = generator.get_state();
+    generator.set_state(ctx->saved_data["rng"].toTensor());
+    at::autocast::set_cpu_enabled(cpu);
+    at::autocast::set_enabled(cuda);
+    at::autocast::increment_nesting();
+    torch::Tensor y;
+    {
+      torch::AutoGradMode on(true);
+      y = layer->forward(x, saved[1], saved[2], saved[3]);
+    }
+    // The bf16 copies of the weights made here must not outlive this pass:
+    // the optimizer is about to change the weights.
+    if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
+    at::autocast::set_cpu_enabled(prev_cpu);
+    at::autocast::set_enabled(prev_cuda);
+    generator.set_state(rng_now);
+    torch::autograd::backward({y}, {grad[0]});
+    return {x.grad(), torch::Tensor(), torch::Tensor(), torch::Tensor(), torch::Tensor()};
+  }
+};
 
 }  // namespace
 
@@ -254,7 +307,15 @@ torch::Tensor DecoderLmImpl::Hidden(const torch::Tensor& ids, const torch::Tenso
   if (config_.sliding_window > 0) allowed = allowed & (k_idx > q_idx - config_.sliding_window).unsqueeze(0);
   allowed = allowed | (k_idx == q_idx).unsqueeze(0);
   allowed = allowed.unsqueeze(1);  // [b, 1, t, past + t]
-  for (size_t i = 0; i < layers.size(); ++i) x = layers[i]->forward(x, cos, sin, allowed, cache, i);
+  const bool checkpoint = checkpointing_ && cache == nullptr && is_training() && torch::GradMode::is_enabled();
+  for (size_t i = 0; i < layers.size(); ++i) {
+    if (checkpoint) {
+      x = LayerCheckpoint::apply(x.requires_grad() ? x : x.detach().requires_grad_(true), layers[i].get(), cos, sin,
+                                 allowed);
+    } else {
+      x = layers[i]->forward(x, cos, sin, allowed, cache, i);
+    }
+  }
   if (cache != nullptr) {
     cache->mask = full_mask;
     cache->length = past + t;

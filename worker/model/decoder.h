@@ -116,6 +116,12 @@ class DecoderLmImpl : public Model {
   torch::Tensor LmLogits(const torch::Tensor& hidden);
 
   const DecoderConfig& config() const { return config_; }
+  // NOTE [gradient checkpointing] in decoder.cc: training forwards keep only
+  // each layer's input and recompute the layer in backward.
+  bool SetGradientCheckpointing(bool on) override {
+    checkpointing_ = on;
+    return true;
+  }
 
   torch::nn::Embedding embed_tokens{nullptr};
   std::vector<DecoderLayer> layers;
@@ -129,6 +135,7 @@ class DecoderLmImpl : public Model {
   std::vector<std::string> labels_;
   std::string problem_type_;
   torch::Tensor inv_freq_;  // [head_dim / 2], fp32 (a buffer, not a parameter)
+  bool checkpointing_ = false;
 };
 TORCH_MODULE(DecoderLm);
 

@@ -105,6 +105,9 @@ class Model : public torch::nn::Module {
   // Encode's output: logits [positions, vocab] predicting each next token, so
   // that training never holds [batch, seq, vocab].
   virtual torch::Tensor NextTokenLogits(const torch::Tensor& hidden, const torch::Tensor& positions) = 0;
+  // hyperparameters.gradient_checkpointing: recompute activations in backward
+  // instead of keeping them. False where the architecture cannot (BERT today).
+  virtual bool SetGradientCheckpointing(bool on) { return !on; }
 };
 
 using ModelPtr = std::shared_ptr<Model>;

@@ -437,6 +437,13 @@ absl::Status Engine::DoSetup() {
                                  model::CoverageLine(match.coverage),
                                  std::chrono::duration<double>(Clock::now() - t0).count());
   }
+  if (!model_->SetGradientCheckpointing(c_.gradient_checkpointing)) {
+    return absl::InvalidArgumentError(absl::StrCat("hyperparameters.gradient_checkpointing: ", model_->hf().architecture,
+                                                   " cannot recompute its activations (decoders can)"));
+  }
+  if (c_.gradient_checkpointing) {
+    LOG(INFO) << "job=" << c_.name << " rank=" << rank_ << " gradient checkpointing: each decoder layer is recomputed in backward";
+  }
   model_->to(device_);  // before the optimizer takes the parameters
   torch::manual_seed(static_cast<uint64_t>(c_.seed) + 1);  // dropout stream, independent of initialisation
   model_->train();
