@@ -250,15 +250,15 @@ TEST(DecoderLoadTest, GradientCheckpointingRecomputesEachLayerAndGivesTheSameGra
     for (auto& [name, p] : m.NamedParameters()) p.mutable_grad() = torch::Tensor();
     const torch::Tensor loss = m.CausalLmLogits(ids, mask).pow(2).mean();
     // The graph's nodes, by name.
-    std::vector<torch::autograd::Node*> todo = {loss.grad_fn().get()};
+    std::vector<torch::autograd::Node*> pending = {loss.grad_fn().get()};
     std::set<torch::autograd::Node*> seen;
     *recomputing = 0;
-    while (!todo.empty()) {
-      torch::autograd::Node* n = todo.back();
-      todo.pop_back();
+    while (!pending.empty()) {
+      torch::autograd::Node* n = pending.back();
+      pending.pop_back();
       if (n == nullptr || !seen.insert(n).second) continue;
       *recomputing += n->name().find("LayerCheckpoint") != std::string::npos;
-      for (const auto& e : n->next_edges()) todo.push_back(e.function.get());
+      for (const auto& e : n->next_edges()) pending.push_back(e.function.get());
     }
     loss.backward();
     std::vector<torch::Tensor> grads;

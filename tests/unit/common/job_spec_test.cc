@@ -282,7 +282,24 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"hyperparameters: {max_steps: 100000000000}", "hyperparameters.max_steps"},
         BadCase{"evaluation: {batch_size: 10000000}", "evaluation.batch_size"},
         BadCase{"checkpoint: {keep_last: 100000}", "checkpoint.keep_last"},
-        BadCase{"workers: {cpus_per_rank: 100000}", "workers.cpus_per_rank"}));
+        BadCase{"workers: {cpus_per_rank: 100000}", "workers.cpus_per_rank"},
+        // Decoders and causal_lm.
+        BadCase{"task: {type: causal_lm, train_on: everything}", "task.train_on: 'everything' is not one of"},
+        BadCase{"data: {train: t.jsonl, validation: v.jsonl, format: messages}", "data.format: applies to task causal_lm"},
+        BadCase{"data: {train: t.jsonl, validation: v.jsonl, packing: true}", "data.packing: applies to task causal_lm"},
+        BadCase{"model: {config: {model_type: gpt2}, tokenizer: tok}", "model.config.model_type: 'gpt2' is not one of"},
+        BadCase{"model: {config: {model_type: llama, num_attention_heads: 4, num_key_value_heads: 3}, tokenizer: tok}",
+                "model.config.num_key_value_heads: must divide"},
+        BadCase{"model: {config: {model_type: llama, head_dim: 7}, tokenizer: tok}", "model.config.head_dim"},
+        BadCase{"model: {config: {model_type: llama, rope_theta: -1}, tokenizer: tok}", "model.config.rope_theta"},
+        BadCase{"model: {config: {model_type: llama, rms_norm_eps: .nan}, tokenizer: tok}", "model.config.rms_norm_eps"},
+        BadCase{"model: {config: {model_type: llama}}", "model.tokenizer: is required"},
+        BadCase{"model: {config: {model_type: llama}, tokenizer: tok}", "a decoder trains with task.type causal_lm"},
+        BadCase{"model: {path: m, tokenizer: tok}", "model.tokenizer: only with a decoder"},
+        BadCase{"model: {config: {model_type: llama}, tokenizer: '" + std::string(5000, 't') + "'}",
+                "model.tokenizer: longer than 4096"},
+        BadCase{"hyperparameters: {gradient_checkpointing: true}", "hyperparameters.gradient_checkpointing: decoders only"},
+        BadCase{"method: {type: lora, lora: {targets: [q_proj, wq]}}", "method.lora.targets: 'wq'"}));
 
 TEST(JobSpecTest, TooManyLabelNamesAreRefused) {
   std::string labels;
