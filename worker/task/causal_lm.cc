@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <numeric>
 #include <unordered_map>
 
@@ -38,8 +39,8 @@ constexpr int64_t kIgnore = -100;
 // longer than max_length is cut from the end; one left with no trained token
 // is dropped and counted, as are malformed conversations (an unknown role, an
 // assistant message without content, no assistant turn to train). With
-// packing, conversations are packed into sequences of max_length (first fit,
-// longest first), each attending only to itself (NOTE [packed sequences]);
+// packing, conversations are packed into sequences of max_length (best fit
+// decreasing), each attending only to itself (NOTE [packed sequences]);
 // texts are concatenated and cut into max_length blocks, as HF run_clm
 // groups them.
 class CausalLm : public LanguageModelTask {
@@ -313,31 +314,34 @@ class CausalLm : public LanguageModelTask {
     return true;
   }
 
-  // Examples packed into sequences of at most max_length: longest first (ties
-  // in data order), each into the first sequence with room.
+  // Examples packed into sequences of at most max_length, best fit decreasing:
+  // longest first (ties in data order), each into the sequence it fills most
+  // closely (the fullest that has room), else into a new one.
+  // O(n log n).
   static std::vector<Encoded> Pack(std::vector<Encoded> examples, int max_length) {
     std::vector<size_t> order(examples.size());
     std::iota(order.begin(), order.end(), 0);
     std::stable_sort(order.begin(), order.end(),
                      [&](size_t a, size_t b) { return examples[a].ids.size() > examples[b].ids.size(); });
     std::vector<Encoded> out;
+    std::multimap<size_t, size_t> room;  // free tokens -> sequence, in creation order among equals
     for (size_t i : order) {
       Encoded& e = examples[i];
-      Encoded* into = nullptr;
-      for (auto& o : out) {
-        if (o.ids.size() + e.ids.size() <= static_cast<size_t>(max_length)) {
-          into = &o;
-          break;
-        }
-      }
-      if (into == nullptr) {
+      auto fit = room.lower_bound(e.ids.size());
+      size_t at;
+      if (fit == room.end()) {
+        at = out.size();
         out.emplace_back();
-        into = &out.back();
+      } else {
+        at = fit->second;
+        room.erase(fit);
       }
-      const int64_t segment = into->segments.empty() ? 1 : into->segments.back() + 1;
-      into->ids.insert(into->ids.end(), e.ids.begin(), e.ids.end());
-      into->piece_labels.insert(into->piece_labels.end(), e.piece_labels.begin(), e.piece_labels.end());
-      into->segments.insert(into->segments.end(), e.ids.size(), segment);
+      Encoded& into = out[at];
+      const int64_t segment = into.segments.empty() ? 1 : into.segments.back() + 1;
+      into.ids.insert(into.ids.end(), e.ids.begin(), e.ids.end());
+      into.piece_labels.insert(into.piece_labels.end(), e.piece_labels.begin(), e.piece_labels.end());
+      into.segments.insert(into.segments.end(), e.ids.size(), segment);
+      room.emplace(static_cast<size_t>(max_length) - into.ids.size(), at);
     }
     for (auto& o : out) o.types.assign(o.ids.size(), 0);
     return out;
