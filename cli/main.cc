@@ -35,6 +35,7 @@
 #include "cli/jobs.h"
 #include "cli/sweeps.h"
 #include "common/files.h"
+#include "common/text.h"
 #include "common/flags_compat.h"
 #include "common/spec_path.h"
 #include "common/rpc/tls.h"
@@ -268,15 +269,7 @@ int Tokenize() {
   if (!text.ok()) return fail(text.status());
   const bool gen = absl::GetFlag(FLAGS_add_generation_prompt);
   auto write = [&](std::ostream& out) -> absl::Status {
-    size_t start = 0;
-    int64_t line_no = 0;
-    while (start < text->size()) {
-      size_t end = text->find('\n', start);
-      if (end == std::string::npos) end = text->size();
-      ++line_no;
-      const std::string line = text->substr(start, end - start);
-      start = end + 1;
-      if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    return attune::common::ForEachLine(*text, [&](int64_t line_no, std::string_view line) -> absl::Status {
       auto record = nlohmann::ordered_json::parse(line, nullptr, false);
       if (record.is_discarded()) return absl::InvalidArgumentError(absl::StrCat(input, ":", line_no, ": not JSON"));
       auto got = attune::worker::text::TokenizeRecord(**tok, tmpl ? &*tmpl : nullptr, template_name, record, gen);
@@ -284,8 +277,8 @@ int Tokenize() {
         return absl::Status(got.status().code(), absl::StrCat(input, ":", line_no, ": ", got.status().message()));
       }
       out << got->dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace) << "\n";
-    }
-    return absl::OkStatus();
+      return absl::OkStatus();
+    });
   };
   absl::Status s = WriteTo(output, write);
   if (!s.ok()) return fail(s);

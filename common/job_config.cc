@@ -51,6 +51,7 @@ absl::Status ValidateJobConfig(const JobConfig& c) {
     check(c.tokenizer_path.empty(), "model.tokenizer", "only with a decoder's model.config (model.config.model_type)");
   }
   bounded_early(c.tokenizer_path, "model.tokenizer");
+  bounded_early(c.eval_multiple_choice_path, "evaluation.multiple_choice");
   if (c.has_model_config) {
     const auto& m = c.model_config;
     check(m.vocab_size >= 0 && m.vocab_size <= 1'000'000, "model.config.vocab_size", "must be in [0, 1000000]");
@@ -216,7 +217,13 @@ absl::Status ValidateJobConfig(const JobConfig& c) {
     check(c.train_on == "assistant" || c.train_on == "all", "task.train_on",
           absl::StrCat("'", c.train_on, "' is not one of assistant, all"));
     check(c.init_embeddings.empty(), "model.init_embeddings", "does not apply to causal_lm");
+    check(c.eval_generate_max_new_tokens >= 0 && c.eval_generate_max_new_tokens <= 4096,
+          "evaluation.generate.max_new_tokens", "must be in [1, 4096]");
+    check(c.eval_generate_max_new_tokens == 0 || c.data_format != "text", "evaluation.generate",
+          "needs prompts with reference answers: data.format messages, alpaca or prompt_completion, not text");
   } else {
+    check(c.eval_generate_max_new_tokens == 0, "evaluation.generate", "applies to task causal_lm only");
+    check(c.eval_multiple_choice_path.empty(), "evaluation.multiple_choice", "applies to task causal_lm only");
     check(!c.gradient_checkpointing, "hyperparameters.gradient_checkpointing",
           "decoders only (task causal_lm): BERT cannot recompute its activations yet");
     check(c.data_format.empty(), "data.format", "applies to task causal_lm only");
@@ -226,6 +233,11 @@ absl::Status ValidateJobConfig(const JobConfig& c) {
   if (!c.early_stopping_metric.empty() && task != nullptr) {
     check(FindMetric(*task, c.early_stopping_metric) != nullptr, "evaluation.early_stopping.metric",
           absl::StrCat("'", c.early_stopping_metric, "' is not a metric of ", task->name, " (", MetricNames(*task), ")"));
+    const std::string& m = c.early_stopping_metric;
+    check(!(m == "exact_match" || m == "rouge_l") || c.eval_generate_max_new_tokens != 0,
+          "evaluation.early_stopping.metric", absl::StrCat(m, " is computed only with evaluation.generate"));
+    check(!(m == "mc_accuracy" || m == "mc_accuracy_norm") || !c.eval_multiple_choice_path.empty(),
+          "evaluation.early_stopping.metric", absl::StrCat(m, " is computed only with evaluation.multiple_choice"));
     check(c.early_stopping_mode.empty() || c.early_stopping_mode == "max" || c.early_stopping_mode == "min",
           "evaluation.early_stopping.mode", "must be max or min");
     check(c.early_stopping_patience > 0 && c.early_stopping_patience <= 1'000'000, "evaluation.early_stopping.patience",

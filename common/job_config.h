@@ -98,6 +98,8 @@ struct JobConfig {
   int64_t eval_every_steps = 0;
   int64_t eval_batch_size = 64;
   bool eval_baseline = true;  // evaluation.baseline: the TF-IDF + logistic regression baseline
+  int64_t eval_generate_max_new_tokens = 0;  // evaluation.generate.max_new_tokens (0: no generation)
+  std::string eval_multiple_choice_path;     // evaluation.multiple_choice: a JSONL file of questions
   std::string early_stopping_metric;  // empty: off
   std::string early_stopping_mode;    // max | min
   int64_t early_stopping_patience = 3;

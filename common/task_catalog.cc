@@ -75,9 +75,17 @@ const std::vector<TaskInfo>& Tasks() {
            {"loss", false, "mean cross-entropy over the trained next tokens"},
            {"perplexity", false, "exp(loss)"},
            {"token_accuracy", true, "fraction of trained next tokens that are the model's top prediction"},
+           {"exact_match", true,
+            "evaluation.generate: fraction of greedy answers equal to the reference after SQuAD's normalisation"},
+           {"rouge_l", true, "evaluation.generate: mean ROUGE-L F1 of the greedy answers against the references"},
+           {"mc_accuracy", true,
+            "evaluation.multiple_choice: fraction of questions whose most likely choice is the answer"},
+           {"mc_accuracy_norm", true,
+            "evaluation.multiple_choice: the same with each choice's log-likelihood divided by its length in "
+            "characters"},
        },
        "loss",
-       {"perplexity", "token_accuracy"}},
+       {"perplexity", "token_accuracy", "exact_match", "rouge_l", "mc_accuracy"}},
   };
   return *tasks;
 }

@@ -121,4 +121,19 @@ bool IsWordOf(std::string_view s, std::string_view extra, size_t min_len, size_t
   return true;
 }
 
+absl::Status ForEachLine(std::string_view text, const std::function<absl::Status(int64_t, std::string_view)>& fn) {
+  size_t start = 0;
+  int64_t line_no = 0;
+  while (start < text.size()) {
+    size_t end = text.find('\n', start);
+    if (end == std::string_view::npos) end = text.size();
+    ++line_no;
+    const std::string_view line = text.substr(start, end - start);
+    start = end + 1;
+    if (line.find_first_not_of(" \t\r") == std::string_view::npos) continue;
+    if (absl::Status s = fn(line_no, line); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace attune::common

@@ -4,8 +4,11 @@
 // backtracking recurses per character and overflows the stack on long input.
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string_view>
+
+#include "absl/status/status.h"
 
 namespace attune::common {
 
@@ -27,5 +30,9 @@ std::optional<double> ParseFiniteDouble(std::string_view s);
 // Every character of `s` is in [A-Za-z0-9] or in `extra`, and its length is
 // in [min_len, max_len].
 bool IsWordOf(std::string_view s, std::string_view extra, size_t min_len, size_t max_len);
+
+// Calls fn(line number from 1, line) for each line of `text` (split at '\n')
+// that holds more than spaces, tabs and CRs; returns the first error fn gives.
+absl::Status ForEachLine(std::string_view text, const std::function<absl::Status(int64_t, std::string_view)>& fn);
 
 }  // namespace attune::common

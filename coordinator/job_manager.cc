@@ -189,6 +189,10 @@ std::vector<std::string> JobManager::InputProblems(const common::JobConfig& c) {
   if (!c.tokenizer_path.empty() && !fs::is_regular_file(fs::path(c.tokenizer_path) / "tokenizer.json", ec)) {
     bad.push_back(absl::StrCat("model.tokenizer: ", c.tokenizer_path, " holds no tokenizer.json"));
   }
+  if (!c.eval_multiple_choice_path.empty() && !fs::is_regular_file(c.eval_multiple_choice_path, ec)) {
+    bad.push_back(absl::StrCat("evaluation.multiple_choice: ", c.eval_multiple_choice_path,
+                               " does not exist or is not a file"));
+  }
   if (!c.vocab_path.empty() && !fs::is_regular_file(c.vocab_path, ec)) {
     bad.push_back(absl::StrCat("model.vocab: ", c.vocab_path, " does not exist or is not a file"));
   }
@@ -218,6 +222,7 @@ absl::Status JobManager::CheckPaths(const common::JobConfig& c) {
   check("model.path", c.model_path);
   check("model.vocab", c.vocab_path);
   check("model.tokenizer", c.tokenizer_path);
+  check("evaluation.multiple_choice", c.eval_multiple_choice_path);
   check("data.train", c.train_path);
   check("data.validation", c.validation_path);
   check("output_dir", c.output_dir);

@@ -19,5 +19,5 @@ Rscript -e "e<-new.env(); lazyLoad('$work/x/usr/lib/R/site-library/modeldata/dat
 # Rule-tagged named entities in the same texts -> examples/data/spdx_ner/{train.conll,valid.jsonl}
 /usr/bin/python3 tools/make_spdx_ner.py "$work/package/spdx-full.json" examples/data/spdx examples/data/spdx_ner
 
-# The same licences as chat conversations (causal_lm) -> examples/data/spdx_chat/{train,valid}.jsonl
+# The same licences as chat conversations (causal_lm) -> examples/data/spdx_chat/{train,valid,osi_choice}.jsonl
 /usr/bin/python3 tools/make_spdx_chat.py examples/data/spdx examples/data/spdx_chat

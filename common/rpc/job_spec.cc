@@ -361,6 +361,9 @@ JobConfig JobConfigFromProto(const v1::JobSpec& s) {
   c.eval_every_steps = e.every_steps();
   c.eval_batch_size = Or<int64_t>(e.batch_size(), c.eval_batch_size);
   if (e.has_baseline()) c.eval_baseline = e.baseline();
+  // An empty generate section asks for generation too: its bound is checked.
+  if (e.has_generate()) c.eval_generate_max_new_tokens = e.generate().max_new_tokens() ? e.generate().max_new_tokens() : -1;
+  c.eval_multiple_choice_path = e.multiple_choice();
   if (e.has_early_stopping()) {
     const TaskInfo* task = FindTask(c.task);  // unknown: refused by validation
     c.early_stopping_metric = Or<std::string>(e.early_stopping().metric(), task ? task->default_objective : "");

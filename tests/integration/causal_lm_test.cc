@@ -45,16 +45,19 @@ using ::attune::testing::RunCommand;
 using ::attune::testing::WriteText;
 using Json = nlohmann::json;
 
+const char* const kQuestions[] = {"What is the usual adult dose of aspirin for pain?", "Is a verbal agreement binding?",
+                                  "What did revenue do in the third quarter?", "Define indemnity.",
+                                  "What is hypertension, and how is it treated?"};
+const char* const kAnswers[] = {"325 to 650 mg every four hours, at most 4 g a day.", "Often, yes.",
+                                "It rose 12% on the year, driven by the lending book and lower funding costs; margins "
+                                "widened by 30 basis points.",
+                                "A promise to cover another party's loss.", "High blood pressure. Lifestyle changes first."};
+
 // Conversations of uneven lengths: system turns in some, two exchanges in
 // others, answers from a few words to a few sentences.
 std::string Conversations(int n, int seed) {
-  const char* questions[] = {"What is the usual adult dose of aspirin for pain?", "Is a verbal agreement binding?",
-                             "What did revenue do in the third quarter?", "Define indemnity.",
-                             "What is hypertension, and how is it treated?"};
-  const char* answers[] = {"325 to 650 mg every four hours, at most 4 g a day.", "Often, yes.",
-                           "It rose 12% on the year, driven by the lending book and lower funding costs; margins "
-                           "widened by 30 basis points.",
-                           "A promise to cover another party's loss.", "High blood pressure. Lifestyle changes first."};
+  const auto& questions = kQuestions;
+  const auto& answers = kAnswers;
   std::string out;
   for (int i = 0; i < n; ++i) {
     const int k = (i * 3 + seed) % 5;
@@ -103,13 +106,14 @@ class CausalLmTest : public ::testing::Test {
     return out;
   }
   // Runs `c` (on `world` ranks of a FakeGroup) to the end, exported; rank 0's engine.
-  std::unique_ptr<Engine> Train(const common::JobConfig& c, int world = 1) {
+  std::unique_ptr<Engine> Train(const common::JobConfig& c, int world = 1, bool eval_only = false) {
     comm::FakeGroup group(world);
     std::vector<std::unique_ptr<comm::Communicator>> comms;
     std::vector<TrainerOptions> options(static_cast<size_t>(world));
     std::vector<std::unique_ptr<Engine>> ranks;
     for (int r = 0; r < world; ++r) {
       options[static_cast<size_t>(r)].resume = false;
+      options[static_cast<size_t>(r)].eval_only = eval_only;
       if (world > 1) {
         comms.push_back(group.Rank(r));
         options[static_cast<size_t>(r)].communicator = comms.back().get();
@@ -417,6 +421,161 @@ TEST_F(CausalLmTest, AnEncoderTaskOnADecoderAndCausalLmOnAnEncoderAreRefusedByNa
   s = e2.Setup();
   EXPECT_FALSE(s.ok());
   EXPECT_NE(std::string(s.message()).find("task.type causal_lm trains a decoder"), std::string::npos) << s;
+}
+
+}  // namespace
+}  // namespace attune::worker::train
+
+namespace attune::worker::train {
+namespace {
+
+// evaluation.generate and evaluation.multiple_choice, checked through paths
+// that share nothing with the engine's: the export's greedy answers from
+// `attune predict` scored by text_metrics_reference.py (SQuAD's exact match,
+// rouge_score's ROUGE-L) give the report's exact_match and rouge_l; the
+// choices tokenised by `attune tokenize` and scored by
+// multiple_choice_reference.py's float64 forward pass give mc_accuracy and
+// mc_accuracy_norm. The export evaluated on one and on two ranks gives the
+// same figures, bit for bit.
+TEST_F(CausalLmTest, AnswersAndChoicesAreScoredAsPredictAndAReferenceScoreThemOnOneAndTwoRanks) {
+  // Questions in both forms: a question, and a conversation whose earlier
+  // answer is context (not scored).
+  std::string mc, choice_records;
+  for (int q = 0; q < 5; ++q) {
+    Json choices = Json::array();
+    for (int k = 0; k < 4; ++k) choices.push_back(kAnswers[(q + k * 2) % 5]);
+    const int answer = q % 4;
+    std::swap(choices[0], choices[static_cast<size_t>(answer)]);
+    Json line = {{"choices", choices}, {"answer", answer}};
+    Json context = Json::array();
+    if (q == 4) {
+      context = {{{"role", "user"}, {"content", kQuestions[0]}},
+                 {{"role", "assistant"}, {"content", kAnswers[0]}, {"weight", 0}},
+                 {{"role", "user"}, {"content", kQuestions[q]}}};
+      line["messages"] = context;
+      line["messages"][1].erase("weight");
+    } else {
+      line["question"] = kQuestions[q];
+      context = {{{"role", "user"}, {"content", kQuestions[q]}}};
+    }
+    mc += line.dump() + "\n";
+    for (const auto& choice : choices) {
+      Json messages = context;
+      messages.push_back({{"role", "assistant"}, {"content", choice}});
+      choice_records += Json{{"messages", messages}}.dump() + "\n";
+    }
+  }
+  WriteText(dir_ / "mc.jsonl", mc);
+  WriteText(dir_ / "choices.jsonl", choice_records);
+  auto config = [&](const std::string& out) {
+    common::JobConfig c = Config(out);
+    c.epochs = 12;
+    c.batch_size = 4;
+    c.learning_rate = 1e-2;
+    c.eval_batch_size = 2;  // two batches of prompts and of choices: one per rank
+    c.eval_generate_max_new_tokens = 12;
+    c.eval_multiple_choice_path = dir_ / "mc.jsonl";
+    return c;
+  };
+  Train(config("one"), 1);
+  common::JobConfig again = config("again");
+  again.model_path = dir_ / "one/model";
+  Train(again, 2, /*eval_only=*/true);
+  const Json one = Json::parse(ReadText(dir_ / "one/eval_report.json"));
+  const Json two = Json::parse(ReadText(dir_ / "again/eval_report.json"));
+  for (const char* k : {"exact_match", "rouge_l", "mc_accuracy", "mc_accuracy_norm"}) {
+    ASSERT_TRUE(one["final"].contains(k)) << k << " " << one["final"];
+    EXPECT_EQ(one["final"][k].get<double>(), two["final"][k].get<double>()) << k;
+  }
+  EXPECT_EQ(one["answers"]["answered"], 4) << one["answers"];
+  EXPECT_EQ(one["answers"]["questions"], 5) << one["answers"];
+  ASSERT_EQ(one["answers"]["samples"].size(), 4u) << one["answers"];
+  EXPECT_EQ(one["answers"], two["answers"]);
+  for (const char* k : {"exact_match", "rouge_l", "mc_accuracy"}) {
+    EXPECT_TRUE(one["trivial_baseline"].contains(k)) << k << " " << one["trivial_baseline"];
+  }
+
+  // The prompts as predict takes them: each validation conversation up to its last answer.
+  std::string prompts;
+  std::vector<std::string> references;
+  for (const auto& v : attune::testing::JsonLines(ReadText(dir_ / "valid.jsonl"))) {
+    Json messages = Json::parse(v["messages"].dump());
+    references.push_back(messages.back()["content"]);
+    messages.erase(messages.size() - 1);
+    prompts += Json{{"messages", messages}}.dump() + "\n";
+  }
+  WriteText(dir_ / "prompts.jsonl", prompts);
+  auto p = RunCommand(Bin("attune") + " predict --model " + (dir_ / "one/model") + " --input " +
+                      (dir_ / "prompts.jsonl") + " --max_new_tokens 12 --output " + (dir_ / "answers.jsonl"));
+  ASSERT_EQ(p.exit_code, 0) << p.output;
+  const auto answers = attune::testing::JsonLines(ReadText(dir_ / "answers.jsonl"));
+  ASSERT_EQ(answers.size(), references.size());
+  std::string pairs;
+  for (size_t i = 0; i < answers.size(); ++i) {
+    pairs += Json{{"prediction", answers[i]["generated_text"].get<std::string>()}, {"reference", references[i]}}.dump() +
+             "\n";
+    EXPECT_EQ(one["answers"]["samples"][i]["generated"].get<std::string>(),
+              answers[i]["generated_text"].get<std::string>())
+        << i;
+  }
+  WriteText(dir_ / "pairs.jsonl", pairs);
+  auto scored = RunCommand("/usr/bin/python3 " + Fixture("text_metrics_reference.py") + " " + (dir_ / "scored.json") +
+                           " " + (dir_ / "pairs.jsonl"));
+  ASSERT_EQ(scored.exit_code, 0) << scored.output;
+  double em = 0, rouge = 0;
+  for (const Json& x : Json::parse(ReadText(dir_ / "scored.json"))) {
+    em += x["exact_match"].get<double>();
+    rouge += x["rouge_l"].get<double>();
+  }
+  EXPECT_NEAR(one["final"]["exact_match"].get<double>(), em / 4, 1e-12) << pairs;
+  EXPECT_NEAR(one["final"]["rouge_l"].get<double>(), rouge / 4, 1e-12) << pairs;
+  // The model learnt something to answer with.
+  EXPECT_GT(rouge, 0) << pairs;
+
+  auto t = RunCommand(Bin("attune") + " tokenize --model " + (dir_ / "one/model") + " --input " +
+                      (dir_ / "choices.jsonl") + " --output " + (dir_ / "choices_tokenized.jsonl"));
+  ASSERT_EQ(t.exit_code, 0) << t.output;
+  auto ref = RunCommand("/usr/bin/python3 " + Fixture("multiple_choice_reference.py") + " " + (dir_ / "one/model") +
+                        " " + (dir_ / "choices_tokenized.jsonl") + " " + (dir_ / "mc.jsonl"));
+  ASSERT_EQ(ref.exit_code, 0) << ref.output;
+  const Json expected = Json::parse(ref.output);
+  EXPECT_EQ(one["final"]["mc_accuracy"].get<double>(), expected["mc_accuracy"].get<double>()) << expected;
+  EXPECT_EQ(one["final"]["mc_accuracy_norm"].get<double>(), expected["mc_accuracy_norm"].get<double>()) << expected;
+}
+
+// A bad multiple-choice file fails the job at setup, naming its line and what
+// is wrong; nothing is trained.
+TEST_F(CausalLmTest, ABadMultipleChoiceLineFailsTheJobAtSetupNamingTheLine) {
+  const std::string ok = R"({"question": "Is a verbal agreement binding?", "choices": ["Often, yes.", "No."], "answer": 0})";
+  const std::string long_choice(4000, 'x');
+  struct Case {
+    std::string line, expected;
+  };
+  for (const Case& bad : {Case{"not json", ":2: not a JSON object"},
+                          Case{R"({"question": "q", "choices": ["a"], "answer": 0})", ":2: needs \"choices\": a list of 2"},
+                          Case{R"({"question": "q", "choices": ["a", "b"], "answer": 2})", ":2: needs \"answer\""},
+                          Case{R"({"question": "q", "choices": ["a", "b"]})", ":2: needs \"answer\""},
+                          Case{R"({"question": "q", "messages": [], "choices": ["a", "b"], "answer": 0})",
+                               ":2: needs one of \"messages\""},
+                          Case{R"({"question": "q", "choices": ["a", ""], "answer": 0})",
+                               ":2: choices[1] must be a non-empty string"},
+                          Case{R"({"messages": [{"role": "robot", "content": "q"}], "choices": ["a", "b"], "answer": 0})",
+                               ":2: choices[0]: unknown_role"},
+                          Case{R"({"question": "q", "choices": ["a", ")" + long_choice + R"("], "answer": 0})",
+                               ":2: choices[1] does not fit data.max_length 128"}}) {
+    SCOPED_TRACE(bad.line.substr(0, 80));
+    WriteText(dir_ / "mc.jsonl", ok + "\n" + bad.line + "\n");
+    common::JobConfig c = Config("bad_mc");
+    c.eval_multiple_choice_path = dir_ / "mc.jsonl";
+    TrainerOptions o;
+    o.resume = false;
+    Engine e(c, o, nullptr);
+    const absl::Status s = e.Setup();
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument) << s;
+    EXPECT_NE(std::string(s.message()).find("evaluation.multiple_choice " + (dir_ / "mc.jsonl") + bad.expected),
+              std::string::npos)
+        << s;
+  }
 }
 
 }  // namespace

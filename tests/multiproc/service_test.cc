@@ -18,6 +18,7 @@
 
 #include "absl/strings/str_split.h"
 #include "common/task_catalog.h"
+#include "tests/testing/json_lines.h"
 #include "tests/testing/process.h"
 #include "tests/testing/task_data.h"
 #include "tests/testing/tcp_proxy.h"
@@ -258,6 +259,94 @@ TEST_F(ServiceTest, EveryTaskRunsThroughTheService) {
       EXPECT_EQ(j.value("baseline_method", ""), "") << j;  // no text baseline for these tasks
     }
   }
+}
+
+// A decoder through the service, as a domain team would run one: continued
+// pretraining on plain text, then chat SFT from its export (model.from_job),
+// each on two ranks of two agents over Gloo, the SFT job answering its
+// validation prompts and a multiple-choice file at every evaluation; the
+// figures the coordinator holds are the report's.
+TEST_F(ServiceTest, ADecoderPretrainedOnTextIsFineTunedOnConversationsThroughTheService) {
+  StartCoordinator();
+  StartAgents(2);
+  namespace fs = std::filesystem;
+  // Inputs must lie under the data root: the Llama 3.1 tokenizer is copied in.
+  fs::create_directories(dir_ / "tok");
+  for (const char* f : {"tokenizer.json", "tokenizer_config.json"}) {
+    fs::copy_file(testing::NpmTokenizer("tokenizer-llama3_1") + "/" + f, dir_ / ("tok/" + std::string(f)));
+  }
+  const char* facts[] = {"Aspirin eases pain and fever.", "A contract needs an offer and an acceptance.",
+                         "Revenue rose in the third quarter.", "Indemnity covers another party's loss.",
+                         "Hypertension is high blood pressure."};
+  std::string docs, docs_valid, chats, chats_valid, mc;
+  for (int i = 0; i < 40; ++i) {
+    const std::string fact = facts[i % 5];
+    (i < 32 ? docs : docs_valid) += fact + " Note " + std::to_string(i) + " says so again: " + fact + "\n\n";
+    const nlohmann::json chat = {{"messages",
+                                  {{{"role", "user"}, {"content", "Tell me fact " + std::to_string(i % 5) + "."}},
+                                   {{"role", "assistant"}, {"content", fact}}}}};
+    (i < 32 ? chats : chats_valid) += chat.dump() + "\n";
+  }
+  for (int q = 0; q < 5; ++q) {
+    mc += nlohmann::json{{"question", "Tell me fact " + std::to_string(q) + "."},
+                         {"choices", {facts[q], facts[(q + 1) % 5], facts[(q + 2) % 5]}},
+                         {"answer", 0}}
+              .dump() +
+          "\n";
+  }
+  testing::WriteText(dir_ / "docs.txt", docs);
+  testing::WriteText(dir_ / "docs_valid.txt", docs_valid);
+  testing::WriteText(dir_ / "chat_train.jsonl", chats);
+  testing::WriteText(dir_ / "chat_valid.jsonl", chats_valid);
+  testing::WriteText(dir_ / "mc.jsonl", mc);
+  const std::string run = "hyperparameters: {max_steps: 6, batch_size: 4, learning_rate: 1.0e-2}\n"
+                          "workers: {count: 2}\n";
+  testing::WriteText(dir_ / "clm-pre.yaml",
+                     "name: clm-pre\ntask: {type: causal_lm}\nmodel:\n  config: {model_type: llama, hidden_size: 32, "
+                     "num_hidden_layers: 1, num_attention_heads: 4, num_key_value_heads: 2, intermediate_size: 64, "
+                     "max_position_embeddings: 128, tie_word_embeddings: true}\n  tokenizer: " + (dir_ / "tok") +
+                         "\ndata: {train: " + (dir_ / "docs.txt") + ", validation: " + (dir_ / "docs_valid.txt") +
+                         ", format: text, max_length: 64, packing: true}\n" + run + "output_dir: " +
+                         (dir_ / "out-clm-pre") + "\n");
+  testing::WriteText(dir_ / "clm-sft.yaml",
+                     "name: clm-sft\ntask: {type: causal_lm}\nmodel: {from_job: clm-pre}\ndata: {train: " +
+                         (dir_ / "chat_train.jsonl") + ", validation: " + (dir_ / "chat_valid.jsonl") +
+                         ", format: messages, max_length: 64}\nevaluation: {every_steps: 3, generate: {max_new_tokens: "
+                         "8}, multiple_choice: " + (dir_ / "mc.jsonl") + "}\n" + run + "output_dir: " +
+                         (dir_ / "out-clm-sft") + "\n");
+  const std::string pre = Submit(dir_ / "clm-pre.yaml");
+  const std::string sft = Submit(dir_ / "clm-sft.yaml");
+  ASSERT_TRUE(WaitState(pre, "SUCCEEDED", 240)) << GetJob(pre).dump() << testing::ReadText(dir_ / "coordinator.log");
+  ASSERT_TRUE(WaitState(sft, "SUCCEEDED", 240)) << GetJob(sft).dump() << testing::ReadText(dir_ / "coordinator.log");
+  auto j = GetJob(sft);
+  EXPECT_EQ(j["spec"]["model"]["path"], dir_ / "out-clm-pre/model") << j;
+  // The pretraining export's tokenizer and shape carried into the SFT export.
+  EXPECT_EQ(testing::ReadText(dir_ / "out-clm-sft/model/tokenizer.json"),
+            testing::ReadText(dir_ / "out-clm-pre/model/tokenizer.json"));
+  const auto config = nlohmann::json::parse(testing::ReadText(dir_ / "out-clm-sft/model/config.json"));
+  EXPECT_EQ(config["architectures"], nlohmann::json::array({"LlamaForCausalLM"})) << config;
+  const auto pre_report = nlohmann::json::parse(testing::ReadText(dir_ / "out-clm-pre/eval_report.json"));
+  EXPECT_EQ(pre_report["trivial_baseline"]["method"], "bigram") << pre_report;
+  const auto report = nlohmann::json::parse(testing::ReadText(dir_ / "out-clm-sft/eval_report.json"));
+  // Cleaning kept one of each validation conversation's copies: 5 of 8.
+  EXPECT_EQ(report["answers"]["answered"], 5) << report["answers"];
+  EXPECT_EQ(report["answers"]["questions"], 5) << report["answers"];
+  // Every evaluation (steps 3, 4 at the epoch's end, and 6) has the answer metrics.
+  ASSERT_GE(report["history"].size(), 2u) << report["history"];
+  for (const char* m : {"loss", "perplexity", "token_accuracy", "exact_match", "rouge_l", "mc_accuracy",
+                        "mc_accuracy_norm"}) {
+    ASSERT_TRUE(report["final"].contains(m)) << m << " " << report["final"];
+    EXPECT_TRUE(report["history"][0].contains(m)) << m;
+    EXPECT_NEAR(j["last_eval"]["values"][m].get<double>(), report["final"][m].get<double>(), 1e-12) << m << " " << j;
+  }
+  for (const char* m : {"exact_match", "rouge_l", "mc_accuracy"}) {
+    EXPECT_TRUE(report["trivial_baseline"].contains(m)) << m << " " << report["trivial_baseline"];
+  }
+  const std::string got = Cli("get " + sft).output;
+  EXPECT_NE(got.find("loss"), std::string::npos) << got;
+  const std::string html = testing::ReadText(dir_ / "out-clm-sft/eval_report.html");
+  EXPECT_NE(html.find("<h2>Answers</h2>"), std::string::npos);
+  EXPECT_NE(html.find("Tell me fact"), std::string::npos);
 }
 
 // NOTE [job chaining]: pretraining and the fine-tuning that starts from its

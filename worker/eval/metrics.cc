@@ -63,7 +63,11 @@ std::map<std::string, double> Metrics::Named() const {
     return {{"loss", loss}, {"mse", mse}, {"mae", mae}, {"pearson", pearson}, {"spearman", spearman}};
   }
   if (task == "masked_lm") return {{"loss", loss}, {"perplexity", perplexity}, {"accuracy", accuracy}};
-  if (task == "causal_lm") return {{"loss", loss}, {"perplexity", perplexity}, {"token_accuracy", accuracy}};
+  if (task == "causal_lm") {
+    std::map<std::string, double> m = {{"loss", loss}, {"perplexity", perplexity}, {"token_accuracy", accuracy}};
+    m.insert(answers.begin(), answers.end());
+    return m;
+  }
   if (task == "token_classification") {
     return {{"loss", loss}, {"precision", precision}, {"recall", recall}, {"f1", f1}, {"accuracy", accuracy}};
   }
@@ -99,7 +103,12 @@ Metrics Metrics::FromNamed(const std::string& task, int64_t count, const std::ma
            {"pearson", &m.pearson}, {"spearman", &m.spearman}, {"perplexity", &m.perplexity}}) {
     get(name, field);
   }
-  if (task == "causal_lm") get("token_accuracy", &m.accuracy);
+  if (task == "causal_lm") {
+    get("token_accuracy", &m.accuracy);
+    for (const char* name : {"exact_match", "rouge_l", "mc_accuracy", "mc_accuracy_norm"}) {
+      if (auto it = named.find(name); it != named.end()) m.answers[name] = it->second;
+    }
+  }
   m.roc_auc_defined = task == "sequence_regression" || task == "masked_lm" || task == "causal_lm" ||
                       task == "token_classification" ||
                       named.count(task == "multi_label_classification" ? "micro_roc_auc" : "roc_auc") > 0;

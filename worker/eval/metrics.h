@@ -70,6 +70,10 @@ struct Metrics {
   // types), accuracy is per word, count is the words; per_label holds each
   // entity type's scores (support: its true entities), named here.
   std::vector<std::string> entity_types;
+  // causal_lm's answer evaluations (NOTE [answer evaluation]): exact_match and
+  // rouge_l with evaluation.generate, mc_accuracy and mc_accuracy_norm with
+  // evaluation.multiple_choice; part of Named() when present.
+  std::map<std::string, double> answers;
 
   // The scalar metrics of `task` by name, as the task catalog lists them
   // (ROC-AUC only where it is defined).

@@ -305,6 +305,37 @@ std::string RunSection(const ReportInput& in) {
   return html;
 }
 
+// The exported model's first greedy answers beside the references.
+std::string AnswersSection(const AnswerSummary& a) {
+  std::string html = "<h2>Answers</h2><p>";
+  if (a.answered > 0 || a.skipped > 0) {
+    absl::StrAppendFormat(&html, "%d validation prompts answered greedily (up to %d new tokens)", a.answered,
+                          a.max_new_tokens);
+    if (a.skipped > 0) absl::StrAppendFormat(&html, "; %d too long for the model's positions, not answered", a.skipped);
+    html += ". ";
+  }
+  if (a.questions > 0) {
+    absl::StrAppendFormat(&html, "%d multiple-choice questions scored", a.questions);
+    if (a.truncated_questions > 0) {
+      absl::StrAppendFormat(&html, " (%d cut from the left to fit data.max_length)", a.truncated_questions);
+    }
+    html += ".";
+  }
+  html += "</p>";
+  if (a.samples.empty()) return html;
+  html += "<table class='answers'><tr><th>line</th><th>prompt</th><th>reference</th><th>generated</th>"
+          "<th>exact match</th><th>ROUGE-L</th></tr>";
+  for (const auto& x : a.samples) {
+    absl::StrAppendFormat(&html,
+                          "<tr><td>%d</td><td style='text-align:left'>%s</td><td style='text-align:left'>%s</td>"
+                          "<td style='text-align:left'>%s</td><td>%.0f</td><td>%.4f</td></tr>",
+                          x.line, Escape(x.prompt), Escape(x.reference), Escape(x.generated), x.exact_match,
+                          x.rouge_l);
+  }
+  html += "</table>";
+  return html;
+}
+
 }  // namespace
 
 std::string MetricsToJson(const Metrics& m, const std::vector<std::string>& names) {
@@ -355,9 +386,26 @@ std::string ReportJson(const ReportInput& in) {
                             {"pieces", {{"covered", c->pieces_covered}, {"total", c->pieces}}},
                             {"special", c->special}};
   }
+  if (const auto& a = in.answers) {
+    nlohmann::json samples = nlohmann::json::array();
+    for (const auto& x : a->samples) {
+      samples.push_back({{"line", x.line},
+                         {"prompt", x.prompt},
+                         {"reference", x.reference},
+                         {"generated", x.generated},
+                         {"exact_match", x.exact_match},
+                         {"rouge_l", x.rouge_l}});
+    }
+    j["answers"] = {{"max_new_tokens", a->max_new_tokens},
+                    {"answered", a->answered},
+                    {"skipped", a->skipped},
+                    {"questions", a->questions},
+                    {"truncated_questions", a->truncated_questions},
+                    {"samples", samples}};
+  }
   j["train_loss"] = nlohmann::json::array();
   for (auto [s, l] : in.train_loss) j["train_loss"].push_back({{"step", s}, {"loss", l}});
-  return j.dump(2);
+  return j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace);
 }
 
 std::string ReportTable(const Metrics& m, const std::vector<std::string>& names) {
@@ -504,6 +552,7 @@ std::string ReportHtml(const ReportInput& in) {
     html += "</table>";
   }
   if (m.task == "sequence_classification" && !m.confusion.empty()) html += PerClassTable(m, in.label_names);
+  if (in.answers) html += AnswersSection(*in.answers);
   html += "<h2>Curves</h2><div class='charts'>";
   const std::optional<double> best =
       in.best_step >= 0 ? std::optional<double>(static_cast<double>(in.best_step)) : std::nullopt;

@@ -27,6 +27,22 @@ struct BaselineFigures {
   std::map<std::string, double> details;
 };
 
+// causal_lm's answer evaluations (evaluation.generate, .multiple_choice) of
+// the exported model: how many were scored, and the first few answers.
+struct AnswerSample {
+  int64_t line = 0;  // the validation example's line
+  std::string prompt, reference, generated;
+  double exact_match = 0, rouge_l = 0;
+};
+struct AnswerSummary {
+  int64_t max_new_tokens = 0;
+  int64_t answered = 0;  // validation prompts answered
+  int64_t skipped = 0;   // prompts with no room for an answer within the model's positions
+  int64_t questions = 0;  // multiple-choice questions scored
+  int64_t truncated_questions = 0;  // of which the start was cut to fit max_length
+  std::vector<AnswerSample> samples;
+};
+
 struct ReportInput {
   std::string job_name;
   std::string task = "sequence_classification";
@@ -43,6 +59,7 @@ struct ReportInput {
   // for classification TF-IDF + logistic regression (`reference`, when fitted).
   BaselineFigures trivial;
   std::optional<BaselineFigures> reference;
+  std::optional<AnswerSummary> answers;
   // The run, for the record: ranks, the spec as given, SHA-256 of the data
   // files and of the exported weights (name -> hex), and the data report
   // (data_report.json: rows read and kept, drops by reason, per split).

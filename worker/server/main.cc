@@ -447,6 +447,7 @@ absl::Status StageJobFiles(const std::string& root, attune::common::StagedInputs
                              {"data.validation", &c->validation_path},
                              {"model.vocab", &c->vocab_path},
                              {"model.tokenizer", &c->tokenizer_path},
+                             {"evaluation.multiple_choice", &c->eval_multiple_choice_path},
                              {"model.path", &c->model_path}}) {
     if (path->empty()) continue;
     auto at = staged.Stage(root, *path, field);

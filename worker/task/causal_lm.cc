@@ -11,6 +11,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "common/job_config.h"
+#include "common/status_macros.h"
+#include "common/text.h"
 #include "worker/model/model.h"
 #include "worker/task/task.h"
 #include "worker/text/bpe_tokenizer.h"
@@ -80,8 +82,159 @@ class CausalLm : public LanguageModelTask {
     } else if (eos_ < 0) {
       return absl::InvalidArgumentError(absl::StrCat("data.format ", format_,
                                                      ": the tokenizer names no eos_token to end each example with"));
+    } else if (!bpe_->chat_template().empty()) {
+      // Multiple-choice questions are put through the template when there is one.
+      auto t = text::ChatTemplate::Parse(bpe_->chat_template(), template_name_);
+      if (t.ok()) template_ = std::make_shared<text::ChatTemplate>(*std::move(t));
     }
     return absl::OkStatus();
+  }
+
+  // NOTE [answer evaluation]: what evaluation.generate answers. messages:
+  // the conversation up to its last assistant message, rendered with the
+  // template's generation prompt; the reference is that message's content.
+  // alpaca: the user turn as training renders it; the reference is output.
+  // prompt_completion: the prompt with the tokenizer's specials; the reference
+  // is the completion. Examples that training drops as malformed are skipped.
+  absl::StatusOr<std::vector<GenerationCase>> GenerationCases(
+      const std::vector<data::Example>& examples) const override {
+    if (format_ == "text") return absl::InvalidArgumentError("evaluation.generate: data.format text has no answers");
+    std::vector<GenerationCase> out;
+    for (const auto& x : examples) {
+      Encoded ignored;
+      std::string reason, message;
+      if (!EncodeOne(x.text, format_, false, &ignored, &reason, &message)) continue;
+      const Json record = Json::parse(x.text, nullptr, false);
+      GenerationCase g;
+      g.line = x.line;
+      if (format_ == "prompt_completion") {
+        g.shown = record["prompt"].get<std::string>();
+        g.reference = record["completion"].get<std::string>();
+        g.prompt = bpe_->EncodeText(g.shown, true);
+      } else {
+        Json messages;
+        if (format_ == "alpaca") {
+          const std::string instruction = record["instruction"].get<std::string>();
+          const std::string input = record.contains("input") && record["input"].is_string() ? record["input"].get<std::string>() : "";
+          g.shown = input.empty() ? instruction : instruction + "\n" + input;
+          g.reference = record["output"].get<std::string>();
+          messages = Json::array({Json{{"role", "user"}, {"content", g.shown}}});
+        } else {
+          const Json& all = record["messages"];
+          size_t last = all.size();
+          for (size_t k = all.size(); k-- > 0;) {
+            if (all[k]["role"] == "assistant") {
+              last = k;
+              break;
+            }
+          }
+          if (last == all.size() || last == 0) continue;  // no question before the answer
+          messages = Json::array();
+          for (size_t k = 0; k < last; ++k) {
+            messages.push_back(all[k]);
+            if (all[k]["role"] == "user") g.shown = all[k]["content"].get<std::string>();
+          }
+          g.reference = all[last]["content"].get<std::string>();
+        }
+        Json conversation = {{"messages", messages}};
+        if (record.contains("tools")) conversation["tools"] = record["tools"];
+        auto tokenized = text::TokenizeRecord(*bpe_, template_.get(), template_name_, conversation, true);
+        if (!tokenized.ok()) continue;
+        g.prompt = (*tokenized)["ids"].get<std::vector<int64_t>>();
+      }
+      if (g.prompt.empty()) continue;
+      out.push_back(std::move(g));
+    }
+    return out;
+  }
+
+  // NOTE [multiple choice]: each choice is scored as lm-evaluation-harness
+  // scores a continuation, by the summed log-likelihood of its tokens given
+  // the question; here the tokens are those training would train in the
+  // example that answers the question with the choice; an example longer
+  // than max_length loses its first tokens (the question's start). With a chat template:
+  // the messages (or the question as one user turn), earlier assistant turns
+  // not scored, then the choice as the assistant's answer (its end-of-turn
+  // token included). Without one: {"prompt": question, "completion": " " +
+  // choice} as prompt_completion trains it (EOS included).
+  absl::StatusOr<std::vector<ChoiceQuestion>> ChoiceQuestions(const std::string& jsonl, const std::string& source,
+                                                              int max_length) const override {
+    std::vector<ChoiceQuestion> out;
+    ATTUNE_RETURN_IF_ERROR(common::ForEachLine(jsonl, [&](int64_t line_no, std::string_view line) -> absl::Status {
+      auto bad = [&](const std::string& why) {
+        return absl::InvalidArgumentError(absl::StrCat("evaluation.multiple_choice ", source, ":", line_no, ": ", why));
+      };
+      const Json r = Json::parse(line, nullptr, false);
+      if (!r.is_object()) return bad("not a JSON object");
+      if (!r.contains("choices") || !r["choices"].is_array() || r["choices"].size() < 2 || r["choices"].size() > 64) {
+        return bad("needs \"choices\": a list of 2 to 64 strings");
+      }
+      if (!r.contains("answer") || !r["answer"].is_number_integer() || r["answer"].get<int64_t>() < 0 ||
+          r["answer"].get<int64_t>() >= static_cast<int64_t>(r["choices"].size())) {
+        return bad(absl::StrCat("needs \"answer\": the index of the right choice, in [0, ", r["choices"].size(), ")"));
+      }
+      const bool has_messages = r.contains("messages"), has_question = r.contains("question");
+      if (has_messages == has_question) return bad("needs one of \"messages\" (a list) and \"question\" (a string)");
+      if (has_question && (!r["question"].is_string() || r["question"].get<std::string>().empty())) {
+        return bad("\"question\" must be a non-empty string");
+      }
+      if (has_messages && (!r["messages"].is_array() || r["messages"].empty())) {
+        return bad("\"messages\" must be a non-empty list");
+      }
+      if (has_messages && template_ == nullptr) {
+        return bad("\"messages\" needs a chat template, and the model's tokenizer has none (use \"question\")");
+      }
+      ChoiceQuestion q;
+      q.line = line_no;
+      q.answer = r["answer"].get<int>();
+      for (size_t k = 0; k < r["choices"].size(); ++k) {
+        const Json& choice = r["choices"][k];
+        if (!choice.is_string() || choice.get<std::string>().empty()) {
+          return bad(absl::StrCat("choices[", k, "] must be a non-empty string"));
+        }
+        Json example;
+        std::string format = "messages";
+        if (template_ != nullptr) {
+          Json messages = has_messages ? r["messages"]
+                                       : Json::array({Json{{"role", "user"}, {"content", r["question"]}}});
+          for (Json& m : messages) {
+            if (m.is_object() && m.contains("role") && m["role"] == "assistant") m["weight"] = 0;
+          }
+          messages.push_back({{"role", "assistant"}, {"content", choice}});
+          example = {{"messages", messages}};
+        } else {
+          format = "prompt_completion";
+          example = {{"prompt", r["question"]}, {"completion", " " + choice.get<std::string>()}};
+        }
+        Encoded e;
+        std::string reason, message;
+        if (!EncodeOne(example.dump(), format, false, &e, &reason, &message)) {
+          return bad(absl::StrCat("choices[", k, "]: ", reason, message.empty() ? "" : ": ", message));
+        }
+        if (static_cast<int64_t>(e.ids.size()) > max_length) {
+          // Cut from the left, as lm-evaluation-harness cuts a long context,
+          // if every scored token keeps a token before it.
+          const size_t cut = e.ids.size() - static_cast<size_t>(max_length);
+          const auto first = std::find_if(e.piece_labels.begin() + 1, e.piece_labels.end(),
+                                          [](int64_t l) { return l != kIgnore; }) - e.piece_labels.begin();
+          if (static_cast<size_t>(first) <= cut) {
+            return bad(absl::StrCat("choices[", k, "] does not fit data.max_length ", max_length, ": the answer and one token before it take ",
+                                    e.ids.size() - static_cast<size_t>(first) + 1, " tokens"));
+          }
+          e.ids.erase(e.ids.begin(), e.ids.begin() + static_cast<long>(cut));
+          e.piece_labels.erase(e.piece_labels.begin(), e.piece_labels.begin() + static_cast<long>(cut));
+          q.truncated = true;
+        }
+        e.types.assign(e.ids.size(), 0);
+        const std::string text = choice.get<std::string>();
+        q.choice_chars.push_back(std::count_if(text.begin(), text.end(), [](char c) { return (c & 0xC0) != 0x80; }));
+        q.choices.push_back(std::move(e));
+      }
+      out.push_back(std::move(q));
+      return absl::OkStatus();
+    }));
+    if (out.empty()) return absl::InvalidArgumentError(absl::StrCat("evaluation.multiple_choice ", source, ": no questions"));
+    return out;
   }
 
   std::vector<Encoded> Encode(const text::Tokenizer&, const std::vector<data::Example>& examples, int max_length,
@@ -93,7 +246,7 @@ class CausalLm : public LanguageModelTask {
     for (const auto& x : examples) {
       Encoded e;
       std::string reason, message;
-      if (!EncodeOne(x, &e, &reason, &message)) {
+      if (!EncodeOne(x.text, format_, all_, &e, &reason, &message)) {
         r.Drop(reason, x.line, message);
         continue;
       }
@@ -214,22 +367,24 @@ class CausalLm : public LanguageModelTask {
   }
 
  private:
-  // One example's ids and labels, or false with the reason it is dropped.
-  bool EncodeOne(const data::Example& x, Encoded* e, std::string* reason, std::string* message) const {
-    if (format_ == "text") {
-      e->ids = bpe_->EncodeText(x.text, true);
+  // One example's ids and labels (an example of `format`, trained on every
+  // token when `all`), or false with the reason it is dropped.
+  bool EncodeOne(const std::string& text, const std::string& format, bool all, Encoded* e, std::string* reason,
+                 std::string* message) const {
+    if (format == "text") {
+      e->ids = bpe_->EncodeText(text, true);
       e->ids.push_back(eos_);
       e->piece_labels = e->ids;
       return true;
     }
-    const Json record = Json::parse(x.text, nullptr, false);
+    const Json record = Json::parse(text, nullptr, false);
     auto field = [&](const char* key, bool required, std::string* out) {
       if (!record.contains(key) || record[key].is_null()) return !required;
       if (!record[key].is_string()) return false;
       *out = record[key].get<std::string>();
       return !required || !out->empty();
     };
-    if (format_ == "prompt_completion") {
+    if (format == "prompt_completion") {
       std::string prompt, completion;
       if (!field("prompt", true, &prompt) || !field("completion", true, &completion)) {
         *reason = "malformed_prompt_completion";
@@ -242,14 +397,14 @@ class CausalLm : public LanguageModelTask {
       e->piece_labels.assign(e->ids.size(), kIgnore);
       for (size_t k = 0; k < e->ids.size(); ++k) {
         const auto [b, end] = offsets[k];
-        if (all_ || (end > b && b >= prompt.size())) e->piece_labels[k] = e->ids[k];
+        if (all || (end > b && b >= prompt.size())) e->piece_labels[k] = e->ids[k];
       }
       e->ids.push_back(eos_);
       e->piece_labels.push_back(eos_);
       return true;
     }
     Json messages;
-    if (format_ == "alpaca") {
+    if (format == "alpaca") {
       std::string instruction, input, output;
       if (!field("instruction", true, &instruction) || !field("input", false, &input) ||
           !field("output", true, &output)) {
@@ -309,7 +464,7 @@ class CausalLm : public LanguageModelTask {
     const auto mask = (*tokenized)["assistant_mask"].get<std::vector<int>>();
     e->piece_labels.assign(e->ids.size(), kIgnore);
     for (size_t k = 0; k < e->ids.size(); ++k) {
-      if (all_ || mask[k]) e->piece_labels[k] = e->ids[k];
+      if (all || mask[k]) e->piece_labels[k] = e->ids[k];
     }
     return true;
   }

@@ -75,6 +75,26 @@ struct EncodeReport {
   nlohmann::json ToJson() const;
 };
 
+// causal_lm's evaluation.generate: a prompt to continue greedily and the
+// answer it should give.
+struct GenerationCase {
+  int64_t line = 0;
+  std::vector<int64_t> prompt;
+  std::string reference;
+  std::string shown;  // the question as a report shows it (the last user turn, the prompt)
+};
+
+// causal_lm's evaluation.multiple_choice: one question, each choice encoded as
+// the example that answers the question with it (its trained tokens are the
+// choice's, scored by their summed log-likelihood).
+struct ChoiceQuestion {
+  int64_t line = 0;
+  std::vector<Encoded> choices;
+  std::vector<int64_t> choice_chars;  // each choice's length in characters (code points)
+  int answer = 0;
+  bool truncated = false;  // the question's start was cut to fit max_length
+};
+
 // A padded batch as the model takes it.
 struct Batch {
   at::Tensor ids, types, mask;
@@ -170,6 +190,22 @@ class Task {
                                                                const std::vector<data::Example>& validation,
                                                                int outputs) const {
     return std::optional<Baseline>();
+  }
+
+  // Language models' answer evaluations. `examples` are validation examples
+  // (with their lines); those that cannot be answered (malformed, a text
+  // without a reference) are skipped. Unimplemented for other tasks.
+  virtual absl::StatusOr<std::vector<GenerationCase>> GenerationCases(
+      const std::vector<data::Example>& examples) const {
+    return absl::UnimplementedError("evaluation.generate applies to task causal_lm only");
+  }
+  // The questions of a multiple-choice file (`source` names it in errors); a
+  // malformed line, or a choice that does not fit `max_length` tokens with a
+  // token of the question before it, is an error naming its line.
+  virtual absl::StatusOr<std::vector<ChoiceQuestion>> ChoiceQuestions(const std::string& jsonl,
+                                                                      const std::string& source,
+                                                                      int max_length) const {
+    return absl::UnimplementedError("evaluation.multiple_choice applies to task causal_lm only");
   }
 
   // Prediction. One output line for one example's logits.

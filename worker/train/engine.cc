@@ -416,6 +416,19 @@ absl::Status Engine::DoSetup() {
   LOG(INFO) << absl::StrFormat("job=%s rank=%d tokenized %d train and %d validation examples in %.2f s", c_.name,
                                rank_, train_.size(), val_.size(),
                                std::chrono::duration<double>(Clock::now() - t_enc).count());
+  ATTUNE_ASSIGN_OR_RETURN(answers_, PrepareAnswerEvals(c_, task, tok, *model_, c_.model_path, data_.validation));
+  if (c_.eval_generate_max_new_tokens > 0) {
+    LOG(INFO) << absl::StrFormat("job=%s rank=%d evaluation.generate: %d validation prompts (%d too long for the "
+                                 "model's positions), up to %d new tokens each",
+                                 c_.name, rank_, answers_.generation.size(), answers_.skipped, answers_.max_new_tokens);
+    if (answers_.generation.empty()) {
+      return absl::InvalidArgumentError("evaluation.generate: no validation example has a prompt to answer");
+    }
+  }
+  if (!answers_.questions.empty()) {
+    LOG(INFO) << absl::StrFormat("job=%s rank=%d evaluation.multiple_choice: %d questions, %d choices", c_.name,
+                                 rank_, answers_.questions.size(), answers_.choices.size());
+  }
 
   if (!c_.model_path.empty()) {
     std::vector<std::string> fresh;
@@ -513,9 +526,22 @@ absl::Status Engine::DoSetup() {
   return absl::OkStatus();
 }
 
+absl::Status Engine::EvaluateAnswersInto(eval::Metrics* m) {
+  const auto start = Clock::now();
+  ATTUNE_RETURN_IF_ERROR(EvaluateAnswers(*model_, *task_, *tokenizer_, answers_, tokenizer_->pad_id(), comm_,
+                                         precision_, device_, m, &answer_summary_));
+  LOG(INFO) << absl::StrFormat("job=%s rank=%d step=%d answers: %d prompts (%d rows a batch), %d questions (%d "
+                               "choices, %d a batch) in %.2f s",
+                               c_.name, rank_, s_.step, answers_.generation.size(), answers_.generation_rows,
+                               answers_.questions.size(), answers_.choices.size(), answers_.choice_rows,
+                               std::chrono::duration<double>(Clock::now() - start).count());
+  return absl::OkStatus();
+}
+
 absl::Status Engine::EvaluateAt(double epoch) {
   ATTUNE_ASSIGN_OR_RETURN(eval::Metrics m, train::Evaluate(*model_, *task_, outputs_, val_, c_.eval_batch_size,
                                                            tokenizer_->pad_id(), comm_, precision_, device_));
+  if (!answers_.empty()) ATTUNE_RETURN_IF_ERROR(EvaluateAnswersInto(&m));
   latest_ = m;
   s_.evals.push_back({s_.step, epoch, m});
   s_.last_eval_step = s_.step;
@@ -756,6 +782,7 @@ absl::StatusOr<TrainResult> Engine::DoFinish() {
   } else {
     ATTUNE_ASSIGN_OR_RETURN(final_metrics, train::Evaluate(*model_, task, outputs_, val_, c_.eval_batch_size,
                                                            tokenizer_->pad_id(), comm_, precision_, device_));
+    if (!answers_.empty()) ATTUNE_RETURN_IF_ERROR(EvaluateAnswersInto(&final_metrics));
   }
   result_.final_metrics = final_metrics;
   // The exported model's evaluation is the job's last word.
@@ -769,7 +796,10 @@ absl::StatusOr<TrainResult> Engine::DoFinish() {
   // regression costs a few seconds of one thread (the other ranks wait at the
   // final barrier); a failure to fit it costs the report its baseline, never
   // the job.
-  if (rank_ == 0) result_.trivial_baseline = task.ComputeBaseline(train_, val_, outputs_);
+  if (rank_ == 0) {
+    result_.trivial_baseline = task.ComputeBaseline(train_, val_, outputs_);
+    AddAnswerBaselines(task, data_.train, answers_, &result_.trivial_baseline);
+  }
   if (rank_ == 0 && c_.eval_baseline) {
     absl::StatusOr<std::optional<task::Baseline>> b = task.TextBaseline(data_.train, data_.validation, outputs_);
     if (!b.ok()) {
@@ -797,6 +827,7 @@ absl::StatusOr<TrainResult> Engine::DoFinish() {
     rep.precision = PrecisionName(precision_);
     rep.trivial = result_.trivial_baseline;
     rep.reference = result_.reference_baseline;
+    if (!answers_.empty()) rep.answers = answer_summary_;
     rep.world_size = world_;
     rep.spec_text = o_.spec_text;
     rep.data_report_json = data_.report_json;

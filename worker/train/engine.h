@@ -29,6 +29,7 @@
 #include "worker/model/model.h"
 #include "worker/task/task.h"
 #include "worker/text/tokenizer.h"
+#include "worker/train/answer_eval.h"
 #include "worker/train/checkpointer.h"
 #include "worker/train/loop_state.h"
 #include "worker/train/precision.h"
@@ -77,6 +78,8 @@ class Engine {
   absl::Status OpenEpoch();
   absl::Status EndEpoch();
   absl::Status EvaluateAt(double epoch);
+  // evaluation.generate and .multiple_choice into `m` (answer_eval.h).
+  absl::Status EvaluateAnswersInto(eval::Metrics* m);
   absl::Status WriteCheckpoint(const LoopState& s);
   double EpochFraction() const;
   bool StopRequested() const { return o_.stop_requested != nullptr && o_.stop_requested->load(); }
@@ -114,6 +117,8 @@ class Engine {
   LoopState s_;
   ParamSnapshot best_;  // the best evaluation's weights, on every rank (early stopping)
   std::optional<eval::Metrics> latest_;  // this run's last evaluation, at s_.last_eval_step
+  AnswerEvalSet answers_;                // evaluation.generate, evaluation.multiple_choice
+  eval::AnswerSummary answer_summary_;   // of the last evaluation that answered
   std::string stop_reason_ = "completed";
   bool stop_ = false;
   bool epoch_open_ = false;  // the sampler is inside s_.sampler.epoch

@@ -13,13 +13,41 @@
 
 namespace attune::worker::train {
 
-absl::StatusOr<eval::Metrics> Evaluate(model::Model& m, const task::Task& task, int outputs,
-                                       const std::vector<task::Encoded>& data, int64_t batch_size, int64_t pad_id,
-                                       comm::Communicator* comm, Precision precision, const c10::Device& device) {
+absl::StatusOr<std::vector<double>> GatherInItemOrder(comm::Communicator* comm, const std::vector<double>& local,
+                                                      size_t items, size_t batch_size, size_t width) {
+  if (comm == nullptr || comm->world_size() == 1) return local;
+  ATTUNE_ASSIGN_OR_RETURN(torch::Tensor gathered,
+                          comm::AllGatherVariable(*comm, torch::tensor(local, torch::kFloat64)));
+  gathered = gathered.contiguous();
+  const size_t ranks = static_cast<size_t>(comm->world_size());
+  const size_t n_batches = (items + batch_size - 1) / batch_size;
+  const auto size = [&](size_t k) { return (std::min(items, (k + 1) * batch_size) - k * batch_size) * width; };
+  // Rank-major order back to batch order: batch k lives on rank k % world,
+  // and each rank's values are its batches' in order.
+  std::vector<size_t> next(ranks + 1, 0);  // where each rank's next batch starts
+  for (size_t k = 0; k < n_batches; ++k) next[k % ranks + 1] += size(k);
+  for (size_t r = 1; r <= ranks; ++r) next[r] += next[r - 1];
+  if (static_cast<size_t>(gathered.numel()) != next[ranks]) {
+    return absl::InternalError(absl::StrCat("evaluation gathered ", gathered.numel(), " values where ", n_batches,
+                                            " batches hold ", next[ranks]));
+  }
+  const double* at = gathered.data_ptr<double>();
+  std::vector<double> out;
+  out.reserve(next[ranks]);
+  for (size_t k = 0; k < n_batches; ++k) {
+    size_t& from = next[k % ranks];
+    out.insert(out.end(), at + from, at + from + size(k));
+    from += size(k);
+  }
+  return out;
+}
+
+absl::StatusOr<EvaluatedRows> EvaluateRows(model::Model& m, const task::Task& task, int outputs,
+                                           const std::vector<task::Encoded>& data, int64_t batch_size, int64_t pad_id,
+                                           comm::Communicator* comm, Precision precision, const c10::Device& device) {
   torch::NoGradGuard g;
   m.eval();
   const int rank = comm ? comm->rank() : 0, world = comm ? comm->world_size() : 1;
-  const size_t width = static_cast<size_t>(task.RowWidth(outputs));
   std::vector<double> rows;
   // One summed loss per batch, added up in batch order at the end: a sum per
   // rank followed by a sum over ranks would round differently for each world
@@ -46,41 +74,21 @@ absl::StatusOr<eval::Metrics> Evaluate(model::Model& m, const task::Task& task, 
     task.AppendRows(logits, b, &rows);
   }
   m.train();
-  auto sum_in_order = [](const std::vector<double>& losses) { return std::accumulate(losses.begin(), losses.end(), 0.0); };
-  if (!comm || world == 1) return task.Compute(rows, outputs, sum_in_order(batch_losses));
-  ATTUNE_ASSIGN_OR_RETURN(torch::Tensor all_rows, comm::AllGatherVariable(*comm, torch::tensor(rows, torch::kFloat64)));
-  ATTUNE_ASSIGN_OR_RETURN(torch::Tensor all_losses,
-                          comm::AllGatherVariable(*comm, torch::tensor(batch_losses, torch::kFloat64)));
   const size_t n_batches = (data.size() + static_cast<size_t>(batch_size) - 1) / static_cast<size_t>(batch_size);
-  const size_t ranks = static_cast<size_t>(world);
-  // Rank-major order back to batch order: batch k lives on rank k % world,
-  // each rank's values are its batches' in order, and batch k has size(k).
-  auto in_batch_order = [&](torch::Tensor gathered, auto size) -> absl::StatusOr<std::vector<double>> {
-    gathered = gathered.contiguous();
-    std::vector<size_t> next(ranks + 1, 0);  // where each rank's next batch starts
-    for (size_t k = 0; k < n_batches; ++k) next[k % ranks + 1] += size(k);
-    for (size_t r = 1; r <= ranks; ++r) next[r] += next[r - 1];
-    if (static_cast<size_t>(gathered.numel()) != next[ranks]) {
-      return absl::InternalError(absl::StrCat("evaluation gathered ", gathered.numel(), " values where ", n_batches,
-                                              " batches hold ", next[ranks]));
-    }
-    const double* at = gathered.data_ptr<double>();
-    std::vector<double> out;
-    out.reserve(next[ranks]);
-    for (size_t k = 0; k < n_batches; ++k) {
-      size_t& from = next[k % ranks];
-      out.insert(out.end(), at + from, at + from + size(k));
-      from += size(k);
-    }
-    return out;
-  };
-  const auto rows_in = [&](size_t k) {
-    return (std::min(data.size(), (k + 1) * static_cast<size_t>(batch_size)) - k * static_cast<size_t>(batch_size)) *
-           width;
-  };
-  ATTUNE_ASSIGN_OR_RETURN(std::vector<double> ordered, in_batch_order(all_rows, rows_in));
-  ATTUNE_ASSIGN_OR_RETURN(std::vector<double> ordered_losses, in_batch_order(all_losses, [](size_t) { return size_t{1}; }));
-  return task.Compute(ordered, outputs, sum_in_order(ordered_losses));
+  EvaluatedRows out;
+  ATTUNE_ASSIGN_OR_RETURN(out.rows, GatherInItemOrder(comm, rows, data.size(), static_cast<size_t>(batch_size),
+                                                      static_cast<size_t>(task.RowWidth(outputs))));
+  ATTUNE_ASSIGN_OR_RETURN(const std::vector<double> losses, GatherInItemOrder(comm, batch_losses, n_batches, 1, 1));
+  out.loss_sum = std::accumulate(losses.begin(), losses.end(), 0.0);
+  return out;
+}
+
+absl::StatusOr<eval::Metrics> Evaluate(model::Model& m, const task::Task& task, int outputs,
+                                       const std::vector<task::Encoded>& data, int64_t batch_size, int64_t pad_id,
+                                       comm::Communicator* comm, Precision precision, const c10::Device& device) {
+  ATTUNE_ASSIGN_OR_RETURN(EvaluatedRows r,
+                          EvaluateRows(m, task, outputs, data, batch_size, pad_id, comm, precision, device));
+  return task.Compute(r.rows, outputs, r.loss_sum);
 }
 
 }  // namespace attune::worker::train

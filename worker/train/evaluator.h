@@ -32,6 +32,24 @@ namespace attune::worker::train {
 // With kBf16 the forward pass runs under autocast (NOTE [mixed precision]).
 // The forward pass runs on `device` (the model's); rows, loss sums and the
 // reductions are on the CPU.
+// Evaluate's rows (the task's RowWidth per example, in dataset order) and
+// summed loss, the same on every rank.
+struct EvaluatedRows {
+  std::vector<double> rows;
+  double loss_sum = 0;
+};
+absl::StatusOr<EvaluatedRows> EvaluateRows(model::Model& m, const task::Task& task, int outputs,
+                                           const std::vector<task::Encoded>& data, int64_t batch_size, int64_t pad_id,
+                                           comm::Communicator* comm, Precision precision = Precision::kFp32,
+                                           const c10::Device& device = c10::Device(c10::kCPU));
+
+// Values computed for `items` items in batches of `batch_size` (batch k on
+// rank k % world, `width` values per item, each rank's in its batches'
+// order), gathered from every rank and put back in item order. Without a
+// communicator (or with one rank) `local` is returned as it is.
+absl::StatusOr<std::vector<double>> GatherInItemOrder(comm::Communicator* comm, const std::vector<double>& local,
+                                                      size_t items, size_t batch_size, size_t width);
+
 absl::StatusOr<eval::Metrics> Evaluate(model::Model& m, const task::Task& task, int outputs,
                                        const std::vector<task::Encoded>& data, int64_t batch_size, int64_t pad_id,
                                        comm::Communicator* comm, Precision precision = Precision::kFp32,

@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "common/files.h"
 #include "common/status_macros.h"
+#include "common/text.h"
 #include "worker/text/bpe_tokenizer.h"
 #include "worker/text/chat_template.h"
 #include "worker/text/chat_tokenize.h"
@@ -19,8 +20,13 @@ namespace {
 
 using Json = nlohmann::ordered_json;
 
-// The ids that end a generation: the tokenizer's eos_token, and
-// generation_config.json's eos_token_id (an id or a list), else config.json's.
+struct Record {
+  int64_t line = 0;
+  Json tokenized;  // attune tokenize's object: ids, and for a conversation its text and assistant_mask
+};
+
+}  // namespace
+
 absl::StatusOr<std::set<int64_t>> StopIds(const model::DecoderLmImpl& m, const text::BpeTokenizer& tok,
                                           const std::string& model_dir) {
   std::set<int64_t> ids;
@@ -29,7 +35,8 @@ absl::StatusOr<std::set<int64_t>> StopIds(const model::DecoderLmImpl& m, const t
   }
   const std::string path = model_dir + "/generation_config.json";
   std::vector<int64_t> from_config = m.config().eos_token_ids;
-  auto text = common::ReadFile(path, int64_t{1} << 20);
+  auto text = model_dir.empty() ? absl::StatusOr<std::string>(absl::NotFoundError("no model directory"))
+                                : common::ReadFile(path, int64_t{1} << 20);
   if (text.ok()) {
     const Json j = Json::parse(*text, nullptr, false);
     if (!j.is_object()) return absl::InvalidArgumentError(absl::StrCat(path, ": not a JSON object"));
@@ -50,13 +57,6 @@ absl::StatusOr<std::set<int64_t>> StopIds(const model::DecoderLmImpl& m, const t
   ids.insert(from_config.begin(), from_config.end());
   return ids;
 }
-
-struct Record {
-  int64_t line = 0;
-  Json tokenized;  // attune tokenize's object: ids, and for a conversation its text and assistant_mask
-};
-
-}  // namespace
 
 absl::Status PredictCausalLm(model::DecoderLmImpl& m, const std::string& model_dir, const std::string& input,
                              const PredictOptions& o, std::ostream& out, PredictStats* stats) {
@@ -152,15 +152,7 @@ absl::Status PredictCausalLm(model::DecoderLmImpl& m, const std::string& model_d
   };
 
   const int64_t limit = m.config().max_position_embeddings;
-  size_t start = 0;
-  int64_t line_no = 0;
-  while (start < text.size()) {
-    size_t end = text.find('\n', start);
-    if (end == std::string::npos) end = text.size();
-    ++line_no;
-    const std::string line = text.substr(start, end - start);
-    start = end + 1;
-    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+  ATTUNE_RETURN_IF_ERROR(common::ForEachLine(text, [&](int64_t line_no, std::string_view line) -> absl::Status {
     auto where = [&](const std::string& what) {
       return absl::InvalidArgumentError(absl::StrCat(input, ":", line_no, ": ", what));
     };
@@ -178,8 +170,9 @@ absl::Status PredictCausalLm(model::DecoderLmImpl& m, const std::string& model_d
                                 generate ? " (and generation needs one more)" : ""));
     }
     batch.push_back({line_no, std::move(*tokenized)});
-    if (batch.size() >= static_cast<size_t>(o.batch_size)) ATTUNE_RETURN_IF_ERROR(flush());
-  }
+    if (batch.size() >= static_cast<size_t>(o.batch_size)) return flush();
+    return absl::OkStatus();
+  }));
   return flush();
 }
 

@@ -299,7 +299,21 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"model: {config: {model_type: llama}, tokenizer: '" + std::string(5000, 't') + "'}",
                 "model.tokenizer: longer than 4096"},
         BadCase{"hyperparameters: {gradient_checkpointing: true}", "hyperparameters.gradient_checkpointing: decoders only"},
-        BadCase{"method: {type: lora, lora: {targets: [q_proj, wq]}}", "method.lora.targets: 'wq'"}));
+        BadCase{"method: {type: lora, lora: {targets: [q_proj, wq]}}", "method.lora.targets: 'wq'"},
+        BadCase{"evaluation: {generate: {max_new_tokens: 8}}", "evaluation.generate: applies to task causal_lm only"},
+        BadCase{"evaluation: {multiple_choice: mc.jsonl}", "evaluation.multiple_choice: applies to task causal_lm"},
+        BadCase{"task: {type: causal_lm}\nevaluation: {generate: {}}", "evaluation.generate.max_new_tokens: must be in"},
+        BadCase{"task: {type: causal_lm}\nevaluation: {generate: {max_new_tokens: 100000}}",
+                "evaluation.generate.max_new_tokens: must be in [1, 4096]"},
+        BadCase{"data: {train: t.txt, validation: v.txt, format: text}\ntask: {type: causal_lm}\n"
+                "evaluation: {generate: {max_new_tokens: 8}}",
+                "evaluation.generate: needs prompts with reference answers"},
+        BadCase{"task: {type: causal_lm}\nevaluation: {early_stopping: {metric: exact_match}}",
+                "exact_match is computed only with evaluation.generate"},
+        BadCase{"task: {type: causal_lm}\nevaluation: {early_stopping: {metric: mc_accuracy}}",
+                "mc_accuracy is computed only with evaluation.multiple_choice"},
+        BadCase{"task: {type: causal_lm}\nevaluation: {multiple_choice: '" + std::string(5000, 'm') + "'}",
+                "evaluation.multiple_choice: longer than 4096"}));
 
 TEST(JobSpecTest, TooManyLabelNamesAreRefused) {
   std::string labels;

@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "worker/eval/report.h"
+#include "worker/eval/text_metrics.h"
 
 namespace attune::worker::eval {
 namespace {
@@ -68,6 +69,32 @@ TEST(MetricsTest, MatchesScikitLearn) {
     EXPECT_NEAR(m.roc_auc, c["roc_auc"].get<double>(), 1e-12);
     EXPECT_EQ(m.confusion, c["confusion"].get<std::vector<std::vector<int64_t>>>());
   }
+}
+
+TEST(TextMetricsTest, ExactMatchAndRougeLMatchTheSquadAndRougeScoreDefinitions) {
+  namespace fs = std::filesystem;
+  fs::path out = fs::temp_directory_path() / ("attune_text_metrics_" + std::to_string(::getpid()) + ".json");
+  std::string cmd = std::string("/usr/bin/python3 ") + ATTUNE_SOURCE_DIR +
+                    "/tests/fixtures/text_metrics_reference.py " + out.string();
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << cmd;
+  auto cases = nlohmann::json::parse(std::ifstream(out));
+  fs::remove(out);
+  ASSERT_GT(cases.size(), 400u);
+  int matches = 0, partial = 0;
+  for (const auto& c : cases) {
+    const std::string p = c["prediction"], r = c["reference"];
+    SCOPED_TRACE("prediction '" + p + "', reference '" + r + "'");
+    EXPECT_EQ(ExactMatch(p, r), c["exact_match"].get<double>());
+    EXPECT_NEAR(RougeL(p, r), c["rouge_l"].get<double>(), 1e-12);
+    matches += c["exact_match"].get<double>() == 1;
+    partial += c["rouge_l"].get<double>() > 0 && c["rouge_l"].get<double>() < 1;
+  }
+  // The cases reach both outcomes of each score.
+  EXPECT_GT(matches, 100);
+  EXPECT_LT(matches, static_cast<int>(cases.size()) - 100);
+  EXPECT_GT(partial, 50);
+  EXPECT_EQ(NormalizeAnswer("  The  Answer, an ox! "), "answer ox");
+  EXPECT_DOUBLE_EQ(RougeL("the cat sat", "cat the sat"), 2.0 / 3);
 }
 
 TEST(MetricsTest, MultiLabelAndRegressionMatchScikitLearnAndSciPy) {
