@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 
+from benchlib import sh
 from train_throughput import write_workload
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -31,14 +32,6 @@ def free_port():
     p = s.getsockname()[1]
     s.close()
     return p
-
-
-def sh(cmd, env):
-    p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
-    out = p.stdout.decode()
-    if p.returncode != 0:
-        sys.exit("command failed: %s\n%s" % (" ".join(cmd), out[-3000:]))
-    return out
 
 
 def peer(args, world, env, extra=()):

@@ -3,7 +3,10 @@
 # a coordinator (SQLite state) and two worker agents on loopback, submits the
 # bundled fine-food reviews job (world size 2 over Gloo), watches it to
 # SUCCEEDED and prints the evaluation table and where the model and reports are.
+# usage: scripts/demo.sh [SPEC]   (default examples/fine_foods.yaml; for example
+# examples/spdx_chat.yaml, the decoder fine-tuned on licence conversations)
 set -euo pipefail
+spec=$(realpath -m "${1:-$(dirname "$0")/../examples/fine_foods.yaml}")
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 # Only the three binaries it runs (tests and benches are scripts/test.sh's).
@@ -11,7 +14,11 @@ bash scripts/build.sh attune-coordinator attune-worker attune
 export OMP_WAIT_POLICY=PASSIVE
 run=runs/demo
 mkdir -p "$run"
-rm -rf runs/fine-foods "$run/state.db" "$run/state.db-wal" "$run/state.db-shm"
+[ -f "$spec" ] || { echo "scripts/demo.sh: no spec $spec" >&2; exit 2; }
+# A fresh run of the spec: its output_dir (a path under runs/) is emptied.
+out=$(sed -n 's/^output_dir: *//p' "$spec")
+case "$out" in *..*) ;; runs/?*) rm -rf "$out" ;; esac
+rm -rf "$run/state.db" "$run/state.db-wal" "$run/state.db-shm"
 # PORT if it is free, else any free port.
 port_or_free() {
   /usr/bin/python3 -c 'import socket,sys
@@ -37,4 +44,4 @@ done
 for _ in $(seq 50); do build/bin/attune list --coordinator "$addr" --timeout_s 1 >/dev/null 2>&1 && break; sleep 0.2; done
 echo "coordinator $addr, agents worker-1 and worker-2 (logs in $run/)"
 echo "Prometheus metrics: http://${metrics[0]}/metrics (coordinator), http://${metrics[1]}/metrics and http://${metrics[2]}/metrics (agents)"
-build/bin/attune submit -f examples/fine_foods.yaml --coordinator "$addr" --watch
+build/bin/attune submit -f "$spec" --coordinator "$addr" --watch

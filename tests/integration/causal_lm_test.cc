@@ -29,6 +29,7 @@
 #include "common/testing/status_matchers.h"
 #include "tests/testing/json_lines.h"
 #include "tests/testing/process.h"
+#include "tests/testing/weights.h"
 #include "worker/comm/fake_communicator.h"
 #include "worker/model/hf_checkpoint.h"
 #include "worker/train/engine.h"
@@ -576,6 +577,52 @@ TEST_F(CausalLmTest, ABadMultipleChoiceLineFailsTheJobAtSetupNamingTheLine) {
               std::string::npos)
         << s;
   }
+}
+
+// Operators restart jobs: a packed SFT run killed after a checkpoint and
+// resumed (across an epoch boundary, with its answers evaluated) ends bitwise
+// equal to an uninterrupted one. And bf16 (autocast, fp32 master weights)
+// trains a decoder: its first step's loss is fp32's to bf16's precision.
+TEST_F(CausalLmTest, APackedRunKilledAfterACheckpointResumesExactlyAndBf16Trains) {
+  auto spec = [&](const std::string& out, const std::string& precision) {
+    const std::string text =
+        "name: clm-" + out + "\ntask: {type: causal_lm}\nmodel: {path: " + model_ + "}\n"
+        "data: {train: " + (dir_ / "train.jsonl") + ", validation: " + (dir_ / "valid.jsonl") +
+        ", max_length: 128, packing: true}\n"
+        "hyperparameters: {epochs: 4, batch_size: 2, learning_rate: 1.0e-3, seed: 3, precision: " + precision + "}\n"
+        "evaluation: {every_steps: 3, baseline: false, generate: {max_new_tokens: 4}}\n"
+        "checkpoint: {every_steps: 2}\noutput_dir: " + (dir_ / out) + "\n";
+    WriteText(dir_ / (out + ".yaml"), text);
+    return Bin("attune-worker") + " train --spec " + (dir_ / (out + ".yaml"));
+  };
+  auto whole = RunCommand(spec("whole", "fp32"), 300);
+  ASSERT_EQ(whole.exit_code, 0) << whole.output;
+  auto crashed = RunCommand(spec("resumed", "fp32") + " --abort_after_step=5", 300);
+  ASSERT_NE(crashed.exit_code, 0);
+  auto resumed = RunCommand(spec("resumed", "fp32"), 300);
+  ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
+  EXPECT_NE(resumed.output.find("resumed from"), std::string::npos) << resumed.output;
+  EXPECT_EQ(attune::testing::MaxAbsDiff(dir_ / "whole/model/model.safetensors", dir_ / "resumed/model/model.safetensors"),
+            0.0);
+  const Json a = Json::parse(ReadText(dir_ / "whole/eval_report.json"));
+  const Json b = Json::parse(ReadText(dir_ / "resumed/eval_report.json"));
+  EXPECT_EQ(a["final"], b["final"]);
+  EXPECT_TRUE(a["final"].contains("exact_match")) << a["final"];
+  const Json packing = Json::parse(ReadText(dir_ / "whole/data_report.json"))["train_encoding"];
+  ASSERT_LT(packing["sequences"].get<int>(), 8) << packing;
+  // Eight conversations in fewer sequences, batch 2, 4 epochs: more than one epoch before the kill.
+  EXPECT_GT(a["train_loss"].size(), 2 * static_cast<size_t>((packing["sequences"].get<int>() + 1) / 2)) << a;
+
+  auto bf16 = RunCommand(spec("bf16", "bf16"), 300);
+  ASSERT_EQ(bf16.exit_code, 0) << bf16.output;
+  const Json c = Json::parse(ReadText(dir_ / "bf16/eval_report.json"));
+  EXPECT_EQ(c["precision"], "bf16");
+  const double fp32_first = a["train_loss"][0]["loss"], bf16_first = c["train_loss"][0]["loss"];
+  // bf16 keeps 8 bits of mantissa: a relative error of a few 1e-3 per product.
+  EXPECT_NEAR(bf16_first, fp32_first, 2e-2 * fp32_first);
+  EXPECT_NE(bf16_first, fp32_first);  // the products really ran in bf16
+  for (const auto& step : c["train_loss"]) EXPECT_TRUE(std::isfinite(step["loss"].get<double>())) << step;
+  EXPECT_LT(c["final"]["loss"].get<double>(), fp32_first);
 }
 
 }  // namespace

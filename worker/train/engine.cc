@@ -723,9 +723,9 @@ absl::Status Engine::DoStep() {
     ev.tokens = tokens;
     if (obs_) obs_->OnStep(ev);
     if (s_.step % o_.log_every_steps == 0 || s_.step == total_) {
-      LOG(INFO) << absl::StrFormat("job=%s rank=%d step=%d/%d epoch=%.2f loss=%.4f lr=%.3g samples/s=%.1f", c_.name,
-                                   rank_, s_.step, total_, epoch_f, window_loss_ / window_n_, lr,
-                                   ev.samples_per_second);
+      LOG(INFO) << absl::StrFormat(
+          "job=%s rank=%d step=%d/%d epoch=%.2f loss=%.4f lr=%.3g samples/s=%.1f tokens/s=%.0f", c_.name, rank_,
+          s_.step, total_, epoch_f, window_loss_ / window_n_, lr, ev.samples_per_second, ev.tokens_per_second);
       window_loss_ = 0;
       window_n_ = window_samples_ = window_tokens_ = 0;
       window_start_ = Clock::now();
