@@ -188,6 +188,10 @@ void AbsolutizePaths(v1::JobSpec* spec) {
   const fs::path base = fs::current_path();
   spec->mutable_model()->set_path(Absolute(spec->model().path(), base));
   spec->mutable_model()->set_vocab(Absolute(spec->model().vocab(), base));
+  spec->mutable_model()->set_tokenizer(Absolute(spec->model().tokenizer(), base));
+  if (spec->has_evaluation()) {
+    spec->mutable_evaluation()->set_multiple_choice(Absolute(spec->evaluation().multiple_choice(), base));
+  }
   spec->mutable_data()->set_train(Absolute(spec->data().train(), base));
   spec->mutable_data()->set_validation(Absolute(spec->data().validation(), base));
   spec->set_output_dir(Absolute(spec->output_dir(), base));

@@ -15,6 +15,7 @@
 
 #include <algorithm>
 #include <map>
+#include <set>
 #include <memory>
 #include <string>
 #include <thread>
@@ -32,6 +33,9 @@
 #include "tests/testing/weights.h"
 #include "worker/comm/fake_communicator.h"
 #include "worker/model/hf_checkpoint.h"
+#include "worker/task/task.h"
+#include "worker/text/bpe_tokenizer.h"
+#include "worker/text/tokenizer.h"
 #include "worker/train/engine.h"
 
 namespace attune::worker::train {
@@ -224,6 +228,12 @@ TEST_F(CausalLmTest, MalformedConversationsAreDroppedAndCountedWithTheirLines) {
       << enc;
   EXPECT_EQ(enc["sample_lines"]["no_assistant_turn"], (Json{9, 13})) << enc;
   EXPECT_EQ(enc["sample_lines"]["unknown_role"], (Json{10})) << enc;
+  // The HTML report says the same.
+  const std::string html = ReadText(dir_ / "drops/eval_report.html");
+  EXPECT_NE(html.find("Encoding (training): 8 examples kept in 8 sequences, 0 cut to max_length; dropped "),
+            std::string::npos)
+      << html.substr(html.find("<h2>Data</h2>"));
+  EXPECT_NE(html.find("no_assistant_turn: 2 (lines 9, 13)"), std::string::npos);
 }
 
 TEST_F(CausalLmTest, AConversationCutBeforeItsFirstAnswerIsDroppedAndOneCutAfterIsTrained) {
@@ -623,6 +633,28 @@ TEST_F(CausalLmTest, APackedRunKilledAfterACheckpointResumesExactlyAndBf16Trains
   EXPECT_NE(bf16_first, fp32_first);  // the products really ran in bf16
   for (const auto& step : c["train_loss"]) EXPECT_TRUE(std::isfinite(step["loss"].get<double>())) << step;
   EXPECT_LT(c["final"]["loss"].get<double>(), fp32_first);
+}
+
+// Answers stop where the chat template ends an assistant turn, even when the
+// tokenizer's eos_token is another token (a base model's).
+TEST(CausalLmAnswerStopTest, TheTemplatesEndOfTurnTokenEndsAnAnswer) {
+  for (const auto& [package, token] : {std::pair<std::string, std::string>{"tokenizer-llama3_1", "<|eot_id|>"},
+                                       {"tokenizer-qwen3", "<|im_end|>"}}) {
+    SCOPED_TRACE(package);
+    auto tok = text::Tokenizer::FromDirectory(NpmTokenizer(package));
+    ASSERT_TRUE(tok.ok()) << tok.status();
+    auto task = task::MakeTask("causal_lm");
+    common::JobConfig c;
+    c.task = "causal_lm";
+    ASSERT_THAT(task->Configure(**tok, c), IsOk());
+    const auto* bpe = dynamic_cast<const text::BpeTokenizer*>(tok->get());
+    ASSERT_NE(bpe, nullptr);
+    EXPECT_EQ(task->AnswerStopIds(), std::set<int64_t>{bpe->TokenId(token)});
+    c.data_format = "prompt_completion";
+    auto plain = task::MakeTask("causal_lm");
+    ASSERT_THAT(plain->Configure(**tok, c), IsOk());
+    EXPECT_TRUE(plain->AnswerStopIds().empty());  // no template renders its prompts
+  }
 }
 
 }  // namespace

@@ -280,6 +280,32 @@ std::string DataSection(const std::string& report_json) {
   absl::StrAppendFormat(&html, "<p>Split: %s; %d training and %d validation examples.</p>",
                         Escape(j.value("split", "")), j.value("train_examples", int64_t{0}),
                         j.value("validation_examples", int64_t{0}));
+  // What tokenisation then kept, cut, packed or dropped (causal_lm), with the
+  // first lines of each drop.
+  for (const auto& [key, name] : {std::pair<const char*, const char*>{"train_encoding", "training"},
+                                  {"validation_encoding", "validation"}}) {
+    if (!j.contains(key) || !j[key].is_object()) continue;
+    const auto& e = j[key];
+    absl::StrAppendFormat(&html, "<p>Encoding (%s): %d examples kept in %d sequences, %d cut to max_length", name,
+                          e.value("examples", int64_t{0}), e.value("sequences", int64_t{0}),
+                          e.value("truncated", int64_t{0}));
+    std::vector<std::string> drops;
+    if (e.contains("dropped") && e["dropped"].is_object()) {
+      for (const auto& [reason, n] : e["dropped"].items()) {
+        if (!n.is_number_integer()) continue;
+        std::string lines;
+        if (e.contains("sample_lines") && e["sample_lines"].is_object() && e["sample_lines"].contains(reason) &&
+            e["sample_lines"][reason].is_array()) {
+          for (const auto& l : e["sample_lines"][reason]) {
+            if (l.is_number_integer()) absl::StrAppend(&lines, lines.empty() ? " (lines " : ", ", l.get<int64_t>());
+          }
+          if (!lines.empty()) lines += ")";
+        }
+        drops.push_back(absl::StrCat(reason, ": ", n.get<int64_t>(), lines));
+      }
+    }
+    absl::StrAppendFormat(&html, "; dropped %s.</p>", Escape(drops.empty() ? "none" : absl::StrJoin(drops, ", ")));
+  }
   return html;
 }
 

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <map>
 #include <numeric>
+#include <set>
 #include <unordered_map>
 
 #include <torch/torch.h>
@@ -148,6 +149,15 @@ class CausalLm : public LanguageModelTask {
     return out;
   }
 
+  // The token the chat template closes an assistant turn with, when it is a
+  // special token (Llama 3's <|eot_id|>, ChatML's <|im_end|>): a base model's
+  // eos_token is often another, and an answer must stop at the turn's end.
+  std::set<int64_t> AnswerStopIds() const override {
+    if (template_ == nullptr || format_ == "prompt_completion" || format_ == "text") return {};
+    const int64_t id = text::EndOfTurnToken(*bpe_, *template_, template_name_);
+    return id >= 0 ? std::set<int64_t>{id} : std::set<int64_t>{};
+  }
+
   // NOTE [multiple choice]: each choice is scored as lm-evaluation-harness
   // scores a continuation, by the summed log-likelihood of its tokens given
   // the question; here the tokens are those training would train in the
@@ -226,7 +236,9 @@ class CausalLm : public LanguageModelTask {
           q.truncated = true;
         }
         e.types.assign(e.ids.size(), 0);
-        const std::string text = choice.get<std::string>();
+        // The scored continuation's characters, as lm-evaluation-harness's acc_norm counts them (the
+        // space before the choice included where there is one).
+        const std::string text = format == "prompt_completion" ? " " + choice.get<std::string>() : choice.get<std::string>();
         q.choice_chars.push_back(std::count_if(text.begin(), text.end(), [](char c) { return (c & 0xC0) != 0x80; }));
         q.choices.push_back(std::move(e));
       }

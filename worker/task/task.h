@@ -17,6 +17,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <set>
 #include <string>
 #include <tuple>
 #include <vector>
@@ -199,6 +200,9 @@ class Task {
       const std::vector<data::Example>& examples) const {
     return absl::UnimplementedError("evaluation.generate applies to task causal_lm only");
   }
+  // Tokens besides the tokenizer's EOS that end an answer (a chat
+  // template's end of turn).
+  virtual std::set<int64_t> AnswerStopIds() const { return {}; }
   // The questions of a multiple-choice file (`source` names it in errors); a
   // malformed line, or a choice that does not fit `max_length` tokens with a
   // token of the question before it, is an error naming its line.

@@ -95,4 +95,21 @@ absl::StatusOr<Json> TokenizeRecord(const BpeTokenizer& tok, const ChatTemplate*
   return Json{{"text", f}, {"ids", ids}, {"assistant_mask", mask}};
 }
 
+int64_t EndOfTurnToken(const BpeTokenizer& tok, const ChatTemplate& tmpl, const std::string& template_name) {
+  const Json probe = {{"messages", Json::array({Json{{"role", "user"}, {"content", "q"}},
+                                                Json{{"role", "assistant"}, {"content", "a"}}})}};
+  auto tokenized = TokenizeRecord(tok, &tmpl, template_name, probe, false);
+  if (!tokenized.ok()) return -1;
+  const auto ids = (*tokenized)["ids"].get<std::vector<int64_t>>();
+  const auto mask = (*tokenized)["assistant_mask"].get<std::vector<int>>();
+  // From the turn's end back to its content: the last special token, past
+  // any whitespace the template adds after it (ChatML's newline).
+  for (size_t k = ids.size(); k-- > 0;) {
+    if (!mask[k]) continue;
+    if (tok.IsSpecial(ids[k])) return ids[k];
+    if (tok.Decode({ids[k]}, false).find_first_not_of(" \t\r\n") != std::string::npos) return -1;  // the answer
+  }
+  return -1;
+}
+
 }  // namespace attune::worker::text

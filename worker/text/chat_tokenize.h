@@ -24,4 +24,10 @@ absl::StatusOr<nlohmann::ordered_json> TokenizeRecord(const BpeTokenizer& tok, c
                                                       const nlohmann::ordered_json& record,
                                                       bool add_generation_prompt);
 
+// The special token `tmpl` closes an assistant turn with (Llama 3's
+// <|eot_id|>, ChatML's <|im_end|>), or -1 when it closes turns with ordinary
+// text or cannot render a turn. A base model's eos_token is often another
+// token, and a generated answer must stop at its turn's end.
+int64_t EndOfTurnToken(const BpeTokenizer& tok, const ChatTemplate& tmpl, const std::string& template_name);
+
 }  // namespace attune::worker::text

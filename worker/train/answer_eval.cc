@@ -50,6 +50,7 @@ absl::StatusOr<AnswerEvalSet> PrepareAnswerEvals(const common::JobConfig& c, con
   if (c.eval_generate_max_new_tokens > 0) {
     set.max_new_tokens = static_cast<int>(c.eval_generate_max_new_tokens);
     ATTUNE_ASSIGN_OR_RETURN(set.stop_ids, StopIds(*decoder, *bpe, model_dir));
+    for (int64_t id : task.AnswerStopIds()) set.stop_ids.insert(id);
     ATTUNE_ASSIGN_OR_RETURN(std::vector<task::GenerationCase> cases, task.GenerationCases(validation));
     const int64_t limit = m.max_positions();
     int64_t longest = 0;

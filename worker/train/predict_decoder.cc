@@ -81,6 +81,10 @@ absl::Status PredictCausalLm(model::DecoderLmImpl& m, const std::string& model_d
   std::set<int64_t> stop_ids;
   if (generate) {
     ATTUNE_ASSIGN_OR_RETURN(stop_ids, StopIds(m, *tok, model_dir));
+    // A conversation's answer also ends with its turn.
+    if (tmpl) {
+      if (const int64_t eot = text::EndOfTurnToken(*tok, *tmpl, template_name); eot >= 0) stop_ids.insert(eot);
+    }
   }
   // A stop string that is a special token's text stops at that token.
   std::string stop = o.stop;
