@@ -112,6 +112,8 @@ struct JobConfig {
   // workers
   int64_t world_size = 1;
   std::string backend = "gloo";
+  // workers.sharding: none | optimizer (ZeRO-1, NOTE [sharded buckets] in worker/comm/reducer.h).
+  std::string sharding = "none";
   int64_t cpus_per_rank = 1, gpus_per_rank = 0;
   int64_t priority = 0, max_restarts = 0;
   std::string output_dir;

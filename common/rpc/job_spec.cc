@@ -377,6 +377,7 @@ JobConfig JobConfigFromProto(const v1::JobSpec& s) {
   c.checkpoint_overwrite = s.checkpoint().overwrite();
   if (s.workers().has_count()) c.world_size = s.workers().count();
   c.backend = Or(s.workers().backend(), c.backend);
+  c.sharding = Or(s.workers().sharding(), c.sharding);
   c.cpus_per_rank = Or<int64_t>(s.workers().cpus_per_rank(), c.cpus_per_rank);
   c.gpus_per_rank = s.workers().gpus_per_rank();
   c.priority = s.priority();

@@ -126,6 +126,75 @@ TEST_P(CommTest, HalfPrecisionBucketsStillSum) {
   });
 }
 
+TEST_P(CommTest, ReduceScatterLeavesEachRankItsBlockOfTheSum) {
+  const int world = GetParam();
+  OnRanks(world, [world](int r, Communicator& c) {
+    for (int64_t n : {1, 5, 1000}) {
+      // Element j of rank r's input: (r + 1) * (j + 1).
+      torch::Tensor in = torch::arange(1, world * n + 1, torch::kFloat32) * static_cast<float>(r + 1);
+      torch::Tensor out = torch::empty({n}, torch::kFloat32);
+      ASSERT_THAT(ReduceScatterSumBlocking(c, in, out), IsOk());
+      const torch::Tensor want = torch::arange(r * n + 1, (r + 1) * n + 1, torch::kFloat32) * (world * (world + 1) / 2.0f);
+      EXPECT_TRUE(torch::equal(out, want)) << "n=" << n << " rank " << r;
+    }
+    torch::Tensor in = torch::zeros({world * 3 + 1});
+    torch::Tensor out = torch::zeros({3});
+    EXPECT_THAT(c.ReduceScatterSum(in, out).status(),
+                StatusIs(absl::StatusCode::kInvalidArgument, "not world size"));
+  });
+}
+
+// NOTE [sharded buckets]: the pieces the ranks own cover every element once;
+// each rank's part of the gradients is the allreduced sum's; the parameters
+// are gathered back from each rank's part.
+TEST_P(CommTest, ShardedBucketsGiveEachRankItsPartOfTheSumAndGatherTheParameters) {
+  const int world = GetParam();
+  for (const char* compression : {"none", "fp16"}) {
+    std::vector<std::vector<Reducer::Piece>> owned(static_cast<size_t>(world));
+    OnRanks(world, [&, world](int r, Communicator& c) {
+      torch::Tensor a = torch::ones({7}, torch::requires_grad());
+      torch::Tensor unused = torch::ones({3}, torch::requires_grad());
+      torch::Tensor b = torch::ones({2, 5}, torch::requires_grad());
+      std::vector<torch::Tensor> params{a, unused, b};
+      ReducerOptions o;
+      o.bucket_cap_bytes = 40;  // a bucket for a, one for unused and b
+      o.shard = true;
+      o.compression = compression;
+      Reducer reducer(params, c, o);
+      ASSERT_EQ(reducer.bucket_count(), 2u);
+      reducer.PrepareForBackward(true);
+      ((a * static_cast<float>(r + 1)).sum() + (b * 0.5f).sum()).backward();
+      ASSERT_THAT(reducer.FinishBackward(), IsOk());
+      owned[static_cast<size_t>(r)] = reducer.OwnedPieces();
+      for (const Reducer::Piece& p : reducer.OwnedPieces()) {
+        const float want = p.param == 0 ? world * (world + 1) / 2.0f : p.param == 2 ? 0.5f * world : 0.0f;
+        torch::Tensor got = reducer.shard_grad(p.bucket).narrow(0, p.shard_offset, p.length);
+        EXPECT_TRUE(torch::equal(got, torch::full({p.length}, want))) << "param " << p.param << " rank " << r;
+        // Each rank writes its rank into the pieces it owns; the gather brings them all.
+        params[p.param].detach().view({-1}).narrow(0, p.param_offset, p.length).fill_(static_cast<float>(r));
+      }
+      ASSERT_THAT(reducer.GatherParameters(), IsOk());
+      std::vector<torch::Tensor> seen;
+      for (const auto& t : params) seen.push_back(t.detach().clone().view({-1}));
+      // The parameters now tell which rank owned each element; every rank sees the same.
+      torch::Tensor all = torch::cat(seen);
+      std::vector<torch::Tensor> gathered;
+      ASSERT_THAT(c.AllGather(all, &gathered), IsOk());
+      for (const auto& g : gathered) EXPECT_TRUE(torch::equal(g, all));
+    });
+    // Every element of every parameter is owned exactly once.
+    std::vector<std::vector<int>> count{std::vector<int>(7), std::vector<int>(3), std::vector<int>(10)};
+    for (const auto& pieces : owned) {
+      for (const auto& p : pieces) {
+        for (int64_t k = 0; k < p.length; ++k) ++count[p.param][static_cast<size_t>(p.param_offset + k)];
+      }
+    }
+    for (const auto& per_param : count) {
+      for (int n : per_param) EXPECT_EQ(n, 1) << compression;
+    }
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(WorldSizes, CommTest, ::testing::Values(2, 3));
 
 TEST(CommErrorsTest, BadOptionsAndMissingPeers) {

@@ -25,6 +25,27 @@ absl::Status BroadcastBlocking(Communicator& c, at::Tensor t, int root) {
   return (*w)->Wait(c.timeout());
 }
 
+absl::Status ReduceScatterSumBlocking(Communicator& c, at::Tensor input, at::Tensor output) {
+  auto w = c.ReduceScatterSum(input, output);
+  if (!w.ok()) return w.status();
+  return (*w)->Wait(c.timeout());
+}
+
+absl::Status CheckReduceScatter(const Communicator& c, const at::Tensor& input, const at::Tensor& output) {
+  const int64_t world = c.world_size();
+  if (input.dim() != 1 || output.dim() != 1 || !input.is_contiguous() || !output.is_contiguous()) {
+    return absl::InvalidArgumentError(absl::StrCat(c.backend(), " reduce_scatter: input and output must be 1-D and contiguous"));
+  }
+  if (input.scalar_type() != output.scalar_type() || input.device() != output.device()) {
+    return absl::InvalidArgumentError(absl::StrCat(c.backend(), " reduce_scatter: input and output differ in dtype or device"));
+  }
+  if (input.numel() != world * output.numel()) {
+    return absl::InvalidArgumentError(absl::StrCat(c.backend(), " reduce_scatter: input has ", input.numel(),
+                                                   " elements, not world size ", world, " x output's ", output.numel()));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<at::Tensor> AllGatherVariable(Communicator& c, const at::Tensor& input) {
   // 1. gather lengths; 2. pad to the longest; 3. gather; 4. trim and concatenate.
   at::Tensor len = torch::tensor({input.size(0)}, torch::kInt64);

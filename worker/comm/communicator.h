@@ -57,6 +57,12 @@ class Communicator {
   // In place, summed over ranks. `tensor` must be contiguous and dense.
   virtual absl::StatusOr<std::unique_ptr<Work>> AllReduceSum(at::Tensor tensor) = 0;
   virtual absl::StatusOr<std::unique_ptr<Work>> Broadcast(at::Tensor tensor, int root) = 0;
+  // Sums `input` (1-D, contiguous, world_size() * n elements) over the ranks
+  // and leaves this rank's part of the sum, elements [rank * n, (rank + 1) *
+  // n), in `output` (n elements, the same dtype). `input` is the collective's
+  // scratch space: its contents are unspecified once the work is done. Each
+  // rank moves (world - 1) / world of `input`, half an allreduce's traffic.
+  virtual absl::StatusOr<std::unique_ptr<Work>> ReduceScatterSum(at::Tensor input, at::Tensor output) = 0;
   // Every rank's `input` (same shape on all ranks), in rank order.
   virtual absl::Status AllGather(const at::Tensor& input, std::vector<at::Tensor>* outputs) = 0;
   virtual absl::Status Barrier() = 0;
@@ -67,6 +73,9 @@ class Communicator {
 // Blocking conveniences built on the interface.
 absl::Status AllReduceSumBlocking(Communicator& c, at::Tensor tensor);
 absl::Status BroadcastBlocking(Communicator& c, at::Tensor tensor, int root);
+absl::Status ReduceScatterSumBlocking(Communicator& c, at::Tensor input, at::Tensor output);
+// The arguments ReduceScatterSum accepts: kInvalidArgument naming what is wrong.
+absl::Status CheckReduceScatter(const Communicator& c, const at::Tensor& input, const at::Tensor& output);
 // Concatenates each rank's 1-D `input` (lengths may differ), in rank order.
 absl::StatusOr<at::Tensor> AllGatherVariable(Communicator& c, const at::Tensor& input);
 

@@ -29,6 +29,16 @@ class FakeCommunicator : public Communicator {
     tensor.copy_((*parts)[static_cast<size_t>(root)]);
     return std::unique_ptr<Work>(new Done());
   }
+  absl::StatusOr<std::unique_ptr<Work>> ReduceScatterSum(at::Tensor input, at::Tensor output) override {
+    if (auto s = CheckReduceScatter(*this, input, output); !s.ok()) return s;
+    auto parts = g_.Meet(rank_, input, "reduce_scatter");
+    if (!parts.ok()) return parts.status();
+    const int64_t n = output.numel();
+    at::Tensor sum = torch::zeros_like(output);
+    for (const auto& p : *parts) sum += p.narrow(0, rank_ * n, n);  // rank order, as AllReduceSum
+    output.copy_(sum);
+    return std::unique_ptr<Work>(new Done());
+  }
   absl::Status AllGather(const at::Tensor& input, std::vector<at::Tensor>* outputs) override {
     auto parts = g_.Meet(rank_, input, "allgather");
     if (!parts.ok()) return parts.status();

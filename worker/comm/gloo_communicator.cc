@@ -102,6 +102,79 @@ class GlooWork : public Work {
   const std::atomic<bool>* aborted_;
 };
 
+// NOTE [ring reduce-scatter]: libtorch 1.13's ProcessGroupGloo has no usable
+// reduce_scatter, so it is a ring over send/recv: the input is cut into
+// `world` blocks; at step k (of world - 1) rank r sends its running sum of
+// block (r - k - 1) mod world to rank r + 1 and adds what rank r - 1 sends of
+// block (r - k - 2) mod world into its own. After the last step rank r holds
+// the whole sum of block r. Each rank sends (world - 1) / world of the input.
+// The first step starts at launch (so it overlaps whatever the caller does
+// next, all of it with two ranks); Wait() drives the rest.
+class RingReduceScatter : public Work {
+ public:
+  RingReduceScatter(c10d::ProcessGroupGloo& pg, const CommunicatorOptions& o, int tag, at::Tensor input,
+                    at::Tensor output, const std::atomic<bool>* aborted)
+      : pg_(pg), o_(o), tag_(tag), output_(std::move(output)), aborted_(aborted) {
+    const int64_t n = output_.numel();
+    for (int b = 0; b < o_.world_size; ++b) blocks_.push_back(input.narrow(0, b * n, n));
+    incoming_ = torch::empty_like(output_);
+  }
+
+  // Starts step `k_`: the send to the right and the receive from the left.
+  absl::Status Start() {
+    const int w = o_.world_size, r = o_.rank;
+    try {
+      std::vector<at::Tensor> out{blocks_[static_cast<size_t>(((r - k_ - 1) % w + w) % w)]};
+      std::vector<at::Tensor> in{incoming_};
+      send_ = pg_.send(out, (r + 1) % w, tag_);
+      recv_ = pg_.recv(in, (r - 1 + w) % w, tag_);
+      return absl::OkStatus();
+    } catch (const std::exception& e) {
+      return FromException(e, "reduce_scatter", r, o_.job);
+    }
+  }
+
+  absl::Status Wait(absl::Duration timeout) override {
+    const int w = o_.world_size, r = o_.rank;
+    const absl::Time deadline = absl::Now() + timeout;
+    if (!started_.ok()) return started_;
+    while (k_ < w - 1) {
+      for (auto* work : {&send_, &recv_}) {
+        if (aborted_->load()) return absl::AbortedError(absl::StrCat("job=", o_.job, " rank=", r, " reduce_scatter: aborted"));
+        try {
+          if (!(*work)->wait(Ms(std::max(absl::ZeroDuration(), deadline - absl::Now())))) {
+            return absl::DeadlineExceededError(absl::StrCat("job=", o_.job, " rank=", r, " reduce_scatter timed out"));
+          }
+        } catch (const std::exception& e) {
+          return FromException(e, "reduce_scatter", r, o_.job);
+        }
+      }
+      blocks_[static_cast<size_t>(((r - k_ - 2) % w + w) % w)].add_(incoming_);
+      if (++k_ < w - 1) {
+        if (absl::Status s = Start(); !s.ok()) return s;
+      }
+    }
+    if (!done_) {
+      output_.copy_(blocks_[static_cast<size_t>(r)]);
+      done_ = true;
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status started_;
+
+ private:
+  c10d::ProcessGroupGloo& pg_;
+  const CommunicatorOptions& o_;
+  const int tag_;
+  std::vector<at::Tensor> blocks_;
+  at::Tensor output_, incoming_;
+  const std::atomic<bool>* aborted_;
+  c10::intrusive_ptr<c10d::Work> send_, recv_;
+  int k_ = 0;
+  bool done_ = false;
+};
+
 class GlooCommunicator : public Communicator {
  public:
   GlooCommunicator(const CommunicatorOptions& o, std::unique_ptr<KvServer> server,
@@ -126,6 +199,21 @@ class GlooCommunicator : public Communicator {
       opts.rootRank = root;
       return pg_->broadcast(v, opts);
     });
+  }
+  absl::StatusOr<std::unique_ptr<Work>> ReduceScatterSum(at::Tensor input, at::Tensor output) override {
+    if (auto s = CheckReduceScatter(*this, input, output); !s.ok()) return s;
+    if (aborted_.load()) return absl::AbortedError(absl::StrCat("job=", o_.job, " rank=", o_.rank, " reduce_scatter: aborted"));
+    if (o_.world_size == 1) {
+      output.copy_(input);
+      return std::unique_ptr<Work>(new RingReduceScatter(*pg_, o_, 0, input, output, &aborted_));
+    }
+    // Every rank issues reduce-scatters in the same order (NOTE [collective
+    // order]), so their sequence numbers, the tags, agree.
+    const int tag = static_cast<int>(ring_seq_++ % (1 << 30));
+    auto work = std::make_unique<RingReduceScatter>(*pg_, o_, tag, input, output, &aborted_);
+    work->started_ = work->Start();
+    if (!work->started_.ok()) return work->started_;
+    return std::unique_ptr<Work>(std::move(work));
   }
   absl::Status AllGather(const at::Tensor& input, std::vector<at::Tensor>* outputs) override {
     std::vector<std::vector<at::Tensor>> out(1);
@@ -165,6 +253,7 @@ class GlooCommunicator : public Communicator {
   c10::intrusive_ptr<c10d::Store> store_;
   c10::intrusive_ptr<c10d::ProcessGroupGloo> pg_;
   std::atomic<bool> aborted_{false};
+  int64_t ring_seq_ = 0;
 };
 
 }  // namespace

@@ -252,6 +252,14 @@ class NcclCommunicator : public Communicator {
       return ncclBroadcast(in, out, n, type, root, s_->comm, s_->stream);
     });
   }
+  absl::StatusOr<std::unique_ptr<Work>> ReduceScatterSum(at::Tensor input, at::Tensor output) override {
+    if (auto st = CheckReduceScatter(*this, input, output); !st.ok()) return st;
+    const size_t world = static_cast<size_t>(s_->o.world_size);
+    // `count` is what is sent (world x the output's elements); NCCL takes the output's.
+    return Launch("reduce_scatter", input, output, [&](const void* in, void* out, size_t n, ncclDataType_t type) {
+      return ncclReduceScatter(in, out, n / world, type, ncclSum, s_->comm, s_->stream);
+    });
+  }
   absl::Status AllGather(const at::Tensor& input, std::vector<at::Tensor>* outputs) override {
     const int world = s_->o.world_size;
     at::Tensor in = input.contiguous();

@@ -36,6 +36,8 @@ struct Reducer::Bucket {
   std::vector<size_t> params;
   at::Tensor flat;      // float32, the sum lands here
   at::Tensor wire;      // what travels (flat, or a half/bfloat16 copy)
+  int64_t part = 0;     // sharded: the elements of each rank's part
+  at::Tensor shard, shard_wire;  // sharded: this rank's part of the sum (float32; as it travels)
   size_t pending = 0;
   bool launched = false;
   std::unique_ptr<Work> work;
@@ -52,8 +54,19 @@ Reducer::Reducer(std::vector<at::Tensor> trainable, Communicator& comm, ReducerO
     if (!cur) return;
     int64_t n = 0;
     for (size_t p : cur->params) n += params_[p].numel();
+    const auto on = torch::TensorOptions().dtype(torch::kFloat32).device(params_[cur->params[0]].device());
+    if (options_.shard) {
+      // NOTE [sharded buckets]: padded with zeros that stay zero.
+      const int64_t world = comm_.world_size();
+      cur->part = (n + world - 1) / world;
+      n = cur->part * world;
+      cur->shard = torch::zeros({cur->part}, on);
+      cur->shard_wire = options_.compression == "none" ? cur->shard
+                        : torch::zeros({cur->part}, on.dtype(options_.compression == "fp16" ? torch::kFloat16
+                                                                                            : torch::kBFloat16));
+    }
     // On the parameters' device: NCCL reduces CUDA buckets in place.
-    cur->flat = torch::zeros({n}, torch::TensorOptions().dtype(torch::kFloat32).device(params_[cur->params[0]].device()));
+    cur->flat = torch::zeros({n}, on);
     buckets_.push_back(std::move(cur));
     cur_bytes = 0;
   };
@@ -79,7 +92,7 @@ Reducer::Reducer(std::vector<at::Tensor> trainable, Communicator& comm, ReducerO
   }
   LOG(INFO) << "reducer: " << params_.size() << " trainable tensors in " << buckets_.size() << " buckets, "
             << stats_.bytes_per_step << " bytes per step, compression " << options_.compression << ", overlap "
-            << (options_.overlap ? "on" : "off");
+            << (options_.overlap ? "on" : "off") << (options_.shard ? ", sharded (reduce-scatter)" : "");
 }
 
 Reducer::~Reducer() = default;
@@ -134,7 +147,7 @@ void Reducer::Launch(Bucket& b) {
   } else {
     b.wire = b.flat;
   }
-  auto w = comm_.AllReduceSum(b.wire);
+  auto w = options_.shard ? comm_.ReduceScatterSum(b.wire, b.shard_wire) : comm_.AllReduceSum(b.wire);
   if (!w.ok()) {
     if (launch_error_.ok()) launch_error_ = w.status();
     return;
@@ -161,7 +174,11 @@ absl::Status Reducer::FinishBackward() {
   stats_.exposed_seconds += done - backward_end;
   ++stats_.steps;
   for (auto& b : buckets_) {
-    if (!b->wire.is_same(b->flat)) b->flat.copy_(b->wire);
+    if (options_.shard) {
+      if (!b->shard_wire.is_same(b->shard)) b->shard.copy_(b->shard_wire);
+    } else if (!b->wire.is_same(b->flat)) {
+      b->flat.copy_(b->wire);
+    }
     // Gradients become views of their bucket (as DDP's gradient_as_bucket_view):
     // no copy back now, and no copy in on later steps, since the optimizer
     // zeroes them in place and autograd accumulates into them in place.
@@ -175,6 +192,54 @@ absl::Status Reducer::FinishBackward() {
     }
   }
   return absl::OkStatus();
+}
+
+std::vector<Reducer::Piece> Reducer::OwnedPieces() const {
+  std::vector<Piece> out;
+  if (!options_.shard) return out;
+  const int64_t r = comm_.rank();
+  for (size_t bi = 0; bi < buckets_.size(); ++bi) {
+    const Bucket& b = *buckets_[bi];
+    const int64_t begin = r * b.part, end = begin + b.part;
+    for (size_t i : b.params) {
+      const int64_t offset = slot_[i].second, numel = params_[i].numel();
+      const int64_t lo = std::max(offset, begin), hi = std::min(offset + numel, end);
+      if (lo < hi) out.push_back({i, bi, lo - offset, lo - begin, hi - lo});
+    }
+  }
+  return out;
+}
+
+const at::Tensor& Reducer::shard_grad(size_t bucket) const { return buckets_.at(bucket)->shard; }
+
+absl::Status Reducer::GatherBuckets(const std::function<void(size_t, at::Tensor&)>& fill,
+                                    const std::function<void(size_t, const at::Tensor&)>& use) {
+  torch::NoGradGuard g;
+  for (size_t bi = 0; bi < buckets_.size(); ++bi) {
+    const Bucket& b = *buckets_[bi];
+    at::Tensor part = torch::zeros({b.part}, b.flat.options());
+    fill(bi, part);
+    std::vector<at::Tensor> parts;
+    if (absl::Status s = comm_.AllGather(part, &parts); !s.ok()) return s;
+    part = at::Tensor();
+    const at::Tensor whole = torch::cat(parts);
+    parts.clear();
+    for (size_t i : b.params) use(i, whole.narrow(0, slot_[i].second, params_[i].numel()));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Reducer::GatherParameters() {
+  std::vector<std::vector<Piece>> owned(buckets_.size());
+  for (const Piece& p : OwnedPieces()) owned[p.bucket].push_back(p);
+  return GatherBuckets(
+      [&](size_t bi, at::Tensor& part) {
+        for (const Piece& p : owned[bi]) {
+          part.narrow(0, p.shard_offset, p.length)
+              .copy_(params_[p.param].detach().reshape({-1}).narrow(0, p.param_offset, p.length));
+        }
+      },
+      [&](size_t i, const at::Tensor& values) { params_[i].detach().view(params_[i].sizes()).copy_(values.view(params_[i].sizes())); });
 }
 
 }  // namespace attune::worker::comm

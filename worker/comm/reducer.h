@@ -17,10 +17,22 @@
 // The reduction is a sum: the trainer divides each rank's loss by the
 // examples of the whole global step, so the sum is the global average.
 //
+// NOTE [sharded buckets]: with ReducerOptions::shard (workers.sharding:
+// optimizer, ZeRO-1), each bucket is padded to a multiple of the world size
+// and cut into world-size equal parts; rank r owns part r of every bucket.
+// Buckets are reduce-scattered instead of allreduced, so after
+// FinishBackward a rank has the summed gradients of its part alone
+// (shard_grad), and the parameters' .grad hold nothing meaningful. The
+// optimizer updates the owned pieces (OwnedPieces) and GatherParameters
+// all-gathers every rank's updated part into every rank's parameters.
+// Buckets depend only on the parameters' order and sizes, so every rank, and
+// every run of the same model and world size, cuts them the same way.
+//
 // Thread-compatible; hooks run on the thread that calls backward().
 // `comm` must outlive the reducer.
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -41,6 +53,8 @@ struct ReducerOptions {
   std::string compression = "none";
   // false: launch every bucket after backward instead of from hooks.
   bool overlap = true;
+  // NOTE [sharded buckets].
+  bool shard = false;
 };
 
 struct ReducerStats {
@@ -67,6 +81,27 @@ class Reducer {
 
   const ReducerStats& stats() const { return stats_; }
   size_t bucket_count() const { return buckets_.size(); }
+
+  // Sharded mode (NOTE [sharded buckets]). A piece: the elements
+  // [param_offset, param_offset + length) of trainable parameter `param`
+  // (flattened), at [shard_offset, ...) of this rank's part of `bucket`.
+  struct Piece {
+    size_t param = 0;
+    size_t bucket = 0;
+    int64_t param_offset = 0, shard_offset = 0, length = 0;
+  };
+  std::vector<Piece> OwnedPieces() const;
+  // This rank's part of a bucket's summed gradients, after FinishBackward.
+  const at::Tensor& shard_grad(size_t bucket) const;
+  // Collective, bucket by bucket: `fill(bucket, part)` writes this rank's
+  // part (float32, zeroed) of a bucket; then `use(param, values)` is given
+  // each of the bucket's parameters' flattened values as gathered from every
+  // rank's part. Memory: one bucket's worth at a time.
+  absl::Status GatherBuckets(const std::function<void(size_t, at::Tensor&)>& fill,
+                             const std::function<void(size_t, const at::Tensor&)>& use);
+  // Every rank's owned pieces of the parameters (as its optimizer left them)
+  // into every rank's parameters.
+  absl::Status GatherParameters();
 
  private:
   struct Bucket;

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <map>
 #include <optional>
+#include <set>
 
 #include <nlohmann/json.hpp>
 
@@ -25,6 +26,7 @@
 #include "worker/train/evaluator.h"
 #include "worker/train/exporter.h"
 #include "worker/train/optimizer.h"
+#include "worker/train/sharded_optimizer.h"
 
 namespace attune::worker::train {
 namespace {
@@ -311,7 +313,14 @@ absl::StatusOr<TrainResult> Engine::Finish() {
 
 absl::Status Engine::WriteCheckpoint(const LoopState& s) {
   auto t0 = Clock::now();
-  ATTUNE_ASSIGN_OR_RETURN(std::string dir, checkpointer_->Write(s, *model_, *opt_, best_));
+  if (sharded_) {
+    // NOTE [consolidated optimizer checkpoints]: every rank sends its part; rank 0 writes.
+    ATTUNE_RETURN_IF_ERROR(sharded_->ExportTo(*opt_));
+  }
+  if (rank_ != 0) return absl::OkStatus();
+  absl::StatusOr<std::string> written = checkpointer_->Write(s, *model_, *opt_, best_);
+  if (sharded_) opt_->state().clear();
+  ATTUNE_ASSIGN_OR_RETURN(std::string dir, std::move(written));
   const double secs = std::chrono::duration<double>(Clock::now() - t0).count();
   const std::string shown = c_.ShownText(dir);
   LOG(INFO) << "job=" << c_.name << " rank=" << rank_ << " step=" << s.step << " checkpoint committed: " << shown
@@ -470,6 +479,7 @@ absl::Status Engine::DoSetup() {
   OptimizerSetup optimizer = MakeAdamW(*model_, c_);
   opt_ = std::move(optimizer.optimizer);
   trainable_ = std::move(optimizer.trainable);
+  decayed_ = optimizer.decayed;
 
   sampler_ = std::make_unique<data::EpochSampler>(static_cast<int64_t>(train_.size()), c_.batch_size, rank_,
                                                   world_, static_cast<uint64_t>(c_.seed));
@@ -510,7 +520,22 @@ absl::Status Engine::DoSetup() {
     ro.bucket_cap_bytes = o_.bucket_cap_bytes;
     ro.compression = o_.gradient_compression;
     ro.overlap = o_.overlap;
+    ro.shard = c_.sharding == "optimizer";
     reducer_ = std::make_unique<comm::Reducer>(in_order, *comm_, ro);
+    if (ro.shard) {
+      // The reducer's trainable order is the model's; the optimizer's groups
+      // put the decayed ones first: the same tensors, told apart by identity.
+      std::set<const void*> decayed;
+      for (size_t j = 0; j < decayed_; ++j) decayed.insert(trainable_[j].unsafeGetTensorImpl());
+      std::vector<bool> decays;
+      for (const auto& t : in_order) decays.push_back(decayed.count(t.unsafeGetTensorImpl()) > 0);
+      ATTUNE_ASSIGN_OR_RETURN(sharded_, ShardedAdamW::Create(in_order, decays, *reducer_, *comm_, c_));
+      // NOTE [consolidated optimizer checkpoints]: a resumed state is loaded whole, then cut to this rank's part.
+      sharded_->ImportFrom(*opt_);
+      opt_->state().clear();
+    }
+  } else if (c_.sharding != "none") {
+    LOG(INFO) << "job=" << c_.name << " workers.sharding " << c_.sharding << " on one rank: nothing to shard";
   }
   run_start_ = Clock::now();
   start_step_ = s_.step;
@@ -587,7 +612,7 @@ absl::Status Engine::EndEpoch() {
     stop_ = true;
     stop_reason_ = "early_stopping";
   }
-  if (rank_ == 0) ATTUNE_RETURN_IF_ERROR(WriteCheckpoint(s_));
+  ATTUNE_RETURN_IF_ERROR(WriteCheckpoint(s_));  // rank 0 writes (with every rank's part when sharded)
   return absl::OkStatus();
 }
 
@@ -691,15 +716,25 @@ absl::Status Engine::DoStep() {
         absl::StrFormat("non-finite loss (%f) at step %d; no checkpoint was written for it", step_loss, s_.step + 1));
   }
   if (c_.max_grad_norm > 0) {
-    double norm = torch::nn::utils::clip_grad_norm_(trainable_, c_.max_grad_norm);
+    double norm = 0;
+    if (sharded_) {
+      ATTUNE_ASSIGN_OR_RETURN(norm, sharded_->ClipGradNorm(c_.max_grad_norm));
+    } else {
+      norm = torch::nn::utils::clip_grad_norm_(trainable_, c_.max_grad_norm);
+    }
     if (!std::isfinite(norm)) {
       if (obs_) obs_->OnNonFinite(s_.step + 1);
       return absl::FailedPreconditionError(absl::StrFormat("non-finite gradient norm at step %d", s_.step + 1));
     }
   }
   const double lr = c_.learning_rate * LearningRateFactor(c_.lr_scheduler, s_.step, warmup_, total_);
-  SetLearningRate(*opt_, lr);
-  opt_->step();
+  if (sharded_) {
+    sharded_->SetLearningRate(lr);
+    ATTUNE_RETURN_IF_ERROR(sharded_->Step());
+  } else {
+    SetLearningRate(*opt_, lr);
+    opt_->step();
+  }
   lap(&ev.optimizer_seconds);
   ++s_.step;
   s_.sampler = sampler_->state();
@@ -742,14 +777,14 @@ absl::Status Engine::DoStep() {
   }
   if (!comm_) signalled = StopRequested();
   bool checkpointed = false;
-  if (c_.checkpoint_every_steps > 0 && s_.step % c_.checkpoint_every_steps == 0 && rank_ == 0 &&
+  if (c_.checkpoint_every_steps > 0 && s_.step % c_.checkpoint_every_steps == 0 &&
       sampler_->state().cursor < static_cast<int64_t>(train_.size())) {
     // (A step that ends the epoch is checkpointed at the epoch's end, with the epoch advanced.)
     ATTUNE_RETURN_IF_ERROR(WriteCheckpoint(s_));
     checkpointed = true;
   }
   if (signalled) {
-    if (rank_ == 0 && !checkpointed) ATTUNE_RETURN_IF_ERROR(WriteCheckpoint(s_));
+    if (!checkpointed) ATTUNE_RETURN_IF_ERROR(WriteCheckpoint(s_));
     LOG(INFO) << "job=" << c_.name << " rank=" << rank_ << " stopping on request after step " << s_.step;
     return absl::CancelledError(
         absl::StrCat("stopped on request (SIGTERM) after step ", s_.step, "; checkpoint committed at that step"));

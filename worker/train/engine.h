@@ -39,6 +39,8 @@
 namespace attune::worker::train {
 
 // The data of a run: loaded, cleaned, labelled and split.
+class ShardedAdamW;  // worker/train/sharded_optimizer.h
+
 struct PreparedData {
   std::vector<data::Example> train, validation;
   data::LabelMap labels;
@@ -106,6 +108,8 @@ class Engine {
   std::vector<torch::Tensor> trainable_;  // what gradient clipping covers
   std::unique_ptr<data::EpochSampler> sampler_;
   std::unique_ptr<comm::Reducer> reducer_;
+  std::unique_ptr<ShardedAdamW> sharded_;  // workers.sharding: optimizer, on 2+ ranks; opt_ then only carries checkpoints
+  size_t decayed_ = 0;                     // how many of trainable_ are in the decayed group
 
   // The schedule.
   int64_t accum_ = 1, steps_per_epoch_ = 0, total_ = 0, warmup_ = 0;

@@ -11,6 +11,16 @@ OptimizerSetup MakeAdamW(model::Model& model, const common::JobConfig& c) {
     if (!t.requires_grad()) continue;
     (no_decay_set.count(t.unsafeGetTensorImpl()) ? no_decay : decay).push_back(t);
   }
+  OptimizerSetup out;
+  out.optimizer = MakeAdamWGroups(decay, no_decay, c);
+  out.decayed = decay.size();
+  out.trainable = std::move(decay);
+  out.trainable.insert(out.trainable.end(), no_decay.begin(), no_decay.end());
+  return out;
+}
+
+std::unique_ptr<torch::optim::AdamW> MakeAdamWGroups(std::vector<torch::Tensor> decay, std::vector<torch::Tensor> no_decay,
+                                                     const common::JobConfig& c) {
   auto adam = [&](double wd) {
     return std::make_unique<torch::optim::AdamWOptions>(torch::optim::AdamWOptions(c.learning_rate)
                                                             .betas({c.adam_beta1, c.adam_beta2})
@@ -18,14 +28,9 @@ OptimizerSetup MakeAdamW(model::Model& model, const common::JobConfig& c) {
                                                             .weight_decay(wd));
   };
   std::vector<torch::optim::OptimizerParamGroup> groups;
-  groups.emplace_back(decay, adam(c.weight_decay));
-  groups.emplace_back(no_decay, adam(0.0));
-  OptimizerSetup out;
-  out.optimizer = std::make_unique<torch::optim::AdamW>(groups, torch::optim::AdamWOptions(c.learning_rate));
-  out.decayed = decay.size();
-  out.trainable = std::move(decay);
-  out.trainable.insert(out.trainable.end(), no_decay.begin(), no_decay.end());
-  return out;
+  groups.emplace_back(std::move(decay), adam(c.weight_decay));
+  groups.emplace_back(std::move(no_decay), adam(0.0));
+  return std::make_unique<torch::optim::AdamW>(groups, torch::optim::AdamWOptions(c.learning_rate));
 }
 
 void SetLearningRate(torch::optim::AdamW& opt, double lr) {

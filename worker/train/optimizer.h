@@ -26,6 +26,9 @@ struct OptimizerSetup {
 // From the spec's learning_rate, adam_beta1/2, adam_epsilon and weight_decay.
 // Frozen parameters (requires_grad false) are left out.
 OptimizerSetup MakeAdamW(model::Model& model, const common::JobConfig& c);
+// AdamW over two groups, `decay` (the spec's weight_decay) and `no_decay`.
+std::unique_ptr<torch::optim::AdamW> MakeAdamWGroups(std::vector<torch::Tensor> decay, std::vector<torch::Tensor> no_decay,
+                                                     const common::JobConfig& c);
 
 // Sets every parameter group's learning rate (the schedule's value for this step).
 void SetLearningRate(torch::optim::AdamW& opt, double lr);

@@ -15,7 +15,7 @@
 
 namespace {
 
-enum class Kind { kAllReduce, kBroadcast, kAllGather };
+enum class Kind { kAllReduce, kBroadcast, kAllGather, kReduceScatter };
 
 struct Call {
   const void* send = nullptr;
@@ -111,6 +111,19 @@ void Complete(Op& op) {
       }
       default: std::abort();  // fp16 is not needed by the tests
     }
+  } else if (c0.kind == Kind::kReduceScatter) {
+    // Rank r receives the float32 sum of every rank's r-th block, in rank order.
+    if (c0.type != ncclFloat32) std::abort();  // the only type the tests reduce-scatter
+    for (size_t r = 0; r < op.calls.size(); ++r) {
+      std::vector<float> acc(n, 0.f);
+      for (const Call& c : op.calls) {
+        const float* v = static_cast<const float*>(c.send) + r * n;
+        for (size_t i = 0; i < n; ++i) acc[i] += v[i];
+      }
+      std::memcpy(op.calls[r].recv, acc.data(), n * sizeof(float));
+    }
+    op.done = true;
+    return;
   } else if (c0.kind == Kind::kBroadcast) {
     const Call& root = op.calls[static_cast<size_t>(c0.root)];
     result.assign(static_cast<const char*>(root.send), static_cast<const char*>(root.send) + recv_bytes);
@@ -282,6 +295,11 @@ ncclResult_t ncclAllReduce(const void* send, void* recv, size_t count, ncclDataT
 ncclResult_t ncclBroadcast(const void* send, void* recv, size_t count, ncclDataType_t type, int root,
                            ncclComm_t comm, cudaStream_t stream) {
   return Issue(comm, stream, {send, recv, count, type, Kind::kBroadcast, root});
+}
+ncclResult_t ncclReduceScatter(const void* send, void* recv, size_t recvcount, ncclDataType_t type, ncclRedOp_t op,
+                               ncclComm_t comm, cudaStream_t stream) {
+  if (op != ncclSum) return ncclInvalidArgument;
+  return Issue(comm, stream, {send, recv, recvcount, type, Kind::kReduceScatter, 0});
 }
 ncclResult_t ncclAllGather(const void* send, void* recv, size_t count, ncclDataType_t type, ncclComm_t comm,
                            cudaStream_t stream) {

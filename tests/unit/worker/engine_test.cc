@@ -17,6 +17,7 @@
 #include "common/files.h"
 #include "common/job_config.h"
 #include "common/testing/status_matchers.h"
+#include "tests/testing/engine_ranks.h"
 #include "tests/testing/process.h"
 #include "worker/comm/fake_communicator.h"
 
@@ -101,6 +102,28 @@ class EngineTest : public ::testing::Test {
     std::vector<std::pair<std::string, torch::Tensor>> out;
     for (auto& [name, t] : e.model()->NamedParameters()) out.emplace_back(name, t.detach().clone());
     return out;
+  }
+
+  // Runs `c` on `world` ranks to its end; rank 0's parameters, after
+  // checking that every rank ends with the same.
+  std::vector<std::pair<std::string, torch::Tensor>> RunOnRanks(const common::JobConfig& c, int world, bool resume) {
+    auto ranks = attune::testing::RunEngines(c, world, resume);
+    for (const auto& s : ranks->statuses) EXPECT_THAT(s, IsOk());
+    const auto p0 = Parameters(*ranks->engines[0]);
+    for (int r = 1; r < world; ++r) {
+      const auto pr = Parameters(*ranks->engines[static_cast<size_t>(r)]);
+      for (size_t i = 0; i < p0.size(); ++i) EXPECT_TRUE(torch::equal(p0[i].second, pr[i].second)) << p0[i].first << " rank " << r;
+    }
+    return p0;
+  }
+  static double Farthest(const std::vector<std::pair<std::string, torch::Tensor>>& a,
+                         const std::vector<std::pair<std::string, torch::Tensor>>& b) {
+    EXPECT_EQ(a.size(), b.size());
+    double worst = 0;
+    for (size_t i = 0; i < std::min(a.size(), b.size()); ++i) {
+      worst = std::max(worst, (a[i].second - b[i].second).abs().max().item<double>());
+    }
+    return worst;
   }
 
   attune::testing::TempDir dir_{"engine"};
@@ -238,6 +261,71 @@ TEST_F(EngineTest, AStopAskedOfOneRankEndsEveryRankAtTheSameStepWithACheckpoint)
   std::sort(steps.begin(), steps.end());
   // The end of the first epoch (3 steps of 2 x 8 rows), and the step it stopped at.
   EXPECT_EQ(steps, (std::vector<int64_t>{3, 4}));
+}
+
+// workers.sharding: optimizer (ZeRO-1) takes the steps an unsharded run
+// takes: weight decay in its groups, accumulation and a clipping that binds.
+TEST_F(EngineTest, TheShardedOptimizerTakesTheUnshardedStepsWithAccumulationAndClipping) {
+  const std::string base = BaseModel();
+  ASSERT_FALSE(base.empty());
+  for (int world : {2, 3}) {
+    auto configured = [&](const std::string& sharding) {
+      common::JobConfig c = Config(absl::StrCat("sharded_", sharding, world));
+      c.model_path = base;
+      c.batch_size = 4;
+      c.gradient_accumulation_steps = 2;
+      c.max_grad_norm = 0.05;  // below the gradients' norm: every step is clipped
+      c.max_steps = 5;
+      c.eval_every_steps = 0;
+      c.sharding = sharding;
+      return c;
+    };
+    const auto none = RunOnRanks(configured("none"), world, false);
+    const auto sharded = RunOnRanks(configured("optimizer"), world, false);
+    EXPECT_LT(Farthest(none, sharded), 1e-5) << world << " ranks";
+    // And it trained: the weights moved from the base's.
+    const auto before = RunOnRanks([&] {
+      common::JobConfig c = configured("none");
+      c.max_steps = 0;
+      c.output_dir += "_untrained";
+      return c;
+    }(), 1, false);
+    EXPECT_GT(Farthest(before, sharded), 1e-3);
+  }
+}
+
+// NOTE [consolidated optimizer checkpoints]: a run may go on in another mode
+// at another world size, and ends where one uninterrupted run ends.
+TEST_F(EngineTest, ACheckpointResumesInAnotherShardingModeAtAnotherWorldSize) {
+  const std::string base = BaseModel();
+  ASSERT_FALSE(base.empty());
+  // 48 rows, global batch 12 (2 x 6, 1 x 12, 3 x 4), 2 micro-batches a step:
+  // 2 steps an epoch, checkpointed at each epoch's end. A constant rate, so
+  // that a run's total steps do not change its schedule.
+  auto configured = [&](const std::string& out, int world, const std::string& sharding, int64_t steps) {
+    common::JobConfig c = Config(out);
+    c.model_path = base;
+    c.batch_size = 12 / world;
+    c.gradient_accumulation_steps = 2;
+    c.max_grad_norm = 0.05;
+    c.lr_scheduler = "constant";
+    c.warmup_ratio = 0;
+    c.epochs = 3;
+    c.max_steps = steps;
+    c.eval_every_steps = 0;
+    c.sharding = sharding;
+    return c;
+  };
+  const auto whole = RunOnRanks(configured("whole", 1, "none", 6), 1, false);
+  RunOnRanks(configured("chain", 2, "optimizer", 2), 2, false);
+  RunOnRanks(configured("chain", 1, "none", 4), 1, true);
+  const auto chained = RunOnRanks(configured("chain", 3, "optimizer", 6), 3, true);
+  EXPECT_LT(Farthest(whole, chained), 1e-5);
+  std::vector<std::string> skipped;
+  std::vector<int64_t> steps;
+  for (const auto& k : common::VerifiedCheckpoints(dir_.path() + "/chain/checkpoints", &skipped)) steps.push_back(k.step);
+  std::sort(steps.begin(), steps.end());
+  EXPECT_EQ(steps, (std::vector<int64_t>{4, 6})) << "keep_last 2 of the checkpoints at 2, 4 and 6";
 }
 
 }  // namespace

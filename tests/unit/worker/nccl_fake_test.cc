@@ -96,6 +96,11 @@ TEST_F(NcclFakeTest, CollectivesOfThreeRanksMatchTheSumsComputedHere) {
     auto all = AllGatherVariable(c, torch::full({r + 1}, static_cast<double>(r), torch::kFloat64));
     ASSERT_THAT(all, IsOk());
     EXPECT_TRUE(torch::equal(*all, torch::tensor({0.0, 1.0, 1.0, 2.0, 2.0, 2.0}, torch::kFloat64)));
+    // ncclReduceScatter: rank r gets block r of the sum (staged through the device).
+    torch::Tensor in = torch::arange(1, 3 * 4 + 1, torch::kFloat32) * static_cast<float>(r + 1);
+    torch::Tensor out = torch::empty({4}, torch::kFloat32);
+    ASSERT_THAT(ReduceScatterSumBlocking(c, in, out), IsOk());
+    EXPECT_TRUE(torch::equal(out, torch::arange(r * 4 + 1, r * 4 + 5, torch::kFloat32) * 6.0f));
     EXPECT_THAT(c.Barrier(), IsOk());
     EXPECT_THAT(c.Broadcast(b, 3).status(), StatusIs(absl::StatusCode::kInvalidArgument, "root 3 is not a rank"));
     EXPECT_THAT(c.AllReduceSum(torch::ones({4}, torch::kBool)).status(),
