@@ -126,7 +126,7 @@ TEST_P(CommTest, HalfPrecisionBucketsStillSum) {
   });
 }
 
-TEST_P(CommTest, ReduceScatterLeavesEachRankItsBlockOfTheSum) {
+TEST_P(CommTest, ReduceScatterLeavesEachRankItsBlockOfTheSumAndAllGatherBringsThemBack) {
   const int world = GetParam();
   OnRanks(world, [world](int r, Communicator& c) {
     for (int64_t n : {1, 5, 1000}) {
@@ -136,7 +136,18 @@ TEST_P(CommTest, ReduceScatterLeavesEachRankItsBlockOfTheSum) {
       ASSERT_THAT(ReduceScatterSumBlocking(c, in, out), IsOk());
       const torch::Tensor want = torch::arange(r * n + 1, (r + 1) * n + 1, torch::kFloat32) * (world * (world + 1) / 2.0f);
       EXPECT_TRUE(torch::equal(out, want)) << "n=" << n << " rank " << r;
+      // In place: into the rank's own block of the input.
+      torch::Tensor own = torch::arange(1, world * n + 1, torch::kFloat32) * static_cast<float>(r + 1);
+      ASSERT_THAT(ReduceScatterSumBlocking(c, own, own.narrow(0, r * n, n)), IsOk());
+      EXPECT_TRUE(torch::equal(own.narrow(0, r * n, n), want));
+      // And back: each rank's block into every rank's buffer.
+      torch::Tensor all = torch::full({world * n}, -1.0f);
+      all.narrow(0, r * n, n).copy_(out);
+      ASSERT_THAT(c.AllGatherInPlace(all), IsOk());
+      EXPECT_TRUE(torch::equal(all, torch::arange(1, world * n + 1, torch::kFloat32) * (world * (world + 1) / 2.0f)));
     }
+    EXPECT_THAT(c.AllGatherInPlace(torch::zeros({world * 2 + 1})),
+                StatusIs(absl::StatusCode::kInvalidArgument, "a multiple of world size"));
     torch::Tensor in = torch::zeros({world * 3 + 1});
     torch::Tensor out = torch::zeros({3});
     EXPECT_THAT(c.ReduceScatterSum(in, out).status(),

@@ -46,6 +46,15 @@ absl::Status CheckReduceScatter(const Communicator& c, const at::Tensor& input, 
   return absl::OkStatus();
 }
 
+absl::Status CheckAllGatherInPlace(const Communicator& c, const at::Tensor& buffer) {
+  if (buffer.dim() != 1 || !buffer.is_contiguous() || buffer.numel() % c.world_size() != 0) {
+    return absl::InvalidArgumentError(absl::StrCat(c.backend(), " allgather in place: the buffer must be 1-D, contiguous "
+                                                   "and a multiple of world size ", c.world_size(), " (it has ",
+                                                   buffer.numel(), " elements)"));
+  }
+  return absl::OkStatus();
+}
+
 absl::StatusOr<at::Tensor> AllGatherVariable(Communicator& c, const at::Tensor& input) {
   // 1. gather lengths; 2. pad to the longest; 3. gather; 4. trim and concatenate.
   at::Tensor len = torch::tensor({input.size(0)}, torch::kInt64);

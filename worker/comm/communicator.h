@@ -59,10 +59,15 @@ class Communicator {
   virtual absl::StatusOr<std::unique_ptr<Work>> Broadcast(at::Tensor tensor, int root) = 0;
   // Sums `input` (1-D, contiguous, world_size() * n elements) over the ranks
   // and leaves this rank's part of the sum, elements [rank * n, (rank + 1) *
-  // n), in `output` (n elements, the same dtype). `input` is the collective's
-  // scratch space: its contents are unspecified once the work is done. Each
+  // n), in `output` (n elements, the same dtype; it may be that block of
+  // `input` itself). `input` is the collective's scratch space: its other
+  // blocks are unspecified once the work is done. Each
   // rank moves (world - 1) / world of `input`, half an allreduce's traffic.
   virtual absl::StatusOr<std::unique_ptr<Work>> ReduceScatterSum(at::Tensor input, at::Tensor output) = 0;
+  // In place: `buffer` (1-D, contiguous, world_size() * n elements) holds
+  // this rank's block at [rank * n, (rank + 1) * n); on return every rank's
+  // block is in it, in rank order. No other memory than the buffer is needed.
+  virtual absl::Status AllGatherInPlace(at::Tensor buffer) = 0;
   // Every rank's `input` (same shape on all ranks), in rank order.
   virtual absl::Status AllGather(const at::Tensor& input, std::vector<at::Tensor>* outputs) = 0;
   virtual absl::Status Barrier() = 0;
@@ -74,8 +79,9 @@ class Communicator {
 absl::Status AllReduceSumBlocking(Communicator& c, at::Tensor tensor);
 absl::Status BroadcastBlocking(Communicator& c, at::Tensor tensor, int root);
 absl::Status ReduceScatterSumBlocking(Communicator& c, at::Tensor input, at::Tensor output);
-// The arguments ReduceScatterSum accepts: kInvalidArgument naming what is wrong.
+// The arguments ReduceScatterSum and AllGatherInPlace accept: kInvalidArgument naming what is wrong.
 absl::Status CheckReduceScatter(const Communicator& c, const at::Tensor& input, const at::Tensor& output);
+absl::Status CheckAllGatherInPlace(const Communicator& c, const at::Tensor& buffer);
 // Concatenates each rank's 1-D `input` (lengths may differ), in rank order.
 absl::StatusOr<at::Tensor> AllGatherVariable(Communicator& c, const at::Tensor& input);
 

@@ -39,6 +39,14 @@ class FakeCommunicator : public Communicator {
     output.copy_(sum);
     return std::unique_ptr<Work>(new Done());
   }
+  absl::Status AllGatherInPlace(at::Tensor buffer) override {
+    if (auto s = CheckAllGatherInPlace(*this, buffer); !s.ok()) return s;
+    auto parts = g_.Meet(rank_, buffer, "allgather");
+    if (!parts.ok()) return parts.status();
+    const int64_t n = buffer.numel() / g_.world_;
+    for (int q = 0; q < g_.world_; ++q) buffer.narrow(0, q * n, n).copy_((*parts)[static_cast<size_t>(q)].narrow(0, q * n, n));
+    return absl::OkStatus();
+  }
   absl::Status AllGather(const at::Tensor& input, std::vector<at::Tensor>* outputs) override {
     auto parts = g_.Meet(rank_, input, "allgather");
     if (!parts.ok()) return parts.status();

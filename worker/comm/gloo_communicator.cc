@@ -155,7 +155,7 @@ class RingReduceScatter : public Work {
       }
     }
     if (!done_) {
-      output_.copy_(blocks_[static_cast<size_t>(r)]);
+      if (output_.data_ptr() != blocks_[static_cast<size_t>(r)].data_ptr()) output_.copy_(blocks_[static_cast<size_t>(r)]);
       done_ = true;
     }
     return absl::OkStatus();
@@ -204,7 +204,7 @@ class GlooCommunicator : public Communicator {
     if (auto s = CheckReduceScatter(*this, input, output); !s.ok()) return s;
     if (aborted_.load()) return absl::AbortedError(absl::StrCat("job=", o_.job, " rank=", o_.rank, " reduce_scatter: aborted"));
     if (o_.world_size == 1) {
-      output.copy_(input);
+      if (output.data_ptr() != input.data_ptr()) output.copy_(input);
       return std::unique_ptr<Work>(new RingReduceScatter(*pg_, o_, 0, input, output, &aborted_));
     }
     // Every rank issues reduce-scatters in the same order (NOTE [collective
@@ -214,6 +214,33 @@ class GlooCommunicator : public Communicator {
     work->started_ = work->Start();
     if (!work->started_.ok()) return work->started_;
     return std::unique_ptr<Work>(std::move(work));
+  }
+  // A ring over send/recv (NOTE [ring reduce-scatter], the other way round):
+  // at step k rank r sends block (r - k) mod world to rank r + 1 and receives
+  // block (r - k - 1) mod world from rank r - 1 into its place.
+  absl::Status AllGatherInPlace(at::Tensor buffer) override {
+    if (auto s = CheckAllGatherInPlace(*this, buffer); !s.ok()) return s;
+    const int w = o_.world_size, r = o_.rank;
+    const int64_t n = buffer.numel() / w;
+    const int tag = static_cast<int>(ring_seq_++ % (1 << 30));
+    const absl::Time deadline = absl::Now() + o_.timeout;
+    for (int k = 0; k < w - 1; ++k) {
+      if (aborted_.load()) return absl::AbortedError(absl::StrCat("job=", o_.job, " rank=", r, " allgather: aborted"));
+      try {
+        std::vector<at::Tensor> out{buffer.narrow(0, ((r - k) % w + w) % w * n, n)};
+        std::vector<at::Tensor> in{buffer.narrow(0, ((r - k - 1) % w + w) % w * n, n)};
+        auto send = pg_->send(out, (r + 1) % w, tag);
+        auto recv = pg_->recv(in, (r - 1 + w) % w, tag);
+        for (auto* work : {&send, &recv}) {
+          if (!(*work)->wait(Ms(std::max(absl::ZeroDuration(), deadline - absl::Now())))) {
+            return absl::DeadlineExceededError(absl::StrCat("job=", o_.job, " rank=", r, " allgather timed out"));
+          }
+        }
+      } catch (const std::exception& e) {
+        return FromException(e, "allgather", r, o_.job);
+      }
+    }
+    return absl::OkStatus();
   }
   absl::Status AllGather(const at::Tensor& input, std::vector<at::Tensor>* outputs) override {
     std::vector<std::vector<at::Tensor>> out(1);

@@ -260,6 +260,17 @@ class NcclCommunicator : public Communicator {
       return ncclReduceScatter(in, out, n / world, type, ncclSum, s_->comm, s_->stream);
     });
   }
+  absl::Status AllGatherInPlace(at::Tensor buffer) override {
+    if (auto st = CheckAllGatherInPlace(*this, buffer); !st.ok()) return st;
+    const int64_t n = buffer.numel() / s_->o.world_size;
+    // NCCL's in-place form: the send buffer is the rank's block of the receive buffer.
+    auto w = Launch("allgather", buffer.narrow(0, s_->o.rank * n, n), buffer,
+                    [&](const void* src, void* dst, size_t count, ncclDataType_t type) {
+                      return ncclAllGather(src, dst, count, type, s_->comm, s_->stream);
+                    });
+    if (!w.ok()) return w.status();
+    return (*w)->Wait(s_->o.timeout);
+  }
   absl::Status AllGather(const at::Tensor& input, std::vector<at::Tensor>* outputs) override {
     const int world = s_->o.world_size;
     at::Tensor in = input.contiguous();
@@ -327,7 +338,9 @@ class NcclCommunicator : public Communicator {
       const size_t in_bytes = count * in.element_size();
       // In place (allreduce, broadcast): one buffer; allgather: the output,
       // then the input after it.
-      const size_t offset = in.data_ptr() == out.data_ptr() ? 0 : out_bytes;
+      // (Same start but other sizes, as a reduce-scatter into, or an
+      // allgather from, rank 0's block of one buffer: not in place here.)
+      const size_t offset = in.data_ptr() == out.data_ptr() && in.numel() == out.numel() ? 0 : out_bytes;
       if (cudaError_t e = cudaMallocAsync(&staged, offset == 0 ? out_bytes : out_bytes + in_bytes, s_->stream);
           e != cudaSuccess) {
         return CudaStatus(e, s_->o, op + " staging");

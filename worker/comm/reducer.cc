@@ -60,13 +60,15 @@ Reducer::Reducer(std::vector<at::Tensor> trainable, Communicator& comm, ReducerO
       const int64_t world = comm_.world_size();
       cur->part = (n + world - 1) / world;
       n = cur->part * world;
-      cur->shard = torch::zeros({cur->part}, on);
-      cur->shard_wire = options_.compression == "none" ? cur->shard
-                        : torch::zeros({cur->part}, on.dtype(options_.compression == "fp16" ? torch::kFloat16
-                                                                                            : torch::kBFloat16));
     }
     // On the parameters' device: NCCL reduces CUDA buckets in place.
     cur->flat = torch::zeros({n}, on);
+    if (options_.shard) {
+      // The rank's part of the sum lands in its own block of the bucket (the
+      // in-place form of a reduce-scatter): no memory beyond the bucket.
+      cur->shard = cur->flat.narrow(0, comm_.rank() * cur->part, cur->part);
+      cur->shard_wire = cur->shard;
+    }
     buckets_.push_back(std::move(cur));
     cur_bytes = 0;
   };
@@ -81,6 +83,18 @@ Reducer::Reducer(std::vector<at::Tensor> trainable, Communicator& comm, ReducerO
     cur_bytes += bytes;
   }
   close();
+  if (options_.shard) {
+    // Gradients are views of their bucket from the first backward on (later
+    // ones become views in FinishBackward): autograd accumulates into them,
+    // so the first step does not hold a second copy of every gradient.
+    // (Sharded only: unsharded AdamW skips a parameter until it first has a
+    // gradient, and its first step stays as a single rank's.)
+    for (size_t i = 0; i < params_.size(); ++i) {
+      if (params_[i].grad().defined()) continue;
+      const auto [bi, offset] = slot_[i];
+      params_[i].mutable_grad() = buckets_[bi]->flat.narrow(0, offset, params_[i].numel()).view(params_[i].sizes()).detach();
+    }
+  }
   const int wire_bytes = options_.compression == "none" ? 4 : 2;
   for (const auto& b : buckets_) stats_.bytes_per_step += b->flat.numel() * wire_bytes;
   stats_.buckets = static_cast<int64_t>(buckets_.size());
@@ -147,6 +161,7 @@ void Reducer::Launch(Bucket& b) {
   } else {
     b.wire = b.flat;
   }
+  if (options_.shard) b.shard_wire = b.wire.narrow(0, comm_.rank() * b.part, b.part);
   auto w = options_.shard ? comm_.ReduceScatterSum(b.wire, b.shard_wire) : comm_.AllReduceSum(b.wire);
   if (!w.ok()) {
     if (launch_error_.ok()) launch_error_ = w.status();
@@ -175,7 +190,7 @@ absl::Status Reducer::FinishBackward() {
   ++stats_.steps;
   for (auto& b : buckets_) {
     if (options_.shard) {
-      if (!b->shard_wire.is_same(b->shard)) b->shard.copy_(b->shard_wire);
+      if (b->shard_wire.data_ptr() != b->shard.data_ptr()) b->shard.copy_(b->shard_wire);
     } else if (!b->wire.is_same(b->flat)) {
       b->flat.copy_(b->wire);
     }
@@ -230,16 +245,25 @@ absl::Status Reducer::GatherBuckets(const std::function<void(size_t, at::Tensor&
 }
 
 absl::Status Reducer::GatherParameters() {
+  // Into the bucket's own buffer (its gradients are spent once the optimizer
+  // has stepped; the next step zeroes them): no memory beyond it.
+  torch::NoGradGuard g;
   std::vector<std::vector<Piece>> owned(buckets_.size());
   for (const Piece& p : OwnedPieces()) owned[p.bucket].push_back(p);
-  return GatherBuckets(
-      [&](size_t bi, at::Tensor& part) {
-        for (const Piece& p : owned[bi]) {
-          part.narrow(0, p.shard_offset, p.length)
-              .copy_(params_[p.param].detach().reshape({-1}).narrow(0, p.param_offset, p.length));
-        }
-      },
-      [&](size_t i, const at::Tensor& values) { params_[i].detach().view(params_[i].sizes()).copy_(values.view(params_[i].sizes())); });
+  const int64_t r = comm_.rank();
+  for (size_t bi = 0; bi < buckets_.size(); ++bi) {
+    Bucket& b = *buckets_[bi];
+    at::Tensor mine = b.flat.narrow(0, r * b.part, b.part);
+    mine.zero_();  // the padding, if this block has any, stays zero
+    for (const Piece& p : owned[bi]) {
+      mine.narrow(0, p.shard_offset, p.length).copy_(params_[p.param].detach().reshape({-1}).narrow(0, p.param_offset, p.length));
+    }
+    if (absl::Status s = comm_.AllGatherInPlace(b.flat); !s.ok()) return s;
+    for (size_t i : b.params) {
+      params_[i].detach().copy_(b.flat.narrow(0, slot_[i].second, params_[i].numel()).view(params_[i].sizes()));
+    }
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace attune::worker::comm

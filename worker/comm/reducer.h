@@ -100,7 +100,9 @@ class Reducer {
   absl::Status GatherBuckets(const std::function<void(size_t, at::Tensor&)>& fill,
                              const std::function<void(size_t, const at::Tensor&)>& use);
   // Every rank's owned pieces of the parameters (as its optimizer left them)
-  // into every rank's parameters.
+  // into every rank's parameters, gathered in place in the buckets' buffers
+  // (the spent gradients: the parameters' .grad hold copies of the values
+  // until the next step zeroes them).
   absl::Status GatherParameters();
 
  private:

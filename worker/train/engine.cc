@@ -1,5 +1,7 @@
 #include "worker/train/engine.h"
 
+#include <sys/resource.h>
+
 #include <chrono>
 #include <cmath>
 #include <map>
@@ -797,8 +799,19 @@ absl::Status Engine::DoStep() {
   return absl::OkStatus();
 }
 
+namespace {
+int64_t PeakResidentMiB() {
+  struct rusage u {};
+  getrusage(RUSAGE_SELF, &u);
+  return static_cast<int64_t>(u.ru_maxrss) / 1024;  // KiB on Linux
+}
+}  // namespace
+
 absl::StatusOr<TrainResult> Engine::DoFinish() {
   const task::Task& task = *task_;
+  // Before the final evaluation and the export, which have their own needs.
+  LOG(INFO) << absl::StrFormat("job=%s rank=%d peak resident memory while training: %d MiB (sharding %s)", c_.name,
+                               rank_, PeakResidentMiB(), sharded_ ? c_.sharding : "none");
   if (!o_.eval_only && s_.last_eval_step != s_.step) {
     ATTUNE_RETURN_IF_ERROR(EvaluateAt(static_cast<double>(s_.sampler.epoch)));
   }
@@ -880,6 +893,8 @@ absl::StatusOr<TrainResult> Engine::DoFinish() {
                                  c_.name, rank_, st.bytes_per_step, result_.allreduce_seconds_per_step,
                                  100 * st.hidden_fraction());
   }
+  LOG(INFO) << absl::StrFormat("job=%s rank=%d peak resident memory at the end: %d MiB", c_.name, rank_,
+                               PeakResidentMiB());
   // Rank 0 serves the rendezvous store: nobody leaves before everyone is done.
   if (comm_ && world_ > 1) ATTUNE_RETURN_IF_ERROR(comm_->Barrier());
   return result_;

@@ -47,7 +47,8 @@ absl::StatusOr<double> ShardedAdamW::ClipGradNorm(double max_norm) {
   torch::NoGradGuard g;
   double local = 0;
   for (size_t b = 0; b < reducer_.bucket_count(); ++b) {
-    local += reducer_.shard_grad(b).to(torch::kFloat64).pow(2).sum().item<double>();
+    const double n = reducer_.shard_grad(b).norm().item<double>();  // no temporary the size of the part
+    local += n * n;
   }
   torch::Tensor sum = torch::tensor(std::vector<double>{local}, torch::kFloat64);
   if (absl::Status s = comm::AllReduceSumBlocking(comm_, sum); !s.ok()) return s;

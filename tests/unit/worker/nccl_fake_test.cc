@@ -101,6 +101,15 @@ TEST_F(NcclFakeTest, CollectivesOfThreeRanksMatchTheSumsComputedHere) {
     torch::Tensor out = torch::empty({4}, torch::kFloat32);
     ASSERT_THAT(ReduceScatterSumBlocking(c, in, out), IsOk());
     EXPECT_TRUE(torch::equal(out, torch::arange(r * 4 + 1, r * 4 + 5, torch::kFloat32) * 6.0f));
+    // In place: into the rank's own block of the input (rank 0's starts the buffer).
+    torch::Tensor own = torch::arange(1, 3 * 4 + 1, torch::kFloat32) * static_cast<float>(r + 1);
+    ASSERT_THAT(ReduceScatterSumBlocking(c, own, own.narrow(0, r * 4, 4)), IsOk());
+    EXPECT_TRUE(torch::equal(own.narrow(0, r * 4, 4), out));
+    // And back, in place (rank 0's block starts the buffer: NCCL's in-place form).
+    torch::Tensor whole = torch::zeros({12});
+    whole.narrow(0, r * 4, 4).copy_(out);
+    ASSERT_THAT(c.AllGatherInPlace(whole), IsOk());
+    EXPECT_TRUE(torch::equal(whole, torch::arange(1, 13, torch::kFloat32) * 6.0f));
     EXPECT_THAT(c.Barrier(), IsOk());
     EXPECT_THAT(c.Broadcast(b, 3).status(), StatusIs(absl::StatusCode::kInvalidArgument, "root 3 is not a rank"));
     EXPECT_THAT(c.AllReduceSum(torch::ones({4}, torch::kBool)).status(),
