@@ -102,6 +102,9 @@ def main():
     print(f"  raw allreduce of one flat buffer, same communicator         {red['raw_bus_gbps']:.3f} GB/s")
     print(f"  raw allreduce, PyTorch Gloo (torch.distributed)              {raw['bus_gbps']:.3f} GB/s (algorithm = bus bandwidth at 2 ranks)")
     print(f"  ratio Reducer / raw: {red['reducer_bus_gbps'] / red['raw_bus_gbps']:.2f}")
+    print(f"  ring reduce-scatter + all-gather in place (workers.sharding) {red['reduce_scatter_seconds'] * 1e3:.1f} + "
+          f"{red['all_gather_seconds'] * 1e3:.1f} ms against the raw allreduce's {red['raw_seconds'] * 1e3:.1f} ms "
+          f"(bus {red['reduce_scatter_bus_gbps']:.3f} and {red['all_gather_bus_gbps']:.3f} GB/s)")
     print(f"in training (allreduce after backward): {o2_sync['comm_seconds'] * 1000:.1f} ms/step from first launch to "
           f"done, which includes waiting for the other rank's backward")
     subprocess.run(["rm", "-rf", work])

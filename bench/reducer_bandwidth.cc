@@ -78,8 +78,14 @@ int main(int argc, char** argv) {
   ro.bucket_cap_bytes = absl::GetFlag(FLAGS_bucket_cap_mb) * 1000 * 1000;
   comm::Reducer reducer(params, **c, ro);
   at::Tensor flat = torch::zeros({numel});
+  // The sharded modes' pair (NOTE [ring reduce-scatter]): a reduce-scatter
+  // into the rank's block, then an all-gather in place, of the same bytes
+  // (padded to a multiple of the world size).
+  const int64_t part = (numel + co.world_size - 1) / co.world_size;
+  at::Tensor sharded = torch::zeros({part * co.world_size});
+  at::Tensor mine = sharded.narrow(0, co.rank * part, part);
   const int iters = absl::GetFlag(FLAGS_iters);
-  std::vector<double> reducer_s, raw_s;
+  std::vector<double> reducer_s, raw_s, rs_s, ag_s;
   using Clock = std::chrono::steady_clock;
   for (int i = 0; i < iters + 3; ++i) {
     // Alternate the two, each after a barrier, so both see the same conditions.
@@ -92,19 +98,31 @@ int main(int argc, char** argv) {
     t0 = Clock::now();
     if (auto s = comm::AllReduceSumBlocking(**c, flat); !s.ok()) return std::cerr << s << "\n", 1;
     const double w = std::chrono::duration<double>(Clock::now() - t0).count();
+    if (auto s = (*c)->Barrier(); !s.ok()) return std::cerr << s << "\n", 1;
+    t0 = Clock::now();
+    if (auto s = comm::ReduceScatterSumBlocking(**c, sharded, mine); !s.ok()) return std::cerr << s << "\n", 1;
+    const double rs = std::chrono::duration<double>(Clock::now() - t0).count();
+    t0 = Clock::now();
+    if (auto s = (*c)->AllGatherInPlace(sharded); !s.ok()) return std::cerr << s << "\n", 1;
+    const double ag = std::chrono::duration<double>(Clock::now() - t0).count();
     if (i >= 3) {
       reducer_s.push_back(r);
       raw_s.push_back(w);
+      rs_s.push_back(rs);
+      ag_s.push_back(ag);
     }
   }
   if (co.rank == 0) {
     const double bytes = static_cast<double>(numel) * 4, n = co.world_size;
     const double bus = 2 * (n - 1) / n;  // bytes each rank moves per byte reduced (ring), as nccl-tests report
+    const double half = (n - 1) / n;     // a reduce-scatter's, or an all-gather's
     std::cout << absl::StrFormat(
         "{\"bytes\": %.0f, \"buckets\": %d, \"reducer_seconds\": %.6f, \"raw_seconds\": %.6f, "
-        "\"reducer_bus_gbps\": %.4f, \"raw_bus_gbps\": %.4f}\n",
+        "\"reducer_bus_gbps\": %.4f, \"raw_bus_gbps\": %.4f, \"reduce_scatter_seconds\": %.6f, "
+        "\"all_gather_seconds\": %.6f, \"reduce_scatter_bus_gbps\": %.4f, \"all_gather_bus_gbps\": %.4f}\n",
         bytes, reducer.bucket_count(), Median(reducer_s), Median(raw_s), bytes * bus / Median(reducer_s) / 1e9,
-        bytes * bus / Median(raw_s) / 1e9);
+        bytes * bus / Median(raw_s) / 1e9, Median(rs_s), Median(ag_s), bytes * half / Median(rs_s) / 1e9,
+        bytes * half / Median(ag_s) / 1e9);
   }
   return 0;
 }

@@ -86,10 +86,10 @@ output_dir: {work}/out_{mode}
           f"{a.steps + 10} steps x {a.repeat} runs")
     print(f"state per rank, 16 bytes a parameter: {16 * params / mib:.0f} MiB unsharded; "
           f"{12 * params / mib:.0f} MiB with optimizer at 2 ranks (expected saving {4 * params / mib:.0f} MiB)")
-    print(f"{'':12}{'rank 0 peak MiB':>17}{'rank 1 peak MiB':>17}{'tokens/s':>10}")
+    print(f"{'':12}{'rank 0 peak MiB':>20}{'rank 1 peak MiB':>20}{'tokens/s':>14}")
     for mode, (peaks, speeds) in results.items():
         spread = lambda v: f"{statistics.median(v):.0f}" + (f" ({min(v):.0f}-{max(v):.0f})" if len(v) > 1 else "")
-        print(f"{mode:12}{spread(peaks[0]):>17}{spread(peaks[1]):>17}{spread(speeds):>10}")
+        print(f"{mode:12}{spread(peaks[0]):>20}{spread(peaks[1]):>20}{spread(speeds):>14}")
     (p0n, p1n), sn = [statistics.median(p) for p in results["none"][0]], statistics.median(results["none"][1])
     (p0o, p1o), so = [statistics.median(p) for p in results["optimizer"][0]], statistics.median(results["optimizer"][1])
     print(f"optimizer / none: peak rank 0 {p0o / p0n:.2f}, rank 1 {p1o / p1n:.2f} (saved {p0n - p0o:.0f} and "
