@@ -168,7 +168,7 @@ TEST_P(CommTest, ShardedBucketsGiveEachRankItsPartOfTheSumAndGatherTheParameters
       torch::Tensor b = torch::ones({2, 5}, torch::requires_grad());
       std::vector<torch::Tensor> params{a, unused, b};
       ReducerOptions o;
-      o.bucket_cap_bytes = 40;  // a bucket for a, one for unused and b
+      o.bucket_cap_bytes = 40;  // a bucket for b, one for unused and a
       o.shard = true;
       o.compression = compression;
       Reducer reducer(params, c, o);

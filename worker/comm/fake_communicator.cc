@@ -1,6 +1,7 @@
 #include "worker/comm/fake_communicator.h"
 
 #include <chrono>
+#include <limits>
 
 #include <torch/torch.h>
 
@@ -36,6 +37,13 @@ class FakeCommunicator : public Communicator {
     const int64_t n = output.numel();
     at::Tensor sum = torch::zeros_like(output);
     for (const auto& p : *parts) sum += p.narrow(0, rank_ * n, n);  // rank order, as AllReduceSum
+    // The other blocks are unspecified (a ring leaves partial sums there):
+    // NaN, so that a caller that reads them shows it.
+    if (input.is_floating_point()) {
+      for (int q = 0; q < g_.world_; ++q) {
+        if (q != rank_) input.narrow(0, q * n, n).fill_(std::numeric_limits<double>::quiet_NaN());
+      }
+    }
     output.copy_(sum);
     return std::unique_ptr<Work>(new Done());
   }

@@ -102,6 +102,14 @@ class GlooWork : public Work {
   const std::atomic<bool>* aborted_;
 };
 
+// Waits for `w` until `deadline`; false past it. (c10d reads a wait of 0 ms
+// as "no timeout": the group's whole timeout again, so never pass one.)
+bool WaitUntil(c10d::Work& w, absl::Time deadline) {
+  const absl::Duration left = deadline - absl::Now();
+  if (left <= absl::ZeroDuration()) return false;
+  return w.wait(Ms(std::max(left, absl::Milliseconds(1))));
+}
+
 // NOTE [ring reduce-scatter]: libtorch 1.13's ProcessGroupGloo has no usable
 // reduce_scatter, so it is a ring over send/recv: the input is cut into
 // `world` blocks; at step k (of world - 1) rank r sends its running sum of
@@ -142,7 +150,7 @@ class RingReduceScatter : public Work {
       for (auto* work : {&send_, &recv_}) {
         if (aborted_->load()) return absl::AbortedError(absl::StrCat("job=", o_.job, " rank=", r, " reduce_scatter: aborted"));
         try {
-          if (!(*work)->wait(Ms(std::max(absl::ZeroDuration(), deadline - absl::Now())))) {
+          if (!WaitUntil(**work, deadline)) {
             return absl::DeadlineExceededError(absl::StrCat("job=", o_.job, " rank=", r, " reduce_scatter timed out"));
           }
         } catch (const std::exception& e) {
@@ -202,6 +210,7 @@ class GlooCommunicator : public Communicator {
   }
   absl::StatusOr<std::unique_ptr<Work>> ReduceScatterSum(at::Tensor input, at::Tensor output) override {
     if (auto s = CheckReduceScatter(*this, input, output); !s.ok()) return s;
+    if (!input.is_cpu()) return absl::InvalidArgumentError("gloo reduce_scatter: host tensors only");
     if (aborted_.load()) return absl::AbortedError(absl::StrCat("job=", o_.job, " rank=", o_.rank, " reduce_scatter: aborted"));
     if (o_.world_size == 1) {
       if (output.data_ptr() != input.data_ptr()) output.copy_(input);
@@ -220,6 +229,7 @@ class GlooCommunicator : public Communicator {
   // block (r - k - 1) mod world from rank r - 1 into its place.
   absl::Status AllGatherInPlace(at::Tensor buffer) override {
     if (auto s = CheckAllGatherInPlace(*this, buffer); !s.ok()) return s;
+    if (!buffer.is_cpu()) return absl::InvalidArgumentError("gloo allgather: host tensors only");
     const int w = o_.world_size, r = o_.rank;
     const int64_t n = buffer.numel() / w;
     const int tag = static_cast<int>(ring_seq_++ % (1 << 30));
@@ -232,7 +242,7 @@ class GlooCommunicator : public Communicator {
         auto send = pg_->send(out, (r + 1) % w, tag);
         auto recv = pg_->recv(in, (r - 1 + w) % w, tag);
         for (auto* work : {&send, &recv}) {
-          if (!(*work)->wait(Ms(std::max(absl::ZeroDuration(), deadline - absl::Now())))) {
+          if (!WaitUntil(**work, deadline)) {
             return absl::DeadlineExceededError(absl::StrCat("job=", o_.job, " rank=", r, " allgather timed out"));
           }
         }

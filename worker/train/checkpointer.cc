@@ -217,7 +217,9 @@ absl::Status Checkpointer::ResumeFrom(const std::string& dir, const WeightsMeani
   ATTUNE_RETURN_IF_ERROR(LoadParams(model, dir + "/model.safetensors"));
   try {
     torch::serialize::InputArchive ar;
-    ar.load_from(dir + "/optimizer.pt");
+    // Into host memory: the engine places it (PlaceStateWithParameters, or
+    // a sharded run's own part: NOTE [consolidated optimizer checkpoints]).
+    ar.load_from(dir + "/optimizer.pt", torch::kCPU);
     opt.load(ar);
   } catch (const c10::Error& e) {
     return absl::DataLossError(absl::StrCat(dir, "/optimizer.pt: ", e.what_without_backtrace()));

@@ -507,6 +507,9 @@ absl::Status Engine::DoSetup() {
   if (o_.resume) {
     ATTUNE_ASSIGN_OR_RETURN(const bool resumed, checkpointer_->Resume(meaning, *model_, *opt_, &s_, &best_));
     if (resumed) result_.resumed_from_step = s_.step;
+    // A sharded run keeps only its part, moved where its parameters are, below.
+    const bool sharded = c_.sharding == "optimizer" && comm_ != nullptr && world_ > 1;
+    if (resumed && !sharded) PlaceStateWithParameters(*opt_);
   }
   s_.labels = meaning.labels;
   s_.vocab_fingerprint = meaning.vocab_fingerprint;

@@ -38,9 +38,9 @@
 
 namespace attune::worker::train {
 
-// The data of a run: loaded, cleaned, labelled and split.
 class ShardedAdamW;  // worker/train/sharded_optimizer.h
 
+// The data of a run: loaded, cleaned, labelled and split.
 struct PreparedData {
   std::vector<data::Example> train, validation;
   data::LabelMap labels;

@@ -33,6 +33,21 @@ std::unique_ptr<torch::optim::AdamW> MakeAdamWGroups(std::vector<torch::Tensor> 
   return std::make_unique<torch::optim::AdamW>(groups, torch::optim::AdamWOptions(c.learning_rate));
 }
 
+void PlaceStateWithParameters(torch::optim::AdamW& opt) {
+  for (auto& group : opt.param_groups()) {
+    for (auto& p : group.params()) {
+      auto it = opt.state().find(c10::guts::to_string(p.unsafeGetTensorImpl()));
+      if (it == opt.state().end()) continue;
+      auto& st = static_cast<torch::optim::AdamWParamState&>(*it->second);
+      if (st.exp_avg().defined() && st.exp_avg().device() != p.device()) {
+        st.exp_avg(st.exp_avg().to(p.device()));
+        st.exp_avg_sq(st.exp_avg_sq().to(p.device()));
+        if (st.max_exp_avg_sq().defined()) st.max_exp_avg_sq(st.max_exp_avg_sq().to(p.device()));
+      }
+    }
+  }
+}
+
 void SetLearningRate(torch::optim::AdamW& opt, double lr) {
   for (auto& g : opt.param_groups()) static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
 }

@@ -30,6 +30,9 @@ OptimizerSetup MakeAdamW(model::Model& model, const common::JobConfig& c);
 std::unique_ptr<torch::optim::AdamW> MakeAdamWGroups(std::vector<torch::Tensor> decay, std::vector<torch::Tensor> no_decay,
                                                      const common::JobConfig& c);
 
+// Moves AdamW's state to each parameter's device (checkpoints load into host memory).
+void PlaceStateWithParameters(torch::optim::AdamW& opt);
+
 // Sets every parameter group's learning rate (the schedule's value for this step).
 void SetLearningRate(torch::optim::AdamW& opt, double lr);
 

@@ -69,15 +69,36 @@ absl::Status ShardedAdamW::Step() {
 }
 
 absl::Status ShardedAdamW::ExportTo(torch::optim::AdamW& full) {
-  if (steps_ == 0) return absl::OkStatus();  // no state yet, as an unsharded AdamW before its first step
+  // Every rank takes part whatever its own state (a rank that resumed nothing
+  // still gathers); a parameter with no state anywhere is left out, as an
+  // unsharded AdamW leaves out one it never stepped.
+  torch::NoGradGuard g;
   const bool keep = comm_.rank() == 0;
+  auto& state = opt_->state();
+  // Each parameter's AdamW step: the largest any rank's pieces of it have
+  // (0: no state anywhere, which an unsharded checkpoint leaves out too).
+  torch::Tensor mine = torch::zeros({static_cast<int64_t>(trainable_.size())}, torch::kFloat64);
+  auto mine_a = mine.accessor<double, 1>();
+  for (size_t k = 0; k < pieces_.size(); ++k) {
+    auto it = state.find(StateKey(views_[k]));
+    if (it == state.end()) continue;
+    const double step = static_cast<double>(static_cast<const torch::optim::AdamWParamState&>(*it->second).step());
+    mine_a[static_cast<int64_t>(pieces_[k].param)] = std::max(mine_a[static_cast<int64_t>(pieces_[k].param)], step);
+  }
+  std::vector<torch::Tensor> every;
+  if (absl::Status s = comm_.AllGather(mine, &every); !s.ok()) return s;
+  std::vector<int64_t> steps(trainable_.size(), 0);
+  for (const auto& t : every) {
+    for (size_t i = 0; i < steps.size(); ++i) steps[i] = std::max(steps[i], static_cast<int64_t>(t[static_cast<int64_t>(i)].item<double>()));
+  }
   std::vector<std::vector<size_t>> by_bucket(reducer_.bucket_count());
   for (size_t k = 0; k < pieces_.size(); ++k) by_bucket[pieces_[k].bucket].push_back(k);
-  auto& state = opt_->state();
+  // The whole state is built in host memory (8 bytes a parameter on rank 0
+  // while the checkpoint is written), never on a GPU that fits only a part.
   std::vector<torch::Tensor> avg(keep ? trainable_.size() : 0), sq(keep ? trainable_.size() : 0);
   for (size_t i = 0; keep && i < trainable_.size(); ++i) {
-    avg[i] = torch::zeros_like(trainable_[i]);
-    sq[i] = torch::zeros_like(trainable_[i]);
+    avg[i] = torch::zeros(trainable_[i].sizes(), torch::TensorOptions().dtype(trainable_[i].dtype()));
+    sq[i] = torch::zeros_like(avg[i]);
   }
   for (bool second : {false, true}) {
     absl::Status s = reducer_.GatherBuckets(
@@ -95,8 +116,9 @@ absl::Status ShardedAdamW::ExportTo(torch::optim::AdamW& full) {
     if (!s.ok()) return s;
   }
   for (size_t i = 0; keep && i < trainable_.size(); ++i) {
+    if (steps[i] == 0) continue;
     auto ps = std::make_unique<torch::optim::AdamWParamState>();
-    ps->step(steps_);
+    ps->step(steps[i]);
     ps->exp_avg(avg[i]);
     ps->exp_avg_sq(sq[i]);
     full.state()[StateKey(trainable_[i])] = std::move(ps);
@@ -109,8 +131,7 @@ void ShardedAdamW::ImportFrom(torch::optim::AdamW& full) {
   auto& from = full.state();
   steps_ = 0;
   for (const auto& [key, st] : from) {
-    steps_ = static_cast<const torch::optim::AdamWParamState&>(*st).step();
-    break;
+    steps_ = std::max(steps_, static_cast<const torch::optim::AdamWParamState&>(*st).step());
   }
   auto& state = opt_->state();
   state.clear();
@@ -119,10 +140,11 @@ void ShardedAdamW::ImportFrom(torch::optim::AdamW& full) {
     auto it = from.find(StateKey(trainable_[p.param]));
     if (it == from.end()) continue;
     const auto& ps = static_cast<const torch::optim::AdamWParamState&>(*it->second);
+    const auto on = views_[k].device();
     auto mine = std::make_unique<torch::optim::AdamWParamState>();
     mine->step(ps.step());
-    mine->exp_avg(ps.exp_avg().reshape({-1}).narrow(0, p.param_offset, p.length).clone());
-    mine->exp_avg_sq(ps.exp_avg_sq().reshape({-1}).narrow(0, p.param_offset, p.length).clone());
+    mine->exp_avg(ps.exp_avg().reshape({-1}).narrow(0, p.param_offset, p.length).to(on, /*non_blocking=*/false, /*copy=*/true));
+    mine->exp_avg_sq(ps.exp_avg_sq().reshape({-1}).narrow(0, p.param_offset, p.length).to(on, false, true));
     state[StateKey(views_[k])] = std::move(mine);
   }
 }
