@@ -6,7 +6,6 @@
 #include <cmath>
 #include <map>
 #include <optional>
-#include <set>
 
 #include <nlohmann/json.hpp>
 
@@ -24,6 +23,7 @@
 #include "worker/model/decoder_config.h"
 #include "worker/model/hf_checkpoint.h"
 #include "worker/model/hf_io.h"
+#include "worker/model/module_kinds.h"
 #include "worker/train/device.h"
 #include "worker/train/evaluator.h"
 #include "worker/train/exporter.h"
@@ -481,7 +481,6 @@ absl::Status Engine::DoSetup() {
   OptimizerSetup optimizer = MakeAdamW(*model_, c_);
   opt_ = std::move(optimizer.optimizer);
   trainable_ = std::move(optimizer.trainable);
-  decayed_ = optimizer.decayed;
 
   sampler_ = std::make_unique<data::EpochSampler>(static_cast<int64_t>(train_.size()), c_.batch_size, rank_,
                                                   world_, static_cast<uint64_t>(c_.seed));
@@ -504,12 +503,12 @@ absl::Status Engine::DoSetup() {
 
   const WeightsMeaning meaning{output_names, VocabularyFingerprint(tok.vocab())};
   s_.sampler = sampler_->state();
+  const bool shard = c_.sharding == "optimizer" && comm_ != nullptr && world_ > 1;
   if (o_.resume) {
     ATTUNE_ASSIGN_OR_RETURN(const bool resumed, checkpointer_->Resume(meaning, *model_, *opt_, &s_, &best_));
     if (resumed) result_.resumed_from_step = s_.step;
     // A sharded run keeps only its part, moved where its parameters are, below.
-    const bool sharded = c_.sharding == "optimizer" && comm_ != nullptr && world_ > 1;
-    if (resumed && !sharded) PlaceStateWithParameters(*opt_);
+    if (resumed && !shard) PlaceStateWithParameters(*opt_);
   }
   s_.labels = meaning.labels;
   s_.vocab_fingerprint = meaning.vocab_fingerprint;
@@ -525,15 +524,13 @@ absl::Status Engine::DoSetup() {
     ro.bucket_cap_bytes = o_.bucket_cap_bytes;
     ro.compression = o_.gradient_compression;
     ro.overlap = o_.overlap;
-    ro.shard = c_.sharding == "optimizer";
+    ro.shard = shard;
     reducer_ = std::make_unique<comm::Reducer>(in_order, *comm_, ro);
-    if (ro.shard) {
-      // The reducer's trainable order is the model's; the optimizer's groups
-      // put the decayed ones first: the same tensors, told apart by identity.
-      std::set<const void*> decayed;
-      for (size_t j = 0; j < decayed_; ++j) decayed.insert(trainable_[j].unsafeGetTensorImpl());
+    if (shard) {
+      // The decay groups as MakeAdamW chose them (NOTE [no weight decay by kind]), in the reducer's order.
+      const auto no_decay = model::NoWeightDecayParameters(*model_);
       std::vector<bool> decays;
-      for (const auto& t : in_order) decays.push_back(decayed.count(t.unsafeGetTensorImpl()) > 0);
+      for (const auto& t : in_order) decays.push_back(no_decay.count(t.unsafeGetTensorImpl()) == 0);
       ATTUNE_ASSIGN_OR_RETURN(sharded_, ShardedAdamW::Create(in_order, decays, *reducer_, *comm_, c_));
       // NOTE [consolidated optimizer checkpoints]: a resumed state is loaded whole, then cut to this rank's part.
       sharded_->ImportFrom(*opt_);

@@ -109,7 +109,6 @@ class Engine {
   std::unique_ptr<data::EpochSampler> sampler_;
   std::unique_ptr<comm::Reducer> reducer_;
   std::unique_ptr<ShardedAdamW> sharded_;  // workers.sharding: optimizer, on 2+ ranks; opt_ then only carries checkpoints
-  size_t decayed_ = 0;                     // how many of trainable_ are in the decayed group
 
   // The schedule.
   int64_t accum_ = 1, steps_per_epoch_ = 0, total_ = 0, warmup_ = 0;

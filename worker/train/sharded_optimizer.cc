@@ -64,7 +64,6 @@ absl::StatusOr<double> ShardedAdamW::ClipGradNorm(double max_norm) {
 
 absl::Status ShardedAdamW::Step() {
   opt_->step();
-  ++steps_;
   return reducer_.GatherParameters();
 }
 
@@ -129,10 +128,6 @@ absl::Status ShardedAdamW::ExportTo(torch::optim::AdamW& full) {
 void ShardedAdamW::ImportFrom(torch::optim::AdamW& full) {
   torch::NoGradGuard g;
   auto& from = full.state();
-  steps_ = 0;
-  for (const auto& [key, st] : from) {
-    steps_ = std::max(steps_, static_cast<const torch::optim::AdamWParamState&>(*st).step());
-  }
   auto& state = opt_->state();
   state.clear();
   for (size_t k = 0; k < pieces_.size(); ++k) {

@@ -54,9 +54,6 @@ class ShardedAdamW {
   // Takes this rank's part of `full`'s state (every rank; no communication).
   void ImportFrom(torch::optim::AdamW& full);
 
-  int64_t owned_elements() const { return owned_; }
-  int64_t steps() const { return steps_; }
-
  private:
   ShardedAdamW(const std::vector<torch::Tensor>& trainable, comm::Reducer& reducer, comm::Communicator& comm)
       : trainable_(trainable), reducer_(reducer), comm_(comm) {}
@@ -67,8 +64,7 @@ class ShardedAdamW {
   std::vector<comm::Reducer::Piece> pieces_;
   std::vector<torch::Tensor> views_;  // views_[k]: piece k of its parameter, sharing its storage
   std::unique_ptr<torch::optim::AdamW> opt_;
-  int64_t owned_ = 0;
-  int64_t steps_ = 0;  // AdamW steps taken (the same on every rank)
+  int64_t owned_ = 0;  // trained elements this rank keeps state for
 };
 
 }  // namespace attune::worker::train
