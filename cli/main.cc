@@ -256,7 +256,7 @@ int Tokenize() {
     std::cerr << "attune tokenize: " << s << "\n";
     return absl::IsInvalidArgument(s) || absl::IsNotFound(s) ? attune::common::kExitInvalidInput : 1;
   };
-  auto tok = attune::worker::text::BpeTokenizer::FromTokenizerJson(model + "/tokenizer.json");
+  auto tok = attune::worker::text::BpeTokenizer::FromDirectory(model);
   if (!tok.ok()) return fail(tok.status());
   const std::string template_name = model + "/tokenizer_config.json: chat_template";
   std::optional<attune::worker::text::ChatTemplate> tmpl;

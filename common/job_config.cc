@@ -45,7 +45,7 @@ absl::Status ValidateJobConfig(const JobConfig& c) {
     check(finite(m.rms_norm_eps) && m.rms_norm_eps > 0, "model.config.rms_norm_eps", "must be > 0");
     check(finite(m.rope_theta) && m.rope_theta > 0, "model.config.rope_theta", "must be > 0");
     check(!c.tokenizer_path.empty(), "model.tokenizer",
-          "is required with a decoder's model.config (a directory with tokenizer.json)");
+          "is required with a decoder's model.config (a directory with tokenizer.json or tokenizer.model)");
     check(c.task == "causal_lm", "model.config.model_type", "a decoder trains with task.type causal_lm");
   } else {
     check(c.tokenizer_path.empty(), "model.tokenizer", "only with a decoder's model.config (model.config.model_type)");

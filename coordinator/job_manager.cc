@@ -186,8 +186,9 @@ std::vector<std::string> JobManager::InputProblems(const common::JobConfig& c) {
   if (!c.model_path.empty() && !fs::is_regular_file(fs::path(c.model_path) / "config.json", ec)) {
     bad.push_back(absl::StrCat("model.path: ", c.model_path, " holds no config.json"));
   }
-  if (!c.tokenizer_path.empty() && !fs::is_regular_file(fs::path(c.tokenizer_path) / "tokenizer.json", ec)) {
-    bad.push_back(absl::StrCat("model.tokenizer: ", c.tokenizer_path, " holds no tokenizer.json"));
+  if (!c.tokenizer_path.empty() && !fs::is_regular_file(fs::path(c.tokenizer_path) / "tokenizer.json", ec) &&
+      !fs::is_regular_file(fs::path(c.tokenizer_path) / "tokenizer.model", ec)) {
+    bad.push_back(absl::StrCat("model.tokenizer: ", c.tokenizer_path, " holds no tokenizer.json or tokenizer.model"));
   }
   if (!c.eval_multiple_choice_path.empty() && !fs::is_regular_file(c.eval_multiple_choice_path, ec)) {
     bad.push_back(absl::StrCat("evaluation.multiple_choice: ", c.eval_multiple_choice_path,

@@ -61,12 +61,13 @@ if [ "$unit_tests" = 1 ]; then
   exit 0
 fi
 
-targets=(job_spec data_reader safetensors torch_pickle tokenizer tokenizer_json chat_template http_request state_row kv_store)
+targets=(job_spec data_reader safetensors torch_pickle tokenizer tokenizer_json tokenizer_model chat_template http_request
+         state_row kv_store)
 # --ci: executions per target, about 10 s each on this project's 2-core
 # machines (a run's count does not depend on the machine's speed).
 declare -A ci_runs=([job_spec]=20000 [data_reader]=60000 [safetensors]=130000 [torch_pickle]=110000
-                    [tokenizer]=35000 [tokenizer_json]=60000 [chat_template]=15000 [http_request]=2000000
-                    [state_row]=35000 [kv_store]=450000)
+                    [tokenizer]=35000 [tokenizer_json]=60000 [tokenizer_model]=20000 [chat_template]=15000
+                    [http_request]=2000000 [state_row]=35000 [kv_store]=450000)
 seed_from=""
 if [ -z "$seed" ]; then
   if [ "$ci" = 1 ]; then

@@ -31,13 +31,13 @@ runtime=(
   libprometheus-cpp-core1.0 libsqlite3-0 libssl3 libyaml-cpp0.7 libicu72 ca-certificates
 )
 # Tests: reference peers (Debian's PyTorch, scikit-learn, Jinja2 for chat
-# templates), certificates, a real Prometheus (promtool too), and the linters
+# templates, libsentencepiece for tokenizer.model), certificates, a real Prometheus (promtool too), and the linters
 # of deploy/.
 # The Python client's tests: pytest, grpcio and protobuf for protoc's Python
 # output, matplotlib for docs/python.md's walk-through.
 # The fuzz targets (tests/fuzz): clang with libFuzzer and the sanitizers.
 # Headless Chromium draws the HTML report in ReportRenderTest.
-testing=(python3-torch python3-numpy python3-sklearn python3-yaml python3-grpcio python3-protobuf python3-pytest python3-jinja2
+testing=(python3-torch python3-numpy python3-sklearn python3-yaml python3-grpcio python3-protobuf python3-pytest python3-jinja2 python3-sentencepiece
          python3-matplotlib openssl prometheus yamllint curl clang-14 libclang-rt-14-dev chromium)
 
 case "$mode" in

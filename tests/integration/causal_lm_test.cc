@@ -294,6 +294,46 @@ TEST_F(CausalLmTest, AFromScratchDecoderTrainsExportsAndReportsTheBigramBaseline
   EXPECT_EQ(lines[0]["logprobs"].size() + 1, lines[0]["ids"].size());
 }
 
+// NOTE [tokenizer.model]: model.tokenizer may be a directory with
+// SentencePiece's tokenizer.model alone; the export carries it with the
+// tokenizer.json it converts to, and that export tokenises and scores text.
+TEST_F(CausalLmTest, AFromScratchDecoderTrainsOnATokenizerModelAndExportsIt) {
+  const std::string spm = dir_ / "spm";
+  auto made = RunCommand("/usr/bin/python3 " + Fixture("sentencepiece_reference.py") + " make " +
+                         NpmTokenizer("tokenizer-llama2") + "/tokenizer.json " + spm);
+  ASSERT_EQ(made.exit_code, 0) << made.output;
+  std::string texts;
+  for (int i = 0; i < 24; ++i) {
+    texts += Json{{"text", "Patient " + std::to_string(i) + " was given " + std::to_string(25 * i) +
+                               " mg of aspirin; blood pressure 120/80 mmHg."}}.dump() + "\n";
+  }
+  WriteText(dir_ / "spm-train.jsonl", texts);
+  const std::string spec = "name: scratch-spm\ntask: {type: causal_lm}\n"
+                           "model:\n  config: {model_type: llama, hidden_size: 32, num_hidden_layers: 1, "
+                           "num_attention_heads: 4, num_key_value_heads: 2, intermediate_size: 64, "
+                           "max_position_embeddings: 256}\n"
+                           "  tokenizer: " + spm + "\n"
+                           "data: {train: " + (dir_ / "spm-train.jsonl") + ", validation_split: 0.25, format: text, max_length: 256}\n"
+                           "hyperparameters: {epochs: 1, max_steps: 2, batch_size: 4, learning_rate: 1.0e-3}\n"
+                           "output_dir: " + (dir_ / "scratch-spm") + "\n";
+  WriteText(dir_ / "scratch-spm.yaml", spec);
+  auto r = RunCommand(Bin("attune-worker") + " train --spec " + (dir_ / "scratch-spm.yaml"), 300);
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  const std::string model = dir_ / "scratch-spm/model";
+  EXPECT_EQ(Json::parse(ReadText(model + "/config.json"))["vocab_size"], 32000);
+  EXPECT_EQ(ReadText(model + "/tokenizer.model"), ReadText(spm + "/tokenizer.model"));
+  WriteText(dir_ / "q.jsonl", R"({"text": "What is hypertension?"})" "\n");
+  auto p = RunCommand(Bin("attune") + " predict --model " + model + " --input " + (dir_ / "q.jsonl") +
+                      " --logprobs --output " + (dir_ / "lp.jsonl"));
+  ASSERT_EQ(p.exit_code, 0) << p.output;
+  const auto lines = attune::testing::JsonLines(ReadText(dir_ / "lp.jsonl"));
+  ASSERT_EQ(lines.size(), 1u);
+  auto original = text::BpeTokenizer::FromTokenizerJson(NpmTokenizer("tokenizer-llama2") + "/tokenizer.json");
+  ASSERT_THAT(original.status(), IsOk());
+  EXPECT_EQ(lines[0]["ids"].get<std::vector<int64_t>>(), (*original)->EncodeText("What is hypertension?", true));
+  EXPECT_EQ(lines[0]["logprobs"].size() + 1, lines[0]["ids"].size());
+}
+
 // method lora on a decoder: PEFT-initialised branches on every projection
 // (the default targets), the base frozen, the first step's loss the base
 // model's; the merged export and the unmerged PEFT adapter (task_type

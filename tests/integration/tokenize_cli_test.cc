@@ -177,5 +177,43 @@ TEST(TokenizeCliErrorsTest, TextsAreHfIdsBadInputExits65AndDevNullStaysADevice) 
   EXPECT_TRUE(S_ISCHR(st.st_mode)) << "the device was replaced";
 }
 
+// NOTE [tokenizer.model]: a directory with SentencePiece's tokenizer.model
+// and no tokenizer.json tokenises texts and conversations exactly as the
+// tokenizer.json it was made from; a damaged one exits 65 naming the file.
+TEST(TokenizeCliSentencePieceTest, ATokenizerModelDirectoryTokenisesAsItsTokenizerJson) {
+  attune::testing::TempDir spm("tokenize_spm"), json("tokenize_spm_json");
+  const std::string models = NpmTokenizer("tokenizer-llama2");
+  auto made = RunCommand("/usr/bin/python3 " + Fixture("sentencepiece_reference.py") + " make " + models +
+                         "/tokenizer.json " + spm.path());
+  ASSERT_EQ(made.exit_code, 0) << made.output;
+  Json config = Json::parse(testing::ReadText(spm / "tokenizer_config.json"));
+  config["chat_template"] =
+      "{{ bos_token }}{% for m in messages %}{% if m.role == 'user' %}[INST] {{ m.content }} [/INST]"
+      "{% else %}{{ m.content }}{{ eos_token }}{% endif %}{% endfor %}";
+  for (const auto* d : {&spm, &json}) attune::testing::WriteText(*d / "tokenizer_config.json", config.dump());
+  attune::testing::WriteText(json / "tokenizer.json", testing::ReadText(models + "/tokenizer.json"));
+  attune::testing::WriteText(spm / "in.jsonl",
+                             R"({"text": "Hello world, 日本語 👍🏽"})"
+                             "\n"
+                             R"({"messages": [{"role": "user", "content": "Dose?"}, {"role": "assistant", "content": "325 mg."}]})"
+                             "\n");
+  std::vector<Json> outs;
+  for (const auto* d : {&spm, &json}) {
+    auto run = RunCommand(Bin("attune") + " tokenize --model " + d->path() + " --input " + (spm / "in.jsonl"));
+    ASSERT_EQ(run.exit_code, 0) << run.output;
+    const auto lines = JsonLines(run.output);
+    ASSERT_EQ(lines.size(), 2u) << run.output;
+    outs.push_back(Json(lines));
+  }
+  EXPECT_EQ(outs[0], outs[1]);
+  EXPECT_EQ(outs[0][1]["text"], "<s>[INST] Dose? [/INST]325 mg.</s>");
+  EXPECT_GT(outs[0][1]["assistant_mask"].size(), 0u);
+
+  attune::testing::WriteText(spm / "tokenizer.model", "not a model");
+  auto bad = RunCommand(Bin("attune") + " tokenize --model " + spm.path() + " --input " + (spm / "in.jsonl"));
+  EXPECT_EQ(bad.exit_code, 65) << bad.output;
+  EXPECT_NE(bad.output.find("tokenizer.model: (file): not a SentencePiece model"), std::string::npos) << bad.output;
+}
+
 }  // namespace
 }  // namespace attune::worker::text

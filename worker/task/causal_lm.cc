@@ -62,7 +62,7 @@ class CausalLm : public LanguageModelTask {
     bpe_ = dynamic_cast<const text::BpeTokenizer*>(&tok);
     if (bpe_ == nullptr) {
       return absl::InvalidArgumentError(
-          "task.type causal_lm: the model's tokenizer is WordPiece; a decoder's tokenizer.json (BPE) is needed");
+          "task.type causal_lm: the model's tokenizer is WordPiece; a decoder's BPE tokenizer (tokenizer.json or tokenizer.model) is needed");
     }
     format_ = c.data_format.empty() ? "messages" : c.data_format;
     all_ = c.train_on == "all";

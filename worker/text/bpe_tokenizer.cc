@@ -25,6 +25,8 @@
 #include "worker/text/utf8.h"
 #include "common/files.h"
 #include "common/json_fields.h"
+#include "common/status_macros.h"
+#include "worker/text/sentencepiece_model.h"
 
 namespace attune::worker::text {
 
@@ -156,6 +158,24 @@ absl::StatusOr<std::unique_ptr<BpeTokenizer>> BpeTokenizer::FromTokenizerJson(co
     config = *c;
   }
   return FromJson(*text, config, path);
+}
+
+absl::StatusOr<std::unique_ptr<BpeTokenizer>> BpeTokenizer::FromDirectory(const std::string& dir) {
+  std::error_code ec;
+  const std::string model_path = dir + "/tokenizer.model";
+  if (std::filesystem::exists(dir + "/tokenizer.json", ec) || !std::filesystem::exists(model_path, ec)) {
+    return FromTokenizerJson(dir + "/tokenizer.json");
+  }
+  ATTUNE_ASSIGN_OR_RETURN(std::string model, common::ReadFile(model_path, int64_t{16} << 20));
+  std::string config;
+  if (std::filesystem::exists(dir + "/tokenizer_config.json", ec)) {
+    ATTUNE_ASSIGN_OR_RETURN(config, common::ReadFile(dir + "/tokenizer_config.json", int64_t{64} << 20));
+  }
+  ATTUNE_ASSIGN_OR_RETURN(ConvertedSentencePiece converted, ConvertSentencePiece(model, config, model_path));
+  ATTUNE_ASSIGN_OR_RETURN(std::unique_ptr<BpeTokenizer> t,
+                          FromJson(converted.tokenizer_json, converted.tokenizer_config_json, model_path));
+  t->sentencepiece_model_ = std::move(model);
+  return t;
 }
 
 absl::StatusOr<std::unique_ptr<BpeTokenizer>> BpeTokenizer::FromJson(const std::string& tokenizer_json,
@@ -1049,6 +1069,9 @@ std::string BpeTokenizer::Decode(const std::vector<int64_t>& ids, bool skip_spec
 
 absl::Status BpeTokenizer::Save(const std::string& dir, int64_t) const {
   if (auto s = common::WriteFileAtomic(dir + "/tokenizer.json", tokenizer_json_); !s.ok()) return s;
+  if (!sentencepiece_model_.empty()) {
+    if (auto s = common::WriteFileAtomic(dir + "/tokenizer.model", sentencepiece_model_); !s.ok()) return s;
+  }
   if (tokenizer_config_json_.empty()) return absl::OkStatus();
   return common::WriteFileAtomic(dir + "/tokenizer_config.json", tokenizer_config_json_);
 }

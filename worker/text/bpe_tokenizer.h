@@ -32,6 +32,10 @@ class BpeTokenizer : public Tokenizer {
   // tokenizer.json, and tokenizer_config.json beside it when present (its
   // bos/eos/pad/unk tokens). Errors name the file and the key.
   static absl::StatusOr<std::unique_ptr<BpeTokenizer>> FromTokenizerJson(const std::string& path);
+  // A decoder's tokenizer in `dir`: its tokenizer.json, else its
+  // tokenizer.model (SentencePiece, converted as NOTE [tokenizer.model] says),
+  // with tokenizer_config.json beside either.
+  static absl::StatusOr<std::unique_ptr<BpeTokenizer>> FromDirectory(const std::string& dir);
   // The same from texts; `source` names them in errors.
   static absl::StatusOr<std::unique_ptr<BpeTokenizer>> FromJson(const std::string& tokenizer_json,
                                                                  const std::string& tokenizer_config_json,
@@ -64,7 +68,8 @@ class BpeTokenizer : public Tokenizer {
   const std::vector<std::string>& vocab() const override { return vocab_; }
   bool IsContinuation(int64_t id) const override;
   const SpecialIds& special() const override { return special_; }
-  // tokenizer.json and tokenizer_config.json as they were read.
+  // tokenizer.json and tokenizer_config.json as they were read (converted,
+  // for a tokenizer.model, which is written beside them as it was read).
   absl::Status Save(const std::string& dir, int64_t model_max_length = 512) const override;
 
   struct Impl;  // the parsed pipeline (bpe_tokenizer.cc)
@@ -80,6 +85,7 @@ class BpeTokenizer : public Tokenizer {
   std::vector<std::string> vocab_;  // id -> token, added tokens included
   SpecialIds special_;
   std::string tokenizer_json_, tokenizer_config_json_;
+  std::string sentencepiece_model_;  // the tokenizer.model it was converted from, if any
   std::vector<std::pair<std::string, std::string>> named_tokens_;
   std::string chat_template_;
 };

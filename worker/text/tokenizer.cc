@@ -225,6 +225,13 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromDirectory(const std::s
       return std::unique_ptr<Tokenizer>(std::move(*bpe));
     }
   }
+  if (!std::filesystem::exists(dir + "/vocab.txt", ec) && !std::filesystem::exists(dir + "/tokenizer.json", ec) &&
+      std::filesystem::exists(dir + "/tokenizer.model", ec)) {
+    // SentencePiece's own file (NOTE [tokenizer.model]).
+    auto bpe = BpeTokenizer::FromDirectory(dir);
+    if (!bpe.ok()) return bpe.status();
+    return std::unique_ptr<Tokenizer>(std::move(*bpe));
+  }
   auto wordpiece = WordPieceTokenizer::FromDirectory(dir);
   if (!wordpiece.ok()) return wordpiece.status();
   return std::unique_ptr<Tokenizer>(std::make_unique<WordPieceTokenizer>(*std::move(wordpiece)));

@@ -44,7 +44,8 @@ absl::StatusOr<AnswerEvalSet> PrepareAnswerEvals(const common::JobConfig& c, con
   const auto* bpe = dynamic_cast<const text::BpeTokenizer*>(&tok);
   if (decoder == nullptr || bpe == nullptr) {
     return absl::InvalidArgumentError(
-        "evaluation.generate and evaluation.multiple_choice need a decoder and its tokenizer.json");
+        "evaluation.generate and evaluation.multiple_choice need a decoder and its BPE tokenizer "
+        "(tokenizer.json or tokenizer.model)");
   }
   const int64_t heads = decoder->config().num_attention_heads;
   if (c.eval_generate_max_new_tokens > 0) {

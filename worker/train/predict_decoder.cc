@@ -66,9 +66,9 @@ absl::Status PredictCausalLm(model::DecoderLmImpl& m, const std::string& model_d
                                                    "): give --logprobs or --max_new_tokens N (one of them)"));
   }
   ATTUNE_ASSIGN_OR_RETURN(const std::unique_ptr<text::BpeTokenizer> tok,
-                          text::BpeTokenizer::FromTokenizerJson(model_dir + "/tokenizer.json"));
+                          text::BpeTokenizer::FromDirectory(model_dir));
   if (static_cast<int64_t>(tok->vocab().size()) > m.config().vocab_size) {
-    return absl::InvalidArgumentError(absl::StrCat(model_dir, "/tokenizer.json has ", tok->vocab().size(),
+    return absl::InvalidArgumentError(absl::StrCat(model_dir, ": the tokenizer has ", tok->vocab().size(),
                                                    " tokens but ", model_dir, "/config.json's vocab_size is ",
                                                    m.config().vocab_size));
   }
