@@ -252,10 +252,9 @@ absl::Status ValidateJobConfig(const JobConfig& c) {
         "cannot be combined with checkpoint.resume_from");
   check(c.world_size > 0 && c.world_size <= 1024, "workers.count", "must be in (0, 1024]");
   check(c.backend == "gloo" || c.backend == "nccl", "workers.backend", "must be gloo or nccl");
-  check(c.sharding == "none" || c.sharding == "optimizer", "workers.sharding",
-        c.sharding == "gradients" || c.sharding == "full"
-            ? "'" + c.sharding + "' is not implemented yet; none or optimizer (ZeRO-1) are"
-            : "must be none or optimizer");
+  check(c.sharding == "none" || c.sharding == "optimizer" || c.sharding == "gradients", "workers.sharding",
+        c.sharding == "full" ? "'full' is not implemented yet; none, optimizer (ZeRO-1) or gradients (ZeRO-2) are"
+                             : "must be none, optimizer or gradients");
   check(c.cpus_per_rank > 0 && c.cpus_per_rank <= 1024, "workers.cpus_per_rank", "must be in (0, 1024]");
   check(c.gpus_per_rank >= 0 && c.gpus_per_rank <= 64, "workers.gpus_per_rank", "must be in [0, 64]");
   check(c.max_restarts >= 0 && c.max_restarts <= 100, "max_restarts", "must be in [0, 100]");

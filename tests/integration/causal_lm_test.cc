@@ -163,12 +163,17 @@ TEST_F(CausalLmTest, AccumulationRanksAndPackingTakeTheSameSteps) {
   sharded.batch_size = 2;
   sharded.gradient_accumulation_steps = 2;
   sharded.sharding = "optimizer";
+  common::JobConfig zero2 = config("zero2");
+  zero2.batch_size = 2;
+  zero2.gradient_accumulation_steps = 2;
+  zero2.sharding = "gradients";
   common::JobConfig packed = config("packed");
   packed.packing = true;
   packed.max_length = 128;
   for (const auto& [name, c, world] : {std::tuple<std::string, common::JobConfig, int>{"accumulation 4", accumulated, 1},
                                        {"two ranks", two_ranks, 2},
                                        {"two ranks, sharded optimizer, accumulation 2", sharded, 2},
+                                       {"two ranks, sharded gradients, accumulation 2", zero2, 2},
                                        {"packed", packed, 1}}) {
     auto e = Train(c, world);
     ASSERT_EQ(e->state().train_loss.size(), losses.size()) << name;

@@ -185,7 +185,7 @@ TEST_F(DistributedTest, ResumesOnAnotherWorldSize) {
   EXPECT_EQ(report["train_loss"].size(), 12u);
 }
 
-// workers.sharding: optimizer over real Gloo processes (the ring
+// workers.sharding: optimizer and gradients over real Gloo processes (the ring
 // reduce-scatter, NOTE [ring reduce-scatter]): 2 and 3 ranks end with the
 // weights of one unsharded rank, with accumulation and a clipping that binds;
 // a sharded run killed after its checkpoint resumes sharded on another world
@@ -205,6 +205,13 @@ TEST_F(DistributedTest, TheShardedOptimizerOverGlooMatchesOneRankAndResumesOnAno
   }
   EXPECT_LT(testing::MaxAbsDiff(out[1], out[2]), 1e-5);
   EXPECT_LT(testing::MaxAbsDiff(out[1], out[3]), 1e-5);
+  // workers.sharding: gradients (NOTE [sharded gradients]): each micro-batch
+  // reduce-scattered into the ranks' parts; the same weights.
+  auto zero2 = Train(Spec("zero2", Scratch(), "{type: full}", 3, 2), 2,
+                     " --set workers.sharding=gradients --set hyperparameters.max_grad_norm=0.05");
+  ASSERT_EQ(zero2.exit_code, 0) << zero2.output;
+  EXPECT_NE(zero2.output.find("sharded gradients"), std::string::npos) << zero2.output;
+  EXPECT_LT(testing::MaxAbsDiff(out[1], dir_ / "zero2/model/model.safetensors"), 1e-5);
 
   // 72 rows, global batch 6, 2 micro-batches: 6 steps; checkpoints every 5.
   auto crashed = Train(Spec("zero_resize", Scratch(), "{type: full}", 3, 2), 2, sharded + " --abort_after_step=6");

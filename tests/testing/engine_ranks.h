@@ -29,14 +29,16 @@ struct EngineRanks {
   std::vector<absl::Status> statuses;  // each rank's first failure, or OK
 };
 
-// Runs `c` on `world` ranks to its end (exported). One rank runs without a communicator.
+// Runs `c` on `world` ranks to its end (exported). One rank runs without a
+// communicator. bucket_cap_bytes > 0 replaces the reducer's bucket size.
 inline std::unique_ptr<EngineRanks> RunEngines(const common::JobConfig& c, int world, bool resume = false,
-                                               bool eval_only = false) {
+                                               bool eval_only = false, int64_t bucket_cap_bytes = 0) {
   auto out = std::make_unique<EngineRanks>(world);
   for (int r = 0; r < world; ++r) {
     worker::train::TrainerOptions& o = out->options.emplace_back();
     o.resume = resume;
     o.eval_only = eval_only;
+    if (bucket_cap_bytes > 0) o.bucket_cap_bytes = bucket_cap_bytes;
     if (world > 1) {
       out->comms.push_back(out->group.Rank(r));
       o.communicator = out->comms.back().get();

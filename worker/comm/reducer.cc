@@ -13,6 +13,10 @@
 namespace attune::worker::comm {
 namespace {
 
+// NOTE [sharded gradients]: buckets travelling at once before the oldest is
+// waited for (its staging buffer is then freed).
+constexpr size_t kInFlightBuckets = 2;
+
 double Now() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
@@ -34,7 +38,9 @@ class ReadyHook : public torch::autograd::FunctionPostHook {
 
 struct Reducer::Bucket {
   std::vector<size_t> params;
-  at::Tensor flat;      // float32, the sum lands here
+  at::Tensor flat;      // float32, the sum lands here (shard_gradients: only while it travels)
+  int64_t numel = 0;    // flat's elements (padded when sharded)
+  int64_t used = 0;     // of which the parameters' (the rest is padding)
   at::Tensor wire;      // what travels (flat, or a half/bfloat16 copy)
   int64_t part = 0;     // sharded: the elements of each rank's part
   at::Tensor shard, shard_wire;  // sharded: this rank's part of the sum (float32; as it travels)
@@ -55,19 +61,27 @@ Reducer::Reducer(std::vector<at::Tensor> trainable, Communicator& comm, ReducerO
     int64_t n = 0;
     for (size_t p : cur->params) n += params_[p].numel();
     const auto on = torch::TensorOptions().dtype(torch::kFloat32).device(params_[cur->params[0]].device());
+    cur->used = n;
     if (options_.shard) {
       // NOTE [sharded buckets]: padded with zeros that stay zero.
       const int64_t world = comm_.world_size();
       cur->part = (n + world - 1) / world;
       n = cur->part * world;
     }
-    // On the parameters' device: NCCL reduces CUDA buckets in place.
-    cur->flat = torch::zeros({n}, on);
-    if (options_.shard) {
-      // The rank's part of the sum lands in its own block of the bucket (the
-      // in-place form of a reduce-scatter): no memory beyond the bucket.
-      cur->shard = cur->flat.narrow(0, comm_.rank() * cur->part, cur->part);
-      cur->shard_wire = cur->shard;
+    cur->numel = n;
+    if (options_.shard_gradients) {
+      // NOTE [sharded gradients]: the part is a buffer of its own; the
+      // bucket is made when its first gradient arrives.
+      cur->shard = torch::zeros({cur->part}, on);
+    } else {
+      // On the parameters' device: NCCL reduces CUDA buckets in place.
+      cur->flat = torch::zeros({n}, on);
+      if (options_.shard) {
+        // The rank's part of the sum lands in its own block of the bucket (the
+        // in-place form of a reduce-scatter): no memory beyond the bucket.
+        cur->shard = cur->flat.narrow(0, comm_.rank() * cur->part, cur->part);
+        cur->shard_wire = cur->shard;
+      }
     }
     buckets_.push_back(std::move(cur));
     cur_bytes = 0;
@@ -83,7 +97,7 @@ Reducer::Reducer(std::vector<at::Tensor> trainable, Communicator& comm, ReducerO
     cur_bytes += bytes;
   }
   close();
-  if (options_.shard) {
+  if (options_.shard && !options_.shard_gradients) {
     // Gradients are views of their bucket from the first backward on (later
     // ones become views in FinishBackward): autograd accumulates into them,
     // so the first step does not hold a second copy of every gradient.
@@ -96,7 +110,7 @@ Reducer::Reducer(std::vector<at::Tensor> trainable, Communicator& comm, ReducerO
     }
   }
   const int wire_bytes = options_.compression == "none" ? 4 : 2;
-  for (const auto& b : buckets_) stats_.bytes_per_step += b->flat.numel() * wire_bytes;
+  for (const auto& b : buckets_) stats_.bytes_per_step += b->numel * wire_bytes;
   stats_.buckets = static_cast<int64_t>(buckets_.size());
   // Hooks on the gradient accumulators (kept alive here, as DDP does).
   for (size_t i = 0; i < params_.size(); ++i) {
@@ -106,7 +120,10 @@ Reducer::Reducer(std::vector<at::Tensor> trainable, Communicator& comm, ReducerO
   }
   LOG(INFO) << "reducer: " << params_.size() << " trainable tensors in " << buckets_.size() << " buckets, "
             << stats_.bytes_per_step << " bytes per step, compression " << options_.compression << ", overlap "
-            << (options_.overlap ? "on" : "off") << (options_.shard ? ", sharded (reduce-scatter)" : "");
+            << (options_.overlap ? "on" : "off")
+            << (options_.shard_gradients ? ", sharded gradients (reduce-scatter into each rank's part)"
+                : options_.shard         ? ", sharded (reduce-scatter)"
+                                         : "");
 }
 
 Reducer::~Reducer() = default;
@@ -122,8 +139,13 @@ absl::Status Reducer::BroadcastFromRankZero(Communicator& comm, const std::vecto
 }
 
 void Reducer::PrepareForBackward(bool sync) {
-  sync_ = sync;
-  if (!sync) return;
+  sync_ = sync || options_.shard_gradients;
+  if (!sync_) return;
+  for (Bucket* b : in_flight_) {  // left by a failed step
+    b->flat = b->wire = b->shard_wire = at::Tensor();
+    b->work.reset();
+  }
+  in_flight_.clear();
   std::fill(ready_.begin(), ready_.end(), false);
   for (auto& b : buckets_) {
     b->pending = b->params.size();
@@ -141,12 +163,18 @@ void Reducer::MarkReady(size_t i) {
   Bucket& b = *buckets_[bi];
   torch::NoGradGuard g;
   const at::Tensor& grad = params_[i].grad();
+  if (options_.shard_gradients && !b.flat.defined()) {
+    b.flat = torch::empty({b.numel}, b.shard.options());
+    if (b.numel > b.used) b.flat.narrow(0, b.used, b.numel - b.used).zero_();
+  }
   at::Tensor dst = b.flat.narrow(0, offset, params_[i].numel());
   if (!grad.defined()) {
     dst.zero_();
   } else if (grad.data_ptr() != dst.data_ptr()) {
     dst.copy_(grad.reshape({-1}));
   }  // else: the gradient is a view of its bucket (after the first step), already in place
+  // NOTE [sharded gradients]: the bucket holds it now.
+  if (options_.shard_gradients) params_[i].mutable_grad() = at::Tensor();
   if (--b.pending == 0 && options_.overlap) Launch(b);
 }
 
@@ -168,6 +196,24 @@ void Reducer::Launch(Bucket& b) {
     return;
   }
   b.work = std::move(*w);
+  if (!options_.shard_gradients) return;
+  if (!b.wire.is_same(b.flat)) b.flat = at::Tensor();  // a compressed copy travels
+  in_flight_.push_back(&b);
+  while (in_flight_.size() > kInFlightBuckets) {
+    absl::Status s = Retire(*in_flight_.front());
+    in_flight_.erase(in_flight_.begin());
+    if (!s.ok() && launch_error_.ok()) launch_error_ = s;
+  }
+}
+
+absl::Status Reducer::Retire(Bucket& b) {
+  if (b.work) {
+    if (absl::Status s = b.work->Wait(comm_.timeout()); !s.ok()) return s;
+    b.shard.add_(b.shard_wire);
+  }
+  b.flat = b.wire = b.shard_wire = at::Tensor();
+  b.work.reset();
+  return absl::OkStatus();
 }
 
 absl::Status Reducer::FinishBackward() {
@@ -180,14 +226,22 @@ absl::Status Reducer::FinishBackward() {
   sync_ = false;
   for (auto& b : buckets_) Launch(*b);
   if (!launch_error_.ok()) return launch_error_;
-  for (auto& b : buckets_) {
-    absl::Status s = b->work->Wait(comm_.timeout());
-    if (!s.ok()) return s;
+  if (options_.shard_gradients) {
+    for (Bucket* b : in_flight_) {
+      if (absl::Status s = Retire(*b); !s.ok()) return s;
+    }
+    in_flight_.clear();
+  } else {
+    for (auto& b : buckets_) {
+      absl::Status s = b->work->Wait(comm_.timeout());
+      if (!s.ok()) return s;
+    }
   }
   const double done = Now();
   stats_.comm_seconds += done - first_launch_;
   stats_.exposed_seconds += done - backward_end;
   ++stats_.steps;
+  if (options_.shard_gradients) return absl::OkStatus();  // the parts are summed; no gradient views
   for (auto& b : buckets_) {
     if (options_.shard) {
       if (b->shard_wire.data_ptr() != b->shard.data_ptr()) b->shard.copy_(b->shard_wire);
@@ -227,12 +281,19 @@ std::vector<Reducer::Piece> Reducer::OwnedPieces() const {
 
 const at::Tensor& Reducer::shard_grad(size_t bucket) const { return buckets_.at(bucket)->shard; }
 
+void Reducer::ZeroShardGradients() {
+  torch::NoGradGuard g;
+  for (auto& b : buckets_) {
+    if (b->shard.defined()) b->shard.zero_();
+  }
+}
+
 absl::Status Reducer::GatherBuckets(const std::function<void(size_t, at::Tensor&)>& fill,
                                     const std::function<void(size_t, const at::Tensor&)>& use) {
   torch::NoGradGuard g;
   for (size_t bi = 0; bi < buckets_.size(); ++bi) {
     const Bucket& b = *buckets_[bi];
-    at::Tensor part = torch::zeros({b.part}, b.flat.options());
+    at::Tensor part = torch::zeros({b.part}, b.shard.options());
     fill(bi, part);
     std::vector<at::Tensor> parts;
     if (absl::Status s = comm_.AllGather(part, &parts); !s.ok()) return s;
@@ -253,14 +314,16 @@ absl::Status Reducer::GatherParameters() {
   const int64_t r = comm_.rank();
   for (size_t bi = 0; bi < buckets_.size(); ++bi) {
     Bucket& b = *buckets_[bi];
-    at::Tensor mine = b.flat.narrow(0, r * b.part, b.part);
+    // NOTE [sharded gradients]: a buffer of one bucket at a time.
+    at::Tensor whole = options_.shard_gradients ? torch::empty({b.numel}, b.shard.options()) : b.flat;
+    at::Tensor mine = whole.narrow(0, r * b.part, b.part);
     mine.zero_();  // the padding, if this block has any, stays zero
     for (const Piece& p : owned[bi]) {
       mine.narrow(0, p.shard_offset, p.length).copy_(params_[p.param].detach().reshape({-1}).narrow(0, p.param_offset, p.length));
     }
-    if (absl::Status s = comm_.AllGatherInPlace(b.flat); !s.ok()) return s;
+    if (absl::Status s = comm_.AllGatherInPlace(whole); !s.ok()) return s;
     for (size_t i : b.params) {
-      params_[i].detach().copy_(b.flat.narrow(0, slot_[i].second, params_[i].numel()).view(params_[i].sizes()));
+      params_[i].detach().copy_(whole.narrow(0, slot_[i].second, params_[i].numel()).view(params_[i].sizes()));
     }
   }
   return absl::OkStatus();

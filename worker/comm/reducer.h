@@ -28,6 +28,25 @@
 // Buckets depend only on the parameters' order and sizes, so every rank, and
 // every run of the same model and world size, cuts them the same way.
 //
+// NOTE [sharded gradients]: with ReducerOptions::shard_gradients as well
+// (workers.sharding: gradients, ZeRO-2) a rank keeps only its part of the
+// gradients between steps: each bucket's part is a buffer of its own
+// (shard_grad), and the whole bucket exists only while its gradients travel.
+// The hook copies a parameter's gradient into its bucket's staging buffer
+// and drops the parameter's .grad (never the gradient itself in place:
+// autograd may hand several parameters views of one buffer, which an in-place
+// reduce-scatter would overwrite); a full bucket is
+// reduce-scattered at once and, when more than kInFlightBuckets are
+// travelling, the oldest is waited for, its part added to shard_grad and its
+// staging buffer freed. Every
+// backward is reduced (micro-batches of an accumulated step too, as
+// DeepSpeed's ZeRO-2 does): the engine calls FinishBackward after each, and
+// the parts sum the micro-batches. ZeroShardGradients clears them after the
+// optimizer's step. Peak gradient memory: the parts (4/N bytes a parameter)
+// and the buckets in flight (a parameter larger than the bucket cap is a
+// bucket of its own, and for a moment both its gradient and that bucket
+// exist), not the 4 bytes a parameter of the other modes.
+//
 // Thread-compatible; hooks run on the thread that calls backward().
 // `comm` must outlive the reducer.
 
@@ -55,6 +74,8 @@ struct ReducerOptions {
   bool overlap = true;
   // NOTE [sharded buckets].
   bool shard = false;
+  // NOTE [sharded gradients] (with shard).
+  bool shard_gradients = false;
 };
 
 struct ReducerStats {
@@ -78,6 +99,9 @@ class Reducer {
 
   void PrepareForBackward(bool sync);
   absl::Status FinishBackward();
+  // NOTE [sharded gradients]: every backward is reduced, and FinishBackward
+  // follows each one.
+  bool reduces_every_backward() const { return options_.shard_gradients; }
 
   const ReducerStats& stats() const { return stats_; }
   size_t bucket_count() const { return buckets_.size(); }
@@ -93,6 +117,9 @@ class Reducer {
   std::vector<Piece> OwnedPieces() const;
   // This rank's part of a bucket's summed gradients, after FinishBackward.
   const at::Tensor& shard_grad(size_t bucket) const;
+  // Zeroes every shard_grad (after the optimizer's step): with
+  // shard_gradients they accumulate over backwards until then.
+  void ZeroShardGradients();
   // Collective, bucket by bucket: `fill(bucket, part)` writes this rank's
   // part (float32, zeroed) of a bucket; then `use(param, values)` is given
   // each of the bucket's parameters' flattened values as gathered from every
@@ -109,6 +136,9 @@ class Reducer {
   struct Bucket;
   void MarkReady(size_t param);
   void Launch(Bucket& b);
+  // NOTE [sharded gradients]: waits for a launched bucket, adds its part to
+  // shard_grad and frees its staging buffer.
+  absl::Status Retire(Bucket& b);
 
   std::vector<at::Tensor> params_;
   Communicator& comm_;
@@ -117,6 +147,7 @@ class Reducer {
   std::vector<std::pair<size_t, int64_t>> slot_;  // param -> (bucket, offset)
   std::vector<std::shared_ptr<torch::autograd::Node>> accumulators_;
   std::vector<bool> ready_;
+  std::vector<Bucket*> in_flight_;  // shard_gradients: launched, not yet retired, oldest first
   bool sync_ = false;
   absl::Status launch_error_;
   double first_launch_ = -1;

@@ -503,7 +503,7 @@ absl::Status Engine::DoSetup() {
 
   const WeightsMeaning meaning{output_names, VocabularyFingerprint(tok.vocab())};
   s_.sampler = sampler_->state();
-  const bool shard = c_.sharding == "optimizer" && comm_ != nullptr && world_ > 1;
+  const bool shard = (c_.sharding == "optimizer" || c_.sharding == "gradients") && comm_ != nullptr && world_ > 1;
   if (o_.resume) {
     ATTUNE_ASSIGN_OR_RETURN(const bool resumed, checkpointer_->Resume(meaning, *model_, *opt_, &s_, &best_));
     if (resumed) result_.resumed_from_step = s_.step;
@@ -525,6 +525,7 @@ absl::Status Engine::DoSetup() {
     ro.compression = o_.gradient_compression;
     ro.overlap = o_.overlap;
     ro.shard = shard;
+    ro.shard_gradients = shard && c_.sharding == "gradients";
     reducer_ = std::make_unique<comm::Reducer>(in_order, *comm_, ro);
     if (shard) {
       // The decay groups as MakeAdamW chose them (NOTE [no weight decay by kind]), in the reducer's order.
@@ -673,8 +674,18 @@ absl::Status Engine::DoStep() {
     units = u.item<double>();
   }
   units = std::max(units, 1.0);
+  const comm::ReducerStats before = reducer_ ? reducer_->stats() : comm::ReducerStats{};
   for (size_t k = 0; k < micro.size(); ++k) {
-    if (!batches[k]) continue;
+    // NOTE [sharded gradients]: each micro-batch is reduced on every rank,
+    // rows or not; the last one below, as in the other modes.
+    const bool reduce_now = reducer_ && reducer_->reduces_every_backward() && k + 1 < micro.size();
+    if (!batches[k]) {
+      if (reduce_now) {
+        reducer_->PrepareForBackward(true);
+        ATTUNE_RETURN_IF_ERROR(reducer_->FinishBackward());
+      }
+      continue;
+    }
     const Batch b = OnDevice(*batches[k], device_);
     ev.samples += static_cast<int64_t>(micro[k].size());
     if (reducer_) reducer_->PrepareForBackward(/*sync=*/k + 1 == micro.size());
@@ -689,6 +700,7 @@ absl::Status Engine::DoStep() {
     loss_sum += loss.item<double>();
     lap(&ev.forward_seconds);
     (loss / units).backward();
+    if (reduce_now) ATTUNE_RETURN_IF_ERROR(reducer_->FinishBackward());
     tokens += b.tokens;
     lap(&ev.backward_seconds);
   }
@@ -696,7 +708,6 @@ absl::Status Engine::DoStep() {
   if (reducer_) {
     // A rank with no rows in this step's last micro-batch still joins the reduction.
     if (micro.back().empty()) reducer_->PrepareForBackward(true);
-    const comm::ReducerStats before = reducer_->stats();
     ATTUNE_RETURN_IF_ERROR(reducer_->FinishBackward());
     torch::Tensor l = torch::tensor(std::vector<double>{loss_sum, StopRequested() ? 1.0 : 0.0}, torch::kFloat64);
     ATTUNE_RETURN_IF_ERROR(comm::AllReduceSumBlocking(*comm_, l));

@@ -36,8 +36,8 @@ absl::StatusOr<std::unique_ptr<ShardedAdamW>> ShardedAdamW::Create(const std::ve
   s->opt_ = MakeAdamWGroups(decay, no_decay, c);
   int64_t total = 0;
   for (const auto& t : trainable) total += t.numel();
-  LOG(INFO) << absl::StrFormat("job=%s rank=%d sharding optimizer: AdamW state for %d of %d trained elements (%.1f%%)",
-                               c.name, comm.rank(), s->owned_, total, 100.0 * s->owned_ / std::max<int64_t>(1, total));
+  LOG(INFO) << absl::StrFormat("job=%s rank=%d sharding %s: AdamW state for %d of %d trained elements (%.1f%%)", c.name,
+                               comm.rank(), c.sharding, s->owned_, total, 100.0 * s->owned_ / std::max<int64_t>(1, total));
   return s;
 }
 
@@ -64,6 +64,7 @@ absl::StatusOr<double> ShardedAdamW::ClipGradNorm(double max_norm) {
 
 absl::Status ShardedAdamW::Step() {
   opt_->step();
+  reducer_.ZeroShardGradients();  // NOTE [sharded gradients]: they accumulate until a step
   return reducer_.GatherParameters();
 }
 

@@ -1,6 +1,8 @@
 #pragma once
 
-// ZeRO-1 (workers.sharding: optimizer): each rank keeps the AdamW state of
+// ZeRO-1 and ZeRO-2 (workers.sharding: optimizer, gradients; the reducer
+// keeps the gradients whole or only each rank's part, NOTE [sharded
+// gradients]): each rank keeps the AdamW state of
 // its own part of the trained parameters (NOTE [sharded buckets] in
 // worker/comm/reducer.h) and updates that part alone; the updated parts are
 // then all-gathered, so every rank again holds the whole model. A rank keeps

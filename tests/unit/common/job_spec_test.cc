@@ -262,7 +262,7 @@ INSTANTIATE_TEST_SUITE_P(
         BadCase{"evaluation: {early_stopping: {metric: f1, mode: up}}", "evaluation.early_stopping.mode"},
         BadCase{"workers: {count: -1}", "workers.count"},
         BadCase{"workers: {backend: mpi}", "workers.backend"},
-        BadCase{"workers: {sharding: zero9}", "workers.sharding: must be none or optimizer"},
+        BadCase{"workers: {sharding: zero9}", "workers.sharding: must be none, optimizer or gradients"},
         BadCase{"workers: {sharding: full}", "workers.sharding: 'full' is not implemented yet"},
         BadCase{"data: {train: t.csv, validation: v.csv, max_length: 4}", "data.max_length"},
         BadCase{"data: {train: t.csv, validation: v.csv, validation_split: 0.2}", "data.validation_split"},

@@ -107,8 +107,9 @@ class EngineTest : public ::testing::Test {
 
   // Runs `c` on `world` ranks to its end; rank 0's parameters, after
   // checking that every rank ends with the same.
-  std::vector<std::pair<std::string, torch::Tensor>> RunOnRanks(const common::JobConfig& c, int world, bool resume) {
-    auto ranks = attune::testing::RunEngines(c, world, resume);
+  std::vector<std::pair<std::string, torch::Tensor>> RunOnRanks(const common::JobConfig& c, int world, bool resume,
+                                                                int64_t bucket_cap_bytes = 0) {
+    auto ranks = attune::testing::RunEngines(c, world, resume, false, bucket_cap_bytes);
     for (const auto& s : ranks->statuses) EXPECT_THAT(s, IsOk());
     const auto p0 = Parameters(*ranks->engines[0]);
     for (int r = 1; r < world; ++r) {
@@ -264,8 +265,10 @@ TEST_F(EngineTest, AStopAskedOfOneRankEndsEveryRankAtTheSameStepWithACheckpoint)
   EXPECT_EQ(steps, (std::vector<int64_t>{3, 4}));
 }
 
-// workers.sharding: optimizer (ZeRO-1) takes the steps an unsharded run
-// takes: weight decay in its groups, accumulation and a clipping that binds.
+// workers.sharding: optimizer (ZeRO-1) and gradients (ZeRO-2, whose
+// micro-batches are each reduce-scattered and summed in the rank's part)
+// take the steps an unsharded run takes: weight decay in its groups,
+// accumulation and a clipping that binds.
 TEST_F(EngineTest, TheShardedOptimizerTakesTheUnshardedStepsWithAccumulationAndClipping) {
   const std::string base = BaseModel();
   ASSERT_FALSE(base.empty());
@@ -283,8 +286,15 @@ TEST_F(EngineTest, TheShardedOptimizerTakesTheUnshardedStepsWithAccumulationAndC
       return c;
     };
     const auto none = RunOnRanks(configured("none"), world, false);
-    const auto sharded = RunOnRanks(configured("optimizer"), world, false);
-    EXPECT_LT(Farthest(none, sharded), 1e-5) << method << ", " << world << " ranks";
+    for (const std::string mode : {"optimizer", "gradients"}) {
+      const auto sharded = RunOnRanks(configured(mode), world, false);
+      EXPECT_LT(Farthest(none, sharded), 1e-5) << mode << ", " << method << ", " << world << " ranks";
+    }
+    // One parameter a bucket, padded or not (autograd gives some of these
+    // gradients as views of one buffer: a reduce-scatter in place of the
+    // gradient itself corrupted them).
+    const auto one_each = RunOnRanks(configured("gradients"), world, false, /*bucket_cap_bytes=*/1);
+    EXPECT_LT(Farthest(none, one_each), 1e-5) << "gradients, a bucket per parameter, " << method << ", " << world;
     // And it trained: the exported weights (LoRA merged) moved from the base's.
     EXPECT_GT(attune::testing::MaxAbsDiff(base + "/model.safetensors",
                                           configured("optimizer").output_dir + "/model/model.safetensors"),
@@ -316,10 +326,11 @@ TEST_F(EngineTest, ACheckpointResumesInAnotherShardingModeAtAnotherWorldSize) {
     return c;
   };
   const auto whole = RunOnRanks(configured("whole", 1, "none", 8), 1, false);
-  // Sharded -> unsharded -> sharded -> sharded again (a sharded run's export of an imported state).
+  // Sharded -> unsharded -> sharded gradients -> sharded again (a sharded
+  // run's export of an imported state).
   RunOnRanks(configured("chain", 2, "optimizer", 2), 2, false);
   RunOnRanks(configured("chain", 1, "none", 4), 1, true);
-  RunOnRanks(configured("chain", 3, "optimizer", 6), 3, true);
+  RunOnRanks(configured("chain", 3, "gradients", 6), 3, true);
   const auto chained = RunOnRanks(configured("chain", 2, "optimizer", 8), 2, true);
   EXPECT_LT(Farthest(whole, chained), 1e-5);
   std::vector<std::string> skipped;
