@@ -186,6 +186,13 @@ TEST(SentencePieceModelTest, ATokenizerModelGivesTheIdsOfHuggingFaceAndOfLibsent
   auto reloaded = Tokenizer::FromDirectory(saved.path());
   ASSERT_THAT(reloaded.status(), IsOk());
   EXPECT_EQ((*reloaded)->EncodePieces("Hello world"), bpe->EncodePieces("Hello world"));
+  // With both files (the usual upload) tokenizer.json decides, and a save
+  // keeps tokenizer.model beside it.
+  TempDir again("spm-saved-again");
+  auto* both = dynamic_cast<BpeTokenizer*>(reloaded->get());
+  ASSERT_NE(both, nullptr);
+  ASSERT_THAT(both->Save(again.path()), IsOk());
+  EXPECT_EQ(testing::ReadText(again.path() + "/tokenizer.model"), testing::ReadText(dir.path() + "/tokenizer.model"));
 }
 
 // A model SentencePiece's own trainer made (its scores, a user-defined
@@ -243,6 +250,8 @@ TEST(SentencePieceModelTest, WhatTheConversionCannotDoFaithfullyIsRefusedNamingT
            {"normalizer_spec.remove_extra_whitespaces=true", "normalizer_spec.remove_extra_whitespaces"},
            {"trainer_spec.treat_whitespace_as_suffix=true", "trainer_spec.treat_whitespace_as_suffix"},
            {"trainer_spec.unk_id=40000", "trainer_spec.unk_id: 40000 is not a piece's id"},
+           {"normalizer_spec.add_dummy_prefix=false", "normalizer_spec.add_dummy_prefix: false is not supported"},
+           {"pieces[500].score=nan", "pieces[500]: its score is not a finite number"},
        }) {
     const std::string variant = dir.path() + "/variant.model";
     auto v = RunCommand(kSpmReference + spm + " variant " + dir.path() + "/tokenizer.model " + variant + " " + b.change);
@@ -256,6 +265,21 @@ TEST(SentencePieceModelTest, WhatTheConversionCannotDoFaithfullyIsRefusedNamingT
     EXPECT_THAT(ConvertSentencePiece(bytes, "", "x/tokenizer.model").status(),
                 StatusIs(absl::StatusCode::kInvalidArgument, "x/tokenizer.model: (file): not a SentencePiece model"));
   }
+  // Pieces that split into millions of merges (a tokenizer.json of
+  // gigabytes) are refused before it is built.
+  auto many = RunCommand(kSpmReference + spm + " many_merges " + dir.path() + "/many.model");
+  ASSERT_EQ(many.exit_code, 0) << many.output;
+  EXPECT_THAT(ConvertSentencePiece(testing::ReadText(dir.path() + "/many.model"), "", "x/tokenizer.model").status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, "x/tokenizer.model: pieces: they split into more than"));
+  // Another tokenizer class is converted by other rules.
+  EXPECT_THAT(ConvertSentencePiece(good, R"({"tokenizer_class": "GemmaTokenizer"})", "x/tokenizer.model").status(),
+              StatusIs(absl::StatusCode::kInvalidArgument, "tokenizer_class 'GemmaTokenizer' is not supported"));
+  // A config that names no eos_token gets the model's, as LlamaTokenizer's default.
+  auto defaults = ConvertSentencePiece(good, R"({"add_bos_token": true})", "x/tokenizer.model");
+  ASSERT_THAT(defaults.status(), IsOk());
+  const auto config = nlohmann::json::parse(defaults->tokenizer_config_json);
+  EXPECT_EQ(config["eos_token"], "</s>");
+  EXPECT_EQ(config["bos_token"], "<s>");
   // The config's BOS must be a piece of the model.
   EXPECT_THAT(ConvertSentencePiece(good, R"({"bos_token": "<|begin|>"})", "x/tokenizer.model").status(),
               StatusIs(absl::StatusCode::kInvalidArgument, "bos_token '<|begin|>'"));

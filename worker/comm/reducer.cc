@@ -37,7 +37,7 @@ class ReadyHook : public torch::autograd::FunctionPostHook {
 }  // namespace
 
 struct Reducer::Bucket {
-  std::vector<size_t> params;
+  std::vector<std::pair<size_t, size_t>> members;  // (parameter, its segment) in this bucket
   at::Tensor flat;      // float32, the sum lands here (shard_gradients: only while it travels)
   int64_t numel = 0;    // flat's elements (padded when sharded)
   int64_t used = 0;     // of which the parameters' (the rest is padding)
@@ -51,17 +51,16 @@ struct Reducer::Bucket {
 
 Reducer::Reducer(std::vector<at::Tensor> trainable, Communicator& comm, ReducerOptions options)
     : params_(std::move(trainable)), comm_(comm), options_(std::move(options)) {
-  slot_.resize(params_.size());
+  segments_.resize(params_.size());
   ready_.assign(params_.size(), false);
   // Reverse registration order, filled up to the cap.
   std::unique_ptr<Bucket> cur;
   int64_t cur_bytes = 0;
   auto close = [&] {
     if (!cur) return;
-    int64_t n = 0;
-    for (size_t p : cur->params) n += params_[p].numel();
-    const auto on = torch::TensorOptions().dtype(torch::kFloat32).device(params_[cur->params[0]].device());
-    cur->used = n;
+    int64_t n = cur->used;
+    const auto on =
+        torch::TensorOptions().dtype(torch::kFloat32).device(params_[cur->members.front().first].device());
     if (options_.shard) {
       // NOTE [sharded buckets]: padded with zeros that stay zero.
       const int64_t world = comm_.world_size();
@@ -86,15 +85,31 @@ Reducer::Reducer(std::vector<at::Tensor> trainable, Communicator& comm, ReducerO
     buckets_.push_back(std::move(cur));
     cur_bytes = 0;
   };
+  auto add = [&](size_t i, int64_t param_offset, int64_t length) {
+    segments_[i].push_back({buckets_.size(), cur->used, param_offset, length});
+    cur->members.emplace_back(i, segments_[i].size() - 1);
+    cur->used += length;
+  };
+  const int64_t cap_elems = std::max<int64_t>(1, options_.bucket_cap_bytes / 4);
   for (size_t i = params_.size(); i-- > 0;) {
-    const int64_t bytes = params_[i].numel() * 4;
-    if (cur && cur_bytes + bytes > options_.bucket_cap_bytes) close();
-    if (!cur) cur = std::make_unique<Bucket>();
-    int64_t offset = 0;
-    for (size_t p : cur->params) offset += params_[p].numel();
-    slot_[i] = {buckets_.size(), offset};
-    cur->params.push_back(i);
-    cur_bytes += bytes;
+    const int64_t numel = params_[i].numel();
+    if (!options_.shard_gradients) {
+      const int64_t bytes = numel * 4;
+      if (cur && cur_bytes + bytes > options_.bucket_cap_bytes) close();
+      if (!cur) cur = std::make_unique<Bucket>();
+      add(i, 0, numel);
+      cur_bytes += bytes;
+      continue;
+    }
+    // NOTE [sharded gradients]: a parameter larger than the cap spans
+    // buckets, so that no staging buffer is larger than the cap.
+    for (int64_t done = 0; done < numel;) {
+      if (cur && cur->used >= cap_elems) close();
+      if (!cur) cur = std::make_unique<Bucket>();
+      const int64_t take = std::min(numel - done, cap_elems - cur->used);
+      add(i, done, take);
+      done += take;
+    }
   }
   close();
   if (options_.shard && !options_.shard_gradients) {
@@ -105,8 +120,9 @@ Reducer::Reducer(std::vector<at::Tensor> trainable, Communicator& comm, ReducerO
     // gradient, and its first step stays as a single rank's.)
     for (size_t i = 0; i < params_.size(); ++i) {
       if (params_[i].grad().defined()) continue;
-      const auto [bi, offset] = slot_[i];
-      params_[i].mutable_grad() = buckets_[bi]->flat.narrow(0, offset, params_[i].numel()).view(params_[i].sizes()).detach();
+      const Segment& seg = segments_[i].front();
+      params_[i].mutable_grad() =
+          buckets_[seg.bucket]->flat.narrow(0, seg.offset, params_[i].numel()).view(params_[i].sizes()).detach();
     }
   }
   const int wire_bytes = options_.compression == "none" ? 4 : 2;
@@ -146,9 +162,10 @@ void Reducer::PrepareForBackward(bool sync) {
     b->work.reset();
   }
   in_flight_.clear();
+  next_launch_ = 0;
   std::fill(ready_.begin(), ready_.end(), false);
   for (auto& b : buckets_) {
-    b->pending = b->params.size();
+    b->pending = b->members.size();
     b->launched = false;
     b->work.reset();
   }
@@ -159,28 +176,42 @@ void Reducer::PrepareForBackward(bool sync) {
 void Reducer::MarkReady(size_t i) {
   if (!sync_ || ready_[i]) return;
   ready_[i] = true;
-  auto [bi, offset] = slot_[i];
-  Bucket& b = *buckets_[bi];
   torch::NoGradGuard g;
   const at::Tensor& grad = params_[i].grad();
-  if (options_.shard_gradients && !b.flat.defined()) {
-    b.flat = torch::empty({b.numel}, b.shard.options());
-    if (b.numel > b.used) b.flat.narrow(0, b.used, b.numel - b.used).zero_();
+  for (const Segment& seg : segments_[i]) {
+    Bucket& b = *buckets_[seg.bucket];
+    if (options_.shard_gradients && !b.flat.defined()) {
+      b.flat = torch::empty({b.numel}, b.shard.options());
+      if (b.numel > b.used) b.flat.narrow(0, b.used, b.numel - b.used).zero_();
+    }
+    at::Tensor dst = b.flat.narrow(0, seg.offset, seg.length);
+    if (!grad.defined()) {
+      dst.zero_();
+    } else if (grad.data_ptr() != dst.data_ptr()) {
+      dst.copy_(grad.reshape({-1}).narrow(0, seg.param_offset, seg.length));
+    }  // else: the gradient is a view of its bucket (after the first step), already in place
   }
-  at::Tensor dst = b.flat.narrow(0, offset, params_[i].numel());
-  if (!grad.defined()) {
-    dst.zero_();
-  } else if (grad.data_ptr() != dst.data_ptr()) {
-    dst.copy_(grad.reshape({-1}));
-  }  // else: the gradient is a view of its bucket (after the first step), already in place
-  // NOTE [sharded gradients]: the bucket holds it now.
+  // NOTE [sharded gradients]: the buckets hold it now.
   if (options_.shard_gradients) params_[i].mutable_grad() = at::Tensor();
-  if (--b.pending == 0 && options_.overlap) Launch(b);
+  bool filled = false;
+  for (const Segment& seg : segments_[i]) filled |= --buckets_[seg.bucket]->pending == 0;
+  if (filled && options_.overlap) {
+    // In bucket order on every rank, whatever order the hooks fire in (the
+    // ranks' collectives must pair up; a rank with no rows marks its
+    // parameters in index order), as DDP does.
+    while (next_launch_ < buckets_.size() && buckets_[next_launch_]->pending == 0) Launch(*buckets_[next_launch_++]);
+  }
 }
 
 void Reducer::Launch(Bucket& b) {
   if (b.launched) return;
   b.launched = true;
+  if (!launch_error_.ok()) {
+    // A collective failed: launch nothing more (each would wait out its own
+    // timeout); FinishBackward reports the first error.
+    if (options_.shard_gradients) b.flat = at::Tensor();
+    return;
+  }
   if (first_launch_ < 0) first_launch_ = Now();
   if (options_.compression == "fp16") {
     b.wire = b.flat.to(torch::kFloat16);
@@ -199,10 +230,10 @@ void Reducer::Launch(Bucket& b) {
   if (!options_.shard_gradients) return;
   if (!b.wire.is_same(b.flat)) b.flat = at::Tensor();  // a compressed copy travels
   in_flight_.push_back(&b);
-  while (in_flight_.size() > kInFlightBuckets) {
+  while (in_flight_.size() > kInFlightBuckets && launch_error_.ok()) {
     absl::Status s = Retire(*in_flight_.front());
     in_flight_.erase(in_flight_.begin());
-    if (!s.ok() && launch_error_.ok()) launch_error_ = s;
+    if (!s.ok()) launch_error_ = s;
   }
 }
 
@@ -251,10 +282,11 @@ absl::Status Reducer::FinishBackward() {
     // Gradients become views of their bucket (as DDP's gradient_as_bucket_view):
     // no copy back now, and no copy in on later steps, since the optimizer
     // zeroes them in place and autograd accumulates into them in place.
-    for (size_t i : b->params) {
+    for (const auto& [i, k] : b->members) {
       // detach(): shares the bucket's memory without being an autograd view, so
       // that the optimizer's zero_grad (which calls detach_()) accepts it.
-      at::Tensor view = b->flat.narrow(0, slot_[i].second, params_[i].numel()).view(params_[i].sizes()).detach();
+      const Segment& seg = segments_[i][k];  // the whole parameter (only sharded gradients split one)
+      at::Tensor view = b->flat.narrow(0, seg.offset, params_[i].numel()).view(params_[i].sizes()).detach();
       if (!params_[i].grad().defined() || params_[i].grad().data_ptr() != view.data_ptr()) {
         params_[i].mutable_grad() = view;
       }
@@ -270,10 +302,10 @@ std::vector<Reducer::Piece> Reducer::OwnedPieces() const {
   for (size_t bi = 0; bi < buckets_.size(); ++bi) {
     const Bucket& b = *buckets_[bi];
     const int64_t begin = r * b.part, end = begin + b.part;
-    for (size_t i : b.params) {
-      const int64_t offset = slot_[i].second, numel = params_[i].numel();
-      const int64_t lo = std::max(offset, begin), hi = std::min(offset + numel, end);
-      if (lo < hi) out.push_back({i, bi, lo - offset, lo - begin, hi - lo});
+    for (const auto& [i, k] : b.members) {
+      const Segment& seg = segments_[i][k];
+      const int64_t lo = std::max(seg.offset, begin), hi = std::min(seg.offset + seg.length, end);
+      if (lo < hi) out.push_back({i, bi, seg.param_offset + (lo - seg.offset), lo - begin, hi - lo});
     }
   }
   return out;
@@ -289,7 +321,7 @@ void Reducer::ZeroShardGradients() {
 }
 
 absl::Status Reducer::GatherBuckets(const std::function<void(size_t, at::Tensor&)>& fill,
-                                    const std::function<void(size_t, const at::Tensor&)>& use) {
+                                    const std::function<void(size_t, int64_t, const at::Tensor&)>& use) {
   torch::NoGradGuard g;
   for (size_t bi = 0; bi < buckets_.size(); ++bi) {
     const Bucket& b = *buckets_[bi];
@@ -300,7 +332,10 @@ absl::Status Reducer::GatherBuckets(const std::function<void(size_t, at::Tensor&
     part = at::Tensor();
     const at::Tensor whole = torch::cat(parts);
     parts.clear();
-    for (size_t i : b.params) use(i, whole.narrow(0, slot_[i].second, params_[i].numel()));
+    for (const auto& [i, k] : b.members) {
+      const Segment& seg = segments_[i][k];
+      use(i, seg.param_offset, whole.narrow(0, seg.offset, seg.length));
+    }
   }
   return absl::OkStatus();
 }
@@ -322,8 +357,9 @@ absl::Status Reducer::GatherParameters() {
       mine.narrow(0, p.shard_offset, p.length).copy_(params_[p.param].detach().reshape({-1}).narrow(0, p.param_offset, p.length));
     }
     if (absl::Status s = comm_.AllGatherInPlace(whole); !s.ok()) return s;
-    for (size_t i : b.params) {
-      params_[i].detach().copy_(whole.narrow(0, slot_[i].second, params_[i].numel()).view(params_[i].sizes()));
+    for (const auto& [i, k] : b.members) {
+      const Segment& seg = segments_[i][k];
+      params_[i].detach().view({-1}).narrow(0, seg.param_offset, seg.length).copy_(whole.narrow(0, seg.offset, seg.length));
     }
   }
   return absl::OkStatus();

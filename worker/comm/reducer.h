@@ -14,6 +14,8 @@
 //   3. FinishBackward() launches any bucket whose parameters got no gradient
 //      (their slots are zero), waits for every bucket within the collective
 //      timeout and writes the sums back into each parameter's .grad.
+// Buckets launch in index order on every rank, whatever order the hooks
+// fire in, so that the ranks' collectives pair up.
 // The reduction is a sum: the trainer divides each rank's loss by the
 // examples of the whole global step, so the sum is the global average.
 //
@@ -35,7 +37,9 @@
 // The hook copies a parameter's gradient into its bucket's staging buffer
 // and drops the parameter's .grad (never the gradient itself in place:
 // autograd may hand several parameters views of one buffer, which an in-place
-// reduce-scatter would overwrite); a full bucket is
+// reduce-scatter would overwrite); a parameter larger than the bucket cap is
+// cut across several buckets, so no staging buffer exceeds the cap; a full
+// bucket is
 // reduce-scattered at once and, when more than kInFlightBuckets are
 // travelling, the oldest is waited for, its part added to shard_grad and its
 // staging buffer freed. Every
@@ -43,9 +47,8 @@
 // DeepSpeed's ZeRO-2 does): the engine calls FinishBackward after each, and
 // the parts sum the micro-batches. ZeroShardGradients clears them after the
 // optimizer's step. Peak gradient memory: the parts (4/N bytes a parameter)
-// and the buckets in flight (a parameter larger than the bucket cap is a
-// bucket of its own, and for a moment both its gradient and that bucket
-// exist), not the 4 bytes a parameter of the other modes.
+// and the buckets in flight, beside the gradient autograd is producing, not
+// the 4 bytes a parameter of the other modes.
 //
 // Thread-compatible; hooks run on the thread that calls backward().
 // `comm` must outlive the reducer.
@@ -79,9 +82,9 @@ struct ReducerOptions {
 };
 
 struct ReducerStats {
-  int64_t steps = 0;
+  int64_t steps = 0;                 // reductions (FinishBackward calls): one a step, one a backward when sharding gradients
   int64_t buckets = 0;
-  int64_t bytes_per_step = 0;        // on the wire, per rank
+  int64_t bytes_per_step = 0;        // on the wire, per rank, per reduction
   double comm_seconds = 0;           // first launch to last completion, summed over steps
   double exposed_seconds = 0;        // waiting after backward ended, summed over steps
   double hidden_fraction() const { return comm_seconds > 0 ? 1.0 - exposed_seconds / comm_seconds : 0.0; }
@@ -121,11 +124,13 @@ class Reducer {
   // shard_gradients they accumulate over backwards until then.
   void ZeroShardGradients();
   // Collective, bucket by bucket: `fill(bucket, part)` writes this rank's
-  // part (float32, zeroed) of a bucket; then `use(param, values)` is given
-  // each of the bucket's parameters' flattened values as gathered from every
-  // rank's part. Memory: one bucket's worth at a time.
+  // part (float32, zeroed) of a bucket; then `use(param, param_offset,
+  // values)` is given the flattened values of each of the bucket's
+  // parameters (or of its elements from param_offset on, for one the bucket
+  // holds part of) as gathered from every rank's part. Memory: one bucket's
+  // worth at a time.
   absl::Status GatherBuckets(const std::function<void(size_t, at::Tensor&)>& fill,
-                             const std::function<void(size_t, const at::Tensor&)>& use);
+                             const std::function<void(size_t, int64_t, const at::Tensor&)>& use);
   // Every rank's owned pieces of the parameters (as its optimizer left them)
   // into every rank's parameters, gathered in place in the buckets' buffers
   // (the spent gradients: the parameters' .grad hold copies of the values
@@ -144,10 +149,18 @@ class Reducer {
   Communicator& comm_;
   ReducerOptions options_;
   std::vector<std::unique_ptr<Bucket>> buckets_;
-  std::vector<std::pair<size_t, int64_t>> slot_;  // param -> (bucket, offset)
+  // A parameter's elements [param_offset, param_offset + length) at
+  // [offset, offset + length) of a bucket: one segment a parameter, except
+  // that shard_gradients cuts one larger than the bucket cap into several.
+  struct Segment {
+    size_t bucket = 0;
+    int64_t offset = 0, param_offset = 0, length = 0;
+  };
+  std::vector<std::vector<Segment>> segments_;  // per parameter
   std::vector<std::shared_ptr<torch::autograd::Node>> accumulators_;
   std::vector<bool> ready_;
   std::vector<Bucket*> in_flight_;  // shard_gradients: launched, not yet retired, oldest first
+  size_t next_launch_ = 0;          // buckets launch in index order
   bool sync_ = false;
   absl::Status launch_error_;
   double first_launch_ = -1;

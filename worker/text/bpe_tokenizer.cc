@@ -163,10 +163,15 @@ absl::StatusOr<std::unique_ptr<BpeTokenizer>> BpeTokenizer::FromTokenizerJson(co
 absl::StatusOr<std::unique_ptr<BpeTokenizer>> BpeTokenizer::FromDirectory(const std::string& dir) {
   std::error_code ec;
   const std::string model_path = dir + "/tokenizer.model";
-  if (std::filesystem::exists(dir + "/tokenizer.json", ec) || !std::filesystem::exists(model_path, ec)) {
-    return FromTokenizerJson(dir + "/tokenizer.json");
-  }
+  if (!std::filesystem::exists(model_path, ec)) return FromTokenizerJson(dir + "/tokenizer.json");
   ATTUNE_ASSIGN_OR_RETURN(std::string model, common::ReadFile(model_path, int64_t{16} << 20));
+  if (std::filesystem::exists(dir + "/tokenizer.json", ec)) {
+    // Both (the usual upload): tokenizer.json decides, and the export keeps
+    // tokenizer.model beside it as the directory had it.
+    ATTUNE_ASSIGN_OR_RETURN(std::unique_ptr<BpeTokenizer> t, FromTokenizerJson(dir + "/tokenizer.json"));
+    t->sentencepiece_model_ = std::move(model);
+    return t;
+  }
   std::string config;
   if (std::filesystem::exists(dir + "/tokenizer_config.json", ec)) {
     ATTUNE_ASSIGN_OR_RETURN(config, common::ReadFile(dir + "/tokenizer_config.json", int64_t{64} << 20));

@@ -1,6 +1,7 @@
 #include "worker/text/sentencepiece_model.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <cstring>
 #include <string_view>
@@ -26,6 +27,9 @@ enum ModelType { kUnigram = 1, kBpe = 2, kWord = 3, kChar = 4 };
 // their length squared.
 constexpr int64_t kMaxPieces = int64_t{1} << 22;
 constexpr size_t kMaxPieceBytes = 256;
+// Llama 2's 32,000 pieces make 58,980 merges; a model whose pieces split
+// every way would make a tokenizer.json of gigabytes.
+constexpr size_t kMaxMerges = size_t{2} << 20;
 
 struct Piece {
   std::string text;
@@ -197,6 +201,11 @@ absl::StatusOr<ConvertedSentencePiece> ConvertSentencePiece(const std::string& m
                "so the two disagree");
   }
   if (spec.treat_whitespace_as_suffix) return bad("trainer_spec.treat_whitespace_as_suffix", "true is not supported");
+  if (!spec.add_dummy_prefix) {
+    return bad("normalizer_spec.add_dummy_prefix",
+               "false is not supported: Hugging Face's Llama conversion prefixes '\xE2\x96\x81' whatever it says, so the "
+               "ids would not be SentencePiece's");
+  }
   for (auto [field, id] : {std::pair<const char*, int64_t>{"trainer_spec.unk_id", spec.unk_id},
                            {"trainer_spec.bos_id", spec.bos_id},
                            {"trainer_spec.eos_id", spec.eos_id}}) {
@@ -211,6 +220,15 @@ absl::StatusOr<ConvertedSentencePiece> ConvertSentencePiece(const std::string& m
     return absl::InvalidArgumentError(
         absl::StrCat(source, ": the tokenizer_config.json beside it is not a JSON object"));
   }
+  // Other tokenizer classes (Gemma's, T5's...) are converted by other rules.
+  if (config.contains("tokenizer_class") && config["tokenizer_class"].is_string()) {
+    const std::string cls = config["tokenizer_class"].get<std::string>();
+    if (cls != "LlamaTokenizer" && cls != "LlamaTokenizerFast") {
+      return absl::InvalidArgumentError(absl::StrCat(
+          source, ": tokenizer_config.json's tokenizer_class '", cls,
+          "' is not supported with a tokenizer.model; LlamaTokenizer (Llama 2, Mistral) is"));
+    }
+  }
   const bool legacy = Flag(config, "legacy", true);
   const bool prefix_space = Flag(config, "add_prefix_space", true);
   const bool add_bos = Flag(config, "add_bos_token", true);
@@ -219,7 +237,7 @@ absl::StatusOr<ConvertedSentencePiece> ConvertSentencePiece(const std::string& m
   // The vocabulary, and each piece's score (LlamaConverter scores the first
   // three pieces 0).
   std::unordered_map<std::string_view, int64_t> id_of;
-  Json vocab = Json::object();
+  nlohmann::json vocab = nlohmann::json::object();  // a map: ordered_json would insert in quadratic time
   for (int64_t i = 0; i < n; ++i) {
     const Piece& p = spec.pieces[static_cast<size_t>(i)];
     const auto where = absl::StrCat("pieces[", i, "]");
@@ -227,6 +245,7 @@ absl::StatusOr<ConvertedSentencePiece> ConvertSentencePiece(const std::string& m
       return bad(where, absl::StrCat("a piece is 1 to ", kMaxPieceBytes, " bytes of UTF-8"));
     }
     if (p.type < kNormal || p.type > kByte) return bad(where, absl::StrCat("type ", p.type, " is not a piece type"));
+    if (!std::isfinite(p.score)) return bad(where, "its score is not a finite number");
     if (!id_of.emplace(p.text, i).second) return bad(where, absl::StrCat("'", p.text, "' appears twice"));
     vocab[p.text] = i;
   }
@@ -251,6 +270,10 @@ absl::StatusOr<ConvertedSentencePiece> ConvertSentencePiece(const std::string& m
       return std::make_pair(a.left, a.right) < std::make_pair(b.left, b.right);
     });
     merges.insert(merges.end(), local.begin(), local.end());
+    if (merges.size() > kMaxMerges) {
+      return bad("pieces", absl::StrCat("they split into more than ", kMaxMerges,
+                                        " merges (Llama 2's 32,000 pieces make 58,980)"));
+    }
   }
   std::stable_sort(merges.begin(), merges.end(), [](const Merge& a, const Merge& b) { return a.score > b.score; });
   auto text = [&](int64_t id) -> const std::string& { return spec.pieces[static_cast<size_t>(id)].text; };
@@ -337,14 +360,25 @@ absl::StatusOr<ConvertedSentencePiece> ConvertSentencePiece(const std::string& m
   ConvertedSentencePiece converted;
   converted.tokenizer_json = out.dump(2);
   converted.tokenizer_config_json = tokenizer_config_json;
-  if (converted.tokenizer_config_json.empty()) {
-    Json c = {{"add_bos_token", true}, {"add_eos_token", false}, {"legacy", true}};
-    if (spec.bos_id >= 0) c["bos_token"] = text(spec.bos_id);
-    if (spec.eos_id >= 0) c["eos_token"] = text(spec.eos_id);
-    c["unk_token"] = text(spec.unk_id);
-    c["tokenizer_class"] = "LlamaTokenizer";
-    converted.tokenizer_config_json = c.dump(2);
+  // LlamaTokenizer's defaults for what the config does not name: the
+  // model's own bos, eos and unk pieces.
+  bool filled = false;
+  auto fill = [&](const char* key, int64_t id) {
+    if (id < 0 || (config.contains(key) && !config[key].is_null())) return;
+    config[key] = text(id);
+    filled = true;
+  };
+  fill("bos_token", spec.bos_id);
+  fill("eos_token", spec.eos_id);
+  fill("unk_token", spec.unk_id);
+  if (tokenizer_config_json.empty()) {
+    config["add_bos_token"] = true;
+    config["add_eos_token"] = false;
+    config["legacy"] = true;
+    config["tokenizer_class"] = "LlamaTokenizer";
+    filled = true;
   }
+  if (filled) converted.tokenizer_config_json = config.dump(2);
   return converted;
 }
 

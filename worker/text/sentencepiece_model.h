@@ -2,7 +2,7 @@
 
 // NOTE [tokenizer.model]: a decoder directory that ships SentencePiece's own
 // tokenizer.model and no tokenizer.json (older Llama 2 and Mistral uploads)
-// is read through libsentencepiece and converted to the tokenizer.json that
+// is read and converted to the tokenizer.json that
 // Hugging Face's AutoTokenizer makes of it (transformers'
 // convert_slow_tokenizer, LlamaConverter), which BpeTokenizer then runs, so
 // the ids are those of HF's fast tokenizer on that directory:
@@ -18,10 +18,18 @@
 //   prepend;
 // - the post-processor adds bos (`add_bos_token`, default true) and eos
 //   (`add_eos_token`, default false), as LlamaTokenizerFast does.
+// The merges are ordered as transformers 4.x's SentencePieceExtractor orders
+// them (score alone; some later versions break ties between pieces of equal
+// score by the halves' lengths), which reproduces the Llama 2 package's
+// tokenizer.json merge for merge.
 // What HF's conversion would silently get wrong or cannot express is refused
 // naming the field: a Unigram, word or char model, a normaliser other than
 // identity (HF drops its rules), remove_extra_whitespaces (HF ignores it,
-// SentencePiece collapses spaces), treat_whitespace_as_suffix.
+// SentencePiece collapses spaces), add_dummy_prefix false (HF prefixes
+// anyway), treat_whitespace_as_suffix, a tokenizer_class other than Llama's
+// (Gemma's and others are converted by other rules), a model whose pieces
+// split into more than 2M merges, a non-finite score. A config that does not
+// name bos/eos/unk gets the model's pieces, as LlamaTokenizer defaults them.
 //
 // The file is read by this project's own reader of its protobuf fields, not
 // by libsentencepiece: Debian's libsentencepiece (0.1.97) carries its own
@@ -39,8 +47,9 @@ namespace attune::worker::text {
 
 struct ConvertedSentencePiece {
   std::string tokenizer_json;
-  // The tokenizer_config.json given, or for a model that came without one
-  // its bos, eos and unk pieces, BOS added, no EOS (LlamaTokenizer's defaults).
+  // The tokenizer_config.json given (with the model's bos, eos and unk pieces
+  // for those it does not name), or for a model that came without one those
+  // pieces, BOS added, no EOS (LlamaTokenizer's defaults).
   std::string tokenizer_config_json;
 };
 

@@ -219,8 +219,7 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Tokenizer::FromDirectory(const std::s
     if (!text.ok()) return text.status();
     auto j = nlohmann::json::parse(*text, nullptr, false);
     if (j.is_object() && j.contains("model") && j["model"].is_object() && j["model"].value("type", "") == "BPE") {
-      auto config = common::ReadFile(dir + "/tokenizer_config.json", int64_t{64} << 20);
-      auto bpe = BpeTokenizer::FromJson(*text, config.ok() ? *config : "", dir + "/tokenizer.json");
+      auto bpe = BpeTokenizer::FromDirectory(dir);
       if (!bpe.ok()) return bpe.status();
       return std::unique_ptr<Tokenizer>(std::move(*bpe));
     }

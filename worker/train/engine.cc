@@ -716,7 +716,7 @@ absl::Status Engine::DoStep() {
     const comm::ReducerStats& after = reducer_->stats();
     ev.reduce_seconds = after.comm_seconds - before.comm_seconds;
     ev.reduce_exposed_seconds = after.exposed_seconds - before.exposed_seconds;
-    ev.reduce_bytes = after.bytes_per_step;
+    ev.reduce_bytes = after.bytes_per_step * (after.steps - before.steps);  // several with sharded gradients
     ev.last_collective_unix_seconds =
         std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
     lap(&ev.allreduce_seconds);
@@ -898,10 +898,13 @@ absl::StatusOr<TrainResult> Engine::DoFinish() {
   if (reducer_) {
     const auto& st = reducer_->stats();
     result_.allreduce_hidden_fraction = st.hidden_fraction();
-    result_.allreduce_seconds_per_step = st.steps ? st.comm_seconds / static_cast<double>(st.steps) : 0;
-    result_.allreduce_bytes_per_step = st.bytes_per_step;
+    // Per optimizer step (sharded gradients reduce every micro-batch).
+    const auto steps = static_cast<double>(s_.step - start_step_);
+    result_.allreduce_seconds_per_step = steps > 0 ? st.comm_seconds / steps : 0;
+    result_.allreduce_bytes_per_step =
+        steps > 0 ? static_cast<int64_t>(static_cast<double>(st.bytes_per_step * st.steps) / steps) : st.bytes_per_step;
     LOG(INFO) << absl::StrFormat("job=%s rank=%d allreduce: %d bytes/step, %.4f s/step, %.0f%% hidden behind backward",
-                                 c_.name, rank_, st.bytes_per_step, result_.allreduce_seconds_per_step,
+                                 c_.name, rank_, result_.allreduce_bytes_per_step, result_.allreduce_seconds_per_step,
                                  100 * st.hidden_fraction());
   }
   LOG(INFO) << absl::StrFormat("job=%s rank=%d peak resident memory at the end: %d MiB", c_.name, rank_,

@@ -1,7 +1,7 @@
 #pragma once
 
 // attune predict for causal-LM models (predict.h's logprobs and generation
-// modes): JSON lines through the model directory's tokenizer.json and chat
+// modes): JSON lines through the model directory's tokenizer (tokenizer.json or tokenizer.model) and chat
 // template into generate.h, and back to JSON lines.
 
 #include <cstdint>

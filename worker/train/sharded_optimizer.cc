@@ -110,8 +110,8 @@ absl::Status ShardedAdamW::ExportTo(torch::optim::AdamW& full) {
             part.narrow(0, pieces_[k].shard_offset, pieces_[k].length).copy_(second ? ps.exp_avg_sq() : ps.exp_avg());
           }
         },
-        [&](size_t i, const at::Tensor& values) {
-          if (keep) (second ? sq : avg)[i].view({-1}).copy_(values);
+        [&](size_t i, int64_t offset, const at::Tensor& values) {
+          if (keep) (second ? sq : avg)[i].view({-1}).narrow(0, offset, values.numel()).copy_(values);
         });
     if (!s.ok()) return s;
   }
