@@ -17,7 +17,7 @@ Throughput: the median of the tokens/s windows each run logs (every 10
 steps) after the first, rank 0's.
 
 usage: bench/sharding.py [--build build] [--hidden 512] [--layers 8] [--steps 30] [--repeat 1]
-                         [--tokenizer llama3_1|llama2] [--tied]"""
+                         [--tokenizer llama3_1|llama2] [--tied] [--bucket_cap_mb MB] [--modes none,optimizer,gradients]"""
 import argparse
 import json
 import os
@@ -44,6 +44,8 @@ def main():
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--tokenizer", default="llama3_1", choices=["llama3_1", "llama2"])
     ap.add_argument("--tied", action="store_true", help="tie the embeddings and the head")
+    ap.add_argument("--bucket_cap_mb", type=int, default=0, help="the reducer's bucket size (0: the default)")
+    ap.add_argument("--modes", default="none,optimizer,gradients")
     a = ap.parse_args()
     heads, kv, ffn = a.hidden // 64, max(1, a.hidden // 256), a.hidden * 11 // 4
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE")
@@ -68,7 +70,7 @@ def main():
     print(f"CPU: {cpu_line()}; 2 ranks x 1 thread, Gloo")
     results = {}
     params = None
-    modes = ("none", "optimizer", "gradients")
+    modes = tuple(a.modes.split(","))
     for mode in modes:
         spec = os.path.join(work, f"{mode}.yaml")
         with open(spec, "w") as f:
@@ -87,8 +89,10 @@ output_dir: {work}/out_{mode}
 """)
         peaks, speeds = [[], []], []
         for _ in range(a.repeat):
-            out = run([os.path.join(a.build, "bin", "attune-worker"), "train", "--spec", spec, "--noresume",
-                       "--nproc", "2"], env)
+            cmd = [os.path.join(a.build, "bin", "attune-worker"), "train", "--spec", spec, "--noresume", "--nproc", "2"]
+            if a.bucket_cap_mb > 0:
+                cmd.append(f"--bucket_cap_mb={a.bucket_cap_mb}")
+            out = run(cmd, env)
             for r in (0, 1):
                 m = re.search(rf"rank={r} peak resident memory while training: (\d+) MiB", out)
                 if not m:
@@ -112,8 +116,12 @@ output_dir: {work}/out_{mode}
     for mode, (peaks, speeds) in results.items():
         spread = lambda v: f"{statistics.median(v):.0f}" + (f" ({min(v):.0f}-{max(v):.0f})" if len(v) > 1 else "")
         print(f"{mode:12}{spread(peaks[0]):>20}{spread(peaks[1]):>20}{spread(speeds):>14}")
+    if "none" not in results:
+        return
     (p0n, p1n), sn = [statistics.median(p) for p in results["none"][0]], statistics.median(results["none"][1])
-    for mode in modes[1:]:
+    for mode in modes:
+        if mode == "none":
+            continue
         (p0, p1), sm = [statistics.median(p) for p in results[mode][0]], statistics.median(results[mode][1])
         print(f"{mode} / none: peak rank 0 {p0 / p0n:.2f}, rank 1 {p1 / p1n:.2f} (saved {p0n - p0:.0f} and "
               f"{p1n - p1:.0f} MiB); throughput {sm / sn:.2f}")

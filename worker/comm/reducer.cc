@@ -190,17 +190,17 @@ void Reducer::MarkReady(size_t i) {
     } else if (grad.data_ptr() != dst.data_ptr()) {
       dst.copy_(grad.reshape({-1}).narrow(0, seg.param_offset, seg.length));
     }  // else: the gradient is a view of its bucket (after the first step), already in place
+    // Launched before the next segment's bucket is made (NOTE [sharded
+    // gradients]: a large parameter's buckets do not all exist at once), in
+    // bucket order on every rank whatever order the hooks fire in (the
+    // ranks' collectives must pair up; a rank with no rows marks its
+    // parameters in index order), as DDP does.
+    if (--b.pending == 0 && options_.overlap) {
+      while (next_launch_ < buckets_.size() && buckets_[next_launch_]->pending == 0) Launch(*buckets_[next_launch_++]);
+    }
   }
   // NOTE [sharded gradients]: the buckets hold it now.
   if (options_.shard_gradients) params_[i].mutable_grad() = at::Tensor();
-  bool filled = false;
-  for (const Segment& seg : segments_[i]) filled |= --buckets_[seg.bucket]->pending == 0;
-  if (filled && options_.overlap) {
-    // In bucket order on every rank, whatever order the hooks fire in (the
-    // ranks' collectives must pair up; a rank with no rows marks its
-    // parameters in index order), as DDP does.
-    while (next_launch_ < buckets_.size() && buckets_[next_launch_]->pending == 0) Launch(*buckets_[next_launch_++]);
-  }
 }
 
 void Reducer::Launch(Bucket& b) {

@@ -3,6 +3,7 @@
 #include <sys/resource.h>
 
 #include <chrono>
+#include <mutex>
 #include <cmath>
 #include <map>
 #include <optional>
@@ -169,6 +170,15 @@ std::string DecoderConfigJson(const common::JobConfig& c, const text::Tokenizer&
 // The model the spec describes, freshly initialised (a checkpoint is loaded
 // into it afterwards): an encoder with the task's head, or a decoder for
 // causal_lm. `names` gets the head's output names (id2label).
+// Initialisation seeds and draws from libtorch's one global generator:
+// engines that share a process (in-process ranks in tests) build their models
+// one at a time, or one's seed lands amid another's draws. (Dropout draws from
+// it too: in-process ranks with dropout are not reproducible; processes are.)
+std::mutex& GlobalGeneratorMutex() {
+  static std::mutex mu;
+  return mu;
+}
+
 absl::StatusOr<model::ModelPtr> MakeModel(const common::JobConfig& c, const text::Tokenizer& tok, const task::Task& task,
                                           const data::LabelMap& labels, const model::MethodConfig& method,
                                           std::vector<std::string>* names) {
@@ -388,7 +398,10 @@ absl::Status Engine::DoSetup() {
   ATTUNE_RETURN_IF_ERROR(task_->Configure(tok, c_));
   model::MethodConfig method = MakeMethod(c_, model::DecoderConfig::IsDecoderType(model_type));
   std::vector<std::string> output_names;
-  ATTUNE_ASSIGN_OR_RETURN(model_, MakeModel(c_, tok, task, data_.labels, method, &output_names));
+  {
+    std::lock_guard<std::mutex> l(GlobalGeneratorMutex());
+    ATTUNE_ASSIGN_OR_RETURN(model_, MakeModel(c_, tok, task, data_.labels, method, &output_names));
+  }
   outputs_ = static_cast<int>(output_names.size());
   task_->SetOutputs(output_names);
   loss_units_ = task.LossUnitsPerExample(outputs_);
@@ -469,7 +482,10 @@ absl::Status Engine::DoSetup() {
     LOG(INFO) << "job=" << c_.name << " rank=" << rank_ << " gradient checkpointing: each decoder layer is recomputed in backward";
   }
   model_->to(device_);  // before the optimizer takes the parameters
-  torch::manual_seed(static_cast<uint64_t>(c_.seed) + 1);  // dropout stream, independent of initialisation
+  {
+    std::lock_guard<std::mutex> l(GlobalGeneratorMutex());
+    torch::manual_seed(static_cast<uint64_t>(c_.seed) + 1);  // dropout stream, independent of initialisation
+  }
   model_->train();
   counts_ = model::CountParameters(*model_);
   result_.trainable_parameters = counts_.trainable;
