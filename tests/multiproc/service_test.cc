@@ -1204,7 +1204,11 @@ TEST_F(ServiceTest, RealPrometheusScrapesTheJobAndAnswersEveryDashboardAndRuleQu
   Reaper reap{prom};
   const std::string url = "http://127.0.0.1:" + std::to_string(pport);
   // A job long enough to be scraped while it trains; cancelled at the end.
+  // (Spec's 100 epochs would end it first: their 4,000 steps took under 50 s.)
   std::string spec = Spec("scraped", 1000000, 0, 50);
+  std::string text = testing::ReadText(spec);
+  text.replace(text.find("epochs: 100,"), 12, "epochs: 10000,");
+  testing::WriteText(spec, text);
   std::string id = Submit(spec);
   ASSERT_FALSE(id.empty());
   ASSERT_TRUE(WaitState(id, "RUNNING", 60));
